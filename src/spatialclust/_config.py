@@ -1,0 +1,81 @@
+"""YAML run configurations: packaged commented defaults, user overrides, unknown keys rejected.
+
+A configuration is a nested mapping. The packaged default file of a command (e.g.
+``pipeline/config.yaml``) lists every key with a comment; a user file or dict only needs the keys
+it changes. A key not present in the defaults is an error naming the key and the valid ones,
+except below a mapping that is empty in the defaults (``params: {}``), which is free-form and
+passed to the selected method as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid."""
+
+
+def packaged_defaults(resource: str) -> dict[str, Any]:
+    """Load a default configuration shipped inside the package, e.g. ``"pipeline/config.yaml"``."""
+    package, _, name = resource.rpartition("/")
+    text = resources.files(f"spatialclust.{package.replace('/', '.')}" if package else "spatialclust")
+    return yaml.safe_load(text.joinpath(name).read_text()) or {}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path`` with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Configuration file {str(path)!r} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Configuration file {str(path)!r} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Configuration file {str(path)!r} must hold a mapping, got {type(data).__name__}.")
+    return data
+
+
+def merge_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None, *, where: str = "") -> dict[str, Any]:
+    """Return ``defaults`` updated with ``overrides``, rejecting keys the defaults do not have."""
+    result = copy.deepcopy(dict(defaults))
+    for key, value in (overrides or {}).items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in result:
+            valid = ", ".join(f"`{k}`" for k in sorted(result)) or "(none)"
+            raise ConfigError(f"Unknown configuration key `{dotted}`. Valid keys here are: {valid}.")
+        default = result[key]
+        if isinstance(default, dict) and default:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"Configuration key `{dotted}` must be a mapping, got {value!r}.")
+            result[key] = merge_config(default, value, where=dotted)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def set_dotted(config: dict[str, Any], assignment: str) -> None:
+    """Apply a command-line override ``"section.key=value"`` (value parsed as YAML) in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"Override {assignment!r} must look like `section.key=value`.")
+    dotted, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw)
+    keys = dotted.strip().split(".")
+    update: dict[str, Any] = value
+    for key in reversed(keys):
+        update = {key: update}
+    config.update(merge_config(config, update))
+
+
+def dump_config(config: Mapping[str, Any], path: str | Path) -> None:
+    """Write the resolved configuration as YAML."""
+    Path(path).write_text(yaml.safe_dump(dict(config), sort_keys=False))

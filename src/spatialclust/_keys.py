@@ -1,0 +1,52 @@
+"""Every AnnData key the package reads or writes, in one place.
+
+See ``docs/data_model.md`` for what each key holds. Import these constants instead of
+spelling key names as string literals, so the data model stays consistent.
+"""
+
+# --- pixels / spots (obs axis) -------------------------------------------------------
+SPATIAL = "spatial"
+"""``obsm[SPATIAL]``: integer grid coordinates ``(x, y)`` of every pixel/spot, shape (n_obs, 2)."""
+TISSUE = "tissue"
+"""``obs[TISSUE]``: bool, True for on-tissue pixels."""
+TIC = "tic"
+"""``obs[TIC]``: total ion count of the raw spectrum of each pixel (written by the readers)."""
+SECTION = "section"
+"""``obs[SECTION]``: section/sample name when several sections are concatenated."""
+
+# --- features: m/z or genes (var axis) -------------------------------------------------
+MZ = "mz"
+"""``var[MZ]``: float m/z of each ion image (MSI)."""
+PATTERN = "pattern"
+"""``var[PATTERN]``: ground-truth spatial pattern class of each feature (simulators)."""
+ISOTOPE_OF = "isotope_of"
+"""``var[ISOTOPE_OF]``: for a simulated M+1 13C isotope, the var name of its monoisotopic ion, else ""."""
+N_CARBON = "n_carbon"
+"""``var[N_CARBON]``: carbon number of the (simulated) molecule."""
+ON_TISSUE = "on_tissue"
+"""``var[ON_TISSUE]``: bool, False for simulated matrix/background ions."""
+
+# --- unstructured -----------------------------------------------------------------------
+GRID = "grid"
+"""``uns[GRID]``: dict with ``shape`` = [height, width] (pixels) and ``pixel_size`` (µm or None)."""
+SOURCE = "source"
+"""``uns[SOURCE]``: dict describing where the data came from (file, reader parameters)."""
+SIMULATION = "simulation"
+"""``uns[SIMULATION]``: parameters and ground truth of a simulated dataset."""
+PREPROCESSING = "preprocessing"
+"""``uns[PREPROCESSING]``: ordered list of preprocessing steps applied, each a dict with ``step`` and ``params``."""
+
+# --- layers -------------------------------------------------------------------------------
+RAW = "raw"
+"""``layers[RAW]``: intensities before preprocessing (kept when a pipeline normalises X)."""
+
+# --- results (defaults of key_added) ------------------------------------------------------
+def embedding_key(method: str) -> str:
+    """``varm`` key of an embedding of feature images, e.g. ``X_regular``, ``X_neural``."""
+    return f"X_{method}"
+
+
+CLUSTER = "cluster"
+"""Default ``var`` column of a clustering of feature images (``var[key]``, int, -1 = noise)."""
+PARAMS = "params"
+"""``uns[key][PARAMS]``: parameters a tool was run with."""

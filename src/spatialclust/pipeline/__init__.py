@@ -1,0 +1,3 @@
+"""pipeline."""
+
+__all__: list[str] = []

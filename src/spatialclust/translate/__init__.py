@@ -1,0 +1,3 @@
+"""translate."""
+
+__all__: list[str] = []
