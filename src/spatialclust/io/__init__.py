@@ -1,3 +1,5 @@
-"""io."""
+"""Reading and writing spatial datasets (imzML, image stacks, h5ad, ...) as AnnData."""
 
-__all__: list[str] = []
+from ._images import images_to_adata, read_ion_images
+
+__all__ = ["images_to_adata", "read_ion_images"]
