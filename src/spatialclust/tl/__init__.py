@@ -1,3 +1,28 @@
-"""tl."""
+"""Tools: embed feature images and cluster them (scanpy's ``tl`` namespace)."""
 
-__all__: list[str] = []
+from ._cluster import (
+    cluster,
+    clusterers,
+    create_clusterer,
+    estimate_dbscan_eps,
+    estimate_n_clusters,
+    list_clusterers,
+    register_clusterer,
+)
+from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, register_embedder
+
+__all__ = [
+    "ImageEmbedder",
+    "cluster",
+    "clusterers",
+    "create_clusterer",
+    "create_embedder",
+    "embed",
+    "embedders",
+    "estimate_dbscan_eps",
+    "estimate_n_clusters",
+    "list_clusterers",
+    "list_embedders",
+    "register_clusterer",
+    "register_embedder",
+]

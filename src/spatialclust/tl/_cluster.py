@@ -1,0 +1,625 @@
+"""Clustering of feature-image embeddings: registry, estimators, parameter helpers, AnnData wrapper.
+
+Every clusterer is a scikit-learn style estimator: ``__init__`` stores parameters, ``fit(X)``
+validates and sets ``labels_`` (int, ``-1`` = noise), ``fit_predict(X)`` returns them. All take a
+``random_state``. They are registered by name:
+
+=============== ================================================================================
+``kmeans``      k-means with k-means++ seeding (Zhang et al. 2024, seed 000)
+``umap_dbscan`` UMAP to 3 dimensions with cosine distance, then DBSCAN with a noise label (seed 000)
+``hdbscan``     HDBSCAN (Campello et al. 2013; ``sklearn.cluster.HDBSCAN``)
+``spectral``    spectral clustering on a 10-nearest-neighbour graph (seed 001)
+``leiden``      Leiden community detection on a kNN graph (Traag et al. 2019)
+=============== ================================================================================
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import anndata as ad
+import numpy as np
+from scipy import sparse
+from sklearn.base import BaseEstimator, ClusterMixin
+
+from .. import _keys
+from .._logging import logger
+from .._registry import Registry
+from ._embed import _plain_params
+
+clusterers: Registry[BaseEstimator] = Registry("clusterer")
+"""Registry of clusterers (name -> estimator class)."""
+register_clusterer = clusterers.register
+
+#: Fewest feature images any clusterer accepts.
+MIN_IMAGES = 3
+
+
+def create_clusterer(name: str, **params: Any) -> BaseEstimator:
+    """Build the clusterer registered under ``name`` with ``params`` (unknown names list the valid ones)."""
+    return clusterers.create(name, **params)
+
+
+def list_clusterers() -> list[str]:
+    """Names of the registered clusterers, sorted."""
+    return clusterers.names()
+
+
+class DegenerateDataWarning(UserWarning):
+    """A clustering finished but its result is degenerate (e.g. DBSCAN labelled every image noise)."""
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+
+
+def check_features(X: Any, *, name: str = "X") -> np.ndarray:
+    """Validate a feature matrix (one row per image) for clustering.
+
+    Raises a ValueError naming ``name`` when ``X`` is not 2-D, contains NaN/inf, has fewer than
+    3 rows (images) or when all rows are identical (nothing to cluster).
+    """
+    if sparse.issparse(X):
+        X = X.toarray()
+    arr = np.asarray(X, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"`{name}` must be 2-D (n_images, n_dims); received shape {arr.shape}.")
+    if arr.shape[0] < MIN_IMAGES:
+        raise ValueError(f"`{name}` has {arr.shape[0]} images; clustering needs at least {MIN_IMAGES}.")
+    if arr.shape[1] == 0:
+        raise ValueError(f"`{name}` has no columns: received shape {arr.shape}.")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"`{name}` contains NaN or infinite values.")
+    if np.all(arr == arr[0]):
+        raise ValueError(
+            f"All {arr.shape[0]} images in `{name}` are identical; there is no structure to cluster "
+            "(check preprocessing, e.g. that images are not all empty)."
+        )
+    return arr
+
+
+def _check_count(value: Any, name: str, *, n_images: int, low: int = 1, below_n: bool = False) -> int:
+    """Validate an integer parameter bounded by the number of images (k, n_clusters, min_samples)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"`{name}` must be an integer; received {value!r}.")
+    high = n_images - 1 if below_n else n_images
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low}; received {value}.")
+    if value > high:
+        rel = "smaller than" if below_n else "at most"
+        raise ValueError(f"`{name}`={value} is larger than allowed: it must be {rel} the number of images ({n_images}).")
+    return int(value)
+
+
+def _check_random_state(random_state: Any) -> int | None:
+    if random_state is None or (isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool)):
+        return None if random_state is None else int(random_state)
+    raise ValueError(f"`random_state` must be an int or None; received {random_state!r}.")
+
+
+# --------------------------------------------------------------------------------------------
+# parameter helpers
+# --------------------------------------------------------------------------------------------
+
+
+def knee_point(values: np.ndarray) -> int:
+    """Index of the knee of an increasing curve (Kneedle; Satopää et al. 2011).
+
+    Both axes are scaled to [0, 1]; the knee is the point farthest below the chord joining the
+    first and last points (for a convex, increasing curve such as a sorted k-distance plot).
+    """
+    y = np.asarray(values, dtype=np.float64)
+    n = y.size
+    if n < 3 or y[-1] == y[0]:
+        return n - 1
+    x = np.linspace(0.0, 1.0, n)
+    yn = (y - y[0]) / (y[-1] - y[0])
+    return int(np.argmax(x - yn))
+
+
+def estimate_dbscan_eps(X: Any, *, min_samples: int = 5, metric: str = "euclidean") -> float:
+    """DBSCAN ``eps`` from the knee of the sorted k-distance curve (Ester et al. 1996, Sec. 4.2).
+
+    For every image the distance to its ``min_samples``-th nearest neighbour (the image itself
+    counts, as in scikit-learn's DBSCAN) is computed; the sorted distances rise slowly inside
+    clusters and steeply for noise, and the knee of that curve is returned.
+
+    Parameters
+    ----------
+    X
+        Feature matrix ``(n_images, n_dims)``.
+    min_samples
+        DBSCAN's ``min_samples`` (k of the k-distance); must be smaller than the number of images.
+    metric
+        Distance (any ``sklearn.neighbors.NearestNeighbors`` metric).
+
+    Returns
+    -------
+    A positive ``eps``.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    arr = check_features(X)
+    k = _check_count(min_samples, "min_samples", n_images=arr.shape[0], low=2, below_n=True)
+    dist, _ = NearestNeighbors(n_neighbors=k, metric=metric).fit(arr).kneighbors(arr)
+    kdist = np.sort(dist[:, -1])
+    eps = float(kdist[knee_point(kdist)])
+    if eps <= 0:  # duplicates: fall back to the smallest positive k-distance
+        positive = kdist[kdist > 0]
+        eps = float(positive[0]) if positive.size else 1e-12
+    return eps
+
+
+def knn_affinity(X: np.ndarray, *, n_neighbors: int = 10, metric: str = "euclidean") -> sparse.csr_matrix:
+    """Symmetric 0/1 k-nearest-neighbour connectivity graph (``A = max(K, K^T)``), no self loops."""
+    from sklearn.neighbors import kneighbors_graph
+
+    k = _check_count(n_neighbors, "n_neighbors", n_images=X.shape[0], below_n=True)
+    knn = kneighbors_graph(X, n_neighbors=k, mode="connectivity", metric=metric, include_self=False)
+    return knn.maximum(knn.T).tocsr()
+
+
+def laplacian_eigenvalues(affinity: Any, *, n_eigenvalues: int) -> np.ndarray:
+    """Smallest ``n_eigenvalues`` eigenvalues of the normalised Laplacian ``I - D^-1/2 A D^-1/2``."""
+    A = sparse.csr_matrix(affinity, dtype=np.float64)
+    deg = np.asarray(A.sum(axis=1)).ravel()
+    inv_sqrt = np.zeros_like(deg)
+    inv_sqrt[deg > 0] = 1.0 / np.sqrt(deg[deg > 0])
+    Dm = sparse.diags(inv_sqrt)
+    L = np.eye(A.shape[0]) - (Dm @ A @ Dm).toarray()
+    L = (L + L.T) / 2
+    from scipy.linalg import eigh
+
+    return eigh(L, eigvals_only=True, subset_by_index=[0, min(n_eigenvalues, A.shape[0]) - 1])
+
+
+def estimate_n_clusters(
+    X: Any,
+    *,
+    max_clusters: int = 20,
+    affinity: str = "nearest_neighbors",
+    n_neighbors: int = 10,
+) -> int:
+    """Number of clusters from the eigengap of the normalised graph Laplacian (von Luxburg 2007, Sec. 8.3).
+
+    The eigenvalues ``0 = λ_1 <= λ_2 <= ...`` of ``L = I - D^{-1/2} A D^{-1/2}`` are computed and
+    ``k = argmax_{k <= max_clusters} (λ_{k+1} - λ_k)`` is returned: a graph with ``k`` well-separated
+    groups has ``k`` eigenvalues near 0 followed by a jump.
+
+    Parameters
+    ----------
+    X
+        Feature matrix ``(n_images, n_dims)``, or a symmetric non-negative similarity matrix
+        ``(n, n)`` when ``affinity="precomputed"``.
+    max_clusters
+        Largest number of clusters considered (capped at ``n - 1``).
+    affinity
+        ``"nearest_neighbors"``: build a symmetric ``n_neighbors``-NN connectivity graph from ``X``
+        (spectral clustering of seed 001 uses k = 10); ``"precomputed"``: ``X`` is the affinity.
+    n_neighbors
+        k of the kNN graph.
+
+    Returns
+    -------
+    The estimated number of clusters, between 1 and ``max_clusters``.
+    """
+    if affinity == "precomputed":
+        A = sparse.csr_matrix(X, dtype=np.float64) if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"`X` must be a square affinity matrix when affinity='precomputed'; received shape {A.shape}.")
+        dense = A.toarray() if sparse.issparse(A) else A
+        if not np.isfinite(dense).all() or (dense < 0).any():
+            raise ValueError("The affinity matrix `X` must be finite and non-negative.")
+        if not np.allclose(dense, dense.T, atol=1e-8):
+            raise ValueError("The affinity matrix `X` must be symmetric.")
+        if A.shape[0] < MIN_IMAGES:
+            raise ValueError(f"`X` has {A.shape[0]} images; at least {MIN_IMAGES} are needed.")
+        A = dense.copy()
+        np.fill_diagonal(A, 0.0)
+    elif affinity == "nearest_neighbors":
+        A = knn_affinity(check_features(X), n_neighbors=n_neighbors)
+    else:
+        from .._registry import invalid_option
+
+        raise invalid_option(affinity, "affinity", ["nearest_neighbors", "precomputed"])
+    n = A.shape[0]
+    kmax = _check_count(max_clusters, "max_clusters", n_images=n)
+    kmax = min(kmax, n - 1)
+    eig = laplacian_eigenvalues(A, n_eigenvalues=kmax + 1)
+    gaps = np.diff(eig)[:kmax]
+    return int(np.argmax(gaps) + 1)
+
+
+def _resolve_n_clusters(n_clusters: Any, X: np.ndarray, *, max_clusters: int, n_neighbors: int = 10) -> int:
+    if isinstance(n_clusters, str):
+        if n_clusters != "auto":
+            raise ValueError(f"`n_clusters` must be a positive integer or 'auto'; received {n_clusters!r}.")
+        k = estimate_n_clusters(X, max_clusters=min(max_clusters, X.shape[0] - 1), n_neighbors=n_neighbors)
+        logger.info("Estimated n_clusters=%d from the eigengap of the kNN graph Laplacian.", k)
+        return k
+    return _check_count(n_clusters, "n_clusters", n_images=X.shape[0])
+
+
+# --------------------------------------------------------------------------------------------
+# estimators
+# --------------------------------------------------------------------------------------------
+
+
+class _Clusterer(ClusterMixin, BaseEstimator):
+    """Shared ``fit_predict``; subclasses implement ``fit`` setting ``labels_``."""
+
+    def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
+        return self.fit(X).labels_
+
+
+@register_clusterer("kmeans")
+class KMeansClusterer(_Clusterer):
+    """k-means with k-means++ seeding on the image embeddings (Euclidean distance).
+
+    As in Zhang et al. (2024, seed 000), who found 20 clusters best on both of their datasets;
+    ``n_clusters="auto"`` estimates the number from the eigengap (:func:`estimate_n_clusters`).
+
+    Parameters
+    ----------
+    n_clusters
+        Number of clusters, or ``"auto"``.
+    n_init
+        Number of k-means++ restarts (the best inertia is kept).
+    max_iter
+        Maximum Lloyd iterations per run.
+    max_clusters
+        Upper bound for ``"auto"``.
+    random_state
+        Seed of the k-means++ initialisation.
+
+    Attributes
+    ----------
+    labels_
+        Cluster of every image (never -1).
+    cluster_centers_
+        ``(n_clusters, n_dims)`` centroids.
+    n_clusters_
+        Number of clusters used.
+    """
+
+    def __init__(self, n_clusters: int | str = 20, *, n_init: int = 10, max_iter: int = 300, max_clusters: int = 30, random_state: int | None = 0) -> None:
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.max_clusters = max_clusters
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any = None) -> KMeansClusterer:
+        from sklearn.cluster import KMeans
+
+        arr = check_features(X)
+        seed = _check_random_state(self.random_state)
+        k = _resolve_n_clusters(self.n_clusters, arr, max_clusters=self.max_clusters)
+        n_distinct = np.unique(arr, axis=0).shape[0]
+        if k > n_distinct:
+            raise ValueError(f"`n_clusters`={k} is larger than the number of distinct images ({n_distinct}).")
+        km = KMeans(n_clusters=k, init="k-means++", n_init=self.n_init, max_iter=self.max_iter, random_state=seed).fit(arr)
+        self.labels_ = km.labels_.astype(np.int64)
+        self.cluster_centers_ = km.cluster_centers_
+        self.inertia_ = float(km.inertia_)
+        self.n_clusters_ = k
+        return self
+
+
+@register_clusterer("umap_dbscan")
+class UMAPDBSCAN(_Clusterer):
+    """UMAP to 3 dimensions with cosine distance, then DBSCAN ("U-D", Zhang et al. 2024, seed 000).
+
+    Images in low-density regions of the 3-D UMAP embedding get the noise label ``-1``. The paper
+    tuned UMAP/DBSCAN by hand per dataset; here ``eps=None`` (default) picks ``eps`` from the knee
+    of the k-distance curve of the UMAP coordinates (:func:`estimate_dbscan_eps`). If DBSCAN
+    labels every image noise, a :class:`DegenerateDataWarning` is issued and the all-noise labels are
+    returned (not an error), so the run can still be reported.
+
+    Parameters
+    ----------
+    n_components
+        UMAP output dimensions (3 in the paper, which also allows a 3-D scatter plot).
+    n_neighbors, min_dist, metric
+        UMAP parameters (``metric="cosine"`` as in the paper).
+    eps
+        DBSCAN radius in UMAP space, or None for the k-distance knee.
+    min_samples
+        DBSCAN core-point threshold (the point itself counts).
+    n_epochs
+        UMAP optimisation epochs (None: UMAP's default, 500 for small data).
+    random_state
+        Seed of UMAP.
+
+    Attributes
+    ----------
+    labels_
+        Cluster of every image, ``-1`` = noise.
+    embedding_
+        ``(n_images, n_components)`` UMAP coordinates.
+    eps_
+        The DBSCAN ``eps`` used.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_components: int = 3,
+        n_neighbors: int = 15,
+        min_dist: float = 0.1,
+        metric: str = "cosine",
+        eps: float | None = None,
+        min_samples: int = 5,
+        n_epochs: int | None = None,
+        random_state: int | None = 0,
+    ) -> None:
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.metric = metric
+        self.eps = eps
+        self.min_samples = min_samples
+        self.n_epochs = n_epochs
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any = None) -> UMAPDBSCAN:
+        from sklearn.cluster import DBSCAN
+
+        from .._compat import require
+
+        arr = check_features(X)
+        n = arr.shape[0]
+        seed = _check_random_state(self.random_state)
+        k = _check_count(self.n_neighbors, "n_neighbors", n_images=n, low=2, below_n=True)
+        ms = _check_count(self.min_samples, "min_samples", n_images=n, below_n=True)
+        dims = _check_count(self.n_components, "n_components", n_images=n, below_n=True)
+        if self.eps is not None and not self.eps > 0:
+            raise ValueError(f"`eps` must be a positive number or None; received {self.eps!r}.")
+        if self.metric in ("cosine", "correlation") and (np.linalg.norm(arr, axis=1) == 0).any():
+            raise ValueError(f"`X` has all-zero images, for which the {self.metric} distance is undefined; remove empty images first.")
+        umap = require("umap", package="umap-learn", purpose="UMAP-DBSCAN clustering")
+        reducer = umap.UMAP(
+            n_components=dims, n_neighbors=k, min_dist=self.min_dist, metric=self.metric,
+            n_epochs=self.n_epochs, random_state=seed, init="spectral",
+        )
+        self.embedding_ = np.asarray(reducer.fit_transform(arr), dtype=np.float32)
+        self.eps_ = float(self.eps) if self.eps is not None else estimate_dbscan_eps(self.embedding_, min_samples=max(ms, 2))
+        labels = DBSCAN(eps=self.eps_, min_samples=ms).fit_predict(self.embedding_)
+        self.labels_ = labels.astype(np.int64)
+        if (self.labels_ == -1).all():
+            msg = (f"DBSCAN labelled all {n} images noise (eps={self.eps_:.4g}, min_samples={ms}); "
+                   "increase `eps` or decrease `min_samples`.")
+            logger.warning(msg)
+            warnings.warn(msg, DegenerateDataWarning, stacklevel=2)
+        return self
+
+
+@register_clusterer("hdbscan")
+class HDBSCANClusterer(_Clusterer):
+    """HDBSCAN (Campello, Moulavi & Sander 2013) via ``sklearn.cluster.HDBSCAN``; noise = ``-1``.
+
+    Parameters
+    ----------
+    min_cluster_size
+        Smallest group of images that counts as a cluster.
+    min_samples
+        Density threshold (None: ``min_cluster_size``).
+    metric
+        Distance between embeddings.
+    cluster_selection_epsilon
+        Clusters closer than this are merged.
+    random_state
+        Accepted for a uniform interface; HDBSCAN is deterministic.
+
+    Attributes
+    ----------
+    labels_
+        Cluster of every image, ``-1`` = noise.
+    probabilities_
+        Strength of each image's cluster membership.
+    """
+
+    def __init__(self, *, min_cluster_size: int = 5, min_samples: int | None = None, metric: str = "euclidean", cluster_selection_epsilon: float = 0.0, random_state: int | None = 0) -> None:
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
+        self.metric = metric
+        self.cluster_selection_epsilon = cluster_selection_epsilon
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any = None) -> HDBSCANClusterer:
+        from sklearn.cluster import HDBSCAN
+
+        arr = check_features(X)
+        n = arr.shape[0]
+        _check_random_state(self.random_state)
+        mcs = _check_count(self.min_cluster_size, "min_cluster_size", n_images=n, low=2)
+        ms = None if self.min_samples is None else _check_count(self.min_samples, "min_samples", n_images=n, below_n=True)
+        model = HDBSCAN(min_cluster_size=mcs, min_samples=ms, metric=self.metric, cluster_selection_epsilon=self.cluster_selection_epsilon, copy=True).fit(arr)
+        self.labels_ = model.labels_.astype(np.int64)
+        self.probabilities_ = model.probabilities_
+        if (self.labels_ == -1).all():
+            msg = f"HDBSCAN labelled all {n} images noise; decrease `min_cluster_size`."
+            logger.warning(msg)
+            warnings.warn(msg, DegenerateDataWarning, stacklevel=2)
+        return self
+
+
+@register_clusterer("spectral")
+class SpectralClusterer(_Clusterer):
+    """Spectral clustering on a symmetric k-nearest-neighbour graph (k = 10, as in seed 001).
+
+    Hu et al. (2024, seed 001) cluster their embeddings with spectral clustering on a 10-NN graph;
+    the number of clusters defaults to the eigengap estimate of that graph's normalised Laplacian.
+
+    Parameters
+    ----------
+    n_clusters
+        Number of clusters or ``"auto"`` (eigengap, :func:`estimate_n_clusters`).
+    n_neighbors
+        k of the kNN graph.
+    max_clusters
+        Upper bound for ``"auto"``.
+    assign_labels
+        How labels are assigned in the spectral embedding (``"kmeans"``, ``"discretize"``,
+        ``"cluster_qr"``; scikit-learn).
+    random_state
+        Seed of the eigensolver initialisation and of k-means.
+
+    Attributes
+    ----------
+    labels_, n_clusters_, affinity_matrix_
+    """
+
+    def __init__(self, n_clusters: int | str = "auto", *, n_neighbors: int = 10, max_clusters: int = 30, assign_labels: str = "kmeans", random_state: int | None = 0) -> None:
+        self.n_clusters = n_clusters
+        self.n_neighbors = n_neighbors
+        self.max_clusters = max_clusters
+        self.assign_labels = assign_labels
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any = None) -> SpectralClusterer:
+        from sklearn.cluster import SpectralClustering
+
+        arr = check_features(X)
+        seed = _check_random_state(self.random_state)
+        A = knn_affinity(arr, n_neighbors=self.n_neighbors)
+        k = _resolve_n_clusters(self.n_clusters, arr, max_clusters=self.max_clusters, n_neighbors=self.n_neighbors)
+        model = SpectralClustering(n_clusters=k, affinity="precomputed", assign_labels=self.assign_labels, random_state=seed)
+        with warnings.catch_warnings():
+            # a disconnected kNN graph is expected for well-separated clusters: it is what we want
+            warnings.filterwarnings("ignore", message="Graph is not fully connected", category=UserWarning)
+            self.labels_ = model.fit_predict(A).astype(np.int64)
+        self.affinity_matrix_ = A
+        self.n_clusters_ = k
+        return self
+
+
+@register_clusterer("leiden")
+class LeidenClusterer(_Clusterer):
+    """Leiden community detection (Traag, Waltman & van Eck 2019) on a symmetric kNN graph.
+
+    Optimises the modularity with a resolution parameter (``RBConfigurationVertexPartition`` of
+    ``leidenalg``) on the unweighted, symmetrised k-nearest-neighbour graph of the embeddings.
+
+    Parameters
+    ----------
+    resolution
+        Higher values give more, smaller clusters.
+    n_neighbors
+        k of the kNN graph.
+    metric
+        Distance used to find neighbours.
+    n_iterations
+        Leiden iterations (-1: until stable).
+    random_state
+        Seed of leidenalg.
+
+    Attributes
+    ----------
+    labels_, modularity_
+    """
+
+    def __init__(self, *, resolution: float = 1.0, n_neighbors: int = 10, metric: str = "euclidean", n_iterations: int = -1, random_state: int | None = 0) -> None:
+        self.resolution = resolution
+        self.n_neighbors = n_neighbors
+        self.metric = metric
+        self.n_iterations = n_iterations
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any = None) -> LeidenClusterer:
+        from .._compat import require
+
+        arr = check_features(X)
+        seed = _check_random_state(self.random_state)
+        if not (isinstance(self.resolution, (int, float)) and self.resolution > 0):
+            raise ValueError(f"`resolution` must be a positive number; received {self.resolution!r}.")
+        ig = require("igraph", package="igraph", purpose="Leiden clustering")
+        la = require("leidenalg", package="leidenalg", purpose="Leiden clustering")
+        A = sparse.triu(knn_affinity(arr, n_neighbors=self.n_neighbors, metric=self.metric), k=1).tocoo()
+        graph = ig.Graph(n=arr.shape[0], edges=list(zip(A.row.tolist(), A.col.tolist())), directed=False)
+        part = la.find_partition(
+            graph, la.RBConfigurationVertexPartition, resolution_parameter=float(self.resolution),
+            n_iterations=self.n_iterations, seed=0 if seed is None else seed,
+        )
+        self.labels_ = np.asarray(part.membership, dtype=np.int64)
+        self.modularity_ = float(part.modularity)
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# AnnData wrapper
+# --------------------------------------------------------------------------------------------
+
+
+def cluster(
+    adata: ad.AnnData,
+    method: str | BaseEstimator = "kmeans",
+    *,
+    use_rep: str = "X_regular",
+    key_added: str = _keys.CLUSTER,
+    random_state: int | None = 0,
+    copy: bool = False,
+    **params: Any,
+) -> ad.AnnData | None:
+    """Cluster the feature images of ``adata`` by their embedding ``varm[use_rep]``.
+
+    Parameters
+    ----------
+    adata
+        Dataset with an embedding in ``varm`` (see :func:`spatialclust.tl.embed`).
+    method
+        A registered clusterer (see :func:`list_clusterers`) or a clusterer instance
+        (``params`` and ``random_state`` are then taken from the instance).
+    use_rep
+        ``varm`` key of the embedding.
+    key_added
+        ``var`` column of the labels.
+    random_state
+        Seed passed to the clusterer.
+    copy
+        Return a modified copy instead of writing to ``adata``.
+    **params
+        Parameters of the clusterer.
+
+    Returns
+    -------
+    None, or the copy if ``copy=True``. Writes
+
+    ``adata.var[key_added]``
+        int cluster of every feature image, ``-1`` = noise.
+    ``adata.uns[key_added]``
+        ``{"method", "use_rep", "params", "n_clusters", "n_noise"}``; ``n_clusters`` excludes noise.
+    ``adata.varm[f"{key_added}_umap"]``
+        For ``umap_dbscan``: the 3-D UMAP coordinates (``embedding_``), for 3-D scatter plots.
+    """
+    if use_rep not in adata.varm:
+        available = ", ".join(f"`{k}`" for k in adata.varm.keys()) or "none (run `sc.tl.embed` first)"
+        raise KeyError(f"`use_rep`={use_rep!r} is not in `adata.varm`. Available embeddings: {available}.")
+    if isinstance(method, str):
+        est = create_clusterer(method, random_state=random_state, **params)
+        name = method
+    elif hasattr(method, "fit") and hasattr(method, "get_params"):
+        if params:
+            raise ValueError(f"`method` is a clusterer instance; pass its parameters to it, not to `cluster` (received {sorted(params)}).")
+        est = method
+        name = next((n for n in clusterers.names() if type(method) is clusterers.get(n)), type(method).__name__)
+    else:
+        raise TypeError(f"`method` must be a registered clusterer name or an estimator; received {type(method).__name__}.")
+
+    adata = adata.copy() if copy else adata
+    X = adata.varm[use_rep]
+    logger.info("Clustering %d feature images (`%s`, %s) with `%s`.", adata.n_vars, use_rep, X.shape, name)
+    labels = np.asarray(est.fit(X).labels_, dtype=np.int64)
+    adata.var[key_added] = labels
+    adata.uns[key_added] = {
+        "method": name,
+        "use_rep": use_rep,
+        _keys.PARAMS: _plain_params(est.get_params(deep=False)),
+        "n_clusters": int(np.unique(labels[labels >= 0]).size),
+        "n_noise": int((labels == -1).sum()),
+    }
+    if getattr(est, "embedding_", None) is not None:
+        adata.varm[f"{key_added}_umap"] = np.asarray(est.embedding_, dtype=np.float32)
+    return adata if copy else None

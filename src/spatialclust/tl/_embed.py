@@ -1,0 +1,192 @@
+"""Embedding interface for feature images (ion images, gene images) and its registry.
+
+Every embedder maps a stack of preprocessed feature images ``(n_images, H, W)`` to one vector per
+image ``(n_images, d)``. Embedders are scikit-learn estimators registered by name (timm style):
+
+>>> import spatialclust as sc
+>>> sc.tl.list_embedders()  # doctest: +SKIP
+['neural', 'regular', ...]
+>>> sc.tl.embed(adata, method="regular")  # writes adata.varm["X_regular"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anndata as ad
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from .. import _keys
+from .._logging import logger
+from .._registry import Registry
+
+embedders: Registry[ImageEmbedder] = Registry("embedder")
+"""Registry of image embedders (name -> :class:`ImageEmbedder` subclass)."""
+register_embedder = embedders.register
+
+
+def create_embedder(name: str, **params: Any) -> ImageEmbedder:
+    """Build the embedder registered under ``name`` with ``params`` (unknown names list the valid ones)."""
+    return embedders.create(name, **params)
+
+
+def list_embedders() -> list[str]:
+    """Names of the registered embedders, sorted."""
+    return embedders.names()
+
+
+def check_images(images: Any, *, mask: Any = None, pixel_size: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate a stack of feature images and its tissue mask.
+
+    Returns ``images`` as C-contiguous float32 ``(n, H, W)`` and ``mask`` as bool ``(H, W)`` (or None).
+    Raises a ValueError naming the parameter for a wrong shape, non-finite values, a mask of the
+    wrong shape or an empty mask, and a non-positive ``pixel_size``.
+    """
+    arr = np.asarray(images)
+    if arr.ndim != 3:
+        raise ValueError(f"`images` must have shape (n_images, height, width); received an array of shape {arr.shape}.")
+    if arr.shape[0] == 0:
+        raise ValueError(f"`images` is empty: expected at least one image, received shape {arr.shape}.")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError("`images` contains NaN or infinite values; preprocess (e.g. fill=0) before embedding.")
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != arr.shape[1:]:
+            raise ValueError(f"`mask` must have the image shape {arr.shape[1:]}; received shape {mask.shape}.")
+        mask = mask.astype(bool, copy=False)
+        if not mask.any():
+            raise ValueError("`mask` selects no pixel: the tissue mask is empty.")
+    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise ValueError(f"`pixel_size` must be a positive number of µm or None; received {pixel_size!r}.")
+    return arr, mask
+
+
+class ImageEmbedder(BaseEstimator):
+    """Base class of the feature-image embedders.
+
+    Subclasses implement :meth:`fit` (learning, if any) and :meth:`transform`; both take the
+    preprocessed images float32 ``(n_images, H, W)`` (usually in [0, 1]), the tissue mask bool
+    ``(H, W)`` or None (all pixels) and the pixel size in µm or None.
+    ``__init__`` only stores parameters (scikit-learn convention).
+    """
+
+    def fit(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> ImageEmbedder:
+        """Learn what the embedder needs from ``images`` (no-op for training-free embedders)."""
+        check_images(images, mask=mask, pixel_size=pixel_size)
+        return self
+
+    def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
+        """Embed ``images``: float32 ``(n_images, d)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement `transform`.")
+
+    def fit_transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
+        """``fit`` then ``transform`` on the same images."""
+        return self.fit(images, mask=mask, pixel_size=pixel_size).transform(images, mask=mask, pixel_size=pixel_size)
+
+
+@register_embedder("regular")
+class RegularEmbedder(ImageEmbedder):
+    """The preprocessed image itself, flattened inside the tissue mask ("regular ion images").
+
+    This is the baseline representation of Zhang et al. (2024, seed 000, "regular ion images"):
+    every pixel of the (normalised, winsorised, scaled) ion image inside the tissue mask becomes one
+    coordinate, so ``d`` = number of on-tissue pixels. Pixels outside the mask are dropped so that
+    empty background does not dominate distances.
+    """
+
+    def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
+        arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
+        if mask is None:
+            return arr.reshape(arr.shape[0], -1)
+        return arr[:, mask]
+
+
+def _method_name(method: str | ImageEmbedder) -> str:
+    if isinstance(method, str):
+        return method
+    for name in embedders.names():
+        if type(method) is embedders.get(name):
+            return name
+    return type(method).__name__
+
+
+def embed(
+    adata: ad.AnnData,
+    method: str | ImageEmbedder = "regular",
+    *,
+    key_added: str | None = None,
+    layer: str | None = None,
+    copy: bool = False,
+    **params: Any,
+) -> ad.AnnData | None:
+    """Embed every feature image of ``adata`` (one vector per var).
+
+    Builds the images with :func:`spatialclust.pp.feature_images` and the tissue mask with
+    :func:`spatialclust.pp.tissue_mask_image`, fits the embedder and transforms the images.
+
+    Parameters
+    ----------
+    adata
+        Spatial dataset (obs = pixels, var = features) with ``obsm["spatial"]`` and ``uns["grid"]``.
+    method
+        A registered embedder name (see :func:`list_embedders`), or an :class:`ImageEmbedder`
+        instance (used as given; ``params`` must then be empty).
+    key_added
+        ``varm`` key of the result; default ``X_<method>`` (e.g. ``X_regular``).
+    layer
+        Layer to build images from (default ``X``).
+    copy
+        Return a modified copy instead of writing to ``adata``.
+    **params
+        Parameters of the embedder.
+
+    Returns
+    -------
+    None, or the copy if ``copy=True``. Writes
+
+    ``adata.varm[key_added]``
+        float32 ``(n_vars, d)``: the embedding of every feature image.
+    ``adata.uns[key_added]``
+        ``{"method": name, "params": {...}}``: the embedder and its parameters.
+    """
+    from .. import pp
+
+    if isinstance(method, ImageEmbedder):
+        if params:
+            raise ValueError(f"`method` is an embedder instance; pass its parameters to it, not to `embed` (received {sorted(params)}).")
+        embedder = method
+    elif isinstance(method, str):
+        embedder = create_embedder(method, **params)
+    else:
+        raise TypeError(f"`method` must be a registered embedder name or an ImageEmbedder; received {type(method).__name__}.")
+    name = _method_name(method)
+    key = key_added or _keys.embedding_key(name)
+
+    adata = adata.copy() if copy else adata
+    images = pp.feature_images(adata, layer=layer)
+    mask = pp.tissue_mask_image(adata)
+    pixel_size = adata.uns.get(_keys.GRID, {}).get("pixel_size")
+    logger.info("Embedding %d feature images of %s with `%s`.", images.shape[0], images.shape[1:], name)
+    vectors = np.asarray(embedder.fit_transform(images, mask=mask, pixel_size=pixel_size), dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != adata.n_vars:
+        raise RuntimeError(f"Embedder `{name}` returned shape {vectors.shape}; expected ({adata.n_vars}, d).")
+    adata.varm[key] = vectors
+    adata.uns[key] = {"method": name, _keys.PARAMS: _plain_params(embedder.get_params(deep=False))}
+    return adata if copy else None
+
+
+def _plain_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as h5ad-storable values (None -> "None", objects -> their repr)."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if v is None:
+            out[k] = "None"
+        elif isinstance(v, (bool, int, float, str, np.integer, np.floating)):
+            out[k] = v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (bool, int, float, str)) for x in v):
+            out[k] = list(v)
+        else:
+            out[k] = repr(v)
+    return out
