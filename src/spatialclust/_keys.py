@@ -36,6 +36,20 @@ SIMULATION = "simulation"
 PREPROCESSING = "preprocessing"
 """``uns[PREPROCESSING]``: ordered list of preprocessing steps applied, each a dict with ``step`` and ``params``."""
 
+# --- cell images (obs = cells) -------------------------------------------------------------
+CELL_IMAGES = "images"
+"""``obsm[CELL_IMAGES]``: float32 (n_cells, C*H*W), the zero-padded image stack flattened per cell."""
+CELL_IMAGE_INFO = "cell_images"
+"""``uns[CELL_IMAGE_INFO]``: dict with ``shape`` = [C, H, W] and ``channels`` = channel names."""
+IMAGE_HEIGHT = "image_height"
+"""``obs[IMAGE_HEIGHT]``: true (unpadded) height of each cell image in pixels."""
+IMAGE_WIDTH = "image_width"
+"""``obs[IMAGE_WIDTH]``: true (unpadded) width of each cell image in pixels."""
+LABEL = "label"
+"""``obs[LABEL]``: class/phenotype label of each cell (categorical; NaN = unlabelled)."""
+LEIDEN = "leiden"
+"""``obs[LEIDEN]``: Leiden cluster of each cell (categorical)."""
+
 # --- layers -------------------------------------------------------------------------------
 RAW = "raw"
 """``layers[RAW]``: intensities before preprocessing (kept when a pipeline normalises X)."""
