@@ -1,3 +1,21 @@
 """models."""
 
-__all__: list[str] = []
+from ._backbones import (
+    Backbone,
+    BackboneConfig,
+    WeightsError,
+    backbones,
+    create_backbone,
+    list_backbones,
+    register_backbone,
+)
+
+__all__: list[str] = [
+    "Backbone",
+    "BackboneConfig",
+    "WeightsError",
+    "backbones",
+    "create_backbone",
+    "list_backbones",
+    "register_backbone",
+]
