@@ -1,7 +1,16 @@
 """Reading and writing spatial datasets (imzML, image stacks, h5ad, ...) as AnnData."""
 
+from ._cells import cell_image_stack, cell_images_to_adata, read_cell_features, read_cell_images, read_cell_labels
 from ._images import images_to_adata, read_ion_images
 from ._imzml import ImzMLError, read_imzml, write_imzml
 from ._read import read
+from ._st import read_legacy_st, read_st_h5ad, read_visium
 
-__all__ = ["ImzMLError", "images_to_adata", "read", "read_imzml", "read_ion_images", "write_imzml"]
+__all__ = [
+    "read_legacy_st", "read_st_h5ad", "read_visium",
+    "cell_image_stack",
+    "cell_images_to_adata",
+    "read_cell_features",
+    "read_cell_images",
+    "read_cell_labels",
+    "ImzMLError", "images_to_adata", "read", "read_imzml", "read_ion_images", "write_imzml"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,6 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import _keys as K
-from .._atomic import atomic_path
 from .._compat import require
 from .._logging import logger, progress
 from ._images import feature_names_from_mz
@@ -124,10 +125,20 @@ def _open_parser(path: Path):
                 f"The binary data file of {str(path)!r} is missing: expected {str(ibd)!r} next to it."
             )
         ibd = alt[0]
+    handle = open(ibd, "rb")
     try:
-        parser = ImzMLParser(str(path), parse_lib="ElementTree", ibd_file=open(ibd, "rb"))
+        # pyimzml warns about harmless ontology quirks of many converters: keep them in the debug log
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            parser = ImzMLParser(str(path), parse_lib="ElementTree", ibd_file=handle)
     except (ET.ParseError, ValueError, KeyError, AttributeError, TypeError) as err:
+        handle.close()
         raise ImzMLError(f"{str(path)!r} is not a valid imzML file: {err}") from err
+    except BaseException:
+        handle.close()
+        raise
+    for w in caught:
+        logger.debug("pyimzml: %s", w.message)
     return parser, ibd
 
 
@@ -439,8 +450,9 @@ def write_imzml(
     X = adata.layers[layer] if layer is not None else adata.X
     pixel_size = (adata.uns.get(K.GRID) or {}).get("pixel_size")
 
-    with atomic_path(path.parent / f".{path.stem}.imzml-writing", overwrite=True) as tmp:
-        tmp.mkdir()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.stem}.", dir=path.parent) as tmp_name:
+        tmp = Path(tmp_name)
         tmp_imzml = tmp / path.name
         with ImzMLWriter(str(tmp_imzml), mode=mode, mz_dtype=np.float64, intensity_dtype=np.float32) as writer:
             for i in progress(range(adata.n_obs), desc=f"Writing {path.name}", total=adata.n_obs):
@@ -450,6 +462,7 @@ def write_imzml(
                     raise ValueError(f"Pixel {adata.obs_names[i]!r} has non-finite intensities; cannot write imzML.")
                 if mode == "processed":
                     nz = row != 0
+                    nz[0] |= not nz.any()  # pyimzml cannot write an empty spectrum: keep one explicit zero
                     spec_mz, spec_int = mz[nz], row[nz]
                 else:
                     spec_mz, spec_int = mz, row
@@ -472,8 +485,8 @@ def _add_pixel_size(imzml: Path, pixel_size: float) -> None:
         return
     indent = anchor.group(1)
     params = "".join(
-        f'{indent}<cvParam cvRef="IMS" accession="IMS:{acc}" name="pixel size ({axis})" value="{pixel_size}" '
+        f'{indent}<cvParam cvRef="IMS" accession="IMS:{acc}" name="{name}" value="{pixel_size}" '
         'unitCvRef="UO" unitAccession="UO:0000017" unitName="micrometer"/>'
-        for acc, axis in (("1000046", "x"), ("1000047", "y"))
+        for acc, name in (("1000046", "pixel size (x)"), ("1000047", "pixel size y"))  # names as in the IMS ontology
     )
     imzml.write_text(text[: anchor.end()] + params + text[anchor.end() :])
