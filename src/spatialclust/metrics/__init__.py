@@ -1,3 +1,28 @@
-"""metrics."""
+"""Clustering metrics: isotope-based (RIR, isotopic recall), against ground truth, and internal."""
 
-__all__: list[str] = []
+from ._evaluate import evaluate_clustering
+from ._external import ari, clustering_accuracy, contingency, nmi, purity
+from ._internal import davies_bouldin, knn_purity, pearson_distance, silhouette
+from ._isotopes import RIRResult, isotope_groups, isotope_pairs, isotopic_recall, relative_isotope_ratio
+from ._labels import n_clusters, n_meaningful_clusters, noise_size
+
+__all__ = [
+    "RIRResult",
+    "ari",
+    "clustering_accuracy",
+    "contingency",
+    "davies_bouldin",
+    "evaluate_clustering",
+    "isotope_groups",
+    "isotope_pairs",
+    "isotopic_recall",
+    "knn_purity",
+    "n_clusters",
+    "n_meaningful_clusters",
+    "nmi",
+    "noise_size",
+    "pearson_distance",
+    "purity",
+    "relative_isotope_ratio",
+    "silhouette",
+]
