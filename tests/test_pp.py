@@ -86,3 +86,181 @@ def test_feature_images_bad_coordinates(stack):
     del adata.obsm[K.SPATIAL]
     with pytest.raises(KeyError, match="spatial"):
         sc.pp.feature_images(adata)
+
+
+def _matrix_adata(X, **obs) -> AnnData:
+    """AnnData with pixels on one row of a (1, n_obs) grid."""
+    X = np.asarray(X, dtype=np.float32)
+    adata = AnnData(X=X)
+    adata.var_names = [f"f{j}" for j in range(X.shape[1])]
+    adata.obsm[K.SPATIAL] = np.stack([np.arange(X.shape[0]), np.zeros(X.shape[0], dtype=int)], axis=1)
+    adata.uns[K.GRID] = {"shape": [1, X.shape[0]], "pixel_size": None}
+    for key, value in obs.items():
+        adata.obs[key] = value
+    return adata
+
+
+def _as(kind: str, X: np.ndarray):
+    if kind == "sparse":
+        return sp.csr_matrix(X)
+    if kind == "dask":
+        return da.from_array(X, chunks=(2, 2))
+    return X
+
+
+def _dense(X) -> np.ndarray:
+    if hasattr(X, "compute"):
+        X = X.compute()
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+# --------------------------------------------------------------------------- normalisation
+@pytest.mark.parametrize("kind", ["dense", "sparse", "dask"])
+def test_normalize_tic_hand_checked(kind):
+    X = np.array([[1, 3, 0], [0, 0, 0], [2, 2, 4]], dtype=np.float32)
+    adata = _matrix_adata(X)
+    adata.X = _as(kind, X)
+    sc.pp.normalize_tic(adata, target_sum=10.0)
+    np.testing.assert_allclose(_dense(adata.X), [[2.5, 7.5, 0], [0, 0, 0], [2.5, 2.5, 5]])
+    step = adata.uns[K.PREPROCESSING][-1]
+    assert step["step"] == "normalize_tic" and step["params"]["n_zero_tic"] == 1
+
+
+def test_normalize_tic_default_target_and_copy():
+    adata = _matrix_adata([[1, 1], [3, 5], [2, 2]])  # TICs 2, 8, 4 -> median 4
+    out = sc.pp.normalize_tic(adata, copy=True)
+    np.testing.assert_allclose(out.X.sum(axis=1), 4.0)
+    np.testing.assert_array_equal(adata.X, [[1, 1], [3, 5], [2, 2]])  # original untouched
+    assert K.PREPROCESSING not in adata.uns
+
+
+def test_normalize_tic_from_obs_and_rms():
+    adata = _matrix_adata([[1, 1], [3, 4]], tic=[4.0, 10.0])
+    sc.pp.normalize_tic(adata, tic_key=K.TIC, target_sum=1.0)
+    np.testing.assert_allclose(adata.X, [[0.25, 0.25], [0.3, 0.4]])
+    adata = _matrix_adata([[3, 4], [0, 0], [1, 7]])
+    sc.pp.normalize_rms(adata)
+    np.testing.assert_allclose(adata.X[0], np.array([3, 4]) / np.sqrt(12.5), rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt((adata.X[[0, 2]] ** 2).mean(axis=1)), 1.0, rtol=1e-6)
+    assert (adata.X[1] == 0).all()
+
+
+# --------------------------------------------------------------------------- winsorising and scaling
+@pytest.mark.parametrize("kind", ["dense", "sparse", "dask"])
+def test_winsorize_known_vector(kind):
+    column = np.arange(21, dtype=np.float32)  # 95th percentile of 0..20 = 19
+    X = np.stack([column, 2 * column], axis=1)
+    adata = _matrix_adata(X)
+    adata.X = _as(kind, X)
+    sc.pp.winsorize(adata)
+    out = _dense(adata.X)
+    np.testing.assert_array_equal(out[:, 0], np.minimum(column, 19))
+    np.testing.assert_array_equal(out[:, 1], np.minimum(2 * column, 38))
+
+
+def test_winsorize_uses_tissue_pixels_only():
+    column = np.array([1, 2, 3, 4, 100], dtype=np.float32)
+    adata = _matrix_adata(column[:, None], tissue=[True, True, True, True, False])
+    sc.pp.winsorize(adata, percentile=100)
+    np.testing.assert_array_equal(adata.X[:, 0], [1, 2, 3, 4, 4])
+    with pytest.raises(ValueError, match="percentile"):
+        sc.pp.winsorize(adata, percentile=0)
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "dask"])
+def test_scale_images(kind):
+    X = np.array([[2, 5, 0], [4, 5, 0], [6, 5, 3]], dtype=np.float32)
+    adata = _matrix_adata(X)
+    adata.X = _as(kind, X)
+    sc.pp.scale_images(adata)
+    np.testing.assert_allclose(_dense(adata.X), [[0, 0, 0], [0.5, 0, 0], [1, 0, 1]])
+    assert adata.uns[K.PREPROCESSING][-1]["params"]["n_constant"] == 1
+
+
+def test_scale_images_off_tissue_clipped():
+    adata = _matrix_adata([[1], [3], [10], [0]], tissue=[True, True, False, False])
+    sc.pp.scale_images(adata)
+    np.testing.assert_allclose(adata.X[:, 0], [0, 1, 1, 0])
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize(
+    "step", [sc.pp.normalize_tic, sc.pp.normalize_rms, sc.pp.winsorize, sc.pp.scale_images, sc.pp.preprocess_ion_images]
+)
+def test_non_finite_intensities_raise(step, bad):
+    X = np.ones((4, 3), dtype=np.float32)
+    X[1, 2] = bad
+    X[3, 2] = bad
+    adata = _matrix_adata(X)
+    with pytest.raises(ValueError, match=r"2 non-finite .* 1 feature\(s\): \['f2'\]"):
+        step(adata)
+
+
+def test_remove_empty_features():
+    X = np.array([[0, 1, 2, 5, 0], [0, 1, 3, 5, np.nan], [0, 1, 0, 5, 1]], dtype=np.float32)
+    adata = _matrix_adata(X)
+    adata.obs_names = ["a", "b", "c"]
+    sc.pp.remove_empty_features(adata)
+    assert list(adata.var_names) == ["f2"]
+    params = adata.uns[K.PREPROCESSING][-1]["params"]
+    assert params["n_removed"] == 4 and params["removed"] == ["f0", "f1", "f3", "f4"]
+    adata = _matrix_adata([[3, 1], [0, 0], [2, 0]])
+    out = sc.pp.remove_empty_features(adata, min_nonzero=2, copy=True)
+    assert list(out.var_names) == ["f0"] and adata.n_vars == 2
+
+
+# --------------------------------------------------------------------------- tissue mask
+def test_otsu_threshold_bimodal():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(2.0, 0.3, 500), rng.normal(8.0, 0.5, 300)])
+    threshold = sc.pp.otsu_threshold(values)
+    assert values[:500].max() <= threshold < values[500:].min()
+    assert ((values > threshold) == (np.arange(800) >= 500)).all()
+    # unequal spreads: the cut maximising the between-class variance, checked by brute force
+    values = np.array([0, 1, 1, 2, 2, 2, 3, 6, 7, 9, 10], dtype=float)
+    cuts = (values[:-1] + values[1:]) / 2
+    variance = [(values <= c).mean() * (values > c).mean() * (values[values <= c].mean() - values[values > c].mean()) ** 2 for c in cuts]
+    best = cuts[int(np.argmax(variance))]
+    threshold = sc.pp.otsu_threshold(values, n_bins=1000)
+    assert ((values > threshold) == (values > best)).all()
+
+
+def test_tissue_mask_otsu_and_given():
+    images = np.full((3, 8, 8), 0.1, dtype=np.float32)
+    images[:, 2:6, 1:5] = 50.0
+    truth = images[0] > 1
+    adata = _grid_adata(images)
+    sc.pp.tissue_mask(adata)
+    np.testing.assert_array_equal(sc.pp.tissue_mask_image(adata), truth)
+    assert adata.uns[K.PREPROCESSING][-1]["params"]["n_tissue"] == 16
+    sc.pp.tissue_mask(adata, mask=~truth)  # (H, W) image
+    np.testing.assert_array_equal(sc.pp.tissue_mask_image(adata), ~truth)
+    adata.obs["given"] = ~adata.obs[K.TISSUE].to_numpy()
+    sc.pp.tissue_mask(adata, mask="given")  # obs column
+    np.testing.assert_array_equal(sc.pp.tissue_mask_image(adata), truth)
+    sc.pp.tissue_mask(adata, mask=np.arange(64) < 5)  # (n_obs,) vector
+    assert sc.pp.tissue_mask_image(adata).sum() == 5
+    with pytest.raises(ValueError, match="shape"):
+        sc.pp.tissue_mask(adata, mask=np.ones((3, 3), dtype=bool))
+    with pytest.raises(ValueError, match="Invalid option `magic` for `method`"):
+        sc.pp.tissue_mask(adata, method="magic")
+
+
+# --------------------------------------------------------------------------- the chain
+def test_preprocess_ion_images_chain():
+    rng = np.random.default_rng(1)
+    images = rng.poisson(5.0, size=(4, 10, 10)).astype(np.float32)
+    images[1] = 0.0  # empty image
+    images[2, 0, 0] = 1000.0  # hot pixel
+    adata = _grid_adata(images)
+    raw = adata.X.copy()
+    out = sc.pp.preprocess_ion_images(adata, copy=True)
+    assert list(out.var_names) == ["f0", "f2", "f3"]
+    np.testing.assert_array_equal(out.layers[K.RAW], raw[:, [0, 2, 3]])
+    assert [s["step"] for s in out.uns[K.PREPROCESSING]] == ["remove_empty_features", "normalize_tic", "winsorize", "scale_images"]
+    assert out.X.min() == 0.0 and np.allclose(out.X.max(axis=0), 1.0)
+    hot = sc.pp.feature_images(out, features=["f2"])[0]
+    assert (hot == 1.0).sum() >= 5  # the hot pixel no longer dominates the scaled image
+    with pytest.raises(ValueError, match="Invalid option `l1` for `normalize`"):
+        sc.pp.preprocess_ion_images(adata, normalize="l1")

@@ -1,5 +1,28 @@
 """Preprocessing: feature-image view, normalisation, winsorising, scaling, tissue mask."""
 
 from ._images import feature_images, tissue_mask_image
+from ._normalize import normalize_rms, normalize_tic
+from ._patches import PatchGrid, extract_patches, patch_grid
+from ._preprocess import preprocess_ion_images
+from ._rasterize import rasterize_spots
+from ._st import preprocess_st
+from ._standardize import remove_empty_features, scale_images, winsorize
+from ._tissue import otsu_threshold, tissue_mask
 
-__all__: list[str] = ["feature_images", "tissue_mask_image"]
+__all__: list[str] = [
+    "PatchGrid",
+    "extract_patches",
+    "feature_images",
+    "normalize_rms",
+    "normalize_tic",
+    "otsu_threshold",
+    "patch_grid",
+    "preprocess_ion_images",
+    "preprocess_st",
+    "rasterize_spots",
+    "remove_empty_features",
+    "scale_images",
+    "tissue_mask",
+    "tissue_mask_image",
+    "winsorize",
+]

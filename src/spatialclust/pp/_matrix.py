@@ -1,0 +1,160 @@
+"""Shared machinery of the ``pp`` steps: one code path for numpy, scipy sparse and dask matrices.
+
+Per-feature statistics are computed chunk by chunk of features (see
+:func:`~spatialclust.pp._images.feature_chunks`); element-wise per-feature and per-pixel transforms
+are applied in place for numpy and scipy sparse matrices and lazily for dask arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .. import _keys as K
+from .._logging import logger
+from ._images import dense_columns, feature_chunks, intensity_matrix
+
+
+def is_dask(matrix: Any) -> bool:
+    """True for a dask array."""
+    return hasattr(matrix, "compute") and hasattr(matrix, "chunks")
+
+
+def float_matrix(adata: AnnData, layer: str | None):
+    """The matrix of ``adata`` (X or ``layer``), converted to a float dtype once if it is an integer one."""
+    matrix = intensity_matrix(adata, layer)
+    if not np.issubdtype(matrix.dtype, np.floating):
+        matrix = matrix.astype(np.float32)
+        set_matrix(adata, layer, matrix)
+    return matrix
+
+
+def set_matrix(adata: AnnData, layer: str | None, matrix) -> None:
+    """Store ``matrix`` as X or ``layers[layer]``."""
+    if layer is None:
+        adata.X = matrix
+    else:
+        adata.layers[layer] = matrix
+
+
+def record_step(adata: AnnData, step: str, params: dict[str, Any]) -> None:
+    """Append ``{"step": step, "params": params}`` to ``uns["preprocessing"]`` (None-valued params omitted)."""
+    params = {key: value for key, value in params.items() if value is not None}
+    steps = list(adata.uns.get(K.PREPROCESSING, []))
+    steps.append({"step": step, "params": params})
+    adata.uns[K.PREPROCESSING] = steps
+
+
+def check_finite(adata: AnnData, layer: str | None = None) -> None:
+    """Raise a ValueError naming the features holding NaN or infinite intensities.
+
+    Bad values are never passed on silently: they would turn every statistic of an image into NaN.
+    """
+    matrix = intensity_matrix(adata, layer)
+    if not np.issubdtype(matrix.dtype, np.floating):
+        return
+    if sp.issparse(matrix):
+        coo = matrix.tocoo()
+        bad_entries = ~np.isfinite(coo.data)
+        n_bad = int(bad_entries.sum())
+        bad_features = np.unique(coo.col[bad_entries])
+    elif is_dask(matrix):
+        finite = np.isfinite(matrix)
+        n_bad = int((~finite).sum().compute())
+        bad_features = np.flatnonzero(~np.asarray(finite.all(axis=0).compute()))
+    else:
+        finite = np.isfinite(matrix)
+        n_bad = int(finite.size - np.count_nonzero(finite))
+        bad_features = np.flatnonzero(~finite.all(axis=0))
+    if n_bad:
+        where = "X" if layer is None else f"layers[{layer!r}]"
+        names = list(adata.var_names[bad_features[:10]])
+        more = f" and {bad_features.size - 10} more" if bad_features.size > 10 else ""
+        raise ValueError(
+            f"`adata.{where}` holds {n_bad} non-finite (NaN or infinite) intensities in "
+            f"{bad_features.size} feature(s): {names}{more}. Remove or fix them first "
+            "(e.g. drop these features or replace NaN by 0)."
+        )
+
+
+def tissue_rows(adata: AnnData) -> np.ndarray:
+    """Boolean row mask of on-tissue pixels: ``obs["tissue"]`` if present, else every pixel."""
+    if K.TISSUE in adata.obs:
+        rows = np.asarray(adata.obs[K.TISSUE], dtype=bool)
+        if not rows.any():
+            raise ValueError(f"`obs[{K.TISSUE!r}]` marks no pixel as tissue; fix the mask (see `sc.pp.tissue_mask`).")
+        return rows
+    return np.ones(adata.n_obs, dtype=bool)
+
+
+def column_statistic(
+    matrix, rows: np.ndarray | None, statistic: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """``statistic(block)`` (reducing axis 0) of every column over ``rows``, chunk by chunk of features."""
+    n_obs, n_vars = matrix.shape
+    out = np.empty(n_vars, dtype=np.float64)
+    for chunk in feature_chunks(n_obs, np.arange(n_vars)):
+        block = dense_columns(matrix, slice(chunk[0], chunk[-1] + 1))
+        if rows is not None:
+            block = block[rows]
+        out[chunk] = statistic(block)
+    return out
+
+
+def transform_columns(matrix, func: Callable[..., np.ndarray], *params: np.ndarray):
+    """Apply ``func(values, *params_of_their_columns)`` element-wise; returns the (possibly new) matrix.
+
+    numpy: in place, chunk by chunk of features. scipy sparse: on the stored entries only, which
+    requires ``func(0) == 0`` for every column (otherwise the matrix is densified, and that is
+    logged). dask: lazily.
+    """
+    n_obs, n_vars = matrix.shape
+    if is_dask(matrix):
+        return func(matrix, *(p[None, :] for p in params))
+    if sp.issparse(matrix):
+        zeros = func(np.zeros((1, n_vars), dtype=matrix.dtype), *(p[None, :] for p in params))
+        if np.all(zeros == 0):
+            csr = matrix.tocsr() if matrix.format != "csr" else matrix
+            csr.data = func(csr.data, *(p[csr.indices] for p in params)).astype(csr.dtype, copy=False)
+            csr.eliminate_zeros()
+            return csr if matrix.format == "csr" else csr.asformat(matrix.format)
+        logger.info("The transform does not map 0 to 0: densifying the sparse matrix (%d x %d).", n_obs, n_vars)
+        matrix = matrix.toarray()
+    for chunk in feature_chunks(n_obs, np.arange(n_vars)):
+        cols = slice(chunk[0], chunk[-1] + 1)
+        matrix[:, cols] = func(matrix[:, cols], *(p[None, cols] for p in params))
+    return matrix
+
+
+def row_sums(matrix, *, squared: bool = False) -> np.ndarray:
+    """Sum (or sum of squares) of every row, float64."""
+    if sp.issparse(matrix):
+        m = matrix.multiply(matrix) if squared else matrix
+        return np.asarray(m.sum(axis=1), dtype=np.float64).ravel()
+    if is_dask(matrix):
+        m = matrix.astype(np.float64)
+        return np.asarray(((m * m) if squared else m).sum(axis=1).compute()).ravel()
+    n_obs, n_vars = matrix.shape
+    total = np.zeros(n_obs, dtype=np.float64)
+    for chunk in feature_chunks(n_obs, np.arange(n_vars)):
+        block = matrix[:, chunk[0] : chunk[-1] + 1].astype(np.float64)
+        total += np.einsum("ij,ij->i", block, block) if squared else block.sum(axis=1)
+    return total
+
+
+def scale_rows(matrix, factors: np.ndarray):
+    """Multiply every row by its factor: in place for numpy / scipy sparse, lazily for dask."""
+    factors = np.asarray(factors)
+    if is_dask(matrix):
+        return matrix * factors.astype(matrix.dtype)[:, None]
+    if sp.issparse(matrix):
+        csr = matrix.tocsr() if matrix.format != "csr" else matrix
+        csr.data *= np.repeat(factors, np.diff(csr.indptr)).astype(csr.dtype)
+        csr.eliminate_zeros()
+        return csr if matrix.format == "csr" else csr.asformat(matrix.format)
+    matrix *= factors.astype(matrix.dtype)[:, None]
+    return matrix

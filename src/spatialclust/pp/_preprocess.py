@@ -1,0 +1,85 @@
+"""The shared preprocessing of ion images of Zhang et al. (seed 000) in one call."""
+
+from __future__ import annotations
+
+from anndata import AnnData
+
+from .. import _keys as K
+from .._logging import logger
+from .._registry import invalid_option
+from ._matrix import check_finite, is_dask
+from ._normalize import normalize_rms, normalize_tic
+from . import _standardize
+from ._standardize import remove_empty_features, scale_images
+
+_NORMALIZATIONS = ("tic", "rms", "none")
+
+
+def preprocess_ion_images(
+    adata: AnnData,
+    *,
+    normalize: str | None = "tic",
+    target_sum: float | None = None,
+    winsorize: float | None = 95.0,
+    scale: bool = True,
+    remove_empty: bool = True,
+    tissue_only: bool = True,
+    keep_raw: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Shared preprocessing of ion images (Zhang et al., seed 000, "Shared preprocessing").
+
+    In order: keep the raw intensities in ``layers["raw"]``, drop empty/constant images
+    (:func:`remove_empty_features`), normalise every pixel (:func:`normalize_tic` or
+    :func:`normalize_rms`), winsorise every image above its 95th percentile (:func:`winsorize`) and
+    scale every image to [0, 1] (:func:`scale_images`). The result are the paper's "regular ion
+    images". Non-finite intensities raise a ValueError naming the features.
+
+    Parameters
+    ----------
+    adata
+        Spatial MSI dataset (obs = pixels, var = m/z features).
+    normalize
+        ``"tic"`` (default, as in the paper), ``"rms"`` or ``"none"``/None.
+    target_sum
+        TIC after normalisation (see :func:`normalize_tic`).
+    winsorize
+        Upper percentile for :func:`winsorize` (default 95, as in the paper); None skips it.
+    scale
+        Scale every image to [0, 1].
+    remove_empty
+        Drop all-zero and constant images first.
+    tissue_only
+        Compute winsorising and scaling statistics over ``obs["tissue"]`` pixels when present.
+    keep_raw
+        Store the input matrix in ``layers["raw"]`` (unless that layer already exists, which
+        happens when the data were preprocessed before; it is then left as it is).
+    copy
+        Return a preprocessed copy instead of modifying ``adata``.
+
+    Returns
+    -------
+    None, or the copy when ``copy=True``. Modifies ``X``, may drop features, writes
+    ``layers["raw"]`` and appends one entry per step to ``uns["preprocessing"]``.
+    """
+    normalize = "none" if normalize is None else normalize
+    if normalize not in _NORMALIZATIONS:
+        raise invalid_option(normalize, "normalize", list(_NORMALIZATIONS))
+    adata = adata.copy() if copy else adata
+    check_finite(adata)
+    if keep_raw:
+        if K.RAW in adata.layers:
+            logger.info("`layers[%r]` already exists and is kept as the raw intensities.", K.RAW)
+        else:
+            adata.layers[K.RAW] = adata.X if is_dask(adata.X) else adata.X.copy()
+    if remove_empty:
+        remove_empty_features(adata)
+    if normalize == "tic":
+        normalize_tic(adata, target_sum=target_sum)
+    elif normalize == "rms":
+        normalize_rms(adata)
+    if winsorize is not None:
+        _standardize.winsorize(adata, percentile=winsorize, tissue_only=tissue_only)
+    if scale:
+        scale_images(adata, tissue_only=tissue_only)
+    return adata if copy else None

@@ -1,0 +1,197 @@
+"""Ion-image standardisation: winsorising, scaling to [0, 1], removal of empty images (seed 000)."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+
+from .._logging import logger
+from ._images import dense_columns, feature_chunks, intensity_matrix
+from ._matrix import (
+    check_finite,
+    column_statistic,
+    float_matrix,
+    is_dask,
+    record_step,
+    set_matrix,
+    tissue_rows,
+    transform_columns,
+)
+
+
+def _statistic_rows(adata: AnnData, tissue_only: bool) -> np.ndarray | None:
+    """Rows over which per-image statistics are computed (None = all pixels)."""
+    return tissue_rows(adata) if tissue_only else None
+
+
+def winsorize(
+    adata: AnnData,
+    *,
+    percentile: float = 95.0,
+    layer: str | None = None,
+    tissue_only: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Clip every feature image above a percentile of its intensities (upper side only).
+
+    Zhang et al. (seed 000, "Ion image standardization") winsorise each ion image above its 95th
+    percentile to limit the high-intensity outliers (hot pixels) common in MSI; the lower side is
+    left alone because intensities are bounded by 0. The percentile is computed with linear
+    interpolation (``numpy.percentile``) over the on-tissue pixels; every pixel above it is set to it.
+
+    Parameters
+    ----------
+    adata
+        Spatial dataset (obs = pixels, var = features).
+    percentile
+        Upper percentile in (0, 100]; 100 leaves the data unchanged.
+    layer
+        Winsorise ``layers[layer]`` instead of ``X``.
+    tissue_only
+        Compute the percentile over the pixels with ``obs["tissue"]`` True (when that column
+        exists); False: over all pixels.
+    copy
+        Return a winsorised copy instead of modifying ``adata``.
+
+    Returns
+    -------
+    None, or the copy when ``copy=True``. Modifies ``X`` (or the layer) and appends
+    ``{"step": "winsorize", "params": {...}}`` to ``uns["preprocessing"]``.
+    """
+    if not 0 < percentile <= 100:
+        raise ValueError(f"`percentile` must be in (0, 100], got {percentile}.")
+    adata = adata.copy() if copy else adata
+    check_finite(adata, layer)
+    matrix = float_matrix(adata, layer)
+    rows = _statistic_rows(adata, tissue_only)
+    thresholds = column_statistic(matrix, rows, lambda block: np.percentile(block, percentile, axis=0))
+    thresholds = thresholds.astype(matrix.dtype)
+    set_matrix(adata, layer, transform_columns(matrix, np.minimum, thresholds))
+    logger.info("Winsorised %d feature images above their %gth percentile.", adata.n_vars, percentile)
+    record_step(adata, "winsorize", {"percentile": float(percentile), "layer": layer, "tissue_only": tissue_only})
+    return adata if copy else None
+
+
+def _min_max_scale(values, minimum, inverse_range):
+    return np.clip((values - minimum) * inverse_range, 0.0, 1.0)
+
+
+def scale_images(
+    adata: AnnData, *, layer: str | None = None, tissue_only: bool = True, copy: bool = False
+) -> AnnData | None:
+    """Scale every feature image to [0, 1] (min-max).
+
+    As in Zhang et al. (seed 000), after winsorising "the resulting pixel intensities for each
+    image are scaled to the range [0, 1]". Minimum and maximum are taken over the on-tissue pixels;
+    off-tissue pixels outside that range are clipped to [0, 1]. Constant images (maximum equal to
+    minimum) become all zero; their number is logged.
+
+    Parameters
+    ----------
+    adata
+        Spatial dataset (obs = pixels, var = features).
+    layer
+        Scale ``layers[layer]`` instead of ``X``.
+    tissue_only
+        Take minimum and maximum over the pixels with ``obs["tissue"]`` True (when that column
+        exists); False: over all pixels.
+    copy
+        Return a scaled copy instead of modifying ``adata``.
+
+    Returns
+    -------
+    None, or the copy when ``copy=True``. Modifies ``X`` (or the layer) and appends
+    ``{"step": "scale_images", "params": {...}}`` to ``uns["preprocessing"]``.
+    """
+    adata = adata.copy() if copy else adata
+    check_finite(adata, layer)
+    matrix = float_matrix(adata, layer)
+    rows = _statistic_rows(adata, tissue_only)
+    minimum = column_statistic(matrix, rows, lambda block: block.min(axis=0))
+    maximum = column_statistic(matrix, rows, lambda block: block.max(axis=0))
+    spread = maximum - minimum
+    constant = spread <= 0
+    inverse = np.where(constant, 0.0, 1.0 / np.where(constant, 1.0, spread))
+    # a constant image gets inverse 0: (x - min) * 0 = 0 for every (finite) pixel
+    matrix = transform_columns(matrix, _min_max_scale, minimum.astype(matrix.dtype), inverse.astype(matrix.dtype))
+    set_matrix(adata, layer, matrix)
+    if constant.any():
+        logger.info("scale_images: %d constant image(s) set to 0.", int(constant.sum()))
+    logger.info("Scaled %d feature images to [0, 1].", adata.n_vars)
+    record_step(
+        adata, "scale_images", {"layer": layer, "tissue_only": tissue_only, "n_constant": int(constant.sum())}
+    )
+    return adata if copy else None
+
+
+def _image_summary(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per feature: number of non-zero pixels, minimum and maximum of the finite values, all-finite flag."""
+    n_obs, n_vars = matrix.shape
+    nonzero = np.zeros(n_vars, dtype=np.int64)
+    minimum = np.zeros(n_vars)
+    maximum = np.zeros(n_vars)
+    finite = np.ones(n_vars, dtype=bool)
+    for chunk in feature_chunks(n_obs, np.arange(n_vars)):
+        block = dense_columns(matrix, slice(chunk[0], chunk[-1] + 1)).astype(np.float64)
+        finite[chunk] = np.isfinite(block).all(axis=0)
+        nonzero[chunk] = np.count_nonzero(block, axis=0)
+        ok = np.isfinite(block)
+        minimum[chunk] = np.where(ok, block, np.inf).min(axis=0, initial=np.inf)
+        maximum[chunk] = np.where(ok, block, -np.inf).max(axis=0, initial=-np.inf)
+    return nonzero, minimum, maximum, finite
+
+
+def remove_empty_features(
+    adata: AnnData, *, min_nonzero: int = 1, layer: str | None = None, copy: bool = False
+) -> AnnData | None:
+    """Drop feature images that carry no spatial information.
+
+    Removed are images with fewer than ``min_nonzero`` non-zero pixels (all-zero images by default),
+    constant images, and images holding NaN or infinite values (the other ``pp`` steps refuse
+    those with an error). How many and which were removed is logged and recorded.
+
+    Parameters
+    ----------
+    adata
+        Spatial dataset (obs = pixels, var = features).
+    min_nonzero
+        Minimum number of non-zero pixels an image must have to be kept.
+    layer
+        Judge the images of ``layers[layer]`` instead of ``X``.
+    copy
+        Return a filtered copy instead of modifying ``adata``.
+
+    Returns
+    -------
+    None, or the copy when ``copy=True``. Subsets the var axis of ``adata`` and appends
+    ``{"step": "remove_empty_features", "params": {"min_nonzero", "n_removed", "removed"}}`` to
+    ``uns["preprocessing"]``.
+    """
+    if int(min_nonzero) != min_nonzero or min_nonzero < 0:
+        raise ValueError(f"`min_nonzero` must be a non-negative integer, got {min_nonzero!r}.")
+    adata = adata.copy() if copy else adata
+    matrix = intensity_matrix(adata, layer)
+    if is_dask(matrix):
+        matrix = matrix.persist()
+    nonzero, minimum, maximum, finite = _image_summary(matrix)
+    drop = (nonzero < min_nonzero) | (maximum <= minimum) | ~finite
+    removed = [str(name) for name in adata.var_names[drop]]
+    if drop.any():
+        logger.info(
+            "Removed %d of %d feature images (empty: %d, constant: %d, non-finite: %d): %s",
+            int(drop.sum()),
+            adata.n_vars,
+            int((nonzero < min_nonzero).sum()),
+            int(((maximum <= minimum) & (nonzero >= min_nonzero) & finite).sum()),
+            int((~finite).sum()),
+            removed[:20] + (["..."] if len(removed) > 20 else []),
+        )
+        adata._inplace_subset_var(~drop)
+    else:
+        logger.info("remove_empty_features: all %d feature images kept.", adata.n_vars)
+    record_step(
+        adata,
+        "remove_empty_features",
+        {"min_nonzero": int(min_nonzero), "layer": layer, "n_removed": int(drop.sum()), "removed": removed},
+    )
+    return adata if copy else None
