@@ -13,7 +13,6 @@ import os
 import re
 import tempfile
 import warnings
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -130,8 +129,8 @@ def _open_parser(path: Path):
         # pyimzml warns about harmless ontology quirks of many converters: keep them in the debug log
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            parser = ImzMLParser(str(path), parse_lib="ElementTree", ibd_file=handle)
-    except (ET.ParseError, ValueError, KeyError, AttributeError, TypeError) as err:
+            parser = ImzMLParser(str(path), ibd_file=handle)  # lxml if installed, else ElementTree
+    except (SyntaxError, ValueError, KeyError, AttributeError, TypeError) as err:  # XML errors subclass SyntaxError
         handle.close()
         raise ImzMLError(f"{str(path)!r} is not a valid imzML file: {err}") from err
     except BaseException:
@@ -207,7 +206,7 @@ def read_imzml(
     mz_range: tuple[float, float] | None = None,
     z: int | None = None,
     sparse: bool = False,
-    chunk_size: int = 4096,
+    chunk_size: int = 1024,
 ) -> ad.AnnData:
     """Read an imzML file (continuous or processed) into an AnnData of binned ion images.
 
@@ -320,6 +319,17 @@ def _check_mz(mz: np.ndarray, path: Path, index: int) -> None:
         raise ImzMLError(f"{str(path)!r}: the m/z values of spectrum {index} are not sorted in increasing order.")
 
 
+def _check_chunk_mz(mz: np.ndarray, row: np.ndarray, idx: np.ndarray, path: Path) -> None:
+    """Vectorised :func:`_check_mz` over the concatenated spectra of a chunk."""
+    finite = np.isfinite(mz)
+    if not finite.all():
+        raise ImzMLError(f"{str(path)!r}: spectrum {int(idx[row[~finite][0]])} has non-finite m/z values.")
+    decreasing = (np.diff(mz) < 0) & (row[1:] == row[:-1])
+    if decreasing.any():
+        first = int(idx[row[1:][decreasing][0]])
+        raise ImzMLError(f"{str(path)!r}: the m/z values of spectrum {first} are not sorted in increasing order.")
+
+
 def _mz_extent(parser, spectra: np.ndarray, continuous: bool, path: Path) -> tuple[float, float]:
     """Smallest and largest m/z of the data (reads only the m/z arrays of a processed file)."""
     if continuous:
@@ -366,7 +376,6 @@ def _stream(parser, path: Path, spectra: np.ndarray, bins: _Bins, continuous: bo
                 n_empty += 1
                 continue
             if not continuous:
-                _check_mz(mz, path, int(i))
                 mzs.append(mz)
             ints.append(inten)
             rows.append(np.full(inten.size, local, dtype=np.int64))
@@ -383,7 +392,12 @@ def _stream(parser, path: Path, spectra: np.ndarray, bins: _Bins, continuous: bo
             )
         row = np.concatenate(rows)
         tic[start : start + len(idx)] = np.bincount(row, weights=inten, minlength=len(idx))
-        col = np.tile(shared_idx, len(ints)) if continuous else bins.index(np.concatenate(mzs).astype(np.float64))
+        if continuous:
+            col = np.tile(shared_idx, len(ints))
+        else:
+            mz = np.concatenate(mzs).astype(np.float64)
+            _check_chunk_mz(mz, row, idx, path)
+            col = bins.index(mz)
         ok = col >= 0
         flat = row[ok] * n_bins + col[ok]
         binned = np.bincount(flat, weights=inten[ok], minlength=len(idx) * n_bins).reshape(len(idx), n_bins)

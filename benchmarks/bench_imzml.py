@@ -1,0 +1,135 @@
+"""Benchmark: binning a processed imzML file with ``read_imzml`` vs pyimzml's ``getionimage``.
+
+Builds a simulated processed (centroid) imzML file of ``--size`` x ``--size`` pixels whose spectra
+hold a random subset of ``--n-mz`` target peaks (with m/z jitter) plus noise peaks, then
+
+* ``read_imzml(path, peaks=targets, tolerance=tol)``: one streaming pass, vectorised binning;
+* the baseline: ``pyimzml.ImzMLParser.getionimage(parser, mz, tol)`` for each target m/z
+  (one full pass over the file per ion). It is timed on ``--baseline-mz`` of the targets and
+  scaled linearly to all of them (each call is one identical pass, so time is linear in m/z).
+
+Both run in the same process; images are compared for the m/z the baseline computed.
+Peak memory is measured with ``tracemalloc`` (NumPy allocations included) in a second,
+untimed call of each method.
+
+    python benchmarks/bench_imzml.py                 # 200 x 200 pixels, 1,000 m/z
+    python benchmarks/bench_imzml.py --size 60 --n-mz 200 --baseline-mz 10   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+
+def make_file(path: Path, *, size: int, n_mz: int, noise_peaks: int, seed: int) -> np.ndarray:
+    """Write the simulated processed imzML; returns the target m/z list."""
+    from pyimzml.ImzMLWriter import ImzMLWriter
+
+    rng = np.random.default_rng(seed)
+    targets = np.sort(rng.uniform(300, 1000, n_mz))
+    targets = targets[np.r_[True, np.diff(targets) > 0.01]]  # windows must not overlap
+    abundance = rng.lognormal(2, 1, len(targets))
+    with ImzMLWriter(str(path), mode="processed", mz_dtype=np.float64, intensity_dtype=np.float32) as writer:
+        for y in range(size):
+            for x in range(size):
+                present = rng.random(len(targets)) < 0.6
+                mz = np.concatenate(
+                    [
+                        targets[present] + rng.uniform(-5e-4, 5e-4, present.sum()),
+                        # noise: at least two peaks below all targets, so that pyimzml's
+                        # getionimage edge case (first m/z above the window) never occurs
+                        [100.0, 150.0],
+                        rng.uniform(100, 1100, noise_peaks),
+                    ]
+                )
+                inten = np.concatenate(
+                    [rng.poisson(abundance[present]) + 1.0, rng.exponential(1.0, noise_peaks + 2)]
+                )
+                order = np.argsort(mz)
+                writer.addSpectrum(mz[order], inten[order].astype(np.float32), (x + 1, y + 1, 1))
+    return targets
+
+
+def timed(func, *args):
+    """Wall time of ``func(*args)`` and, in a second call under tracemalloc, its peak memory."""
+    t0 = time.perf_counter()
+    result = func(*args)
+    seconds = time.perf_counter() - t0
+    tracemalloc.start()
+    func(*args)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return result, seconds, peak
+
+
+def ours(path: Path, targets: np.ndarray, tol: float) -> np.ndarray:
+    import spatialclust as sc
+
+    adata = sc.io.read_imzml(path, peaks=targets, tolerance=tol, tolerance_unit="Da")
+    return sc.pp.feature_images(adata)
+
+
+def baseline(path: Path, targets: np.ndarray, tol: float) -> np.ndarray:
+    from pyimzml.ImzMLParser import ImzMLParser, getionimage
+
+    parser = ImzMLParser(str(path))
+    try:
+        return np.stack([getionimage(parser, mz, tol=tol) for mz in targets])
+    finally:
+        parser.m.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=200, help="image width = height in pixels")
+    parser.add_argument("--n-mz", type=int, default=1000, help="number of target m/z to bin")
+    parser.add_argument("--noise-peaks", type=int, default=200, help="noise peaks per spectrum")
+    parser.add_argument("--baseline-mz", type=int, default=20, help="target m/z the baseline computes")
+    parser.add_argument("--tolerance", type=float, default=0.002, help="window half-width in Da")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    from spatialclust._logging import settings
+
+    settings["show_progress_bar"] = False
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.imzML"
+        t0 = time.perf_counter()
+        targets = make_file(path, size=args.size, n_mz=args.n_mz, noise_peaks=args.noise_peaks, seed=args.seed)
+        print(f"wrote {path.name}: {args.size}x{args.size} px, {len(targets)} target m/z, "
+              f"{(path.with_suffix('.ibd').stat().st_size) / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s")
+        images, t_ours, mem_ours = timed(ours, path, targets, args.tolerance)
+        pick = np.linspace(0, len(targets) - 1, min(args.baseline_mz, len(targets))).astype(int)
+        base, t_base_part, mem_base = timed(baseline, path, targets[pick], args.tolerance)
+    t_base = t_base_part * len(targets) / len(pick)
+    identical = bool(np.array_equal(images[pick], base.astype(np.float32)))
+    max_diff = float(np.abs(images[pick] - base).max())
+    result = {
+        "pixels": args.size**2,
+        "n_mz": int(len(targets)),
+        "read_imzml_s": round(t_ours, 2),
+        "getionimage_s_measured": round(t_base_part, 2),
+        "getionimage_mz_measured": int(len(pick)),
+        "getionimage_s_all_mz": round(t_base, 1),
+        "speedup": round(t_base / t_ours, 1),
+        "read_imzml_peak_MB": round(mem_ours / 1e6, 1),
+        "output_matrix_MB": round(args.size**2 * len(targets) * 4 / 1e6, 1),
+        "getionimage_peak_MB": round(mem_base / 1e6, 1),
+        "identical_images": identical,
+        "max_abs_diff": max_diff,
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
