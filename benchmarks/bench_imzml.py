@@ -33,8 +33,8 @@ def make_file(path: Path, *, size: int, n_mz: int, noise_peaks: int, seed: int) 
     from pyimzml.ImzMLWriter import ImzMLWriter
 
     rng = np.random.default_rng(seed)
-    targets = np.sort(rng.uniform(300, 1000, n_mz))
-    targets = targets[np.r_[True, np.diff(targets) > 0.01]]  # windows must not overlap
+    spacing = 700 / n_mz
+    targets = 300 + spacing * (np.arange(n_mz) + rng.uniform(0.1, 0.9, n_mz))  # windows never overlap
     abundance = rng.lognormal(2, 1, len(targets))
     with ImzMLWriter(str(path), mode="processed", mz_dtype=np.float64, intensity_dtype=np.float32) as writer:
         for y in range(size):
