@@ -10,9 +10,11 @@ from ._cluster import (
     register_clusterer,
 )
 from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, register_embedder
+from ._neural import NeuralEmbedder
 
 __all__ = [
     "ImageEmbedder",
+    "NeuralEmbedder",
     "cluster",
     "clusterers",
     "create_clusterer",
