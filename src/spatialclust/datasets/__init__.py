@@ -1,5 +1,7 @@
 """datasets."""
 
+from ._cells import simulate_cells
+from ._msi import pattern_names, simulate_msi
 from ._paired import simulate_paired_st_msi
 
-__all__: list[str] = ["simulate_paired_st_msi"]
+__all__: list[str] = ["pattern_names", "simulate_cells", "simulate_msi", "simulate_paired_st_msi"]
