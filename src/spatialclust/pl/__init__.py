@@ -1,3 +1,30 @@
-"""pl."""
+"""Plots (scanpy's ``pl`` namespace): figures of a clustering of feature images.
 
-__all__: list[str] = []
+Every function takes an AnnData (and the ``var`` key of a clustering), returns the matplotlib
+Figure and, with ``save=path``, also writes it (atomically). Figures follow Zhang et al. (2024,
+seed 000): cluster mean images, the mean spectrum coloured by cluster with a zoom window, the
+(3-D UMAP) embedding coloured by cluster, and an RGB composite of three cluster mean images over
+histology.
+"""
+
+from ._embedding import embedding
+from ._images import cluster_mean_images, cluster_members, distinct_clusters, read_histology, rgb_composite
+from ._means import cluster_means, mean_image_correlation, standardized_images
+from ._spectrum import mean_spectrum, spectrum
+from ._utils import cluster_colors, feature_labels
+
+__all__ = [
+    "cluster_colors",
+    "cluster_mean_images",
+    "cluster_means",
+    "cluster_members",
+    "distinct_clusters",
+    "embedding",
+    "feature_labels",
+    "mean_image_correlation",
+    "mean_spectrum",
+    "read_histology",
+    "rgb_composite",
+    "spectrum",
+    "standardized_images",
+]
