@@ -1,0 +1,446 @@
+"""Ion-image augmentations and multi-view transforms for self-supervised training.
+
+Hu et al. (2022, Chem. Sci. 13, 90; seed 001) found that *appearance-changing* augmentations
+(Gaussian blur, Gaussian noise, intensity distortion) are what make contrastive learning work on
+ion images, while strong *geometric* changes hurt (only mild rotation helped a little). The
+appearance set is therefore on by default; rotation, translation and resized crop are optional and
+off by default.
+
+All transforms work on a batch of grayscale images ``(B, H, W)`` with values in [0, 1] (on any
+device) and draw independent random parameters for every image from an explicit
+``torch.Generator``, so augmentation is fast on a CPU (one vectorised call per batch), runs on the
+GPU next to the model and is reproducible. A multi-view transform returns a list of views
+(lightly style): two views of the same kind for SimCLR, a weak and a strong view for self-labeling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "AUGMENTATION_STRENGTHS",
+    "Compose",
+    "IonImageTransform",
+    "MaskOffTissue",
+    "MultiViewTransform",
+    "RandomGaussianBlur",
+    "RandomGaussianNoise",
+    "RandomIntensityDistortion",
+    "RandomResizedCrop",
+    "RandomRotation",
+    "RandomTranslation",
+    "ion_image_transform",
+    "self_labeling_views",
+    "simclr_views",
+]
+
+#: Parameters of the appearance augmentations at three strengths. They follow the ranges of the
+#: authors' implementation (github.com/LabLaskin/MSI-self-supervised-clustering): blur sigma up to
+#: 0.4 / 0.75 / 2 px, noise sigma up to 0.1 / 0.2 / 0.4 (relative to the image's bright-pixel level)
+#: and brightness/contrast jitter of 0.25 / 0.5 (torchvision ``ColorJitter`` on gray images).
+AUGMENTATION_STRENGTHS: dict[str, dict[str, object]] = {
+    "weak": {"p": 0.5, "blur_sigma": (0.001, 0.4), "noise_sigma": (0.001, 0.1), "intensity": 0.25},
+    "default": {"p": 0.8, "blur_sigma": (0.1, 2.0), "noise_sigma": (0.001, 0.2), "intensity": 0.5},
+    "strong": {"p": 1.0, "blur_sigma": (0.1, 2.0), "noise_sigma": (0.001, 0.4), "intensity": 0.5},
+}
+
+
+def _check_probability(p: float) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"`p` must be a probability in [0, 1]; received {p!r}.")
+    return float(p)
+
+
+def _check_range(value: Sequence[float], name: str, *, low: float = 0.0) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a (min, max) pair; received {value!r}.") from None
+    if not low <= lo <= hi:
+        raise ValueError(f"`{name}` must satisfy {low} <= min <= max; received {value!r}.")
+    return lo, hi
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    return (torch.rand(n, generator=generator) * (high - low) + low).to(device)
+
+
+class IonImageTransform(nn.Module):
+    """Base of the random ion-image transforms: applied to each image with probability ``p``.
+
+    Subclasses implement :meth:`apply` for the images selected in the batch.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = _check_probability(p)
+
+    def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Transform a batch ``(B, H, W)`` in [0, 1]; each image is changed with probability ``p``."""
+        if images.ndim != 3:
+            raise ValueError(f"Transforms take a batch of images (B, H, W); received shape {tuple(images.shape)}.")
+        selected = (torch.rand(images.shape[0], generator=generator) < self.p).to(images.device)
+        params = self.sample(images, generator)
+        if not bool(selected.any()):
+            return images
+        out = self.apply(images, params)
+        return torch.where(selected[:, None, None], out, images)
+
+    def sample(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Random parameters of every image in the batch (drawn for all, so the stream is fixed)."""
+        raise NotImplementedError
+
+    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Transform all images of the batch with their parameters."""
+        raise NotImplementedError
+
+
+class RandomGaussianBlur(IonImageTransform):
+    """Gaussian blur with a random standard deviation per image (separable, reflect padding).
+
+    Parameters
+    ----------
+    sigma
+        Range of the blur standard deviation in pixels.
+    p
+        Probability of blurring an image.
+    """
+
+    def __init__(self, sigma: Sequence[float] = (0.1, 2.0), *, p: float = 0.5) -> None:
+        super().__init__(p)
+        self.sigma = _check_range(sigma, "sigma")
+        if self.sigma[1] <= 0:
+            raise ValueError(f"`sigma` must allow a positive blur; received {sigma!r}.")
+
+    def sample(self, images, generator):
+        return _uniform(images.shape[0], *self.sigma, generator, images.device).clamp_min(1e-3)
+
+    def apply(self, images, params):
+        # separable blur as two batched matrix products with per-image banded (reflect-padded)
+        # blur matrices: much faster on a CPU than a grouped convolution with one group per image
+        radius = max(1, math.ceil(3 * self.sigma[1]))
+        offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+        kernel = torch.exp(-0.5 * (offsets[None, :] / params[:, None].to(images.dtype)) ** 2)
+        kernel = kernel / kernel.sum(dim=1, keepdim=True)
+        rows = self._blur_matrix(kernel, images.shape[1], radius)
+        cols = rows if images.shape[2] == images.shape[1] else self._blur_matrix(kernel, images.shape[2], radius)
+        return rows @ images @ cols.transpose(1, 2)
+
+    @staticmethod
+    def _blur_matrix(kernel: torch.Tensor, size: int, radius: int) -> torch.Tensor:
+        """``(B, size, size)`` matrices applying each image's 1-D kernel with reflect boundaries."""
+        b = kernel.shape[0]
+        pos = torch.arange(size, device=kernel.device)[:, None] + torch.arange(-radius, radius + 1, device=kernel.device)[None, :]
+        period = max(2 * (size - 1), 1)
+        pos = pos.remainder(period)
+        pos = torch.where(pos >= size, period - pos, pos)  # reflect (no edge repeat), any radius
+        matrix = torch.zeros(b, size, size, device=kernel.device, dtype=kernel.dtype)
+        index = pos[None].expand(b, -1, -1)
+        return matrix.scatter_add_(2, index, kernel[:, None, :].expand(-1, size, -1))
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, p={self.p}"
+
+
+class RandomGaussianNoise(IonImageTransform):
+    """Additive Gaussian noise whose magnitude adapts to the image's signal level, clipped to [0, 1].
+
+    As in the authors' implementation the noise standard deviation is ``sigma`` times the mean of
+    the image's bright pixels (> 0.1) relative to 0.6, the level of a homogeneous ion image, so that
+    dim and bright ion images get comparable relative noise.
+
+    Parameters
+    ----------
+    sigma
+        Range of the (relative) noise standard deviation.
+    p
+        Probability of adding noise to an image.
+    """
+
+    reference_level = 0.6
+    bright_threshold = 0.1
+
+    def __init__(self, sigma: Sequence[float] = (0.001, 0.2), *, p: float = 0.5) -> None:
+        super().__init__(p)
+        self.sigma = _check_range(sigma, "sigma")
+
+    def sample(self, images, generator):
+        std = _uniform(images.shape[0], *self.sigma, generator, images.device)
+        noise = torch.randn(images.shape, generator=generator).to(images.device)
+        return std[:, None, None] * noise
+
+    def apply(self, images, params):
+        bright = images > self.bright_threshold
+        n_bright = bright.sum(dim=(1, 2))
+        level = torch.where(
+            n_bright > 0,
+            (images * bright).sum(dim=(1, 2)) / n_bright.clamp_min(1),
+            images.mean(dim=(1, 2)),
+        )
+        return (images + params * (level / self.reference_level)[:, None, None]).clamp(0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, p={self.p}"
+
+
+class RandomIntensityDistortion(IonImageTransform):
+    """Random brightness and contrast change (``ColorJitter`` of a gray image), clipped to [0, 1].
+
+    ``x <- clip((b x - m) c + m)`` with ``b, c ~ U(1 - strength, 1 + strength)`` and ``m`` the mean
+    of ``b x``.
+
+    Parameters
+    ----------
+    strength
+        Maximum relative change of brightness and contrast, in [0, 1).
+    p
+        Probability of distorting an image.
+    """
+
+    def __init__(self, strength: float = 0.5, *, p: float = 0.5) -> None:
+        super().__init__(p)
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength < 1:
+            raise ValueError(f"`strength` must be in [0, 1); received {strength!r}.")
+        self.strength = float(strength)
+
+    def sample(self, images, generator):
+        s = self.strength
+        return _uniform(2 * images.shape[0], 1 - s, 1 + s, generator, images.device).view(2, -1)
+
+    def apply(self, images, params):
+        brightness, contrast = params[0][:, None, None], params[1][:, None, None]
+        x = images * brightness
+        mean = x.mean(dim=(1, 2), keepdim=True)
+        return ((x - mean) * contrast + mean).clamp(0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"strength={self.strength}, p={self.p}"
+
+
+class _RandomAffine(IonImageTransform):
+    """Geometric transforms as one affine resampling per image (bilinear, zero fill)."""
+
+    def apply(self, images, params):
+        grid = F.affine_grid(params.to(images.dtype), [images.shape[0], 1, *images.shape[1:]], align_corners=False)
+        return F.grid_sample(images[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+
+
+class RandomRotation(_RandomAffine):
+    """Rotation by a random angle in ``[-degrees, degrees]`` (paper: mild, 15 degrees).
+
+    Parameters
+    ----------
+    degrees
+        Largest rotation angle.
+    p
+        Probability of rotating an image.
+    """
+
+    def __init__(self, degrees: float = 15.0, *, p: float = 0.5) -> None:
+        super().__init__(p)
+        if isinstance(degrees, bool) or not isinstance(degrees, (int, float)) or not 0 < degrees <= 180:
+            raise ValueError(f"`degrees` must be in (0, 180]; received {degrees!r}.")
+        self.degrees = float(degrees)
+
+    def sample(self, images, generator):
+        angle = _uniform(images.shape[0], -self.degrees, self.degrees, generator, images.device) * math.pi / 180
+        cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
+        return torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+
+    def extra_repr(self) -> str:
+        return f"degrees={self.degrees}, p={self.p}"
+
+
+class RandomTranslation(_RandomAffine):
+    """Shift by up to ``max_shift`` of the image side in x and y (zero fill).
+
+    Parameters
+    ----------
+    max_shift
+        Largest shift as a fraction of the image side (paper: a few pixels of padding).
+    p
+        Probability of shifting an image.
+    """
+
+    def __init__(self, max_shift: float = 0.05, *, p: float = 0.5) -> None:
+        super().__init__(p)
+        if isinstance(max_shift, bool) or not isinstance(max_shift, (int, float)) or not 0 < max_shift < 1:
+            raise ValueError(f"`max_shift` must be in (0, 1); received {max_shift!r}.")
+        self.max_shift = float(max_shift)
+
+    def sample(self, images, generator):
+        b = images.shape[0]
+        shift = _uniform(2 * b, -2 * self.max_shift, 2 * self.max_shift, generator, images.device).view(2, b)
+        one, zero = torch.ones(b, device=images.device), torch.zeros(b, device=images.device)
+        return torch.stack([torch.stack([one, zero, shift[0]], 1), torch.stack([zero, one, shift[1]], 1)], 1)
+
+    def extra_repr(self) -> str:
+        return f"max_shift={self.max_shift}, p={self.p}"
+
+
+class RandomResizedCrop(_RandomAffine):
+    """Crop a random region (area fraction ``scale``, aspect ``ratio``) and resize it to the full image.
+
+    Parameters
+    ----------
+    scale
+        Range of the crop area as a fraction of the image (paper: 0.8-0.9).
+    ratio
+        Range of the crop aspect ratio.
+    p
+        Probability of cropping an image.
+    """
+
+    def __init__(self, scale: Sequence[float] = (0.8, 0.9), ratio: Sequence[float] = (0.9, 1.1), *, p: float = 0.5) -> None:
+        super().__init__(p)
+        self.scale = _check_range(scale, "scale", low=1e-3)
+        if self.scale[1] > 1:
+            raise ValueError(f"`scale` must lie in (0, 1]; received {scale!r}.")
+        self.ratio = _check_range(ratio, "ratio", low=1e-3)
+
+    def sample(self, images, generator):
+        b, dev = images.shape[0], images.device
+        area = _uniform(b, *self.scale, generator, dev)
+        log_ratio = _uniform(b, math.log(self.ratio[0]), math.log(self.ratio[1]), generator, dev)
+        ratio = torch.exp(log_ratio)
+        width = torch.sqrt(area * ratio).clamp(max=1.0)
+        height = torch.sqrt(area / ratio).clamp(max=1.0)
+        cx = (torch.rand(b, generator=generator).to(dev) * 2 - 1) * (1 - width)
+        cy = (torch.rand(b, generator=generator).to(dev) * 2 - 1) * (1 - height)
+        zero = torch.zeros(b, device=dev)
+        return torch.stack([torch.stack([width, zero, cx], 1), torch.stack([zero, height, cy], 1)], 1)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, ratio={self.ratio}, p={self.p}"
+
+
+class MaskOffTissue(nn.Module):
+    """Set pixels outside the tissue mask to 0 after augmentation (noise must not appear off tissue).
+
+    Parameters
+    ----------
+    mask
+        Bool tissue mask ``(H, W)``.
+    """
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", torch.as_tensor(mask, dtype=torch.bool))
+
+    def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        if tuple(images.shape[1:]) != tuple(self.mask.shape):
+            raise ValueError(f"`mask` has shape {tuple(self.mask.shape)} but the images are {tuple(images.shape[1:])}.")
+        return images * self.mask.to(images.device)
+
+
+class Compose(nn.Module):
+    """Apply transforms in order, passing the generator on.
+
+    Parameters
+    ----------
+    transforms
+        Transforms taking ``(images, *, generator)``.
+    """
+
+    def __init__(self, transforms: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+
+    def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        for transform in self.transforms:
+            images = transform(images, generator=generator)
+        return images
+
+
+class MultiViewTransform(nn.Module):
+    """Return one view of the batch per transform (lightly's ``MultiViewTransform``).
+
+    Parameters
+    ----------
+    transforms
+        One transform per view.
+    """
+
+    def __init__(self, transforms: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(transforms) < 1:
+            raise ValueError("`transforms` must hold at least one transform.")
+        self.transforms = nn.ModuleList(transforms)
+
+    def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        return [transform(images, generator=generator) for transform in self.transforms]
+
+
+def ion_image_transform(
+    strength: str = "default",
+    *,
+    blur: bool = True,
+    noise: bool = True,
+    intensity: bool = True,
+    rotation: float = 0.0,
+    translation: float = 0.0,
+    resized_crop: bool = False,
+    mask: torch.Tensor | None = None,
+) -> Compose:
+    """The ion-image augmentation pipeline of Hu et al. (2022).
+
+    Parameters
+    ----------
+    strength
+        ``"weak"``, ``"default"`` or ``"strong"`` (see :data:`AUGMENTATION_STRENGTHS`).
+    blur, noise, intensity
+        Switch the appearance-changing augmentations (all on in the paper).
+    rotation
+        Largest rotation angle in degrees; 0 = off (default). The paper found mild rotation harmless.
+    translation
+        Largest shift as a fraction of the image side; 0 = off (default).
+    resized_crop
+        Random resized crop (area 0.8-0.9); off by default (it reduced accuracy in the paper).
+    mask
+        Tissue mask ``(H, W)``: off-tissue pixels are zeroed after augmentation.
+
+    Returns
+    -------
+    A :class:`Compose` mapping a batch ``(B, H, W)`` in [0, 1] to an augmented batch.
+    """
+    if strength not in AUGMENTATION_STRENGTHS:
+        from .._registry import invalid_option
+
+        raise invalid_option(strength, "strength", list(AUGMENTATION_STRENGTHS))
+    cfg = AUGMENTATION_STRENGTHS[strength]
+    p = float(cfg["p"])  # type: ignore[arg-type]
+    steps: list[nn.Module] = []
+    if rotation:
+        steps.append(RandomRotation(rotation, p=p))
+    if translation:
+        steps.append(RandomTranslation(translation, p=p))
+    if resized_crop:
+        steps.append(RandomResizedCrop(p=p))
+    if intensity:
+        steps.append(RandomIntensityDistortion(cfg["intensity"], p=p))  # type: ignore[arg-type]
+    if blur:
+        steps.append(RandomGaussianBlur(cfg["blur_sigma"], p=p))  # type: ignore[arg-type]
+    if noise:
+        steps.append(RandomGaussianNoise(cfg["noise_sigma"], p=p))  # type: ignore[arg-type]
+    if mask is not None:
+        steps.append(MaskOffTissue(mask))
+    return Compose(steps)
+
+
+def simclr_views(**kwargs: object) -> MultiViewTransform:
+    """Two independently augmented views per image for SimCLR (arguments of :func:`ion_image_transform`)."""
+    transform = ion_image_transform(**kwargs)  # type: ignore[arg-type]
+    return MultiViewTransform([transform, transform])
+
+
+def self_labeling_views(**kwargs: object) -> MultiViewTransform:
+    """A weak and a strong view per image for self-labeling (Hu et al. 2022, ESI Table S3)."""
+    kwargs = {k: v for k, v in kwargs.items() if k != "strength"}
+    return MultiViewTransform(
+        [ion_image_transform("weak", **kwargs), ion_image_transform("strong", **kwargs)]  # type: ignore[arg-type]
+    )

@@ -1,0 +1,473 @@
+"""SimCLR embedder: contrastive re-training of a CNN encoder on the ion images of one dataset.
+
+Step 1 of the self-supervised clustering of Hu, Padmakumar Bindu & Laskin (2022), "Self-supervised
+clustering of mass spectrometry imaging data using contrastive learning", Chem. Sci. 13, 90
+(seed 001). The training code only combines parts: backbone (``models._backbones``), projection
+head (``models._heads``), NT-Xent loss (``models._losses``), ion-image views
+(``models._transforms``) and checkpoints (``models._checkpoint``).
+
+PyTorch and the model parts are imported inside the functions, so ``import spatialclust`` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._compat import resolve_device
+from .._logging import logger, progress
+from ._embed import ImageEmbedder, check_images, register_embedder
+
+__all__ = ["CHECKPOINT_KIND", "SimCLREmbedder", "autocast_context", "channels_last", "encode", "resolve_image_size"]
+
+CHECKPOINT_KIND = "simclr"
+#: Epochs of ``epochs="auto"``: the paper's 50 on a GPU, fewer on a CPU (see docs/methods.md).
+PAPER_EPOCHS = 50
+CPU_EPOCHS = 15
+#: Largest input side of ``image_size="auto"`` on a CPU (the paper fed its 96 px images natively).
+CPU_MAX_SIDE = 128
+GPU_MAX_SIDE = 224
+
+
+def resolve_image_size(image_size: int | str | None, shape: tuple[int, int], device: str, *, min_size: int) -> int:
+    """Input side for images of ``shape``: ``"auto"`` = native side, capped at 128 px on CPU / 224 px on GPU."""
+    native = max(shape)
+    if image_size is None:
+        side = native
+    elif image_size == "auto":
+        side = min(native, CPU_MAX_SIDE if device == "cpu" else GPU_MAX_SIDE)
+    elif isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool) and image_size > 0:
+        side = int(image_size)
+    else:
+        raise ValueError(f"`image_size` must be a positive integer, 'auto' or None (native size); received {image_size!r}.")
+    return max(side, min_size)
+
+
+def autocast_context(device: str, enabled: bool) -> tuple[Any, Any]:
+    """Mixed precision on CUDA: bfloat16 where supported (no scaler), else float16 with a GradScaler."""
+    import contextlib
+
+    import torch
+
+    if not (enabled and device.startswith("cuda")):
+        return contextlib.nullcontext(), None
+    if torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16), None
+    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+
+
+def channels_last(x: Any) -> Any:
+    """Channels-last layout for 4-D inputs (faster convolutions on CPU and tensor cores)."""
+    import torch
+
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
+def _check_positive_int(value: Any, name: str, *, allow_auto: bool = False, low: int = 1) -> Any:
+    if allow_auto and value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        extra = " or 'auto'" if allow_auto else ""
+        raise ValueError(f"`{name}` must be an integer >= {low}{extra}; received {value!r}.")
+    return int(value)
+
+
+def _check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ValueError(f"`{name}` must be a {'non-negative' if allow_zero else 'positive'} number; received {value!r}.")
+    return float(value)
+
+
+@register_embedder("simclr")
+class SimCLREmbedder(ImageEmbedder):
+    """Contrastive (SimCLR) re-training of a pretrained CNN on the ion images of one dataset.
+
+    Each mini-batch of ``N`` ion images is augmented twice with appearance-changing transforms
+    (Gaussian blur, Gaussian noise, intensity distortion); the encoder and a projection head are
+    trained with the NT-Xent loss to map the two views of an image together and away from the
+    ``2(N - 1)`` other views (Hu et al. 2022, Chem. Sci. 13, 90, seed 001; Chen et al. 2020). The
+    representation of an image is the encoder output (before the projection head) of the
+    un-augmented image.
+
+    Parameters
+    ----------
+    backbone
+        Registered backbone (:func:`spatialclust.models.list_backbones`). The paper used ImageNet
+        EfficientNet-B0 (``"efficientnet_b0"``, downloads weights); the offline default is
+        ImageNet EfficientNet-Lite0.
+    pretrained, weights
+        Start from the backbone's published weights, or from a local weight file.
+    epochs
+        Training epochs; ``"auto"`` = 50 on a GPU (paper) and 15 on a CPU (logged; see
+        docs/methods.md for the measured effect).
+    batch_size
+        Images per mini-batch ``N`` (capped at the number of images, with a log message).
+    lr, weight_decay
+        AdamW learning rate and weight decay; the learning rate follows a cosine schedule over
+        ``epochs``.
+    temperature
+        NT-Xent temperature (0.5 as in the authors' code).
+    projection_dim, hidden_dim
+        Output and hidden width of the projection head (hidden default: encoder width, as in the paper).
+    image_size
+        Input side in pixels; ``"auto"`` = the images' native side capped at 128 px on a CPU and
+        224 px on a GPU; None = native side.
+    blur, noise, intensity
+        Appearance augmentations (all on, as in the paper).
+    rotation, translation, resized_crop
+        Optional geometric augmentations (off; strong geometric changes hurt in the paper):
+        largest angle in degrees, largest shift as a fraction of the side, and a 0.8-0.9 area crop.
+    checkpoint
+        Directory of a checkpoint. If it holds a finished training of a matching model, it is
+        loaded instead of training; an unfinished one is resumed (``resume=True``); otherwise a
+        new training is written there after every ``save_every`` epochs.
+    resume
+        Continue an unfinished training found in ``checkpoint`` (False: start over and replace it).
+    save_every
+        Checkpoint interval in epochs.
+    device
+        ``"auto"`` (cuda > mps > cpu), ``"cpu"``, ``"cuda"``, ...
+    mixed_precision
+        bfloat16/float16 autocast on CUDA (ignored elsewhere).
+    seed
+        Seed of the weight initialisation of the head, the batch order and every augmentation.
+
+    Attributes
+    ----------
+    model_ : spatialclust.models._heads.SimCLRModel
+        The trained encoder and projection head (on ``device_``).
+    history_ : list of dict
+        ``{"epoch", "loss", "seconds"}`` of every epoch trained or found in the checkpoint.
+    image_size_ : int
+        Input side used.
+    epochs_ : int
+        Number of epochs the model was trained for.
+    checkpoint_ : str or None
+        Checkpoint directory written or loaded.
+    device_ : str
+    n_features_out_ : int
+        Dimension of the representation.
+
+    Examples
+    --------
+    >>> import spatialclust as sc
+    >>> sc.tl.embed(adata, method="simclr", checkpoint="simclr_ckpt")  # doctest: +SKIP
+    >>> adata.varm["X_simclr"].shape  # doctest: +SKIP
+    (400, 1280)
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        *,
+        pretrained: bool = True,
+        weights: str | None = None,
+        epochs: int | str = "auto",
+        batch_size: int = 64,
+        lr: float = 3e-4,
+        weight_decay: float = 1e-4,
+        temperature: float = 0.5,
+        projection_dim: int = 128,
+        hidden_dim: int | None = None,
+        image_size: int | str | None = "auto",
+        blur: bool = True,
+        noise: bool = True,
+        intensity: bool = True,
+        rotation: float = 0.0,
+        translation: float = 0.0,
+        resized_crop: bool = False,
+        checkpoint: str | os.PathLike | None = None,
+        resume: bool = True,
+        save_every: int = 1,
+        device: str = "auto",
+        mixed_precision: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.pretrained = pretrained
+        self.weights = weights
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.temperature = temperature
+        self.projection_dim = projection_dim
+        self.hidden_dim = hidden_dim
+        self.image_size = image_size
+        self.blur = blur
+        self.noise = noise
+        self.intensity = intensity
+        self.rotation = rotation
+        self.translation = translation
+        self.resized_crop = resized_crop
+        self.checkpoint = checkpoint
+        self.resume = resume
+        self.save_every = save_every
+        self.device = device
+        self.mixed_precision = mixed_precision
+        self.seed = seed
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **params: Any) -> SimCLREmbedder:
+        """A fitted embedder from a finished checkpoint, with the architecture the checkpoint records.
+
+        ``params`` override other settings (e.g. ``device``).
+        """
+        from ..models._checkpoint import load_checkpoint
+
+        _, config = load_checkpoint(path, kind=CHECKPOINT_KIND)
+        arch, prep = config["architecture"], config["preprocessing"]
+        embedder = cls(
+            arch["backbone"], projection_dim=arch["projection_dim"], hidden_dim=arch["hidden_dim"],
+            image_size=prep["image_size"], epochs=int(config["training"]["epochs"]), checkpoint=path, **params,
+        )
+        embedder._load_finished(Path(path))
+        return embedder
+
+    def _architecture(self) -> dict[str, Any]:
+        return {"backbone": self.backbone, "projection_dim": int(self.projection_dim), "hidden_dim": self.hidden_dim}
+
+    def _build_model(self, *, from_checkpoint: bool) -> Any:
+        import torch
+
+        from ..models._backbones import create_backbone
+        from ..models._heads import ProjectionHead, SimCLRModel
+
+        if from_checkpoint:  # weights come from the checkpoint: do not fetch pretrained ones
+            encoder = create_backbone(self.backbone, pretrained=False, random_init=True)
+        else:
+            encoder = create_backbone(self.backbone, pretrained=self.pretrained, weights=self.weights)
+        torch.manual_seed(self.seed)
+        head = ProjectionHead(encoder.config.num_features, self.hidden_dim, self.projection_dim)
+        return SimCLRModel(encoder, head)
+
+    def _validate(self) -> None:
+        _check_positive_int(self.epochs, "epochs", allow_auto=True)
+        _check_positive_int(self.batch_size, "batch_size", low=2)
+        _check_positive_float(self.lr, "lr")
+        _check_positive_float(self.weight_decay, "weight_decay", allow_zero=True)
+        _check_positive_float(self.temperature, "temperature")
+        _check_positive_int(self.projection_dim, "projection_dim")
+        if self.hidden_dim is not None:
+            _check_positive_int(self.hidden_dim, "hidden_dim")
+        _check_positive_int(self.save_every, "save_every")
+        _check_positive_float(self.rotation, "rotation", allow_zero=True)
+        _check_positive_float(self.translation, "translation", allow_zero=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise ValueError(f"`seed` must be an integer; received {self.seed!r}.")
+
+    def _resolve_epochs(self) -> int:
+        if self.epochs != "auto":
+            return int(self.epochs)
+        if self.device_ == "cpu":
+            logger.info(
+                "SimCLR on a CPU: training %d epochs instead of the paper's %d (epochs='auto'); pass epochs=%d "
+                "for the paper's setting.", CPU_EPOCHS, PAPER_EPOCHS, PAPER_EPOCHS,
+            )
+            return CPU_EPOCHS
+        return PAPER_EPOCHS
+
+    def _checkpoint_config(self) -> dict[str, Any]:
+        cfg = self.model_.encoder.config
+        return {
+            "architecture": {**self._architecture(), "num_features": cfg.num_features},
+            "preprocessing": {
+                "image_size": self.image_size_, "mean": list(cfg.mean), "std": list(cfg.std), "in_chans": cfg.in_chans,
+                "input": "grayscale ion images in [0, 1], replicated to 3 channels",
+            },
+            "params": {
+                "lr": self.lr, "weight_decay": self.weight_decay, "temperature": self.temperature,
+                "batch_size": self.batch_size, "seed": self.seed, "blur": self.blur, "noise": self.noise,
+                "intensity": self.intensity, "rotation": self.rotation, "translation": self.translation,
+                "resized_crop": self.resized_crop, "pretrained": self.pretrained,
+            },
+        }
+
+    def _expected(self) -> dict[str, Any]:
+        expected: dict[str, Any] = {"architecture": self._architecture()}
+        if self.image_size not in ("auto", None):
+            expected["preprocessing"] = {"image_size": int(self.image_size)}
+        return expected
+
+    def _load_finished(self, path: Path) -> None:
+        from ..models._checkpoint import load_checkpoint
+
+        self.device_ = resolve_device(self.device)
+        state, config = load_checkpoint(path, kind=CHECKPOINT_KIND, expected=self._expected())
+        self.model_ = self._build_model(from_checkpoint=True)
+        self._load_state(state, path)
+        self.image_size_ = int(config["preprocessing"]["image_size"])
+        self.history_ = list(config["training"].get("history", []))
+        self.epochs_ = int(config["training"]["epoch"])
+        self.checkpoint_ = str(path)
+        self.n_features_out_ = self.model_.encoder.config.num_features
+        self.model_.to(self.device_)
+
+    def _load_state(self, state: dict[str, Any], path: Path) -> None:
+        from ..models._checkpoint import CheckpointError
+
+        try:
+            self.model_.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"Checkpoint {str(path)!r} does not fit the model architecture: {err}") from err
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> SimCLREmbedder:
+        """Train the encoder on ``images`` (or load/resume ``checkpoint``).
+
+        Parameters
+        ----------
+        images
+            float32 ``(n_images, H, W)`` in [0, 1], at least 2 images.
+        mask
+            Tissue mask ``(H, W)``; off-tissue pixels are zeroed in every view.
+        pixel_size
+            Unused (accepted for the embedder interface).
+        """
+        import torch
+
+        from ..models._checkpoint import load_checkpoint, load_optimizer_state
+        from ..models._losses import NTXentLoss
+        from ..models._transforms import simclr_views
+
+        arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
+        self._validate()
+        if arr.shape[0] < 2:
+            raise ValueError(
+                f"`images` holds {arr.shape[0]} image; SimCLR needs at least 2 (the other images of a batch are the negatives)."
+            )
+        self.device_ = resolve_device(self.device)
+        path = Path(self.checkpoint) if self.checkpoint is not None else None
+        start_epoch = 0
+        saved: dict[str, Any] | None = None
+        if path is not None and path.exists():
+            state, saved = load_checkpoint(path, kind=CHECKPOINT_KIND, expected=self._expected())
+            if not self.resume:
+                logger.info("`resume=False`: retraining and replacing the checkpoint %s.", path)
+                saved = None
+        epochs = self._resolve_epochs()
+        if saved is not None and int(saved["training"]["epoch"]) >= epochs and saved["training"].get("complete", False):
+            logger.info("Loaded the finished SimCLR training from %s (%d epochs).", path, saved["training"]["epoch"])
+            self._load_finished(path)
+            return self
+        self.model_ = self._build_model(from_checkpoint=saved is not None)
+        self.image_size_ = resolve_image_size(
+            self.image_size if saved is None else int(saved["preprocessing"]["image_size"]),
+            arr.shape[1:], self.device_, min_size=self.model_.encoder.config.min_size,
+        )
+        self.model_.to(self.device_)
+        if self.device_ == "cpu":
+            self.model_.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        self.history_ = []
+        if saved is not None:
+            self._load_state(state, path)
+            optimizer.load_state_dict(load_optimizer_state(path, saved))
+            scheduler.load_state_dict(saved["training"]["scheduler"])
+            scheduler.T_max = epochs  # the requested length, also when extending a finished training
+            self.history_ = list(saved["training"].get("history", []))
+            start_epoch = int(saved["training"]["epoch"])
+            logger.info("Resuming SimCLR training from %s at epoch %d of %d.", path, start_epoch, epochs)
+        views = simclr_views(
+            blur=self.blur, noise=self.noise, intensity=self.intensity, rotation=self.rotation,
+            translation=self.translation, resized_crop=self.resized_crop,
+            mask=None if mask is None else torch.as_tensor(mask),
+        ).to(self.device_)
+        criterion = NTXentLoss(self.temperature)
+        batch_size = int(self.batch_size)
+        if batch_size > arr.shape[0]:
+            logger.info("`batch_size`=%d is larger than the %d images; using batches of %d.", batch_size, arr.shape[0], arr.shape[0])
+            batch_size = arr.shape[0]
+        data = torch.from_numpy(arr).to(self.device_)
+        autocast, scaler = autocast_context(self.device_, self.mixed_precision)
+        bar = progress(range(start_epoch, epochs), desc="SimCLR", total=epochs - start_epoch, leave=False)
+        for epoch in bar:
+            start = time.perf_counter()
+            loss = self._train_epoch(data, epoch, views, criterion, optimizer, batch_size, autocast, scaler)
+            scheduler.step()
+            self.history_.append({"epoch": epoch + 1, "loss": loss, "seconds": round(time.perf_counter() - start, 3)})
+            bar.set_postfix(loss=f"{loss:.4f}")
+            logger.info("SimCLR epoch %d/%d: loss %.4f", epoch + 1, epochs, loss)
+            if path is not None and ((epoch + 1) % self.save_every == 0 or epoch + 1 == epochs):
+                self._save(path, optimizer, scheduler, epoch + 1, epochs)
+        self.epochs_ = epochs
+        self.checkpoint_ = None if path is None else str(path)
+        self.n_features_out_ = self.model_.encoder.config.num_features
+        return self
+
+    def _train_epoch(self, data, epoch, views, criterion, optimizer, batch_size, autocast, scaler) -> float:
+        """One pass over the images in a seeded random order; returns the mean loss."""
+        import torch
+
+        self.model_.train()
+        generator = torch.Generator().manual_seed(int(self.seed) * 100_003 + epoch)
+        order = torch.randperm(data.shape[0], generator=generator)
+        losses = []
+        for start in range(0, data.shape[0], batch_size):
+            idx = order[start : start + batch_size]
+            if idx.numel() < 2:  # a single left-over image has no negatives
+                continue
+            batch = data[idx.to(data.device)]
+            view0, view1 = views(batch, generator=generator)
+            x = channels_last(self.model_.encoder.preprocess(torch.cat([view0, view1]), size=self.image_size_))
+            with autocast:
+                _, z = self.model_(x)
+            loss = criterion(*z.float().chunk(2))
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            losses.append(float(loss.detach()))
+        return float(np.mean(losses))
+
+    def _save(self, path: Path, optimizer, scheduler, epoch: int, epochs: int) -> None:
+        from ..models._checkpoint import save_checkpoint
+
+        save_checkpoint(
+            path, self.model_.state_dict(), self._checkpoint_config(), kind=CHECKPOINT_KIND,
+            optimizer_state=optimizer.state_dict(),
+            training={"epoch": epoch, "epochs": epochs, "complete": epoch >= epochs, "history": self.history_,
+                      "scheduler": scheduler.state_dict()},
+        )
+        logger.debug("Saved SimCLR checkpoint (epoch %d) to %s.", epoch, path)
+
+    # ------------------------------------------------------------------ inference
+
+    def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
+        """Encoder features ``(n_images, n_features_out_)`` of the un-augmented images."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError("This SimCLREmbedder is not fitted yet; call `fit` first.")
+        arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
+        return encode(self.model_.encoder, arr, image_size=self.image_size_, device=self.device_, mask=mask)
+
+
+def encode(
+    encoder: Any, images: np.ndarray, *, image_size: int, device: str, mask: np.ndarray | None = None, batch_size: int = 128
+) -> np.ndarray:
+    """Encoder features of clean images ``(n, H, W)`` in [0, 1] (eval mode, batched, no gradients)."""
+    import torch
+
+    encoder.eval()
+    out = []
+    mask_t = None if mask is None else torch.as_tensor(mask, device=device)
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            batch = torch.from_numpy(images[start : start + batch_size]).to(device)
+            if mask_t is not None:
+                batch = batch * mask_t
+            x = channels_last(encoder.preprocess(batch, size=image_size))
+            out.append(encoder(x).float().cpu())
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
