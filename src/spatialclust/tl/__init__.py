@@ -11,10 +11,15 @@ from ._cluster import (
 )
 from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, register_embedder
 from ._neural import NeuralEmbedder
+from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_label
+from ._simclr import SimCLREmbedder
 
 __all__ = [
     "ImageEmbedder",
     "NeuralEmbedder",
+    "NoConfidentImagesWarning",
+    "SelfLabelingClassifier",
+    "SimCLREmbedder",
     "cluster",
     "clusterers",
     "create_clusterer",
@@ -27,4 +32,5 @@ __all__ = [
     "list_embedders",
     "register_clusterer",
     "register_embedder",
+    "self_label",
 ]
