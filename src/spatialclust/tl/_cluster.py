@@ -34,6 +34,8 @@ register_clusterer = clusterers.register
 
 #: Fewest feature images any clusterer accepts.
 MIN_IMAGES = 3
+#: Below this many images UMAP computes exact nearest neighbours (its ``_small_data`` path).
+_UMAP_SMALL_DATA = 4096
 
 
 def create_clusterer(name: str, **params: Any) -> BaseEstimator:
@@ -379,10 +381,21 @@ class UMAPDBSCAN(_Clusterer):
             raise ValueError(f"`eps` must be a positive number or None; received {self.eps!r}.")
         if self.metric in ("cosine", "correlation") and (np.linalg.norm(arr, axis=1) == 0).any():
             raise ValueError(f"`X` has all-zero images, for which the {self.metric} distance is undefined; remove empty images first.")
-        umap = require("umap", package="umap-learn", purpose="UMAP-DBSCAN clustering")
+        with warnings.catch_warnings():
+            # umap-learn announces that its optional TensorFlow-based ParametricUMAP is unavailable
+            warnings.filterwarnings("ignore", message="Tensorflow not installed", category=ImportWarning)
+            umap = require("umap", package="umap-learn", purpose="UMAP-DBSCAN clustering")
+        precomputed_knn: tuple = (None, None, None)
+        if n < _UMAP_SMALL_DATA:
+            # UMAP's own small-data path computes these exact neighbours too; scikit-learn does it
+            # without compiling UMAP's parallel numba kernels (tens of seconds on first use).
+            from sklearn.neighbors import NearestNeighbors
+
+            dist, idx = NearestNeighbors(n_neighbors=k, metric=self.metric).fit(arr).kneighbors(arr)
+            precomputed_knn = (idx, dist, None)
         reducer = umap.UMAP(
             n_components=dims, n_neighbors=k, min_dist=self.min_dist, metric=self.metric,
-            n_epochs=self.n_epochs, random_state=seed, init="spectral",
+            n_epochs=self.n_epochs, random_state=seed, init="spectral", precomputed_knn=precomputed_knn,
         )
         self.embedding_ = np.asarray(reducer.fit_transform(arr), dtype=np.float32)
         self.eps_ = float(self.eps) if self.eps is not None else estimate_dbscan_eps(self.embedding_, min_samples=max(ms, 2))

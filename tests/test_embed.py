@@ -1,0 +1,77 @@
+"""Embedding interface: registry, ImageEmbedder base, regular embedder, sc.tl.embed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spatialclust as sc
+from spatialclust import _keys
+from spatialclust.tl._embed import ImageEmbedder, RegularEmbedder
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.random((6, 8, 10), dtype=np.float32)
+
+
+@pytest.fixture
+def adata(images):
+    mask = np.ones(images.shape[1:], dtype=bool)
+    mask[0, :] = False  # first row is not a pixel of the dataset
+    return sc.io.images_to_adata(images, mz=100.0 + np.arange(6), mask=mask, pixel_size=10.0)
+
+
+def test_registry_lists_regular_and_rejects_unknown():
+    assert "regular" in sc.tl.list_embedders()
+    assert isinstance(sc.tl.create_embedder("regular"), ImageEmbedder)
+    with pytest.raises(ValueError, match=r"Invalid option `nope` for `method`. Valid options are: .*`regular`"):
+        sc.tl.create_embedder("nope")
+
+
+def test_regular_flattens_inside_mask(images):
+    mask = np.zeros(images.shape[1:], dtype=bool)
+    mask[2:4, 3:6] = True
+    out = RegularEmbedder().fit_transform(images, mask=mask)
+    assert out.dtype == np.float32 and out.shape == (6, 6)
+    np.testing.assert_array_equal(out, images[:, 2:4, 3:6].reshape(6, -1))
+    full = RegularEmbedder().fit_transform(images)
+    np.testing.assert_array_equal(full, images.reshape(6, -1))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"images": np.zeros((4, 5))}, r"`images` must have shape \(n_images, height, width\)"),
+        ({"mask": np.ones((3, 3), bool)}, r"`mask` must have the image shape"),
+        ({"mask": np.zeros((8, 10), bool)}, "tissue mask is empty"),
+        ({"pixel_size": -1.0}, "`pixel_size` must be a positive"),
+        ({"images": np.full((2, 8, 10), np.nan)}, "NaN"),
+    ],
+)
+def test_regular_bad_input(images, kwargs, match):
+    args = {"images": images, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        RegularEmbedder().fit_transform(args.pop("images"), **args)
+
+
+def test_embed_writes_varm_and_uns(adata, images):
+    sc.tl.embed(adata)
+    key = _keys.embedding_key("regular")
+    assert key == "X_regular"
+    emb = adata.varm[key]
+    # the first grid row holds no pixel: it is outside the tissue mask
+    np.testing.assert_allclose(emb, images[:, 1:, :].reshape(6, -1))
+    assert adata.uns[key]["method"] == "regular"
+    assert adata.uns[key][_keys.PARAMS] == {}
+
+
+def test_embed_key_added_copy_and_instance(adata):
+    out = sc.tl.embed(adata, RegularEmbedder(), key_added="X_mine", copy=True)
+    assert "X_mine" in out.varm and "X_mine" not in adata.varm
+    assert out.uns["X_mine"]["method"] == "regular"
+    with pytest.raises(ValueError, match="embedder instance"):
+        sc.tl.embed(adata, RegularEmbedder(), foo=1)
+    with pytest.raises(ValueError, match="Invalid option `nope` for `method`"):
+        sc.tl.embed(adata, "nope")
