@@ -264,3 +264,13 @@ def test_preprocess_ion_images_chain():
     assert (hot == 1.0).sum() >= 5  # the hot pixel no longer dominates the scaled image
     with pytest.raises(ValueError, match="Invalid option `l1` for `normalize`"):
         sc.pp.preprocess_ion_images(adata, normalize="l1")
+
+
+def test_steps_on_a_view_modify_the_object_passed():
+    adata = _matrix_adata([[1, 1, 9], [3, 5, 9], [2, 2, 9]])
+    view = adata[:, :2]
+    assert view.is_view
+    sc.pp.normalize_tic(view, target_sum=1.0)
+    assert not view.is_view
+    np.testing.assert_allclose(view.X.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(adata.X[:, 0], [1, 3, 2])  # the parent is untouched

@@ -19,6 +19,19 @@ from .._logging import logger
 from ._images import dense_columns, feature_chunks, intensity_matrix
 
 
+def start(adata: AnnData, copy: bool) -> AnnData:
+    """The AnnData a ``pp`` step modifies: a copy, or ``adata`` itself turned from a view into an actual object.
+
+    As scanpy's ``view_to_actual``: modifying a view in place would otherwise copy it implicitly (with a
+    warning) or not reach the caller's object.
+    """
+    if copy:
+        return adata.copy()
+    if adata.is_view:
+        adata._init_as_actual(adata.copy())
+    return adata
+
+
 def is_dask(matrix: Any) -> bool:
     """True for a dask array."""
     return hasattr(matrix, "compute") and hasattr(matrix, "chunks")

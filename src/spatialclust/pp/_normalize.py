@@ -6,7 +6,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._logging import logger
-from ._matrix import check_finite, float_matrix, record_step, row_sums, scale_rows, set_matrix
+from ._matrix import check_finite, float_matrix, record_step, row_sums, scale_rows, set_matrix, start
 
 
 def _normalize_rows(
@@ -60,7 +60,7 @@ def normalize_tic(
     None, or the copy when ``copy=True``. Modifies ``X`` (or the layer) and appends
     ``{"step": "normalize_tic", "params": {...}}`` to ``uns["preprocessing"]``.
     """
-    adata = adata.copy() if copy else adata
+    adata = start(adata, copy)
     check_finite(adata, layer)
     if tic_key is None:
         tic = row_sums(float_matrix(adata, layer))
@@ -106,7 +106,7 @@ def normalize_rms(adata: AnnData, *, layer: str | None = None, copy: bool = Fals
     None, or the copy when ``copy=True``. Modifies ``X`` (or the layer) and appends
     ``{"step": "normalize_rms", "params": {...}}`` to ``uns["preprocessing"]``.
     """
-    adata = adata.copy() if copy else adata
+    adata = start(adata, copy)
     check_finite(adata, layer)
     rms = np.sqrt(row_sums(float_matrix(adata, layer), squared=True) / max(adata.n_vars, 1))
     n_zero = _normalize_rows(adata, rms, 1.0, layer=layer, what="RMS")

@@ -7,9 +7,9 @@ from anndata import AnnData
 from .. import _keys as K
 from .._logging import logger
 from .._registry import invalid_option
-from ._matrix import check_finite, is_dask
-from ._normalize import normalize_rms, normalize_tic
 from . import _standardize
+from ._matrix import check_finite, is_dask, start
+from ._normalize import normalize_rms, normalize_tic
 from ._standardize import remove_empty_features, scale_images
 
 _NORMALIZATIONS = ("tic", "rms", "none")
@@ -65,7 +65,7 @@ def preprocess_ion_images(
     normalize = "none" if normalize is None else normalize
     if normalize not in _NORMALIZATIONS:
         raise invalid_option(normalize, "normalize", list(_NORMALIZATIONS))
-    adata = adata.copy() if copy else adata
+    adata = start(adata, copy)
     check_finite(adata)
     if keep_raw:
         if K.RAW in adata.layers:

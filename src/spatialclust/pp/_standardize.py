@@ -14,6 +14,7 @@ from ._matrix import (
     is_dask,
     record_step,
     set_matrix,
+    start,
     tissue_rows,
     transform_columns,
 )
@@ -60,7 +61,7 @@ def winsorize(
     """
     if not 0 < percentile <= 100:
         raise ValueError(f"`percentile` must be in (0, 100], got {percentile}.")
-    adata = adata.copy() if copy else adata
+    adata = start(adata, copy)
     check_finite(adata, layer)
     matrix = float_matrix(adata, layer)
     rows = _statistic_rows(adata, tissue_only)
@@ -103,7 +104,7 @@ def scale_images(
     None, or the copy when ``copy=True``. Modifies ``X`` (or the layer) and appends
     ``{"step": "scale_images", "params": {...}}`` to ``uns["preprocessing"]``.
     """
-    adata = adata.copy() if copy else adata
+    adata = start(adata, copy)
     check_finite(adata, layer)
     matrix = float_matrix(adata, layer)
     rows = _statistic_rows(adata, tissue_only)
@@ -169,7 +170,7 @@ def remove_empty_features(
     """
     if int(min_nonzero) != min_nonzero or min_nonzero < 0:
         raise ValueError(f"`min_nonzero` must be a non-negative integer, got {min_nonzero!r}.")
-    adata = adata.copy() if copy else adata
+    adata = start(adata, copy)
     matrix = intensity_matrix(adata, layer)
     if is_dask(matrix):
         matrix = matrix.persist()

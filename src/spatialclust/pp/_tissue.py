@@ -9,7 +9,7 @@ from .. import _keys as K
 from .._logging import logger
 from .._registry import invalid_option
 from ._images import grid_shape, intensity_matrix, pixel_coordinates
-from ._matrix import check_finite, record_step, row_sums
+from ._matrix import check_finite, record_step, row_sums, start
 
 _METHODS = ("otsu",)
 
@@ -98,7 +98,7 @@ def tissue_mask(
     None, or the copy when ``copy=True``. Writes ``obs["tissue"]`` (bool) and appends
     ``{"step": "tissue_mask", "params": {...}}`` to ``uns["preprocessing"]``.
     """
-    adata = adata.copy() if copy else adata
+    adata = start(adata, copy)
     if mask is not None:
         tissue = _mask_from_argument(adata, mask)
         params: dict = {"mask": mask if isinstance(mask, str) else "array"}
