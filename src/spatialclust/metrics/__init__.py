@@ -3,6 +3,7 @@
 from ._evaluate import evaluate_clustering
 from ._external import ari, clustering_accuracy, contingency, nmi, purity
 from ._internal import davies_bouldin, knn_purity, pearson_distance, silhouette
+from ._knn import knn_accuracy
 from ._isotopes import RIRResult, isotope_groups, isotope_pairs, isotopic_recall, relative_isotope_ratio
 from ._labels import n_clusters, n_meaningful_clusters, noise_size
 
@@ -16,6 +17,7 @@ __all__ = [
     "isotope_groups",
     "isotope_pairs",
     "isotopic_recall",
+    "knn_accuracy",
     "knn_purity",
     "n_clusters",
     "n_meaningful_clusters",
