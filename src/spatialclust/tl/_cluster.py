@@ -397,7 +397,10 @@ class UMAPDBSCAN(_Clusterer):
             n_components=dims, n_neighbors=k, min_dist=self.min_dist, metric=self.metric,
             n_epochs=self.n_epochs, random_state=seed, init="spectral", precomputed_knn=precomputed_knn,
         )
-        self.embedding_ = np.asarray(reducer.fit_transform(arr), dtype=np.float32)
+        with warnings.catch_warnings():
+            # expected with our precomputed neighbours: we never call `reducer.transform` on new data
+            warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\] \(knn_search_index\)", category=UserWarning)
+            self.embedding_ = np.asarray(reducer.fit_transform(arr), dtype=np.float32)
         self.eps_ = float(self.eps) if self.eps is not None else estimate_dbscan_eps(self.embedding_, min_samples=max(ms, 2))
         labels = DBSCAN(eps=self.eps_, min_samples=ms).fit_predict(self.embedding_)
         self.labels_ = labels.astype(np.int64)
