@@ -1,0 +1,235 @@
+"""SimCLR embedder (seed 001): loss, augmentations, checkpoints, resume and bad input; tiny models only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import spatialclust as sc  # noqa: E402
+from spatialclust.models._checkpoint import CONFIG_FILE, CheckpointError  # noqa: E402
+from spatialclust.models._losses import NTXentLoss  # noqa: E402
+from spatialclust.models._transforms import (  # noqa: E402
+    RandomGaussianBlur,
+    RandomGaussianNoise,
+    RandomIntensityDistortion,
+    RandomResizedCrop,
+    RandomRotation,
+    RandomTranslation,
+    ion_image_transform,
+    self_labeling_views,
+    simclr_views,
+)
+from spatialclust.tl._simclr import SimCLREmbedder  # noqa: E402
+
+FAST = {"backbone": "test_tiny", "batch_size": 8, "image_size": None, "lr": 3e-3, "device": "cpu"}
+
+
+def blob_images(n: int = 16, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` noisy images of 4 spatial patterns (a blob in one quadrant) and their pattern."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    q = size // 4
+    centres = [(q, q), (q, 3 * q), (3 * q, q), (3 * q, 3 * q)]
+    patterns = [np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (size * 1.0)) for cy, cx in centres]
+    truth = np.arange(n) % 4
+    images = [np.clip(patterns[t] * rng.uniform(0.5, 1.0) + rng.normal(0, 0.05, (size, size)), 0, 1) for t in truth]
+    return np.stack(images).astype(np.float32), truth
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared, loaded machine OpenMP
+    threads waiting for each other make them ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return blob_images()[0]
+
+
+@pytest.fixture(scope="module")
+def trained(images, tmp_path_factory):
+    path = tmp_path_factory.mktemp("simclr") / "ckpt"
+    embedder = SimCLREmbedder(**FAST, epochs=4, checkpoint=path).fit(images)
+    return embedder, path
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def test_ntxent_matches_reference_formula():
+    torch.manual_seed(0)
+    z0, z1 = torch.randn(5, 7), torch.randn(5, 7)
+    tau = 0.5
+    z = torch.nn.functional.normalize(torch.cat([z0, z1]), dim=1)
+    sim = z @ z.T
+    n = 5
+    expected = 0.0
+    for i in range(2 * n):
+        j = (i + n) % (2 * n)
+        denominator = sum(torch.exp(sim[i, k] / tau) for k in range(2 * n) if k != i)
+        expected += -torch.log(torch.exp(sim[i, j] / tau) / denominator)
+    torch.testing.assert_close(NTXentLoss(tau)(z0, z1), expected / (2 * n))
+    # aligned positive pairs give a lower loss than random pairs
+    assert NTXentLoss(tau)(z0, z0 + 0.01) < NTXentLoss(tau)(z0, z1)
+
+
+def test_ntxent_bad_input():
+    with pytest.raises(ValueError, match="`temperature` must be a positive number"):
+        NTXentLoss(0)
+    with pytest.raises(ValueError, match="at least 2 images per batch"):
+        NTXentLoss()(torch.randn(1, 4), torch.randn(1, 4))
+    with pytest.raises(ValueError, match="same shape"):
+        NTXentLoss()(torch.randn(3, 4), torch.randn(3, 5))
+
+
+# ----------------------------------------------------------------------------- augmentations
+
+
+def test_augmentations_keep_shape_range_and_are_seeded():
+    x = torch.rand(6, 20, 24)
+    for transform in (
+        RandomGaussianBlur(p=1), RandomGaussianNoise(p=1), RandomIntensityDistortion(p=1),
+        RandomRotation(p=1), RandomTranslation(p=1), RandomResizedCrop(p=1),
+    ):
+        a = transform(x, generator=torch.Generator().manual_seed(1))
+        b = transform(x, generator=torch.Generator().manual_seed(1))
+        assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1 + 1e-6
+        torch.testing.assert_close(a, b)
+        assert not torch.allclose(a, x), type(transform).__name__
+        assert transform.__class__(p=0)(x) is x or torch.equal(transform.__class__(p=0)(x), x)
+
+
+def test_blur_matches_torchvision():
+    from torchvision.transforms.functional import gaussian_blur
+
+    x = torch.rand(3, 20, 20)
+    ours = RandomGaussianBlur((1.0, 1.0), p=1)(x)
+    torch.testing.assert_close(ours, gaussian_blur(x[:, None], kernel_size=7, sigma=1.0)[:, 0], atol=1e-5, rtol=0)
+
+
+def test_default_views_are_appearance_only():
+    names = [type(t).__name__ for t in ion_image_transform().transforms]
+    assert names == ["RandomIntensityDistortion", "RandomGaussianBlur", "RandomGaussianNoise"]
+    geometric = [type(t).__name__ for t in ion_image_transform(rotation=15, translation=0.05, resized_crop=True).transforms]
+    assert geometric[:3] == ["RandomRotation", "RandomTranslation", "RandomResizedCrop"]
+    x = torch.rand(4, 16, 16)
+    v0, v1 = simclr_views()(x, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(v0, v1)
+    weak, strong = self_labeling_views()(x, generator=torch.Generator().manual_seed(0))
+    assert (weak - x).abs().mean() < (strong - x).abs().mean()
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[4:12, 4:12] = True
+    masked = ion_image_transform(mask=mask)(x, generator=torch.Generator().manual_seed(0))
+    assert masked[:, ~mask].abs().max() == 0
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_loss_decreases_and_representation(trained, images):
+    embedder, path = trained
+    losses = [h["loss"] for h in embedder.history_]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0]
+    features = embedder.transform(images)
+    assert features.shape == (16, 16) and features.dtype == np.float32 and np.isfinite(features).all()
+    config = json.loads((path / CONFIG_FILE).read_text())
+    assert config["architecture"]["backbone"] == "test_tiny"
+    assert config["preprocessing"]["image_size"] == 32
+    assert config["training"]["complete"] and config["training"]["epoch"] == 4
+    assert config["spatialclust_version"] == sc.__version__
+
+
+def test_finished_checkpoint_is_loaded_not_retrained(trained, images, monkeypatch):
+    embedder, path = trained
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished checkpoint must not be retrained")
+
+    monkeypatch.setattr(SimCLREmbedder, "_train_epoch", fail)
+    loaded = SimCLREmbedder(**FAST, epochs=4, checkpoint=path).fit(images)
+    np.testing.assert_allclose(loaded.transform(images), embedder.transform(images), rtol=1e-5, atol=1e-6)
+    again = SimCLREmbedder.from_checkpoint(path, device="cpu")
+    assert again.history_ == embedder.history_
+
+
+def test_interrupted_training_resumes_from_last_checkpoint(images, tmp_path, monkeypatch):
+    path = tmp_path / "ckpt"
+    reference = SimCLREmbedder(**FAST, epochs=3).fit(images)
+    original = SimCLREmbedder._train_epoch
+
+    def interrupt_in_third_epoch(self, data, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, data, epoch, *args)
+
+    monkeypatch.setattr(SimCLREmbedder, "_train_epoch", interrupt_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        SimCLREmbedder(**FAST, epochs=3, checkpoint=path).fit(images)
+    assert json.loads((path / CONFIG_FILE).read_text())["training"]["epoch"] == 2
+    monkeypatch.setattr(SimCLREmbedder, "_train_epoch", original)
+    trained_epochs = []
+    monkeypatch.setattr(
+        SimCLREmbedder, "_train_epoch",
+        lambda self, data, epoch, *args: trained_epochs.append(epoch) or original(self, data, epoch, *args),
+    )
+    resumed = SimCLREmbedder(**FAST, epochs=3, checkpoint=path).fit(images)
+    assert trained_epochs == [2]
+    assert [h["loss"] for h in resumed.history_] == pytest.approx([h["loss"] for h in reference.history_], rel=1e-4)
+    np.testing.assert_allclose(resumed.transform(images), reference.transform(images), rtol=1e-3, atol=1e-5)
+
+
+def test_checkpoint_of_other_backbone_or_version_is_refused(trained, images, tmp_path):
+    _, path = trained
+    with pytest.raises(CheckpointError, match=r"`architecture\.backbone` \(expected 'efficientnet_lite0', checkpoint has 'test_tiny'\)"):
+        SimCLREmbedder("efficientnet_lite0", checkpoint=path, device="cpu").fit(images)
+    with pytest.raises(CheckpointError, match=r"`architecture\.projection_dim`"):
+        SimCLREmbedder(**{**FAST, "backbone": "test_tiny"}, projection_dim=7, checkpoint=path).fit(images)
+    old = tmp_path / "old"
+    old.mkdir()
+    for file in path.iterdir():
+        (old / file.name).write_bytes(file.read_bytes())
+    config = json.loads((old / CONFIG_FILE).read_text())
+    config["spatialclust_version"] = "0.0.1"
+    (old / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="incompatible with the installed spatialclust"):
+        SimCLREmbedder(**FAST, checkpoint=old).fit(images)
+
+
+def test_fewer_images_than_batch_size_and_single_image(images, caplog):
+    few = images[:3]
+    with caplog.at_level("INFO", logger="spatialclust"):
+        embedder = SimCLREmbedder(**{**FAST, "batch_size": 64}, epochs=1).fit(few)
+    assert "larger than the 3 images" in caplog.text
+    assert embedder.transform(few).shape == (3, 16)
+    with pytest.raises(ValueError, match="`images` holds 1 image; SimCLR needs at least 2"):
+        SimCLREmbedder(**FAST, epochs=1).fit(images[:1])
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "message"),
+    [("temperature", 0.0, "`temperature` must be a positive number"), ("epochs", 0, "`epochs` must be an integer >= 1"),
+     ("batch_size", 1, "`batch_size` must be an integer >= 2"), ("image_size", "big", "`image_size` must be")],
+)
+def test_bad_parameters_are_named(images, param, value, message):
+    with pytest.raises(ValueError, match=message):
+        SimCLREmbedder(**{**FAST, "epochs": 1, param: value}).fit(images)
+
+
+def test_embed_writes_varm_and_checkpoint(images, tmp_path):
+    adata = sc.io.images_to_adata(images)
+    path = tmp_path / "ckpt"
+    sc.tl.embed(adata, method="simclr", **FAST, epochs=1, checkpoint=str(path))
+    assert adata.varm["X_simclr"].shape == (16, 16)
+    assert adata.uns["X_simclr"]["method"] == "simclr"
+    assert adata.uns["X_simclr"]["params"]["checkpoint"] == str(path)
+    assert (path / "model.safetensors").is_file()
