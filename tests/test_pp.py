@@ -274,3 +274,11 @@ def test_steps_on_a_view_modify_the_object_passed():
     assert not view.is_view
     np.testing.assert_allclose(view.X.sum(axis=1), 1.0)
     np.testing.assert_array_equal(adata.X[:, 0], [1, 3, 2])  # the parent is untouched
+
+
+def test_record_step_continues_a_list_read_back_from_h5ad():
+    adata = _matrix_adata([[1, 2], [3, 4]])
+    adata.uns[K.PREPROCESSING] = {str(i): {"step": f"s{i}", "params": {}} for i in range(11)}
+    sc.pp.normalize_rms(adata)
+    steps = adata.uns[K.PREPROCESSING]
+    assert [s["step"] for s in steps] == [f"s{i}" for i in range(11)] + ["normalize_rms"]

@@ -7,7 +7,7 @@ are applied in place for numpy and scipy sparse matrices and lazily for dask arr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,10 @@ def set_matrix(adata: AnnData, layer: str | None, matrix) -> None:
 def record_step(adata: AnnData, step: str, params: dict[str, Any]) -> None:
     """Append ``{"step": step, "params": params}`` to ``uns["preprocessing"]`` (None-valued params omitted)."""
     params = {key: value for key, value in params.items() if value is not None}
-    steps = list(adata.uns.get(K.PREPROCESSING, []))
+    steps = adata.uns.get(K.PREPROCESSING, [])
+    if isinstance(steps, Mapping):  # read back from h5ad, which stores the list as {"0": ..., "1": ...}
+        steps = [steps[key] for key in sorted(steps, key=int)]
+    steps = list(steps)
     steps.append({"step": step, "params": params})
     adata.uns[K.PREPROCESSING] = steps
 
