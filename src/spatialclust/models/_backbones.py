@@ -209,7 +209,7 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: st
     state = {k: v for k, v in state.items() if not any(k == d or k.startswith(d + ".") for d in drop)}
     own = model.state_dict()
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    unexpected = sorted(k for k in state if k not in own)
     wrong_shape = [
         f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
         for k in own
