@@ -11,6 +11,8 @@ from anndata import AnnData
 import spatialclust as sc
 from spatialclust import _keys as K
 
+from .conftest import shared_data
+
 
 def _grid_adata(images: np.ndarray, *, keep: np.ndarray | None = None) -> AnnData:
     """AnnData whose obs are the grid cells of ``images`` (n, H, W) where ``keep`` is True."""
@@ -282,3 +284,17 @@ def test_record_step_continues_a_list_read_back_from_h5ad():
     sc.pp.normalize_rms(adata)
     steps = adata.uns[K.PREPROCESSING]
     assert [s["step"] for s in steps] == [f"s{i}" for i in range(11)] + ["normalize_rms"]
+
+
+@pytest.mark.realdata
+def test_real_bladder_cube_round_trip_and_preprocessing():
+    path = shared_data("msi_mouse_bladder", "bladder_cube.npz")
+    cube = np.load(path)["cube"]
+    adata = sc.io.read_ion_images(path)
+    np.testing.assert_array_equal(sc.pp.feature_images(adata), cube)
+    sc.pp.preprocess_ion_images(adata)
+    images = sc.pp.feature_images(adata)
+    assert adata.n_vars == cube.shape[0] and np.isfinite(images).all()
+    assert images.min() == 0.0 and np.allclose(images.reshape(len(images), -1).max(axis=1), 1.0)
+    # winsorised at the 95th percentile: at least 5% of the pixels of every image sit at the maximum
+    assert ((adata.X >= 1.0 - 1e-6).mean(axis=0) >= 0.045).all()
