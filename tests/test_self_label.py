@@ -1,0 +1,127 @@
+"""Self-labeling (seed 001): only confident images are trained on, history, warnings and the AnnData wrapper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import spatialclust as sc  # noqa: E402
+from spatialclust.tl._self_label import NoConfidentImagesWarning, SelfLabelingClassifier  # noqa: E402
+from spatialclust.tl._simclr import SimCLREmbedder  # noqa: E402
+from test_simclr import FAST, blob_images  # noqa: E402
+
+SELF_LABEL = {"batch_size": 8, "device": "cpu", "init_lr": 0.05, "lr": 1e-3}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One thread: tiny models gain nothing from two, and waiting OpenMP threads are slow on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    images, truth = blob_images(n=16)
+    path = tmp_path_factory.mktemp("sl") / "simclr"
+    embedder = SimCLREmbedder(**FAST, epochs=2, checkpoint=path).fit(images)
+    return images, truth, embedder, path
+
+
+def test_trains_only_on_images_above_threshold(data, monkeypatch):
+    images, truth, embedder, _ = data
+    trained: list[np.ndarray] = []
+    original = SelfLabelingClassifier._train_step
+
+    def spy(self, data_, indices, targets, *args):
+        trained.append(np.asarray(indices).copy())
+        return original(self, data_, indices, targets, *args)
+
+    # a threshold that half of the images pass after the classifier initialisation (tiny random
+    # encoder: its probabilities are far from the paper's 0.9)
+    initial = SelfLabelingClassifier(embedder, epochs=0, **SELF_LABEL).fit(images, truth)
+    threshold = float(np.median(initial.confidences_[0]))
+    monkeypatch.setattr(SelfLabelingClassifier, "_train_step", spy)
+    model = SelfLabelingClassifier(embedder, threshold=threshold, epochs=3, **SELF_LABEL)
+    model.fit(images, truth, true_labels=truth)
+    assert trained, "half of the images pass the threshold in the first epoch"
+    assert 0 < model.selections_[0].size < 16
+    # every trained image had a confidence >= threshold at the start of its epoch
+    epochs_run = len(model.selections_)
+    seen = np.concatenate(trained)
+    for selection, confidence in zip(model.selections_, model.confidences_):
+        np.testing.assert_array_equal(selection, np.flatnonzero(confidence >= threshold))
+        assert (confidence[selection] >= threshold).all()
+    assert set(seen.tolist()) <= set(np.concatenate(model.selections_).tolist())
+    per_epoch = sum(s.size for s in model.selections_)
+    assert seen.size == per_epoch  # each selected image exactly once per epoch, nothing else
+    # history: one row per epoch + the final model, with accuracy against the given labels
+    assert [h["epoch"] for h in model.history_] == list(range(1, epochs_run + 2))
+    assert all(h["n_confident"] == s.size for h, s in zip(model.history_, model.selections_))
+    assert all(0 <= h["accuracy"] <= 1 for h in model.history_)
+    assert all(np.isfinite(h["loss"]) for h in model.history_[:-1])
+    assert model.labels_.shape == (16,) and set(model.labels_) <= set(np.unique(truth))
+    assert model.probabilities_.shape == (16, 4)
+    np.testing.assert_allclose(model.probabilities_.sum(1), 1, rtol=1e-5)
+    assert model.transform(images).shape == (16, 16)
+
+
+def test_embedder_is_not_modified(data):
+    images, truth, embedder, _ = data
+    before = embedder.transform(images)
+    SelfLabelingClassifier(embedder, threshold=0.3, epochs=1, **SELF_LABEL).fit(images, truth)
+    np.testing.assert_array_equal(embedder.transform(images), before)
+
+
+def test_no_confident_image_warns_and_does_not_train(data, monkeypatch):
+    images, truth, embedder, path = data
+
+    def fail(*args, **kwargs):
+        raise AssertionError("nothing may be trained below the threshold")
+
+    monkeypatch.setattr(SelfLabelingClassifier, "_train_step", fail)
+    model = SelfLabelingClassifier(path, threshold=0.99, epochs=2, init_epochs=0, **SELF_LABEL)
+    with pytest.warns(NoConfidentImagesWarning, match="no image reached the confidence threshold 0.99"):
+        model.fit(images, truth)
+    assert model.stopped_early_
+    assert model.threshold == 0.99  # not lowered
+    assert model.history_[0]["n_confident"] == 0 and np.isnan(model.history_[0]["loss"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "labels", "message"),
+    [({"threshold": 1.5}, None, "`threshold` must be a probability"),
+     ({}, np.zeros(16, dtype=int), "at least 2 clusters"),
+     ({}, np.zeros(5, dtype=int), r"one label per image, shape \(16,\)"),
+     ({"embedder": "does/not/exist"}, None, "does not exist")],
+)
+def test_bad_input(data, kwargs, labels, message):
+    images, truth, embedder, _ = data
+    from spatialclust.models._checkpoint import CheckpointError
+
+    params = {"embedder": embedder, "epochs": 1, **SELF_LABEL, **kwargs}
+    with pytest.raises((ValueError, CheckpointError), match=message):
+        SelfLabelingClassifier(**params).fit(images, truth if labels is None else labels)
+
+
+def test_self_label_on_anndata(data):
+    images, truth, _, path = data
+    adata = sc.io.images_to_adata(images)
+    adata.var["pattern"] = truth.astype(str)
+    sc.tl.embed(adata, method="simclr", **FAST, epochs=2, checkpoint=str(path))
+    sc.tl.self_label(adata, n_clusters=4, truth="pattern", threshold=0.3, epochs=1, **SELF_LABEL)
+    assert adata.var["self_label"].dtype == np.int64
+    assert adata.var["self_label_init"].nunique() == 4
+    assert adata.varm["X_self_label"].shape == (16, 16)
+    info = adata.uns["self_label"]
+    assert info["method"] == "self_label" and info["checkpoint"] == str(path)
+    assert len(info["history"]["n_confident"]) == len(info["history"]["epoch"])
+    assert (adata.var["self_label_confidence"].between(0, 1)).all()
+    with pytest.raises(ValueError, match="No SimCLR checkpoint"):
+        bare = sc.io.images_to_adata(images)
+        bare.varm["X_simclr"] = adata.varm["X_simclr"]
+        sc.tl.self_label(bare)
