@@ -298,3 +298,15 @@ def test_real_bladder_cube_round_trip_and_preprocessing():
     assert images.min() == 0.0 and np.allclose(images.reshape(len(images), -1).max(axis=1), 1.0)
     # winsorised at the 95th percentile: at least 5% of the pixels of every image sit at the maximum
     assert ((adata.X >= 1.0 - 1e-6).mean(axis=0) >= 0.045).all()
+
+
+@pytest.mark.parametrize("kind", ["sparse", "dask"])
+def test_preprocess_chain_same_result_for_sparse_and_dask(kind):
+    adata = sc.datasets.simulate_msi(shape=(32, 32), n_patterns=3, ions_per_pattern=4, n_matrix_ions=2, seed=1)
+    adata.X[:, 3] = 0.0
+    expected = sc.pp.preprocess_ion_images(adata, copy=True)
+    adata.X = _as(kind, adata.X) if kind == "sparse" else da.from_array(adata.X, chunks=(256, 5))
+    sc.pp.preprocess_ion_images(adata)
+    assert adata.n_vars == expected.n_vars == 18
+    np.testing.assert_allclose(_dense(adata.X), expected.X, atol=1e-6)
+    np.testing.assert_array_equal(_dense(adata.layers[K.RAW]), expected.layers[K.RAW])
