@@ -9,12 +9,15 @@ from ._cluster import (
     list_clusterers,
     register_clusterer,
 )
+from ._darlc import DARLCEmbedder, SMMClusterer
 from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, register_embedder
 from ._neural import NeuralEmbedder
 from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_label
 from ._simclr import SimCLREmbedder
 
 __all__ = [
+    "DARLCEmbedder",
+    "SMMClusterer",
     "ImageEmbedder",
     "NeuralEmbedder",
     "NoConfidentImagesWarning",

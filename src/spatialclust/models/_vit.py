@@ -1,0 +1,86 @@
+"""Small vision transformer with masked image modelling for single-channel sparse images (DARLC Module I).
+
+DARLC (Wang et al., 2024, seed 003, §3.2.2) uses a lightweight ViT (4 blocks, 4 heads) as the
+shared encoder of its MIM and contrastive branches, with 80 % of the patches masked in the MIM branch
+and a fully connected decoder. Here the masked patches are replaced by a learned mask token
+(SimMIM, Xie et al., 2022) and a linear layer decodes every token back to its patch pixels; the loss
+is the mean squared error over the masked patches (eq. 7). The image representation is the output
+class token. Transformer blocks are timm's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SparseImageViT(nn.Module):
+    """ViT encoder for ``(B, 1, H, W)`` images with a per-token linear MIM decoder.
+
+    Parameters
+    ----------
+    image_size
+        ``(H, W)``, both multiples of ``patch_size``.
+    patch_size
+        Side of the square patches.
+    embed_dim, depth, num_heads
+        Transformer width, number of blocks and attention heads (paper: 4 blocks, 4 heads).
+    """
+
+    def __init__(self, image_size: tuple[int, int], *, patch_size: int, embed_dim: int = 64, depth: int = 4, num_heads: int = 4) -> None:
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        h, w = image_size
+        if h % patch_size or w % patch_size:
+            raise ValueError(f"`image_size` {image_size} must be a multiple of `patch_size`={patch_size}.")
+        if embed_dim % num_heads:
+            raise ValueError(f"`embed_dim`={embed_dim} must be divisible by `num_heads`={num_heads}.")
+        self.patch_size = patch_size
+        self.grid = (h // patch_size, w // patch_size)
+        n = self.grid[0] * self.grid[1]
+        self.patch_embed = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, embed_dim))
+        for p in (self.cls_token, self.mask_token, self.pos_embed):
+            nn.init.trunc_normal_(p, std=0.02)
+        self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(depth)])
+        self.norm = nn.LayerNorm(embed_dim)
+        self.decoder = nn.Linear(embed_dim, patch_size * patch_size)
+        self.embed_dim = embed_dim
+        self.num_patches = n
+
+    def tokens(self, x: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoded tokens ``(B, 1 + N, D)``; patches where ``patch_mask`` is True see the mask token."""
+        t = self.patch_embed(x).flatten(2).transpose(1, 2)
+        if patch_mask is not None:
+            t = torch.where(patch_mask[..., None], self.mask_token.expand_as(t), t)
+        t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1) + self.pos_embed
+        return self.norm(self.blocks(t))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Image representation: the class token ``(B, D)``."""
+        return self.tokens(x)[:, 0]
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` -> ``(B, N, patch_size**2)`` in token order."""
+        p = self.patch_size
+        b = x.shape[0]
+        gh, gw = self.grid
+        return x.reshape(b, gh, p, gw, p).permute(0, 1, 3, 2, 4).reshape(b, gh * gw, p * p)
+
+    def random_mask(self, batch: int, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Boolean ``(B, N)`` with ``round(ratio * N)`` (at least 1) masked patches per image."""
+        n_mask = max(1, min(self.num_patches - 1, round(ratio * self.num_patches)))
+        noise = torch.rand(batch, self.num_patches, generator=generator, device=self.pos_embed.device)
+        rank = noise.argsort(dim=1).argsort(dim=1)
+        return rank < n_mask
+
+    def mim_loss(self, x: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked image modelling loss (eq. 7) and the class token of the masked view."""
+        mask = self.random_mask(x.shape[0], ratio, generator)
+        t = self.tokens(x, mask)
+        pred = self.decoder(t[:, 1:])
+        err = ((pred - self.patchify(x)) ** 2).mean(dim=-1)
+        return err[mask].mean(), t[:, 0]

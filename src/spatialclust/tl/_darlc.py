@@ -1,0 +1,590 @@
+"""DARLC: dual advancement of representation learning and clustering (Wang et al., 2024, seed 003).
+
+Embedder ``darlc`` (Module I + Module II, jointly trained) and clusterer ``smm`` (Student's t
+mixture by MAP-EM on any embedding). Torch is imported inside the functions that need it.
+
+Training, per dataset of feature images (gene images or ion images):
+
+1. Augmentation (§3.2.1): a graph attention autoencoder trained on the pixel graph of the dataset
+   reconstructs every image; the smoothed images are the positive views (ablation: Gaussian kernel
+   smoothing, ``augmentation="gaussian"``).
+2. Module I (§3.2.2), ``pretrain_epochs`` warm-up epochs: a small ViT is trained with masked image
+   modelling (eq. 7, 80 % of patches masked, linear decoder) and a contrastive branch (eqs. 8-10:
+   online encoder = the MIM encoder, EMA target encoder with momentum 0.999, InfoNCE between an
+   image and its smoothed view with the other images of the batch as negatives, temperature 0.5),
+   the two losses weighted by learned uncertainties (eq. 11, Liebel and Körner, 2018).
+3. Module II (§3.3), ``cluster_epochs`` epochs: a projection head (linear, batch norm, SELU, linear)
+   maps the encoder output to 32 dimensions, modelled by a Student's t mixture (MAP-EM,
+   :class:`spatialclust.models._smm.StudentMixture`). Every epoch: EM on all embeddings, then one
+   step on the epoch-level loss (eq. 16: -log-likelihood (eq. 18) + decaying Laplacian
+   regularisation towards the seeding similarity (eq. 17) + cluster-size hinge (eq. 20) + MIM), then
+   batch steps on the batch-level loss (eq. 21: KL to the sharpened target distribution (eq. 22)
+   + uncertainty-weighted MIM and contrastive losses).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from .._compat import resolve_device
+from .._logging import logger, progress
+from .._registry import invalid_option
+from ._cluster import _check_random_state, _Clusterer, _resolve_n_clusters, check_features, estimate_n_clusters, register_clusterer
+from ._embed import ImageEmbedder, check_images, register_embedder
+
+AUGMENTATIONS = ("gat", "gaussian")
+MIXTURES = ("t", "gaussian")
+OUTPUTS = ("encoder", "projection")
+
+
+# --------------------------------------------------------------------------------------------
+# image preparation and the seeding similarity
+# --------------------------------------------------------------------------------------------
+
+
+def scale_images(images: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Each image divided by its maximum inside the mask (so in [0, 1]); off-mask pixels set to 0."""
+    out = np.clip(images, 0.0, None).astype(np.float32, copy=True)
+    if mask is not None:
+        out[:, ~mask] = 0.0
+    peak = out.reshape(len(out), -1).max(axis=1)
+    np.divide(out, peak[:, None, None], out=out, where=peak[:, None, None] > 0)
+    return out
+
+
+def pad_to_patches(images: np.ndarray, patch_size: int) -> np.ndarray:
+    """Zero-pad ``(n, H, W)`` at the bottom/right to multiples of ``patch_size``.
+
+    Raises a ValueError when the grid is smaller than one patch in either direction.
+    """
+    h, w = images.shape[1:]
+    if h < patch_size or w < patch_size:
+        raise ValueError(
+            f"The image grid {h} x {w} is smaller than `patch_size`={patch_size}; use a `patch_size` of at most "
+            f"{min(h, w)}."
+        )
+    ph, pw = -h % patch_size, -w % patch_size
+    return np.pad(images, ((0, 0), (0, ph), (0, pw))) if ph or pw else images
+
+
+def seeding_similarity(images: np.ndarray, mask: np.ndarray | None = None, *, n_neighbors: int = 10) -> np.ndarray:
+    """Seeding image-image similarity ``S_tilde`` (eq. 23) from the (smoothed) images.
+
+    ``S`` keeps, for every image, the positive Pearson correlations with its ``n_neighbors`` most
+    correlated images (symmetrised with the maximum); ``S_tilde = S @ S`` (two-step similarity:
+    images that share neighbours) strengthens the block structure, with a zero diagonal.
+    """
+    flat = images[:, mask] if mask is not None else images.reshape(len(images), -1)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(flat, axis=1, keepdims=True)
+    flat = np.divide(flat, norm, out=np.zeros_like(flat), where=norm > 0)
+    corr = np.clip(flat @ flat.T, 0.0, None)
+    np.fill_diagonal(corr, 0.0)
+    k = min(n_neighbors, len(images) - 1)
+    keep = np.zeros_like(corr, dtype=bool)
+    idx = np.argpartition(-corr, k - 1, axis=1)[:, :k]
+    np.put_along_axis(keep, idx, True, axis=1)
+    s = np.where(keep | keep.T, corr, 0.0)
+    s_tilde = s @ s
+    np.fill_diagonal(s_tilde, 0.0)
+    return s_tilde
+
+
+# --------------------------------------------------------------------------------------------
+# torch parts
+# --------------------------------------------------------------------------------------------
+
+
+def _info_nce(q, k, temperature: float):
+    """Eq. 10: positives on the diagonal, the other images of the batch are the negatives."""
+    import torch
+    import torch.nn.functional as F
+
+    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    logits = q @ k.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(q), device=q.device))
+
+
+def _mixture_log_prob(z, means, chols, dofs, log_weights):
+    """Per-component ``log pi_k + log t(z | mu_k, Sigma_k, nu_k)`` ``(B, K)`` (differentiable in z)."""
+    import math
+
+    import torch
+
+    d = z.shape[1]
+    cols = []
+    for k in range(means.shape[0]):
+        diff = (z - means[k]).T
+        sol = torch.linalg.solve_triangular(chols[k], diff, upper=False)
+        maha = (sol**2).sum(dim=0)
+        logdet = 2.0 * torch.log(torch.diagonal(chols[k])).sum()
+        nu = float(dofs[k])
+        if math.isinf(nu):
+            lp = -0.5 * (d * math.log(2 * math.pi) + logdet + maha)
+        else:
+            lp = (math.lgamma((nu + d) / 2) - math.lgamma(nu / 2) - 0.5 * d * math.log(nu * math.pi) - 0.5 * logdet
+                  - 0.5 * (nu + d) * torch.log1p(maha / nu))
+        cols.append(lp + log_weights[k])
+    return torch.stack(cols, dim=1)
+
+
+def _target_distribution(q: np.ndarray) -> np.ndarray:
+    """Eq. 22 (DEC): ``p_ik ∝ q_ik^2 / f_k`` with soft cluster frequencies ``f_k = sum_i q_ik``."""
+    w = q**2 / np.clip(q.sum(axis=0), 1e-12, None)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _build_networks(image_size, params: dict[str, Any], device: str):
+    import torch
+    from torch import nn
+
+    from ..models._vit import SparseImageViT
+
+    vit = SparseImageViT(image_size, patch_size=params["patch_size"], embed_dim=params["embed_dim"],
+                         depth=params["depth"], num_heads=params["num_heads"])
+    d = params["embed_dim"]
+    net = nn.ModuleDict({
+        "encoder": vit,
+        "proj": nn.Linear(d, d),  # g in eq. 9
+        "head": nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.SELU(), nn.Linear(d, params["head_dim"])),  # eq. 12
+    })
+    net.register_parameter("log_sigma", nn.Parameter(torch.zeros(2)))  # eq. 11 noise parameters (log sigma)
+    target = nn.ModuleDict({"encoder": copy.deepcopy(vit), "proj": copy.deepcopy(net["proj"])})
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return net.to(device), target.to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# the embedder
+# --------------------------------------------------------------------------------------------
+
+
+@register_embedder("darlc")
+class DARLCEmbedder(ImageEmbedder):
+    """DARLC embedder and clusterer of sparse, noisy feature images (Wang et al., 2024).
+
+    Parameters
+    ----------
+    n_clusters
+        Number of clusters of Module II, or ``"auto"``: the eigengap of the normalised Laplacian of
+        the seeding similarity (eqs. 23-25, :func:`spatialclust.tl.estimate_n_clusters`).
+    max_clusters
+        Upper bound for ``"auto"``.
+    patch_size, embed_dim, depth, num_heads
+        ViT encoder (paper: 4 blocks, 4 heads). Images are zero-padded to multiples of
+        ``patch_size``; a grid smaller than one patch is an error.
+    mask_ratio
+        Fraction of masked patches in the MIM branch (paper: 0.8).
+    momentum
+        EMA momentum of the target encoder (paper: 0.999).
+    temperature
+        InfoNCE temperature (paper: 0.5).
+    head_dim
+        Output size of the projection head (paper: 32).
+    pretrain_epochs
+        Warm-up epochs of Module I (paper: 50; 0 = the "w/o pre-training" ablation).
+    cluster_epochs
+        Joint training epochs of Module I + II (paper: 50).
+    batch_size, lr
+        Adam mini-batches and learning rate (paper: 1e-3).
+    augmentation
+        ``"gat"`` (paper) or ``"gaussian"`` (ablation "GAT -> GKS").
+    gat_epochs, gat_hidden_dims, gat_radius
+        Graph attention autoencoder training (paper: C-512-30).
+    gaussian_sigma
+        Kernel width (grid cells) of the Gaussian smoothing ablation.
+    contrastive
+        Use the contrastive branch (False: the "w/o CLR" ablation).
+    joint_clustering
+        Use Module II (False: the "w/o Module II" ablation; clusters then come from the mixture
+        fitted once on the standardised encoder embeddings, reduced by PCA to ``head_dim``).
+    mixture
+        ``"t"`` (SMM) or ``"gaussian"`` (ablation "SMM -> GMM").
+    laplacian_weight, laplacian_decay
+        Initial weight of the Laplacian regularisation (paper: 0.5) and its decay factor per epoch.
+    min_cluster_fraction
+        Hinge threshold of eq. 20 as a fraction of the uniform cluster size ``1/K``.
+    seed_neighbors
+        Neighbours per image in the seeding similarity.
+    em_iter
+        MAP-EM iterations per epoch (warm-started).
+    output
+        What :meth:`transform` returns: ``"encoder"`` (the ViT class token, ``embed_dim``) or
+        ``"projection"`` (the ``head_dim`` space the mixture clusters).
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+    random_state
+        Seed of every random step.
+
+    Attributes
+    ----------
+    labels_
+        Cluster of every training image (Module II's mixture).
+    n_clusters_
+        Number of clusters used.
+    mixture_
+        The fitted :class:`~spatialclust.models._smm.StudentMixture`.
+    smoothed_
+        The positive views ``(n, H, W)`` (after scaling).
+    history_
+        Loss values per epoch.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int | str = "auto",
+        *,
+        max_clusters: int = 30,
+        patch_size: int = 8,
+        embed_dim: int = 64,
+        depth: int = 4,
+        num_heads: int = 4,
+        mask_ratio: float = 0.8,
+        momentum: float = 0.999,
+        temperature: float = 0.5,
+        head_dim: int = 32,
+        pretrain_epochs: int = 50,
+        cluster_epochs: int = 50,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        augmentation: str = "gat",
+        gat_epochs: int = 300,
+        gat_hidden_dims: tuple[int, ...] = (512, 30),
+        gat_radius: float = 1.5,
+        gaussian_sigma: float = 1.0,
+        contrastive: bool = True,
+        joint_clustering: bool = True,
+        mixture: str = "t",
+        laplacian_weight: float = 0.5,
+        laplacian_decay: float = 0.9,
+        min_cluster_fraction: float = 0.5,
+        seed_neighbors: int = 10,
+        em_iter: int = 10,
+        output: str = "encoder",
+        device: str = "auto",
+        random_state: int = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.max_clusters = max_clusters
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.num_heads = num_heads
+        self.mask_ratio = mask_ratio
+        self.momentum = momentum
+        self.temperature = temperature
+        self.head_dim = head_dim
+        self.pretrain_epochs = pretrain_epochs
+        self.cluster_epochs = cluster_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.augmentation = augmentation
+        self.gat_epochs = gat_epochs
+        self.gat_hidden_dims = gat_hidden_dims
+        self.gat_radius = gat_radius
+        self.gaussian_sigma = gaussian_sigma
+        self.contrastive = contrastive
+        self.joint_clustering = joint_clustering
+        self.mixture = mixture
+        self.laplacian_weight = laplacian_weight
+        self.laplacian_decay = laplacian_decay
+        self.min_cluster_fraction = min_cluster_fraction
+        self.seed_neighbors = seed_neighbors
+        self.em_iter = em_iter
+        self.output = output
+        self.device = device
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ validation
+    def _validate_params(self, n_images: int) -> None:
+        for name, choices in (("augmentation", AUGMENTATIONS), ("mixture", MIXTURES), ("output", OUTPUTS)):
+            if getattr(self, name) not in choices:
+                raise invalid_option(getattr(self, name), name, choices)
+        for name in ("patch_size", "embed_dim", "depth", "num_heads", "head_dim", "batch_size", "seed_neighbors", "em_iter"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+        for name in ("pretrain_epochs", "cluster_epochs", "gat_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"`{name}` must be a non-negative integer; received {value!r}.")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"`mask_ratio` must be in (0, 1); received {self.mask_ratio!r}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"`momentum` must be in [0, 1); received {self.momentum!r}.")
+        if self.temperature <= 0 or self.lr <= 0:
+            raise ValueError(f"`temperature` and `lr` must be positive; received {self.temperature!r}, {self.lr!r}.")
+        if n_images < 3:
+            raise ValueError(f"DARLC needs at least 3 images; received {n_images}.")
+        if self.augmentation == "gat" and self.gat_epochs < 1:
+            raise ValueError("`gat_epochs` must be >= 1 with augmentation='gat'.")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> DARLCEmbedder:
+        """Train the augmentation, Module I and (unless disabled) Module II on ``images``."""
+        import torch
+
+        from ..models._gat import gat_smooth, gaussian_smooth
+        from ..models._smm import StudentMixture
+
+        arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
+        self._validate_params(len(arr))
+        seed = int(self.random_state)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        device = resolve_device(self.device)
+        scaled = scale_images(arr, mask)
+        pad_to_patches(scaled[:1], self.patch_size)  # fail early on a grid smaller than a patch
+        if self.augmentation == "gat":
+            smoothed, gat_losses = gat_smooth(scaled, mask, hidden_dims=tuple(self.gat_hidden_dims), radius=self.gat_radius,
+                                              epochs=self.gat_epochs, lr=1e-3, random_state=seed, device=device)
+        else:
+            smoothed, gat_losses = gaussian_smooth(scaled, mask, sigma=self.gaussian_sigma), []
+        smoothed = scale_images(smoothed, mask)
+        self.smoothed_ = smoothed
+        self.mask_ = mask
+        x = torch.as_tensor(pad_to_patches(scaled, self.patch_size)[:, None], device=device)
+        xs = torch.as_tensor(pad_to_patches(smoothed, self.patch_size)[:, None], device=device)
+        params = self.get_params()
+        net, target = _build_networks(tuple(x.shape[2:]), params, device)
+        optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        self.history_: dict[str, list[float]] = {"gat": gat_losses, "pretrain": [], "epoch_level": [], "batch_level": []}
+        self._net, self._target, self._device = net, target, device
+
+        n = len(x)
+        for _ in progress(range(self.pretrain_epochs), desc="DARLC pre-training"):
+            total = 0.0
+            for idx in self._batches(n, rng):
+                loss = self._ssl_loss(x[idx], xs[idx], generator)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                self._ema_update()
+                total += float(loss.detach()) * len(idx)
+            self.history_["pretrain"].append(total / n)
+
+        if self.joint_clustering:
+            self._fit_module2(x, xs, smoothed, mask, optimizer, generator, rng)
+        else:
+            h = self._encode(x, "encoder")
+            from sklearn.decomposition import PCA
+
+            std = (h - h.mean(axis=0)) / np.clip(h.std(axis=0), 1e-8, None)
+            z = PCA(n_components=min(self.head_dim, *std.shape), random_state=seed).fit_transform(std)
+            k = self._resolve_k(smoothed, mask)
+            self.mixture_ = StudentMixture(k, distribution=self.mixture, random_state=seed).fit(z)
+            self.labels_ = self.mixture_.labels_.astype(np.int64)
+            self.n_clusters_ = k
+        return self
+
+    def _batches(self, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+        order = rng.permutation(n)
+        batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) < 2:  # batch norm and InfoNCE need 2+ images
+            batches[-2] = np.concatenate([batches[-2], batches.pop()])
+        return batches
+
+    def _ssl_loss(self, xb, xsb, generator):
+        """Eq. 11: uncertainty-weighted MIM (eq. 7) and contrastive (eq. 10) losses."""
+        import torch
+
+        net = self._net
+        mim, _ = net["encoder"].mim_loss(xb, self.mask_ratio, generator)
+        if not self.contrastive:
+            return mim
+        q1 = net["proj"](net["encoder"](xb))
+        q2 = net["proj"](net["encoder"](xsb))
+        with torch.no_grad():
+            k1 = self._target["proj"](self._target["encoder"](xsb))
+            k2 = self._target["proj"](self._target["encoder"](xb))
+        con = 0.5 * (_info_nce(q1, k1, self.temperature) + _info_nce(q2, k2, self.temperature))
+        s2 = torch.exp(2 * net.log_sigma)
+        return mim / (2 * s2[0]) + con / (2 * s2[1]) + torch.log1p(s2).sum()
+
+    def _ema_update(self) -> None:
+        """Eq. 8: target parameters follow the online ones with momentum ``m``."""
+        import torch
+
+        if not self.contrastive:
+            return
+        m = self.momentum
+        with torch.no_grad():
+            for part in ("encoder", "proj"):
+                for pt, po in zip(self._target[part].parameters(), self._net[part].parameters()):
+                    pt.mul_(m).add_(po.detach(), alpha=1 - m)
+
+    def _encode(self, x, space: str, batch: int = 256) -> np.ndarray:
+        import torch
+
+        net = self._net
+        net.eval()
+        with torch.inference_mode():
+            h = torch.cat([net["encoder"](x[i : i + batch]) for i in range(0, len(x), batch)])
+            out = net["head"](h) if space == "projection" else h
+        net.train()
+        return out.cpu().numpy().astype(np.float64)
+
+    def _all_projections(self, x) -> np.ndarray:
+        """Projection of every image with batch-norm statistics of the whole set (no gradient)."""
+        import torch
+
+        net = self._net
+        with torch.no_grad():
+            h = torch.cat([net["encoder"](x[i : i + 256]) for i in range(0, len(x), 256)])
+            return net["head"](h).cpu().numpy().astype(np.float64)
+
+    def _resolve_k(self, smoothed: np.ndarray, mask: np.ndarray | None) -> int:
+        n = len(smoothed)
+        if isinstance(self.n_clusters, str):
+            if self.n_clusters != "auto":
+                raise ValueError(f"`n_clusters` must be a positive integer or 'auto'; received {self.n_clusters!r}.")
+            similarity = seeding_similarity(smoothed, mask, n_neighbors=self.seed_neighbors)
+            k = estimate_n_clusters(similarity, affinity="precomputed", max_clusters=min(self.max_clusters, n - 1))
+            logger.info("DARLC: %d clusters from the eigengap of the seeding similarity (eqs. 23-25).", k)
+            return k
+        if not isinstance(self.n_clusters, (int, np.integer)) or not 1 <= self.n_clusters <= n:
+            raise ValueError(f"`n_clusters` must be 'auto' or an integer in [1, {n}]; received {self.n_clusters!r}.")
+        return int(self.n_clusters)
+
+    def _fit_module2(self, x, xs, smoothed, mask, optimizer, generator, rng) -> None:
+        import torch
+
+        from ..models._smm import StudentMixture
+
+        net, n = self._net, len(x)
+        k = self._resolve_k(smoothed, mask)
+        similarity = torch.as_tensor(seeding_similarity(smoothed, mask, n_neighbors=self.seed_neighbors), dtype=torch.float32, device=self._device)
+        mixture = StudentMixture(k, distribution=self.mixture, random_state=int(self.random_state)).fit(self._all_projections(x))
+        lam = float(self.laplacian_weight)
+        threshold = self.min_cluster_fraction / k
+        for _ in progress(range(self.cluster_epochs), desc="DARLC joint clustering"):
+            mixture.warm_start(self._all_projections(x), n_iter=self.em_iter)
+            params = self._mixture_tensors(mixture)
+            q_all = mixture.predict_proba(self._all_projections(x))
+            p_all = torch.as_tensor(_target_distribution(q_all), dtype=torch.float32, device=self._device)
+            # epoch-level loss (eq. 16), gradients accumulated over the batches, one step
+            optimizer.zero_grad()
+            epoch_total = 0.0
+            for idx in self._batches(n, rng):
+                xb = x[idx]
+                z = net["head"](net["encoder"](xb))
+                logp = _mixture_log_prob(z, *params)
+                loglik = torch.logsumexp(logp, dim=1).mean()
+                sizes = torch.softmax(logp, dim=1).mean(dim=0)
+                hinge = torch.relu(np.log(threshold) - torch.log(sizes + 1e-12)).sum()  # eq. 20
+                zn = torch.nn.functional.normalize(z, dim=1)
+                s = similarity[idx][:, idx]
+                lap = (s * torch.cdist(zn, zn) ** 2).sum() / s.sum().clamp_min(1e-12)  # eq. 17
+                mim, _ = net["encoder"].mim_loss(xb, self.mask_ratio, generator)
+                loss = -loglik + lam * lap + hinge + mim
+                (loss * len(idx) / n).backward()
+                epoch_total += float(loss.detach()) * len(idx) / n
+            optimizer.step()
+            self.history_["epoch_level"].append(epoch_total)
+            # batch-level loss (eq. 21)
+            batch_total = 0.0
+            for idx in self._batches(n, rng):
+                z = net["head"](net["encoder"](x[idx]))
+                log_q = torch.log_softmax(_mixture_log_prob(z, *params), dim=1)
+                p = p_all[idx]
+                kl = (p * (torch.log(p.clamp_min(1e-12)) - log_q)).sum(dim=1).mean()
+                loss = kl + self._ssl_loss(x[idx], xs[idx], generator)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                self._ema_update()
+                batch_total += float(loss.detach()) * len(idx) / n
+            self.history_["batch_level"].append(batch_total)
+            lam *= self.laplacian_decay
+        mixture.warm_start(self._all_projections(x), n_iter=self.em_iter)
+        self.mixture_ = mixture
+        self.labels_ = mixture.labels_.astype(np.int64)
+        self.n_clusters_ = k
+
+    def _mixture_tensors(self, mixture):
+        import torch
+
+        dev = self._device
+        return (torch.as_tensor(mixture.means_, dtype=torch.float32, device=dev),
+                torch.as_tensor(np.linalg.cholesky(mixture.covariances_), dtype=torch.float32, device=dev),
+                mixture.dof_.copy(),
+                torch.as_tensor(np.log(mixture.weights_), dtype=torch.float32, device=dev))
+
+    # ------------------------------------------------------------------ transform
+    def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
+        """Embed ``images`` with the trained encoder (``output="encoder"``) or projection head."""
+        import torch
+
+        if not hasattr(self, "_net"):
+            raise RuntimeError("This DARLCEmbedder is not fitted yet; call `fit` first.")
+        arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
+        scaled = pad_to_patches(scale_images(arr, mask), self.patch_size)
+        expected = tuple(self._net["encoder"].grid[i] * self.patch_size for i in range(2))
+        if scaled.shape[1:] != expected:
+            raise ValueError(f"`images` must have the training grid size; padded shape {scaled.shape[1:]} != {expected}.")
+        x = torch.as_tensor(scaled[:, None], device=self._device)
+        return self._encode(x, self.output).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# the clusterer
+# --------------------------------------------------------------------------------------------
+
+
+@register_clusterer("smm")
+class SMMClusterer(_Clusterer):
+    """Student's t mixture model (MAP-EM) on any embedding (DARLC's Module II mixture, seed 003).
+
+    Embeddings with more than ``n_components_max`` dimensions are standardised and reduced by PCA
+    first (a full covariance per component needs far more images than dimensions).
+
+    Parameters
+    ----------
+    n_clusters
+        Number of components, or ``"auto"`` (eigengap, :func:`spatialclust.tl.estimate_n_clusters`).
+    distribution
+        ``"t"`` (SMM) or ``"gaussian"`` (GMM).
+    n_components_max
+        PCA dimension cap (paper's projection: 32).
+    max_clusters
+        Upper bound for ``"auto"``.
+    max_iter
+        EM iterations.
+    random_state
+        Seed of the k-means initialisation and PCA.
+
+    Attributes
+    ----------
+    labels_, n_clusters_, mixture_
+    """
+
+    def __init__(self, n_clusters: int | str = 20, *, distribution: str = "t", n_components_max: int = 32,
+                 max_clusters: int = 30, max_iter: int = 100, random_state: int | None = 0) -> None:
+        self.n_clusters = n_clusters
+        self.distribution = distribution
+        self.n_components_max = n_components_max
+        self.max_clusters = max_clusters
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any = None) -> SMMClusterer:
+        from ..models._smm import StudentMixture
+
+        arr = check_features(X)
+        seed = _check_random_state(self.random_state)
+        k = _resolve_n_clusters(self.n_clusters, arr, max_clusters=self.max_clusters)
+        if arr.shape[1] > self.n_components_max:
+            from sklearn.decomposition import PCA
+
+            std = (arr - arr.mean(axis=0)) / np.clip(arr.std(axis=0), 1e-12, None)
+            arr = PCA(n_components=min(self.n_components_max, arr.shape[0] - 1), random_state=seed).fit_transform(std)
+        self.mixture_ = StudentMixture(k, distribution=self.distribution, max_iter=self.max_iter, random_state=seed).fit(arr)
+        self.labels_ = self.mixture_.labels_.astype(np.int64)
+        self.n_clusters_ = k
+        return self
+
