@@ -1,3 +1,21 @@
-"""pipeline."""
+"""The clustering pipeline behind ``spatialclust run`` and ``spatialclust demo``.
 
-__all__: list[str] = []
+read -> preprocess -> embed (each embedding) -> cluster (each embedding x each clusterer) ->
+evaluate -> figures -> report, configured by a YAML file whose packaged, commented defaults are
+``spatialclust/pipeline/config.yaml`` (:func:`default_config`).
+"""
+
+from ._cells import default_cells_config, load_cells_config, run_cells, validate_cells_config
+from ._config import default_config, load_config, validate_config
+from ._run import run_pipeline
+
+__all__ = [
+    "default_cells_config",
+    "default_config",
+    "load_cells_config",
+    "load_config",
+    "run_cells",
+    "run_pipeline",
+    "validate_cells_config",
+    "validate_config",
+]

@@ -7,6 +7,7 @@ seed 000): cluster mean images, the mean spectrum coloured by cluster with a zoo
 histology.
 """
 
+from ._cells import cell_composite, cell_examples, cell_scatter
 from ._embedding import embedding
 from ._images import cluster_mean_images, cluster_members, distinct_clusters, read_histology, rgb_composite
 from ._means import cluster_means, mean_image_correlation, standardized_images
@@ -14,6 +15,9 @@ from ._spectrum import mean_spectrum, spectrum
 from ._utils import cluster_colors, feature_labels
 
 __all__ = [
+    "cell_composite",
+    "cell_examples",
+    "cell_scatter",
     "cluster_colors",
     "cluster_mean_images",
     "cluster_means",

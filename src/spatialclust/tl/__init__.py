@@ -1,5 +1,8 @@
 """Tools: embed feature images and cluster them (scanpy's ``tl`` namespace)."""
 
+from ._cell_cluster import evaluate_cells, leiden_cells
+from ._cell_embed import ChannelwiseEmbedder, embed_cells
+from ._cell_features import cell_features, cell_pca, classical_features
 from ._cluster import (
     cluster,
     clusterers,
@@ -11,11 +14,22 @@ from ._cluster import (
 )
 from ._darlc import DARLCEmbedder, SMMClusterer
 from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, register_embedder
+from ._metric_learning import MetricLearner, list_metric_learners, metric_learning
 from ._neural import NeuralEmbedder
 from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_label
 from ._simclr import SimCLREmbedder
 
 __all__ = [
+    "ChannelwiseEmbedder",
+    "MetricLearner",
+    "cell_features",
+    "cell_pca",
+    "classical_features",
+    "embed_cells",
+    "evaluate_cells",
+    "leiden_cells",
+    "list_metric_learners",
+    "metric_learning",
     "DARLCEmbedder",
     "SMMClusterer",
     "ImageEmbedder",

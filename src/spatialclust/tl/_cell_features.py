@@ -33,30 +33,12 @@ from .. import _keys
 from .._logging import logger
 from .._registry import invalid_option
 from ..io._cells import cell_image_stack
+from ..pp._tissue import otsu_threshold
 
-__all__ = ["CHANNEL_FEATURES", "cell_features", "classical_features", "otsu_threshold", "cell_pca"]
+__all__ = ["CHANNEL_FEATURES", "cell_features", "classical_features", "cell_pca"]
 
 #: Per-channel features, in output order.
 CHANNEL_FEATURES = ("max_intensity", "mean_intensity", "total_intensity", "size", "eccentricity", "radial_moment")
-
-
-def otsu_threshold(values: np.ndarray, *, bins: int = 128) -> float:
-    """Otsu's threshold (maximum between-class variance) of a 1-D array of pixel values."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return high
-    counts, edges = np.histogram(values, bins=bins, range=(low, high))
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight0 = np.cumsum(counts)
-    weight1 = weight0[-1] - weight0
-    cumulative = np.cumsum(counts * centres)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean0 = cumulative / weight0
-        mean1 = (cumulative[-1] - cumulative) / weight1
-        between = weight0 * weight1 * (mean0 - mean1) ** 2
-    between = np.nan_to_num(between[:-1], nan=-1.0)
-    return float(edges[1:][int(np.argmax(between))])
 
 
 def _thresholds(stack: np.ndarray, valid: np.ndarray, threshold: str | float | Sequence[float]) -> np.ndarray:

@@ -1,0 +1,363 @@
+"""The cell-image phenotyping pipeline behind ``spatialclust cells run`` (Palli 2023).
+
+read (TIFF per cell / folder / h5ad / instrument-feature table, or simulate) -> classical image
+features -> scaling + PCA -> metric learning on a labelled subset (NCA, LMNN, MLKR, LFDA) ->
+image embeddings (channel-wise pretrained networks, DINO) + PCA + NCA -> Leiden per representation
+-> purity, NMI, ARI, silhouette, k-NN accuracy -> figures -> report, configured by
+``spatialclust/pipeline/cells.yaml`` (:func:`default_cells_config`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .. import _keys
+from .._compat import seed_everything
+from .._config import ConfigError, merge_config, packaged_defaults, read_yaml, set_dotted
+from .._logging import logger, progress
+from .._registry import invalid_option
+from .._rundir import run_directory
+
+__all__ = ["default_cells_config", "load_cells_config", "run_cells", "validate_cells_config"]
+
+DEFAULTS_RESOURCE = "pipeline/cells.yaml"
+_EMBEDDING_ITEM = {"method": None, "params": {}, "key": None}
+RESULTS_FILE = "results.h5ad"
+CELLS_FILE = "cells.csv"
+METRICS_FILE = "metrics.json"
+COMPARISON_FILE = "comparison.csv"
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+FEATURE_TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+def default_cells_config() -> dict[str, Any]:
+    """The packaged default configuration (``pipeline/cells.yaml``) as a dict."""
+    return packaged_defaults(DEFAULTS_RESOURCE)
+
+
+def load_cells_config(
+    config: str | Path | Mapping[str, Any] | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    input_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Resolve a cells configuration: defaults <- ``config`` <- ``input_path``/``seed`` <- ``overrides``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, unknown method or a value of the wrong kind (the message names the key).
+    """
+    user = read_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
+    resolved = merge_config(default_cells_config(), user)
+    if input_path is not None:
+        resolved["input"]["path"] = str(input_path)
+    if seed is not None:
+        resolved["seed"] = seed
+    for assignment in overrides:
+        set_dotted(resolved, assignment)
+    return validate_cells_config(resolved)
+
+
+def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a merged cells configuration and expand the ``embedding`` items."""
+    from ..tl._cell_embed import CELL_EMBEDDINGS
+    from ..tl._metric_learning import metric_learners
+
+    cfg = dict(config)
+    for where, methods in (("metric_learning.methods", cfg["metric_learning"]["methods"]),
+                           ("embedding_pca.metric_learning", cfg["embedding_pca"]["metric_learning"])):
+        if not isinstance(methods, list):
+            raise ConfigError(f"`{where}` must be a list of metric learners, got {methods!r}.")
+        for method in methods:
+            if method not in metric_learners:
+                raise ConfigError(str(invalid_option(method, where, metric_learners.names())))
+    items = cfg["embedding"] or []
+    if not isinstance(items, list):
+        raise ConfigError(f"`embedding` must be a list, got {items!r}.")
+    expanded = []
+    for i, item in enumerate(items):
+        entry = {"method": item} if isinstance(item, str) else item
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"`embedding[{i}]` must be a method name or a mapping, got {item!r}.")
+        entry = merge_config(_EMBEDDING_ITEM, entry, where=f"embedding[{i}]")
+        if entry["method"] not in CELL_EMBEDDINGS:
+            raise ConfigError(str(invalid_option(entry["method"], f"embedding[{i}].method", list(CELL_EMBEDDINGS))))
+        if not isinstance(entry["params"], Mapping):
+            raise ConfigError(f"`embedding[{i}].params` must be a mapping, got {entry['params']!r}.")
+        expanded.append(entry)
+    cfg["embedding"] = expanded
+    resolution = cfg["cluster"]["resolution"]
+    if not (resolution == "scan" or (isinstance(resolution, (int, float)) and not isinstance(resolution, bool) and resolution > 0)):
+        raise ConfigError(f"`cluster.resolution` must be a positive number or `scan`, got {resolution!r}.")
+    if cfg["cluster"]["neighbors_method"] not in ("umap", "gauss"):
+        raise ConfigError(str(invalid_option(cfg["cluster"]["neighbors_method"], "cluster.neighbors_method", ["umap", "gauss"])))
+    train_fraction = cfg["metric_learning"]["train_fraction"]
+    if train_fraction is not None and not (isinstance(train_fraction, (int, float)) and 0 < train_fraction <= 1):
+        raise ConfigError(f"`metric_learning.train_fraction` must be in (0, 1] or null, got {train_fraction!r}.")
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# steps
+
+
+def load_cells(section: Mapping[str, Any], *, seed: int) -> tuple[ad.AnnData, str, bool]:
+    """Read or simulate the cells; returns ``(adata, dataset name, has_images)``."""
+    from .. import datasets, io
+
+    path = section["path"]
+    if path is None:
+        params = dict(section["simulate"])
+        params.setdefault("seed", seed)
+        try:
+            adata = datasets.simulate_cells(**params)
+        except TypeError as err:
+            raise ConfigError(f"`input.simulate` has an invalid parameter: {err}") from err
+        return adata, "simulated", True
+    path = Path(path)
+    labels = section["labels"]
+    if path.suffix.lower() in FEATURE_TABLE_SUFFIXES:
+        adata = io.read_cell_features(path, id_column=section["id_column"], label_column=section["label_column"])
+        if labels is not None:
+            from ..io._cells import _match_labels, read_cell_labels
+
+            table = read_cell_labels(labels, id_column=section["id_column"], label_column=section["label_column"])
+            adata.obs[_keys.LABEL] = pd.Categorical(_match_labels(table, list(adata.obs_names), repr(str(labels))).values)
+        has_images = False
+    elif path.suffix.lower() == ".h5ad":
+        adata = ad.read_h5ad(path)
+        has_images = _keys.CELL_IMAGES in adata.obsm
+    else:
+        adata = io.read_cell_images(
+            path, channels=section["channels"], labels=labels, id_column=section["id_column"],
+            label_column=section["label_column"],
+        )
+        has_images = True
+    return adata, path.stem, has_images
+
+
+def _has_labels(adata: ad.AnnData, label_key: str) -> bool:
+    return label_key in adata.obs and adata.obs[label_key].notna().sum() >= 2
+
+
+def _pca_of(adata: ad.AnnData, key: str, n_comps: int, seed: int) -> str:
+    from sklearn.decomposition import PCA
+
+    X = np.asarray(adata.obsm[key], dtype=np.float64)
+    n = int(min(n_comps, X.shape[1], X.shape[0] - 1))
+    out = f"{key}_pca"
+    adata.obsm[out] = PCA(n_components=n, random_state=seed).fit_transform(X).astype(np.float32)
+    return out
+
+
+def build_representations(adata: ad.AnnData, cfg: Mapping[str, Any], run_dir: Path, *, has_images: bool) -> list[dict[str, Any]]:
+    """Features PCA, its metric-learned versions, and every embedding (PCA, + metric learning)."""
+    from .. import tl
+
+    seed, label_key = cfg["seed"], cfg["label_key"]
+    ml = cfg["metric_learning"]
+    learn = _has_labels(adata, label_key)
+    if not learn and (ml["methods"] or cfg["embedding_pca"]["metric_learning"]):
+        logger.warning("No labels in obs[%r]: metric learning is skipped.", label_key)
+    reps: list[dict[str, Any]] = []
+
+    def add(source: str, use_rep: str, learner: str | None, seconds: float) -> None:
+        reps.append({"name": source if learner is None else f"{source}+{learner}", "source": source,
+                     "metric_learning": learner or "none", "use_rep": use_rep, "seconds": seconds})
+
+    def learned(source: str, base: str, methods: Sequence[str], seconds: float) -> None:
+        for method in methods if learn else ():
+            start = time.perf_counter()
+            key = f"{base}_{method}" if base != "X_pca" else f"X_{method}"
+            tl.metric_learning(
+                adata, method, use_rep=base, label_key=label_key, train_fraction=ml["train_fraction"],
+                n_components=ml["n_components"], max_iter=ml["max_iter"], random_state=seed, key_added=key,
+            )
+            add(source, key, method, seconds + time.perf_counter() - start)
+
+    start = time.perf_counter()
+    tl.cell_pca(adata, n_comps=cfg["pca"]["n_comps"], scale=cfg["pca"]["scale"], umap=False, random_state=seed)
+    seconds = time.perf_counter() - start
+    add("features", "X_pca", None, seconds)
+    learned("features", "X_pca", ml["methods"], seconds)
+    if cfg["embedding"] and not has_images:
+        logger.warning("The input has no images: the image embeddings are skipped.")
+    for item in cfg["embedding"] if has_images else ():
+        params = dict(item["params"])
+        if item["method"] == "dino":
+            params.setdefault("seed", seed)
+            params.setdefault("checkpoint", str(run_dir / "checkpoints" / (item["key"] or "dino")))
+        start = time.perf_counter()
+        before = set(adata.obsm)
+        try:
+            tl.embed_cells(adata, item["method"], key_added=item["key"], **params)
+        except TypeError as err:
+            raise ConfigError(f"embedding `{item['method']}` has an invalid parameter: {err}") from err
+        key = item["key"] or next(k for k in adata.obsm if k not in before)
+        reduced = _pca_of(adata, key, cfg["embedding_pca"]["n_comps"], seed)
+        seconds = time.perf_counter() - start
+        source = key[2:] if key.startswith("X_") else key
+        add(source, reduced, None, seconds)
+        learned(source, reduced, cfg["embedding_pca"]["metric_learning"], seconds)
+    return reps
+
+
+def cluster_and_evaluate(adata: ad.AnnData, reps: list[dict[str, Any]], cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Leiden on every representation and the comparison table (one row per representation)."""
+    from .. import tl
+
+    c, label_key = cfg["cluster"], cfg["label_key"]
+    rows = []
+    for rep in progress(reps, desc="leiden", total=len(reps)):
+        key = f"{_keys.LEIDEN}_{rep['name']}"
+        start = time.perf_counter()
+        tl.leiden_cells(
+            adata, use_rep=rep["use_rep"], resolution=c["resolution"], resolutions=c["resolutions"],
+            n_neighbors=c["n_neighbors"], neighbors_method=c["neighbors_method"], random_state=cfg["seed"], key_added=key,
+        )
+        rep["cluster_key"] = key
+        row = {"representation": rep["source"], "metric_learning": rep["metric_learning"],
+               "resolution": adata.uns[key]["resolution"]}
+        if _has_labels(adata, label_key):
+            scores = tl.evaluate_cells(adata, cluster_key=key, label_key=label_key, k=cfg["evaluate"]["k"])
+            train_key = f"{rep['use_rep']}_train"
+            held_out = None
+            if train_key in adata.obs:
+                mask = ~adata.obs[train_key].to_numpy(dtype=bool)
+                if (mask & adata.obs[label_key].notna().to_numpy()).sum() >= 2:
+                    held_out = tl.evaluate_cells(adata, cluster_key=key, label_key=label_key, subset=mask, k=cfg["evaluate"]["k"])
+            row.update({
+                "purity": scores["purity"], "purity_held_out": None if held_out is None else held_out["purity"],
+                "nmi": scores["nmi"], "ari": scores["ari"], "silhouette": scores["silhouette"],
+                "knn_accuracy": scores["knn_accuracy"],
+                "knn_accuracy_held_out": None if held_out is None else held_out["knn_accuracy"],
+                "n_clusters": scores["n_clusters"],
+            })
+        else:
+            from ..metrics import silhouette
+
+            codes = adata.obs[key].cat.codes.to_numpy()
+            row.update({"silhouette": silhouette(np.asarray(adata.obsm[rep["use_rep"]]), codes) if codes.max() > 0 else None,
+                        "n_clusters": int(codes.max()) + 1})
+        row["seconds"] = round(rep["seconds"] + time.perf_counter() - start, 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def make_cell_figures(
+    adata: ad.AnnData, reps: list[dict[str, Any]], cfg: Mapping[str, Any], figures_dir: Path, *, has_images: bool
+) -> dict[str, list[tuple[str, Path]]]:
+    """Per representation: 2-D map coloured by cluster and label, example cells per cluster."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    from .. import pl
+
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    section, label_key = cfg["report"], cfg["label_key"]
+    out: dict[str, list[tuple[str, Path]]] = {}
+    for rep in progress(reps, desc="figures", total=len(reps)):
+        key, name = rep["cluster_key"], rep["name"]
+        safe = name.replace("+", "_")
+        if section["umap"]:
+            sc.tl.umap(adata, neighbors_key=f"{key}_neighbors", random_state=cfg["seed"])
+            basis = f"X_umap_{safe}"
+            adata.obsm[basis] = adata.obsm.pop("X_umap")
+        else:
+            basis = rep["use_rep"]
+        colors = [key] + ([label_key] if label_key in adata.obs else [])
+        path = figures_dir / f"{safe}_map.png"
+        pl.cell_scatter(adata, basis, color=colors, title=name, save=path, dpi=section["dpi"])
+        out[name] = [("UMAP" if section["umap"] else "first two components", path)]
+        if has_images:
+            path = figures_dir / f"{safe}_examples.png"
+            pl.cell_examples(adata, key, n_examples=section["n_examples"], channels=section["channels"],
+                             label_key=label_key if label_key in adata.obs else None, seed=cfg["seed"],
+                             save=path, dpi=section["dpi"])
+            out[name].append(("example cells per cluster", path))
+        plt.close("all")
+    return out
+
+
+def write_cell_report(run_dir: Path, cfg: Mapping[str, Any], comparison: pd.DataFrame, figures: Mapping[str, list],
+                      *, dataset: str, adata: ad.AnnData) -> None:
+    """``report.html``: parameters, comparison table (Tables 1 and 3 of Palli 2023), figures."""
+    from ..report import Report
+
+    report = Report("Cell-image phenotyping", subtitle=f"dataset: {dataset} ({adata.n_obs} cells, {adata.n_vars} features)")
+    report.add_table(
+        "Clustering of every representation", comparison,
+        caption="Leiden clusters scored against the labels: purity (Palli 2023, sec. 3.6), NMI, ARI, silhouette "
+        "and leave-one-out k-NN accuracy; *_held_out: only cells not used to learn the metric.",
+    )
+    for name, items in figures.items():
+        for what, path in items:
+            report.add_figure(f"{name}: {what}", path)
+    report.add_params(cfg, title="Configuration")
+    report.write(run_dir / REPORT_FILE)
+
+
+def run_cells(
+    config: str | Path | Mapping[str, Any] | None = None,
+    output_dir: str | Path = "spatialclust_cells",
+    *,
+    overwrite: bool = False,
+    command: str = "cells run",
+) -> Path:
+    """Run the cell-image phenotyping pipeline and write a run directory.
+
+    Parameters
+    ----------
+    config
+        YAML file, (partial) mapping, or None for the packaged defaults (``pipeline/cells.yaml``).
+    output_dir
+        Run directory to create (refused if it holds something, unless ``overwrite``).
+    overwrite
+        Replace an existing run directory once the new run has completed.
+    command
+        Name of the command recorded in ``run.json``.
+
+    Returns
+    -------
+    The run directory, holding ``config.yaml``, ``run.log``, ``run.json``, ``results.h5ad`` (cells
+    with features in X, images in obsm, every representation in obsm and clustering in obs),
+    ``cells.csv`` (obs), ``comparison.csv`` (one row per representation: purity, NMI, ARI,
+    silhouette, k-NN accuracy), ``metrics.json``, ``figures/*.png``, ``checkpoints/`` (DINO) and
+    ``report.html``.
+    """
+    from .. import tl
+    from ._run import h5ad_safe
+
+    cfg = load_cells_config(config)
+    output_dir = Path(output_dir)
+    with run_directory(output_dir, cfg, command=command, overwrite=overwrite) as tmp:
+        seed = cfg["seed"]
+        seed_everything(seed)
+        cells, dataset, has_images = load_cells(cfg["input"], seed=seed)
+        adata = tl.cell_features(cells, threshold=cfg["features"]["threshold"]) if has_images else cells
+        reps = build_representations(adata, cfg, tmp, has_images=has_images)
+        comparison = cluster_and_evaluate(adata, reps, cfg)
+        figures = make_cell_figures(adata, reps, cfg, tmp / FIGURES_DIR, has_images=has_images)
+        comparison.to_csv(tmp / COMPARISON_FILE, index=False)
+        adata.obs.to_csv(tmp / CELLS_FILE)
+        metrics = {"dataset": dataset, "n_cells": int(adata.n_obs), "representations": comparison.to_dict(orient="records")}
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+        write_cell_report(tmp, cfg, comparison, figures, dataset=dataset, adata=adata)
+        adata.uns = h5ad_safe(dict(adata.uns))
+        adata.write_h5ad(tmp / RESULTS_FILE)
+        logger.info("Report: %s", (output_dir / REPORT_FILE).resolve())
+    return output_dir
