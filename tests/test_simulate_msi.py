@@ -130,3 +130,14 @@ def test_writes_to_imzml_and_reads_back(small, tmp_path):
     back = sc.io.read_imzml(path, peaks=small.var[K.MZ].to_numpy(), tolerance=0.001)
     assert back.shape == small.shape
     np.testing.assert_allclose(sc.pp.feature_images(back), sc.pp.feature_images(small), rtol=1e-6)
+
+
+def test_round_trips_through_h5ad(tmp_path):
+    import anndata as ad
+
+    adata = sc.datasets.simulate_msi(**SMALL, seed=1)
+    adata.write_h5ad(tmp_path / "sim.h5ad")
+    back = ad.read_h5ad(tmp_path / "sim.h5ad")
+    np.testing.assert_array_equal(back.X, adata.X)
+    assert back.var.equals(adata.var)
+    np.testing.assert_array_equal(back.uns[K.SIMULATION]["isotope_pairs"], adata.uns[K.SIMULATION]["isotope_pairs"])
