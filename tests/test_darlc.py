@@ -1,0 +1,110 @@
+"""DARLC embedder (seed 003): tiny settings, eigengap, ablation switches, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spatialclust as sc
+from spatialclust.models._gat import gaussian_smooth
+from spatialclust.tl._darlc import DARLCEmbedder, pad_to_patches, seeding_similarity
+
+TINY = dict(patch_size=4, embed_dim=16, depth=1, num_heads=2, head_dim=8, pretrain_epochs=1, cluster_epochs=1,
+            batch_size=12, gat_epochs=3, gat_hidden_dims=(16, 4), em_iter=2, n_clusters=2, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one torch thread is fastest, and much faster on a loaded 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def pattern_images(n_per=6, k=2, size=16, seed=0, dropout=0.5):
+    """Sparse noisy images: each class a Gaussian blob at its own position, Poisson counts + dropout."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    centres = [(4, 4), (11, 11), (4, 11), (11, 4), (8, 8)][:k]
+    images, labels = [], []
+    for c, (cy, cx) in enumerate(centres):
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 6.0)
+        for _ in range(n_per):
+            images.append(rng.poisson(4 * blob) * (rng.random(blob.shape) >= dropout))
+            labels.append(c)
+    return np.asarray(images, np.float32), np.asarray(labels)
+
+
+def test_eigengap_of_seeding_similarity_recovers_number_of_clusters():
+    images, _ = pattern_images(n_per=10, k=4, dropout=0.0)
+    smoothed = gaussian_smooth(images, sigma=1.0)
+    similarity = seeding_similarity(smoothed, n_neighbors=5)
+    assert np.allclose(similarity, similarity.T) and np.all(np.diag(similarity) == 0)
+    assert sc.tl.estimate_n_clusters(similarity, affinity="precomputed", max_clusters=10) == 4
+
+
+def test_darlc_tiny_fit_produces_embeddings_and_clusters():
+    images, labels = pattern_images()
+    model = DARLCEmbedder(**TINY)
+    emb = model.fit_transform(images)
+    assert emb.shape == (len(images), 16) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    assert model.labels_.shape == (len(images),) and model.n_clusters_ == 2
+    assert set(model.labels_) <= {0, 1}
+    assert len(model.history_["pretrain"]) == 1 and len(model.history_["epoch_level"]) == 1
+    assert all(np.isfinite(v).all() for v in model.history_.values())
+    assert model.smoothed_.shape == images.shape
+    proj = DARLCEmbedder(**{**TINY, "output": "projection"}).fit_transform(images)
+    assert proj.shape == (len(images), 8)
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [dict(contrastive=False), dict(augmentation="gaussian"), dict(mixture="gaussian"),
+     dict(joint_clustering=False), dict(pretrain_epochs=0)],
+    ids=["wo_contrastive", "gat_to_gaussian", "smm_to_gmm", "wo_module2", "wo_pretraining"],
+)
+def test_each_ablation_switch_runs(switch):
+    images, _ = pattern_images()
+    model = DARLCEmbedder(**{**TINY, **switch}).fit(images)
+    assert model.labels_.shape == (len(images),)
+    assert np.isfinite(model.transform(images)).all()
+    if switch.get("mixture") == "gaussian":
+        assert np.isinf(model.mixture_.dof_).all()
+    if switch.get("pretrain_epochs") == 0:
+        assert model.history_["pretrain"] == []
+
+
+def test_darlc_through_sc_tl_embed_and_smm_clusterer():
+    adata = sc.datasets.simulate_st(shape=(16, 16), n_patterns=2, genes_per_pattern=6, seed=0)
+    sc.tl.embed(adata, method="darlc", **TINY)
+    assert adata.varm["X_darlc"].shape == (adata.n_vars, 16)
+    assert adata.uns["X_darlc"]["method"] == "darlc"
+    sc.tl.cluster(adata, method="smm", use_rep="X_darlc", n_clusters=2)
+    assert set(np.unique(adata.var["cluster"])) <= {0, 1}
+
+
+def test_grid_padding_and_too_small_grid():
+    images, _ = pattern_images(size=14)
+    assert pad_to_patches(images, 4).shape[1:] == (16, 16)  # padded to a multiple of the patch size
+    model = DARLCEmbedder(**TINY).fit(images)
+    assert model.transform(images).shape == (len(images), 16)
+    with pytest.raises(ValueError, match="smaller than `patch_size`"):
+        DARLCEmbedder(**{**TINY, "patch_size": 16}).fit(images)
+
+
+def test_darlc_bad_parameters():
+    images, _ = pattern_images()
+    for params, match in [
+        (dict(augmentation="rotate"), "augmentation"),
+        (dict(mixture="cauchy"), "mixture"),
+        (dict(mask_ratio=1.0), "mask_ratio"),
+        (dict(n_clusters="many"), "n_clusters"),
+        (dict(embed_dim=0), "embed_dim"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            DARLCEmbedder(**{**TINY, **params}).fit(images)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        DARLCEmbedder().transform(images)
