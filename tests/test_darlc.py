@@ -108,3 +108,19 @@ def test_darlc_bad_parameters():
             DARLCEmbedder(**{**TINY, **params}).fit(images)
     with pytest.raises(RuntimeError, match="not fitted"):
         DARLCEmbedder().transform(images)
+
+
+def test_spectral_angle_mapper_ranks_cluster_quality():
+    images, labels = pattern_images(n_per=5, k=2, dropout=0.0)
+    flat = images.reshape(len(images), -1)
+    rng = np.random.default_rng(0)
+    mixed = np.where(labels == 1, rng.permutation(np.arange(len(labels))) % 2, 0)  # cluster 0 pure, cluster 1 mixed
+    pure = np.where(labels == 0, 0, 1 + mixed)
+    sam = sc.metrics.spectral_angle_mapper(flat, pure)
+    assert set(sam) == {0, 1, 2} and all(0 <= v <= np.pi / 2 for v in sam.values())
+    wrong = sc.metrics.spectral_angle_mapper(flat, np.arange(len(labels)) % 2)  # clusters mixing both patterns
+    assert max(sam.values()) < min(wrong.values())
+    groups = sc.metrics.cluster_quality_groups({0: 0.1, 1: 0.5, 2: 0.3})
+    assert groups == {0: "high", 1: "medium", 2: "high"}
+    with pytest.raises(ValueError, match="2-D"):
+        sc.metrics.spectral_angle_mapper(flat[0], [0])

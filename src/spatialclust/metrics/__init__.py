@@ -6,10 +6,12 @@ from ._internal import davies_bouldin, knn_purity, pearson_distance, silhouette
 from ._knn import knn_accuracy
 from ._isotopes import RIRResult, isotope_groups, isotope_pairs, isotopic_recall, relative_isotope_ratio
 from ._labels import n_clusters, n_meaningful_clusters, noise_size
+from ._sam import cluster_quality_groups, spectral_angle_mapper
 
 __all__ = [
     "RIRResult",
     "ari",
+    "cluster_quality_groups",
     "clustering_accuracy",
     "contingency",
     "davies_bouldin",
@@ -27,4 +29,5 @@ __all__ = [
     "purity",
     "relative_isotope_ratio",
     "silhouette",
+    "spectral_angle_mapper",
 ]
