@@ -68,6 +68,127 @@ def version() -> None:
     typer.echo(f"spatialclust {__version__}")
 
 
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _run_and_report(resolve_config, output: Path, *, overwrite: bool, command: str) -> None:
+    """Resolve the configuration, run the clustering pipeline into ``output`` and say where the
+    report is; every error becomes one line on stderr and exit status 1."""
+    from ._rundir import check_output_dir
+    from .pipeline import run_pipeline
+
+    report = (output / "report.html").resolve()
+    try:
+        config = resolve_config()
+        check_output_dir(output, overwrite=overwrite)
+        typer.echo(f"spatialclust {command}: the report will be written to {report}")
+        run_pipeline(config, output, overwrite=overwrite, command=command)
+    except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as err:
+        logger.debug("%s failed", command, exc_info=True)
+        fail(ValueError(err.args[0]) if isinstance(err, KeyError) and err.args else err)
+    typer.echo(f"Done. Open {report}")
+
+
+@app.command()
+def demo(
+    output: OutputOpt = None,
+    seed: SeedOpt = None,
+    overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Simulate an MSI dataset and run the default pipeline on it (regular and neural ion images x
+    UMAP-DBSCAN and k-means, as in Zhang et al. 2024); writes a run directory with report.html."""
+    from .pipeline import load_config
+
+    setup_logging(verbose, quiet)
+    _run_and_report(lambda: load_config(seed=seed), output or Path("spatialclust_demo"),
+                    overwrite=overwrite, command="demo")
+
+
+@app.command()
+def run(
+    input_or_config: Annotated[
+        Path, typer.Argument(help="Dataset (.imzML, .h5ad, .npz, .npy, .tif) or a YAML configuration.")
+    ],
+    config: ConfigOpt = None,
+    output: OutputOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    seed: SeedOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Cluster the ion images of a dataset: every embedding x every clusterer of the configuration
+    (defaults: spatialclust/pipeline/config.yaml), evaluated, plotted and reported in one run directory."""
+    from .pipeline import load_config
+
+    setup_logging(verbose, quiet)
+    is_config = input_or_config.suffix.lower() in _YAML_SUFFIXES
+    if is_config and config is not None:
+        fail(ValueError(f"Give the configuration either as the argument ({input_or_config}) or with --config ({config}), not both."))
+    _run_and_report(
+        lambda: load_config(
+            input_or_config if is_config else config,
+            input_path=None if is_config else input_or_config,
+            seed=seed,
+            overrides=set_ or (),
+        ),
+        output or Path("spatialclust_run"),
+        overwrite=overwrite,
+        command="run",
+    )
+
+
+cells_app = typer.Typer(
+    help="Phenotype cells from multichannel single-cell images (image-enabled cell sorting, imaging flow cytometry).",
+    no_args_is_help=True,
+)
+app.add_typer(cells_app, name="cells")
+
+
+@cells_app.command("run")
+def cells_run(
+    input_or_config: Annotated[
+        Optional[Path],
+        typer.Argument(help="TIFF per cell, a folder of TIFFs, an .h5ad, a .csv feature table, or a YAML "
+                       "configuration; omitted: simulated cells."),
+    ] = None,
+    config: ConfigOpt = None,
+    output: OutputOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    seed: SeedOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Classical features, metric learning, image embeddings, Leiden and purity for every representation
+    (defaults: spatialclust/pipeline/cells.yaml), in one run directory with report.html."""
+    from ._rundir import check_output_dir
+    from .pipeline import load_cells_config, run_cells
+
+    setup_logging(verbose, quiet)
+    is_config = input_or_config is not None and input_or_config.suffix.lower() in _YAML_SUFFIXES
+    if is_config and config is not None:
+        fail(ValueError(f"Give the configuration either as the argument ({input_or_config}) or with --config ({config}), not both."))
+    output = output or Path("spatialclust_cells")
+    report = (output / "report.html").resolve()
+    try:
+        resolved = load_cells_config(
+            input_or_config if is_config else config,
+            input_path=None if is_config else input_or_config,
+            seed=seed,
+            overrides=set_ or (),
+        )
+        check_output_dir(output, overwrite=overwrite)
+        typer.echo(f"spatialclust cells run: the report will be written to {report}")
+        run_cells(resolved, output, overwrite=overwrite, command="cells run")
+    except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as err:
+        logger.debug("cells run failed", exc_info=True)
+        fail(ValueError(err.args[0]) if isinstance(err, KeyError) and err.args else err)
+    typer.echo(f"Done. Open {report}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -10,12 +10,14 @@ time, so memory stays bounded by the output even for thousands of ion images.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 from anndata import AnnData
 
 from .. import pp
+from .._logging import logger
 from ._utils import cluster_labels
 
 _CHUNK = 256  # feature images built at a time
@@ -34,11 +36,18 @@ def standardized_images(
     off-tissue grid cells are 0. ``winsorize=None`` skips winsorising (only scales).
     """
     subset = adata[:, np.asarray(features, dtype=np.int64)]
-    if winsorize is not None:
-        subset = pp.winsorize(subset, percentile=winsorize, layer=layer, copy=True)
-        pp.scale_images(subset, layer=layer)
-    else:
-        subset = pp.scale_images(subset, layer=layer, copy=True)
+    # The pp steps log at INFO that they changed the data; here they only change a private copy
+    # made for display, so their messages would mislead (and repeat for every chunk).
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        if winsorize is not None:
+            subset = pp.winsorize(subset, percentile=winsorize, layer=layer, copy=True)
+            pp.scale_images(subset, layer=layer)
+        else:
+            subset = pp.scale_images(subset, layer=layer, copy=True)
+    finally:
+        logger.setLevel(level)
     return pp.feature_images(subset, layer=layer)
 
 

@@ -1,9 +1,10 @@
 """Self-contained HTML reports.
 
 :class:`Report` is a generic builder (parameters, tables, figures, thumbnail galleries) that every
-command reuses; the clustering pipeline composes its run report from it.
+command reuses; :func:`write_run_report` builds the report of a clustering run directory.
 """
 
 from ._html import GalleryItem, Report, image_data_uri
+from ._run import write_run_report
 
-__all__ = ["GalleryItem", "Report", "image_data_uri"]
+__all__ = ["GalleryItem", "Report", "image_data_uri", "write_run_report"]

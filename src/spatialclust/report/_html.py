@@ -152,7 +152,7 @@ class Report:
         """Add a nested parameter mapping, shown as YAML."""
         import yaml
 
-        text = yaml.safe_dump(_plain(params), sort_keys=False, default_flow_style=False)
+        text = yaml.safe_dump(plain(params), sort_keys=False, default_flow_style=False)
         return self._add(title, f"<pre>{html.escape(text)}</pre>")
 
     def add_table(
@@ -269,12 +269,12 @@ def _format(value: Any, float_format: str) -> str:
     return str(value)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Convert numpy scalars/arrays and paths to plain Python for YAML/JSON output."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

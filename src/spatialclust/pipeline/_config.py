@@ -1,0 +1,169 @@
+"""Resolve and validate a pipeline configuration (packaged defaults + user file + overrides).
+
+Mappings are merged with :func:`spatialclust._config.merge_config` (unknown keys rejected). The
+``embedding`` and ``cluster`` lists are validated item by item: every item gets the item defaults,
+unknown item keys are errors, and ``method`` must be a registered embedder/clusterer.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._config import ConfigError, merge_config, packaged_defaults, read_yaml, set_dotted
+from .._registry import invalid_option
+
+DEFAULTS_RESOURCE = "pipeline/config.yaml"
+
+_ITEM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "embedding": {"method": None, "params": {}, "key": None},
+    "cluster": {"method": None, "params": {}, "key": None, "embeddings": None},
+}
+FIGURES = ("cluster_means", "spectrum", "embedding", "rgb_composite", "members")
+_CHOICES = {
+    ("preprocess", "normalize"): ("tic", "rms", "none"),
+    ("preprocess", "tissue_mask"): ("auto", "otsu", "none"),
+    ("evaluate", "isotope_unit"): ("Da", "ppm"),
+}
+
+
+def default_config() -> dict[str, Any]:
+    """The packaged default configuration (``pipeline/config.yaml``) as a dict."""
+    return packaged_defaults(DEFAULTS_RESOURCE)
+
+
+def load_config(
+    config: str | Path | Mapping[str, Any] | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    input_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Resolve a pipeline configuration: defaults <- ``config`` <- ``input_path``/``seed`` <- ``overrides``.
+
+    Parameters
+    ----------
+    config
+        A YAML file or a (partial) mapping; None: the defaults.
+    overrides
+        ``"section.key=value"`` assignments (value parsed as YAML), applied last.
+    seed
+        Overrides ``seed``.
+    input_path
+        Overrides ``input.path``.
+
+    Returns
+    -------
+    dict
+        The complete, validated configuration (``embedding``/``cluster`` items fully expanded).
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, unknown method, or a value of the wrong kind; the message names the key.
+    """
+    user = read_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
+    resolved = merge_config(default_config(), user)
+    if input_path is not None:
+        resolved["input"]["path"] = str(input_path)
+    if seed is not None:
+        resolved["seed"] = seed
+    for assignment in overrides:
+        set_dotted(resolved, assignment)
+    return validate_config(resolved)
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a merged configuration and expand the ``embedding``/``cluster`` shorthands."""
+    from .. import tl
+
+    config = copy.deepcopy(dict(config))
+    if isinstance(config.get("seed"), bool) or not isinstance(config.get("seed"), int):
+        raise ConfigError(f"`seed` must be an integer; got {config.get('seed')!r}.")
+    for (section, key), valid in _CHOICES.items():
+        value = config[section][key]
+        value = "none" if value is None and "none" in valid else value
+        if value not in valid:
+            raise ConfigError(_invalid(value, f"{section}.{key}", valid))
+        config[section][key] = value
+    for section, key in (("input", "read"), ("input", "simulate")):
+        if not isinstance(config[section][key], Mapping):
+            raise ConfigError(f"`{section}.{key}` must be a mapping of options; got {config[section][key]!r}.")
+    for key, path in (("input.path", config["input"]["path"]), ("report.histology", config["report"]["histology"])):
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"`{key}`: {str(path)!r} does not exist.")
+    _check_percentile(config["preprocess"]["winsorize"], "preprocess.winsorize")
+    _check_percentile(config["report"]["winsorize"], "report.winsorize")
+
+    config["embedding"] = _items(config["embedding"], "embedding", tl.list_embedders())
+    config["cluster"] = _items(config["cluster"], "cluster", tl.list_clusterers())
+    embedding_keys = [item["key"] or f"X_{item['method']}" for item in config["embedding"]]
+    duplicates = sorted({k for k in embedding_keys if embedding_keys.count(k) > 1})
+    if duplicates:
+        raise ConfigError(f"Embedding keys must be unique; {duplicates} occur twice. Set `key` in the `embedding` items.")
+    for i, item in enumerate(config["cluster"]):
+        for name in item["embeddings"] or []:
+            if name not in embedding_keys and f"X_{name}" not in embedding_keys:
+                raise ConfigError(_invalid(name, f"cluster[{i}].embeddings", embedding_keys))
+
+    report = config["report"]
+    figures = report["figures"] if isinstance(report["figures"], list) else None
+    if figures is None or any(f not in FIGURES for f in figures):
+        bad = report["figures"] if figures is None else next(f for f in figures if f not in FIGURES)
+        raise ConfigError(_invalid(bad, "report.figures", FIGURES))
+    zoom = report["zoom"]
+    if not (zoom is None or zoom == "auto" or (isinstance(zoom, list) and len(zoom) == 2)):
+        raise ConfigError(f"`report.zoom` must be auto, [low, high] or null; got {zoom!r}.")
+    rgb = report["rgb_clusters"]
+    if rgb is not None and (not isinstance(rgb, list) or not 1 <= len(rgb) <= 3):
+        raise ConfigError(f"`report.rgb_clusters` must be a list of one to three cluster ids or null; got {rgb!r}.")
+    for key in ("max_thumbnails", "dpi", "n_boot"):
+        section = "evaluate" if key == "n_boot" else "report"
+        value = config[section][key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"`{section}.{key}` must be a positive integer; got {value!r}.")
+    return config
+
+
+def _invalid(value: Any, key: str, valid: Sequence[str]) -> str:
+    return str(invalid_option(value, key, list(valid)))
+
+
+def _check_percentile(value: Any, key: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100):
+        raise ConfigError(f"`{key}` must be a percentile in (0, 100] or null; got {value!r}.")
+
+
+def _items(value: Any, section: str, registered: list[str]) -> list[dict[str, Any]]:
+    """Expand and validate the items of a list section (``embedding`` or ``cluster``)."""
+    if isinstance(value, (str, Mapping)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"`{section}` must be a non-empty list of methods; got {value!r}.")
+    items = []
+    for i, item in enumerate(value):
+        where = f"{section}[{i}]"
+        if isinstance(item, str):
+            item = {"method": item}
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"`{where}` must be a method name or a mapping with `method`; got {item!r}.")
+        resolved = merge_config(_ITEM_DEFAULTS[section], item, where=where)
+        if resolved["method"] is None:
+            raise ConfigError(f"`{where}.method` is required. Valid options are: {', '.join(f'`{n}`' for n in registered)}.")
+        if resolved["method"] not in registered:
+            raise ConfigError(_invalid(resolved["method"], f"{where}.method", registered))
+        if not isinstance(resolved["params"], Mapping):
+            raise ConfigError(f"`{where}.params` must be a mapping of parameters; got {resolved['params']!r}.")
+        resolved["params"] = dict(resolved["params"])
+        if resolved["key"] is not None and not isinstance(resolved["key"], str):
+            raise ConfigError(f"`{where}.key` must be a string or null; got {resolved['key']!r}.")
+        if "embeddings" in resolved:
+            embeddings = resolved["embeddings"]
+            if isinstance(embeddings, str):
+                resolved["embeddings"] = [embeddings]
+            elif embeddings is not None and not (isinstance(embeddings, list) and all(isinstance(e, str) for e in embeddings)):
+                raise ConfigError(f"`{where}.embeddings` must be a list of embedding keys or null; got {embeddings!r}.")
+        items.append(resolved)
+    return items

@@ -1,0 +1,365 @@
+"""The clustering pipeline: read -> preprocess -> embed -> cluster -> evaluate -> figures -> report.
+
+Implements the four pipelines of Zhang et al. (2024, seed 000) (regular/neural ion images x
+UMAP-DBSCAN/k-means) and any other combination of registered embedders and clusterers, and writes
+everything into one run directory (built in a temporary folder and renamed into place only when
+complete, see :func:`spatialclust._rundir.run_directory`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .. import _keys as K
+from .._compat import seed_everything
+from .._config import ConfigError
+from .._logging import logger, progress
+from .._rundir import run_directory
+from ._config import load_config
+
+RESULTS_FILE = "results.h5ad"
+CLUSTERS_FILE = "clusters.csv"
+METRICS_FILE = "metrics.json"
+COMPARISON_FILE = "comparison.csv"
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+
+#: Display names of clusterers in the comparison table (as in seed 000, Table 1).
+CLUSTERING_NAMES = {"umap_dbscan": "UMAP-DBSCAN", "kmeans": "k-means"}
+
+
+def run_pipeline(
+    config: str | Path | Mapping[str, Any] | None = None,
+    output_dir: str | Path = "spatialclust_run",
+    *,
+    overwrite: bool = False,
+    command: str = "run",
+) -> Path:
+    """Run the whole clustering pipeline and write a run directory.
+
+    Parameters
+    ----------
+    config
+        A pipeline configuration: YAML file, (partial) mapping, or None for the packaged defaults
+        (``spatialclust/pipeline/config.yaml``, which documents every key). Unknown keys and
+        unknown methods raise :class:`~spatialclust._config.ConfigError` before any work is done.
+    output_dir
+        Run directory to create. An existing non-empty directory is refused unless ``overwrite``.
+    overwrite
+        Replace an existing run directory (only once the new run has completed).
+    command
+        Name of the command recorded in ``run.json``.
+
+    Returns
+    -------
+    pathlib.Path
+        The run directory, holding
+
+        ``config.yaml``
+            The resolved configuration (re-runnable with ``spatialclust run config.yaml``).
+        ``run.log``, ``run.json``
+            Debug log; command, version, duration and status.
+        ``results.h5ad``
+            The preprocessed dataset with ``layers["raw"]``, every embedding in ``varm`` and every
+            clustering in ``var`` (keys ``cluster_<embedding>_<clusterer>``) and ``uns``.
+        ``clusters.csv``
+            One row per feature (m/z): its cluster in every clustering and the Pearson correlation
+            of its image with its cluster's mean image (``<key>_corr``).
+        ``metrics.json``
+            Every metric of every clustering (:func:`spatialclust.metrics.evaluate_clustering`)
+            plus per-cluster sizes and mean member correlations.
+        ``comparison.csv``
+            One row per clustering, like Table 1 of seed 000 (dataset, clustering, images,
+            clusters, RIR, noise images, ...).
+        ``figures/*.png``, ``report.html``
+            Figures of every clustering and the self-contained HTML report.
+    """
+    cfg = load_config(config)
+    output_dir = Path(output_dir)
+    plans = _plan(cfg)  # builds every estimator first: bad parameters fail before any work
+    with run_directory(output_dir, cfg, command=command, overwrite=overwrite) as tmp:
+        seed = cfg["seed"]
+        seed_everything(seed)
+        adata, dataset = load_input(cfg["input"], seed=seed)
+        preprocess(adata, cfg["preprocess"])
+        timings: dict[str, float] = {}
+        for key, embedder in progress(plans["embeddings"], desc="embedding", total=len(plans["embeddings"])):
+            start = time.perf_counter()
+            _call(lambda: _tl().embed(adata, embedder, key_added=key), f"embedding `{key}`")
+            timings[key] = time.perf_counter() - start
+        clusterings = []
+        for item in progress(plans["clusterings"], desc="clustering", total=len(plans["clusterings"])):
+            start = time.perf_counter()
+            _call(lambda: _tl().cluster(adata, item["estimator"], use_rep=item["use_rep"], key_added=item["key"]),
+                  f"clustering `{item['key']}`")
+            clusterings.append({**item, "seconds": time.perf_counter() - start + timings[item["use_rep"]]})
+        results = evaluate(adata, clusterings, cfg, dataset=dataset)
+        write_tables(tmp, adata, results)
+        figures = make_figures(tmp / FIGURES_DIR, adata, clusterings, cfg["report"], means=results["means"])
+        write_results(tmp / RESULTS_FILE, adata)
+        from ..report._run import write_run_report
+
+        write_run_report(tmp, adata=adata, config=cfg, figures=figures, correlations=results["correlations"],
+                         means=results["means"])
+        logger.info("Report: %s", (output_dir / REPORT_FILE).resolve())
+    return output_dir
+
+
+def _tl():
+    from .. import tl
+
+    return tl
+
+
+def _call(step, what: str):
+    """Run a step; a TypeError from bad free-form parameters is reported as a configuration error."""
+    try:
+        return step()
+    except TypeError as err:
+        raise ConfigError(f"{what} failed: {err}") from err
+
+
+def _plan(cfg: Mapping[str, Any]) -> dict[str, list]:
+    """Embedding and clusterer instances (validated params, seeded) and the unique cluster keys."""
+    tl = _tl()
+    seed = cfg["seed"]
+    embeddings: list[tuple[str, Any]] = []
+    for i, item in enumerate(cfg["embedding"]):
+        params = _seeded(tl.embedders.get(item["method"]), item["params"], seed)
+        embedder = _call(lambda: tl.create_embedder(item["method"], **params), f"`embedding[{i}].params`")
+        embeddings.append((item["key"] or K.embedding_key(item["method"]), embedder))
+    clusterings: list[dict[str, Any]] = []
+    for i, item in enumerate(cfg["cluster"]):
+        wanted = item["embeddings"]
+        for key, _ in embeddings:
+            name = key.removeprefix("X_")
+            if wanted is not None and key not in wanted and name not in wanted:
+                continue
+            params = _seeded(tl.clusterers.get(item["method"]), item["params"], seed)
+            estimator = _call(lambda: tl.create_clusterer(item["method"], **params), f"`cluster[{i}].params`")
+            template = item["key"] or "cluster_{embedding}_{method}"
+            try:
+                cluster_key = template.format(embedding=name, method=item["method"])
+            except (KeyError, IndexError) as err:
+                raise ConfigError(f"`cluster[{i}].key` may only use {{embedding}} and {{method}}; got {template!r}.") from err
+            clusterings.append({"key": cluster_key, "use_rep": key, "embedding": name, "method": item["method"],
+                                "estimator": estimator})
+    keys = [c["key"] for c in clusterings]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ConfigError(f"Cluster keys must be unique; {duplicates} occur more than once. Use {{embedding}} "
+                          "and {method} in the `key` of the `cluster` items.")
+    if not clusterings:
+        raise ConfigError("No clustering to run: every `cluster[i].embeddings` excludes every embedding.")
+    return {"embeddings": embeddings, "clusterings": clusterings}
+
+
+def _seeded(factory: Any, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """``params`` plus the run's seed as ``random_state`` (or ``seed``) when the factory takes one
+    and the configuration did not set it."""
+    params = dict(params)
+    accepted = inspect.signature(factory).parameters
+    name = next((n for n in ("random_state", "seed") if n in accepted), None)
+    if name is not None and name not in params:
+        params[name] = seed
+    return params
+
+
+def load_input(section: Mapping[str, Any], *, seed: int) -> tuple[AnnData, str]:
+    """The dataset of the ``input`` section (a file, or a simulation) and its display name."""
+    from .. import datasets, io
+
+    if section["path"] is None:
+        logger.info("Simulating an MSI dataset (seed %d).", seed)
+        adata = _call(lambda: datasets.simulate_msi(seed=seed, **section["simulate"]), "`input.simulate`")
+        return adata, section["name"] or "simulated"
+    path = Path(section["path"])
+    logger.info("Reading %s.", path)
+    adata = _call(lambda: io.read(path, **section["read"]), f"reading {str(path)!r} with `input.read`")
+    if adata.n_vars < 2:
+        raise ValueError(f"Input {str(path)!r} holds {adata.n_vars} feature image(s); clustering needs at least 2.")
+    return adata, section["name"] or path.name
+
+
+def preprocess(adata: AnnData, section: Mapping[str, Any]) -> None:
+    """Tissue mask, then :func:`spatialclust.pp.preprocess_ion_images` (raw kept in ``layers["raw"]``)."""
+    from .. import pp
+
+    mode = section["tissue_mask"]
+    if mode == "none" and K.TISSUE in adata.obs:
+        del adata.obs[K.TISSUE]
+    elif mode == "otsu" or (mode == "auto" and K.TISSUE not in adata.obs):
+        pp.tissue_mask(adata, method="otsu")
+    pp.preprocess_ion_images(
+        adata,
+        normalize=section["normalize"],
+        winsorize=section["winsorize"],
+        scale=section["scale"],
+        remove_empty=section["remove_empty"],
+        tissue_only=section["tissue_only"],
+        keep_raw=True,
+    )
+    if adata.n_vars < 2:
+        raise ValueError(f"{adata.n_vars} feature image(s) left after preprocessing; clustering needs at least 2.")
+
+
+def evaluate(adata: AnnData, clusterings: list[dict[str, Any]], cfg: Mapping[str, Any], *, dataset: str) -> dict[str, Any]:
+    """Metrics, cluster mean images and member correlations of every clustering."""
+    from .. import metrics, pl
+
+    section = cfg["evaluate"]
+    winsorize = cfg["report"]["winsorize"]
+    per_key: dict[str, dict[str, Any]] = {}
+    means, correlations, rows = {}, {}, []
+    for item in progress(clusterings, desc="evaluating", total=len(clusterings)):
+        key = item["key"]
+        values = metrics.evaluate_clustering(
+            adata, key, truth=section["truth"], isotope_delta=section["isotope_delta"],
+            isotope_unit=section["isotope_unit"], isotope_min_corr=section["isotope_min_corr"],
+            n_boot=section["n_boot"], random_state=cfg["seed"],
+        )
+        means[key] = pl.cluster_means(adata, key, winsorize=winsorize)
+        correlations[key] = pl.mean_image_correlation(adata, key, winsorize=winsorize, means=means[key])
+        labels = adata.var[key].to_numpy()
+        clusters = [
+            {"cluster": int(c), "size": int((labels == c).sum()),
+             "mean_correlation": finite_mean(correlations[key][labels == c])}
+            for c in means[key][0]
+        ]
+        values["mean_image_correlation"] = finite_mean(correlations[key][labels >= 0])
+        per_key[key] = {"embedding": item["use_rep"], "method": item["method"],
+                        "params": adata.uns[key][K.PARAMS], "seconds": round(item["seconds"], 2),
+                        "metrics": values, "clusters": clusters}
+        rows.append(_comparison_row(dataset, item, values))
+        rir = "undefined" if values.get("rir") is None else f"{values['rir']:.3g}"
+        logger.info("%s: %d clusters, RIR %s, %d noise images.", key, values["n_clusters"], rir, values["noise_size"])
+    summary = {"dataset": dataset, "n_images": int(adata.n_vars), "n_pixels": int(adata.n_obs),
+               "grid": [int(v) for v in adata.uns[K.GRID]["shape"]], "clusterings": per_key}
+    return {"metrics": summary, "comparison": pd.DataFrame(rows), "means": means, "correlations": correlations}
+
+
+def _comparison_row(dataset: str, item: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of the comparison table, with the columns of seed 000 Table 1 first."""
+    row = {
+        "dataset": dataset,
+        "clustering": CLUSTERING_NAMES.get(item["method"], item["method"]),
+        "images": item["embedding"],
+        "clusters": values["n_clusters"],
+        "RIR": values.get("rir"),
+        "noise images": values["noise_size"],
+        "meaningful clusters": values["n_meaningful_clusters"],
+        "isotope pairs": values.get("n_isotope_pairs"),
+        "mean image correlation": values.get("mean_image_correlation"),
+    }
+    for name in ("accuracy", "nmi", "ari"):
+        if name in values:
+            row[name.upper() if name != "accuracy" else name] = values[name]
+    row["seconds"] = round(item["seconds"], 1)
+    row["key"] = item["key"]
+    return row
+
+
+def write_tables(run_dir: Path, adata: AnnData, results: Mapping[str, Any]) -> None:
+    """``clusters.csv``, ``metrics.json`` and ``comparison.csv``."""
+    table = pd.DataFrame(index=pd.Index(adata.var_names, name="feature"))
+    for column in (K.MZ, K.PATTERN, K.ISOTOPE_OF):
+        if column in adata.var:
+            table[column] = adata.var[column].to_numpy()
+    for key, correlation in results["correlations"].items():
+        table[key] = adata.var[key].to_numpy()
+        table[f"{key}_corr"] = np.round(correlation, 4)
+    table.to_csv(run_dir / CLUSTERS_FILE)
+    (run_dir / METRICS_FILE).write_text(json.dumps(results["metrics"], indent=2, default=_json_default))
+    results["comparison"].to_csv(run_dir / COMPARISON_FILE, index=False)
+
+
+def make_figures(
+    figures_dir: Path,
+    adata: AnnData,
+    clusterings: list[dict[str, Any]],
+    section: Mapping[str, Any],
+    *,
+    means: Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> dict[str, list[tuple[str, Path]]]:
+    """Figures of every clustering (``section["figures"]``); returns ``{key: [(figure name, path)]}``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # no display needed; keeps an interactive backend if one is set
+    import matplotlib.pyplot as plt
+
+    from .. import pl
+
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    dpi = section["dpi"]
+    layer = K.RAW if K.RAW in adata.layers else None
+    zoom = tuple(section["zoom"]) if isinstance(section["zoom"], list) else section["zoom"]
+    out: dict[str, list[tuple[str, Path]]] = {}
+    for item in progress(clusterings, desc="figures", total=len(clusterings)):
+        key = item["key"]
+        labels = adata.var[key].to_numpy()
+        ids = means[key][0]
+        out[key] = []
+        for name in section["figures"]:
+            path = figures_dir / f"{key}_{name}.png"
+            if name == "cluster_means":
+                pl.cluster_mean_images(adata, key, means=means[key], save=path, dpi=dpi)
+            elif name == "spectrum":
+                pl.spectrum(adata, key, layer=layer, zoom=zoom, save=path, dpi=dpi)
+            elif name == "embedding":
+                pl.embedding(adata, key, random_state=0, save=path, dpi=dpi)
+            elif name == "rgb_composite":
+                if not len(ids):
+                    logger.warning("%s has no clusters; no RGB composite.", key)
+                    continue
+                pl.rgb_composite(adata, key, section["rgb_clusters"], histology=section["histology"],
+                                 winsorize=section["winsorize"], save=path, dpi=dpi)
+            elif name == "members":
+                if not len(ids):
+                    continue
+                largest = int(ids[np.argmax([(labels == c).sum() for c in ids])])
+                pl.cluster_members(adata, key, largest, winsorize=section["winsorize"], save=path, dpi=dpi)
+            plt.close("all")
+            out[key].append((name, path))
+    return out
+
+
+def write_results(path: Path, adata: AnnData) -> None:
+    """Write ``adata`` as h5ad; ``uns`` values h5ad cannot store are converted (see :func:`h5ad_safe`)."""
+    adata.uns = h5ad_safe(dict(adata.uns))
+    adata.write_h5ad(path)
+
+
+def h5ad_safe(value: Any) -> Any:
+    """``value`` with lists of mappings (e.g. ``uns["preprocessing"]``) stored as ``{"0": ..., "1": ...}``
+    and tuples as lists, which h5ad can store."""
+    if isinstance(value, Mapping):
+        return {str(k): h5ad_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if any(isinstance(v, (Mapping, list, tuple)) or v is None for v in value):
+            return {str(i): h5ad_safe(v) for i, v in enumerate(value)}
+        return list(value)
+    return value
+
+
+def finite_mean(values: np.ndarray) -> float | None:
+    """Mean of the finite entries of ``values``; None when there are none."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,196 @@
+"""The HTML report of a clustering run directory (written by :func:`spatialclust.pipeline.run_pipeline`).
+
+The report is built from the files of the run (``metrics.json``, ``comparison.csv``,
+``clusters.csv``, ``config.yaml``, ``results.h5ad``, ``figures/``), so it can be rebuilt from a
+finished run with :func:`write_run_report` alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .. import _keys as K
+from ._html import GalleryItem, Report, plain
+
+FIGURE_CAPTIONS = {
+    "cluster_means": "Mean image of every cluster: each member ion image is winsorised and scaled to [0, 1], "
+    "then the members are averaged (Zhang et al. 2024). Panel titles give the cluster and its number of images.",
+    "spectrum": "Mean spectrum (raw intensities, on-tissue pixels) with every m/z coloured by its cluster; "
+    "grey: noise. Below, a zoom window with the cluster of every peak: isotopes (~1.003 apart) should share one.",
+    "embedding": "Every ion image as a point in the embedding (3-D UMAP for UMAP-DBSCAN), coloured by cluster.",
+    "rgb_composite": "Three cluster mean images as red, green and blue channels and their composite "
+    "(over the histology image when one was given).",
+    "members": "The mean image and member ion images of the largest cluster, best-matching first "
+    "(r: Pearson correlation with the cluster mean).",
+}
+
+_METRIC_COLUMNS = [
+    ("n_clusters", "clusters"), ("n_meaningful_clusters", "meaningful"), ("noise_size", "noise"),
+    ("rir", "RIR"), ("n_isotope_pairs", "isotope pairs"), ("isotopic_recall", "isotopic recall"),
+    ("mean_image_correlation", "mean image corr."), ("accuracy", "accuracy"), ("nmi", "NMI"), ("ari", "ARI"),
+    ("dbi_euclidean", "DBI (Eucl.)"), ("dbi_pearson", "DBI (Pearson)"), ("silhouette", "silhouette"),
+]
+
+
+def write_run_report(
+    run_dir: str | Path,
+    *,
+    adata: AnnData | None = None,
+    config: Mapping[str, Any] | None = None,
+    figures: Mapping[str, list[tuple[str, Path]]] | None = None,
+    correlations: Mapping[str, np.ndarray] | None = None,
+    means: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Path:
+    """Write ``report.html`` of a clustering run directory and return its path.
+
+    Parameters
+    ----------
+    run_dir
+        Run directory with ``metrics.json`` and ``comparison.csv`` (and, unless given as
+        arguments, ``results.h5ad``, ``config.yaml``, ``clusters.csv`` and ``figures/``).
+    adata, config, figures, correlations, means
+        Objects the pipeline already holds (read from the run directory when None):
+        the results AnnData, the resolved configuration, ``{key: [(figure name, png path)]}``,
+        ``{key: member correlations}`` and ``{key: (cluster ids, mean images)}``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``run_dir / "report.html"``: a self-contained page with the parameters, the comparison
+        table, every clustering's metrics and figures, and per-cluster member lists with thumbnails.
+    """
+    from .. import pl
+    from .._config import read_yaml
+
+    run_dir = Path(run_dir)
+    for name in ("metrics.json", "comparison.csv"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{str(run_dir / name)!r} does not exist; is {str(run_dir)!r} a run directory?")
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    comparison = pd.read_csv(run_dir / "comparison.csv")
+    if adata is None:
+        import anndata
+
+        adata = anndata.read_h5ad(run_dir / "results.h5ad")
+    config = config if config is not None else read_yaml(run_dir / "config.yaml")
+    if correlations is None:
+        table = pd.read_csv(run_dir / "clusters.csv", index_col=0)
+        correlations = {key: table[f"{key}_corr"].to_numpy() for key in summary["clusterings"]}
+    if figures is None:
+        figures = {
+            key: [(name, run_dir / "figures" / f"{key}_{name}.png") for name in config["report"]["figures"]
+                  if (run_dir / "figures" / f"{key}_{name}.png").is_file()]
+            for key in summary["clusterings"]
+        }
+    section = config["report"]
+
+    height, width = summary["grid"]
+    report = Report(
+        f"spatialclust: {summary['dataset']}",
+        subtitle=f"{summary['n_images']} ion images of {height} x {width} pixels; run directory {run_dir.name}",
+    )
+    report.add_text(None, _overview(summary, comparison))
+    shown = comparison.drop(columns=["key"], errors="ignore")
+    report.add_table(
+        "Comparison of pipelines", shown,
+        caption="One row per embedding x clusterer, as Table 1 of Zhang et al. (2024). RIR: Relative Isotope "
+        "Ratio (higher is better; 1 = random). Noise images: images labelled noise (-1). Mean image corr.: "
+        "mean Pearson correlation of member images with their cluster mean. Accuracy/NMI/ARI against the "
+        "ground truth, when known. Seconds: embedding + clustering time.",
+    )
+    for key, info in summary["clusterings"].items():
+        metrics = info["metrics"]
+        title = f"{key}: {info['method']} on {info['embedding']}"
+        row = {label: metrics[name] for name, label in _METRIC_COLUMNS if name in metrics}
+        report.add_table(title, row, caption=_undefined_note(metrics))
+        for name, path in figures.get(key, []):
+            report.add_figure(None, path, caption=FIGURE_CAPTIONS.get(name, name))
+        if section["thumbnails"]:
+            cluster_means = means[key] if means is not None else pl.cluster_means(adata, key, winsorize=section["winsorize"])
+            _member_galleries(report, adata, key, cluster_means, correlations[key], section)
+    steps = adata.uns.get(K.PREPROCESSING)
+    if steps:
+        steps = list(steps.values()) if isinstance(steps, Mapping) else list(steps)
+        report.add_table("Preprocessing", pd.DataFrame(
+            [{"step": s["step"], "parameters": json.dumps(plain(s.get("params", {})))} for s in steps]
+        ))
+    report.add_params(config, title="Parameters (config.yaml)")
+    report.add_text("Files", _FILES, pre=True)
+    return report.write(run_dir / "report.html")
+
+
+_FILES = """config.yaml      resolved configuration (re-run: spatialclust run config.yaml)
+run.log          debug log;  run.json: command, version, duration
+results.h5ad     preprocessed data, embeddings (varm), clusterings (var, uns)
+clusters.csv     feature (m/z) -> cluster in every clustering, with correlation to the cluster mean
+metrics.json     every metric of every clustering, per-cluster sizes and correlations
+comparison.csv   the comparison table above
+figures/*.png    the figures of this report"""
+
+
+def _overview(summary: Mapping[str, Any], comparison: pd.DataFrame) -> str:
+    text = (f"{len(summary['clusterings'])} clusterings of {summary['n_images']} ion images "
+            f"({summary['n_pixels']} pixels) of dataset '{summary['dataset']}'.")
+    rir = pd.to_numeric(comparison.get("RIR"), errors="coerce") if "RIR" in comparison else None
+    if rir is not None and rir.notna().any():
+        best = comparison.loc[rir.idxmax()]
+        text += f" Highest RIR: {best['RIR']:.3g} ({best['clustering']} on {best['images']} ion images)."
+    return text
+
+
+def _undefined_note(metrics: Mapping[str, Any]) -> str | None:
+    undefined = metrics.get("undefined") or {}
+    if not undefined:
+        return None
+    return "Undefined here: " + "; ".join(f"{k}: {v}" for k, v in undefined.items())
+
+
+def _member_galleries(
+    report: Report,
+    adata: AnnData,
+    key: str,
+    cluster_means: tuple[np.ndarray, np.ndarray],
+    correlation: np.ndarray,
+    section: Mapping[str, Any],
+) -> None:
+    """One collapsed gallery per cluster: its mean image, then members by decreasing correlation."""
+    from .. import pl, pp
+
+    labels = adata.var[key].to_numpy()
+    names = pl.feature_labels(adata)
+    mask = pp.tissue_mask_image(adata)
+    ids, mean_images = cluster_means
+    clusters = sorted(set(labels.tolist()))
+    shown = {}
+    for cluster in clusters:
+        members = np.flatnonzero(labels == cluster)
+        order = np.argsort(-np.nan_to_num(correlation[members], nan=-2.0), kind="stable")
+        shown[cluster] = members[order][: section["max_thumbnails"]]
+    # all thumbnails of this clustering in one pass over the data
+    every = np.concatenate(list(shown.values()))
+    images = dict(zip(every.tolist(), pl.standardized_images(adata, every, winsorize=section["winsorize"])))
+    for cluster in clusters:
+        members = np.flatnonzero(labels == cluster)
+        corr = correlation[members]
+        items = []
+        if cluster >= 0:
+            mean = mean_images[int(np.flatnonzero(ids == cluster)[0])]
+            items.append(GalleryItem(np.where(mask, mean, np.nan), label="mean", title=f"mean of cluster {cluster}"))
+        for index in shown[cluster]:
+            r = correlation[index]
+            label = names[index] + ("" if not np.isfinite(r) else f" r={r:.2f}")
+            items.append(GalleryItem(np.where(mask, images[int(index)], np.nan), label=label,
+                                     title=str(adata.var_names[index])))
+        finite = corr[np.isfinite(corr)]
+        what = "noise" if cluster < 0 else f"cluster {cluster}"
+        mean_r = f", mean r = {finite.mean():.2f}" if finite.size else ""
+        more = f"; {len(shown[cluster])} shown" if len(shown[cluster]) < len(members) else ""
+        report.add_gallery(f"{key} {what}: {len(members)} images{mean_r}{more}", items, collapsed=True)
+

@@ -1,0 +1,179 @@
+"""Pipeline configuration, run directory contents, comparison table, atomicity and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import spatialclust as sc
+from spatialclust._config import ConfigError
+from spatialclust.pipeline import default_config, load_config, run_pipeline
+from spatialclust.pipeline._run import h5ad_safe
+
+#: Small enough for a few seconds per run: 24x24 px, ~24 ion images with 13C isotopes.
+TINY = {
+    "input": {"simulate": {"shape": [24, 24], "n_patterns": 3, "ions_per_pattern": 5, "n_matrix_ions": 2}},
+    "embedding": [
+        "regular",
+        {"method": "neural", "params": {"backbone": "test_tiny", "pretrained": False, "batch_size": 32}},
+    ],
+    "cluster": [{"method": "kmeans", "params": {"n_clusters": 4, "n_init": 2}},
+                {"method": "hdbscan", "params": {"min_cluster_size": 3}}],
+    "evaluate": {"n_boot": 50},
+    "report": {"dpi": 50, "max_thumbnails": 4, "figures": ["cluster_means", "rgb_composite"]},
+}
+# every figure type is drawn once in tests/test_cli.py (end to end) and tested in tests/test_pl.py
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return run_pipeline(TINY, tmp_path_factory.mktemp("runs") / "run")
+
+
+def test_default_config_is_complete_and_commented():
+    from importlib import resources
+
+    text = resources.files("spatialclust.pipeline").joinpath("config.yaml").read_text()
+    config = default_config()
+    assert set(config) == {"seed", "input", "preprocess", "embedding", "cluster", "evaluate", "report"}
+    # every key of every mapping section is explained by a comment in the packaged file
+    assert text.count("\n#") + text.count("  #") > 60
+    resolved = load_config()
+    assert [e["method"] for e in resolved["embedding"]] == ["regular", "neural"]
+    assert [c["method"] for c in resolved["cluster"]] == ["umap_dbscan", "kmeans"]
+    assert resolved["cluster"][1]["params"] == {"n_clusters": 20}
+
+
+def test_load_config_shorthands_and_overrides(tmp_path):
+    path = tmp_path / "my.yaml"
+    path.write_text(yaml.safe_dump({"embedding": "regular", "cluster": ["kmeans"], "preprocess": {"winsorize": 99}}))
+    config = load_config(path, seed=7, overrides=["report.dpi=72", "cluster=[{method: kmeans, embeddings: X_regular}]"])
+    assert config["seed"] == 7 and config["report"]["dpi"] == 72 and config["preprocess"]["winsorize"] == 99
+    assert config["embedding"] == [{"method": "regular", "params": {}, "key": None}]
+    assert config["cluster"] == [{"method": "kmeans", "params": {}, "key": None, "embeddings": ["X_regular"]}]
+    assert config["preprocess"]["normalize"] == "tic"  # untouched defaults kept
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"bogus": 1}, r"Unknown configuration key `bogus`. Valid keys here are: `cluster`"),
+        ({"preprocess": {"winsorise": 95}}, r"Unknown configuration key `preprocess.winsorise`"),
+        ({"embedding": ["nope"]}, r"Invalid option `nope` for `embedding\[0\].method`. Valid options are: .*`regular`"),
+        ({"cluster": [{"method": "kmeans", "n_clusters": 4}]}, r"Unknown configuration key `cluster\[0\].n_clusters`"),
+        ({"cluster": [{"params": {}}]}, r"`cluster\[0\].method` is required"),
+        ({"cluster": [{"method": "kmeans", "params": 4}]}, r"`cluster\[0\].params` must be a mapping"),
+        ({"cluster": []}, r"`cluster` must be a non-empty list"),
+        ({"cluster": [{"method": "kmeans", "embeddings": ["X_pca"]}]}, r"Invalid option `X_pca` for `cluster\[0\].embeddings`"),
+        ({"embedding": ["regular", "regular"]}, r"Embedding keys must be unique"),
+        ({"preprocess": {"normalize": "tac"}}, r"Invalid option `tac` for `preprocess.normalize`"),
+        ({"preprocess": {"winsorize": 150}}, r"`preprocess.winsorize` must be a percentile"),
+        ({"report": {"figures": ["spectrum", "heatmap"]}}, r"Invalid option `heatmap` for `report.figures`"),
+        ({"seed": "zero"}, r"`seed` must be an integer"),
+    ],
+)
+def test_config_errors(config, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(config)
+
+
+def test_bad_parameters_fail_before_any_output(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"`input.path`: .*missing.imzML"):
+        load_config({"input": {"path": str(tmp_path / "missing.imzML")}})
+    bad = {**TINY, "cluster": [{"method": "kmeans", "params": {"n_clusterz": 3}}]}
+    with pytest.raises(ConfigError, match=r"`cluster\[0\].params`.*n_clusterz"):
+        run_pipeline(bad, tmp_path / "run")
+    dup = {**TINY, "cluster": [{"method": "kmeans", "key": "labels"}]}
+    with pytest.raises(ConfigError, match=r"Cluster keys must be unique.*labels"):
+        run_pipeline(dup, tmp_path / "run")
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_directory_contents(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "run.log", "run.json", "results.h5ad", "clusters.csv", "metrics.json",
+            "comparison.csv", "report.html", "figures"} <= names
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+    assert "Report:" in (run_dir / "run.log").read_text()
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["embedding"][1]["params"]["backbone"] == "test_tiny"
+
+    keys = ["cluster_regular_kmeans", "cluster_neural_kmeans", "cluster_regular_hdbscan", "cluster_neural_hdbscan"]
+    adata = ad.read_h5ad(run_dir / "results.h5ad")
+    assert {"X_regular", "X_neural"} <= set(adata.varm) and "raw" in adata.layers
+    for key in keys:
+        assert adata.var[key].dtype.kind == "i" and adata.uns[key]["method"] in ("kmeans", "hdbscan")
+    assert adata.uns["preprocessing"]["0"]["step"] == "remove_empty_features"  # list stored as a mapping
+
+    clusters = pd.read_csv(run_dir / "clusters.csv", index_col="feature")
+    assert list(clusters.index) == list(adata.var_names)
+    np.testing.assert_array_equal(clusters["cluster_regular_kmeans"], adata.var["cluster_regular_kmeans"])
+    corr = clusters["cluster_regular_kmeans_corr"]
+    assert corr.between(-1, 1).all() and corr.mean() > 0.5
+
+    comparison = pd.read_csv(run_dir / "comparison.csv")
+    assert list(comparison.columns[:6]) == ["dataset", "clustering", "images", "clusters", "RIR", "noise images"]
+    assert sorted(comparison["key"]) == sorted(keys)
+    row = comparison.set_index("key").loc["cluster_regular_kmeans"]
+    assert (row["dataset"], row["clustering"], row["images"], row["clusters"]) == ("simulated", "k-means", "regular", 4)
+    assert row["noise images"] == 0 and row["RIR"] > 1  # isotopes cluster together more often than at random
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    info = metrics["clusterings"]["cluster_regular_kmeans"]
+    assert info["metrics"]["rir"] == pytest.approx(row["RIR"])
+    assert sum(c["size"] for c in info["clusters"]) == adata.n_vars
+
+
+def test_figures_and_report(run_dir):
+    figures = sorted(p.name for p in (run_dir / "figures").iterdir())
+    assert len(figures) == 4 * 2 and "cluster_neural_kmeans_rgb_composite.png" in figures
+    assert all((run_dir / "figures" / f).stat().st_size > 1000 for f in figures)
+    html = (run_dir / "report.html").read_text()
+    assert "Comparison of pipelines" in html and "cluster_neural_hdbscan: hdbscan on X_neural" in html
+    assert html.count("<figure>") == 8 and "<details><summary>cluster_regular_kmeans cluster 0" in html
+    assert 'src="http' not in html and "<link" not in html and "<script" not in html  # self-contained
+
+
+def test_rerun_from_written_config_reproduces(run_dir, tmp_path):
+    config = load_config(run_dir / "config.yaml", overrides=["report.figures=[]", "report.thumbnails=false"])
+    again = run_pipeline(config, tmp_path / "again")
+    first = pd.read_csv(run_dir / "clusters.csv", index_col=0)
+    second = pd.read_csv(again / "clusters.csv", index_col=0)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_existing_directory_refused_and_overwritten(run_dir, tmp_path):
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "config.yaml").write_text("seed: 1\n")
+    small = {**TINY, "embedding": ["regular"], "cluster": [{"method": "kmeans", "params": {"n_clusters": 3}}],
+             "report": {"figures": ["cluster_means"], "thumbnails": False}}
+    with pytest.raises(FileExistsError, match="already holds a different run.*--overwrite"):
+        run_pipeline(small, target)
+    assert (target / "config.yaml").read_text() == "seed: 1\n"
+    run_pipeline(small, target, overwrite=True)
+    assert (target / "report.html").is_file() and [p.name for p in (target / "figures").iterdir()] == [
+        "cluster_regular_kmeans_cluster_means.png"
+    ]
+
+
+def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(sc.pl, "cluster_mean_images", broken)
+    small = {**TINY, "embedding": ["regular"], "cluster": [{"method": "kmeans", "params": {"n_clusters": 3}}]}
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        run_pipeline(small, tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []  # neither the run directory nor its temporary folder
+
+
+def test_h5ad_safe():
+    uns = {"steps": [{"step": "a", "params": {"r": (1, 2)}}], "names": ("x", "y"), "none": None}
+    safe = h5ad_safe(uns)
+    assert safe == {"steps": {"0": {"step": "a", "params": {"r": [1, 2]}}}, "names": ["x", "y"], "none": None}
