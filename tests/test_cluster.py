@@ -72,6 +72,7 @@ def test_spectral_estimates_n_clusters(blobs):
     assert (np.asarray(est.affinity_matrix_.sum(axis=1)).ravel() >= 10).all()
 
 
+@pytest.mark.slow  # UMAP's numba kernels compile on first use: 15-35 s on the shared 2-core machine
 def test_umap_dbscan_recovers_blobs(umap_fit):
     labels = umap_fit.labels_
     assert umap_fit.embedding_.shape == (42, 3)
@@ -82,6 +83,7 @@ def test_umap_dbscan_recovers_blobs(umap_fit):
     assert np.unique(labels[clustered]).size == 3
 
 
+@pytest.mark.slow  # shares the UMAP compilation with the test above
 def test_umap_dbscan_all_noise_warns_and_reports(blobs, umap_fit, adata):
     est = sc.tl.create_clusterer("umap_dbscan", n_neighbors=8, min_samples=4, n_epochs=50, eps=1e-9)
     with pytest.warns(DegenerateDataWarning, match="labelled all 42 images noise"):

@@ -78,7 +78,9 @@ def evaluate_clustering(
     layer
         Layer the feature images are built from.
     isotope_delta, isotope_unit, isotope_min_corr
-        Isotope-pair criteria (:func:`isotope_pairs`); used when ``var["mz"]`` exists.
+        Isotope-pair criteria (:func:`isotope_pairs`); used when ``var["mz"]`` exists. The Pearson
+        correlation is taken over every acquired pixel (the whole ion image, as in seed 000), not
+        only the tissue.
     n_boot, random_state
         Bootstrap of the Relative Isotope Ratio.
     ks
@@ -95,6 +97,7 @@ def evaluate_clustering(
     isotope pairs). All values are JSON-serialisable.
     """
     from .. import pp
+    from ..pp._images import pixel_coordinates
     from ..tl._embed import RegularEmbedder
 
     if key not in adata.var:
@@ -114,17 +117,19 @@ def evaluate_clustering(
     if out["n_clusters"] == 0:
         logger.warning("Clustering `%s` labels all %d images noise; most metrics are undefined.", key, labels.size)
 
-    images = mask = None
+    images = None
     if rep is None or _keys.MZ in adata.var:
         images = pp.feature_images(adata, layer=layer)
-        mask = pp.tissue_mask_image(adata)
     if rep is None:
-        rep = RegularEmbedder().fit_transform(images, mask=mask)
+        rep = RegularEmbedder().fit_transform(images, mask=pp.tissue_mask_image(adata))
 
-    # isotopes (seed 000, seed 001)
+    # isotopes (seed 000, seed 001); seed 000 correlates the whole ion images: every acquired pixel
     if _keys.MZ in adata.var:
+        x, y = pixel_coordinates(adata)
+        acquired = np.zeros(images.shape[1:], dtype=bool)
+        acquired[y, x] = True
         pairs = isotope_pairs(adata.var[_keys.MZ].to_numpy(), images, delta=isotope_delta, unit=isotope_unit,
-                              min_corr=isotope_min_corr, mask=mask)
+                              min_corr=isotope_min_corr, mask=acquired)
         rir = relative_isotope_ratio(labels, pairs, n_boot=n_boot, random_state=random_state)
         out.update(rir=rir.value, rir_f_cluster=rir.f_cluster, rir_f_random=rir.f_random, n_isotope_pairs=rir.n_pairs)
         if not rir.defined:

@@ -196,7 +196,7 @@ def estimate_n_clusters(
         Feature matrix ``(n_images, n_dims)``, or a symmetric non-negative similarity matrix
         ``(n, n)`` when ``affinity="precomputed"``.
     max_clusters
-        Largest number of clusters considered (capped at ``n - 1``).
+        Largest number of clusters considered (capped at ``n - 1``, not an error).
     affinity
         ``"nearest_neighbors"``: build a symmetric ``n_neighbors``-NN connectivity graph from ``X``
         (spectral clustering of seed 001 uses k = 10); ``"precomputed"``: ``X`` is the affinity.
@@ -227,8 +227,9 @@ def estimate_n_clusters(
 
         raise invalid_option(affinity, "affinity", ["nearest_neighbors", "precomputed"])
     n = A.shape[0]
-    kmax = _check_count(max_clusters, "max_clusters", n_images=n)
-    kmax = min(kmax, n - 1)
+    if isinstance(max_clusters, bool) or not isinstance(max_clusters, (int, np.integer)) or max_clusters < 1:
+        raise ValueError(f"`max_clusters` must be a positive integer; received {max_clusters!r}.")
+    kmax = min(int(max_clusters), n - 1)  # an upper bound, so capped rather than rejected
     eig = laplacian_eigenvalues(A, n_eigenvalues=kmax + 1)
     gaps = np.diff(eig)[:kmax]
     return int(np.argmax(gaps) + 1)
@@ -238,7 +239,7 @@ def _resolve_n_clusters(n_clusters: Any, X: np.ndarray, *, max_clusters: int, n_
     if isinstance(n_clusters, str):
         if n_clusters != "auto":
             raise ValueError(f"`n_clusters` must be a positive integer or 'auto'; received {n_clusters!r}.")
-        k = estimate_n_clusters(X, max_clusters=min(max_clusters, X.shape[0] - 1), n_neighbors=n_neighbors)
+        k = estimate_n_clusters(X, max_clusters=max_clusters, n_neighbors=n_neighbors)
         logger.info("Estimated n_clusters=%d from the eigengap of the kNN graph Laplacian.", k)
         return k
     return _check_count(n_clusters, "n_clusters", n_images=X.shape[0])
