@@ -266,6 +266,8 @@ def test_preprocess_ion_images_chain():
     assert (hot == 1.0).sum() >= 5  # the hot pixel no longer dominates the scaled image
     with pytest.raises(ValueError, match="Invalid option `l1` for `normalize`"):
         sc.pp.preprocess_ion_images(adata, normalize="l1")
+    with pytest.raises(ValueError, match="empty or constant"):
+        sc.pp.preprocess_ion_images(_grid_adata(np.zeros((2, 4, 4))))
 
 
 def test_steps_on_a_view_modify_the_object_passed():
@@ -310,3 +312,17 @@ def test_preprocess_chain_same_result_for_sparse_and_dask(kind):
     assert adata.n_vars == expected.n_vars == 19  # 14 ions + 6 isotopes, one emptied
     np.testing.assert_allclose(_dense(adata.X), expected.X, atol=1e-6)
     np.testing.assert_array_equal(_dense(adata.layers[K.RAW]), expected.layers[K.RAW])
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_all_zero_image_stays_zero_and_is_removed(kind):
+    X = np.array([[0, 1], [0, 4], [0, 2]], dtype=np.float32)
+    adata = _matrix_adata(X)
+    adata.X = _as(kind, X)
+    sc.pp.normalize_tic(adata)
+    sc.pp.winsorize(adata)
+    sc.pp.scale_images(adata)
+    np.testing.assert_array_equal(_dense(adata.X)[:, 0], 0.0)
+    assert adata.uns[K.PREPROCESSING][-1]["params"]["n_constant"] == 2  # after TIC both images are constant
+    sc.pp.remove_empty_features(adata)
+    assert adata.n_vars == 0 and adata.uns[K.PREPROCESSING][-1]["params"]["removed"] == ["f0", "f1"]

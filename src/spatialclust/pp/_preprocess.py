@@ -74,6 +74,8 @@ def preprocess_ion_images(
             adata.layers[K.RAW] = adata.X if is_dask(adata.X) else adata.X.copy()
     if remove_empty:
         remove_empty_features(adata)
+        if adata.n_vars == 0:
+            raise ValueError("Every feature image is empty or constant: nothing is left to preprocess.")
     if normalize == "tic":
         normalize_tic(adata, target_sum=target_sum)
     elif normalize == "rms":
