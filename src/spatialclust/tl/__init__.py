@@ -17,7 +17,7 @@ from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embed
 from ._metric_learning import MetricLearner, list_metric_learners, metric_learning
 from ._neural import NeuralEmbedder
 from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_label
-from ._simclr import SimCLREmbedder
+from ._simclr import SimCLREmbedder, linear_evaluation
 
 __all__ = [
     "ChannelwiseEmbedder",
@@ -43,6 +43,7 @@ __all__ = [
     "create_embedder",
     "embed",
     "embedders",
+    "linear_evaluation",
     "estimate_dbscan_eps",
     "estimate_n_clusters",
     "list_clusterers",

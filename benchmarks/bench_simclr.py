@@ -1,0 +1,248 @@
+"""Benchmark of the self-supervised clustering of seed 001 (Hu et al. 2022, Chem. Sci. 13, 90).
+
+Three sub-benchmarks (run one, or ``all``):
+
+``simulated``
+    Table 1 protocol on simulated MSI data with known patterns (``sc.datasets.simulate_msi``):
+    accuracy of pretrained encoder + spectral clustering (the baseline), SimCLR + spectral, and
+    SimCLR + spectral + self-labeling, at the true number of patterns and at 20 clusters, mean ± sd
+    over seeds; isotopic recall of every stage; k-NN purity (k = 1, 10, 30) and linear evaluation of
+    the pretrained and the SimCLR representations.
+``bladder``
+    The same three stages on the real mouse urinary bladder data (``../shared/data``): isotopic
+    recall and Relative Isotope Ratio (RIR) with the detected 13C pairs.
+``timing``
+    Wall time (and process CPU time) of the whole three-stage pipeline (SimCLR training,
+    spectral clustering, self-labeling, with the CPU defaults ``epochs="auto"``) on ~400 simulated ion
+    images of 96 x 96 pixels, against the baseline of embedding the same images once with the
+    pretrained encoder, measured in the same run.
+
+Examples
+--------
+    python benchmarks/bench_simclr.py simulated --seeds 0 1 2 3 4 --json sim.json
+    python benchmarks/bench_simclr.py bladder --json bladder.json
+    python benchmarks/bench_simclr.py timing --threads 2 --json timing.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+BLADDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "msi_mouse_bladder" / "bladder_cube.npz"
+
+
+def _timer() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start: tuple[float, float]) -> dict[str, float]:
+    return {"wall_s": round(time.perf_counter() - start[0], 2), "cpu_s": round(time.process_time() - start[1], 2)}
+
+
+def _prepare(adata):
+    import spatialclust as sc
+
+    sc.pp.preprocess_ion_images(adata)
+    images = sc.pp.feature_images(adata)
+    mask = sc.pp.tissue_mask_image(adata)
+    return images, mask
+
+
+def three_stages(images, mask, n_clusters_list, *, args, workdir, truth=None, pairs=None, analysis=False):
+    """Pretrained + SC, SimCLR + SC, SimCLR + SC + self-labeling for every number of clusters."""
+    import spatialclust as sc
+    from spatialclust.models._backbones import create_backbone
+    from spatialclust.tl._simclr import SimCLREmbedder, encode, resolve_image_size
+
+    out: dict = {"n_images": int(images.shape[0]), "image_shape": list(images.shape[1:])}
+    encoder = create_backbone(args.backbone)
+    side = resolve_image_size(args.image_size, images.shape[1:], "cpu", min_size=encoder.config.min_size)
+    start = _timer()
+    pretrained = encode(encoder, images, image_size=side, device="cpu", mask=mask)
+    out["pretrained_embed"] = _since(start)
+    start = _timer()
+    simclr = SimCLREmbedder(
+        args.backbone, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+        checkpoint=Path(workdir) / "simclr", seed=args.seed, resume=False,
+    ).fit(images, mask=mask)
+    learned = simclr.transform(images, mask=mask)
+    out["simclr_train"] = _since(start)
+    out["simclr_loss"] = [round(h["loss"], 4) for h in simclr.history_]
+
+    def scores(labels):
+        row = {"n_clusters": int(np.unique(labels).size)}
+        if truth is not None:
+            row["accuracy"] = sc.metrics.clustering_accuracy(truth, labels)
+            row["purity"] = sc.metrics.purity(truth, labels)
+        if pairs is not None and len(pairs):
+            row["isotopic_recall"] = sc.metrics.isotopic_recall(labels, pairs)
+            rir = sc.metrics.relative_isotope_ratio(labels, pairs, n_boot=200, random_state=args.seed)
+            row["rir"] = rir.value
+        return row
+
+    for k in n_clusters_list:
+        res = {}
+        spectral = sc.tl.create_clusterer("spectral", n_clusters=k, random_state=args.seed)
+        res["pretrained+SC"] = scores(spectral.fit(pretrained).labels_)
+        start = _timer()
+        init = sc.tl.create_clusterer("spectral", n_clusters=k, random_state=args.seed).fit(learned).labels_
+        res["SimCLR+SC"] = {**scores(init), **_since(start)}
+        start = _timer()
+        model = sc.tl.SelfLabelingClassifier(
+            simclr, epochs=args.sl_epochs, batch_size=args.batch_size, seed=args.seed
+        ).fit(images, init, mask=mask, true_labels=truth)
+        res["SimCLR+SC+self-labeling"] = {
+            **scores(model.labels_), **_since(start),
+            "n_confident": [h["n_confident"] for h in model.history_],
+            "stopped_early": bool(model.stopped_early_),
+        }
+        out[f"k={k}"] = res
+    if analysis and truth is not None:
+        out["knn_purity"] = {
+            name: {k: round(v, 4) for k, v in sc.metrics.knn_purity(X, truth, ks=[1, 5, 10, 20, 30]).items()}
+            for name, X in (("pretrained", pretrained), ("SimCLR", learned))
+        }
+        out["linear_evaluation"] = {
+            name: round(sc.tl.linear_evaluation(X, truth, random_state=args.seed), 4)
+            for name, X in (("pretrained", pretrained), ("SimCLR", learned))
+        }
+    return out
+
+
+def simulated(args) -> dict:
+    import spatialclust as sc
+
+    runs = []
+    for seed in args.seeds:
+        adata = sc.datasets.simulate_msi(seed=seed, shape=(args.size, args.size), ions_per_pattern=args.ions_per_pattern)
+        images, mask = _prepare(adata)
+        truth = np.unique(adata.var["pattern"].to_numpy(), return_inverse=True)[1]
+        names = list(adata.var_names)
+        iso = adata.var["isotope_of"].to_numpy()
+        pairs = np.array([[names.index(m), i] for i, m in enumerate(iso) if m], dtype=np.int64)
+        n_true = int(np.unique(truth).size)
+        args.seed = seed
+        with tempfile.TemporaryDirectory() as tmp:
+            start = _timer()
+            result = three_stages(images, mask, [n_true, 20], args=args, workdir=tmp, truth=truth, pairs=pairs, analysis=True)
+            result["total"] = _since(start)
+        result["seed"] = seed
+        result["n_true"] = n_true
+        runs.append(result)
+        print(json.dumps(result), flush=True)
+    return {"runs": runs, "summary": summarise(runs)}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean ± sd over seeds of every metric of every stage."""
+    summary: dict = {}
+    for key in [k for k in runs[0] if k.startswith("k=")]:
+        label = "k=true" if key == f"k={runs[0]['n_true']}" else key
+        for stage in runs[0][key]:
+            for metric in ("accuracy", "purity", "isotopic_recall", "rir"):
+                values = [r[key][stage].get(metric) for r in runs if r[key][stage].get(metric) is not None]
+                if values:
+                    summary[f"{label} | {stage} | {metric}"] = f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+    for name in ("pretrained", "SimCLR"):
+        for k in ("1", "10", "30"):
+            vals = [r["knn_purity"][name][int(k)] for r in runs]
+            summary[f"knn_purity@{k} | {name}"] = f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.3f}"
+        vals = [r["linear_evaluation"][name] for r in runs]
+        summary[f"linear_evaluation | {name}"] = f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.3f}"
+    return summary
+
+
+def bladder(args) -> dict:
+    import spatialclust as sc
+
+    adata = sc.io.read_ion_images(BLADDER)
+    images, mask = _prepare(adata)
+    pairs = sc.metrics.isotope_pairs(adata.var["mz"].to_numpy(), images, mask=mask)
+    print(f"bladder: {images.shape[0]} images {images.shape[1:]}, {len(pairs)} isotope pairs", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = _timer()
+        result = three_stages(images, mask, args.n_clusters, args=args, workdir=tmp, pairs=pairs)
+        result["total"] = _since(start)
+    result["n_pairs"] = int(len(pairs))
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def timing(args) -> dict:
+    import spatialclust as sc
+    from spatialclust.models._backbones import create_backbone
+    from spatialclust.tl._simclr import SimCLREmbedder, encode, resolve_image_size
+
+    adata = sc.datasets.simulate_msi(seed=args.seed, shape=(96, 96), n_patterns=8, ions_per_pattern=35)
+    images, mask = _prepare(adata)
+    images = images[: args.n_images]
+    print(f"timing: {images.shape[0]} images of {images.shape[1:]} on {args.threads} thread(s)", flush=True)
+    result: dict = {"n_images": int(images.shape[0]), "threads": args.threads, "load_before": os.getloadavg()}
+    start = _timer()
+    encoder = create_backbone(args.backbone)
+    side = resolve_image_size("auto", images.shape[1:], "cpu", min_size=encoder.config.min_size)
+    encode(encoder, images, image_size=side, device="cpu", mask=mask)
+    result["baseline_pretrained_embedding"] = _since(start)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = _timer()
+        simclr = SimCLREmbedder(args.backbone, checkpoint=Path(tmp) / "simclr", seed=args.seed).fit(images, mask=mask)
+        result["stage1_simclr"] = {**_since(start), "epochs": simclr.epochs_}
+        start = _timer()
+        learned = simclr.transform(images, mask=mask)
+        init = sc.tl.create_clusterer("spectral", n_clusters=20, random_state=args.seed).fit(learned).labels_
+        result["stage2_spectral"] = _since(start)
+        start = _timer()
+        model = sc.tl.SelfLabelingClassifier(simclr, seed=args.seed).fit(images, init, mask=mask)
+        result["stage3_self_labeling"] = {**_since(start), "epochs": model.epochs_}
+    total = {k: round(sum(result[s][k] for s in ("stage1_simclr", "stage2_spectral", "stage3_self_labeling")), 2) for k in ("wall_s", "cpu_s")}
+    result["pipeline_total"] = total
+    result["ratio_to_baseline_wall"] = round(total["wall_s"] / result["baseline_pretrained_embedding"]["wall_s"], 1)
+    result["load_after"] = os.getloadavg()
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmark", choices=["simulated", "bladder", "timing", "all"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="simulation/training seeds (simulated)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (bladder, timing)")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--epochs", default="auto", help="SimCLR epochs (simulated, bladder)")
+    parser.add_argument("--sl-epochs", default="auto", help="self-labeling epochs (simulated, bladder)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", default="auto")
+    parser.add_argument("--size", type=int, default=64, help="side of the simulated images (simulated)")
+    parser.add_argument("--ions-per-pattern", type=int, default=12, help="simulated ions per pattern (simulated)")
+    parser.add_argument("--n-clusters", type=int, nargs="+", default=[10, 20], help="numbers of clusters (bladder)")
+    parser.add_argument("--n-images", type=int, default=400, help="images in the timing run")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    for name in ("epochs", "sl_epochs", "image_size"):
+        value = getattr(args, name)
+        setattr(args, name, value if value == "auto" else int(value))
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    results = {}
+    for name, fn in (("simulated", simulated), ("bladder", bladder), ("timing", timing)):
+        if args.benchmark in (name, "all"):
+            results[name] = fn(args)
+    results["load_average"] = os.getloadavg()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
