@@ -36,6 +36,7 @@ def cluster_colors(labels: np.ndarray) -> dict[int, tuple[float, float, float, f
         colors = matplotlib.colormaps[name].colors
         step = 2 if name == "tab20" else 4  # tab20 pairs dark/light shades; tab20b/c groups of four
         palette += [colors[i + j] for j in range(step) for i in range(0, 20, step)]
+    palette = [c for c in palette if max(c) - min(c) > 0.1]  # greys are kept for the noise cluster
     ids = sorted(int(c) for c in np.unique(labels) if c >= 0)
     colors = {c: matplotlib.colors.to_rgba(palette[i % len(palette)]) for i, c in enumerate(ids)}
     colors[-1] = NOISE_COLOR
