@@ -46,6 +46,16 @@ def test_feature_images_round_trip(stack, kind):
     np.testing.assert_array_equal(images, stack)
 
 
+def test_feature_images_backed(stack, tmp_path):
+    import anndata as ad
+
+    _grid_adata(stack).write_h5ad(tmp_path / "stack.h5ad")
+    backed = ad.read_h5ad(tmp_path / "stack.h5ad", backed="r")
+    np.testing.assert_array_equal(sc.pp.feature_images(backed), stack)
+    np.testing.assert_array_equal(sc.pp.feature_images(backed, features=[3, 1, 3]), stack[[3, 1, 3]])
+    backed.file.close()
+
+
 def test_feature_images_orientation_and_fill():
     adata = AnnData(X=np.array([[1.0], [2.0]], dtype=np.float32))
     adata.obsm[K.SPATIAL] = np.array([[2, 0], [0, 1]])  # (x, y)

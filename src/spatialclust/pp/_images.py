@@ -115,7 +115,15 @@ def intensity_matrix(adata: AnnData, layer: str | None = None):
 
 
 def dense_columns(matrix, columns: np.ndarray | slice) -> np.ndarray:
-    """Columns of a numpy / scipy sparse / dask matrix as a dense float32 (n_obs, n_columns) array."""
+    """Columns of a numpy / scipy sparse / dask / backed (h5py) matrix as a dense float32 (n_obs, n_columns) array."""
+    if not isinstance(columns, slice):
+        columns = np.asarray(columns)
+        unique, inverse = np.unique(columns, return_inverse=True)
+        if unique.size != columns.size or (columns.size > 1 and (np.diff(columns) < 0).any()):
+            # backed h5py datasets only accept increasing, unique indices: read those, then reorder
+            return dense_columns(matrix, unique)[:, inverse]
+        if columns.size and columns[-1] - columns[0] + 1 == columns.size:
+            columns = slice(int(columns[0]), int(columns[-1]) + 1)  # contiguous: a cheap slice
     block = matrix[:, columns]
     if hasattr(block, "compute"):  # dask array
         block = block.compute()
@@ -140,8 +148,9 @@ def feature_images(
     """Feature images ``(n_features, height, width)`` of a spatial AnnData.
 
     Pixel ``(x, y)`` of ``obsm["spatial"]`` goes to ``images[j, y, x]``; grid cells without a
-    pixel get ``fill``. Works for dense, scipy sparse and dask matrices; the matrix is densified
-    one chunk of features at a time, so memory stays bounded by the output.
+    pixel get ``fill``. Works for dense, scipy sparse, dask and backed (``read_h5ad(backed="r")``)
+    matrices; the matrix is densified one chunk of features at a time, so memory stays bounded by
+    the output.
 
     Parameters
     ----------
