@@ -45,6 +45,17 @@ def test_registry():
         sc.tl.create_clusterer("nope")
 
 
+@pytest.mark.parametrize("name", sc.tl.list_clusterers())
+def test_every_registered_clusterer_follows_the_contract(name):
+    """Clusterers registered by any module: sklearn estimator, ``random_state``, ``fit``/``fit_predict``."""
+    from sklearn.base import BaseEstimator, clone
+
+    est = sc.tl.create_clusterer(name, random_state=7)
+    assert isinstance(est, BaseEstimator)
+    assert clone(est).get_params()["random_state"] == 7
+    assert callable(est.fit) and callable(est.fit_predict)
+
+
 @pytest.mark.parametrize(
     ("name", "params"),
     [

@@ -30,6 +30,16 @@ def test_registry_lists_regular_and_rejects_unknown():
         sc.tl.create_embedder("nope")
 
 
+@pytest.mark.parametrize("name", sc.tl.list_embedders())
+def test_every_registered_embedder_is_an_image_embedder(name):
+    """Embedders registered by any module subclass ImageEmbedder and are cloneable sklearn estimators."""
+    from sklearn.base import clone
+
+    cls = sc.tl.embedders.get(name)
+    assert issubclass(cls, ImageEmbedder)
+    clone(cls())
+
+
 def test_regular_flattens_inside_mask(images):
     mask = np.zeros(images.shape[1:], dtype=bool)
     mask[2:4, 3:6] = True

@@ -11,6 +11,8 @@ import pytest
 import spatialclust as sc
 from spatialclust import metrics as M
 
+from .conftest import shared_data
+
 # ---- isotope pairs ---------------------------------------------------------------------------
 
 
@@ -47,6 +49,16 @@ def test_isotope_pairs_ppm_and_order():
 def test_isotope_pairs_constant_images_never_pair():
     imgs = np.ones((2, 4, 4))  # all images identical and constant: correlation undefined
     assert M.isotope_pairs([500.0, 501.00336], imgs).shape == (0, 2)
+
+
+@pytest.mark.realdata
+def test_isotope_pairs_real_bladder():
+    """SOURCE.md: 11 ion pairs are spaced by one 13C (± 0.005); a few have strongly correlated images."""
+    data = np.load(shared_data("msi_mouse_bladder", "bladder_cube.npz"))
+    cube, mz, mask = data["cube"], data["mz"], data["ssc_segments"] >= 0
+    assert len(M.isotope_pairs(mz, cube, min_corr=-1.0, mask=mask)) == 11
+    pairs = M.isotope_pairs(mz, cube, mask=mask)
+    np.testing.assert_allclose(mz[pairs], [[741.5306, 742.5338], [772.5253, 773.5289]], atol=1e-3)
 
 
 def test_isotope_pairs_bad_input():

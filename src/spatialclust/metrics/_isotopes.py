@@ -229,7 +229,7 @@ def relative_isotope_ratio(labels: Any, pairs: Any, *, n_boot: int = 1000, rando
                          f"random baseline F_random is 0 ({why}), so the ratio is undefined")
     rng = np.random.default_rng(random_state)
     hits = 0
-    chunk = max(1, min(int(n_boot), 2**24 // max(n, 1)))
+    chunk = max(1, min(int(n_boot), 2**22 // max(n, 1)))  # at most ~32 MB of permuted labels at once
     done = 0
     while done < n_boot:
         m = min(chunk, n_boot - done)
