@@ -32,7 +32,7 @@ from .._registry import Registry
 __all__ = ["MetricLearner", "list_metric_learners", "metric_learners", "metric_learning"]
 
 metric_learners: Registry[Any] = Registry("metric learner")
-"""Registry: name -> factory ``(n_components, max_iter, random_state, smallest_class, **params)``."""
+"""Registry: name -> factory ``(n_components, max_iter, random_state, smallest_class, n_features, **params)``."""
 
 
 def _metric_learn():
@@ -68,7 +68,7 @@ def _metric_learn():
 
 
 @metric_learners.register("nca")
-def _nca(*, n_components, max_iter, random_state, smallest_class, **params):
+def _nca(*, n_components, max_iter, random_state, smallest_class, n_features, **params):
     from sklearn.neighbors import NeighborhoodComponentsAnalysis
 
     return NeighborhoodComponentsAnalysis(
@@ -77,7 +77,7 @@ def _nca(*, n_components, max_iter, random_state, smallest_class, **params):
 
 
 @metric_learners.register("lmnn")
-def _lmnn(*, n_components, max_iter, random_state, smallest_class, **params):
+def _lmnn(*, n_components, max_iter, random_state, smallest_class, n_features, **params):
     LMNN = _metric_learn().LMNN
 
     n_neighbors = params.pop("n_neighbors", 3)
@@ -92,18 +92,19 @@ def _lmnn(*, n_components, max_iter, random_state, smallest_class, **params):
 
 
 @metric_learners.register("mlkr")
-def _mlkr(*, n_components, max_iter, random_state, smallest_class, **params):
+def _mlkr(*, n_components, max_iter, random_state, smallest_class, n_features, **params):
     MLKR = _metric_learn().MLKR
 
     return MLKR(n_components=n_components, max_iter=max_iter or 1000, random_state=random_state, **params)
 
 
 @metric_learners.register("lfda")
-def _lfda(*, n_components, max_iter, random_state, smallest_class, **params):
+def _lfda(*, n_components, max_iter, random_state, smallest_class, n_features, **params):
     LFDA = _metric_learn().LFDA
 
-    # the local scaling uses the k-th nearest neighbour inside each class (default 7)
-    k = params.pop("k", min(7, smallest_class - 1))
+    # the local scaling uses the k-th nearest neighbour inside each class; metric-learn's default
+    # is min(7, n_features - 1), which must also leave k neighbours in the smallest class
+    k = params.pop("k", min(7, n_features - 1, smallest_class - 1))
     return LFDA(n_components=n_components, k=max(int(k), 1), **params)
 
 
@@ -188,6 +189,7 @@ class MetricLearner(TransformerMixin, BaseEstimator):
             max_iter=self.max_iter,
             random_state=self.random_state,
             smallest_class=smallest,
+            n_features=X.shape[1],
             **dict(self.params or {}),
         )
         target = codes.astype(np.float64) if self.method == "mlkr" else codes

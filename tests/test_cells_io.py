@@ -1,0 +1,114 @@
+"""Cell-image input: TIFF per cell / folder / array, padding with true sizes, labels, feature tables, simulator."""
+
+from __future__ import annotations
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+import spatialclust as sc
+from spatialclust import _keys
+
+
+def _write_cells(folder, shapes, *, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(exist_ok=True)
+    images = {}
+    for i, shape in enumerate(shapes):
+        image = rng.random(shape).astype(np.float32)
+        tifffile.imwrite(folder / f"cell{i}.tif", image, photometric="minisblack")  # pages = channels
+        images[f"cell{i}"] = image
+    return images
+
+
+def test_read_folder_pads_and_keeps_true_sizes(tmp_path):
+    images = _write_cells(tmp_path / "cells", [(3, 20, 16), (3, 14, 16), (3, 18, 12)])
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"cell": ["cell0", "cell2"], "label": ["a", "b"]}).to_csv(labels, index=False)
+    adata = sc.io.read_cell_images(tmp_path / "cells", channels=["bf", "dna", "gfp"], labels=labels)
+    assert adata.n_obs == 3 and list(adata.obs_names) == ["cell0", "cell1", "cell2"]
+    assert adata.uns[_keys.CELL_IMAGE_INFO] == {"shape": [3, 20, 16], "channels": ["bf", "dna", "gfp"]}
+    assert adata.obs[_keys.IMAGE_HEIGHT].tolist() == [20, 14, 18]
+    assert adata.obs[_keys.IMAGE_WIDTH].tolist() == [16, 16, 12]
+    stack = sc.io.cell_image_stack(adata)
+    assert stack.shape == (3, 3, 20, 16)
+    np.testing.assert_array_equal(stack[1, :, :14, :], images["cell1"])
+    assert (stack[1, :, 14:, :] == 0).all() and (stack[2, :, :, 12:] == 0).all()
+    assert adata.obs[_keys.LABEL].tolist()[0] == "a" and pd.isna(adata.obs[_keys.LABEL].iloc[1])
+    # the flattened layout follows obs subsets and round-trips through h5ad
+    sub = adata[[2, 0]].copy()
+    np.testing.assert_array_equal(sc.io.cell_image_stack(sub)[0], stack[2])
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    back = anndata.read_h5ad(tmp_path / "cells.h5ad")
+    np.testing.assert_array_equal(sc.io.cell_image_stack(back), stack)
+
+
+def test_single_tiff_and_array_input(tmp_path):
+    _write_cells(tmp_path / "c", [(2, 8, 8)])
+    one = sc.io.read_cell_images(tmp_path / "c" / "cell0.tif")
+    assert one.n_obs == 1 and one.uns[_keys.CELL_IMAGE_INFO]["channels"] == ["ch0", "ch1"]
+    arr = np.ones((4, 2, 6, 5), dtype=np.float32)
+    adata = sc.io.cell_images_to_adata(arr, labels=["x", "y", None, "x"])
+    assert adata.obs[_keys.IMAGE_HEIGHT].tolist() == [6] * 4 and adata.X.shape == (4, 0)
+    assert adata.obs[_keys.LABEL].isna().sum() == 1
+
+
+def test_read_cell_features_table(tmp_path):
+    path = tmp_path / "features.csv"
+    pd.DataFrame({"id": ["a", "b", "c"], "FSC-A": [1.0, 2.0, 3.0], "SSC-A": [3.0, 2.0, 1.0], "label": ["p", "q", "p"]}).to_csv(path, index=False)
+    adata = sc.io.read_cell_features(path, id_column="id")
+    assert list(adata.var_names) == ["FSC-A", "SSC-A"] and list(adata.obs_names) == ["a", "b", "c"]
+    assert adata.obs[_keys.LABEL].tolist() == ["p", "q", "p"]
+    pd.DataFrame({"FSC-A": [1.0, np.nan]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match="missing or infinite"):
+        sc.io.read_cell_features(tmp_path / "bad.csv")
+
+
+def test_bad_input_different_channel_counts(tmp_path):
+    with pytest.raises(ValueError, match="same number of channels"):
+        sc.io.cell_images_to_adata([np.zeros((2, 5, 5)), np.zeros((3, 5, 5))])
+    _write_cells(tmp_path / "cells", [(3, 10, 10), (2, 10, 10)])
+    with pytest.raises(ValueError, match="has 2 channels, but the other images have 3"):
+        sc.io.read_cell_images(tmp_path / "cells")
+
+
+def test_bad_input_empty_images(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        sc.io.cell_images_to_adata([])
+    with pytest.raises(ValueError, match="empty"):
+        sc.io.cell_images_to_adata(np.zeros((3, 2, 0, 5), dtype=np.float32))
+    (tmp_path / "none").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .tif"):
+        sc.io.read_cell_images(tmp_path / "none")
+
+
+def test_bad_input_labels_do_not_match_cells(tmp_path):
+    _write_cells(tmp_path / "cells", [(1, 6, 6), (1, 6, 6)])
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"cell": ["cell0", "cell7"], "label": ["a", "b"]}).to_csv(labels, index=False)
+    with pytest.raises(ValueError, match="do not match the cells.*cell7"):
+        sc.io.read_cell_images(tmp_path / "cells", labels=labels)
+    pd.DataFrame({"cell": ["cell0"], "phenotype": ["a"]}).to_csv(labels, index=False)
+    with pytest.raises(ValueError, match="no column 'label'"):
+        sc.io.read_cell_images(tmp_path / "cells", labels=labels)
+    with pytest.raises(ValueError, match="`labels` has 3 entries but there are 2 cells"):
+        sc.io.cell_images_to_adata(np.zeros((2, 1, 4, 4)), labels=["a", "b", "c"])
+
+
+def test_simulator_is_seeded_and_has_known_phenotypes():
+    a = sc.datasets.simulate_cells(24, seed=3, labelled_fraction=0.5)
+    b = sc.datasets.simulate_cells(24, seed=3, labelled_fraction=0.5)
+    np.testing.assert_array_equal(a.obsm[_keys.CELL_IMAGES], b.obsm[_keys.CELL_IMAGES])
+    assert a.uns[_keys.CELL_IMAGE_INFO]["channels"] == ["membrane", "nucleus", "objects"]
+    assert set(a.obs["objects"]) <= {"1", "2", "many"} and set(a.obs["shape"]) <= {"round", "elongated"}
+    assert 0 < a.obs[_keys.LABEL].isna().sum() < 24
+    labelled = a.obs[_keys.LABEL].notna()
+    assert (a.obs.loc[labelled, _keys.LABEL].astype(str) == a.obs.loc[labelled, "objects"].astype(str)).all()
+    heights = a.obs[_keys.IMAGE_HEIGHT]
+    assert heights.min() >= 34 and heights.max() <= 48
+    c = sc.datasets.simulate_cells(24, seed=4)
+    assert not np.array_equal(a.obsm[_keys.CELL_IMAGES], c.obsm[_keys.CELL_IMAGES])
+    with pytest.raises(ValueError, match="Invalid option `size` for `label`"):
+        sc.datasets.simulate_cells(5, label="size")

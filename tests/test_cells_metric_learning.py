@@ -1,0 +1,55 @@
+"""NCA, LMNN, MLKR and LFDA behind one interface: fit on labelled cells, transform all."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spatialclust as sc
+from spatialclust.tl import MetricLearner
+
+
+def _informative_plus_noise(n=60, seed=0):
+    """Class signal in feature 0 only, buried under large-variance noise features."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(["a", "b", "c"], n // 3)
+    X = rng.normal(0, 3.0, (n, 4))
+    X[:, 0] = np.repeat([0.0, 1.0, 2.0], n // 3) + rng.normal(0, 0.1, n)
+    return X, y
+
+
+@pytest.mark.parametrize(("method", "params"), [("nca", {}), ("lmnn", {"max_iter": 50, "params": {"learn_rate": 1e-3}}), ("mlkr", {"max_iter": 30}), ("lfda", {})])
+def test_each_learner_improves_knn_accuracy(method, params):
+    X, y = _informative_plus_noise()
+    labels = y.astype(object)
+    labels[::4] = None  # unlabelled cells are ignored by fit and transformed like the others
+    learner = MetricLearner(method, random_state=0, **params).fit(X, labels)
+    Z = learner.transform(X)
+    assert Z.shape == (60, 4) and np.isfinite(Z).all()
+    assert learner.components_.shape == (4, 4) and list(learner.classes_) == ["a", "b", "c"]
+    before = sc.metrics.knn_accuracy(X, y, k=5)
+    after = sc.metrics.knn_accuracy(Z, y, k=5)
+    assert after > before + 0.2, (method, before, after)
+
+
+def test_metric_learning_on_anndata_with_labelled_subset():
+    cells = sc.tl.cell_features(sc.datasets.simulate_cells(45, seed=2))
+    sc.tl.cell_pca(cells, n_comps=6, umap=False)
+    sc.tl.metric_learning(cells, "nca", train_fraction=0.5, random_state=0)
+    assert cells.obsm["X_nca"].shape == (45, 6)
+    train = cells.obs["X_nca_train"].to_numpy()
+    assert 15 <= train.sum() <= 30
+    info = cells.uns["X_nca"]
+    assert info["method"] == "nca" and info["n_train"] == train.sum() and info["params"]["train_fraction"] == 0.5
+
+
+def test_bad_input_single_class():
+    X, _ = _informative_plus_noise()
+    with pytest.raises(ValueError, match="at least 2 classes; got 1 class"):
+        MetricLearner("lfda").fit(X, ["a"] * 60)
+    with pytest.raises(ValueError, match="`y` has 3 labels but `X` has 60 rows"):
+        MetricLearner("nca").fit(X, ["a", "b", "a"])
+    with pytest.raises(ValueError, match="Invalid option `pca` for `method`"):
+        MetricLearner("pca").fit(X, ["a", "b"] * 30)
+    with pytest.raises(ValueError, match="LMNN with n_neighbors=3 needs more than 3"):
+        MetricLearner("lmnn").fit(X[:6], ["a", "a", "a", "b", "b", "b"])
