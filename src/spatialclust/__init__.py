@@ -16,5 +16,6 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 from . import datasets, io, metrics, pl, pp, tl  # noqa: E402
+from . import translate  # noqa: E402
 
-__all__ = ["datasets", "io", "metrics", "pl", "pp", "tl", "__version__"]
+__all__ = ["datasets", "io", "metrics", "pl", "pp", "tl", "translate", "__version__"]

@@ -140,6 +140,61 @@ def run(
     )
 
 
+@app.command()
+def train(
+    input_or_config: Annotated[
+        Optional[Path],
+        typer.Argument(help="Dataset (.imzML, .h5ad, .npz, .npy, .tif) or a YAML configuration; omitted: simulated data."),
+    ] = None,
+    config: ConfigOpt = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Checkpoint directory to write (or resume).")
+    ] = None,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="Resume an unfinished training found in --output.")
+    ] = True,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the SimCLR encoder of Hu et al. (2022) on the ion images of a dataset and write a checkpoint
+    directory (model.safetensors + config.json). The input and preprocessing come from the run
+    configuration; the training parameters from its `embedding` item with `method: simclr` (or --set
+    'embedding=[{method: simclr, params: {epochs: 50}}]'). An interrupted training resumes from the
+    last epoch saved in --output; a finished one is not retrained."""
+    from . import pp
+    from .models._checkpoint import CheckpointError
+    from .pipeline import load_config
+    from .pipeline._run import load_input, preprocess
+    from .tl._simclr import SimCLREmbedder
+
+    setup_logging(verbose, quiet)
+    is_config = input_or_config is not None and input_or_config.suffix.lower() in _YAML_SUFFIXES
+    if is_config and config is not None:
+        fail(ValueError(f"Give the configuration either as the argument ({input_or_config}) or with --config ({config}), not both."))
+    output = output or Path("spatialclust_simclr")
+    try:
+        cfg = load_config(
+            input_or_config if is_config else config,
+            input_path=None if is_config else input_or_config,
+            seed=seed,
+            overrides=set_ or (),
+        )
+        params = next((dict(item.get("params") or {}) for item in cfg["embedding"] if item["method"] == "simclr"), {})
+        params.setdefault("seed", cfg["seed"])
+        adata, name = load_input(cfg["input"], seed=cfg["seed"])
+        preprocess(adata, cfg["preprocess"])
+        images, mask = pp.feature_images(adata), pp.tissue_mask_image(adata)
+        typer.echo(f"spatialclust train: SimCLR on {images.shape[0]} ion images of {name}; checkpoint {output.resolve()}")
+        embedder = SimCLREmbedder(**{**params, "checkpoint": output, "resume": resume}).fit(images, mask=mask)
+    except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError, CheckpointError) as err:
+        logger.debug("train failed", exc_info=True)
+        fail(ValueError(err.args[0]) if isinstance(err, KeyError) and err.args else err)
+    losses = [h["loss"] for h in embedder.history_]
+    typer.echo(f"Done: {embedder.epochs_} epochs, final loss {losses[-1]:.4f}. Checkpoint: {output.resolve()}")
+
+
 cells_app = typer.Typer(
     help="Phenotype cells from multichannel single-cell images (image-enabled cell sorting, imaging flow cytometry).",
     no_args_is_help=True,
@@ -187,6 +242,84 @@ def cells_run(
         logger.debug("cells run failed", exc_info=True)
         fail(ValueError(err.args[0]) if isinstance(err, KeyError) and err.args else err)
     typer.echo(f"Done. Open {report}")
+
+
+translate_app = typer.Typer(
+    help="Translate spatial transcriptomics into synthetic spatial metabolomics (paired ST + MSI, two-stage model).",
+    no_args_is_help=True,
+)
+app.add_typer(translate_app, name="translate")
+
+
+def _translate(command: str, work, output: Path, config: Optional[Path], set_, seed, verbose: int, quiet: bool) -> None:
+    """Shared body of the translate commands: config, logging, one-line errors."""
+    from .models._checkpoint import CheckpointError
+    from .translate._pipeline import load_translate_config
+
+    setup_logging(verbose, quiet)
+    try:
+        resolved = load_translate_config(config, seed=seed, overrides=set_ or ())
+        work(resolved)
+    except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError, CheckpointError) as err:
+        logger.debug("translate %s failed", command, exc_info=True)
+        fail(ValueError(err.args[0]) if isinstance(err, KeyError) and err.args else err)
+    typer.echo(f"Done. Open {(output / 'report.html').resolve() if command != 'predict' else output.resolve()}")
+
+
+@translate_app.command("train")
+def translate_train(
+    config: ConfigOpt = None,
+    output: OutputOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    seed: SeedOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Pair ST and MSI, fit the two-stage model (presence, then masked intensity) on all spots and save
+    it (run directory: model/, top_genes.csv, maps, report.html). Defaults: spatialclust/translate/config.yaml;
+    no data in the config: the paired simulator."""
+    from .translate._pipeline import run_train
+
+    output = output or Path("spatialclust_translate")
+    _translate("train", lambda cfg: run_train(cfg, output, overwrite=overwrite), output, config, set_, seed, verbose, quiet)
+
+
+@translate_app.command("evaluate")
+def translate_evaluate(
+    config: ConfigOpt = None,
+    output: OutputOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    seed: SeedOpt = None,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Cross-validate every stage-1 and stage-2 model and the mean/ridge baselines on spatially blocked
+    folds or leave-one-section-out (cv.folds); tables and report.html in the run directory."""
+    from .translate._pipeline import run_evaluate
+
+    output = output or Path("spatialclust_translate_eval")
+    _translate("evaluate", lambda cfg: run_evaluate(cfg, output, overwrite=overwrite), output, config, set_, seed, verbose, quiet)
+
+
+@translate_app.command("predict")
+def translate_predict(
+    model: Annotated[Path, typer.Argument(help="Model directory written by `translate train` (<run>/model).")],
+    st: Annotated[Path, typer.Argument(help="Spatial transcriptomics .h5ad to translate.")],
+    config: ConfigOpt = None,
+    output: OutputOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict synthetic MSI (spots x metabolites) for a new ST dataset: predicted.h5ad, images.png and
+    predicted.imzML (predict.missing_genes sets what to do with genes the model needs but the data lacks)."""
+    from .translate._pipeline import run_predict
+
+    output = output or Path("spatialclust_translate_predict")
+    _translate("predict", lambda cfg: run_predict(model, st, output, config=cfg, overwrite=overwrite), output, config, set_, None, verbose, quiet)
 
 
 def main() -> None:

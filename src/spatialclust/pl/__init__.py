@@ -12,6 +12,7 @@ from ._embedding import embedding
 from ._images import cluster_mean_images, cluster_members, distinct_clusters, read_histology, rgb_composite
 from ._means import cluster_means, mean_image_correlation, standardized_images
 from ._spectrum import mean_spectrum, spectrum
+from ._translate import importance_heatmap, metabolite_images, translation_maps
 from ._utils import cluster_colors, feature_labels
 
 __all__ = [
@@ -25,10 +26,13 @@ __all__ = [
     "distinct_clusters",
     "embedding",
     "feature_labels",
+    "importance_heatmap",
     "mean_image_correlation",
     "mean_spectrum",
+    "metabolite_images",
     "read_histology",
     "rgb_composite",
     "spectrum",
     "standardized_images",
+    "translation_maps",
 ]

@@ -1,0 +1,315 @@
+"""Run the ST -> MSI translation from a configuration: train, evaluate (cross-validation), predict.
+
+Used by ``spatialclust translate train|evaluate|predict``; every run writes a run directory with the
+resolved ``config.yaml``, ``run.log``, tables (CSV), figures (PNG), model checkpoint and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._config import merge_config, packaged_defaults, read_yaml, set_dotted
+from .._keys import MZ, SECTION, SPATIAL
+from .._logging import logger
+from .._rundir import run_directory
+from ._anndata import expression_matrix, predict_msi
+from ._interpret import gene_importance, top_genes
+from ._pairing import concatenate_sections, pair
+from ._persist import load_translator, save_translator
+from ._selection import cross_validate, grid_search
+from ._cv import min_train_test_distance
+from ._models import create_intensity_model, create_presence_model
+from ._signatures import SignatureMask
+from ._targets import presence_targets
+from ._two_stage import TwoStageTranslator
+
+__all__ = ["DEFAULT_GRIDS", "default_config", "load_paired", "load_translate_config", "run_evaluate", "run_predict", "run_train"]
+
+#: Hyperparameter grids used by ``search.enabled`` when ``search.grids`` is empty.
+DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "presence.logistic": {"C": [0.1, 1.0, 10.0]},
+    "presence.svm": {"C": [0.01, 0.1, 1.0]},
+    "presence.mlp": {"weight_decay": [1e-3, 1e-2], "dropout": [0.1, 0.3]},
+    "intensity.ridge": {"alpha": [0.1, 1.0, 10.0, 100.0]},
+    "intensity.mlp": {"weight_decay": [1e-3, 1e-2], "dropout": [0.1, 0.3]},
+    "intensity.transformer": {"d_model": [16, 32], "weight_decay": [1e-3, 1e-2]},
+}
+
+
+def default_config() -> dict[str, Any]:
+    """The packaged, commented default configuration (``translate/config.yaml``)."""
+    return packaged_defaults("translate/config.yaml")
+
+
+def load_translate_config(
+    path: str | Path | None = None, *, seed: int | None = None, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Packaged defaults, updated by the YAML file ``path``, ``--set`` overrides and ``seed``."""
+    config = merge_config(default_config(), read_yaml(path) if path is not None else None)
+    for assignment in overrides:
+        set_dotted(config, assignment)
+    if seed is not None:
+        config["seed"] = int(seed)
+    return config
+
+
+def _as_list(value) -> list:
+    return [value] if isinstance(value, (str, Path)) else list(value)
+
+
+def load_paired(config: Mapping[str, Any]) -> tuple[ad.AnnData, ad.AnnData]:
+    """Read (or simulate) ST + MSI per ``config["data"]`` and pair them per ``config["pairing"]``."""
+    from ..datasets import simulate_paired_st_msi
+
+    data, pairing = config["data"], config["pairing"]
+    landmarks = None
+    if pairing["landmarks"]:
+        table = pd.read_csv(pairing["landmarks"])
+        missing = {"msi_x", "msi_y", "st_x", "st_y"} - set(table.columns)
+        if missing:
+            raise ValueError(f"Landmark file {pairing['landmarks']!r} lacks the columns {sorted(missing)}.")
+        landmarks = (table[["msi_x", "msi_y"]].to_numpy(), table[["st_x", "st_y"]].to_numpy())
+    kwargs = {"method": pairing["method"], "radius": pairing["radius"], "landmarks": landmarks, "nan_policy": pairing["nan_policy"]}
+    if data["st"] is None and data["msi"] is None:
+        st, msi = simulate_paired_st_msi(seed=int(config["seed"]), **dict(data["simulate"]))
+        return pair(st, msi, **kwargs)
+    if data["st"] is None or data["msi"] is None:
+        raise ValueError("`data.st` and `data.msi` must both be given (or both null for the simulator).")
+    st_files, msi_files = _as_list(data["st"]), _as_list(data["msi"])
+    if len(st_files) != len(msi_files):
+        raise ValueError(f"`data.st` lists {len(st_files)} files but `data.msi` {len(msi_files)}; give one MSI file per ST file.")
+    for f in st_files + msi_files:
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"Input file {str(f)!r} does not exist.")
+    if len(st_files) == 1:
+        return pair(ad.read_h5ad(st_files[0]), ad.read_h5ad(msi_files[0]), **kwargs)
+    sts = [ad.read_h5ad(f) for f in st_files]
+    names = data["sections"] or [str(a.uns.get(SECTION, Path(f).stem)) for a, f in zip(sts, st_files)]
+    pairs = [pair(s, ad.read_h5ad(m), **kwargs) for s, m in zip(sts, msi_files)]
+    return concatenate_sections(pairs, names)
+
+
+def _arrays(config, st, msi):
+    pre, tg = config["preprocessing"], config["targets"]
+    X = expression_matrix(st, transform=pre["expression_transform"])
+    raw = expression_matrix(msi, transform="none")
+    Y = expression_matrix(msi, transform=pre["intensity_transform"])
+    coords = np.asarray(st.obsm[SPATIAL], dtype=float)
+    groups = st.obs[SECTION].astype(str).to_numpy() if SECTION in st.obs else None
+    detection = tg["detection"]
+    presence, thresholds = presence_targets(raw, coords=coords, groups=groups, detection=detection, snr=tg["snr"], quantile=tg["quantile"])
+    clusters = None
+    key = config["signatures"]["cluster_key"]
+    if key is not None:
+        if key not in st.obs:
+            raise KeyError(f"`signatures.cluster_key`={key!r} is not a column of the ST obs ({list(st.obs.columns)}).")
+        clusters = st.obs[key].astype(str).to_numpy()
+    return X, Y, presence, thresholds, coords, groups, clusters
+
+
+def _targets_table(msi, presence, thresholds) -> pd.DataFrame:
+    table = pd.DataFrame({"threshold": thresholds, "prevalence": presence.mean(0)}, index=msi.var_names)
+    table["status"] = np.where(table.prevalence == 0, "never present", np.where(table.prevalence == 1, "always present", "varies"))
+    return table
+
+
+def _grids(config) -> dict[str, Any]:
+    if not config["search"]["enabled"]:
+        return {}
+    return dict(config["search"]["grids"]) or DEFAULT_GRIDS
+
+
+def _model_params(config) -> dict[str, dict[str, Any]]:
+    params = {k: dict(v) for k, v in dict(config["model"]["params"]).items()}
+    for name in ("presence.mlp", "intensity.mlp", "intensity.transformer"):
+        params.setdefault(name, {}).setdefault("device", config["device"])
+    return params
+
+
+def run_train(config: Mapping[str, Any] | None, output: str | Path, *, overwrite: bool = False) -> Path:
+    """Fit the two-stage translator on all paired spots; save it with its report."""
+    config = merge_config(default_config(), config)
+    with run_directory(output, config, command="translate train", overwrite=overwrite) as out:
+        st, msi = load_paired(config)
+        X, Y, presence, thresholds, coords, groups, clusters = _arrays(config, st, msi)
+        params = _model_params(config)
+        names = {"presence": config["model"]["presence"], "intensity": config["model"]["intensity"]}
+        searched = {}
+        grids = _grids(config)
+        for stage, name in names.items():
+            grid = grids.get(f"{stage}.{name}")
+            if not grid:
+                continue
+            factory = create_presence_model if stage == "presence" else create_intensity_model
+            model_in = X
+            if stage == "presence" and config["signatures"]["use"]:
+                sig = config["signatures"]
+                masker = SignatureMask(n_genes=sig["n_genes"], resolution=sig["resolution"], random_state=config["seed"])
+                model_in = np.hstack([X, masker.fit_transform(X, clusters=clusters)])
+            best, results = grid_search(
+                factory(name, **params.get(f"{stage}.{name}", {})), model_in, presence if stage == "presence" else Y,
+                param_grid=grid, stage=stage, presence=presence, coords=coords, groups=groups,
+                n_splits=config["search"]["n_splits"], random_state=config["seed"],
+            )
+            searched[f"{stage}.{name}"] = best
+            params.setdefault(f"{stage}.{name}", {}).update(best)
+            results.to_csv(out / f"search_{stage}_{name}.csv", index=False)
+        sig = config["signatures"]
+        model = TwoStageTranslator(
+            names["presence"], names["intensity"],
+            presence_params=params.get(f"presence.{names['presence']}"),
+            intensity_params=params.get(f"intensity.{names['intensity']}"),
+            signature_mask=sig["use"], n_signature_genes=sig["n_genes"], resolution=sig["resolution"],
+            random_state=config["seed"],
+        ).fit(X, Y, presence=presence, coords=coords, groups=groups, clusters=clusters,
+              genes=list(st.var_names), metabolites=list(msi.var_names))
+        metadata = {
+            "expression_transform": config["preprocessing"]["expression_transform"],
+            "intensity_transform": config["preprocessing"]["intensity_transform"],
+            "mz": msi.var[MZ].tolist() if MZ in msi.var else None,
+            "gene_means": X.mean(0).tolist(),
+            "thresholds": thresholds.tolist(),
+            "search": searched,
+        }
+        save_translator(model, out / "model", metadata=metadata)
+        _targets_table(msi, presence, thresholds).to_csv(out / "targets.csv")
+        (out / "pairing.json").write_text(json.dumps(st.uns.get("pairing", {}), indent=2, default=str))
+        tops = _interpretation(model, X, Y, presence, out, n=config["report"]["top_genes"])
+        fitted = model.predict(X)
+        _train_report(config, out, st, msi, Y, fitted, presence, thresholds, tops)
+    logger.info("translate train: model saved to %s", Path(output) / "model")
+    return Path(output)
+
+
+def _interpretation(model, X, Y, presence, out: Path, *, n: int) -> pd.DataFrame:
+    """Top genes per metabolite from attention (transformer) and from ridge coefficients."""
+    import matplotlib.pyplot as plt
+
+    from ..pl._translate import importance_heatmap
+
+    tables = []
+    sources = []
+    if hasattr(model.intensity_model_, "attention"):
+        sources.append(("attention", gene_importance(model, X, source="attention")))
+    ridge = create_intensity_model("ridge").fit(X, Y, presence=presence)
+    sources.append(("ridge", gene_importance(ridge, genes=model.genes_, metabolites=model.metabolites_, source="coefficients")))
+    for source, importance in sources:
+        importance.to_csv(out / f"importance_{source}.csv")
+        table = top_genes(importance, n=n, absolute=source != "attention")
+        table.insert(0, "source", source)
+        tables.append(table)
+        fig = importance_heatmap(importance, title=f"gene importance ({source})")
+        fig.savefig(out / f"importance_{source}.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    result = pd.concat(tables, ignore_index=True)
+    result.to_csv(out / "top_genes.csv", index=False)
+    return result
+
+
+def _train_report(config, out, st, msi, Y, fitted, presence, thresholds, tops) -> None:
+    import matplotlib.pyplot as plt
+
+    from ..pl._translate import translation_maps
+    from ..report import Report
+    from ._metrics import intensity_scores
+
+    report = Report("ST -> MSI translation: training", subtitle="Two-stage model (seed 004)")
+    report.add_params(config)
+    report.add_params(st.uns.get("pairing", {}), title="Pairing")
+    report.add_table("Presence targets", _targets_table(msi, presence, thresholds), index=True)
+    report.add_table("Fit on the training spots (not a held-out estimate; see `translate evaluate`)",
+                     intensity_scores(Y, fitted, names=list(msi.var_names)), index=True)
+    report.add_table("Top genes per metabolite", tops)
+    fig = translation_maps(st, Y, fitted, names=list(msi.var_names))
+    fig.savefig(out / "maps.png", dpi=90, bbox_inches="tight")
+    report.add_figure("Measured vs fitted metabolites", fig)
+    plt.close(fig)
+    for png in sorted(out.glob("importance_*.png")):
+        report.add_figure(png.stem, png)
+    report.write(out / "report.html")
+
+
+def run_evaluate(config: Mapping[str, Any] | None, output: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Cross-validate all stage-1/stage-2 models and baselines on spatial folds; write tables and report."""
+    import matplotlib.pyplot as plt
+
+    from ..pl._translate import translation_maps
+    from ..report import Report
+
+    config = merge_config(default_config(), config)
+    with run_directory(output, config, command="translate evaluate", overwrite=overwrite) as out:
+        st, msi = load_paired(config)
+        X, Y, presence, thresholds, coords, groups, clusters = _arrays(config, st, msi)
+        cv, sig = config["cv"], config["signatures"]
+        result = cross_validate(
+            X, Y, presence, coords=coords, groups=groups, folds=cv["folds"], n_splits=cv["n_splits"],
+            block_size=cv["block_size"], buffer=cv["buffer"], presence_models=cv["presence_models"],
+            intensity_models=cv["intensity_models"], mask_with=config["model"]["presence"],
+            model_params=_model_params(config), search=_grids(config), signature_mask=sig["use"], clusters=clusters,
+            n_signature_genes=sig["n_genes"], resolution=sig["resolution"], names=list(msi.var_names),
+            random_state=config["seed"],
+        )
+        gaps = [min_train_test_distance(coords, tr, te, groups=groups) for tr, te in result["folds"]]
+        folds = pd.DataFrame({"fold": range(len(gaps)), "n_train": [len(t) for t, _ in result["folds"]],
+                              "n_test": [len(t) for _, t in result["folds"]], "min_train_test_distance": gaps})
+        folds.to_csv(out / "folds.csv", index=False)
+        result["presence_summary"].to_csv(out / "presence_summary.csv", index=False)
+        result["intensity_summary"].to_csv(out / "intensity_summary.csv", index=False)
+        for name, table in result["presence"].items():
+            table.to_csv(out / f"presence_{name}.csv")
+        for name, table in result["intensity"].items():
+            table.to_csv(out / f"intensity_{name.replace(' ', '_')}.csv")
+        targets = _targets_table(msi, presence, thresholds)
+        targets.to_csv(out / "targets.csv")
+        (out / "best_params.json").write_text(json.dumps(result["best_params"], indent=2))
+        report = Report("ST -> MSI translation: cross-validation", subtitle=f"{cv['folds']} folds, held-out spots only")
+        report.add_params(config)
+        report.add_params(st.uns.get("pairing", {}), title="Pairing")
+        report.add_table("Presence targets", targets, index=True)
+        report.add_table("Folds", folds)
+        report.add_table("Stage 1: presence (macro / micro over metabolites)", result["presence_summary"])
+        report.add_table("Stage 2: intensity (macro / micro over metabolites)", result["intensity_summary"])
+        best_row = f"{config['model']['presence']} x {config['model']['intensity']}"
+        if best_row in result["intensity"]:
+            report.add_table(f"Per metabolite: {best_row}", result["intensity"][best_row], index=True)
+            tested = result["tested"]
+            fig = translation_maps(st[tested], Y[tested], result["oof"][f"intensity_{best_row}"][tested], names=list(msi.var_names))
+            fig.savefig(out / "maps.png", dpi=90, bbox_inches="tight")
+            report.add_figure("Measured vs held-out predicted metabolites", fig)
+            plt.close(fig)
+        report.write(out / "report.html")
+    return result
+
+
+def run_predict(model_path: str | Path, st_path: str | Path, output: str | Path, *, config: Mapping[str, Any] | None = None,
+                overwrite: bool = False) -> ad.AnnData:
+    """Predict synthetic MSI for a new ST dataset: ``predicted.h5ad``, images, imzML."""
+    import matplotlib.pyplot as plt
+
+    from ..io import write_imzml
+    from ..pl._translate import metabolite_images
+
+    config = merge_config(default_config(), config)
+    if not Path(st_path).is_file():
+        raise FileNotFoundError(f"ST file {str(st_path)!r} does not exist.")
+    with run_directory(output, config, command="translate predict", overwrite=overwrite) as out:
+        model, metadata = load_translator(model_path)
+        st = ad.read_h5ad(st_path)
+        result = predict_msi(model, st, metadata=metadata, missing_genes=config["predict"]["missing_genes"])
+        result.write_h5ad(out / "predicted.h5ad")
+        fig = metabolite_images(result)
+        fig.savefig(out / "images.png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        if config["predict"]["imzml"]:
+            if MZ in result.var:
+                write_imzml(result, out / "predicted.imzML")
+            else:
+                logger.warning("predict: the training MSI had no var['mz']; predicted.imzML is not written.")
+    return result

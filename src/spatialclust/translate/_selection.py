@@ -1,0 +1,246 @@
+"""Model selection: hyperparameter grid search on inner spatial folds, and cross-validation of all
+stage-1 / stage-2 models (and baselines) on spatially blocked or leave-one-section-out folds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.model_selection import ParameterGrid
+
+from .._logging import logger, progress
+from ._cv import spatial_folds
+from ._metrics import intensity_scores, presence_scores
+from ._models import create_intensity_model, create_presence_model
+from ._signatures import SignatureMask
+
+__all__ = ["cross_validate", "grid_search"]
+
+
+def _score(estimator, X, Y, presence, stage: str) -> float:
+    """Higher is better: macro F1 (presence) or minus the MSE on present spots (intensity)."""
+    if stage == "presence":
+        from sklearn.metrics import f1_score
+
+        return float(f1_score(Y, estimator.predict(X), average="macro", zero_division=0))
+    rows = np.asarray(presence, dtype=bool) if presence is not None else np.ones(Y.shape, dtype=bool)
+    err = (estimator.predict(X) - Y) ** 2 / Y.var(0).clip(1e-12)
+    return -float(err[rows].mean())
+
+
+def _fit(estimator, X, Y, presence, coords, groups, stage: str):
+    kwargs: dict[str, Any] = {"coords": coords, "groups": groups}
+    if stage == "intensity":
+        kwargs["presence"] = presence
+    return estimator.fit(X, Y, **kwargs)
+
+
+def grid_search(
+    estimator,
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    param_grid: Mapping[str, Sequence[Any]],
+    stage: str,
+    presence: np.ndarray | None = None,
+    coords: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    n_splits: int = 3,
+    random_state: int = 0,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Best parameters of ``estimator`` over ``param_grid`` on inner spatially blocked folds.
+
+    Parameters
+    ----------
+    estimator
+        Unfitted stage-1 or stage-2 estimator (cloned for every fit).
+    X, Y
+        Inputs and targets (presence labels for ``stage="presence"``, intensities otherwise).
+    param_grid
+        ``{parameter: [values]}`` as in scikit-learn.
+    stage
+        ``"presence"`` (score: macro F1) or ``"intensity"`` (score: minus the variance-normalised MSE
+        on present spots).
+    presence
+        Presence targets (intensity stage: fit and score on present spots).
+    coords, groups
+        Coordinates and sections for the folds (spatial blocks; whole sections when there are >= 3).
+    n_splits
+        Number of inner folds.
+
+    Returns
+    -------
+    ``(best_params, results)``; ``results`` has one row per combination with its mean score.
+    """
+    if stage not in ("presence", "intensity"):
+        raise ValueError(f"Invalid option `{stage}` for `stage`. Valid options are: `presence`, `intensity`.")
+    if coords is None:
+        raise ValueError("`coords` are needed for spatially blocked inner folds.")
+    n_sections = len(np.unique(groups)) if groups is not None else 1
+    method = "sections" if n_sections >= 3 else "blocks"
+    folds = spatial_folds(coords, method=method, groups=groups, n_splits=n_splits, random_state=random_state)
+    rows = []
+    for params in ParameterGrid(dict(param_grid)):
+        scores = []
+        for train, test in folds:
+            model = _fit(clone(estimator).set_params(**params), X[train], Y[train],
+                         None if presence is None else presence[train], coords[train],
+                         None if groups is None else groups[train], stage)
+            scores.append(_score(model, X[test], Y[test], None if presence is None else presence[test], stage))
+        rows.append({**params, "score": float(np.mean(scores))})
+    results = pd.DataFrame(rows)
+    best = dict(ParameterGrid(dict(param_grid))[int(results["score"].to_numpy().argmax())])
+    logger.info("grid search %s: best %s (score %.4g)", type(estimator).__name__, best, results["score"].max())
+    return best, results
+
+
+def cross_validate(
+    X: np.ndarray,
+    Y: np.ndarray,
+    presence: np.ndarray,
+    *,
+    coords: np.ndarray,
+    groups: np.ndarray | None = None,
+    folds: str = "blocks",
+    n_splits: int = 5,
+    block_size: float | None = None,
+    buffer: float = 0.0,
+    presence_models: Sequence[str] = ("prevalence", "logistic", "svm", "mlp"),
+    intensity_models: Sequence[str] = ("mean", "linear", "ridge", "mlp", "transformer"),
+    mask_with: str = "logistic",
+    model_params: Mapping[str, Mapping[str, Any]] | None = None,
+    search: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
+    signature_mask: bool = True,
+    clusters: Sequence | None = None,
+    signatures: Mapping[str, Sequence[int]] | None = None,
+    n_signature_genes: int = 3,
+    resolution: float = 1.0,
+    names: Sequence[str] | None = None,
+    random_state: int = 0,
+) -> dict[str, Any]:
+    """Cross-validate every stage-1 and stage-2 model and the baselines on the same spatial folds.
+
+    Out-of-fold predictions of every held-out spot are pooled over the folds and scored once
+    (per metabolite, micro and macro). Stage-1 rows: each presence model (``prevalence`` is the
+    baseline). Stage-2 rows: the ``mean`` predictor and ``ridge`` fitted on all spots, unmasked
+    (baselines), and every intensity model in the two-stage setting: fitted on present spots and
+    multiplied by the presence predicted by ``mask_with`` (and, for reference, by the true presence).
+
+    Parameters
+    ----------
+    X, Y, presence
+        Log-expression ``(n, k)``, intensities ``(n, m)`` and 0/1 presence targets ``(n, m)``.
+    coords, groups
+        Spot coordinates and sections.
+    folds, n_splits, block_size, buffer
+        See :func:`~spatialclust.translate.spatial_folds` (``"blocks"`` or ``"sections"``).
+    presence_models, intensity_models
+        Registered model names to evaluate.
+    mask_with
+        Stage-1 model whose predicted presence masks the stage-2 outputs (must be in ``presence_models``).
+    model_params
+        ``{"presence.<name>" | "intensity.<name>": {param: value}}``.
+    search
+        ``{"presence.<name>" | "intensity.<name>": param_grid}``: tuned by :func:`grid_search` on the
+        training spots of every fold (nested cross-validation).
+    signature_mask, clusters, signatures, n_signature_genes, resolution
+        Stage-1 signature-mask input (see :class:`~spatialclust.translate.SignatureMask`); the mask is
+        fitted on the training spots of each fold.
+    names
+        Metabolite names.
+    random_state
+        Seed.
+
+    Returns
+    -------
+    dict with ``presence`` (model -> per-metabolite table), ``intensity`` (row name -> table),
+    ``presence_summary`` and ``intensity_summary`` (macro/micro rows of every model), ``folds``
+    (list of (train, test)), ``oof`` (out-of-fold predictions: ``presence_<model>``,
+    ``intensity_<row>``), ``best_params`` (per fold, when ``search``).
+    """
+    if mask_with not in presence_models:
+        raise ValueError(f"`mask_with`={mask_with!r} must be one of `presence_models` {list(presence_models)}.")
+    model_params = {k: dict(v) for k, v in (model_params or {}).items()}
+    search = dict(search or {})
+    fold_list = spatial_folds(coords, method=folds, groups=groups, n_splits=n_splits, block_size=block_size,
+                              buffer=buffer, random_state=random_state)
+    n, m = Y.shape
+    oof_score = {p: np.zeros((n, m)) for p in presence_models}
+    oof_presence = {p: np.zeros((n, m), dtype=np.int8) for p in presence_models}
+    intensity_rows = ["mean (baseline)", "ridge (baseline)"] + [f"{mask_with} x {r}" for r in intensity_models] + [
+        f"true presence x {r}" for r in intensity_models
+    ]
+    oof_intensity = {r: np.zeros((n, m)) for r in intensity_rows}
+    tested = np.zeros(n, dtype=bool)
+    best_params: list[dict[str, Any]] = []
+    clusters = None if clusters is None else np.asarray(clusters)
+
+    def build(stage: str, name: str, Xtr, Ttr, Ptr, ctr, gtr, fold_best):
+        factory = create_presence_model if stage == "presence" else create_intensity_model
+        params = dict(model_params.get(f"{stage}.{name}", {}))
+        probe = factory(name)
+        if "random_state" in probe.get_params():
+            params.setdefault("random_state", random_state)
+        model = factory(name, **params)
+        grid = search.get(f"{stage}.{name}")
+        if grid:
+            best, _ = grid_search(model, Xtr, Ttr, param_grid=grid, stage=stage, presence=Ptr, coords=ctr,
+                                  groups=gtr, random_state=random_state)
+            fold_best[f"{stage}.{name}"] = best
+            model.set_params(**best)
+        return model
+
+    for train, test in progress(fold_list, desc="cross-validation folds", total=len(fold_list)):
+        gtr = None if groups is None else groups[train]
+        ctr = coords[train]
+        fold_best: dict[str, Any] = {}
+        X1tr, X1te = X[train], X[test]
+        if signature_mask:
+            masker = SignatureMask(n_genes=n_signature_genes, resolution=resolution, random_state=random_state)
+            mask_tr = masker.fit_transform(X[train], clusters=None if clusters is None else clusters[train], signatures=signatures)
+            mask_te = masker.transform(X[test], clusters=None if clusters is None else clusters[test])
+            X1tr, X1te = np.hstack([X1tr, mask_tr]), np.hstack([X1te, mask_te])
+        for name in presence_models:
+            model = build("presence", name, X1tr, presence[train], None, ctr, gtr, fold_best)
+            _fit(model, X1tr, presence[train], None, ctr, gtr, "presence")
+            oof_score[name][test] = model.decision_function(X1te)
+            oof_presence[name][test] = model.predict(X1te)
+        for row, kind in (("mean (baseline)", "mean"), ("ridge (baseline)", "ridge")):
+            model = create_intensity_model(kind, **model_params.get(f"intensity.{kind}", {}))
+            oof_intensity[row][test] = model.fit(X[train], Y[train]).predict(X[test])
+        for name in intensity_models:
+            model = build("intensity", name, X[train], Y[train], presence[train], ctr, gtr, fold_best)
+            pred = _fit(model, X[train], Y[train], presence[train], ctr, gtr, "intensity").predict(X[test])
+            oof_intensity[f"{mask_with} x {name}"][test] = pred * oof_presence[mask_with][test]
+            oof_intensity[f"true presence x {name}"][test] = pred * presence[test]
+        tested[test] = True
+        best_params.append(fold_best)
+    idx = np.flatnonzero(tested)
+    presence_tables = {
+        p: presence_scores(presence[idx], oof_presence[p][idx], oof_score[p][idx], names=names) for p in presence_models
+    }
+    intensity_tables = {r: intensity_scores(Y[idx], oof_intensity[r][idx], names=names) for r in intensity_rows}
+    return {
+        "presence": presence_tables,
+        "intensity": intensity_tables,
+        "presence_summary": _summary(presence_tables, ["precision", "recall", "f1", "roc_auc"]),
+        "intensity_summary": _summary(intensity_tables, ["mse", "r2", "pearson"]),
+        "folds": fold_list,
+        "oof": {**{f"presence_{k}": v for k, v in oof_presence.items()}, **{f"intensity_{k}": v for k, v in oof_intensity.items()}},
+        "tested": tested,
+        "best_params": best_params if search else [],
+    }
+
+
+def _summary(tables: Mapping[str, pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    rows = []
+    for name, table in tables.items():
+        row = {"model": name}
+        for avg in ("macro", "micro"):
+            for c in columns:
+                row[f"{c}_{avg}"] = table.loc[avg, c]
+        rows.append(row)
+    return pd.DataFrame(rows)
