@@ -87,7 +87,8 @@ def test_spectral_estimates_n_clusters(blobs):
 def test_umap_dbscan_recovers_blobs(umap_fit):
     labels = umap_fit.labels_
     assert umap_fit.embedding_.shape == (42, 3)
-    assert umap_fit.eps_ > 0
+    assert umap_fit.eps_ > 0 and umap_fit.min_samples_ == 4
+    assert sc.tl.create_clusterer("umap_dbscan").get_params()["min_samples"] is None  # -> 2 * 3 dimensions
     clustered = labels != -1
     assert clustered.sum() >= 40  # at most a couple of border points called noise
     assert adjusted_rand_score(TRUTH[clustered], labels[clustered]) == 1.0
@@ -104,6 +105,7 @@ def test_umap_dbscan_all_noise_warns_and_reports(blobs, umap_fit, adata):
         sc.tl.cluster(adata, "umap_dbscan", n_neighbors=8, min_samples=4, n_epochs=50, eps=1e-9)
     assert adata.uns["cluster"]["n_clusters"] == 0
     assert adata.uns["cluster"]["n_noise"] == 42
+    assert adata.uns["cluster"]["fitted"] == {"eps": 1e-9, "min_samples": 4}
     assert adata.varm["cluster_umap"].shape == (42, 3)
 
 
@@ -111,6 +113,12 @@ def test_knee_point_hand_case():
     # flat then steep: the knee is the last point before the jump
     assert knee_point(np.array([1.0, 1.1, 1.2, 1.3, 5.0, 10.0])) == 3
     assert knee_point(np.array([2.0, 2.0, 2.0])) == 2
+
+
+def test_default_min_samples():
+    assert sc.tl.default_min_samples(3) == 6
+    with pytest.raises(ValueError, match="`n_dims` must be a positive integer"):
+        sc.tl.default_min_samples(0)
 
 
 def test_estimate_dbscan_eps_separates_clusters_from_noise():
@@ -146,6 +154,9 @@ def test_cluster_writes_var_and_uns(adata):
     assert info["method"] == "kmeans" and info["use_rep"] == "X_regular"
     assert info["n_clusters"] == 3 and info["n_noise"] == 0
     assert info[_keys.PARAMS]["n_clusters"] == 3 and info[_keys.PARAMS]["random_state"] == 0
+    assert info["fitted"] == {"n_clusters": 3}
+    sc.tl.cluster(adata, "spectral", key_added="sp")
+    assert adata.uns["sp"][_keys.PARAMS]["n_clusters"] == "auto" and adata.uns["sp"]["fitted"] == {"n_clusters": 3}
     out = sc.tl.cluster(adata, KMeansClusterer(n_clusters=2), key_added="k2", copy=True)
     assert "k2" in out.var and "k2" not in adata.var
     assert out.uns["k2"]["method"] == "kmeans"

@@ -6,7 +6,9 @@ from ._cell_features import cell_features, cell_pca, classical_features
 from ._cluster import (
     cluster,
     clusterers,
+    DegenerateDataWarning,
     create_clusterer,
+    default_min_samples,
     estimate_dbscan_eps,
     estimate_n_clusters,
     list_clusterers,
@@ -44,6 +46,8 @@ __all__ = [
     "embed",
     "embedders",
     "linear_evaluation",
+    "DegenerateDataWarning",
+    "default_min_samples",
     "estimate_dbscan_eps",
     "estimate_n_clusters",
     "list_clusterers",

@@ -154,6 +154,16 @@ def estimate_dbscan_eps(X: Any, *, min_samples: int = 5, metric: str = "euclidea
     return eps
 
 
+def default_min_samples(n_dims: int) -> int:
+    """DBSCAN ``min_samples`` rule of thumb ``2 * n_dims`` (Sander et al. 1998; Schubert et al. 2017).
+
+    For the 3-D UMAP coordinates of UMAP-DBSCAN this gives 6.
+    """
+    if isinstance(n_dims, bool) or not isinstance(n_dims, (int, np.integer)) or n_dims < 1:
+        raise ValueError(f"`n_dims` must be a positive integer; received {n_dims!r}.")
+    return 2 * int(n_dims)
+
+
 def knn_affinity(X: np.ndarray, *, n_neighbors: int = 10, metric: str = "euclidean") -> sparse.csr_matrix:
     """Symmetric 0/1 k-nearest-neighbour connectivity graph (``A = max(K, K^T)``), no self loops."""
     from sklearn.neighbors import kneighbors_graph
@@ -330,7 +340,8 @@ class UMAPDBSCAN(_Clusterer):
     eps
         DBSCAN radius in UMAP space, or None for the k-distance knee.
     min_samples
-        DBSCAN core-point threshold (the point itself counts).
+        DBSCAN core-point threshold (the point itself counts), or None for
+        ``2 * n_components`` (:func:`default_min_samples`; 6 in 3-D).
     n_epochs
         UMAP optimisation epochs (None: UMAP's default, 500 for small data).
     random_state
@@ -344,6 +355,8 @@ class UMAPDBSCAN(_Clusterer):
         ``(n_images, n_components)`` UMAP coordinates.
     eps_
         The DBSCAN ``eps`` used.
+    min_samples_
+        The DBSCAN ``min_samples`` used.
     """
 
     def __init__(
@@ -354,7 +367,7 @@ class UMAPDBSCAN(_Clusterer):
         min_dist: float = 0.1,
         metric: str = "cosine",
         eps: float | None = None,
-        min_samples: int = 5,
+        min_samples: int | None = None,
         n_epochs: int | None = None,
         random_state: int | None = 0,
     ) -> None:
@@ -376,8 +389,9 @@ class UMAPDBSCAN(_Clusterer):
         n = arr.shape[0]
         seed = _check_random_state(self.random_state)
         k = _check_count(self.n_neighbors, "n_neighbors", n_images=n, low=2, below_n=True)
-        ms = _check_count(self.min_samples, "min_samples", n_images=n, below_n=True)
         dims = _check_count(self.n_components, "n_components", n_images=n, below_n=True)
+        ms = default_min_samples(dims) if self.min_samples is None else self.min_samples
+        ms = _check_count(ms, "min_samples", n_images=n, below_n=True)
         if self.eps is not None and not self.eps > 0:
             raise ValueError(f"`eps` must be a positive number or None; received {self.eps!r}.")
         if self.metric in ("cosine", "correlation") and (np.linalg.norm(arr, axis=1) == 0).any():
@@ -403,6 +417,7 @@ class UMAPDBSCAN(_Clusterer):
             warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\] \(knn_search_index\)", category=UserWarning)
             self.embedding_ = np.asarray(reducer.fit_transform(arr), dtype=np.float32)
         self.eps_ = float(self.eps) if self.eps is not None else estimate_dbscan_eps(self.embedding_, min_samples=max(ms, 2))
+        self.min_samples_ = ms
         labels = DBSCAN(eps=self.eps_, min_samples=ms).fit_predict(self.embedding_)
         self.labels_ = labels.astype(np.int64)
         if (self.labels_ == -1).all():
@@ -608,6 +623,8 @@ def cluster(
         int cluster of every feature image, ``-1`` = noise.
     ``adata.uns[key_added]``
         ``{"method", "use_rep", "params", "n_clusters", "n_noise"}``; ``n_clusters`` excludes noise.
+        Values the clusterer chose itself (``n_clusters="auto"``, ``eps=None``, ``min_samples=None``)
+        are added under ``"fitted"`` (e.g. ``{"eps": 0.41, "min_samples": 6}``).
     ``adata.varm[f"{key_added}_umap"]``
         For ``umap_dbscan``: the 3-D UMAP coordinates (``embedding_``), for 3-D scatter plots.
     """
@@ -637,6 +654,11 @@ def cluster(
         "n_clusters": int(np.unique(labels[labels >= 0]).size),
         "n_noise": int((labels == -1).sum()),
     }
+    fitted = {name: _plain_params({name: getattr(est, attr)})[name]
+              for name, attr in (("n_clusters", "n_clusters_"), ("eps", "eps_"), ("min_samples", "min_samples_"))
+              if hasattr(est, attr)}
+    if fitted:
+        adata.uns[key_added]["fitted"] = fitted
     if getattr(est, "embedding_", None) is not None:
         adata.varm[f"{key_added}_umap"] = np.asarray(est.embedding_, dtype=np.float32)
     return adata if copy else None
