@@ -117,7 +117,7 @@ def isotope_pairs(
         za = (arr[a] - mean[a, None]) / std[a, None]
         zb = (arr[b] - mean[b, None]) / std[b, None]
         corr[start : start + batch_size][ok] = np.einsum("ij,ij->i", za, zb) / arr.shape[1]
-    n_const = int(np.unique(np.concatenate([cand_i, cand_j])[constant[np.concatenate([cand_i, cand_j])]]).size)
+    n_const = int(constant[np.unique(np.concatenate([cand_i, cand_j]))].sum())
     if n_const:
         logger.info("%d candidate isotope images are constant (correlation undefined) and form no pair.", n_const)
     good = corr >= min_corr
@@ -252,10 +252,10 @@ def isotope_groups(pairs: Any, n: int) -> np.ndarray:
     prs = _check_pairs(pairs, n)
     graph = sparse.coo_matrix((np.ones(len(prs)), (prs[:, 0], prs[:, 1])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
-    sizes = np.bincount(comp)
-    out = np.where(sizes[comp] >= 2, comp, -1)
-    _, out_codes = np.unique(out, return_inverse=True)
-    return np.where(out >= 0, out_codes - (out.min() < 0), -1).astype(np.int64)
+    in_group = np.bincount(comp)[comp] >= 2
+    groups = np.full(n, -1, dtype=np.int64)
+    groups[in_group] = np.unique(comp[in_group], return_inverse=True)[1]
+    return groups
 
 
 def isotopic_recall(labels: Any, pairs: Any) -> float:
