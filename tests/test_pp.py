@@ -336,3 +336,16 @@ def test_all_zero_image_stays_zero_and_is_removed(kind):
     assert adata.uns[K.PREPROCESSING][-1]["params"]["n_constant"] == 2  # after TIC both images are constant
     sc.pp.remove_empty_features(adata)
     assert adata.n_vars == 0 and adata.uns[K.PREPROCESSING][-1]["params"]["removed"] == ["f0", "f1"]
+
+
+def test_layer_argument_and_integer_counts():
+    adata = AnnData(X=np.array([[1, 3], [2, 2]], dtype=np.int64))
+    adata.var_names = ["f0", "f1"]
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_tic(adata, layer="counts", target_sum=1.0)
+    np.testing.assert_array_equal(adata.X, [[1, 3], [2, 2]])  # X untouched
+    assert adata.layers["counts"].dtype == np.float32
+    np.testing.assert_allclose(adata.layers["counts"], [[0.25, 0.75], [0.5, 0.5]])
+    assert adata.uns[K.PREPROCESSING][-1]["params"]["layer"] == "counts"
+    with pytest.raises(KeyError, match="`layer`='nope'"):
+        sc.pp.winsorize(adata, layer="nope")
