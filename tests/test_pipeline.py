@@ -177,3 +177,16 @@ def test_h5ad_safe():
     uns = {"steps": [{"step": "a", "params": {"r": (1, 2)}}], "names": ("x", "y"), "none": None}
     safe = h5ad_safe(uns)
     assert safe == {"steps": {"0": {"step": "a", "params": {"r": [1, 2]}}}, "names": ["x", "y"], "none": None}
+
+
+def test_all_noise_clustering_is_still_reported(tmp_path):
+    config = {**TINY, "embedding": ["regular"], "cluster": [{"method": "hdbscan", "params": {"min_cluster_size": 20}}],
+              "report": {"figures": ["cluster_means", "rgb_composite", "members"], "dpi": 40}}
+    with pytest.warns(UserWarning, match="noise"):
+        run = run_pipeline(config, tmp_path / "run")
+    row = pd.read_csv(run / "comparison.csv").iloc[0]
+    assert row["clusters"] == 0 and row["noise images"] == 24 and np.isnan(row["RIR"])
+    # no cluster to composite or list members of: only the (empty) cluster-means grid is drawn
+    assert [p.name for p in (run / "figures").iterdir()] == ["cluster_regular_hdbscan_cluster_means.png"]
+    html = (run / "report.html").read_text()
+    assert "cluster_regular_hdbscan noise: 24 images" in html and "Undefined here: rir" in html
