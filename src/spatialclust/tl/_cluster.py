@@ -65,16 +65,19 @@ def check_features(X: Any, *, name: str = "X") -> np.ndarray:
     """
     if sparse.issparse(X):
         X = X.toarray()
-    arr = np.asarray(X, dtype=np.float64)
+    arr = np.asarray(X)
+    if arr.dtype.kind != "f":  # float32 embeddings stay float32 (regular images can be large)
+        arr = arr.astype(np.float64)
     if arr.ndim != 2:
         raise ValueError(f"`{name}` must be 2-D (n_images, n_dims); received shape {arr.shape}.")
     if arr.shape[0] < MIN_IMAGES:
         raise ValueError(f"`{name}` has {arr.shape[0]} images; clustering needs at least {MIN_IMAGES}.")
     if arr.shape[1] == 0:
         raise ValueError(f"`{name}` has no columns: received shape {arr.shape}.")
-    if not np.isfinite(arr).all():
+    # min/max propagate NaN and catch inf without an (n, d) temporary
+    if not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
         raise ValueError(f"`{name}` contains NaN or infinite values.")
-    if np.all(arr == arr[0]):
+    if np.array_equal(arr.min(axis=0), arr.max(axis=0)):
         raise ValueError(
             f"All {arr.shape[0]} images in `{name}` are identical; there is no structure to cluster "
             "(check preprocessing, e.g. that images are not all empty)."
