@@ -3,8 +3,14 @@
 from ._evaluate import evaluate_clustering
 from ._external import ari, clustering_accuracy, contingency, nmi, purity
 from ._internal import davies_bouldin, knn_purity, pearson_distance, silhouette
+from ._isotopes import (
+    RIRResult,
+    isotope_groups,
+    isotope_pairs,
+    isotopic_recall,
+    relative_isotope_ratio,
+)
 from ._knn import knn_accuracy
-from ._isotopes import RIRResult, isotope_groups, isotope_pairs, isotopic_recall, relative_isotope_ratio
 from ._labels import n_clusters, n_meaningful_clusters, noise_size
 from ._sam import cluster_quality_groups, spectral_angle_mapper
 

@@ -95,7 +95,7 @@ def isotope_pairs(
     hi = np.searchsorted(sorted_mz, sorted_mz + mass_shift + tol, side="right")
     counts = hi - lo
     first = np.repeat(np.arange(mzs.size), counts)
-    second = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if counts.sum() else np.zeros(0, np.int64)
+    second = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)]) if counts.sum() else np.zeros(0, np.int64)
     # exact check in the heavier peak's units (ppm tolerance depends on m_j)
     diff = sorted_mz[second] - sorted_mz[first]
     tol_j = delta * 1e-6 * sorted_mz[second] if unit == "ppm" else delta

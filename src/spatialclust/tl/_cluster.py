@@ -573,7 +573,7 @@ class LeidenClusterer(_Clusterer):
         ig = require("igraph", package="igraph", purpose="Leiden clustering")
         la = require("leidenalg", package="leidenalg", purpose="Leiden clustering")
         A = sparse.triu(knn_affinity(arr, n_neighbors=self.n_neighbors, metric=self.metric), k=1).tocoo()
-        graph = ig.Graph(n=arr.shape[0], edges=list(zip(A.row.tolist(), A.col.tolist())), directed=False)
+        graph = ig.Graph(n=arr.shape[0], edges=list(zip(A.row.tolist(), A.col.tolist(), strict=True)), directed=False)
         part = la.find_partition(
             graph, la.RBConfigurationVertexPartition, resolution_parameter=float(self.resolution),
             n_iterations=self.n_iterations, seed=0 if seed is None else seed,
