@@ -1,0 +1,93 @@
+"""`spatialclust cells run` end to end on tiny simulated cells and on a folder of TIFFs."""
+
+from __future__ import annotations
+
+import json
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import yaml
+from typer.testing import CliRunner
+
+import spatialclust as sc
+from spatialclust.cli import app
+from spatialclust.pipeline import load_cells_config, run_cells
+
+torch = pytest.importorskip("torch")
+
+FAST = {
+    "input": {"simulate": {"n_cells": 40, "width": 24, "height_range": [20, 24]}},
+    "pca": {"n_comps": 6},
+    "metric_learning": {"methods": ["nca", "lfda"], "max_iter": 20},
+    "embedding": [{"method": "pretrained", "params": {"backbone": "test_tiny", "image_size": 16, "device": "cpu"}}],
+    "embedding_pca": {"n_comps": 8, "metric_learning": ["nca"]},
+    "cluster": {"neighbors_method": "gauss", "n_neighbors": 8},
+    "report": {"umap": False, "n_examples": 3, "dpi": 40},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_cli_cells_run_end_to_end(tmp_path):
+    config = tmp_path / "cells.yaml"
+    config.write_text(yaml.safe_dump(FAST))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["cells", "run", str(config), "-o", str(out), "--seed", "1", "-q",
+                                      "--set", "cluster.resolution=0.8"])
+    assert result.exit_code == 0, result.output
+    for name in ("config.yaml", "run.log", "run.json", "results.h5ad", "cells.csv", "comparison.csv", "metrics.json", "report.html"):
+        assert (out / name).is_file(), name
+    table = pd.read_csv(out / "comparison.csv")
+    assert list(zip(table["representation"], table["metric_learning"])) == [
+        ("features", "none"), ("features", "nca"), ("features", "lfda"), ("test_tiny", "none"), ("test_tiny", "nca")]
+    assert table["purity"].between(0, 1).all() and table["purity_held_out"].iloc[1:3].notna().all()
+    # the labels carry signal in the features: learning a metric makes neighbours agree with them
+    assert table["knn_accuracy"].iloc[1] > table["knn_accuracy"].iloc[0]
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["seed"] == 1 and resolved["cluster"]["resolution"] == 0.8
+    adata = anndata.read_h5ad(out / "results.h5ad")
+    assert "leiden_features+nca" in adata.obs and adata.obsm["X_nca"].shape == (40, 6)
+    assert sc.io.cell_image_stack(adata).shape[:2] == (40, 3)
+    html = (out / "report.html").read_text()
+    assert "features+nca: example cells per cluster" in html
+    assert json.loads((out / "metrics.json").read_text())["n_cells"] == 40
+
+
+def test_cells_run_on_tiff_folder_without_embeddings(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    rows = []
+    for i in range(24):
+        bright = i % 2
+        image = rng.random((2, 16, 12 + (i % 3))).astype(np.float32) * 0.1
+        image[1, 5:9, 4:8] += 1.0 + 2.0 * bright
+        tifffile.imwrite(folder / f"c{i:02d}.tif", image, photometric="minisblack")
+        if i < 20:
+            rows.append({"cell": f"c{i:02d}", "label": "bright" if bright else "dim"})
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    config = {**FAST, "input": {"path": str(folder), "labels": str(tmp_path / "labels.csv"), "channels": ["bf", "gfp"]},
+              "embedding": [], "metric_learning": {"methods": ["nca"]}, "pca": {"n_comps": 4}}
+    out = run_cells(config, tmp_path / "run")
+    table = pd.read_csv(out / "comparison.csv")
+    assert table.loc[0, "purity"] == pytest.approx(1.0)
+
+
+def test_cells_config_rejects_unknown_keys_and_methods(tmp_path):
+    with pytest.raises(ValueError, match="Unknown configuration key `cluster.resolutoin`"):
+        load_cells_config({"cluster": {"resolutoin": 1}})
+    with pytest.raises(ValueError, match="Invalid option `pca` for `metric_learning.methods`"):
+        load_cells_config({"metric_learning": {"methods": ["pca"]}})
+    with pytest.raises(ValueError, match="Invalid option `clip` for `embedding\\[0\\].method`"):
+        load_cells_config({"embedding": ["clip"]})
+    result = CliRunner().invoke(app, ["cells", "run", "-o", str(tmp_path / "x"), "--set", "cluster.resolution=-1"])
+    assert result.exit_code == 1 and "cluster.resolution" in result.output
