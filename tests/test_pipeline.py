@@ -190,3 +190,23 @@ def test_all_noise_clustering_is_still_reported(tmp_path):
     assert [p.name for p in (run / "figures").iterdir()] == ["cluster_regular_hdbscan_cluster_means.png"]
     html = (run / "report.html").read_text()
     assert "cluster_regular_hdbscan noise: 24 images" in html and "Undefined here: rir" in html
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_bladder_with_histology(tmp_path):
+    from conftest import shared_data
+
+    folder = shared_data("msi_mouse_bladder")
+    config = {
+        "input": {"path": str(folder / "bladder_cube.npz"), "name": "mouse bladder"},
+        "embedding": ["regular"],
+        "cluster": [{"method": "kmeans", "params": {"n_clusters": 8, "n_init": 2}}],
+        "evaluate": {"n_boot": 50},
+        "report": {"figures": ["rgb_composite"], "histology": str(folder / "mouse_urinary_bladder_HE.tif"),
+                   "thumbnails": False, "dpi": 40},
+    }
+    run = run_pipeline(config, tmp_path / "run")
+    row = pd.read_csv(run / "comparison.csv").iloc[0]
+    assert row["dataset"] == "mouse bladder" and row["clusters"] == 8 and row["isotope pairs"] >= 1
+    assert (run / "figures" / "cluster_regular_kmeans_rgb_composite.png").stat().st_size > 5000

@@ -217,14 +217,20 @@ def read_histology(histology: str | Path | np.ndarray) -> np.ndarray:
         path = Path(histology)
         if not path.is_file():
             raise FileNotFoundError(f"Histology image {str(path)!r} does not exist.")
-        if path.suffix.lower() in {".tif", ".tiff"}:
+        from PIL import Image
+
+        try:  # Pillow decodes the usual (LZW/deflate/JPEG-compressed) RGB tiffs, png and jpg
+            with Image.open(path) as opened:
+                image = np.asarray(opened.convert("RGB"))
+        except (OSError, ValueError) as pil_error:  # e.g. float or multi-channel tiff
+            if path.suffix.lower() not in {".tif", ".tiff"}:
+                raise ValueError(f"Cannot read histology image {str(path)!r}: {pil_error}") from pil_error
             import tifffile
 
-            image = tifffile.imread(path)
-        else:
-            import matplotlib.image
-
-            image = matplotlib.image.imread(path)
+            try:
+                image = tifffile.imread(path)
+            except ValueError as err:
+                raise ValueError(f"Cannot read histology image {str(path)!r}: {err}") from err
     else:
         image = histology
     image = np.asarray(image)
