@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -146,7 +147,7 @@ def test_estimate_n_clusters_features_and_affinity(blobs):
         sc.tl.estimate_n_clusters(blobs, affinity="rbf")
 
 
-def test_cluster_writes_var_and_uns(adata):
+def test_cluster_writes_var_and_uns(adata, tmp_path):
     sc.tl.cluster(adata, "kmeans", n_clusters=3, key_added="km")
     assert adata.var["km"].dtype == np.int64
     assert adjusted_rand_score(TRUTH, adata.var["km"]) == 1.0
@@ -157,6 +158,11 @@ def test_cluster_writes_var_and_uns(adata):
     assert info["fitted"] == {"n_clusters": 3}
     sc.tl.cluster(adata, "spectral", key_added="sp")
     assert adata.uns["sp"][_keys.PARAMS]["n_clusters"] == "auto" and adata.uns["sp"]["fitted"] == {"n_clusters": 3}
+    sc.tl.cluster(adata, "hdbscan", key_added="hd")  # min_samples=None is stored h5ad-safe
+    adata.write_h5ad(tmp_path / "clustered.h5ad")
+    back = anndata.read_h5ad(tmp_path / "clustered.h5ad")
+    assert back.uns["hd"][_keys.PARAMS]["min_samples"] == "None" and back.uns["sp"]["fitted"]["n_clusters"] == 3
+    np.testing.assert_array_equal(back.var["km"], adata.var["km"])
     out = sc.tl.cluster(adata, KMeansClusterer(n_clusters=2), key_added="k2", copy=True)
     assert "k2" in out.var and "k2" not in adata.var
     assert out.uns["k2"]["method"] == "kmeans"
