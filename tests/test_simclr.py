@@ -233,3 +233,23 @@ def test_embed_writes_varm_and_checkpoint(images, tmp_path):
     assert adata.uns["X_simclr"]["method"] == "simclr"
     assert adata.uns["X_simclr"]["params"]["checkpoint"] == str(path)
     assert (path / "model.safetensors").is_file()
+
+
+def test_cli_train_writes_and_refuses_checkpoint(tmp_path):
+    from typer.testing import CliRunner
+
+    from spatialclust.cli import app
+
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        "input:\n  simulate: {shape: [32, 32], n_patterns: 3, ions_per_pattern: 3}\n"
+        "embedding:\n  - method: simclr\n    params: {backbone: test_tiny, epochs: 1, batch_size: 8, image_size: null}\n"
+    )
+    out = tmp_path / "ckpt"
+    result = CliRunner().invoke(app, ["train", str(config), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (out / "model.safetensors").is_file() and "Done: 1 epochs" in result.output
+    other = ["--set", "embedding=[{method: simclr, params: {backbone: efficientnet_lite0}}]"]
+    result = CliRunner().invoke(app, ["train", str(config), "-o", str(out), "-q", *other])
+    assert result.exit_code == 1
+    assert "`architecture.backbone` (expected 'efficientnet_lite0', checkpoint has 'test_tiny')" in result.output
