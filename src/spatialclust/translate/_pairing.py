@@ -62,12 +62,14 @@ def affine_from_landmarks(source: np.ndarray, target: np.ndarray) -> tuple[np.nd
     return matrix, rms
 
 
-def _spacing(coords: np.ndarray) -> float:
-    """Median nearest-neighbour distance of a point set (its grid pitch)."""
-    if len(coords) < 2:
-        return 1.0
-    dist, _ = cKDTree(coords).query(coords, k=2)
-    return float(np.median(dist[:, 1]))
+def _spacing(coords: np.ndarray, groups: np.ndarray) -> float:
+    """Median nearest-neighbour distance of a point set within its sections (its grid pitch)."""
+    dists = []
+    for g in np.unique(groups):
+        xy = coords[groups == g]
+        if len(xy) >= 2:
+            dists.append(cKDTree(xy).query(xy, k=2)[0][:, 1])
+    return float(np.median(np.concatenate(dists))) if dists else 1.0
 
 
 def _dense(x) -> np.ndarray:
@@ -184,7 +186,7 @@ def pair(
         msi_keys = set(zip(msi_sec, map(tuple, msi_xy)))
         shared = all(k in msi_keys for k in zip(st_sec, map(tuple, st_xy)))
         method = "shared" if shared else "nearest"
-    spacing = _spacing(st_xy)
+    spacing = _spacing(st_xy, st_sec)
     if radius is None:
         radius = spacing / 2 if method == "footprint" else (spacing if method == "nearest" else 0.0)
 

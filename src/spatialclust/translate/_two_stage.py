@@ -129,6 +129,7 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
             Feature names, kept for prediction on new AnnData and for interpretation.
         """
         X, Y = check_xy(X, Y)
+        presence_model, intensity_model = self._build("presence"), self._build("intensity")  # unknown names fail first
         if presence is None:
             presence, self.thresholds_ = presence_targets(
                 Y, coords=coords, groups=groups, detection=self.detection, snr=self.snr, quantile=self.quantile
@@ -155,8 +156,8 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         else:
             self.signatures_ = None
             mask = None
-        self.presence_model_ = self._build("presence").fit(self._stage1_input(X, mask), presence, **spatial)
-        self.intensity_model_ = self._build("intensity").fit(X, Y, presence=presence, **spatial)
+        self.presence_model_ = presence_model.fit(self._stage1_input(X, mask), presence, **spatial)
+        self.intensity_model_ = intensity_model.fit(X, Y, presence=presence, **spatial)
         return self
 
     def _stage1_input(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
