@@ -125,3 +125,31 @@ def test_self_label_on_anndata(data):
         bare = sc.io.images_to_adata(images)
         bare.varm["X_simclr"] = adata.varm["X_simclr"]
         sc.tl.self_label(bare)
+
+
+def test_analysis_figures(data, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images, truth, _, path = data
+    adata = sc.io.images_to_adata(images, mz=np.arange(16) * 10.0 + 100.0)
+    adata.var["pattern"] = [f"p{t}" for t in truth]
+    adata.varm["X_regular"] = images.reshape(16, -1)
+    sc.tl.embed(adata, method="simclr", **FAST, epochs=2, checkpoint=str(path))
+    sc.tl.self_label(adata, n_clusters=4, truth="pattern", threshold=0.3, epochs=1, **SELF_LABEL)
+
+    fig = sc.pl.knn_purity_curve(adata, ["X_regular", "X_simclr"], ks=range(1, 6), save=tmp_path / "purity.png")
+    assert list(fig.purity.columns) == ["X_regular", "X_simclr"] and fig.purity.index.tolist() == [1, 2, 3, 4, 5]
+    assert ((fig.purity >= 0) & (fig.purity <= 1)).all().all() and (tmp_path / "purity.png").is_file()
+    fig = sc.pl.representations(adata, ["X_regular", "X_simclr", "X_self_label"], method="tsne")
+    assert set(fig.coordinates) == {"X_regular", "X_simclr", "X_self_label"}
+    fig = sc.pl.ion_pair_similarity(adata, [(100.0, 140.0), (100.0, 110.0)], ["X_regular", "X_simclr"])
+    expected = float(images[0].ravel() @ images[4].ravel() / np.linalg.norm(images[0]) / np.linalg.norm(images[4]))
+    assert fig.similarity.iloc[0]["X_regular"] == pytest.approx(expected, rel=1e-5)
+    sc.pl.self_labeling_history(adata, save=tmp_path / "history.png")
+    assert (tmp_path / "history.png").is_file()
+    with pytest.raises(KeyError, match="No feature within 0.01 of m/z 999"):
+        sc.pl.ion_pair_similarity(adata, [(100.0, 999.0)], ["X_simclr"])
+    plt.close("all")

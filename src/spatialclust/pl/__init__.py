@@ -12,6 +12,7 @@ from ._embedding import embedding
 from ._images import cluster_mean_images, cluster_members, distinct_clusters, read_histology, rgb_composite
 from ._means import cluster_means, mean_image_correlation, standardized_images
 from ._spectrum import mean_spectrum, spectrum
+from ._ssl import ion_pair_similarity, knn_purity_curve, representations, self_labeling_history
 from ._translate import importance_heatmap, metabolite_images, translation_maps
 from ._utils import cluster_colors, feature_labels
 
@@ -27,11 +28,15 @@ __all__ = [
     "embedding",
     "feature_labels",
     "importance_heatmap",
+    "ion_pair_similarity",
+    "knn_purity_curve",
     "mean_image_correlation",
     "mean_spectrum",
     "metabolite_images",
     "read_histology",
+    "representations",
     "rgb_composite",
+    "self_labeling_history",
     "spectrum",
     "standardized_images",
     "translation_maps",
