@@ -170,7 +170,8 @@ class PrevalencePresence(ClassifierMixin, BaseEstimator):
     """Stage-1 baseline: every spot gets the training prevalence of each metabolite as its score.
 
     Predicts a metabolite present everywhere when it is present in at least half of the training
-    spots (the majority class). Its ROC AUC is 0.5 by construction.
+    spots (the majority class). Its ROC AUC within one fold is 0.5 by construction (pooled over folds
+    with different training prevalences it can differ from 0.5).
     """
 
     def fit(self, X, Y, **fit_params) -> PrevalencePresence:
