@@ -112,3 +112,32 @@ def test_simulator_is_seeded_and_has_known_phenotypes():
     assert not np.array_equal(a.obsm[_keys.CELL_IMAGES], c.obsm[_keys.CELL_IMAGES])
     with pytest.raises(ValueError, match="Invalid option `size` for `label`"):
         sc.datasets.simulate_cells(5, label="size")
+
+
+def _write_fcs(path, table: pd.DataFrame, *, datatype="F", byteord="1,2,3,4"):
+    """A minimal FCS 3.0 list-mode file (what cytometers export next to the ICS images)."""
+    order = "<" if byteord.startswith("1") else ">"
+    dtype = {"F": f"{order}f4", "D": f"{order}f8", "I": f"{order}u2"}[datatype]
+    data = table.to_numpy().astype(dtype).tobytes()
+    bits = {"F": 32, "D": 64, "I": 16}[datatype]
+    keys = {"$BYTEORD": byteord, "$DATATYPE": datatype, "$MODE": "L", "$PAR": str(table.shape[1]),
+            "$TOT": str(table.shape[0]), "$NEXTDATA": "0"}
+    for i, name in enumerate(table.columns, 1):
+        keys.update({f"$P{i}N": name, f"$P{i}B": str(bits), f"$P{i}E": "0,0", f"$P{i}R": "1024"})
+    text = "/" + "/".join(f"{k}/{v.replace('/', '//')}" for k, v in keys.items()) + "/"
+    text_start = 58
+    data_start = text_start + len(text)
+    header = b"FCS3.0    " + b"".join(str(v).rjust(8).encode() for v in (text_start, data_start - 1, data_start, data_start + len(data) - 1, 0, 0))
+    path.write_bytes(header + text.encode("latin-1") + data)
+
+
+@pytest.mark.parametrize(("datatype", "byteord"), [("F", "1,2,3,4"), ("D", "4,3,2,1"), ("I", "1,2")])
+def test_read_fcs_instrument_features(tmp_path, datatype, byteord):
+    table = pd.DataFrame({"FSC-A": [10.0, 20.0, 30.0], "SSC/H": [3.0, 2.0, 1.0]})
+    _write_fcs(tmp_path / "events.fcs", table, datatype=datatype, byteord=byteord)
+    pd.testing.assert_frame_equal(sc.io.read_fcs(tmp_path / "events.fcs"), table)
+    adata = sc.io.read_cell_features(tmp_path / "events.fcs")
+    assert list(adata.var_names) == ["FSC-A", "SSC/H"] and adata.shape == (3, 2)
+    (tmp_path / "broken.fcs").write_bytes(b"FCS3.0    " + b"x" * 60)
+    with pytest.raises(ValueError, match="broken.fcs"):
+        sc.io.read_fcs(tmp_path / "broken.fcs")

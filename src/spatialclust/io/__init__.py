@@ -1,6 +1,13 @@
 """Reading and writing spatial datasets (imzML, image stacks, h5ad, ...) as AnnData."""
 
-from ._cells import cell_image_stack, cell_images_to_adata, read_cell_features, read_cell_images, read_cell_labels
+from ._cells import (
+    cell_image_stack,
+    cell_images_to_adata,
+    read_cell_features,
+    read_cell_images,
+    read_cell_labels,
+    read_fcs,
+)
 from ._images import images_to_adata, read_ion_images
 from ._imzml import ImzMLError, read_imzml, write_imzml
 from ._read import read
@@ -13,4 +20,5 @@ __all__ = [
     "read_cell_features",
     "read_cell_images",
     "read_cell_labels",
+    "read_fcs",
     "ImzMLError", "images_to_adata", "read", "read_imzml", "read_ion_images", "write_imzml"]

@@ -33,6 +33,7 @@ __all__ = [
     "read_cell_features",
     "read_cell_images",
     "read_cell_labels",
+    "read_fcs",
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -294,6 +295,58 @@ def read_cell_images(
     return adata
 
 
+def read_fcs(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the event table of a Flow Cytometry Standard file (FCS 2.0/3.0/3.1, list mode).
+
+    Supports ``$DATATYPE`` F (float32), D (float64) and I (unsigned integers of 8/16/32/64 bits,
+    ``$PnB``) in either byte order (``$BYTEORD``); the data offsets are taken from the header or,
+    for large files, from ``$BEGINDATA``/``$ENDDATA``. Column names are ``$PnN``.
+
+    Returns
+    -------
+    DataFrame with one row per event (cell) and one column per parameter.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if len(raw) < 58 or not raw[:3] == b"FCS":
+        raise ValueError(f"{str(path)!r} is not an FCS file (it does not start with an FCS header).")
+    try:
+        offsets = [int(raw[i : i + 8].strip() or 0) for i in range(10, 42, 8)]
+        text_start, text_end, data_start, data_end = offsets
+        text = raw[text_start : text_end + 1].decode("latin-1")
+        delimiter = text[0]
+        placeholder = "\x00"
+        fields = text[1:].replace(delimiter * 2, placeholder).split(delimiter)
+        keywords = {
+            fields[i].strip().upper(): fields[i + 1].replace(placeholder, delimiter).strip()
+            for i in range(0, len(fields) - 1, 2)
+        }
+        if data_start == 0 or data_end == 0:
+            data_start, data_end = int(keywords["$BEGINDATA"]), int(keywords["$ENDDATA"])
+        n_params, n_events = int(keywords["$PAR"]), int(keywords["$TOT"])
+        datatype = keywords["$DATATYPE"].upper()
+        order = "<" if keywords.get("$BYTEORD", "1,2,3,4").startswith("1") else ">"
+        names = [keywords.get(f"$P{i}N", f"P{i}") for i in range(1, n_params + 1)]
+        if keywords.get("$MODE", "L").upper() != "L":
+            raise ValueError(f"FCS file {str(path)!r} is not in list mode ($MODE={keywords['$MODE']}).")
+        if datatype in ("F", "D"):
+            dtype = np.dtype(f"{order}{'f4' if datatype == 'F' else 'f8'}")
+            values = np.frombuffer(raw, dtype=dtype, count=n_events * n_params, offset=data_start)
+        elif datatype == "I":
+            bits = {int(keywords[f"$P{i}B"]) for i in range(1, n_params + 1)}
+            if len(bits) != 1 or bits.pop() not in (8, 16, 32, 64):
+                raise ValueError(f"FCS file {str(path)!r}: integer data with mixed or unusual $PnB is not supported.")
+            width = int(keywords["$P1B"]) // 8
+            values = np.frombuffer(raw, dtype=np.dtype(f"{order}u{width}"), count=n_events * n_params, offset=data_start)
+        else:
+            raise ValueError(f"FCS file {str(path)!r}: $DATATYPE {datatype!r} is not supported (F, D or I).")
+    except (KeyError, ValueError, IndexError) as err:
+        if isinstance(err, ValueError) and str(path) in str(err):
+            raise
+        raise ValueError(f"FCS file {str(path)!r} is corrupt or incomplete: {err!r}") from err
+    return pd.DataFrame(values.reshape(n_events, n_params).astype(np.float64), columns=names)
+
+
 def read_cell_features(
     path: str | os.PathLike,
     *,
@@ -301,12 +354,12 @@ def read_cell_features(
     label_column: str | None = _keys.LABEL,
     features: Sequence[str] | None = None,
 ) -> ad.AnnData:
-    """Read a table of instrument features (one row per cell; CSV or TSV exported from an FCS file).
+    """Read a table of instrument features (one row per cell): an FCS file, or a CSV/TSV export.
 
     Parameters
     ----------
     path
-        CSV (comma) or TSV (``.tsv``/``.txt``, tab) with one row per cell.
+        ``.fcs`` (see :func:`read_fcs`), CSV (comma) or TSV (``.tsv``/``.txt``, tab), one row per cell.
     id_column
         Column of cell ids (default: the row number).
     label_column
@@ -321,7 +374,10 @@ def read_cell_features(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Feature table {str(path)!r} does not exist.")
-    table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",")
+    if path.suffix.lower() == ".fcs":
+        table = read_fcs(path)
+    else:
+        table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",")
     if table.empty:
         raise ValueError(f"Feature table {str(path)!r} has no rows.")
     if id_column is not None:

@@ -36,7 +36,7 @@ METRICS_FILE = "metrics.json"
 COMPARISON_FILE = "comparison.csv"
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
-FEATURE_TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+FEATURE_TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".fcs")
 
 
 def default_cells_config() -> dict[str, Any]:
