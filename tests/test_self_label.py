@@ -153,3 +153,15 @@ def test_analysis_figures(data, tmp_path):
     with pytest.raises(KeyError, match="No feature within 0.01 of m/z 999"):
         sc.pl.ion_pair_similarity(adata, [(100.0, 999.0)], ["X_simclr"])
     plt.close("all")
+
+
+def test_simclr_embedder_with_self_label(data):
+    images, truth, _, path = data
+    adata = sc.io.images_to_adata(images)
+    params = {"threshold": 0.3, "epochs": 1, **SELF_LABEL}
+    embedder = sc.tl.SimCLREmbedder(**FAST, epochs=2, checkpoint=str(path), self_label=True, n_clusters=4, self_label_params=params)
+    sc.tl.embed(adata, embedder)
+    assert adata.varm["X_simclr"].shape == (16, 16)
+    np.testing.assert_allclose(adata.varm["X_simclr"], embedder.self_labeling_.transform(images), rtol=1e-5, atol=1e-6)
+    assert embedder.labels_.shape == (16,)
+    assert adata.uns["X_simclr"]["params"]["self_label"] is True

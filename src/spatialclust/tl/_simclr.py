@@ -136,6 +136,16 @@ class SimCLREmbedder(ImageEmbedder):
         bfloat16/float16 autocast on CUDA (ignored elsewhere).
     seed
         Seed of the weight initialisation of the head, the batch order and every augmentation.
+    self_label
+        After SimCLR, also run steps 2-3 of the paper (spectral clustering of the representation into
+        ``n_clusters`` on a 10-NN graph, then :class:`~spatialclust.tl.SelfLabelingClassifier` with
+        ``self_label_params``); :meth:`transform` then returns the features of the fine-tuned encoder
+        and the classifier's clusters are in ``labels_``. This is how ``spatialclust run`` uses
+        self-labeling (``embedding: [{method: simclr, params: {self_label: true}}]``).
+    n_clusters
+        Clusters of the initial spectral clustering when ``self_label`` (``"auto"``: eigengap).
+    self_label_params
+        Parameters of the :class:`~spatialclust.tl.SelfLabelingClassifier` (``threshold``, ``epochs``, ...).
 
     Attributes
     ----------
@@ -152,6 +162,10 @@ class SimCLREmbedder(ImageEmbedder):
     device_ : str
     n_features_out_ : int
         Dimension of the representation.
+    self_labeling_ : SelfLabelingClassifier
+        With ``self_label=True``: the fitted self-labeling model.
+    labels_ : ndarray
+        With ``self_label=True``: the final cluster of every image.
 
     Examples
     --------
@@ -187,6 +201,9 @@ class SimCLREmbedder(ImageEmbedder):
         device: str = "auto",
         mixed_precision: bool = True,
         seed: int = 0,
+        self_label: bool = False,
+        n_clusters: int | str = "auto",
+        self_label_params: dict[str, Any] | None = None,
     ) -> None:
         self.backbone = backbone
         self.pretrained = pretrained
@@ -211,6 +228,9 @@ class SimCLREmbedder(ImageEmbedder):
         self.device = device
         self.mixed_precision = mixed_precision
         self.seed = seed
+        self.self_label = self_label
+        self.n_clusters = n_clusters
+        self.self_label_params = self_label_params
 
     # ------------------------------------------------------------------ construction
 
@@ -321,7 +341,7 @@ class SimCLREmbedder(ImageEmbedder):
     # ------------------------------------------------------------------ training
 
     def fit(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> SimCLREmbedder:
-        """Train the encoder on ``images`` (or load/resume ``checkpoint``).
+        """Train the encoder on ``images`` (or load/resume ``checkpoint``), then self-label if asked.
 
         Parameters
         ----------
@@ -332,6 +352,22 @@ class SimCLREmbedder(ImageEmbedder):
         pixel_size
             Unused (accepted for the embedder interface).
         """
+        self._fit_simclr(images, mask=mask, pixel_size=pixel_size)
+        if self.self_label:
+            from ._cluster import create_clusterer
+            from ._self_label import SelfLabelingClassifier
+
+            if self.self_label_params is not None and not isinstance(self.self_label_params, dict):
+                raise ValueError(f"`self_label_params` must be a mapping or None; received {self.self_label_params!r}.")
+            features = SimCLREmbedder.transform(self, images, mask=mask)
+            init = create_clusterer("spectral", n_clusters=self.n_clusters, random_state=self.seed).fit(features).labels_
+            params = {"seed": self.seed, "device": self.device, **(self.self_label_params or {})}
+            self.self_labeling_ = SelfLabelingClassifier(self, **params).fit(images, init, mask=mask)
+            self.labels_ = self.self_labeling_.labels_
+        return self
+
+    def _fit_simclr(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> SimCLREmbedder:
+        """Step 1: train the encoder on ``images`` (or load/resume ``checkpoint``)."""
         import torch
 
         from ..models._checkpoint import load_checkpoint, load_optimizer_state
@@ -447,9 +483,12 @@ class SimCLREmbedder(ImageEmbedder):
     # ------------------------------------------------------------------ inference
 
     def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
-        """Encoder features ``(n_images, n_features_out_)`` of the un-augmented images."""
+        """Encoder features ``(n_images, n_features_out_)`` of the un-augmented images (of the
+        self-labeled encoder when ``self_label=True``)."""
         if not hasattr(self, "model_"):
             raise RuntimeError("This SimCLREmbedder is not fitted yet; call `fit` first.")
+        if self.self_label and hasattr(self, "self_labeling_"):
+            return self.self_labeling_.transform(images, mask=mask)
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
         return encode(self.model_.encoder, arr, image_size=self.image_size_, device=self.device_, mask=mask)
 
