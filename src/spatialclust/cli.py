@@ -77,6 +77,10 @@ def _run_and_report(resolve_config, output: Path, *, overwrite: bool, command: s
     from ._rundir import check_output_dir
     from .pipeline import run_pipeline
 
+    import warnings
+
+    # umap-learn warns on every seeded run that it cannot parallelise; nothing a user can act on
+    warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
     report = (output / "report.html").resolve()
     try:
         config = resolve_config()
