@@ -79,6 +79,9 @@ def _run_and_report(resolve_config, output: Path, *, overwrite: bool, command: s
 
     import warnings
 
+    import matplotlib
+
+    matplotlib.use("Agg")  # figures are only written to files: no display needed
     # umap-learn warns on every seeded run that it cannot parallelise; nothing a user can act on
     warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
     report = (output / "report.html").resolve()

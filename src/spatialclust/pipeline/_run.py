@@ -291,9 +291,6 @@ def make_figures(
     means: Mapping[str, tuple[np.ndarray, np.ndarray]],
 ) -> dict[str, list[tuple[str, Path]]]:
     """Figures of every clustering (``section["figures"]``); returns ``{key: [(figure name, path)]}``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)  # no display needed; keeps an interactive backend if one is set
     import matplotlib.pyplot as plt
 
     from .. import pl
