@@ -91,9 +91,13 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for section, key in (("input", "read"), ("input", "simulate")):
         if not isinstance(config[section][key], Mapping):
             raise ConfigError(f"`{section}.{key}` must be a mapping of options; got {config[section][key]!r}.")
-    for key, path in (("input.path", config["input"]["path"]), ("report.histology", config["report"]["histology"])):
-        if path is not None and not Path(path).exists():
-            raise FileNotFoundError(f"`{key}`: {str(path)!r} does not exist.")
+    for section, key in (("input", "path"), ("report", "histology")):
+        path = config[section][key]
+        if path is not None:
+            if not Path(path).exists():
+                raise FileNotFoundError(f"`{section}.{key}`: {str(path)!r} does not exist.")
+            # absolute, so that the run's config.yaml can be re-run from any directory
+            config[section][key] = str(Path(path).resolve())
     _check_percentile(config["preprocess"]["winsorize"], "preprocess.winsorize")
     _check_percentile(config["report"]["winsorize"], "report.winsorize")
 

@@ -10,12 +10,9 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import pp
+from ..metrics._isotopes import C13_SHIFT
 from ._means import index_chunks
 from ._utils import cluster_colors, cluster_labels, finish
-
-#: Mass difference of a 13C isotope (M+1), used to centre the automatic zoom window.
-C13_SPACING = 1.00336
-
 
 def mean_spectrum(adata: AnnData, *, layer: str | None = None) -> np.ndarray:
     """Mean intensity of every feature over the on-tissue pixels, float64 ``(n_vars,)``."""
@@ -33,8 +30,8 @@ def _auto_zoom(mz: np.ndarray, intensity: np.ndarray, width: float) -> tuple[flo
     tolerance = min(tolerance, 0.1)
     centre = mz[order[0]]
     for i in order:
-        if np.any(np.abs(mz - (mz[i] + C13_SPACING)) <= tolerance):
-            centre = mz[i] + C13_SPACING / 2
+        if np.any(np.abs(mz - (mz[i] + C13_SHIFT)) <= tolerance):
+            centre = mz[i] + C13_SHIFT / 2
             break
     return float(centre - width / 2), float(centre + width / 2)
 
