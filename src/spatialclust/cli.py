@@ -29,7 +29,7 @@ OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Run d
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed for every random step.")]
 SetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", help="Override one config key: --set cluster.n_clusters=8.")
+    Optional[list[str]], typer.Option("--set", help="Override one config key (value read as YAML): --set preprocess.winsorize=99.")
 ]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only, no progress bars.")]
@@ -226,9 +226,16 @@ def cells_run(
 ) -> None:
     """Classical features, metric learning, image embeddings, Leiden and purity for every representation
     (defaults: spatialclust/pipeline/cells.yaml), in one run directory with report.html."""
+    import warnings
+
+    import matplotlib
+
     from ._rundir import check_output_dir
     from .pipeline import load_cells_config, run_cells
 
+    matplotlib.use("Agg")  # figures are only written to files: no display needed
+    # umap-learn warns on every seeded run that it cannot parallelise; nothing a user can act on
+    warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
     setup_logging(verbose, quiet)
     is_config = input_or_config is not None and input_or_config.suffix.lower() in _YAML_SUFFIXES
     if is_config and config is not None:

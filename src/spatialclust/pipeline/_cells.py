@@ -259,9 +259,6 @@ def make_cell_figures(
     adata: ad.AnnData, reps: list[dict[str, Any]], cfg: Mapping[str, Any], figures_dir: Path, *, has_images: bool
 ) -> dict[str, list[tuple[str, Path]]]:
     """Per representation: 2-D map coloured by cluster and label, example cells per cluster."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     import scanpy as sc
 
