@@ -51,6 +51,17 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     logger.setLevel(min(level, logging.INFO) if verbose else level)
 
 
+def files_only_mode() -> None:
+    """For commands that write figures to files only: the Agg backend (no display needed), and no
+    notice from umap-learn that a seeded run cannot be parallelised (nothing a user can act on)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
+
+
 def fail(err: Exception) -> None:
     """Print an error a scientist can act on and exit with status 1 (no traceback)."""
     typer.secho(f"Error: {err}", fg=typer.colors.RED, err=True)
@@ -77,13 +88,7 @@ def _run_and_report(resolve_config, output: Path, *, overwrite: bool, command: s
     from ._rundir import check_output_dir
     from .pipeline import run_pipeline
 
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")  # figures are only written to files: no display needed
-    # umap-learn warns on every seeded run that it cannot parallelise; nothing a user can act on
-    warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
+    files_only_mode()
     report = (output / "report.html").resolve()
     try:
         config = resolve_config()
@@ -226,16 +231,10 @@ def cells_run(
 ) -> None:
     """Classical features, metric learning, image embeddings, Leiden and purity for every representation
     (defaults: spatialclust/pipeline/cells.yaml), in one run directory with report.html."""
-    import warnings
-
-    import matplotlib
-
     from ._rundir import check_output_dir
     from .pipeline import load_cells_config, run_cells
 
-    matplotlib.use("Agg")  # figures are only written to files: no display needed
-    # umap-learn warns on every seeded run that it cannot parallelise; nothing a user can act on
-    warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
+    files_only_mode()
     setup_logging(verbose, quiet)
     is_config = input_or_config is not None and input_or_config.suffix.lower() in _YAML_SUFFIXES
     if is_config and config is not None:
