@@ -80,7 +80,7 @@ def run(name: str, args) -> str:
         pairing_text = f"{pairing['method']}, median match distance {pairing['distance_median']:.3g}"
     lines = [f"### {name}: {st.n_obs} spots x {st.n_vars} genes -> {msi.n_vars} metabolites", ""]
     lines.append(f"Pairing: {pairing_text}. Folds: {'leave-one-section-out' if folds == 'sections' else '5 spatially blocked folds'}. "
-                 f"Presence prevalence per metabolite: {dict(zip(msi.var_names, presence.mean(0).round(2)))}.")
+                 f"Presence prevalence per metabolite: {', '.join(f'{m} {p:.2f}' for m, p in zip(msi.var_names, presence.mean(0)))}.")
     lines.append("")
     p = result["presence_summary"][["model", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro", "f1_micro", "roc_auc_micro"]]
     lines += ["Stage 1 (presence), pooled held-out spots:", "", markdown(p), ""]
