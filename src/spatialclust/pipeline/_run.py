@@ -83,6 +83,9 @@ def run_pipeline(
         ``figures/*.png``, ``report.html``
             Figures of every clustering and the self-contained HTML report.
     """
+    from .. import tl
+    from ..report import write_run_report
+
     cfg = load_config(config)
     output_dir = Path(output_dir)
     plans = _plan(cfg)  # builds every estimator first: bad parameters fail before any work
@@ -94,34 +97,26 @@ def run_pipeline(
         timings: dict[str, float] = {}
         for key, embedder in progress(plans["embeddings"], desc="embedding", total=len(plans["embeddings"])):
             start = time.perf_counter()
-            _call(lambda: _tl().embed(adata, embedder, key_added=key), f"embedding `{key}`")
+            tl.embed(adata, embedder, key_added=key)
             timings[key] = time.perf_counter() - start
         clusterings = []
         for item in progress(plans["clusterings"], desc="clustering", total=len(plans["clusterings"])):
             start = time.perf_counter()
-            _call(lambda: _tl().cluster(adata, item["estimator"], use_rep=item["use_rep"], key_added=item["key"]),
-                  f"clustering `{item['key']}`")
+            tl.cluster(adata, item["estimator"], use_rep=item["use_rep"], key_added=item["key"])
             clusterings.append({**item, "seconds": time.perf_counter() - start + timings[item["use_rep"]]})
         results = evaluate(adata, clusterings, cfg, dataset=dataset)
         write_tables(tmp, adata, results)
         figures = make_figures(tmp / FIGURES_DIR, adata, clusterings, cfg["report"], means=results["means"])
         write_results(tmp / RESULTS_FILE, adata)
-        from ..report._run import write_run_report
-
         write_run_report(tmp, adata=adata, config=cfg, figures=figures, correlations=results["correlations"],
                          means=results["means"])
         logger.info("Report: %s", (output_dir / REPORT_FILE).resolve())
     return output_dir
 
 
-def _tl():
-    from .. import tl
-
-    return tl
-
-
 def _call(step, what: str):
-    """Run a step; a TypeError from bad free-form parameters is reported as a configuration error."""
+    """Run a step taking free-form configuration parameters; a TypeError (unknown or missing
+    parameter) is reported as a configuration error naming ``what``."""
     try:
         return step()
     except TypeError as err:
@@ -130,7 +125,8 @@ def _call(step, what: str):
 
 def _plan(cfg: Mapping[str, Any]) -> dict[str, list]:
     """Embedding and clusterer instances (validated params, seeded) and the unique cluster keys."""
-    tl = _tl()
+    from .. import tl
+
     seed = cfg["seed"]
     embeddings: list[tuple[str, Any]] = []
     for i, item in enumerate(cfg["embedding"]):
