@@ -4,14 +4,28 @@ DARLC (Wang et al., 2024, seed 003, §3.2.2) uses a lightweight ViT (4 blocks, 4
 shared encoder of its MIM and contrastive branches, with 80 % of the patches masked in the MIM branch
 and a fully connected decoder. Here the masked patches are replaced by a learned mask token
 (SimMIM, Xie et al., 2022) and a linear layer decodes every token back to its patch pixels; the loss
-is the mean squared error over the masked patches (eq. 7). The image representation is the output
-class token. Transformer blocks are timm's.
+is the mean squared error over the masked patches (eq. 7). The image representation is the mean of
+the output patch tokens. Transformer blocks are timm's.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def sincos_pos_embed(dim: int, grid: tuple[int, int]) -> torch.Tensor:
+    """``(1 + gh * gw, dim)`` 2-D sine-cosine position embedding (zeros for the class token), as in MAE."""
+    if dim % 4:
+        raise ValueError(f"`embed_dim`={dim} must be a multiple of 4 for the 2-D sin-cos position embedding.")
+    gh, gw = grid
+    yy, xx = torch.meshgrid(torch.arange(gh, dtype=torch.float32), torch.arange(gw, dtype=torch.float32), indexing="ij")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    parts = []
+    for pos in (yy.reshape(-1), xx.reshape(-1)):
+        angle = pos[:, None] * omega[None]
+        parts += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat([torch.zeros(1, dim), torch.cat(parts, dim=1)], dim=0)
 
 
 class SparseImageViT(nn.Module):
@@ -42,8 +56,11 @@ class SparseImageViT(nn.Module):
         self.patch_embed = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, embed_dim))
-        for p in (self.cls_token, self.mask_token, self.pos_embed):
+        # fixed 2-D sin-cos position embedding (MAE): for sparse images *where* the signal is, is
+        # what distinguishes patterns, and a learned embedding initialised at std 0.02 needs far more
+        # steps than a per-dataset training of a few hundred images provides
+        self.register_buffer("pos_embed", sincos_pos_embed(embed_dim, self.grid)[None], persistent=False)
+        for p in (self.cls_token, self.mask_token):
             nn.init.trunc_normal_(p, std=0.02)
         self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim)
@@ -60,8 +77,14 @@ class SparseImageViT(nn.Module):
         return self.norm(self.blocks(t))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image representation: the class token ``(B, D)``."""
-        return self.tokens(x)[:, 0]
+        """Image representation ``(B, D)``: the mean of the encoded patch tokens.
+
+        Global average pooling (as MAE uses for its representation) depends on the input from the
+        first step, whereas the class token of a small ViT trained on few images stays nearly
+        constant for many epochs (measured: k-means NMI 0.03 on simulated gene images after 20
+        epochs with the class token).
+        """
+        return self.tokens(x)[:, 1:].mean(dim=1)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` -> ``(B, N, patch_size**2)`` in token order."""

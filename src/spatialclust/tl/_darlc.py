@@ -148,7 +148,10 @@ def _build_networks(image_size, params: dict[str, Any], device: str):
     d = params["embed_dim"]
     net = nn.ModuleDict({
         "encoder": vit,
-        "proj": nn.Linear(d, d),  # g in eq. 9
+        # g in eq. 9; the paper's linear map gets a batch-norm + ReLU hidden layer (MoCo v3 / BYOL
+        # projector): centring over the batch removes the component all embeddings share at the
+        # start, without which InfoNCE barely moves on a few hundred sparse images
+        "proj": nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(), nn.Linear(d, d)),
         "head": nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.SELU(), nn.Linear(d, params["head_dim"])),  # eq. 12
     })
     net.register_parameter("log_sigma", nn.Parameter(torch.zeros(2)))  # eq. 11 noise parameters (log sigma)
@@ -347,8 +350,11 @@ class DARLCEmbedder(ImageEmbedder):
         smoothed = scale_images(smoothed, mask)
         self.smoothed_ = smoothed
         self.mask_ = mask
-        x = torch.as_tensor(pad_to_patches(scaled, self.patch_size)[:, None], device=device)
-        xs = torch.as_tensor(pad_to_patches(smoothed, self.patch_size)[:, None], device=device)
+        # standardise pixel values over the dataset (sparse images have a tiny mean intensity, which
+        # would leave the patch tokens dominated by the position embedding)
+        self.pixel_mean_, self.pixel_std_ = float(scaled.mean()), float(scaled.std()) or 1.0
+        x = torch.as_tensor(self._standardise(pad_to_patches(scaled, self.patch_size))[:, None], device=device)
+        xs = torch.as_tensor(self._standardise(pad_to_patches(smoothed, self.patch_size))[:, None], device=device)
         params = self.get_params()
         net, target = _build_networks(tuple(x.shape[2:]), params, device)
         optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
@@ -381,6 +387,9 @@ class DARLCEmbedder(ImageEmbedder):
             self.labels_ = self.mixture_.labels_.astype(np.int64)
             self.n_clusters_ = k
         return self
+
+    def _standardise(self, images: np.ndarray) -> np.ndarray:
+        return ((images - self.pixel_mean_) / self.pixel_std_).astype(np.float32)
 
     def _batches(self, n: int, rng: np.random.Generator) -> list[np.ndarray]:
         order = rng.permutation(n)
@@ -527,7 +536,7 @@ class DARLCEmbedder(ImageEmbedder):
         expected = tuple(self._net["encoder"].grid[i] * self.patch_size for i in range(2))
         if scaled.shape[1:] != expected:
             raise ValueError(f"`images` must have the training grid size; padded shape {scaled.shape[1:]} != {expected}.")
-        x = torch.as_tensor(scaled[:, None], device=self._device)
+        x = torch.as_tensor(self._standardise(scaled)[:, None], device=self._device)
         return self._encode(x, self.output).astype(np.float32)
 
 

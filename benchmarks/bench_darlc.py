@@ -1,0 +1,199 @@
+"""Benchmark DARLC (seed 003) against k-means on raw images and the neural / SimCLR embedders.
+
+For every dataset the feature images are clustered by
+
+- ``kmeans_raw``: k-means on the flattened preprocessed images (the baseline, measured in the same run);
+- ``neural+kmeans`` / ``simclr+kmeans``: k-means on the neural (pretrained EfficientNet-Lite0) and
+  SimCLR embeddings (optional, ``--methods``);
+- ``darlc``: DARLC's own Student's t mixture clusters (Module II);
+- ``darlc+leiden``: Leiden on DARLC's encoder embeddings (the seed's downstream check);
+
+with the same number of clusters for every method (paper heuristic: ~30 images per cluster, or
+``--n-clusters``). Reported: DBI with Euclidean and Pearson distance computed on the images
+themselves (so all methods are scored in one space; lower is better), NMI/ARI/accuracy where a
+truth exists (simulated data), the number of high/medium-quality clusters by spectral angle
+mapper, and wall time. ``--ablations`` adds the Table 4 switches on the first dataset.
+
+Example (the figures in docs/benchmarks.md)::
+
+    python benchmarks/bench_darlc.py --datasets simulated hippo1 mob1 bladder --ablations \
+        --json /tmp/bench_darlc.json --figures /tmp/bench_darlc_figs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import spatialclust as sc
+from spatialclust.tl._darlc import DARLCEmbedder, scale_images, seeding_similarity
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+ABLATIONS = {
+    "DARLC-full": {},
+    "w/o CLR": {"contrastive": False},
+    "GAT -> GKS": {"augmentation": "gaussian"},
+    "w/o Module II": {"joint_clustering": False},
+    "SMM -> GMM": {"mixture": "gaussian"},
+    "w/o pre-training": {"pretrain_epochs": 0},
+}
+
+
+def load(name: str, n_genes: int, seed: int):
+    """Preprocessed AnnData of one benchmark dataset."""
+    if name == "simulated":
+        adata = sc.datasets.simulate_st(shape=(32, 32), n_patterns=5, genes_per_pattern=30, seed=seed)
+        sc.pp.preprocess_st(adata, min_spots=10)
+        return adata
+    if name in ("hippo1", "mob1"):
+        adata = sc.io.read_legacy_st(SHARED / "st_legacy_stutility" / f"{name.capitalize().replace('Mob', 'MOB')}.h5ad")
+        sc.pp.preprocess_st(adata, n_top_genes=n_genes)
+        return adata
+    if name == "bladder":
+        with np.load(SHARED / "msi_mouse_bladder" / "bladder_cube.npz") as f:
+            cube, mz, seg = f["cube"], f["mz"], f["ssc_segments"]
+        adata = sc.io.images_to_adata(cube, mz=mz, mask=seg >= 0)
+        sc.pp.preprocess_ion_images(adata, normalize="tic")
+        return adata
+    raise ValueError(f"unknown dataset {name!r}")
+
+
+def image_matrix(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The images DBI and SAM are computed on: scaled to [0, 1] per image, on-tissue pixels."""
+    return scale_images(images, mask)[:, mask].astype(np.float64)
+
+
+def score(flat: np.ndarray, labels: np.ndarray, truth: np.ndarray | None) -> dict[str, float]:
+    out = {
+        "DBI-E": sc.metrics.davies_bouldin(flat, labels, metric="euclidean"),
+        "DBI-P": sc.metrics.davies_bouldin(flat, labels, metric="pearson"),
+        "n_clusters": int(len(np.unique(labels))),
+    }
+    groups = sc.metrics.cluster_quality_groups(sc.metrics.spectral_angle_mapper(flat, labels))
+    out["high_quality_clusters"] = sum(v == "high" for v in groups.values())
+    if truth is not None:
+        out.update(NMI=sc.metrics.nmi(truth, labels), ARI=sc.metrics.ari(truth, labels),
+                   ACC=sc.metrics.clustering_accuracy(truth, labels))
+    return out
+
+
+def darlc_params(args) -> dict:
+    return dict(patch_size=args.patch_size, embed_dim=args.embed_dim, depth=4, num_heads=4, head_dim=32,
+                pretrain_epochs=args.pretrain_epochs, cluster_epochs=args.cluster_epochs, gat_epochs=args.gat_epochs,
+                batch_size=64, device="cpu", random_state=args.seed)
+
+
+def member_figure(images: np.ndarray, labels: np.ndarray, flat: np.ndarray, path: Path, n_show: int = 5) -> None:
+    """Example member images of the best and worst cluster by SAM (DARLC Figure 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sam = sc.metrics.spectral_angle_mapper(flat, labels)
+    order = sorted(sam, key=sam.get)
+    picks = [("high", order[0]), ("medium", order[-1])]
+    fig, axes = plt.subplots(2, n_show, figsize=(2 * n_show, 4.4), squeeze=False)
+    rng = np.random.default_rng(0)
+    for row, (quality, k) in enumerate(picks):
+        members = np.flatnonzero(labels == k)
+        chosen = rng.choice(members, size=min(n_show, len(members)), replace=False)
+        for col in range(n_show):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < len(chosen):
+                ax.imshow(images[chosen[col]], cmap="viridis")
+        axes[row, 0].set_title(f"{quality} quality cluster {k} (SAM {sam[k]:.2f})", loc="left", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def run_dataset(name: str, args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    adata = load(name, args.n_genes, args.seed)
+    images = sc.pp.feature_images(adata)
+    mask = sc.pp.tissue_mask_image(adata)
+    truth = adata.var[sc._keys.PATTERN].to_numpy() if sc._keys.PATTERN in adata.var else None
+    flat = image_matrix(images, mask)
+    k = args.n_clusters or max(2, round(len(images) / 30))
+    results: dict[str, dict] = {}
+    info = {"n_images": int(len(images)), "grid": list(images.shape[1:]), "n_clusters": k}
+    print(f"== {name}: {len(images)} images of {images.shape[1:]}, {k} clusters", flush=True)
+
+    t0 = time.perf_counter()
+    raw = sc.tl.create_clusterer("kmeans", n_clusters=k, random_state=args.seed).fit(flat).labels_
+    results["kmeans_raw"] = {**score(flat, raw, truth), "seconds": time.perf_counter() - t0}
+
+    for method in args.methods:
+        params = {"neural": dict(device="cpu", num_threads=args.threads),
+                  "simclr": dict(device="cpu", epochs=args.simclr_epochs, seed=args.seed, pretrained=True)}[method]
+        t0 = time.perf_counter()
+        emb = sc.tl.create_embedder(method, **params).fit_transform(images, mask=mask, pixel_size=adata.uns["grid"].get("pixel_size"))
+        labels = sc.tl.create_clusterer("kmeans", n_clusters=k, random_state=args.seed).fit(emb).labels_
+        results[f"{method}+kmeans"] = {**score(flat, labels, truth), "seconds": time.perf_counter() - t0}
+
+    t0 = time.perf_counter()
+    model = DARLCEmbedder(n_clusters=k, **darlc_params(args))
+    emb = model.fit_transform(images, mask=mask)
+    results["darlc"] = {**score(flat, model.labels_, truth), "seconds": time.perf_counter() - t0}
+    leiden = sc.tl.create_clusterer("leiden", random_state=args.seed).fit(emb).labels_
+    results["darlc+leiden"] = score(flat, leiden, truth)
+    similarity = seeding_similarity(model.smoothed_, mask)
+    info["eigengap_n_clusters"] = sc.tl.estimate_n_clusters(similarity, affinity="precomputed", max_clusters=max(2 * k, 10))
+    if args.figures:
+        member_figure(images, model.labels_, flat, Path(args.figures) / f"{name}_darlc_members.png")
+
+    ablation: dict[str, dict] = {}
+    if args.ablations and name == args.datasets[0]:
+        for case, switch in ABLATIONS.items():
+            if case == "DARLC-full":
+                ablation[case] = results["darlc"]
+                continue
+            t0 = time.perf_counter()
+            m = DARLCEmbedder(n_clusters=k, **{**darlc_params(args), **switch}).fit(images, mask=mask)
+            ablation[case] = {**score(flat, m.labels_, truth), "seconds": time.perf_counter() - t0}
+            print(f"   ablation {case}: {ablation[case]}", flush=True)
+    for method, r in results.items():
+        print(f"   {method:15s} " + " ".join(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
+                                         for key, value in r.items()), flush=True)
+    return {"info": info, "results": results, "ablation": ablation}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["simulated", "hippo1", "mob1", "bladder"],
+                        choices=["simulated", "hippo1", "mob1", "bladder"])
+    parser.add_argument("--methods", nargs="*", default=["neural", "simclr"], choices=["neural", "simclr"],
+                        help="embedders compared besides k-means on raw images and DARLC")
+    parser.add_argument("--n-genes", type=int, default=300, help="highly variable genes kept for the ST sections")
+    parser.add_argument("--n-clusters", type=int, default=None, help="default: n_images / 30 (the paper's heuristic)")
+    parser.add_argument("--patch-size", type=int, default=4)
+    parser.add_argument("--embed-dim", type=int, default=64)
+    parser.add_argument("--pretrain-epochs", type=int, default=10, help="paper: 50")
+    parser.add_argument("--cluster-epochs", type=int, default=10, help="paper: 50")
+    parser.add_argument("--gat-epochs", type=int, default=100)
+    parser.add_argument("--simclr-epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ablations", action="store_true", help="run the Table 4 switches on the first dataset")
+    parser.add_argument("--json", type=Path, default=None, help="write all figures to this JSON file")
+    parser.add_argument("--figures", type=Path, default=None, help="folder for example member images per cluster")
+    args = parser.parse_args()
+    sc._logging.settings["show_progress_bar"] = False
+    out = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    for name in args.datasets:
+        out[name] = run_dataset(name, args)
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
