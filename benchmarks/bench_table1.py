@@ -66,6 +66,7 @@ def run(name: str, args: argparse.Namespace) -> list[dict]:
         patch_size_um=args.patch_size_um or settings["patch_size_um"],
         overlap=args.overlap,
         pooling=args.pooling,
+        input_size=args.input_size,
         num_threads=args.threads,
         cache_dir=args.cache_dir,
     )
@@ -91,7 +92,10 @@ def run(name: str, args: argparse.Namespace) -> list[dict]:
                 }
             )
     neural = adata.uns["X_neural"]["params"]
-    print(f"[{name}] neural: backbone={neural['backbone']} patch_size_um={neural['patch_size_um']} overlap={neural['overlap']} pooling={neural['pooling']}")
+    print(
+        f"[{name}] neural: backbone={neural['backbone']} patch_size_um={neural['patch_size_um']} "
+        f"overlap={neural['overlap']} pooling={neural['pooling']} input_size={neural['input_size']}"
+    )
     if args.figures:
         figures(adata, name, Path(args.figures))
     return rows
@@ -131,6 +135,7 @@ def main() -> None:
     parser.add_argument("--patch-size-um", type=float, default=None, help="neural patch side in µm (default: per dataset)")
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--pooling", default="max")
+    parser.add_argument("--input-size", type=int, default=None, help="resize patches to this side (default: their own size)")
     parser.add_argument("--k", type=int, default=None, help="k of k-means (default: per dataset)")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap samples of the RIR")
     parser.add_argument("--threads", type=int, default=2)

@@ -62,6 +62,16 @@ def test_patch_size_um_and_upsampling(images):
     np.testing.assert_allclose(vectors, naive(images, embedder.grid_), rtol=1e-5, atol=1e-5)
 
 
+def test_patches_resized_to_input_size(images):
+    embedder = NeuralEmbedder("test_tiny", patch_size=16, input_size=24)
+    vectors = embedder.fit_transform(images)
+    backbone = embedder.backbone_
+    patches = extract_patches(images, embedder.grid_)
+    with torch.inference_mode():
+        expected = np.stack([backbone(backbone.preprocess(p, size=24)).amax(0).numpy() for p in patches])
+    np.testing.assert_allclose(vectors, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_embed_writes_varm_and_params():
     adata = sc.io.images_to_adata(
         np.random.default_rng(1).random((6, 24, 24)).astype(np.float32), mz=np.arange(6) + 100.0, pixel_size=10.0
@@ -153,6 +163,7 @@ def test_weights_of_wrong_architecture(images, tmp_path):
         ({"batch_size": 0}, "`batch_size` must be a positive integer"),
         ({"num_threads": 0}, "`num_threads` must be a positive integer"),
         ({"overlap": 1.5}, "`overlap` must be a fraction"),
+        ({"input_size": 0}, "`input_size` must be a positive integer"),
     ],
 )
 def test_bad_parameters(images, params, message):

@@ -77,6 +77,11 @@ class NeuralEmbedder(ImageEmbedder):
         Aggregation of the patch embeddings: ``"max"`` (paper) or ``"mean"``.
     max_upsample
         Largest up-sampling factor used to reach the backbone's minimum input size.
+    input_size
+        Side (px) at which patches are fed to the network. None (default, as in the paper): their own
+        size (after any up-sampling to the minimum input); an int resizes every patch to that side
+        (e.g. the backbone's training size 224), which costs ``(input_size / patch)^2`` more compute.
+        Fixed-input backbones (ViT) always get their ``input_size``.
     pretrained, weights, random_init
         Weights of a named backbone (see :func:`spatialclust.models.create_backbone`).
     batch_size
@@ -110,6 +115,7 @@ class NeuralEmbedder(ImageEmbedder):
         overlap: float = 0.5,
         pooling: str = "max",
         max_upsample: float = MAX_UPSAMPLE,
+        input_size: int | None = None,
         pretrained: bool = True,
         weights: str | os.PathLike | None = None,
         random_init: bool = False,
@@ -124,6 +130,7 @@ class NeuralEmbedder(ImageEmbedder):
         self.overlap = overlap
         self.pooling = pooling
         self.max_upsample = max_upsample
+        self.input_size = input_size
         self.pretrained = pretrained
         self.weights = weights
         self.random_init = random_init
@@ -140,6 +147,8 @@ class NeuralEmbedder(ImageEmbedder):
             raise ValueError(f"`batch_size` must be a positive integer; received {self.batch_size!r}.")
         if self.num_threads is not None and not (isinstance(self.num_threads, (int, np.integer)) and self.num_threads >= 1):
             raise ValueError(f"`num_threads` must be a positive integer or None; received {self.num_threads!r}.")
+        if self.input_size is not None and not (isinstance(self.input_size, (int, np.integer)) and self.input_size >= 1):
+            raise ValueError(f"`input_size` must be a positive integer or None; received {self.input_size!r}.")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"`overlap` must be a fraction in [0, 1) (the paper used 0.4-0.5); received {self.overlap!r}.")
 
@@ -174,6 +183,10 @@ class NeuralEmbedder(ImageEmbedder):
         self.n_features_out_ = backbone.config.num_features
         return self
 
+    def _input_side(self, grid: PatchGrid) -> int:
+        """Side at which the patches of ``grid`` are fed to the backbone."""
+        return self.backbone_.input_size_for(self.input_size or grid.patch_size)
+
     def _cache_key(self, images: np.ndarray, mask: np.ndarray | None, grid: PatchGrid) -> str:
         fp = Fingerprint()
         fp.update({"spatialclust": __version__, "embedder": "neural", "pooling": self.pooling})
@@ -183,6 +196,7 @@ class NeuralEmbedder(ImageEmbedder):
                 "patch_size": grid.patch_size,
                 "scale": grid.scale,
                 "image_shape": list(grid.image_shape),
+                "input_side": self._input_side(grid),
             }
         )
         fp.update(grid.origins)
@@ -253,7 +267,7 @@ class NeuralEmbedder(ImageEmbedder):
 
         backbone = self.backbone_
         n_images, n_patches = images.shape[0], grid.n_patches
-        side = backbone.input_size_for(grid.patch_size)
+        side = self._input_side(grid)
         memory_format = torch.channels_last if self.device_ == "cpu" else torch.contiguous_format
         n_batches = math.ceil(n_images * n_patches / self.batch_size)
         pooled = torch.full((n_images, backbone.config.num_features), -torch.inf if self.pooling == "max" else 0.0)
