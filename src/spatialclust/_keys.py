@@ -7,6 +7,10 @@ spelling key names as string literals, so the data model stays consistent.
 # --- pixels / spots (obs axis) -------------------------------------------------------
 SPATIAL = "spatial"
 """``obsm[SPATIAL]``: integer grid coordinates ``(x, y)`` of every pixel/spot, shape (n_obs, 2)."""
+SPATIAL_ARRAY = "spatial_array"
+"""``obsm[SPATIAL_ARRAY]``: ST spot array position (column, row) as read; ``obsm[SPATIAL]`` is derived from it."""
+SPATIAL_PX = "spatial_px"
+"""``obsm[SPATIAL_PX]``: ST spot (x, y) position on the full-resolution tissue image."""
 TISSUE = "tissue"
 """``obs[TISSUE]``: bool, True for on-tissue pixels."""
 TIC = "tic"
@@ -34,7 +38,8 @@ SOURCE = "source"
 SIMULATION = "simulation"
 """``uns[SIMULATION]``: parameters and ground truth of a simulated dataset."""
 PREPROCESSING = "preprocessing"
-"""``uns[PREPROCESSING]``: ordered list of preprocessing steps applied, each a dict with ``step`` and ``params``."""
+"""``uns[PREPROCESSING]``: preprocessing steps applied, ``{"00": {"step": ..., "params": {...}}, "01": ...}``
+(read them in order with ``sc.pp.preprocessing_steps``)."""
 
 # --- cell images (obs = cells) -------------------------------------------------------------
 CELL_IMAGES = "images"

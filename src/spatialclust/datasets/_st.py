@@ -73,7 +73,7 @@ def simulate_st(
     )
     coords = np.stack([spot_x, spot_y], axis=1).astype(np.int64)
     adata.obsm[_keys.SPATIAL] = coords
-    adata.obsm["spatial_array"] = coords.copy()
+    adata.obsm[_keys.SPATIAL_ARRAY] = coords.copy()
     adata.obs[_keys.TISSUE] = True
     adata.uns[_keys.GRID] = {"shape": [h, w], "pixel_size": None, "layout": "square"}
     adata.uns[_keys.SIMULATION] = {

@@ -100,8 +100,8 @@ def read_visium(
         keep = positions["in_tissue"].to_numpy().astype(bool)
         adata, positions = adata[keep].copy(), positions[keep]
     adata.obs[_keys.TISSUE] = positions["in_tissue"].to_numpy().astype(bool)
-    adata.obsm["spatial_array"] = positions[["array_col", "array_row"]].to_numpy(np.int64)
-    adata.obsm["spatial_px"] = positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
+    adata.obsm[_keys.SPATIAL_ARRAY] = positions[["array_col", "array_row"]].to_numpy(np.int64)
+    adata.obsm[_keys.SPATIAL_PX] = positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
     scalefactors = spatial / "scalefactors_json.json"
     pixel_size = VISIUM_SPOT_PITCH_UM
     if scalefactors.is_file():
@@ -184,7 +184,7 @@ def read_legacy_st(
             raise ValueError(f"`array_keys`: {str(path)!r} has no obs columns {absent}; found {list(adata.obs.columns)}.")
         coords = adata.obs[list(array_keys)].to_numpy(np.float64)
         if _keys.SPATIAL in adata.obsm:
-            adata.obsm["spatial_px"] = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)
+            adata.obsm[_keys.SPATIAL_PX] = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)
             del adata.obsm[_keys.SPATIAL]
         tissue = (
             adata.obs[tissue_key].to_numpy().astype(bool)
@@ -210,7 +210,7 @@ def read_legacy_st(
     bad = ~np.isfinite(coords).all(axis=1)
     if bad.any():
         raise ValueError(f"{int(bad.sum())} spots of {str(path)!r} have no array coordinates (first: {list(adata.obs_names[bad][:3])}).")
-    adata.obsm["spatial_array"] = np.rint(coords).astype(np.int64)
+    adata.obsm[_keys.SPATIAL_ARRAY] = np.rint(coords).astype(np.int64)
     adata.obs[_keys.TISSUE] = tissue
     if not sp.issparse(adata.X):
         adata.X = sp.csr_matrix(adata.X)
@@ -271,11 +271,11 @@ def read_st_h5ad(
             raise ValueError(f"`array_keys`: {str(path)!r} has no obs columns {absent}.")
         coords = adata.obs[list(keys)].to_numpy(np.float64)
         if _keys.SPATIAL in adata.obsm:
-            adata.obsm["spatial_px"] = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)
+            adata.obsm[_keys.SPATIAL_PX] = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)
             del adata.obsm[_keys.SPATIAL]
     elif _keys.SPATIAL in adata.obsm:
         coords = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)
-        adata.obsm["spatial_px"] = coords
+        adata.obsm[_keys.SPATIAL_PX] = coords
         del adata.obsm[_keys.SPATIAL]
     else:
         raise ValueError(f"{str(path)!r} has neither obs array columns nor obsm['spatial']: the spots have no coordinates.")
@@ -283,12 +283,12 @@ def read_st_h5ad(
     if bad.any():
         raise ValueError(f"{int(bad.sum())} spots of {str(path)!r} have no coordinates (first: {list(adata.obs_names[bad][:3])}).")
     if keys is not None:
-        adata.obsm["spatial_array"] = np.rint(coords).astype(np.int64)
+        adata.obsm[_keys.SPATIAL_ARRAY] = np.rint(coords).astype(np.int64)
     if _keys.TISSUE not in adata.obs:
         tissue_col = next((c for c in ("in_tissue", "tissue") if c in adata.obs), None)
         adata.obs[_keys.TISSUE] = adata.obs[tissue_col].to_numpy().astype(bool) if tissue_col else True
     if not sp.issparse(adata.X):
         adata.X = sp.csr_matrix(np.asarray(adata.X, dtype=np.float32))
     adata.uns[_keys.SOURCE] = {"reader": "read_st_h5ad", "path": str(path)}
-    rasterize_spots(adata, layout=layout, pixel_size=pixel_size, from_key="spatial_array" if keys else "spatial_px")
+    rasterize_spots(adata, layout=layout, pixel_size=pixel_size, from_key=_keys.SPATIAL_ARRAY if keys else _keys.SPATIAL_PX)
     return adata

@@ -29,7 +29,7 @@ def rasterize_spots(
     adata: ad.AnnData,
     *,
     layout: str = "auto",
-    from_key: str = "spatial_array",
+    from_key: str = _keys.SPATIAL_ARRAY,
     pixel_size: float | None = None,
     copy: bool = False,
 ) -> ad.AnnData | None:
