@@ -63,6 +63,7 @@ def test_cli_train_evaluate_predict(tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "train" / "model" / "model.safetensors").is_file()
     assert (tmp_path / "train" / "top_genes.csv").is_file() and (tmp_path / "train" / "report.html").is_file()
+    assert "leiden+wilcoxon" in (tmp_path / "train" / "signatures.csv").read_text()
     res = runner.invoke(app, ["translate", "evaluate", "-o", str(tmp_path / "eval"), "-q", *sim,
                               "--set", "cv.presence_models=[prevalence, logistic]", "--set", "cv.intensity_models=[ridge]",
                               "--set", "model.presence=logistic", "--set", "cv.n_splits=3"])

@@ -183,7 +183,10 @@ def run_train(config: Mapping[str, Any] | None, output: str | Path, *, overwrite
         (out / "pairing.json").write_text(json.dumps(st.uns.get("pairing", {}), indent=2, default=str))
         tops = _interpretation(model, X, Y, presence, out, n=config["report"]["top_genes"])
         fitted = model.predict(X)
-        _train_report(config, out, st, msi, Y, fitted, presence, thresholds, tops)
+        signatures = _signature_table(model)
+        if signatures is not None:
+            signatures.to_csv(out / "signatures.csv", index=False)
+        _train_report(config, out, st, msi, Y, fitted, presence, thresholds, tops, signatures)
     logger.info("translate train: model saved to %s", Path(output) / "model")
     return Path(output)
 
@@ -213,7 +216,20 @@ def _interpretation(model, X, Y, presence, out: Path, *, n: int) -> pd.DataFrame
     return result
 
 
-def _train_report(config, out, st, msi, Y, fitted, presence, thresholds, tops) -> None:
+def _signature_table(model) -> pd.DataFrame | None:
+    """Cluster -> signature genes of the fitted model, with how they were obtained."""
+    masker = model.signatures_
+    if masker is None:
+        return None
+    counts = pd.Series(masker.clusters_).value_counts()
+    return pd.DataFrame([
+        {"cluster": c, "n_spots": int(counts.get(c, 0)), "signature_genes": ", ".join(model.genes_[g] for g in masker.signatures_.get(c, [])),
+         "source": masker.source_}
+        for c in masker.cluster_names_
+    ])
+
+
+def _train_report(config, out, st, msi, Y, fitted, presence, thresholds, tops, signatures) -> None:
     import matplotlib.pyplot as plt
 
     from ..pl._translate import translation_maps
@@ -226,6 +242,8 @@ def _train_report(config, out, st, msi, Y, fitted, presence, thresholds, tops) -
     report.add_table("Presence targets", _targets_table(msi, presence, thresholds), index=True)
     report.add_table("Fit on the training spots (not a held-out estimate; see `translate evaluate`)",
                      intensity_scores(Y, fitted, names=list(msi.var_names)), index=True)
+    if signatures is not None:
+        report.add_table("Spatial clusters and signature genes (stage-1 mask)", signatures)
     report.add_table("Top genes per metabolite", tops)
     fig = translation_maps(st, Y, fitted, names=list(msi.var_names))
     fig.savefig(out / "maps.png", dpi=90, bbox_inches="tight")
