@@ -195,9 +195,12 @@ def build_representations(adata: ad.AnnData, cfg: Mapping[str, Any], run_dir: Pa
         logger.warning("The input has no images: the image embeddings are skipped.")
     for item in cfg["embedding"] if has_images else ():
         params = dict(item["params"])
+        default_checkpoint = None
         if item["method"] == "dino":
             params.setdefault("seed", seed)
-            params.setdefault("checkpoint", str(run_dir / "checkpoints" / (item["key"] or "dino")))
+            if params.get("checkpoint") is None:
+                default_checkpoint = Path("checkpoints") / (item["key"] or "dino")
+                params["checkpoint"] = str(run_dir / default_checkpoint)
         start = time.perf_counter()
         before = set(adata.obsm)
         try:
@@ -205,6 +208,8 @@ def build_representations(adata: ad.AnnData, cfg: Mapping[str, Any], run_dir: Pa
         except TypeError as err:
             raise ConfigError(f"embedding `{item['method']}` has an invalid parameter: {err}") from err
         key = item["key"] or next(k for k in adata.obsm if k not in before)
+        if default_checkpoint is not None:  # run_dir is renamed when the run completes: record it relative
+            adata.uns[key]["checkpoint"] = adata.uns[key][_keys.PARAMS]["checkpoint"] = str(default_checkpoint)
         reduced = _pca_of(adata, key, cfg["embedding_pca"]["n_comps"], seed)
         seconds = time.perf_counter() - start
         source = key[2:] if key.startswith("X_") else key
