@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dask.array as da
+import anndata
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -134,7 +135,7 @@ def test_normalize_tic_hand_checked(kind):
     adata.X = _as(kind, X)
     sc.pp.normalize_tic(adata, target_sum=10.0)
     np.testing.assert_allclose(_dense(adata.X), [[2.5, 7.5, 0], [0, 0, 0], [2.5, 2.5, 5]])
-    step = adata.uns[K.PREPROCESSING][-1]
+    step = sc.pp.preprocessing_steps(adata)[-1]
     assert step["step"] == "normalize_tic" and step["params"]["n_zero_tic"] == 1
 
 
@@ -186,7 +187,7 @@ def test_scale_images(kind):
     adata.X = _as(kind, X)
     sc.pp.scale_images(adata)
     np.testing.assert_allclose(_dense(adata.X), [[0, 0, 0], [0.5, 0, 0], [1, 0, 1]])
-    assert adata.uns[K.PREPROCESSING][-1]["params"]["n_constant"] == 1
+    assert sc.pp.preprocessing_steps(adata)[-1]["params"]["n_constant"] == 1
 
 
 def test_scale_images_off_tissue_clipped():
@@ -215,7 +216,7 @@ def test_remove_empty_features():
     adata.obs_names = ["a", "b", "c"]
     sc.pp.remove_empty_features(adata)
     assert list(adata.var_names) == ["f2"]
-    params = adata.uns[K.PREPROCESSING][-1]["params"]
+    params = sc.pp.preprocessing_steps(adata)[-1]["params"]
     assert params["n_removed"] == 4 and params["removed"] == ["f0", "f1", "f3", "f4"]
     adata = _matrix_adata([[3, 1], [0, 0], [2, 0]])
     out = sc.pp.remove_empty_features(adata, min_nonzero=2, copy=True)
@@ -245,7 +246,7 @@ def test_tissue_mask_otsu_and_given():
     adata = _grid_adata(images)
     sc.pp.tissue_mask(adata)
     np.testing.assert_array_equal(sc.pp.tissue_mask_image(adata), truth)
-    assert adata.uns[K.PREPROCESSING][-1]["params"]["n_tissue"] == 16
+    assert sc.pp.preprocessing_steps(adata)[-1]["params"]["n_tissue"] == 16
     sc.pp.tissue_mask(adata, mask=~truth)  # (H, W) image
     np.testing.assert_array_equal(sc.pp.tissue_mask_image(adata), ~truth)
     adata.obs["given"] = ~adata.obs[K.TISSUE].to_numpy()
@@ -270,7 +271,7 @@ def test_preprocess_ion_images_chain():
     out = sc.pp.preprocess_ion_images(adata, copy=True)
     assert list(out.var_names) == ["f0", "f2", "f3"]
     np.testing.assert_array_equal(out.layers[K.RAW], raw[:, [0, 2, 3]])
-    assert [s["step"] for s in out.uns[K.PREPROCESSING]] == ["remove_empty_features", "normalize_tic", "winsorize", "scale_images"]
+    assert [s["step"] for s in sc.pp.preprocessing_steps(out)] == ["remove_empty_features", "normalize_tic", "winsorize", "scale_images"]
     assert out.X.min() == 0.0 and np.allclose(out.X.max(axis=0), 1.0)
     hot = sc.pp.feature_images(out, features=["f2"])[0]
     assert (hot == 1.0).sum() >= 5  # the hot pixel no longer dominates the scaled image
@@ -290,11 +291,13 @@ def test_steps_on_a_view_modify_the_object_passed():
     np.testing.assert_array_equal(adata.X[:, 0], [1, 3, 2])  # the parent is untouched
 
 
-def test_record_step_continues_a_list_read_back_from_h5ad():
+def test_preprocessing_steps_survive_h5ad_in_order(tmp_path):
     adata = _matrix_adata([[1, 2], [3, 4]])
     adata.uns[K.PREPROCESSING] = {str(i): {"step": f"s{i}", "params": {}} for i in range(11)}
     sc.pp.normalize_rms(adata)
-    steps = adata.uns[K.PREPROCESSING]
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = anndata.read_h5ad(tmp_path / "a.h5ad")
+    steps = sc.pp.preprocessing_steps(back)
     assert [s["step"] for s in steps] == [f"s{i}" for i in range(11)] + ["normalize_rms"]
 
 
@@ -333,9 +336,9 @@ def test_all_zero_image_stays_zero_and_is_removed(kind):
     sc.pp.winsorize(adata)
     sc.pp.scale_images(adata)
     np.testing.assert_array_equal(_dense(adata.X)[:, 0], 0.0)
-    assert adata.uns[K.PREPROCESSING][-1]["params"]["n_constant"] == 2  # after TIC both images are constant
+    assert sc.pp.preprocessing_steps(adata)[-1]["params"]["n_constant"] == 2  # after TIC both images are constant
     sc.pp.remove_empty_features(adata)
-    assert adata.n_vars == 0 and adata.uns[K.PREPROCESSING][-1]["params"]["removed"] == ["f0", "f1"]
+    assert adata.n_vars == 0 and sc.pp.preprocessing_steps(adata)[-1]["params"]["removed"] == ["f0", "f1"]
 
 
 def test_layer_argument_and_integer_counts():
@@ -346,6 +349,6 @@ def test_layer_argument_and_integer_counts():
     np.testing.assert_array_equal(adata.X, [[1, 3], [2, 2]])  # X untouched
     assert adata.layers["counts"].dtype == np.float32
     np.testing.assert_allclose(adata.layers["counts"], [[0.25, 0.75], [0.5, 0.5]])
-    assert adata.uns[K.PREPROCESSING][-1]["params"]["layer"] == "counts"
+    assert sc.pp.preprocessing_steps(adata)[-1]["params"]["layer"] == "counts"
     with pytest.raises(KeyError, match="`layer`='nope'"):
         sc.pp.winsorize(adata, layer="nope")

@@ -1,6 +1,7 @@
 """Preprocessing: feature-image view, normalisation, winsorising, scaling, tissue mask."""
 
 from ._images import feature_images, tissue_mask_image
+from ._matrix import preprocessing_steps
 from ._normalize import normalize_rms, normalize_tic
 from ._patches import PatchGrid, extract_patches, patch_grid
 from ._preprocess import preprocess_ion_images
@@ -19,6 +20,7 @@ __all__: list[str] = [
     "patch_grid",
     "preprocess_ion_images",
     "preprocess_st",
+    "preprocessing_steps",
     "rasterize_spots",
     "remove_empty_features",
     "scale_images",

@@ -55,14 +55,24 @@ def set_matrix(adata: AnnData, layer: str | None, matrix) -> None:
 
 
 def record_step(adata: AnnData, step: str, params: dict[str, Any]) -> None:
-    """Append ``{"step": step, "params": params}`` to ``uns["preprocessing"]`` (None-valued params omitted)."""
+    """Record ``{"step": step, "params": params}`` as the next entry of ``uns["preprocessing"]``.
+
+    The steps are stored as a mapping ``{"00": first, "01": second, ...}`` (not a list of dicts,
+    which h5ad cannot store); :func:`preprocessing_steps` returns them in order. None-valued params
+    are omitted (h5ad cannot store None).
+    """
     params = {key: value for key, value in params.items() if value is not None}
-    steps = adata.uns.get(K.PREPROCESSING, [])
-    if isinstance(steps, Mapping):  # read back from h5ad, which stores the list as {"0": ..., "1": ...}
-        steps = [steps[key] for key in sorted(steps, key=int)]
-    steps = list(steps)
+    steps = preprocessing_steps(adata)
     steps.append({"step": step, "params": params})
-    adata.uns[K.PREPROCESSING] = steps
+    adata.uns[K.PREPROCESSING] = {f"{i:02d}": entry for i, entry in enumerate(steps)}
+
+
+def preprocessing_steps(adata: AnnData) -> list[dict[str, Any]]:
+    """The preprocessing steps applied to ``adata``, in order (from ``uns["preprocessing"]``)."""
+    steps = adata.uns.get(K.PREPROCESSING, {})
+    if isinstance(steps, Mapping):
+        return [dict(steps[key]) for key in sorted(steps, key=int)]
+    return [dict(entry) for entry in steps]
 
 
 def check_finite(adata: AnnData, layer: str | None = None) -> None:

@@ -66,7 +66,7 @@ def write_run_report(
         ``run_dir / "report.html"``: a self-contained page with the parameters, the comparison
         table, every clustering's metrics and figures, and per-cluster member lists with thumbnails.
     """
-    from .. import pl
+    from .. import pl, pp
     from .._config import read_yaml
 
     run_dir = Path(run_dir)
@@ -115,9 +115,8 @@ def write_run_report(
         if section["thumbnails"]:
             cluster_means = means[key] if means is not None else pl.cluster_means(adata, key, winsorize=section["winsorize"])
             _member_galleries(report, adata, key, cluster_means, correlations[key], section)
-    steps = adata.uns.get(K.PREPROCESSING)
+    steps = pp.preprocessing_steps(adata)
     if steps:
-        steps = list(steps.values()) if isinstance(steps, Mapping) else list(steps)
         report.add_table("Preprocessing", pd.DataFrame(
             [{"step": s["step"], "parameters": json.dumps(plain(s.get("params", {})))} for s in steps]
         ))
