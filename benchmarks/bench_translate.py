@@ -82,7 +82,7 @@ def run(name: str, args) -> str:
     lines.append(f"Pairing: {pairing_text}. Folds: {'leave-one-section-out' if folds == 'sections' else '5 spatially blocked folds'}. "
                  f"Presence prevalence per metabolite: {', '.join(f'{m} {p:.2f}' for m, p in zip(msi.var_names, presence.mean(0)))}.")
     lines.append("")
-    p = result["presence_summary"][["model", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro", "f1_micro", "roc_auc_micro"]]
+    p = result["presence_summary"][["model", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro", "roc_auc_macro_per_fold", "f1_micro", "roc_auc_micro"]]
     lines += ["Stage 1 (presence), pooled held-out spots:", "", markdown(p), ""]
     s = result["intensity_summary"][["model", "mse_macro", "r2_macro", "pearson_macro", "r2_micro"]].copy()
     mean_mse = s.set_index("model").loc["mean (baseline)", "mse_macro"]

@@ -208,4 +208,5 @@ def test_cross_validate_reports_models_next_to_baselines(arrays):
     assert summary.loc["logistic x ridge", "r2_macro"] > summary.loc["mean (baseline)", "r2_macro"] + 0.4
     p = result["presence_summary"].set_index("model")
     assert p.loc["logistic", "roc_auc_macro"] > 0.95 and p.loc["prevalence", "roc_auc_macro"] < 0.75
+    assert p.loc["prevalence", "roc_auc_macro_per_fold"] == pytest.approx(0.5)
     assert len(result["best_params"]) == 2 and "intensity.ridge" in result["best_params"][0]

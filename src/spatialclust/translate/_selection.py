@@ -157,7 +157,8 @@ def cross_validate(
     Returns
     -------
     dict with ``presence`` (model -> per-metabolite table), ``intensity`` (row name -> table),
-    ``presence_summary`` and ``intensity_summary`` (macro/micro rows of every model), ``folds``
+    ``presence_summary`` and ``intensity_summary`` (macro/micro rows of every model; the presence
+    summary also has ``roc_auc_macro_per_fold``, the macro ROC AUC within each fold averaged over folds), ``folds``
     (list of (train, test)), ``oof`` (out-of-fold predictions: ``presence_<model>``,
     ``intensity_<row>``), ``best_params`` (per fold, when ``search``).
     """
@@ -176,6 +177,7 @@ def cross_validate(
     oof_intensity = {r: np.zeros((n, m)) for r in intensity_rows}
     tested = np.zeros(n, dtype=bool)
     best_params: list[dict[str, Any]] = []
+    per_fold_auc: dict[str, list[float]] = {}
     clusters = None if clusters is None else np.asarray(clusters)
 
     def build(stage: str, name: str, Xtr, Ttr, Ptr, ctr, gtr, fold_best):
@@ -208,6 +210,8 @@ def cross_validate(
             _fit(model, X1tr, presence[train], None, ctr, gtr, "presence")
             oof_score[name][test] = model.decision_function(X1te)
             oof_presence[name][test] = model.predict(X1te)
+            fold_table = presence_scores(presence[test], oof_presence[name][test], oof_score[name][test])
+            per_fold_auc.setdefault(name, []).append(fold_table.loc["macro", "roc_auc"])
         for row, kind in (("mean (baseline)", "mean"), ("ridge (baseline)", "ridge")):
             model = create_intensity_model(kind, **model_params.get(f"intensity.{kind}", {}))
             oof_intensity[row][test] = model.fit(X[train], Y[train]).predict(X[test])
@@ -223,10 +227,16 @@ def cross_validate(
         p: presence_scores(presence[idx], oof_presence[p][idx], oof_score[p][idx], names=names) for p in presence_models
     }
     intensity_tables = {r: intensity_scores(Y[idx], oof_intensity[r][idx], names=names) for r in intensity_rows}
+    presence_summary = _summary(presence_tables, ["precision", "recall", "f1", "roc_auc"])
+    # ROC AUC within each fold, averaged: pooled scores mix different fold models (a constant score per
+    # fold, e.g. the prevalence baseline, is 0.5 within a fold but not pooled)
+    presence_summary["roc_auc_macro_per_fold"] = [
+        float(np.nanmean(per_fold_auc[p])) if np.isfinite(per_fold_auc[p]).any() else np.nan for p in presence_models
+    ]
     return {
         "presence": presence_tables,
         "intensity": intensity_tables,
-        "presence_summary": _summary(presence_tables, ["precision", "recall", "f1", "roc_auc"]),
+        "presence_summary": presence_summary,
         "intensity_summary": _summary(intensity_tables, ["mse", "r2", "pearson"]),
         "folds": fold_list,
         "oof": {**{f"presence_{k}": v for k, v in oof_presence.items()}, **{f"intensity_{k}": v for k, v in oof_intensity.items()}},
