@@ -13,8 +13,8 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from .. import _keys
 from .._logging import logger
+from ._matrix import record_step
 
 _MITO = re.compile(r"^(mt|MT|Mt)[-.:_]")
 _ERCC = re.compile(r"^ERCC[-_]", re.IGNORECASE)
@@ -102,11 +102,8 @@ def preprocess_st(
     sc.pp.log1p(adata)
     if n_top_genes is not None and n_top_genes < adata.n_vars:
         sc.pp.highly_variable_genes(adata, n_top_genes=int(n_top_genes), flavor="seurat", subset=True)
-    adata.uns.setdefault(_keys.PREPROCESSING, [])
-    steps = list(adata.uns[_keys.PREPROCESSING])
-    steps.append({"step": "preprocess_st", "params": {
+    record_step(adata, "preprocess_st", {
         "min_spots": int(min_spots), "drop_mito": drop_mito, "drop_ercc": drop_ercc,
-        "target_sum": target, "n_top_genes": "None" if n_top_genes is None else int(n_top_genes),
-    }})
-    adata.uns[_keys.PREPROCESSING] = steps
+        "target_sum": target, "n_top_genes": None if n_top_genes is None else int(n_top_genes),
+    })
     return adata if copy else None
