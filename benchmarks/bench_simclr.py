@@ -58,7 +58,7 @@ def _prepare(adata):
     return images, mask
 
 
-def three_stages(images, mask, n_clusters_list, *, args, workdir, truth=None, pairs=None, analysis=False):
+def three_stages(images, mask, n_clusters_list, *, args, workdir, truth=None, pairs=None, analysis=False, keep=None):
     """Pretrained + SC, SimCLR + SC, SimCLR + SC + self-labeling for every number of clusters."""
     import spatialclust as sc
     from spatialclust.models._backbones import create_backbone
@@ -111,6 +111,8 @@ def three_stages(images, mask, n_clusters_list, *, args, workdir, truth=None, pa
             "stopped_early": bool(model.stopped_early_),
         }
         out[f"k={k}"] = res
+        if keep is not None and k == n_clusters_list[0]:
+            keep.update(pretrained=pretrained, simclr=learned, self_label=model.transform(images, mask=mask), model=model)
     if analysis and truth is not None:
         out["knn_purity"] = {
             name: {k: round(v, 4) for k, v in sc.metrics.knn_purity(X, truth, ks=[1, 5, 10, 20, 30]).items()}
@@ -136,15 +138,56 @@ def simulated(args) -> dict:
         pairs = np.array([[names.index(m), i] for i, m in enumerate(iso) if m], dtype=np.int64)
         n_true = int(np.unique(truth).size)
         args.seed = seed
+        keep: dict | None = {} if (args.report and seed == args.seeds[0]) else None
         with tempfile.TemporaryDirectory() as tmp:
             start = _timer()
-            result = three_stages(images, mask, [n_true, 20], args=args, workdir=tmp, truth=truth, pairs=pairs, analysis=True)
+            result = three_stages(images, mask, [n_true, 20], args=args, workdir=tmp, truth=truth, pairs=pairs,
+                                  analysis=True, keep=keep)
             result["total"] = _since(start)
+        if keep is not None:
+            analysis_report(adata, keep, result, args.report, seed=seed)
         result["seed"] = seed
         result["n_true"] = n_true
         runs.append(result)
         print(json.dumps(result), flush=True)
     return {"runs": runs, "summary": summarise(runs)}
+
+
+def analysis_report(adata, keep: dict, result: dict, path: Path, *, seed: int) -> None:
+    """HTML report of the seed 001 analysis figures for one simulated dataset (Figs. 2c-e, 2g, 4b)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import spatialclust as sc
+    from spatialclust.report import Report
+
+    adata.varm["X_regular"] = adata.X.T.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X).T
+    adata.varm["X_pretrained"] = keep["pretrained"]
+    adata.varm["X_simclr"] = keep["simclr"]
+    adata.varm["X_self_label"] = keep["self_label"]
+    history = keep["model"].history_
+    adata.uns["self_label"] = {"history": {k: np.asarray([h[k] for h in history]) for k in ("epoch", "n_confident", "loss", "accuracy")}}
+    reps = ["X_regular", "X_pretrained", "X_simclr", "X_self_label"]
+    report = Report("Self-supervised clustering (seed 001) on simulated MSI data", subtitle=f"seed {seed}, {adata.n_vars} ion images")
+    report.add_figure("k-NN purity (Fig. 2e)", sc.pl.knn_purity_curve(adata, reps))
+    report.add_figure("Representations before and after training, t-SNE (Fig. 2c-d)", sc.pl.representations(adata, reps[1:]))
+    # a monoisotopic ion, its 13C isotope (same pattern) and an ion of another pattern (Fig. 4b)
+    names = list(adata.var_names)
+    iso = adata.var["isotope_of"].to_numpy()
+    j = next(i for i, m in enumerate(iso) if m)
+    ref = names.index(iso[j])
+    pattern = adata.var["pattern"].to_numpy()
+    other = next(i for i in range(adata.n_vars) if pattern[i] != pattern[ref])
+    fig = sc.pl.ion_pair_similarity(adata, [(ref, j), (ref, other)], ["X_regular", "X_pretrained", "X_simclr"])
+    report.add_figure("Cosine similarity of ion pairs (Fig. 4b): isotope pair vs. different patterns", fig)
+    report.add_table("Cosine similarity", fig.similarity.reset_index(names="pair"))
+    report.add_figure("Self-labeling (Fig. 2g)", sc.pl.self_labeling_history(adata))
+    report.add_table("Linear evaluation (5-fold logistic regression accuracy)", result["linear_evaluation"])
+    report.write(path)
+    plt.close("all")
+    print(f"analysis report: {path}", flush=True)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -247,6 +290,7 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=400, help="images in the timing run")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--report", type=Path, help="simulated: HTML report of the analysis figures of the first seed")
     args = parser.parse_args()
     for name in ("epochs", "sl_epochs", "image_size"):
         value = getattr(args, name)
