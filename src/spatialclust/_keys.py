@@ -69,3 +69,6 @@ CLUSTER = "cluster"
 """Default ``var`` column of a clustering of feature images (``var[key]``, int, -1 = noise)."""
 PARAMS = "params"
 """``uns[key][PARAMS]``: parameters a tool was run with."""
+SELF_LABEL = "self_label"
+"""Default ``key_added`` of ``sc.tl.self_label`` (seed 001): ``var[SELF_LABEL]`` final clusters,
+``var[SELF_LABEL + "_confidence"]``, ``var[SELF_LABEL + "_init"]``, ``varm["X_" + SELF_LABEL]``, ``uns[SELF_LABEL]``."""

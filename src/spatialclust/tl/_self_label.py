@@ -375,7 +375,7 @@ def self_label(
     n_clusters: int | str = "auto",
     checkpoint: str | os.PathLike | SimCLREmbedder | None = None,
     truth: str | None = None,
-    key_added: str = "self_label",
+    key_added: str = _keys.SELF_LABEL,
     layer: str | None = None,
     random_state: int = 0,
     copy: bool = False,
