@@ -39,6 +39,7 @@ def test_configs_carry_the_preprocessing(name, num_features, min_size, input_siz
 def test_tiny_backbone_is_a_trainable_feature_extractor():
     backbone = create_backbone("test_tiny")
     assert isinstance(backbone, Backbone) and isinstance(backbone.config, BackboneConfig)
+    assert repr(backbone) == "Backbone('test_tiny', num_features=16)"
     # deterministic random init (a test model) from `seed`
     torch.testing.assert_close(create_backbone("test_tiny").state_dict(), backbone.state_dict())
     x = backbone.preprocess(np.random.default_rng(0).random((4, 20, 24)))

@@ -155,8 +155,10 @@ class Backbone(nn.Module):
         std = torch.tensor(self.config.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
         return (x.expand(-1, self.config.in_chans, -1, -1) - mean) / std
 
-    def extra_repr(self) -> str:
-        return f"config={self.config}"
+    def __repr__(self) -> str:
+        # short, so that parameter records (e.g. ``uns["X_neural"]["params"]``) stay readable;
+        # ``print(backbone.model)`` shows the layers
+        return f"Backbone({self.config.name!r}, num_features={self.config.num_features})"
 
 
 # ----------------------------------------------------------------------------------------------
