@@ -69,10 +69,11 @@ def image_matrix(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def score(flat: np.ndarray, labels: np.ndarray, truth: np.ndarray | None) -> dict[str, float]:
-    out = {
-        "DBI-E": sc.metrics.davies_bouldin(flat, labels, metric="euclidean"),
-        "DBI-P": sc.metrics.davies_bouldin(flat, labels, metric="pearson"),
-        "n_clusters": int(len(np.unique(labels))),
+    n_clusters = int(len(np.unique(labels)))
+    out = {  # DBI is undefined for a single cluster (a collapsed clustering): reported as NaN
+        "DBI-E": sc.metrics.davies_bouldin(flat, labels, metric="euclidean") if n_clusters > 1 else float("nan"),
+        "DBI-P": sc.metrics.davies_bouldin(flat, labels, metric="pearson") if n_clusters > 1 else float("nan"),
+        "n_clusters": n_clusters,
     }
     groups = sc.metrics.cluster_quality_groups(sc.metrics.spectral_angle_mapper(flat, labels))
     out["high_quality_clusters"] = sum(v == "high" for v in groups.values())
