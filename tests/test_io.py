@@ -269,3 +269,19 @@ def test_real_mouse_bladder():
     mz = np.sort(adata.var["mz"].to_numpy())
     diffs = np.abs(mz[None, :] - mz[:, None] - 1.00336)
     assert (diffs < 0.005).sum() >= 5
+
+
+def test_read_dispatches_st_h5ad_to_rasterisation(tmp_path):
+    """An h5ad with float spot positions and no grid is rasterised; a data-model h5ad is read as is."""
+    import anndata as ad
+
+    xs, ys = np.meshgrid(np.arange(4), np.arange(3))
+    st = ad.AnnData(np.ones((12, 2), dtype=np.float32))
+    st.obsm["spatial"] = np.column_stack([xs.ravel() * 100.0 + 7.5, ys.ravel() * 100.0 + 3.0])
+    st.write_h5ad(tmp_path / "st.h5ad")
+    back = sc.io.read(tmp_path / "st.h5ad")
+    assert back.uns["grid"]["shape"] == [3, 4]
+    assert np.issubdtype(back.obsm["spatial"].dtype, np.integer)
+    back.write_h5ad(tmp_path / "grid.h5ad")
+    again = sc.io.read(tmp_path / "grid.h5ad")
+    np.testing.assert_array_equal(again.obsm["spatial"], back.obsm["spatial"])

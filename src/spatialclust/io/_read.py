@@ -7,22 +7,28 @@ from pathlib import Path
 from typing import Any
 
 import anndata as ad
+import numpy as np
 
 from .. import _keys as K
 from ._images import read_ion_images
 from ._imzml import read_imzml
+from ._st import read_st_h5ad, read_visium
 
 
 def read(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
     """Read a spatial dataset, choosing the reader from the file type.
 
     ``.imzML`` -> :func:`read_imzml`; ``.npz``/``.npy``/``.tif``/``.tiff`` -> :func:`read_ion_images`;
-    ``.h5ad`` -> :func:`anndata.read_h5ad` (must already follow the data model: ``obsm["spatial"]``).
-    ``kwargs`` go to the chosen reader.
+    a folder -> :func:`read_visium` (Space Ranger output); ``.h5ad`` -> as stored when it already
+    follows the data model (integer ``obsm["spatial"]`` grid and ``uns["grid"]``), otherwise
+    :func:`read_st_h5ad`, which rasterises its spots onto their array grid. ``kwargs`` go to the
+    chosen reader.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Input {str(path)!r} does not exist.")
+    if path.is_dir():
+        return read_visium(path, **kwargs)
     suffix = path.suffix.lower()
     if suffix == ".imzml":
         return read_imzml(path, **kwargs)
@@ -30,11 +36,12 @@ def read(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
         return read_ion_images(path, **kwargs)
     if suffix == ".h5ad":
         if kwargs:
-            raise TypeError(f"Reading .h5ad takes no options, got {sorted(kwargs)}.")
+            return read_st_h5ad(path, **kwargs)
         adata = ad.read_h5ad(path)
-        if K.SPATIAL not in adata.obsm:
-            raise ValueError(f"{str(path)!r} has no `obsm[{K.SPATIAL!r}]` with the spatial positions of its pixels/spots.")
-        return adata
+        coords = adata.obsm.get(K.SPATIAL)
+        if coords is not None and K.GRID in adata.uns and np.issubdtype(np.asarray(coords).dtype, np.integer):
+            return adata
+        return read_st_h5ad(path)
     raise ValueError(
-        f"Unsupported input {str(path)!r}: expected .imzML, .h5ad, .npz, .npy, .tif or .tiff."
+        f"Unsupported input {str(path)!r}: expected .imzML, .h5ad, .npz, .npy, .tif, .tiff or a Visium folder."
     )
