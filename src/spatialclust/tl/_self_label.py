@@ -37,6 +37,7 @@ from ._simclr import (
     autocast_context,
     channels_last,
     encode,
+    optimizer_step,
 )
 
 __all__ = ["NoConfidentImagesWarning", "SelfLabelingClassifier", "self_label"]
@@ -325,14 +326,7 @@ class SelfLabelingClassifier(BaseEstimator):
         with autocast:
             logits = self.model_(x)
         loss = nn.functional.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        optimizer_step(loss, optimizer, scaler)
         return float(loss.detach())
 
     # ------------------------------------------------------------------ inference

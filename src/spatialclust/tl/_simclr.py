@@ -67,6 +67,18 @@ def channels_last(x: Any) -> Any:
     return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
+def optimizer_step(loss: Any, optimizer: Any, scaler: Any | None) -> None:
+    """Backward pass and optimizer step, through the mixed-precision ``scaler`` when there is one."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def _check_positive_int(value: Any, name: str, *, allow_auto: bool = False, low: int = 1) -> Any:
     if allow_auto and value == "auto":
         return value
@@ -458,14 +470,7 @@ class SimCLREmbedder(ImageEmbedder):
             with autocast:
                 _, z = self.model_(x)
             loss = criterion(*z.float().chunk(2))
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            optimizer_step(loss, optimizer, scaler)
             losses.append(float(loss.detach()))
         return float(np.mean(losses))
 
