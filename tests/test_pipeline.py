@@ -74,6 +74,7 @@ def test_load_config_shorthands_and_overrides(tmp_path):
         ({"preprocess": {"normalize": "tac"}}, r"Invalid option `tac` for `preprocess.normalize`"),
         ({"preprocess": {"winsorize": 150}}, r"`preprocess.winsorize` must be a percentile"),
         ({"report": {"figures": ["spectrum", "heatmap"]}}, r"Invalid option `heatmap` for `report.figures`"),
+        ({"report": {"embedding_figures": ["tsne"]}}, r"Invalid option `tsne` for `report.embedding_figures`"),
         ({"seed": "zero"}, r"`seed` must be an integer"),
     ],
 )
@@ -131,11 +132,12 @@ def test_run_directory_contents(run_dir):
 
 def test_figures_and_report(run_dir):
     figures = sorted(p.name for p in (run_dir / "figures").iterdir())
-    assert len(figures) == 4 * 2 and "cluster_neural_kmeans_rgb_composite.png" in figures
+    assert len(figures) == 4 * 2 + 2 and "cluster_neural_kmeans_rgb_composite.png" in figures
+    assert {"embeddings_knn_purity.png", "embeddings_representations.png"} <= set(figures)  # seed 001 Fig. 2e, 3
     assert all((run_dir / "figures" / f).stat().st_size > 1000 for f in figures)
     html = (run_dir / "report.html").read_text()
     assert "Comparison of pipelines" in html and "cluster_neural_hdbscan: hdbscan on X_neural" in html
-    assert html.count("<figure>") == 8 and "<details><summary>cluster_regular_kmeans cluster 0" in html
+    assert html.count("<figure>") == 10 and "k-nearest-neighbour purity of every embedding" in html and "<details><summary>cluster_regular_kmeans cluster 0" in html
     assert 'src="http' not in html and "<link" not in html and "<script" not in html  # self-contained
 
 
@@ -152,7 +154,7 @@ def test_existing_directory_refused_and_overwritten(run_dir, tmp_path):
     target.mkdir()
     (target / "config.yaml").write_text("seed: 1\n")
     small = {**TINY, "embedding": ["regular"], "cluster": [{"method": "kmeans", "params": {"n_clusters": 3}}],
-             "report": {"figures": ["cluster_means"], "thumbnails": False}}
+             "report": {"figures": ["cluster_means"], "embedding_figures": [], "thumbnails": False}}
     with pytest.raises(FileExistsError, match="already holds a different run.*--overwrite"):
         run_pipeline(small, target)
     assert (target / "config.yaml").read_text() == "seed: 1\n"
@@ -181,7 +183,7 @@ def test_h5ad_safe():
 
 def test_all_noise_clustering_is_still_reported(tmp_path):
     config = {**TINY, "embedding": ["regular"], "cluster": [{"method": "hdbscan", "params": {"min_cluster_size": 20}}],
-              "report": {"figures": ["cluster_means", "rgb_composite", "members"], "dpi": 40}}
+              "report": {"figures": ["cluster_means", "rgb_composite", "members"], "embedding_figures": [], "dpi": 40}}
     with pytest.warns(UserWarning, match="noise"):
         run = run_pipeline(config, tmp_path / "run")
     row = pd.read_csv(run / "comparison.csv").iloc[0]

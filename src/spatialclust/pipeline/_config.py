@@ -22,6 +22,7 @@ _ITEM_DEFAULTS: dict[str, dict[str, Any]] = {
     "cluster": {"method": None, "params": {}, "key": None, "embeddings": None},
 }
 FIGURES = ("cluster_means", "spectrum", "embedding", "rgb_composite", "members")
+EMBEDDING_FIGURES = ("knn_purity", "representations")
 _CHOICES = {
     ("preprocess", "normalize"): ("tic", "rms", "none"),
     ("preprocess", "tissue_mask"): ("auto", "otsu", "none"),
@@ -117,6 +118,10 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if figures is None or any(f not in FIGURES for f in figures):
         bad = report["figures"] if figures is None else next(f for f in figures if f not in FIGURES)
         raise ConfigError(_invalid(bad, "report.figures", FIGURES))
+    figures = report["embedding_figures"] if isinstance(report["embedding_figures"], list) else None
+    if figures is None or any(f not in EMBEDDING_FIGURES for f in figures):
+        bad = report["embedding_figures"] if figures is None else next(f for f in figures if f not in EMBEDDING_FIGURES)
+        raise ConfigError(_invalid(bad, "report.embedding_figures", EMBEDDING_FIGURES))
     zoom = report["zoom"]
     if not (zoom is None or zoom == "auto" or (isinstance(zoom, list) and len(zoom) == 2)):
         raise ConfigError(f"`report.zoom` must be auto, [low, high] or null; got {zoom!r}.")

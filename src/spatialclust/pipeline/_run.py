@@ -25,6 +25,7 @@ from .._config import ConfigError
 from .._logging import logger, progress
 from .._rundir import run_directory
 from ._config import load_config
+from ..report._run import EMBEDDINGS
 
 RESULTS_FILE = "results.h5ad"
 CLUSTERS_FILE = "clusters.csv"
@@ -107,6 +108,9 @@ def run_pipeline(
         results = evaluate(adata, clusterings, cfg, dataset=dataset)
         write_tables(tmp, adata, results)
         figures = make_figures(tmp / FIGURES_DIR, adata, clusterings, cfg["report"], means=results["means"])
+        figures[EMBEDDINGS] = make_embedding_figures(
+            tmp / FIGURES_DIR, adata, [key for key, _ in plans["embeddings"]], cfg, truth=results["truth"]
+        )
         write_results(tmp / RESULTS_FILE, adata)
         write_run_report(tmp, adata=adata, config=cfg, figures=figures, correlations=results["correlations"],
                          means=results["means"])
@@ -240,7 +244,9 @@ def evaluate(adata: AnnData, clusterings: list[dict[str, Any]], cfg: Mapping[str
         logger.info("%s: %d clusters, RIR %s, %d noise images.", key, values["n_clusters"], rir, values["noise_size"])
     summary = {"dataset": dataset, "n_images": int(adata.n_vars), "n_pixels": int(adata.n_obs),
                "grid": [int(v) for v in adata.uns[K.GRID]["shape"]], "clusterings": per_key}
-    return {"metrics": summary, "comparison": pd.DataFrame(rows), "means": means, "correlations": correlations}
+    truth = section["truth"] or (K.PATTERN if K.PATTERN in adata.var else None)
+    return {"metrics": summary, "comparison": pd.DataFrame(rows), "means": means, "correlations": correlations,
+            "truth": truth}
 
 
 def _comparison_row(dataset: str, item: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -276,6 +282,42 @@ def write_tables(run_dir: Path, adata: AnnData, results: Mapping[str, Any]) -> N
     table.to_csv(run_dir / CLUSTERS_FILE)
     (run_dir / METRICS_FILE).write_text(json.dumps(results["metrics"], indent=2, default=_json_default))
     results["comparison"].to_csv(run_dir / COMPARISON_FILE, index=False)
+
+
+def make_embedding_figures(
+    figures_dir: Path, adata: AnnData, keys: list[str], cfg: Mapping[str, Any], *, truth: str | None
+) -> list[tuple[str, Path]]:
+    """Run-level figures comparing the embeddings ``keys`` (``report.embedding_figures``).
+
+    Both need ground-truth classes (``truth``); without them none is made (logged).
+    """
+    import matplotlib.pyplot as plt
+
+    from .. import pl
+
+    names = cfg["report"]["embedding_figures"]
+    if not names:
+        return []
+    if truth is None:
+        logger.info("No ground-truth classes: no k-NN purity curve or class-coloured t-SNE of the embeddings.")
+        return []
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in names:
+        path = figures_dir / f"{EMBEDDINGS}_{name}.png"
+        try:
+            if name == "knn_purity":
+                ks = range(1, min(30, adata.n_vars - 1) + 1)
+                pl.knn_purity_curve(adata, keys, truth=truth, ks=ks, save=path, dpi=cfg["report"]["dpi"])
+            else:
+                pl.representations(adata, keys, color=truth, random_state=cfg["seed"], save=path, dpi=cfg["report"]["dpi"])
+        except ValueError as err:  # e.g. too few images for t-SNE; the clustering results stand without it
+            logger.warning("No %s figure: %s", name, err)
+            continue
+        finally:
+            plt.close("all")
+        out.append((name, path))
+    return out
 
 
 def make_figures(

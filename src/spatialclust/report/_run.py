@@ -29,7 +29,14 @@ FIGURE_CAPTIONS = {
     "(over the histology image when one was given).",
     "members": "The mean image and member ion images of the largest cluster, best-matching first "
     "(r: Pearson correlation with the cluster mean).",
+    "knn_purity": "k-nearest-neighbour purity of every embedding for k = 1..30: the fraction of an image's k "
+    "nearest neighbours (cosine) that share its ground-truth class (Hu et al. 2022, Fig. 2e).",
+    "representations": "t-SNE of every embedding, each ion image coloured by its ground-truth class "
+    "(Hu et al. 2022, Fig. 3: representations before and after contrastive training).",
 }
+
+#: Key of the run-level embedding figures (as in the pipeline's ``figures/embeddings_<name>.png``).
+EMBEDDINGS = "embeddings"
 
 _METRIC_COLUMNS = [
     ("n_clusters", "clusters"), ("n_meaningful_clusters", "meaningful"), ("noise_size", "noise"),
@@ -85,9 +92,10 @@ def write_run_report(
         correlations = {key: table[f"{key}_corr"].to_numpy() for key in summary["clusterings"]}
     if figures is None:
         figures = {
-            key: [(name, run_dir / "figures" / f"{key}_{name}.png") for name in config["report"]["figures"]
+            key: [(name, run_dir / "figures" / f"{key}_{name}.png") for name in names
                   if (run_dir / "figures" / f"{key}_{name}.png").is_file()]
-            for key in summary["clusterings"]
+            for key, names in [(k, config["report"]["figures"]) for k in summary["clusterings"]]
+            + [(EMBEDDINGS, config["report"].get("embedding_figures", []))]
         }
     section = config["report"]
 
@@ -105,6 +113,11 @@ def write_run_report(
         "mean Pearson correlation of member images with their cluster mean. Accuracy/NMI/ARI against the "
         "ground truth, when known. Seconds: embedding + clustering time.",
     )
+    embedding_figures = figures.get(EMBEDDINGS, [])
+    if embedding_figures:
+        report.add_text("Embeddings", "How well each embedding separates the ground-truth classes, before clustering.")
+        for name, path in embedding_figures:
+            report.add_figure(None, path, caption=FIGURE_CAPTIONS[name])
     for key, info in summary["clusterings"].items():
         metrics = info["metrics"]
         title = f"{key}: {info['method']} on {info['embedding']}"
