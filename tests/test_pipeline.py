@@ -132,12 +132,16 @@ def test_run_directory_contents(run_dir):
 
 def test_figures_and_report(run_dir):
     figures = sorted(p.name for p in (run_dir / "figures").iterdir())
-    assert len(figures) == 4 * 2 + 2 and "cluster_neural_kmeans_rgb_composite.png" in figures
-    assert {"embeddings_knn_purity.png", "embeddings_representations.png"} <= set(figures)  # seed 001 Fig. 2e, 3
+    assert len(figures) == 4 * 2 + 3 and "cluster_neural_kmeans_rgb_composite.png" in figures
+    # seed 001 Figs. 2e, 3 and 4
+    assert {"embeddings_knn_purity.png", "embeddings_representations.png", "embeddings_ion_pairs.png"} <= set(figures)
+    table = pd.read_csv(run_dir / "embeddings.csv")
+    assert list(table["embedding"]) == ["X_regular", "X_neural"]
+    assert table["linear evaluation accuracy"].between(0, 1).all() and table["10-NN purity"].between(0, 1).all()
     assert all((run_dir / "figures" / f).stat().st_size > 1000 for f in figures)
     html = (run_dir / "report.html").read_text()
     assert "Comparison of pipelines" in html and "cluster_neural_hdbscan: hdbscan on X_neural" in html
-    assert html.count("<figure>") == 10 and "k-nearest-neighbour purity of every embedding" in html and "<details><summary>cluster_regular_kmeans cluster 0" in html
+    assert html.count("<figure>") == 11 and "Linear evaluation" in html and "k-nearest-neighbour purity of every embedding" in html and "<details><summary>cluster_regular_kmeans cluster 0" in html
     assert 'src="http' not in html and "<link" not in html and "<script" not in html  # self-contained
 
 

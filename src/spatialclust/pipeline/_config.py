@@ -22,7 +22,7 @@ _ITEM_DEFAULTS: dict[str, dict[str, Any]] = {
     "cluster": {"method": None, "params": {}, "key": None, "embeddings": None},
 }
 FIGURES = ("cluster_means", "spectrum", "embedding", "rgb_composite", "members")
-EMBEDDING_FIGURES = ("knn_purity", "representations")
+EMBEDDING_FIGURES = ("knn_purity", "representations", "ion_pairs")
 _CHOICES = {
     ("preprocess", "normalize"): ("tic", "rms", "none"),
     ("preprocess", "tissue_mask"): ("auto", "otsu", "none"),

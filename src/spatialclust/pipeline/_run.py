@@ -25,7 +25,7 @@ from .._config import ConfigError
 from .._logging import logger, progress
 from .._rundir import run_directory
 from ._config import load_config
-from ..report._run import EMBEDDINGS
+from ..report._run import EMBEDDINGS, EMBEDDINGS_FILE
 
 RESULTS_FILE = "results.h5ad"
 CLUSTERS_FILE = "clusters.csv"
@@ -108,6 +108,9 @@ def run_pipeline(
         results = evaluate(adata, clusterings, cfg, dataset=dataset)
         write_tables(tmp, adata, results)
         figures = make_figures(tmp / FIGURES_DIR, adata, clusterings, cfg["report"], means=results["means"])
+        table = embedding_table(adata, [key for key, _ in plans["embeddings"]], truth=results["truth"], seed=seed)
+        if table is not None:
+            table.to_csv(tmp / EMBEDDINGS_FILE, index=False)
         figures[EMBEDDINGS] = make_embedding_figures(
             tmp / FIGURES_DIR, adata, [key for key, _ in plans["embeddings"]], cfg, truth=results["truth"]
         )
@@ -299,18 +302,25 @@ def make_embedding_figures(
     if not names:
         return []
     if truth is None:
-        logger.info("No ground-truth classes: no k-NN purity curve or class-coloured t-SNE of the embeddings.")
+        logger.info("No ground-truth classes: no k-NN purity, t-SNE or ion-pair figures of the embeddings.")
         return []
     figures_dir.mkdir(parents=True, exist_ok=True)
+    dpi = cfg["report"]["dpi"]
     out = []
     for name in names:
         path = figures_dir / f"{EMBEDDINGS}_{name}.png"
         try:
             if name == "knn_purity":
                 ks = range(1, min(30, adata.n_vars - 1) + 1)
-                pl.knn_purity_curve(adata, keys, truth=truth, ks=ks, save=path, dpi=cfg["report"]["dpi"])
+                pl.knn_purity_curve(adata, keys, truth=truth, ks=ks, save=path, dpi=dpi)
+            elif name == "representations":
+                pl.representations(adata, keys, color=truth, random_state=cfg["seed"], save=path, dpi=dpi)
             else:
-                pl.representations(adata, keys, color=truth, random_state=cfg["seed"], save=path, dpi=cfg["report"]["dpi"])
+                pairs = reference_ion_pairs(adata, cfg["evaluate"], truth=truth)
+                if not pairs:
+                    logger.info("No isotope pair found: no ion-pair similarity figure.")
+                    continue
+                pl.ion_pair_similarity(adata, pairs, keys, save=path, dpi=dpi)
         except ValueError as err:  # e.g. too few images for t-SNE; the clustering results stand without it
             logger.warning("No %s figure: %s", name, err)
             continue
@@ -318,6 +328,53 @@ def make_embedding_figures(
             plt.close("all")
         out.append((name, path))
     return out
+
+
+def reference_ion_pairs(
+    adata: AnnData, section: Mapping[str, Any], *, truth: str, n_references: int = 2
+) -> list[tuple[int, int]]:
+    """Ion pairs for the similarity figure of seed 001 (Fig. 4): for up to ``n_references`` ions with a
+    13C isotope partner (``section``'s isotope criteria), the pair (ion, isotope), which shares the
+    spatial pattern, and the pair (ion, first ion of another ground-truth class), which does not."""
+    from .. import metrics, pp
+
+    if K.MZ not in adata.var:
+        return []
+    found = metrics.isotope_pairs(
+        adata.var[K.MZ].to_numpy(), pp.feature_images(adata), delta=section["isotope_delta"],
+        unit=section["isotope_unit"], min_corr=section["isotope_min_corr"],
+    )
+    classes = adata.var[truth].astype(str).to_numpy()
+    pairs: list[tuple[int, int]] = []
+    for i, j in found[:n_references]:
+        other = np.flatnonzero(classes != classes[i])
+        pairs.append((int(i), int(j)))
+        if other.size:
+            pairs.append((int(i), int(other[0])))
+    return pairs
+
+
+def embedding_table(adata: AnnData, keys: list[str], *, truth: str | None, seed: int) -> pd.DataFrame | None:
+    """Linear evaluation accuracy (seed 001) and 10-NN purity of every embedding, when classes are known."""
+    from .. import metrics, tl
+
+    if truth is None:
+        return None
+    codes = pd.factorize(adata.var[truth].astype(str))[0]
+    rows = []
+    for key in keys:
+        X = np.asarray(adata.varm[key], dtype=np.float64)
+        k = min(10, adata.n_vars - 1)
+        row: dict[str, Any] = {"embedding": key, "dimensions": X.shape[1]}
+        for column, score in (("linear evaluation accuracy", lambda: tl.linear_evaluation(X, codes, random_state=seed)),
+                              (f"{k}-NN purity", lambda: metrics.knn_purity(X, codes, ks=[k])[k])):
+            try:
+                row[column] = score()
+            except ValueError as err:  # e.g. a class with a single image: reported as undefined
+                logger.warning("%s of %s undefined: %s", column, key, err)
+                row[column] = None
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def make_figures(

@@ -33,10 +33,14 @@ FIGURE_CAPTIONS = {
     "nearest neighbours (cosine) that share its ground-truth class (Hu et al. 2022, Fig. 2e).",
     "representations": "t-SNE of every embedding, each ion image coloured by its ground-truth class "
     "(Hu et al. 2022, Fig. 3: representations before and after contrastive training).",
+    "ion_pairs": "Cosine similarity of reference ion pairs in every embedding (Hu et al. 2022, Fig. 4): "
+    "an ion with its 13C isotope (same spatial pattern: should be high) and with an ion of another class.",
 }
 
 #: Key of the run-level embedding figures (as in the pipeline's ``figures/embeddings_<name>.png``).
 EMBEDDINGS = "embeddings"
+#: Table of linear evaluation accuracy and k-NN purity of every embedding.
+EMBEDDINGS_FILE = "embeddings.csv"
 
 _METRIC_COLUMNS = [
     ("n_clusters", "clusters"), ("n_meaningful_clusters", "meaningful"), ("noise_size", "noise"),
@@ -114,8 +118,14 @@ def write_run_report(
         "ground truth, when known. Seconds: embedding + clustering time.",
     )
     embedding_figures = figures.get(EMBEDDINGS, [])
-    if embedding_figures:
+    if embedding_figures or (run_dir / EMBEDDINGS_FILE).is_file():
         report.add_text("Embeddings", "How well each embedding separates the ground-truth classes, before clustering.")
+        if (run_dir / EMBEDDINGS_FILE).is_file():
+            report.add_table(
+                None, pd.read_csv(run_dir / EMBEDDINGS_FILE),
+                caption="Linear evaluation: 5-fold cross-validated accuracy of a logistic regression on the "
+                "embedding (Hu et al. 2022). k-NN purity: fraction of nearest neighbours (cosine) of the same class.",
+            )
         for name, path in embedding_figures:
             report.add_figure(None, path, caption=FIGURE_CAPTIONS[name])
     for key, info in summary["clusterings"].items():
