@@ -179,13 +179,7 @@ def read_legacy_st(
         raise FileNotFoundError(f"Legacy ST file {str(path)!r} does not exist.")
     if path.suffix == ".h5ad":
         adata = ad.read_h5ad(path)
-        absent = [k for k in array_keys if k not in adata.obs]
-        if absent:
-            raise ValueError(f"`array_keys`: {str(path)!r} has no obs columns {absent}; found {list(adata.obs.columns)}.")
-        coords = adata.obs[list(array_keys)].to_numpy(np.float64)
-        if _keys.SPATIAL in adata.obsm:
-            adata.obsm[_keys.SPATIAL_PX] = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)
-            del adata.obsm[_keys.SPATIAL]
+        coords = _array_coordinates(adata, array_keys, path)
         tissue = (
             adata.obs[tissue_key].to_numpy().astype(bool)
             if tissue_key and tissue_key in adata.obs
@@ -221,6 +215,18 @@ def read_legacy_st(
     hexagonal = adata.uns[_keys.GRID]["layout"] == "hexagonal"
     adata.uns[_keys.GRID]["pixel_size"] = LEGACY_2K_SPOT_PITCH_UM if hexagonal else LEGACY_ST_SPOT_PITCH_UM
     return adata
+
+
+def _array_coordinates(adata: ad.AnnData, keys: tuple[str, str], path: Path) -> np.ndarray:
+    """Array (x, y) positions from ``obs[keys]``; pixel positions in ``obsm["spatial"]`` move to
+    ``obsm["spatial_px"]`` (``obsm["spatial"]`` becomes the integer grid when rasterised)."""
+    absent = [k for k in keys if k not in adata.obs]
+    if absent:
+        raise ValueError(f"`array_keys`: {str(path)!r} has no obs columns {absent}; found {list(adata.obs.columns)}.")
+    if _keys.SPATIAL in adata.obsm:
+        adata.obsm[_keys.SPATIAL_PX] = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)
+        del adata.obsm[_keys.SPATIAL]
+    return adata.obs[list(keys)].to_numpy(np.float64)
 
 
 def _parse_spot_name(name: str, path: Path) -> tuple[float, float]:
@@ -266,13 +272,7 @@ def read_st_h5ad(
     if keys is None:
         keys = next((k for k in (("array_col", "array_row"), ("array_x", "array_y")) if all(c in adata.obs for c in k)), None)
     if keys is not None:
-        absent = [k for k in keys if k not in adata.obs]
-        if absent:
-            raise ValueError(f"`array_keys`: {str(path)!r} has no obs columns {absent}.")
-        coords = adata.obs[list(keys)].to_numpy(np.float64)
-        if _keys.SPATIAL in adata.obsm:
-            adata.obsm[_keys.SPATIAL_PX] = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)
-            del adata.obsm[_keys.SPATIAL]
+        coords = _array_coordinates(adata, keys, path)
     elif _keys.SPATIAL in adata.obsm:
         coords = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)
         adata.obsm[_keys.SPATIAL_PX] = coords
