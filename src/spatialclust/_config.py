@@ -10,7 +10,7 @@ passed to the selected method as keyword arguments.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,31 @@ def merge_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any] | Non
         else:
             result[key] = copy.deepcopy(value)
     return result
+
+
+def resolve_config(
+    defaults: Mapping[str, Any],
+    config: str | Path | Mapping[str, Any] | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    input_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """``defaults`` <- ``config`` (YAML file or mapping) <- ``input_path``/``seed`` <- ``overrides``.
+
+    ``input_path`` sets ``input.path``; ``seed`` sets ``seed``; each override is a
+    ``"section.key=value"`` assignment (see :func:`set_dotted`). Unknown keys raise
+    :class:`ConfigError`. The result still needs the command's own validation.
+    """
+    user = read_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
+    resolved = merge_config(defaults, user)
+    if input_path is not None:
+        resolved["input"]["path"] = str(input_path)
+    if seed is not None:
+        resolved["seed"] = int(seed)
+    for assignment in overrides:
+        set_dotted(resolved, assignment)
+    return resolved
 
 
 def set_dotted(config: dict[str, Any], assignment: str) -> None:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from .. import _keys
 from .._compat import seed_everything
-from .._config import ConfigError, merge_config, packaged_defaults, read_yaml, set_dotted
+from .._config import ConfigError, merge_config, packaged_defaults, resolve_config
 from .._logging import logger, progress
 from .._registry import invalid_option
 from .._rundir import run_directory
@@ -58,15 +58,9 @@ def load_cells_config(
     ConfigError
         Unknown key, unknown method or a value of the wrong kind (the message names the key).
     """
-    user = read_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
-    resolved = merge_config(default_cells_config(), user)
-    if input_path is not None:
-        resolved["input"]["path"] = str(input_path)
-    if seed is not None:
-        resolved["seed"] = seed
-    for assignment in overrides:
-        set_dotted(resolved, assignment)
-    return validate_cells_config(resolved)
+    return validate_cells_config(
+        resolve_config(default_cells_config(), config, overrides=overrides, seed=seed, input_path=input_path)
+    )
 
 
 def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._config import ConfigError, merge_config, packaged_defaults, read_yaml, set_dotted
+from .._config import ConfigError, merge_config, packaged_defaults, resolve_config
 from .._registry import invalid_option
 
 DEFAULTS_RESOURCE = "pipeline/config.yaml"
@@ -65,15 +65,9 @@ def load_config(
     ConfigError
         Unknown key, unknown method, or a value of the wrong kind; the message names the key.
     """
-    user = read_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
-    resolved = merge_config(default_config(), user)
-    if input_path is not None:
-        resolved["input"]["path"] = str(input_path)
-    if seed is not None:
-        resolved["seed"] = seed
-    for assignment in overrides:
-        set_dotted(resolved, assignment)
-    return validate_config(resolved)
+    return validate_config(
+        resolve_config(default_config(), config, overrides=overrides, seed=seed, input_path=input_path)
+    )
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:

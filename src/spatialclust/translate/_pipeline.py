@@ -15,7 +15,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._config import merge_config, packaged_defaults, read_yaml, set_dotted
+from .._config import merge_config, packaged_defaults, resolve_config
 from .._keys import MZ, SECTION, SPATIAL
 from .._logging import logger
 from .._rundir import run_directory
@@ -52,12 +52,7 @@ def load_translate_config(
     path: str | Path | None = None, *, seed: int | None = None, overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Packaged defaults, updated by the YAML file ``path``, ``--set`` overrides and ``seed``."""
-    config = merge_config(default_config(), read_yaml(path) if path is not None else None)
-    for assignment in overrides:
-        set_dotted(config, assignment)
-    if seed is not None:
-        config["seed"] = int(seed)
-    return config
+    return resolve_config(default_config(), path, overrides=overrides, seed=seed)
 
 
 def _as_list(value) -> list:
