@@ -4,8 +4,13 @@ DARLC (Wang et al., 2024, seed 003, §3.2.2) uses a lightweight ViT (4 blocks, 4
 shared encoder of its MIM and contrastive branches, with 80 % of the patches masked in the MIM branch
 and a fully connected decoder. Here the masked patches are replaced by a learned mask token
 (SimMIM, Xie et al., 2022) and a linear layer decodes every token back to its patch pixels; the loss
-is the mean squared error over the masked patches (eq. 7). The image representation is the mean of
-the output patch tokens. Transformer blocks are timm's.
+is the mean squared error over the masked patches (eq. 7). Transformer blocks are timm's.
+
+The image representation keeps *where* the signal is: the encoded patch tokens, average-pooled to
+at most ``pool_grid x pool_grid`` grid positions, concatenated in grid order. The seed does not say
+how its ViT summarises an image; the two usual choices fail on sparse gene images, because what
+tells their patterns apart is location, not texture (simulated gene images, 5 patterns, k-means
+NMI on the warm-up embedding: class token 0.09, mean of the patch tokens 0.05, pooled grid 0.84).
 """
 
 from __future__ import annotations
@@ -39,9 +44,13 @@ class SparseImageViT(nn.Module):
         Side of the square patches.
     embed_dim, depth, num_heads
         Transformer width, number of blocks and attention heads (paper: 4 blocks, 4 heads).
+    pool_grid
+        The representation averages the token grid down to at most ``pool_grid`` positions per
+        side (its size is ``embed_dim * rows * cols``, bounded whatever the image size).
     """
 
-    def __init__(self, image_size: tuple[int, int], *, patch_size: int, embed_dim: int = 64, depth: int = 4, num_heads: int = 4) -> None:
+    def __init__(self, image_size: tuple[int, int], *, patch_size: int, embed_dim: int = 64, depth: int = 4, num_heads: int = 4,
+                 pool_grid: int = 8) -> None:
         super().__init__()
         from timm.models.vision_transformer import Block
 
@@ -67,6 +76,8 @@ class SparseImageViT(nn.Module):
         self.decoder = nn.Linear(embed_dim, patch_size * patch_size)
         self.embed_dim = embed_dim
         self.num_patches = n
+        self.pooled_grid = (min(self.grid[0], pool_grid), min(self.grid[1], pool_grid))
+        self.out_dim = embed_dim * self.pooled_grid[0] * self.pooled_grid[1]
 
     def tokens(self, x: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encoded tokens ``(B, 1 + N, D)``; patches where ``patch_mask`` is True see the mask token."""
@@ -77,14 +88,10 @@ class SparseImageViT(nn.Module):
         return self.norm(self.blocks(t))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image representation ``(B, D)``: the mean of the encoded patch tokens.
-
-        Global average pooling (as MAE uses for its representation) depends on the input from the
-        first step, whereas the class token of a small ViT trained on few images stays nearly
-        constant for many epochs (measured: k-means NMI 0.03 on simulated gene images after 20
-        epochs with the class token).
-        """
-        return self.tokens(x)[:, 1:].mean(dim=1)
+        """Image representation ``(B, out_dim)``: the patch tokens pooled to ``pooled_grid``, flattened."""
+        t = self.tokens(x)[:, 1:]
+        grid = t.transpose(1, 2).reshape(t.shape[0], self.embed_dim, *self.grid)
+        return nn.functional.adaptive_avg_pool2d(grid, self.pooled_grid).flatten(1)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` -> ``(B, N, patch_size**2)`` in token order."""
