@@ -174,3 +174,25 @@ def test_spectral_angle_mapper_ranks_cluster_quality():
     assert groups == {0: "high", 1: "medium", 2: "high"}
     with pytest.raises(ValueError, match="2-D"):
         sc.metrics.spectral_angle_mapper(flat[0], [0])
+
+
+def test_darlc_checkpoint_round_trip(tmp_path):
+    from spatialclust.models._checkpoint import CheckpointError
+
+    images, _ = pattern_images()
+    model = DARLCEmbedder(**{**TINY, "augmentation": "gaussian"}).fit(images)
+    path = model.save(tmp_path / "darlc")
+    assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+    loaded = DARLCEmbedder.from_checkpoint(path, device="cpu")
+    np.testing.assert_allclose(loaded.transform(images), model.transform(images), atol=1e-5)
+    np.testing.assert_array_equal(loaded.labels_, model.labels_)
+    np.testing.assert_array_equal(loaded.predict(images), model.predict(images))
+    assert loaded.get_params()["patch_size"] == TINY["patch_size"] and loaded.n_clusters_ == 2
+    with pytest.raises(ValueError, match="training grid"):
+        loaded.transform(images[:, :8, :8])
+    (path / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        DARLCEmbedder.from_checkpoint(path)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        DARLCEmbedder(**TINY).save(tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()

@@ -216,3 +216,19 @@ def test_real_bladder_with_histology(tmp_path):
     row = pd.read_csv(run / "comparison.csv").iloc[0]
     assert row["dataset"] == "mouse bladder" and row["clusters"] == 8 and row["isotope pairs"] >= 1
     assert (run / "figures" / "cluster_regular_kmeans_rgb_composite.png").stat().st_size > 5000
+
+
+def test_darlc_run_keeps_its_model_and_its_own_clusters(tmp_path):
+    darlc = {"method": "darlc", "params": {"n_clusters": 3, "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2,
+                                            "head_dim": 8, "pretrain_epochs": 1, "cluster_epochs": 1, "augmentation": "gaussian",
+                                            "em_iter": 2, "device": "cpu"}}
+    config = {**TINY, "embedding": [darlc], "cluster": [{"method": "kmeans", "params": {"n_clusters": 3}}],
+              "report": {"figures": ["cluster_means"], "embedding_figures": [], "dpi": 40}}
+    run = run_pipeline(config, tmp_path / "run")
+    comparison = pd.read_csv(run / "comparison.csv")
+    assert set(comparison["key"]) == {"cluster_darlc_own", "cluster_darlc_kmeans"}
+    assert comparison.set_index("key").loc["cluster_darlc_own", "clustering"] == "own clusters"
+    adata = ad.read_h5ad(run / "results.h5ad")
+    assert adata.uns["X_darlc"]["checkpoint"] == "checkpoints/X_darlc"
+    model = sc.tl.DARLCEmbedder.from_checkpoint(run / "checkpoints" / "X_darlc", device="cpu")
+    np.testing.assert_array_equal(model.labels_, adata.var["cluster_darlc_own"].to_numpy())

@@ -268,6 +268,18 @@ class StudentMixture(BaseEstimator, ClusterMixin):
         self.labels_ = self.predict(X)
         return self
 
+    @classmethod
+    def from_parameters(cls, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray, dof: np.ndarray, *,
+                        distribution: str = "t", labels: np.ndarray | None = None) -> StudentMixture:
+        """A fitted mixture from stored parameters (e.g. a DARLC checkpoint), ready to predict."""
+        mixture = cls(len(weights), distribution=distribution)
+        mixture.weights_, mixture.means_ = np.asarray(weights, np.float64), np.asarray(means, np.float64)
+        mixture.covariances_, mixture.dof_ = np.asarray(covariances, np.float64), np.asarray(dof, np.float64)
+        mixture._chol = np.linalg.cholesky(mixture.covariances_)
+        if labels is not None:
+            mixture.labels_ = np.asarray(labels, dtype=np.int64)
+        return mixture
+
     def _check_fitted(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "means_"):
             raise RuntimeError("This StudentMixture is not fitted yet; call `fit` first.")

@@ -33,9 +33,10 @@ METRICS_FILE = "metrics.json"
 COMPARISON_FILE = "comparison.csv"
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
+CHECKPOINTS_DIR = "checkpoints"
 
 #: Display names of clusterers in the comparison table (as in seed 000, Table 1).
-CLUSTERING_NAMES = {"umap_dbscan": "UMAP-DBSCAN", "kmeans": "k-means"}
+CLUSTERING_NAMES = {"umap_dbscan": "UMAP-DBSCAN", "kmeans": "k-means", "own": "own clusters"}
 
 
 def run_pipeline(
@@ -71,7 +72,9 @@ def run_pipeline(
             Debug log; command, version, duration and status.
         ``results.h5ad``
             The preprocessed dataset with ``layers["raw"]``, every embedding in ``varm`` and every
-            clustering in ``var`` (keys ``cluster_<embedding>_<clusterer>``) and ``uns``.
+            clustering in ``var`` (keys ``cluster_<embedding>_<clusterer>``, and
+            ``cluster_<embedding>_own`` for the clusters an embedder finds while it learns: DARLC's
+            Module II, SimCLR's self-labeling) and ``uns``.
         ``clusters.csv``
             One row per feature (m/z): its cluster in every clustering and the Pearson correlation
             of its image with its cluster's mean image (``<key>_corr``).
@@ -81,6 +84,9 @@ def run_pipeline(
         ``comparison.csv``
             One row per clustering, like Table 1 of seed 000 (dataset, clustering, images,
             clusters, RIR, noise images, ...).
+        ``checkpoints/<embedding>/``
+            Models trained per dataset that can be saved (DARLC), reloadable with
+            ``DARLCEmbedder.from_checkpoint``.
         ``figures/*.png``, ``report.html``
             Figures of every clustering and the self-contained HTML report.
     """
@@ -96,11 +102,17 @@ def run_pipeline(
         adata, dataset = load_input(cfg["input"], seed=seed)
         preprocess(adata, cfg["preprocess"])
         timings: dict[str, float] = {}
+        clusterings = []
         for key, embedder in progress(plans["embeddings"], desc="embedding", total=len(plans["embeddings"])):
             start = time.perf_counter()
             tl.embed(adata, embedder, key_added=key)
             timings[key] = time.perf_counter() - start
-        clusterings = []
+            if hasattr(embedder, "save"):  # a model trained on this dataset: keep it with the run
+                embedder.save(tmp / CHECKPOINTS_DIR / key)
+                adata.uns[key]["checkpoint"] = f"{CHECKPOINTS_DIR}/{key}"
+            own = _own_clustering(adata, key, embedder, seconds=timings[key])
+            if own is not None:
+                clusterings.append(own)
         for item in progress(plans["clusterings"], desc="clustering", total=len(plans["clusterings"])):
             start = time.perf_counter()
             tl.cluster(adata, item["estimator"], use_rep=item["use_rep"], key_added=item["key"])
@@ -119,6 +131,21 @@ def run_pipeline(
                          means=results["means"])
         logger.info("Report: %s", (output_dir / REPORT_FILE).resolve())
     return output_dir
+
+
+def _own_clustering(adata: AnnData, key: str, embedder: Any, *, seconds: float) -> dict[str, Any] | None:
+    """The clusters an embedder found while learning (DARLC's Module II, SimCLR's self-labeling),
+    stored as clustering ``cluster_<embedding>_own`` and evaluated with the others."""
+    labels = getattr(embedder, "labels_", None)
+    if labels is None:
+        return None
+    name = key.removeprefix("X_")
+    cluster_key = f"cluster_{name}_own"
+    labels = np.asarray(labels, dtype=np.int64)
+    adata.var[cluster_key] = labels
+    adata.uns[cluster_key] = {"method": "own", "use_rep": key, K.PARAMS: adata.uns[key][K.PARAMS],
+                              "n_clusters": int(np.unique(labels[labels >= 0]).size), "n_noise": int((labels == -1).sum())}
+    return {"key": cluster_key, "use_rep": key, "embedding": name, "method": "own", "estimator": None, "seconds": seconds}
 
 
 def _call(step, what: str):

@@ -25,6 +25,8 @@ Training, per dataset of feature images (gene images or ion images):
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,10 @@ from .._registry import invalid_option
 from ._cluster import _check_random_state, _Clusterer, _resolve_n_clusters, check_features, estimate_n_clusters, register_clusterer
 from ._embed import ImageEmbedder, check_images, register_embedder
 
+CHECKPOINT_KIND = "darlc"
+#: parameters that fix the network shapes, recorded in a checkpoint's ``architecture``
+ARCHITECTURE = ("patch_size", "embed_dim", "depth", "num_heads", "pool_grid", "head_dim")
+MIXTURE_TENSORS = ("weights_", "means_", "covariances_", "dof_")
 AUGMENTATIONS = ("gat", "gaussian")
 MIXTURES = ("t", "gaussian")
 OUTPUTS = ("encoder", "projection")
@@ -556,8 +562,8 @@ class DARLCEmbedder(ImageEmbedder):
                 torch.as_tensor(np.log(mixture.weights_), dtype=torch.float32, device=dev))
 
     # ------------------------------------------------------------------ transform
-    def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
-        """Embed ``images`` with the trained encoder (``output="encoder"``) or projection head."""
+    def _prepare(self, images: np.ndarray, mask: np.ndarray | None, pixel_size: float | None):
+        """Scaled, padded, standardised ``(n, 1, H, W)`` tensor of new images on the training grid."""
         import torch
 
         if not hasattr(self, "_net"):
@@ -567,8 +573,73 @@ class DARLCEmbedder(ImageEmbedder):
         expected = tuple(self._net["encoder"].grid[i] * self.patch_size for i in range(2))
         if scaled.shape[1:] != expected:
             raise ValueError(f"`images` must have the training grid size; padded shape {scaled.shape[1:]} != {expected}.")
-        x = torch.as_tensor(self._standardise(scaled)[:, None], device=self._device)
-        return self._encode(x, self.output).astype(np.float32)
+        return torch.as_tensor(self._standardise(scaled)[:, None], device=self._device)
+
+    def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
+        """Embed ``images`` with the trained encoder (``output="encoder"``) or projection head."""
+        return self._encode(self._prepare(images, mask, pixel_size), self.output).astype(np.float32)
+
+    def predict(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
+        """Module II cluster of each of ``images`` (MAP component of the fitted mixture)."""
+        return self.mixture_.predict(self._encode(self._prepare(images, mask, pixel_size), "projection")).astype(np.int64)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted model as a checkpoint directory (safetensors + config.json, atomic).
+
+        It holds the encoder, both heads, the mixture and the pixel scaling: enough for
+        :meth:`from_checkpoint` to embed and cluster new images of the same grid without training.
+        """
+        import torch
+
+        from ..models._checkpoint import save_checkpoint
+
+        if not hasattr(self, "_net"):
+            raise RuntimeError("This DARLCEmbedder is not fitted yet; call `fit` first.")
+        state = {f"net.{k}": v for k, v in self._net.state_dict().items()}
+        state.update({f"mixture.{name}": torch.as_tensor(np.asarray(getattr(self.mixture_, name), dtype=np.float64))
+                      for name in MIXTURE_TENSORS})
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
+        config = {
+            "architecture": {**{k: params[k] for k in ARCHITECTURE},
+                             "image_size": [g * self.patch_size for g in self._net["encoder"].grid]},
+            "preprocessing": {"pixel_mean": self.pixel_mean_, "pixel_std": self.pixel_std_,
+                              "input": "feature images scaled to [0, 1] per image inside the mask, zero-padded to the patch grid"},
+            "params": params,
+        }
+        training = {"history": self.history_, "n_clusters": int(self.n_clusters_), "mixture": self.mixture_.distribution,
+                    "labels": self.labels_.tolist()}
+        return save_checkpoint(path, state, config, kind=CHECKPOINT_KIND, training=training)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, *, device: str = "auto") -> DARLCEmbedder:
+        """A fitted embedder from a checkpoint written by :meth:`save`."""
+        from ..models._checkpoint import CheckpointError, load_checkpoint
+        from ..models._smm import StudentMixture
+
+        state, config = load_checkpoint(path, kind=CHECKPOINT_KIND)
+        params = {k: v for k, v in config["params"].items() if k != "device"}
+        if isinstance(params.get("gat_hidden_dims"), list):
+            params["gat_hidden_dims"] = tuple(params["gat_hidden_dims"])
+        model = cls(**params, device=device)
+        model._device = resolve_device(device)
+        model.pixel_mean_ = float(config["preprocessing"]["pixel_mean"])
+        model.pixel_std_ = float(config["preprocessing"]["pixel_std"])
+        image_size = tuple(config["architecture"]["image_size"])
+        model._net, _ = _build_networks(image_size, model.get_params(), model._device)
+        net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        try:
+            model._net.load_state_dict(net_state, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"Checkpoint {str(path)!r} does not fit the DARLC architecture: {err}") from err
+        training = config["training"]
+        mixture = StudentMixture.from_parameters(
+            *(state[f"mixture.{name}"].cpu().numpy() for name in MIXTURE_TENSORS), distribution=training["mixture"],
+            labels=training["labels"],
+        )
+        model.mixture_, model.labels_, model.n_clusters_ = mixture, mixture.labels_, mixture.n_components
+        model.history_ = training["history"]
+        return model
 
 
 # --------------------------------------------------------------------------------------------
