@@ -302,6 +302,9 @@ def test_evaluate_clustering(msi):
     assert out["accuracy"] == out["purity"] == out["nmi"] == out["ari"] == 1.0
     assert out["knn_purity"]["1"] == 1.0 and len(out["knn_purity"]) == 23  # k <= n_images - 1
     assert out["dbi_euclidean"] > 0 and out["dbi_pearson"] > 0 and 0 < out["silhouette"] <= 1
+    assert set(out["sam"]) == set(out["cluster_quality"]) == {"0", "1", "2"}
+    assert all(0 <= v <= np.pi / 2 for v in out["sam"].values())
+    assert out["n_high_quality_clusters"] == sum(v == "high" for v in out["cluster_quality"].values()) >= 1
     assert out["undefined"] == {}
 
 
@@ -311,6 +314,7 @@ def test_evaluate_clustering_all_noise_and_no_mz(msi):
     assert out["n_clusters"] == 0 and out["noise_size"] == 24
     assert out["rir"] is None and "all images are noise" in out["undefined"]["rir"]
     assert out["dbi_euclidean"] is None and "at least 2 clusters" in out["undefined"]["dbi_euclidean"]
+    assert out["sam"] == {} and out["n_high_quality_clusters"] == 0
     assert out["accuracy"] == 0.0
     del msi.var["mz"]
     msi.var["cluster"] = np.repeat([0, 1, 2], 8)

@@ -128,6 +128,9 @@ def test_run_directory_contents(run_dir):
     info = metrics["clusterings"]["cluster_regular_kmeans"]
     assert info["metrics"]["rir"] == pytest.approx(row["RIR"])
     assert sum(c["size"] for c in info["clusters"]) == adata.n_vars
+    assert {c["quality"] for c in info["clusters"]} == {"high", "medium"}
+    assert row["DBI-E"] == pytest.approx(info["metrics"]["dbi_euclidean"])
+    assert row["high-quality clusters (SAM)"] == info["metrics"]["n_high_quality_clusters"]
 
 
 def test_figures_and_report(run_dir):

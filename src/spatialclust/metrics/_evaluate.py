@@ -12,6 +12,7 @@ from .. import _keys
 from .._logging import logger
 from ._external import ari, clustering_accuracy, nmi, purity
 from ._internal import davies_bouldin, knn_purity, silhouette
+from ._sam import cluster_quality_groups, spectral_angle_mapper
 from ._isotopes import isotope_pairs, isotopic_recall, relative_isotope_ratio
 from ._labels import check_labels, n_clusters, n_meaningful_clusters, noise_size
 
@@ -91,7 +92,9 @@ def evaluate_clustering(
     -------
     dict with ``n_images``, ``n_clusters``, ``n_meaningful_clusters``, ``noise_size``, ``rir``,
     ``rir_f_cluster``, ``rir_f_random``, ``n_isotope_pairs``, ``isotopic_recall``,
-    ``dbi_euclidean``, ``dbi_pearson``, ``silhouette`` and, with ground truth, ``accuracy``,
+    ``dbi_euclidean``, ``dbi_pearson``, ``silhouette``, ``sam`` (mean spectral angle per cluster,
+    ``{str(cluster): radians}``), ``cluster_quality`` (``"high"``/``"medium"``, split at the
+    median SAM) and ``n_high_quality_clusters`` and, with ground truth, ``accuracy``,
     ``purity``, ``nmi``, ``ari``, ``knn_purity`` (``{str(k): value}``). A metric that is undefined
     for this clustering is None and ``undefined[name]`` says why (e.g. all images are noise, no
     isotope pairs). All values are JSON-serialisable.
@@ -143,6 +146,12 @@ def evaluate_clustering(
     _record(out, undefined, "dbi_euclidean", lambda: davies_bouldin(rep, labels, metric="euclidean"))
     _record(out, undefined, "dbi_pearson", lambda: davies_bouldin(rep, labels, metric="pearson"))
     _record(out, undefined, "silhouette", lambda: silhouette(rep, labels))
+    # cluster quality by spectral angle to the cluster mean (seed 003, §4.2: median split)
+    sam = spectral_angle_mapper(rep, labels)
+    quality = cluster_quality_groups(sam)
+    out["sam"] = {str(k): v for k, v in sam.items()}
+    out["cluster_quality"] = {str(k): v for k, v in quality.items()}
+    out["n_high_quality_clusters"] = sum(v == "high" for v in quality.values())
 
     # external metrics (seeds 001, 002, 003)
     if classes is not None:

@@ -262,7 +262,8 @@ def evaluate(adata: AnnData, clusterings: list[dict[str, Any]], cfg: Mapping[str
         labels = adata.var[key].to_numpy()
         clusters = [
             {"cluster": int(c), "size": int((labels == c).sum()),
-             "mean_correlation": finite_mean(correlations[key][labels == c])}
+             "mean_correlation": finite_mean(correlations[key][labels == c]),
+             "sam": values["sam"].get(str(int(c))), "quality": values["cluster_quality"].get(str(int(c)))}
             for c in means[key][0]
         ]
         values["mean_image_correlation"] = finite_mean(correlations[key][labels >= 0])
@@ -291,6 +292,9 @@ def _comparison_row(dataset: str, item: Mapping[str, Any], values: Mapping[str, 
         "meaningful clusters": values["n_meaningful_clusters"],
         "isotope pairs": values.get("n_isotope_pairs"),
         "mean image correlation": values.get("mean_image_correlation"),
+        "DBI-E": values.get("dbi_euclidean"),
+        "DBI-P": values.get("dbi_pearson"),
+        "high-quality clusters (SAM)": values.get("n_high_quality_clusters"),
     }
     for name in ("accuracy", "nmi", "ari"):
         if name in values:
