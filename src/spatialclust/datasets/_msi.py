@@ -283,7 +283,6 @@ def simulate_msi(
     n_tissue_ions = n_patterns * ions_per_pattern
     n_mono = n_tissue_ions + n_matrix_ions
     pattern_of = np.concatenate([np.repeat(np.arange(n_patterns), ions_per_pattern), np.full(n_matrix_ions, -1)])
-    on_tissue = pattern_of >= 0
     expected = np.empty((n_mono, height, width))
     tissue_f = tissue.astype(np.float64)
     for i in range(n_tissue_ions):

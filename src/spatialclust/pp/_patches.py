@@ -16,7 +16,6 @@ Here the patch grid is computed once per dataset (all images share the grid and 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

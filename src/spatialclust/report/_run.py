@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .. import _keys as K
 from ._html import GalleryItem, Report, plain
 
 FIGURE_CAPTIONS = {

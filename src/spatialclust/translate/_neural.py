@@ -68,7 +68,6 @@ class _TorchEstimator(BaseEstimator):
         return (X - self.x_mean_) / self.x_scale_
 
     def _train(self, module, loss_fn, Xs: np.ndarray, T: np.ndarray, W: np.ndarray, coords, groups) -> None:
-        import torch
 
         from .._compat import resolve_device
 
@@ -213,7 +212,6 @@ class _NeuralRegressor(_TorchEstimator, RegressorMixin):
     """Masked MSE on per-metabolite standardised targets (only present spots count when given)."""
 
     def fit(self, X, Y, *, presence=None, coords=None, groups=None, **fit_params):
-        import torch
 
         self._check_common()
         X, Y = check_xy(X, Y)
