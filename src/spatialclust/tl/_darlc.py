@@ -651,8 +651,11 @@ class DARLCEmbedder(ImageEmbedder):
 class SMMClusterer(_Clusterer):
     """Student's t mixture model (MAP-EM) on any embedding (DARLC's Module II mixture, seed 003).
 
-    Embeddings with more than ``n_components_max`` dimensions are standardised and reduced by PCA
-    first (a full covariance per component needs far more images than dimensions).
+    Embeddings with more than ``n_components_max`` dimensions are reduced by PCA first (a full
+    covariance per component needs far more images than dimensions). The features are centred, not
+    standardised: standardising inflates the many low-variance dimensions of a learned embedding to
+    the size of the informative ones (simulated gene images, DARLC warm-up embedding: NMI 0.98
+    centred vs 0.74 standardised; raw images 0.68 vs 0.56).
 
     Parameters
     ----------
@@ -692,8 +695,7 @@ class SMMClusterer(_Clusterer):
         if arr.shape[1] > self.n_components_max:
             from sklearn.decomposition import PCA
 
-            std = (arr - arr.mean(axis=0)) / np.clip(arr.std(axis=0), 1e-12, None)
-            arr = PCA(n_components=min(self.n_components_max, arr.shape[0] - 1), random_state=seed).fit_transform(std)
+            arr = PCA(n_components=min(self.n_components_max, arr.shape[0] - 1), random_state=seed).fit_transform(arr)
         self.mixture_ = StudentMixture(k, distribution=self.distribution, max_iter=self.max_iter, random_state=seed).fit(arr)
         self.labels_ = self.mixture_.labels_.astype(np.int64)
         self.n_clusters_ = k
