@@ -135,6 +135,18 @@ def test_estimate_dbscan_eps_separates_clusters_from_noise():
     assert (labels[-3:] == -1).all() and np.unique(labels[:-3]).size == 2
 
 
+def test_estimate_n_clusters_min_clusters_when_there_is_no_structure():
+    rng = np.random.default_rng(0)
+    A = rng.uniform(0.9, 1.0, size=(30, 30))
+    A = (A + A.T) / 2  # one homogeneous group: the largest gap is at k = 1
+    assert sc.tl.estimate_n_clusters(A, affinity="precomputed", max_clusters=8) == 1
+    with pytest.warns(UserWarning, match="no clear cluster structure"):
+        k = sc.tl.estimate_n_clusters(A, affinity="precomputed", max_clusters=8, min_clusters=2)
+    assert 2 <= k <= 8
+    with pytest.raises(ValueError, match="min_clusters"):
+        sc.tl.estimate_n_clusters(A, affinity="precomputed", max_clusters=8, min_clusters=9)
+
+
 def test_estimate_n_clusters_features_and_affinity(blobs):
     assert sc.tl.estimate_n_clusters(blobs, max_clusters=10) == 3
     # a precomputed affinity with 4 disconnected blocks has 4 zero eigenvalues, then a gap

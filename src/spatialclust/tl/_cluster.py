@@ -194,14 +194,15 @@ def estimate_n_clusters(
     X: Any,
     *,
     max_clusters: int = 20,
+    min_clusters: int = 1,
     affinity: str = "nearest_neighbors",
     n_neighbors: int = 10,
 ) -> int:
     """Number of clusters from the eigengap of the normalised graph Laplacian (von Luxburg 2007, Sec. 8.3).
 
     The eigenvalues ``0 = λ_1 <= λ_2 <= ...`` of ``L = I - D^{-1/2} A D^{-1/2}`` are computed and
-    ``k = argmax_{k <= max_clusters} (λ_{k+1} - λ_k)`` is returned: a graph with ``k`` well-separated
-    groups has ``k`` eigenvalues near 0 followed by a jump.
+    ``k = argmax_{min_clusters <= k <= max_clusters} (λ_{k+1} - λ_k)`` is returned: a graph with
+    ``k`` well-separated groups has ``k`` eigenvalues near 0 followed by a jump.
 
     Parameters
     ----------
@@ -210,6 +211,9 @@ def estimate_n_clusters(
         ``(n, n)`` when ``affinity="precomputed"``.
     max_clusters
         Largest number of clusters considered (capped at ``n - 1``, not an error).
+    min_clusters
+        Smallest number considered (2 for a method that must split the data); a warning says when
+        the largest gap overall lies below it, i.e. the graph shows no such cluster structure.
     affinity
         ``"nearest_neighbors"``: build a symmetric ``n_neighbors``-NN connectivity graph from ``X``
         (spectral clustering of seed 001 uses k = 10); ``"precomputed"``: ``X`` is the affinity.
@@ -218,7 +222,7 @@ def estimate_n_clusters(
 
     Returns
     -------
-    The estimated number of clusters, between 1 and ``max_clusters``.
+    The estimated number of clusters, between ``min_clusters`` and ``max_clusters``.
     """
     if affinity == "precomputed":
         A = sparse.csr_matrix(X, dtype=np.float64) if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
@@ -243,9 +247,20 @@ def estimate_n_clusters(
     if isinstance(max_clusters, bool) or not isinstance(max_clusters, (int, np.integer)) or max_clusters < 1:
         raise ValueError(f"`max_clusters` must be a positive integer; received {max_clusters!r}.")
     kmax = min(int(max_clusters), n - 1)  # an upper bound, so capped rather than rejected
+    if isinstance(min_clusters, bool) or not isinstance(min_clusters, (int, np.integer)) or not 1 <= min_clusters <= kmax:
+        raise ValueError(f"`min_clusters` must be an integer in [1, {kmax}]; received {min_clusters!r}.")
     eig = laplacian_eigenvalues(A, n_eigenvalues=kmax + 1)
     gaps = np.diff(eig)[:kmax]
-    return int(np.argmax(gaps) + 1)
+    best = int(np.argmax(gaps) + 1)
+    if best < min_clusters:
+        chosen = int(np.argmax(gaps[min_clusters - 1 :]) + min_clusters)
+        warnings.warn(
+            f"The eigengap is largest at {best} cluster(s), below `min_clusters`={min_clusters}: the similarity graph "
+            f"shows no clear cluster structure; using the largest gap from {min_clusters} on ({chosen} clusters). "
+            "Consider passing the number of clusters.", UserWarning, stacklevel=2,
+        )
+        return chosen
+    return best
 
 
 def _resolve_n_clusters(n_clusters: Any, X: np.ndarray, *, max_clusters: int, n_neighbors: int = 10) -> int:

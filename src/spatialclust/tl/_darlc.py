@@ -212,7 +212,8 @@ class DARLCEmbedder(ImageEmbedder):
     ----------
     n_clusters
         Number of clusters of Module II, or ``"auto"``: the eigengap of the normalised Laplacian of
-        the seeding similarity (eqs. 23-25, :func:`spatialclust.tl.estimate_n_clusters`).
+        the seeding similarity (eqs. 23-25, :func:`spatialclust.tl.estimate_n_clusters`), at least
+        2 (with a warning when the largest gap says 1, i.e. no clear structure).
     max_clusters
         Upper bound for ``"auto"``.
     patch_size, embed_dim, depth, num_heads
@@ -491,7 +492,8 @@ class DARLCEmbedder(ImageEmbedder):
             if self.n_clusters != "auto":
                 raise ValueError(f"`n_clusters` must be a positive integer or 'auto'; received {self.n_clusters!r}.")
             similarity = seeding_similarity(smoothed, mask, n_neighbors=self.seed_neighbors)
-            k = estimate_n_clusters(similarity, affinity="precomputed", max_clusters=min(self.max_clusters, n - 1))
+            k = estimate_n_clusters(similarity, affinity="precomputed", max_clusters=min(self.max_clusters, n - 1),
+                                    min_clusters=2)
             logger.info("DARLC: %d clusters from the eigengap of the seeding similarity (eqs. 23-25).", k)
             return k
         if not isinstance(self.n_clusters, (int, np.integer)) or not 1 <= self.n_clusters <= n:
