@@ -145,6 +145,7 @@ def run_dataset(name: str, args) -> dict:
     model = DARLCEmbedder(n_clusters=k, **darlc_params(args))
     emb = model.fit_transform(images, mask=mask)
     results["darlc"] = {**score(flat, model.labels_, truth), "seconds": time.perf_counter() - t0}
+    info["darlc_stage_seconds"] = model.timings_
     leiden = sc.tl.create_clusterer("leiden", random_state=args.seed).fit(emb).labels_
     results["darlc+leiden"] = score(flat, leiden, truth)
     similarity = seeding_similarity(model.smoothed_, mask)

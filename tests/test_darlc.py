@@ -57,6 +57,7 @@ def test_darlc_tiny_fit_produces_embeddings_and_clusters():
     assert set(model.labels_) <= {0, 1}
     assert len(model.history_["pretrain"]) == 1 and len(model.history_["epoch_level"]) == 1
     assert all(np.isfinite(v).all() for v in model.history_.values())
+    assert set(model.timings_) == {"augmentation", "pretraining", "clustering"} and min(model.timings_.values()) >= 0
     assert model.smoothed_.shape == images.shape
     proj = DARLCEmbedder(**{**TINY, "output": "projection"}).fit_transform(images)
     assert proj.shape == (len(images), 8)

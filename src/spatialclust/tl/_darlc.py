@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,9 @@ class DARLCEmbedder(ImageEmbedder):
         The positive views ``(n, H, W)`` (after scaling).
     history_
         Loss values per epoch.
+    timings_
+        Wall seconds of the stages: ``augmentation`` (GAT or Gaussian views), ``pretraining``
+        (Module I warm-up) and ``clustering`` (head, mixture and joint training).
     """
 
     def __init__(
@@ -386,12 +390,15 @@ class DARLCEmbedder(ImageEmbedder):
         device = resolve_device(self.device)
         scaled = scale_images(arr, mask)
         pad_to_patches(scaled[:1], self.patch_size)  # fail early on a grid smaller than a patch
+        clock = time.perf_counter()
+        self.timings_: dict[str, float] = {}
         if self.augmentation == "gat":
             smoothed, gat_losses = gat_smooth(scaled, mask, hidden_dims=tuple(self.gat_hidden_dims), radius=self.gat_radius,
                                               epochs=self.gat_epochs, lr=1e-3, random_state=seed, device=device)
         else:
             smoothed, gat_losses = gaussian_smooth(scaled, mask, sigma=self.gaussian_sigma), []
         smoothed = scale_images(smoothed, mask)
+        self.timings_["augmentation"], clock = time.perf_counter() - clock, time.perf_counter()
         self.smoothed_ = smoothed
         self.mask_ = mask
         # standardise pixel values over the dataset (sparse images have a tiny mean intensity, which
@@ -417,12 +424,15 @@ class DARLCEmbedder(ImageEmbedder):
                 self._ema_update()
                 total += float(loss.detach()) * len(idx)
             self.history_["pretrain"].append(total / n)
+        self.timings_["pretraining"], clock = time.perf_counter() - clock, time.perf_counter()
 
         k = self._resolve_k(smoothed, mask)
         init_head_from_pca(net["head"], self._encode(x, "encoder"))
         self.mixture_ = StudentMixture(k, distribution=self.mixture, random_state=seed).fit(self._all_projections(x))
         if self.joint_clustering:
             self._fit_module2(x, xs, smoothed, mask, optimizer, generator, rng)
+        self.timings_["clustering"] = time.perf_counter() - clock
+        logger.info("DARLC wall time: " + ", ".join(f"{stage} {sec:.1f} s" for stage, sec in self.timings_.items()))
         self.labels_ = self.mixture_.labels_.astype(np.int64)
         self.n_clusters_ = k
         return self
