@@ -59,26 +59,34 @@ def _build_module(in_dim: int, hidden_dims: tuple[int, ...]):
 
         @staticmethod
         def _propagate(h: torch.Tensor, att: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+            """``out_i = sum_j a_ij h_j`` over the edges ``j -> i``."""
             src, dst = edges
-            out = torch.zeros_like(h)
-            return out.index_add_(0, dst, att[:, None] * h[src])
+            return torch.zeros_like(h).index_add_(0, dst, att[:, None] * h[src])
 
         @staticmethod
-        def _attention(h: torch.Tensor, a_s: torch.Tensor, a_r: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+        def _attention(h: torch.Tensor, w: torch.Tensor, a_s: torch.Tensor, a_r: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+            """Eqs. 2-3 with per-node scores ``h W a`` gathered per edge (gathering ``h W`` per edge
+            would build an ``(n_edges, width)`` matrix)."""
             src, dst = edges  # message from src (neighbour j) to dst (node i)
-            e = torch.sigmoid(h[dst] @ a_s + h[src] @ a_r)
+            e = torch.sigmoid((h @ (w @ a_s))[dst] + (h @ (w @ a_r))[src])
             e = torch.exp(e - 1.0)  # sigmoid in (0, 1): exp cannot overflow
             denom = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device).index_add_(0, dst, e)
             return e / denom[dst]
+
+        def _layer(self, h: torch.Tensor, w: torch.Tensor, att: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+            """``A (h W)`` computed as ``(A h) W`` when that propagates fewer columns: message
+            passing is memory-bound, and the 512-wide layers would otherwise move 512 values per edge."""
+            if w.shape[1] > w.shape[0]:
+                return self._propagate(h, att, edges) @ w
+            return self._propagate(h @ w, att, edges)
 
         def encode(self, x: torch.Tensor, edges: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
             h, atts = x, []
             last = len(self.weights) - 1
             for k, w in enumerate(self.weights):
-                hw = h @ w
-                att = self._attention(hw, self.att_src[k], self.att_dst[k], edges)
+                att = self._attention(h, w, self.att_src[k], self.att_dst[k], edges)
                 atts.append(att)
-                h = self._propagate(hw, att, edges)
+                h = self._layer(h, w, att, edges)
                 if k < last:
                     h = torch.nn.functional.elu(h)
             return h, atts
@@ -87,7 +95,7 @@ def _build_module(in_dim: int, hidden_dims: tuple[int, ...]):
             z, atts = self.encode(x, edges)
             h = z
             for k in reversed(range(len(self.weights))):
-                h = self._propagate(h @ self.weights[k].T, atts[k], edges)
+                h = self._layer(h, self.weights[k].T, atts[k], edges)
                 if k > 0:
                     h = torch.nn.functional.elu(h)
             return z, h
