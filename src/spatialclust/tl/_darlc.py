@@ -192,7 +192,7 @@ def init_head_from_pca(head, embeddings: np.ndarray) -> None:
     scale = np.full(first.out_features, spread[r - 1] / spread[0])
     scale[:r] = spread[:r] / spread[0]
     with torch.no_grad():
-        first.weight[:r] = torch.as_tensor(axes[:r], dtype=first.weight.dtype)
+        first.weight[:r] = torch.as_tensor(axes[:r], dtype=first.weight.dtype, device=first.weight.device)
         first.bias.zero_()
         norm.weight.copy_(torch.as_tensor(scale, dtype=norm.weight.dtype))
         norm.bias.zero_()
