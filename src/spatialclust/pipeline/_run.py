@@ -139,12 +139,11 @@ def _own_clustering(adata: AnnData, key: str, embedder: Any, *, seconds: float) 
     labels = getattr(embedder, "labels_", None)
     if labels is None:
         return None
+    from ..tl._cluster import record_clusters
+
     name = key.removeprefix("X_")
     cluster_key = f"cluster_{name}_own"
-    labels = np.asarray(labels, dtype=np.int64)
-    adata.var[cluster_key] = labels
-    adata.uns[cluster_key] = {"method": "own", "use_rep": key, K.PARAMS: adata.uns[key][K.PARAMS],
-                              "n_clusters": int(np.unique(labels[labels >= 0]).size), "n_noise": int((labels == -1).sum())}
+    record_clusters(adata, cluster_key, labels, method="own", use_rep=key, params=adata.uns[key][K.PARAMS])
     return {"key": cluster_key, "use_rep": key, "embedding": name, "method": "own", "estimator": None, "seconds": seconds}
 
 

@@ -190,6 +190,14 @@ def laplacian_eigenvalues(affinity: Any, *, n_eigenvalues: int) -> np.ndarray:
     return eigh(L, eigvals_only=True, subset_by_index=[0, min(n_eigenvalues, A.shape[0]) - 1])
 
 
+def record_clusters(adata: ad.AnnData, key: str, labels: Any, *, method: str, use_rep: str, params: dict[str, Any]) -> None:
+    """Write a clustering as every tool does: ``var[key]`` (int, -1 = noise) and ``uns[key]``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    adata.var[key] = labels
+    adata.uns[key] = {"method": method, "use_rep": use_rep, _keys.PARAMS: params,
+                      "n_clusters": int(np.unique(labels[labels >= 0]).size), "n_noise": int((labels == -1).sum())}
+
+
 def estimate_n_clusters(
     X: Any,
     *,
@@ -663,15 +671,8 @@ def cluster(
     adata = adata.copy() if copy else adata
     X = adata.varm[use_rep]
     logger.info("Clustering %d feature images (`%s`, %s) with `%s`.", adata.n_vars, use_rep, X.shape, name)
-    labels = np.asarray(est.fit(X).labels_, dtype=np.int64)
-    adata.var[key_added] = labels
-    adata.uns[key_added] = {
-        "method": name,
-        "use_rep": use_rep,
-        _keys.PARAMS: _plain_params(est.get_params(deep=False)),
-        "n_clusters": int(np.unique(labels[labels >= 0]).size),
-        "n_noise": int((labels == -1).sum()),
-    }
+    record_clusters(adata, key_added, est.fit(X).labels_, method=name, use_rep=use_rep,
+                    params=_plain_params(est.get_params(deep=False)))
     fitted = {name: _plain_params({name: getattr(est, attr)})[name]
               for name, attr in (("n_clusters", "n_clusters_"), ("eps", "eps_"), ("min_samples", "min_samples_"))
               if hasattr(est, attr)}
