@@ -520,9 +520,10 @@ class DARLCEmbedder(ImageEmbedder):
         lam = float(self.laplacian_weight)
         threshold = self.min_cluster_fraction / k
         for _ in progress(range(self.cluster_epochs), desc="DARLC joint clustering"):
-            mixture.warm_start(self._all_projections(x), n_iter=self.em_iter)
+            z_all = self._all_projections(x)
+            mixture.warm_start(z_all, n_iter=self.em_iter)
             params = self._mixture_tensors(mixture)
-            q_all = mixture.predict_proba(self._all_projections(x))
+            q_all = mixture.predict_proba(z_all)
             p_all = torch.as_tensor(_target_distribution(q_all), dtype=torch.float32, device=self._device)
             # epoch-level loss (eq. 16), gradients accumulated over the batches, one step
             optimizer.zero_grad()
