@@ -447,15 +447,18 @@ class DARLCEmbedder(ImageEmbedder):
             batches[-2] = np.concatenate([batches[-2], batches.pop()])
         return batches
 
-    def _ssl_loss(self, xb, xsb, generator):
-        """Eq. 11: uncertainty-weighted MIM (eq. 7) and contrastive (eq. 10) losses."""
+    def _ssl_loss(self, xb, xsb, generator, h=None):
+        """Eq. 11: uncertainty-weighted MIM (eq. 7) and contrastive (eq. 10) losses.
+
+        ``h``: the encoder output of ``xb`` when the caller already has it.
+        """
         import torch
 
         net = self._net
         mim, _ = net["encoder"].mim_loss(xb, self.mask_ratio, generator)
         if not self.contrastive:
             return mim
-        q1 = net["proj"](net["encoder"](xb))
+        q1 = net["proj"](net["encoder"](xb) if h is None else h)
         q2 = net["proj"](net["encoder"](xsb))
         with torch.no_grad():
             k1 = self._target["proj"](self._target["encoder"](xsb))
@@ -551,11 +554,11 @@ class DARLCEmbedder(ImageEmbedder):
             # batch-level loss (eq. 21)
             batch_total = 0.0
             for idx in self._batches(n, rng):
-                z = net["head"](net["encoder"](x[idx]))
-                log_q = torch.log_softmax(_mixture_log_prob(z, *params), dim=1)
+                h = net["encoder"](x[idx])
+                log_q = torch.log_softmax(_mixture_log_prob(net["head"](h), *params), dim=1)
                 p = p_all[idx]
                 kl = (p * (torch.log(p.clamp_min(1e-12)) - log_q)).sum(dim=1).mean()
-                loss = kl + self._ssl_loss(x[idx], xs[idx], generator)
+                loss = kl + self._ssl_loss(x[idx], xs[idx], generator, h=h)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
