@@ -426,11 +426,14 @@ class DARLCEmbedder(ImageEmbedder):
             self.history_["pretrain"].append(total / n)
         self.timings_["pretraining"], clock = time.perf_counter() - clock, time.perf_counter()
 
-        k = self._resolve_k(smoothed, mask)
+        # seeding similarity (eq. 23): for the eigengap and Module II's Laplacian term, computed once
+        needed = self.joint_clustering or self.n_clusters == "auto"
+        similarity = seeding_similarity(smoothed, mask, n_neighbors=self.seed_neighbors) if needed else None
+        k = self._resolve_k(similarity, n)
         init_head_from_pca(net["head"], self._encode(x, "encoder"))
         self.mixture_ = StudentMixture(k, distribution=self.mixture, random_state=seed).fit(self._all_projections(x))
         if self.joint_clustering:
-            self._fit_module2(x, xs, smoothed, mask, optimizer, generator, rng)
+            self._fit_module2(x, xs, similarity, optimizer, generator, rng)
         self.timings_["clustering"] = time.perf_counter() - clock
         logger.info("DARLC wall time: " + ", ".join(f"{stage} {sec:.1f} s" for stage, sec in self.timings_.items()))
         self.labels_ = self.mixture_.labels_.astype(np.int64)
@@ -499,12 +502,10 @@ class DARLCEmbedder(ImageEmbedder):
             h = torch.cat([net["encoder"](x[i : i + 256]) for i in range(0, len(x), 256)])
             return net["head"](h).cpu().numpy().astype(np.float64)
 
-    def _resolve_k(self, smoothed: np.ndarray, mask: np.ndarray | None) -> int:
-        n = len(smoothed)
+    def _resolve_k(self, similarity: np.ndarray | None, n: int) -> int:
         if isinstance(self.n_clusters, str):
             if self.n_clusters != "auto":
                 raise ValueError(f"`n_clusters` must be a positive integer or 'auto'; received {self.n_clusters!r}.")
-            similarity = seeding_similarity(smoothed, mask, n_neighbors=self.seed_neighbors)
             k = estimate_n_clusters(similarity, affinity="precomputed", max_clusters=min(self.max_clusters, n - 1),
                                     min_clusters=2)
             logger.info("DARLC: %d clusters from the eigengap of the seeding similarity (eqs. 23-25).", k)
@@ -513,13 +514,13 @@ class DARLCEmbedder(ImageEmbedder):
             raise ValueError(f"`n_clusters` must be 'auto' or an integer in [1, {n}]; received {self.n_clusters!r}.")
         return int(self.n_clusters)
 
-    def _fit_module2(self, x, xs, smoothed, mask, optimizer, generator, rng) -> None:
+    def _fit_module2(self, x, xs, similarity, optimizer, generator, rng) -> None:
         """Joint optimisation (§3.3.2), starting from the mixture fitted on the warm-up projections."""
         import torch
 
         net, n, mixture = self._net, len(x), self.mixture_
         k = mixture.n_components
-        similarity = torch.as_tensor(seeding_similarity(smoothed, mask, n_neighbors=self.seed_neighbors), dtype=torch.float32, device=self._device)
+        similarity = torch.as_tensor(similarity, dtype=torch.float32, device=self._device)
         lam = float(self.laplacian_weight)
         threshold = self.min_cluster_fraction / k
         for _ in progress(range(self.cluster_epochs), desc="DARLC joint clustering"):
