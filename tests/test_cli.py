@@ -92,10 +92,14 @@ def test_existing_run_refused_without_overwrite(imzml, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.yaml").write_text("seed: 0\n")
+    foreign = runner.invoke(app, ["run", str(imzml), "-o", str(out), *FAST])
+    assert foreign.exit_code == 1 and "already holds other files ('config.yaml')" in foreign.output
+    (out / "run.json").write_text(json.dumps({"marker": "spatialclust run directory", "status": "complete",
+                                             "files": ["config.yaml", "run.json"]}))
     result = runner.invoke(app, ["run", str(imzml), "-o", str(out), *FAST])
     assert result.exit_code == 1
     assert "already holds a different run" in result.output and "--overwrite" in result.output
-    assert [p.name for p in out.iterdir()] == ["config.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "run.json"]
 
 
 def test_failed_run_leaves_no_directory(imzml, tmp_path):

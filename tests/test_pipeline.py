@@ -162,9 +162,14 @@ def test_existing_directory_refused_and_overwritten(run_dir, tmp_path):
     (target / "config.yaml").write_text("seed: 1\n")
     small = {**TINY, "embedding": ["regular"], "cluster": [{"method": "kmeans", "params": {"n_clusters": 3}}],
              "report": {"figures": ["cluster_means"], "embedding_figures": [], "thumbnails": False}}
+    with pytest.raises(FileExistsError, match="already holds other files.*not a spatialclust run directory"):
+        run_pipeline(small, target, overwrite=True)  # not a run: never replaced
+    assert (target / "config.yaml").read_text() == "seed: 1\n"
+    (target / "config.yaml").unlink()
+    target.rmdir()
+    run_pipeline(small, target)
     with pytest.raises(FileExistsError, match="already holds a different run.*--overwrite"):
         run_pipeline(small, target)
-    assert (target / "config.yaml").read_text() == "seed: 1\n"
     run_pipeline(small, target, overwrite=True)
     assert (target / "report.html").is_file() and [p.name for p in (target / "figures").iterdir()] == [
         "cluster_regular_kmeans_cluster_means.png"

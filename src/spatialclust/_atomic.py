@@ -46,14 +46,34 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
 
 
 def replace(src: Path, dst: Path) -> None:
-    """Move ``src`` onto ``dst``, replacing a file or directory already there."""
+    """Move ``src`` onto ``dst``, replacing a file or directory already there.
+
+    A directory is first renamed to a hidden ``.<name>.*.old.tmp`` next to it, then deleted; the
+    caller decides whether ``dst`` may be replaced at all.
+    """
     if dst.is_dir() and not dst.is_symlink():
-        trash = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, trash)
+        trash = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old.tmp", dir=dst.parent))
+        os.replace(dst, trash)  # onto the empty directory just made: atomic, and the name is ours
         os.replace(src, dst)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(src, dst)
+
+
+def rename_new(src: Path, dst: Path) -> None:
+    """Rename the directory ``src`` to ``dst``, refusing when ``dst`` exists (an empty directory excepted).
+
+    The refusal is the file system's own (``rename(2)`` fails on a non-empty directory and on a
+    file), so of two processes finishing at the same moment exactly one succeeds.
+    """
+    try:
+        os.rename(src, dst)
+    except OSError as err:  # ENOTEMPTY, EEXIST, ENOTDIR when dst exists
+        if not (dst.exists() or dst.is_symlink()):
+            raise
+        raise FileExistsError(
+            f"{str(dst)!r} was created by another process while this one was writing it; nothing was replaced."
+        ) from err
 
 
 def remove(path: Path) -> None:

@@ -4,6 +4,11 @@ See ``docs/data_model.md`` for what each key holds. Import these constants inste
 spelling key names as string literals, so the data model stays consistent.
 """
 
+from __future__ import annotations
+
+import re
+from typing import Any
+
 # --- pixels / spots (obs axis) -------------------------------------------------------
 SPATIAL = "spatial"
 """``obsm[SPATIAL]``: integer grid coordinates ``(x, y)`` of every pixel/spot, shape (n_obs, 2)."""
@@ -72,3 +77,33 @@ PARAMS = "params"
 SELF_LABEL = "self_label"
 """Default ``key_added`` of ``sc.tl.self_label`` (seed 001): ``var[SELF_LABEL]`` final clusters,
 ``var[SELF_LABEL + "_confidence"]``, ``var[SELF_LABEL + "_init"]``, ``varm["X_" + SELF_LABEL]``, ``uns[SELF_LABEL]``."""
+
+
+# --- keys that become file or folder names -------------------------------------------------
+#: Longest key accepted as (part of) a file name; leaves room for suffixes within the usual 255 bytes.
+MAX_NAME_LENGTH = 128
+_PLAIN_NAME = re.compile(r"\w[\w.+=-]*")
+
+
+def check_name(name: Any, *, what: str) -> str:
+    """Return ``name`` if it is a plain file name, else raise a ValueError naming ``what``.
+
+    Embedding and cluster keys (and every other user string) become file and folder names in a
+    run directory (``figures/<key>_<figure>.png``, ``checkpoints/<key>/``). A plain name starts
+    with a letter, digit or underscore and holds only those and ``. + = -``: no path separator,
+    no ``..``, not absolute, not hidden, so it can only name an entry inside its folder.
+
+    Parameters
+    ----------
+    name
+        The key or file name to check.
+    what
+        What ``name`` is, for the error message (e.g. ```embedding[0].key```).
+    """
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
+        shown = name if not isinstance(name, str) or len(name) <= MAX_NAME_LENGTH else f"{name[:40]}... ({len(name)} characters)"
+        raise ValueError(
+            f"{what} must be a plain name (it becomes a file or folder name): letters, digits and `_`, then also "
+            f"`. + = -`, at most {MAX_NAME_LENGTH} characters, no path separator; got {shown!r}."
+        )
+    return name

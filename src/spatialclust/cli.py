@@ -7,8 +7,9 @@ Every command that computes something writes one run directory (``--output``) wi
 from __future__ import annotations
 
 import logging
+import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
@@ -31,7 +32,7 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed for 
 SetOpt = Annotated[
     Optional[list[str]], typer.Option("--set", help="Override one config key (value read as YAML): --set preprocess.winsorize=99.")
 ]
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug (and the traceback of an error).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only, no progress bars.")]
 
 
@@ -40,6 +41,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    _console["verbose"] = verbose
     settings["show_progress_bar"] = not quiet
     if not any(isinstance(h, RichHandler) for h in logger.handlers):
         handler = RichHandler(show_path=False, rich_tracebacks=False)
@@ -62,10 +64,30 @@ def files_only_mode() -> None:
     warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
 
 
-def fail(err: Exception) -> None:
-    """Print an error a scientist can act on and exit with status 1 (no traceback)."""
-    typer.secho(f"Error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
+#: Verbosity of the running command (set by :func:`setup_logging`): ``-vv`` prints tracebacks.
+_console = {"verbose": 0}
+
+#: What the library raises on purpose for bad input (ConfigError, CheckpointError and ImzMLError are
+#: ValueErrors, WeightsError a RuntimeError) and what the libraries it drives raise for bad files,
+#: missing packages, exhausted memory or absurd sizes.
+LIBRARY_ERRORS = (ValueError, LookupError, TypeError, OSError, ImportError, RuntimeError, ArithmeticError, MemoryError)
+
+
+def fail(err: Exception) -> NoReturn:
+    """Print one line a scientist can act on and exit (with ``-vv`` the traceback first).
+
+    Exit status 1 for the classes of :data:`LIBRARY_ERRORS`; any other exception is a bug of
+    spatialclust: status 2 and a line asking to report it.
+    """
+    if _console["verbose"] >= 2 and err.__traceback__ is not None:
+        typer.echo("".join(traceback.format_exception(err)).rstrip(), err=True)
+    if isinstance(err, LIBRARY_ERRORS):
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err) or type(err).__name__
+        typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
+    typer.secho(f"Internal error ({type(err).__name__}: {err}); please report it with the output of -vv.",
+                fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
 
 
 @app.callback()
@@ -95,9 +117,8 @@ def _run_and_report(resolve_config, output: Path, *, overwrite: bool, command: s
         check_output_dir(output, overwrite=overwrite)
         typer.echo(f"spatialclust {command}: the report will be written to {report}")
         run_pipeline(config, output, overwrite=overwrite, command=command)
-    except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as err:
-        logger.debug("%s failed", command, exc_info=True)
-        fail(ValueError(err.args[0]) if isinstance(err, KeyError) and err.args else err)
+    except Exception as err:  # noqa: BLE001 -- every error becomes one line (see fail)
+        fail(err)
     typer.echo(f"Done. Open {report}")
 
 
@@ -176,7 +197,7 @@ def train(
     'embedding=[{method: simclr, params: {epochs: 50}}]'). An interrupted training resumes from the
     last epoch saved in --output; a finished one is not retrained."""
     from . import pp
-    from .models._checkpoint import CheckpointError
+    from .models._checkpoint import check_checkpoint_path
     from .pipeline import load_config
     from .pipeline._run import load_input, preprocess
     from .tl._simclr import SimCLREmbedder
@@ -193,6 +214,7 @@ def train(
             seed=seed,
             overrides=set_ or (),
         )
+        check_checkpoint_path(output)
         params = next((dict(item.get("params") or {}) for item in cfg["embedding"] if item["method"] == "simclr"), {})
         params.setdefault("seed", cfg["seed"])
         adata, name = load_input(cfg["input"], seed=cfg["seed"])
@@ -200,9 +222,8 @@ def train(
         images, mask = pp.feature_images(adata), pp.tissue_mask_image(adata)
         typer.echo(f"spatialclust train: SimCLR on {images.shape[0]} ion images of {name}; checkpoint {output.resolve()}")
         embedder = SimCLREmbedder(**{**params, "checkpoint": output, "resume": resume}).fit(images, mask=mask)
-    except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError, CheckpointError) as err:
-        logger.debug("train failed", exc_info=True)
-        fail(ValueError(err.args[0]) if isinstance(err, KeyError) and err.args else err)
+    except Exception as err:  # noqa: BLE001
+        fail(err)
     losses = [h["loss"] for h in embedder.history_]
     typer.echo(f"Done: {embedder.epochs_} epochs, final loss {losses[-1]:.4f}. Checkpoint: {output.resolve()}")
 
@@ -251,9 +272,8 @@ def cells_run(
         check_output_dir(output, overwrite=overwrite)
         typer.echo(f"spatialclust cells run: the report will be written to {report}")
         run_cells(resolved, output, overwrite=overwrite, command="cells run")
-    except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as err:
-        logger.debug("cells run failed", exc_info=True)
-        fail(ValueError(err.args[0]) if isinstance(err, KeyError) and err.args else err)
+    except Exception as err:  # noqa: BLE001
+        fail(err)
     typer.echo(f"Done. Open {report}")
 
 
@@ -266,16 +286,14 @@ app.add_typer(translate_app, name="translate")
 
 def _translate(command: str, work, output: Path, config: Optional[Path], set_, seed, verbose: int, quiet: bool) -> None:
     """Shared body of the translate commands: config, logging, one-line errors."""
-    from .models._checkpoint import CheckpointError
     from .translate._pipeline import load_translate_config
 
     setup_logging(verbose, quiet)
     try:
         resolved = load_translate_config(config, seed=seed, overrides=set_ or ())
         work(resolved)
-    except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError, CheckpointError) as err:
-        logger.debug("translate %s failed", command, exc_info=True)
-        fail(ValueError(err.args[0]) if isinstance(err, KeyError) and err.args else err)
+    except Exception as err:  # noqa: BLE001
+        fail(err)
     typer.echo(f"Done. Open {(output / 'report.html').resolve() if command != 'predict' else output.resolve()}")
 
 

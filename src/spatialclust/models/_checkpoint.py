@@ -36,6 +36,7 @@ __all__ = [
     "load_checkpoint",
     "load_optimizer_state",
     "is_checkpoint",
+    "check_checkpoint_path",
 ]
 
 
@@ -47,6 +48,41 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     """True if ``path`` is a directory holding a checkpoint config and weights."""
     path = Path(path)
     return (path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file()
+
+
+def check_checkpoint_path(path: str | os.PathLike) -> Path:
+    """Check that :func:`save_checkpoint` may write ``path``; return it.
+
+    A missing path or an empty directory may be written, and a checkpoint written by
+    :func:`save_checkpoint` (its ``config.json`` is the marker) replaced. Anything else (a file, a
+    link, a folder holding other files) is refused: saving a model never deletes data it did not write.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and is not a checkpoint directory holding only checkpoint files.
+    """
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return path
+    refuse = f"Checkpoint path {str(path)!r} exists and is not a spatialclust checkpoint"
+    if path.is_symlink() or not path.is_dir():
+        raise FileExistsError(f"{refuse} (it is a file or a link); choose a new checkpoint directory.")
+    entries = sorted(os.listdir(path))
+    if not entries:
+        return path
+    foreign = [e for e in entries if e not in (MODEL_FILE, OPTIMIZER_FILE, CONFIG_FILE)]
+    try:
+        marked = not foreign and "format_version" in _read_config(path)
+    except CheckpointError:
+        marked = False
+    if not marked:
+        shown = ", ".join(repr(e) for e in (foreign or entries)[:5])
+        raise FileExistsError(
+            f"{refuse} (it holds {shown}); a checkpoint replaces only a checkpoint written by spatialclust, so "
+            "nothing was written. Choose a new checkpoint directory."
+        )
+    return path
 
 
 def _jsonable(value: Any) -> Any:
@@ -92,7 +128,8 @@ def save_checkpoint(
     Parameters
     ----------
     path
-        Checkpoint directory to create or replace.
+        Checkpoint directory to create, or to replace when it holds a checkpoint written here
+        (anything else is refused, see :func:`check_checkpoint_path`).
     state_dict
         Model weights, ``name -> tensor``.
     config
@@ -129,7 +166,7 @@ def save_checkpoint(
     optimizer_tensors: dict[str, Any] | None = None
     if optimizer_state is not None:
         optimizer_tensors, document["optimizer"] = _split_optimizer_state(optimizer_state)
-    path = Path(path)
+    path = check_checkpoint_path(path)
     with atomic_path(path, overwrite=True) as tmp:
         tmp.mkdir(parents=True)
         save_file(weights, str(tmp / MODEL_FILE), metadata={"kind": kind})

@@ -89,6 +89,8 @@ def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(str(invalid_option(entry["method"], f"embedding[{i}].method", list(CELL_EMBEDDINGS))))
         if not isinstance(entry["params"], Mapping):
             raise ConfigError(f"`embedding[{i}].params` must be a mapping, got {entry['params']!r}.")
+        if entry["key"] is not None:
+            _keys.check_name(entry["key"], what=f"`embedding[{i}].key`")
         expanded.append(entry)
     cfg["embedding"] = expanded
     resolution = cfg["cluster"]["resolution"]
@@ -268,7 +270,7 @@ def make_cell_figures(
     out: dict[str, list[tuple[str, Path]]] = {}
     for rep in progress(reps, desc="figures", total=len(reps)):
         key, name = rep["cluster_key"], rep["name"]
-        safe = name.replace("+", "_")
+        safe = _keys.check_name(name.replace("+", "_"), what="A representation name (in figure file names)")
         if section["umap"]:
             sc.tl.umap(adata, neighbors_key=f"{key}_neighbors", random_state=cfg["seed"])
             basis = f"X_umap_{safe}"
@@ -340,7 +342,8 @@ def run_cells(
 
     cfg = load_cells_config(config)
     output_dir = Path(output_dir)
-    with run_directory(output_dir, cfg, command=command, overwrite=overwrite) as tmp:
+    inputs = (cfg["input"]["path"], cfg["input"]["labels"])
+    with run_directory(output_dir, cfg, command=command, overwrite=overwrite, inputs=inputs) as tmp:
         seed = cfg["seed"]
         seed_everything(seed)
         cells, dataset, has_images = load_cells(cfg["input"], seed=seed)

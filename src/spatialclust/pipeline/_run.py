@@ -96,7 +96,8 @@ def run_pipeline(
     cfg = load_config(config)
     output_dir = Path(output_dir)
     plans = _plan(cfg)  # builds every estimator first: bad parameters fail before any work
-    with run_directory(output_dir, cfg, command=command, overwrite=overwrite) as tmp:
+    inputs = (cfg["input"]["path"], cfg["report"]["histology"])
+    with run_directory(output_dir, cfg, command=command, overwrite=overwrite, inputs=inputs) as tmp:
         seed = cfg["seed"]
         seed_everything(seed)
         adata, dataset = load_input(cfg["input"], seed=seed)
@@ -108,7 +109,7 @@ def run_pipeline(
             tl.embed(adata, embedder, key_added=key)
             timings[key] = time.perf_counter() - start
             if hasattr(embedder, "save"):  # a model trained on this dataset: keep it with the run
-                embedder.save(tmp / CHECKPOINTS_DIR / key)
+                embedder.save(tmp / CHECKPOINTS_DIR / K.check_name(key, what="An embedding key (the checkpoint folder name)"))
                 adata.uns[key]["checkpoint"] = f"{CHECKPOINTS_DIR}/{key}"
             own = _own_clustering(adata, key, embedder, seconds=timings[key])
             if own is not None:
@@ -165,7 +166,8 @@ def _plan(cfg: Mapping[str, Any]) -> dict[str, list]:
     for i, item in enumerate(cfg["embedding"]):
         params = _seeded(tl.embedders.get(item["method"]), item["params"], seed)
         embedder = _call(lambda: tl.create_embedder(item["method"], **params), f"`embedding[{i}].params`")
-        embeddings.append((item["key"] or K.embedding_key(item["method"]), embedder))
+        key = K.check_name(item["key"] or K.embedding_key(item["method"]), what=f"`embedding[{i}].key`")
+        embeddings.append((key, embedder))
     clusterings: list[dict[str, Any]] = []
     for i, item in enumerate(cfg["cluster"]):
         wanted = item["embeddings"]
@@ -180,6 +182,7 @@ def _plan(cfg: Mapping[str, Any]) -> dict[str, list]:
                 cluster_key = template.format(embedding=name, method=item["method"])
             except (KeyError, IndexError) as err:
                 raise ConfigError(f"`cluster[{i}].key` may only use {{embedding}} and {{method}}; got {template!r}.") from err
+            K.check_name(cluster_key, what=f"`cluster[{i}].key` ({template!r} for {key})")
             clusterings.append({"key": cluster_key, "use_rep": key, "embedding": name, "method": item["method"],
                                 "estimator": estimator})
     keys = [c["key"] for c in clusterings]
@@ -431,7 +434,7 @@ def make_figures(
         ids = means[key][0]
         out[key] = []
         for name in section["figures"]:
-            path = figures_dir / f"{key}_{name}.png"
+            path = figures_dir / K.check_name(f"{key}_{name}.png", what="A cluster key (in a figure file name)")
             if name == "cluster_means":
                 pl.cluster_mean_images(adata, key, means=means[key], save=path, dpi=dpi)
             elif name == "spectrum":

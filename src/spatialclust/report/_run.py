@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._keys import check_name
 from ._html import GalleryItem, Report, plain
 
 FIGURE_CAPTIONS = {
@@ -78,6 +79,7 @@ def write_run_report(
     """
     from .. import pl, pp
     from .._config import read_yaml
+    from .._rundir import run_name
 
     run_dir = Path(run_dir)
     for name in ("metrics.json", "comparison.csv"):
@@ -95,8 +97,8 @@ def write_run_report(
         correlations = {key: table[f"{key}_corr"].to_numpy() for key in summary["clusterings"]}
     if figures is None:
         figures = {
-            key: [(name, run_dir / "figures" / f"{key}_{name}.png") for name in names
-                  if (run_dir / "figures" / f"{key}_{name}.png").is_file()]
+            key: [(name, path) for name in names
+                  if (path := run_dir / "figures" / check_name(f"{key}_{name}.png", what="A figure name")).is_file()]
             for key, names in [(k, config["report"]["figures"]) for k in summary["clusterings"]]
             + [(EMBEDDINGS, config["report"].get("embedding_figures", []))]
         }
@@ -105,7 +107,7 @@ def write_run_report(
     height, width = summary["grid"]
     report = Report(
         f"spatialclust: {summary['dataset']}",
-        subtitle=f"{summary['n_images']} ion images of {height} x {width} pixels; run directory {run_dir.name}",
+        subtitle=f"{summary['n_images']} ion images of {height} x {width} pixels; run directory {run_name(run_dir)}",
     )
     report.add_text(None, _overview(summary, comparison))
     shown = comparison.drop(columns=["key"], errors="ignore")

@@ -59,6 +59,12 @@ def _as_list(value) -> list:
     return [value] if isinstance(value, (str, Path)) else list(value)
 
 
+def _inputs(config: Mapping[str, Any]) -> list[str | Path]:
+    """The files a train or evaluate run reads (an overwrite must not delete them)."""
+    data = config["data"]
+    return [*_as_list(data["st"] or []), *_as_list(data["msi"] or []), config["pairing"]["landmarks"]]
+
+
 def load_paired(config: Mapping[str, Any]) -> tuple[ad.AnnData, ad.AnnData]:
     """Read (or simulate) ST + MSI per ``config["data"]`` and pair them per ``config["pairing"]``."""
     from ..datasets import simulate_paired_st_msi
@@ -131,7 +137,7 @@ def _model_params(config) -> dict[str, dict[str, Any]]:
 def run_train(config: Mapping[str, Any] | None, output: str | Path, *, overwrite: bool = False) -> Path:
     """Fit the two-stage translator on all paired spots; save it with its report."""
     config = merge_config(default_config(), config)
-    with run_directory(output, config, command="translate train", overwrite=overwrite) as out:
+    with run_directory(output, config, command="translate train", overwrite=overwrite, inputs=_inputs(config)) as out:
         st, msi = load_paired(config)
         X, Y, presence, thresholds, coords, groups, clusters = _arrays(config, st, msi)
         params = _model_params(config)
@@ -257,7 +263,7 @@ def run_evaluate(config: Mapping[str, Any] | None, output: str | Path, *, overwr
     from ..report import Report
 
     config = merge_config(default_config(), config)
-    with run_directory(output, config, command="translate evaluate", overwrite=overwrite) as out:
+    with run_directory(output, config, command="translate evaluate", overwrite=overwrite, inputs=_inputs(config)) as out:
         st, msi = load_paired(config)
         X, Y, presence, thresholds, coords, groups, clusters = _arrays(config, st, msi)
         cv, sig = config["cv"], config["signatures"]
@@ -312,7 +318,7 @@ def run_predict(model_path: str | Path, st_path: str | Path, output: str | Path,
     config = merge_config(default_config(), config)
     if not Path(st_path).is_file():
         raise FileNotFoundError(f"ST file {str(st_path)!r} does not exist.")
-    with run_directory(output, config, command="translate predict", overwrite=overwrite) as out:
+    with run_directory(output, config, command="translate predict", overwrite=overwrite, inputs=(model_path, st_path)) as out:
         model, metadata = load_translator(model_path)
         st = ad.read_h5ad(st_path)
         result = predict_msi(model, st, metadata=metadata, missing_genes=config["predict"]["missing_genes"])
