@@ -189,6 +189,12 @@ def test_darlc_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.labels_, model.labels_)
     np.testing.assert_array_equal(loaded.predict(images), model.predict(images))
     assert loaded.get_params()["patch_size"] == TINY["patch_size"] and loaded.n_clusters_ == 2
+    assert model.save(path) == path  # a checkpoint is replaced, an unrelated folder never (issue 13)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.csv").write_text("a,b\n")
+    with pytest.raises(FileExistsError, match="not a spatialclust checkpoint"):
+        model.save(tmp_path / "results")
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["table.csv"]
     with pytest.raises(ValueError, match="training grid"):
         loaded.transform(images[:, :8, :8])
     (path / "model.safetensors").write_bytes(b"truncated")

@@ -35,6 +35,9 @@ SetOpt = Annotated[
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug (and the traceback of an error).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only, no progress bars.")]
 
+#: Verbosity of the running command (set by :func:`setup_logging`): ``-vv`` prints tracebacks.
+_console = {"verbose": 0}
+
 
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """Console logging for the CLI (the run directory's log file is always at DEBUG level)."""
@@ -63,9 +66,6 @@ def files_only_mode() -> None:
     matplotlib.use("Agg")
     warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
 
-
-#: Verbosity of the running command (set by :func:`setup_logging`): ``-vv`` prints tracebacks.
-_console = {"verbose": 0}
 
 #: What the library raises on purpose for bad input (ConfigError, CheckpointError and ImzMLError are
 #: ValueErrors, WeightsError a RuntimeError) and what the libraries it drives raise for bad files,
