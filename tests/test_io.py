@@ -169,7 +169,7 @@ def _empty_spectra(path, n):
     for i in range(2, len(parts), 2):
         if count == n:
             break
-        parts[i] = re.sub(r'(accession="IMS:1000103"[^>]*value=")\d+', r"\g<1>0", parts[i])
+        parts[i] = re.sub(r'(accession="IMS:100010[34]"[^>]*value=")\d+', r"\g<1>0", parts[i])  # length, bytes
         count += 1
     path.write_text(head + sep + "".join(parts))
 
