@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -56,13 +57,19 @@ class _Bins:
     centers: np.ndarray
     closed: bool  # True: peak windows (both ends inclusive, like pyimzml's getionimage)
 
-    def index(self, mz: np.ndarray) -> np.ndarray:
-        """Bin index of every m/z value, -1 outside all bins."""
-        idx = np.searchsorted(self.lower, mz, side="right") - 1
-        valid = idx >= 0
-        inside = np.zeros_like(valid)
-        inside[valid] = mz[valid] <= self.upper[idx[valid]] if self.closed else mz[valid] < self.upper[idx[valid]]
-        return np.where(inside, idx, -1)
+    @cached_property
+    def _edges(self) -> np.ndarray:
+        """``lower[0], end[0], lower[1], end[1], ...`` with half-open ends; non-decreasing for these axes."""
+        end = np.nextafter(self.upper, np.inf) if self.closed else self.upper
+        edges = np.stack([self.lower, end], axis=1).ravel()
+        if np.any(np.diff(edges) < 0):
+            raise ValueError("m/z bins must be sorted and must not overlap.")
+        return edges
+
+    def index(self, mz: np.ndarray, *, outside: int = -1) -> np.ndarray:
+        """Bin index of every m/z value, ``outside`` for values outside all bins (one binary search)."""
+        j = np.searchsorted(self._edges, mz, side="right")  # odd: inside bin j // 2
+        return np.where(j & 1, j >> 1, outside)
 
 
 def _tolerance(mz: np.ndarray, tol: float, unit: Unit) -> np.ndarray:
@@ -421,16 +428,17 @@ class _Spectra:
                 if sparse:
                     blocks.append(sp.csr_matrix((len(idx), n_bins), dtype=np.float32))
                 continue
-            inten = np.concatenate(self._arrays(idx[used], "int")).astype(np.float64)
+            inten = np.concatenate(self._arrays(idx[used], "int"))
             row = np.repeat(np.nonzero(used)[0], lengths[used])
-            if floats and not np.isfinite(inten).all():
+            low, high = inten.min(), inten.max()  # NaN propagates: both finite <=> all finite
+            if floats and not (np.isfinite(low) and np.isfinite(high)):
                 bad = row[~np.isfinite(inten)]
                 raise ImzMLError(
                     f"{str(path)!r}: {int((~np.isfinite(inten)).sum())} non-finite (NaN/inf) intensities, "
                     f"first in spectrum {int(idx[bad[0]])}."
                 )
-            below = inten < 0
-            if below.any():
+            if low < 0:
+                below = inten < 0
                 n_negative += int(below.sum())
                 if negative == "error":
                     first = int(np.argmax(below))
@@ -442,15 +450,15 @@ class _Spectra:
                 if negative == "clip":
                     inten[below] = 0.0
             tic[start : start + len(idx)] = np.bincount(row, weights=inten, minlength=len(idx))
-            if shared_col is not None:
-                col = np.tile(shared_col, int(used.sum()))
+            if shared_col is not None:  # outside all bins: the extra column n_bins, dropped below
+                col = np.tile(np.where(shared_col < 0, n_bins, shared_col), int(used.sum()))
             else:
-                mz = np.concatenate(self._arrays(idx[used], "mz")).astype(np.float64)
+                mz = np.concatenate(self._arrays(idx[used], "mz")).astype(np.float64, copy=False)
                 _check_chunk_mz(mz, row, idx, path)
-                col = bins.index(mz)
-            ok = col >= 0
-            flat = row[ok] * n_bins + col[ok]
-            binned = np.bincount(flat, weights=inten[ok], minlength=len(idx) * n_bins).reshape(len(idx), n_bins)
+                col = bins.index(mz, outside=n_bins)
+            flat = row * (n_bins + 1) + col
+            binned = np.bincount(flat, weights=inten, minlength=len(idx) * (n_bins + 1))
+            binned = binned.reshape(len(idx), n_bins + 1)[:, :n_bins]
             if sparse:
                 blocks.append(sp.csr_matrix(binned.astype(np.float32)))
             else:
@@ -462,12 +470,13 @@ class _Spectra:
 
 def _check_chunk_mz(mz: np.ndarray, row: np.ndarray, idx: np.ndarray, path: Path) -> None:
     """Finite and sorted m/z within each spectrum of the concatenated spectra of a chunk."""
-    finite = np.isfinite(mz)
-    if not finite.all():
+    if not (np.isfinite(mz.min()) and np.isfinite(mz.max())):
+        finite = np.isfinite(mz)
         raise ImzMLError(f"{str(path)!r}: spectrum {int(idx[row[~finite][0]])} has non-finite m/z values.")
-    decreasing = (np.diff(mz) < 0) & (row[1:] == row[:-1])
-    if decreasing.any():
-        first = int(idx[row[1:][decreasing][0]])
+    step = np.diff(mz)
+    step[row[1:] != row[:-1]] = 0  # a new spectrum may start lower
+    if step.min(initial=0) < 0:
+        first = int(idx[row[1:][step < 0][0]])
         raise ImzMLError(f"{str(path)!r}: the m/z values of spectrum {first} are not sorted in increasing order.")
 
 
