@@ -347,9 +347,9 @@ def _mutate(kind, rng, xml: bytes, ibd: bytes) -> tuple[bytes, bytes]:
         return xml[: int(rng.integers(len(xml)))], ibd
     if kind == "uuid":
         m = re.search(rb'IMS:1000080"[^>]*value="\{?([0-9A-F-]+)', xml)
-        i = m.start(1) + int(rng.integers(m.end(1) - m.start(1)))
-        new = b"0" if xml[i : i + 1] != b"0" else b"1"
-        return (xml[:i] + new + xml[i + 1 :] if xml[i : i + 1] != b"-" else xml), ibd
+        digits = [m.start(1) + j for j, c in enumerate(m.group(1)) if c != ord("-")]
+        i = digits[int(rng.integers(len(digits)))]
+        return xml[:i] + (b"0" if xml[i : i + 1] != b"0" else b"1") + xml[i + 1 :], ibd
     if kind == "xml_count":
         m = re.search(rb'<spectrumList count="(\d+)"', xml)
         value = str(int(m.group(1)) + int(rng.choice([-2, -1, 1, 5]))).encode()
@@ -359,7 +359,8 @@ def _mutate(kind, rng, xml: bytes, ibd: bytes) -> tuple[bytes, bytes]:
         m = hits[int(rng.integers(len(hits)))]
         old = int(m.group(1))
         value = str(int(rng.choice([old + int(rng.integers(1, 17)), max(old - int(rng.integers(1, 17)), 0),
-                                    int(rng.integers(0, 16)), int(rng.integers(0, len(ibd) + 64)), 2**40]))).encode()
+                                    int(rng.integers(0, 16)), int(rng.integers(0, len(ibd) + 64)), 2**40])))
+        value = (value if int(value) != old else str(old + 1)).encode()  # always a change
     return xml[: m.start(1)] + value + xml[m.end(1) :], ibd
 
 

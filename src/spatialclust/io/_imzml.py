@@ -265,60 +265,27 @@ def read_imzml(
         shared = check_binary(index, path, ibd)
     spectra, spatial, geometry = _grid(index, path, z, max_grid_ratio)
     verify = _verify_checksum(index, ibd, verify_checksum)
-    with ThreadPoolExecutor(max_workers=1) as pool, _as_imzml_error(path):
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the checksum is computed while the spectra are read
         digest = pool.submit(file_digest, ibd, index.checksum[0]) if verify else None
         try:
-            ibd_map = np.memmap(ibd, dtype=np.uint8, mode="r")
-            spectra_io = _Spectra(index, ibd_map, path)
-            shared_axis = spectra_io.shared_axis(spectra) if shared else None
-            # --- the m/z axis -----------------------------------------------------------
-            if peak_axis is not None:
-                bins = peak_axis
-                binning = {"peaks": len(bins.centers), "tolerance": tolerance, "tolerance_unit": tolerance_unit}
-            elif bin_width is not None:
-                data_lo, data_hi = (
-                    (float(shared_axis[0]), float(shared_axis[-1])) if shared else spectra_io.mz_extent(spectra)
-                )
-                lo_, hi_ = mz_range if mz_range is not None else (data_lo, data_hi)
-                bins = regular_bins(float(lo_), float(hi_), bin_width, bin_unit)
-                binning = {"bin_width": bin_width, "bin_unit": bin_unit}
-            elif shared:
-                bins = _Bins(shared_axis, shared_axis, shared_axis, closed=True)
-                binning = {"native": True}
-            else:
-                raise ValueError(
-                    f"{str(path)!r} is a processed imzML file (each spectrum has its own m/z values): "
-                    "pass `bin_width` (with `bin_unit`) or `peaks` (with `tolerance`) to bin it; on the "
-                    "command line: --set input.read.bin_width=10 --set input.read.bin_unit=ppm "
-                    "(or --set input.read.peaks=[...])."
-                )
-            keep = np.ones(len(bins.centers), dtype=bool)
-            if mz_range is not None:
-                keep = (bins.centers >= lo) & (bins.centers <= hi)
-                if not keep.any():
-                    raise ValueError(
-                        f"`mz_range`={tuple(mz_range)} selects no m/z: the axis spans "
-                        f"{bins.centers.min():.4f}-{bins.centers.max():.4f}."
-                    )
-            if binning.get("native"):  # each value of the shared axis is its own column
-                shared_col = np.where(keep, np.cumsum(keep) - 1, -1)
-            bins = _Bins(bins.lower[keep], bins.upper[keep], bins.centers[keep], bins.closed)
-            if shared and not binning.get("native"):
-                shared_col = bins.index(shared_axis)
-            X, tic, n_empty, n_negative = spectra_io.bin(
-                spectra, bins, shared_col if shared else None, sparse=sparse, chunk_size=chunk_size,
-                negative=negative,
+            with _as_imzml_error(path):
+                spectra_io = _Spectra(index, np.memmap(ibd, dtype=np.uint8, mode="r"), path)
+                shared_axis = spectra_io.shared_axis(spectra) if shared else None
+                extent = None
+                if peak_axis is None and bin_width is not None:
+                    extent = (shared_axis[0], shared_axis[-1]) if shared else spectra_io.mz_extent(spectra)
+            bins, binning, shared_col = _mz_axis(
+                path, peak_axis=peak_axis, bin_width=bin_width, bin_unit=bin_unit, extent=extent,
+                shared_axis=shared_axis, mz_range=mz_range, tolerance=tolerance, tolerance_unit=tolerance_unit,
             )
-            del ibd_map
-        finally:
-            if digest is not None and not digest.done():
-                digest.cancel()
-        if digest is not None and digest.result() != index.checksum[1]:
-            algo = index.checksum[0].upper().replace("SHA", "SHA-")
-            raise ImzMLError(
-                f"Checksum mismatch: {str(path)!r} declares {algo} {index.checksum[1]} for {str(ibd)!r}, "
-                f"but the file's {algo} is {digest.result()}: the .ibd is corrupt or was modified."
-            )
+            with _as_imzml_error(path):
+                X, tic, n_empty, n_negative = spectra_io.bin(
+                    spectra, bins, shared_col, sparse=sparse, chunk_size=chunk_size, negative=negative
+                )
+        except ImzMLError as err:  # a corrupt value is most clearly reported as a checksum mismatch
+            _check_digest(digest, index, path, ibd, cause=err)
+            raise
+        _check_digest(digest, index, path, ibd)
 
     if n_empty == len(spectra):
         raise ImzMLError(f"All {n_empty} spectra of {str(path)!r} are empty.")
@@ -351,6 +318,53 @@ def read_imzml(
         path.name, adata.n_obs, adata.n_vars, *geometry["grid"]["shape"],
     )
     return adata
+
+
+def _mz_axis(path, *, peak_axis, bin_width, bin_unit, extent, shared_axis, mz_range, tolerance, tolerance_unit):
+    """The output bins, their description for ``uns``, and the column of each shared-axis value."""
+    shared = shared_axis is not None
+    if peak_axis is not None:
+        bins = peak_axis
+        binning = {"peaks": len(bins.centers), "tolerance": tolerance, "tolerance_unit": tolerance_unit}
+    elif bin_width is not None:
+        lo, hi = mz_range if mz_range is not None else extent
+        bins = regular_bins(float(lo), float(hi), bin_width, bin_unit)
+        binning = {"bin_width": bin_width, "bin_unit": bin_unit}
+    elif shared:
+        bins = _Bins(shared_axis, shared_axis, shared_axis, closed=True)
+        binning = {"native": True}
+    else:
+        raise ValueError(
+            f"{str(path)!r} is a processed imzML file (each spectrum has its own m/z values): "
+            "pass `bin_width` (with `bin_unit`) or `peaks` (with `tolerance`) to bin it; on the "
+            "command line: --set input.read.bin_width=10 --set input.read.bin_unit=ppm "
+            "(or --set input.read.peaks=[...])."
+        )
+    keep = np.ones(len(bins.centers), dtype=bool)
+    if mz_range is not None:
+        keep = (bins.centers >= float(mz_range[0])) & (bins.centers <= float(mz_range[1]))
+        if not keep.any():
+            raise ValueError(
+                f"`mz_range`={tuple(mz_range)} selects no m/z: the axis spans "
+                f"{bins.centers.min():.4f}-{bins.centers.max():.4f}."
+            )
+    shared_col = None
+    if binning.get("native"):  # each value of the shared axis is its own column
+        shared_col = np.where(keep, np.cumsum(keep) - 1, -1)
+    bins = _Bins(bins.lower[keep], bins.upper[keep], bins.centers[keep], bins.closed)
+    if shared and shared_col is None:
+        shared_col = bins.index(shared_axis)
+    return bins, binning, shared_col
+
+
+def _check_digest(digest, index: ImzMLIndex, path: Path, ibd: Path, cause: Exception | None = None) -> None:
+    if digest is None or digest.result() == index.checksum[1]:
+        return
+    algo = {"sha1": "SHA-1", "md5": "MD5"}[index.checksum[0]]
+    raise ImzMLError(
+        f"Checksum mismatch: {str(path)!r} declares {algo} {index.checksum[1]} for {str(ibd)!r}, "
+        f"but the file's {algo} is {digest.result()}: the .ibd is corrupt or was modified."
+    ) from cause
 
 
 def _verify_checksum(index: ImzMLIndex, ibd: Path, verify: bool | None) -> bool:
