@@ -66,9 +66,30 @@ class _Bins:
             raise ValueError("m/z bins must be sorted and must not overlap.")
         return edges
 
+    @cached_property
+    def _lookup(self) -> tuple[float, float, np.ndarray, np.ndarray]:
+        """A uniform grid over the edges: the binary search result at each grid point, and which
+        cells (with their neighbours) contain an edge and need a real search."""
+        edges = self._edges
+        cells = int(min(max(64 * len(edges), 1024), 2**22))
+        lo, hi = float(edges[0]), float(edges[-1])
+        table = np.searchsorted(edges, lo + (hi - lo) / cells * np.arange(cells + 1), side="right")
+        change = table[1:] != table[:-1]
+        change[1:] |= change[:-1]
+        change[:-1] |= change[1:]
+        return lo, cells / (hi - lo), table[:-1], change
+
     def index(self, mz: np.ndarray, *, outside: int = -1) -> np.ndarray:
-        """Bin index of every m/z value, ``outside`` for values outside all bins (one binary search)."""
-        j = np.searchsorted(self._edges, mz, side="right")  # odd: inside bin j // 2
+        """Bin index of every (finite) m/z value, ``outside`` for values outside all bins.
+
+        Equals ``searchsorted(edges, mz, "right")`` (odd: inside bin ``j // 2``), computed by a
+        table lookup on a uniform grid with a binary search only in the cells that hold an edge."""
+        edges = self._edges
+        lo, scale, table, change = self._lookup
+        cell = np.clip((mz - lo) * scale, 0, len(table) - 1).astype(np.intp)
+        j = table[cell]
+        exact = change[cell] | (mz < lo) | (mz >= edges[-1])
+        j[exact] = np.searchsorted(edges, mz[exact], side="right")
         return np.where(j & 1, j >> 1, outside)
 
 
