@@ -68,29 +68,39 @@ class _Bins:
 
     @cached_property
     def _lookup(self) -> tuple[float, float, np.ndarray, np.ndarray]:
-        """A uniform grid over the edges: the binary search result at each grid point, and which
-        cells (with their neighbours) contain an edge and need a real search."""
+        """Bin index on a uniform grid over the edges, and which cells hold an edge.
+
+        Cell 0 is everything below the first edge, cell ``cells + 1`` everything from the last
+        one; cell ``k`` in between is ``[lo + (k-1) h, lo + k h)``. A cell that holds an edge, or
+        borders one that does (rounding), needs a real binary search.
+        """
         edges = self._edges
         cells = int(min(max(64 * len(edges), 1024), 2**22))
         lo, hi = float(edges[0]), float(edges[-1])
-        table = np.searchsorted(edges, lo + (hi - lo) / cells * np.arange(cells + 1), side="right")
-        change = table[1:] != table[:-1]
-        change[1:] |= change[:-1]
-        change[:-1] |= change[1:]
-        return lo, cells / (hi - lo), table[:-1], change
+        points = lo + (hi - lo) / cells * np.arange(cells + 1)  # left end of cells 1 .. cells, then hi
+        j = np.concatenate([[0], np.searchsorted(edges, points, side="right")])
+        change = np.zeros(cells + 2, dtype=bool)
+        change[1:-1] = j[1:-1] != j[2:]
+        change[2:-1] |= change[1:-2]
+        change[1:-2] |= change[2:-1]
+        j[-1] = len(edges)
+        return lo, cells / (hi - lo), j, change
 
     def index(self, mz: np.ndarray, *, outside: int = -1) -> np.ndarray:
         """Bin index of every (finite) m/z value, ``outside`` for values outside all bins.
 
         Equals ``searchsorted(edges, mz, "right")`` (odd: inside bin ``j // 2``), computed by a
         table lookup on a uniform grid with a binary search only in the cells that hold an edge."""
-        edges = self._edges
         lo, scale, table, change = self._lookup
-        cell = np.clip((mz - lo) * scale, 0, len(table) - 1).astype(np.intp)
+        cell = np.subtract(mz, lo)
+        cell *= scale
+        cell += 1
+        cell = np.clip(cell, 0, len(table) - 1, out=cell).astype(np.intp)
         j = table[cell]
-        exact = change[cell] | (mz < lo) | (mz >= edges[-1])
-        j[exact] = np.searchsorted(edges, mz[exact], side="right")
-        return np.where(j & 1, j >> 1, outside)
+        exact = change[cell]
+        j[exact] = np.searchsorted(self._edges, mz[exact], side="right")
+        column = np.where(np.arange(len(self._edges) + 1) & 1, np.arange(len(self._edges) + 1) >> 1, outside)
+        return column[j]
 
 
 def _tolerance(mz: np.ndarray, tol: float, unit: Unit) -> np.ndarray:
@@ -509,7 +519,7 @@ def _check_chunk_mz(mz: np.ndarray, row: np.ndarray, idx: np.ndarray, path: Path
         finite = np.isfinite(mz)
         raise ImzMLError(f"{str(path)!r}: spectrum {int(idx[row[~finite][0]])} has non-finite m/z values.")
     step = np.diff(mz)
-    step[row[1:] != row[:-1]] = 0  # a new spectrum may start lower
+    step[np.flatnonzero(np.diff(row))] = 0  # a new spectrum may start lower
     if step.min(initial=0) < 0:
         first = int(idx[row[1:][step < 0][0]])
         raise ImzMLError(f"{str(path)!r}: the m/z values of spectrum {first} are not sorted in increasing order.")
