@@ -394,21 +394,5 @@ def test_mutation_fuzzer(adata, tmp_path):
     """Every mutated file either raises ImzMLError or reads exactly as the original."""
     counts = fuzz(tmp_path, adata, n_cases=100, seed=0)
     assert counts["different"] == 0, counts
-    assert counts["cases"] == 200 and counts["raised"] > 150, counts
+    assert counts["cases"] == 200 and counts["raised"] >= 190, counts  # the mutations do change the files
 
-
-@pytest.mark.parametrize("axis", ["peaks", "split_peaks", "ppm", "da"])
-def test_bin_lookup_equals_binary_search(axis):
-    """The table lookup of ``_Bins.index`` gives exactly the binary search, at and around every edge."""
-    from spatialclust.io._imzml import peak_bins, regular_bins
-
-    bins = {"peaks": lambda: peak_bins(np.linspace(300, 900, 200), 0.002),
-            "split_peaks": lambda: peak_bins(np.array([400.1, 400.15, 500.0]), 0.1),
-            "ppm": lambda: regular_bins(300, 1000, 50, "ppm"),
-            "da": lambda: regular_bins(300, 1000, 0.1, "Da")}[axis]()
-    edges = bins._edges
-    rng = np.random.default_rng(0)
-    mz = np.concatenate([rng.uniform(250, 1100, 20_000), edges, np.nextafter(edges, -np.inf),
-                         np.nextafter(edges, np.inf), [edges[0] - 1, edges[-1], edges[-1] + 1]])
-    j = np.searchsorted(edges, mz, side="right")
-    np.testing.assert_array_equal(bins.index(mz), np.where(j & 1, j >> 1, -1))

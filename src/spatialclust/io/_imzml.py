@@ -1,10 +1,11 @@
 """imzML <-> AnnData, with single-pass vectorised binning.
 
 imzML (Schramm et al. 2012, J. Proteomics 75:5106) stores spectra in a binary ``.ibd`` file
-described by an XML ``.imzML`` file; ``pyimzml`` parses the XML and reads single spectra.
-``read_imzml`` streams all spectra once, in chunks, and bins every chunk with one
-``np.bincount`` instead of building each ion image separately (``getionimage`` per m/z reads the
-whole file once per ion). Memory stays bounded by the output matrix plus one chunk.
+described by an XML ``.imzML`` file. ``read_imzml`` streams the XML once into an index of array
+offsets (:mod:`._imzml_index`, which also checks the index against the ``.ibd``), memory-maps the
+``.ibd``, and bins every chunk of spectra with one ``np.bincount`` instead of building each ion
+image separately (pyimzml's ``getionimage`` reads the whole file once per ion). Memory stays
+bounded by the output matrix plus one chunk. pyimzml's ``ImzMLWriter`` writes files.
 """
 
 from __future__ import annotations
@@ -66,41 +67,11 @@ class _Bins:
             raise ValueError("m/z bins must be sorted and must not overlap.")
         return edges
 
-    @cached_property
-    def _lookup(self) -> tuple[float, float, np.ndarray, np.ndarray]:
-        """Bin index on a uniform grid over the edges, and which cells hold an edge.
-
-        Cell 0 is everything below the first edge, cell ``cells + 1`` everything from the last
-        one; cell ``k`` in between is ``[lo + (k-1) h, lo + k h)``. A cell that holds an edge, or
-        borders one that does (rounding), needs a real binary search.
-        """
-        edges = self._edges
-        cells = int(min(max(64 * len(edges), 1024), 2**22))
-        lo, hi = float(edges[0]), float(edges[-1])
-        points = lo + (hi - lo) / cells * np.arange(cells + 1)  # left end of cells 1 .. cells, then hi
-        j = np.concatenate([[0], np.searchsorted(edges, points, side="right")])
-        change = np.zeros(cells + 2, dtype=bool)
-        change[1:-1] = j[1:-1] != j[2:]
-        change[2:-1] |= change[1:-2]
-        change[1:-2] |= change[2:-1]
-        j[-1] = len(edges)
-        return lo, cells / (hi - lo), j, change
-
     def index(self, mz: np.ndarray, *, outside: int = -1) -> np.ndarray:
-        """Bin index of every (finite) m/z value, ``outside`` for values outside all bins.
-
-        Equals ``searchsorted(edges, mz, "right")`` (odd: inside bin ``j // 2``), computed by a
-        table lookup on a uniform grid with a binary search only in the cells that hold an edge."""
-        lo, scale, table, change = self._lookup
-        cell = np.subtract(mz, lo)
-        cell *= scale
-        cell += 1
-        cell = np.clip(cell, 0, len(table) - 1, out=cell).astype(np.intp)
-        j = table[cell]
-        exact = change[cell]
-        j[exact] = np.searchsorted(self._edges, mz[exact], side="right")
-        column = np.where(np.arange(len(self._edges) + 1) & 1, np.arange(len(self._edges) + 1) >> 1, outside)
-        return column[j]
+        """Bin index of every m/z value, ``outside`` for values outside all bins (one binary search;
+        NumPy's search is fast for keys sorted within each spectrum, faster than a lookup table)."""
+        j = np.searchsorted(self._edges, mz, side="right")  # odd: inside bin j // 2
+        return np.where(j & 1, j >> 1, outside)
 
 
 def _tolerance(mz: np.ndarray, tol: float, unit: Unit) -> np.ndarray:
