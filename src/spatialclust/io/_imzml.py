@@ -402,7 +402,7 @@ class _Spectra:
         if len(used) == 0:
             raise ImzMLError(f"All {len(spectra)} spectra of {str(self.path)!r} are empty.")
         mz = self._arrays(used[:1], "mz")[0].astype(np.float64)
-        _check_chunk_mz(mz, np.zeros(len(mz), np.int64), used[:1], self.path)
+        _check_chunk_mz(mz, np.zeros(1, np.int64), used[:1], self.path)
         return mz
 
     def mz_extent(self, spectra: np.ndarray) -> tuple[float, float]:
@@ -444,14 +444,15 @@ class _Spectra:
                 if sparse:
                     blocks.append(sp.csr_matrix((len(idx), n_bins), dtype=np.float32))
                 continue
-            inten = np.concatenate(self._arrays(idx[used], "int"))
-            row = np.repeat(np.nonzero(used)[0], lengths[used])
+            ids = idx[used]  # the spectra of the chunk's segments of concatenated values
+            seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
+            inten = np.concatenate(self._arrays(ids, "int"))
             low, high = inten.min(), inten.max()  # NaN propagates: both finite <=> all finite
             if floats and not (np.isfinite(low) and np.isfinite(high)):
-                bad = row[~np.isfinite(inten)]
+                first = int(np.argmax(~np.isfinite(inten)))
                 raise ImzMLError(
                     f"{str(path)!r}: {int((~np.isfinite(inten)).sum())} non-finite (NaN/inf) intensities, "
-                    f"first in spectrum {int(idx[bad[0]])}."
+                    f"first in spectrum {_spectrum_at(first, seg, ids)}."
                 )
             if low < 0:
                 below = inten < 0
@@ -460,19 +461,20 @@ class _Spectra:
                     first = int(np.argmax(below))
                     raise ImzMLError(
                         f"{str(path)!r}: {int(below.sum())} negative intensities in this chunk, first in "
-                        f"spectrum {int(idx[row[first]])} ({inten[first]:.6g}). Pass negative='clip' (set to 0) "
+                        f"spectrum {_spectrum_at(first, seg, ids)} ({inten[first]:.6g}). Pass negative='clip' (set to 0) "
                         "or 'warn' (keep) if the file is expected to hold them (CLI: --set input.read.negative=clip)."
                     )
                 if negative == "clip":
                     inten[below] = 0.0
-            tic[start : start + len(idx)] = np.bincount(row, weights=inten, minlength=len(idx))
+            tic[start : start + len(idx)][used] = np.add.reduceat(inten, seg, dtype=np.float64)
             if shared_col is not None:  # outside all bins: the extra column n_bins, dropped below
-                col = np.tile(np.where(shared_col < 0, n_bins, shared_col), int(used.sum()))
+                col = np.tile(np.where(shared_col < 0, n_bins, shared_col), len(ids))
             else:
-                mz = np.concatenate(self._arrays(idx[used], "mz")).astype(np.float64, copy=False)
-                _check_chunk_mz(mz, row, idx, path)
+                mz = np.concatenate(self._arrays(ids, "mz")).astype(np.float64, copy=False)
+                _check_chunk_mz(mz, seg, ids, path)
                 col = bins.index(mz, outside=n_bins)
-            flat = row * (n_bins + 1) + col
+            flat = np.repeat(np.nonzero(used)[0] * (n_bins + 1), lengths[used])
+            flat += col
             binned = np.bincount(flat, weights=inten, minlength=len(idx) * (n_bins + 1))
             binned = binned.reshape(len(idx), n_bins + 1)[:, :n_bins]
             if sparse:
@@ -484,15 +486,20 @@ class _Spectra:
         return X, tic, n_empty, n_negative
 
 
-def _check_chunk_mz(mz: np.ndarray, row: np.ndarray, idx: np.ndarray, path: Path) -> None:
-    """Finite and sorted m/z within each spectrum of the concatenated spectra of a chunk."""
+def _spectrum_at(position: int, seg: np.ndarray, ids: np.ndarray) -> int:
+    """The spectrum of a position in the concatenated values of spectra ``ids`` starting at ``seg``."""
+    return int(ids[np.searchsorted(seg, position, side="right") - 1])
+
+
+def _check_chunk_mz(mz: np.ndarray, seg: np.ndarray, ids: np.ndarray, path: Path) -> None:
+    """Finite and sorted m/z within each spectrum of the concatenated spectra ``ids`` (starting at ``seg``)."""
     if not (np.isfinite(mz.min()) and np.isfinite(mz.max())):
-        finite = np.isfinite(mz)
-        raise ImzMLError(f"{str(path)!r}: spectrum {int(idx[row[~finite][0]])} has non-finite m/z values.")
+        first = int(np.argmax(~np.isfinite(mz)))
+        raise ImzMLError(f"{str(path)!r}: spectrum {_spectrum_at(first, seg, ids)} has non-finite m/z values.")
     step = np.diff(mz)
-    step[np.flatnonzero(np.diff(row))] = 0  # a new spectrum may start lower
+    step[seg[1:] - 1] = 0  # a new spectrum may start lower
     if step.min(initial=0) < 0:
-        first = int(idx[row[1:][step < 0][0]])
+        first = _spectrum_at(int(np.argmax(step < 0)) + 1, seg, ids)
         raise ImzMLError(f"{str(path)!r}: the m/z values of spectrum {first} are not sorted in increasing order.")
 
 
