@@ -231,8 +231,9 @@ def read_imzml(
         Spectra per chunk (reduced automatically for very fine axes).
     verify_checksum
         Check the SHA-1 or MD5 digest the XML declares for the ``.ibd`` (in a background thread,
-        while the spectra are read). ``None`` (default): check files up to 2 GiB (about 1-2 s of
-        hashing per GiB, see docs/benchmarks.md), skip larger ones.
+        while the spectra are read). ``None`` (default): check files up to 2 GiB, skip larger
+        ones (hashing 2 GiB took 10-20 s on a loaded 2-core machine, overlapping the read; see
+        "imzML reading" in docs/benchmarks.md).
     negative
         Negative intensities (no valid spectrum has them; a corrupt value or a baseline-subtracted
         export may): ``"error"`` (default) raises, ``"warn"`` keeps them and issues a
