@@ -12,8 +12,17 @@ Both run in the same process; images are compared for the m/z the baseline compu
 Peak memory is measured with ``tracemalloc`` (NumPy allocations included) in a second,
 untimed call of each method.
 
+Reader speed (``--reader``, same file, same run, warm page cache, best of ``--repeat``):
+
+* ``raw_ibd_read``: reading the ``.ibd`` bytes once (``Path.read_bytes``), the floor;
+* ``read_imzml`` with and without the SHA-1 check (streaming XML index + memory-mapped ``.ibd``);
+* ``pyimzml_reader``: the previous reader, pyimzml's ``ImzMLParser`` (XML) + ``getspectrum`` per
+  spectrum, binned the same way (one ``np.bincount`` per chunk); must give identical data;
+* the XML index alone: pyimzml's ``ImzMLParser`` vs ``parse_index``.
+
     python benchmarks/bench_imzml.py                 # 200 x 200 pixels, 1,000 m/z
     python benchmarks/bench_imzml.py --size 60 --n-mz 200 --baseline-mz 10   # quick
+    python benchmarks/bench_imzml.py --reader-only --repeat 3 --json reader.json  # reader speed only
 """
 
 from __future__ import annotations
@@ -85,6 +94,88 @@ def baseline(path: Path, targets: np.ndarray, tol: float) -> np.ndarray:
         parser.m.close()
 
 
+def pyimzml_reader(path: Path, targets: np.ndarray, tol: float, chunk: int = 1024) -> np.ndarray:
+    """The previous ``read_imzml``: pyimzml parses the XML and reads every spectrum; chunked bincount."""
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    lower, upper = targets - tol, targets + tol
+    parser = ImzMLParser(str(path))
+    try:
+        n, n_bins = len(parser.coordinates), len(targets)
+        X = np.zeros((n, n_bins), dtype=np.float32)
+        for start in range(0, n, chunk):
+            mzs, ints, rows = [], [], []
+            for local, i in enumerate(range(start, min(start + chunk, n))):
+                mz, inten = parser.getspectrum(i)
+                mzs.append(mz)
+                ints.append(inten)
+                rows.append(np.full(inten.size, local, dtype=np.int64))
+            mz, inten, row = np.concatenate(mzs), np.concatenate(ints).astype(np.float64), np.concatenate(rows)
+            idx = np.searchsorted(lower, mz, side="right") - 1
+            ok = idx >= 0
+            ok[ok] = mz[ok] <= upper[idx[ok]]
+            k = min(chunk, n - start)
+            X[start : start + k] = np.bincount(row[ok] * n_bins + idx[ok], weights=inten[ok],
+                                               minlength=k * n_bins).reshape(k, n_bins)
+        return X
+    finally:
+        parser.m.close()
+
+
+def reader_speed(path: Path, targets: np.ndarray, tol: float, repeat: int) -> dict:
+    """Spectra/s of the readers and their time as a multiple of one raw read of the .ibd bytes."""
+    import hashlib
+
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    import spatialclust as sc
+    from spatialclust.io._imzml_index import parse_index
+
+    ibd = path.with_suffix(".ibd")
+
+    def best(func):
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            out = func()
+            times.append(time.perf_counter() - t0)
+        return out, min(times)
+
+    ibd.read_bytes()  # warm the page cache for every method alike
+    _, t_raw = best(ibd.read_bytes)
+    new, t_new = best(lambda: sc.io.read_imzml(path, peaks=targets, tolerance=tol, verify_checksum=False))
+    _, t_new_sha = best(lambda: sc.io.read_imzml(path, peaks=targets, tolerance=tol, verify_checksum=True))
+    old, t_old = best(lambda: pyimzml_reader(path, targets, tol))
+    _, t_sha1 = best(lambda: hashlib.sha1(ibd.read_bytes()).hexdigest())
+    index, t_index = best(lambda: parse_index(path))
+
+    def pyimzml_index():
+        ImzMLParser(str(path)).m.close()
+
+    _, t_pyimzml_index = best(pyimzml_index)
+    n = index.n_spectra
+    return {
+        "spectra": n,
+        "ibd_MB": round(ibd.stat().st_size / 1e6, 1),
+        "xml_MB": round(path.stat().st_size / 1e6, 1),
+        "repeat": repeat,
+        "raw_ibd_read_s": round(t_raw, 3),
+        "read_imzml_s": round(t_new, 3),
+        "read_imzml_sha1_s": round(t_new_sha, 3),
+        "pyimzml_reader_s": round(t_old, 3),
+        "sha1_of_ibd_s": round(t_sha1, 3),
+        "xml_index_s": round(t_index, 3),
+        "pyimzml_xml_index_s": round(t_pyimzml_index, 3),
+        "read_imzml_spectra_per_s": round(n / t_new),
+        "read_imzml_sha1_spectra_per_s": round(n / t_new_sha),
+        "pyimzml_reader_spectra_per_s": round(n / t_old),
+        "read_imzml_x_raw_read": round(t_new / t_raw, 2),
+        "read_imzml_sha1_x_raw_read": round(t_new_sha / t_raw, 2),
+        "pyimzml_reader_x_raw_read": round(t_old / t_raw, 2),
+        "identical_to_pyimzml_reader": bool(np.array_equal(new.X, old)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=200, help="image width = height in pixels")
@@ -93,6 +184,8 @@ def main() -> None:
     parser.add_argument("--baseline-mz", type=int, default=20, help="target m/z the baseline computes")
     parser.add_argument("--tolerance", type=float, default=0.002, help="window half-width in Da")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3, help="reader timings: best of this many runs")
+    parser.add_argument("--reader-only", action="store_true", help="only the reader speed comparison")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -105,6 +198,12 @@ def main() -> None:
         targets = make_file(path, size=args.size, n_mz=args.n_mz, noise_peaks=args.noise_peaks, seed=args.seed)
         print(f"wrote {path.name}: {args.size}x{args.size} px, {len(targets)} target m/z, "
               f"{(path.with_suffix('.ibd').stat().st_size) / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s")
+        reader = reader_speed(path, targets, args.tolerance, args.repeat)
+        print(json.dumps({"reader": reader}, indent=2))
+        if args.reader_only:
+            if args.json:
+                args.json.write_text(json.dumps({"reader": reader}, indent=2))
+            return
         adata, t_ours, mem_ours = timed(ours, path, targets, args.tolerance)
         import spatialclust as sc
 
@@ -127,6 +226,7 @@ def main() -> None:
         "getionimage_peak_MB": round(mem_base / 1e6, 1),
         "identical_images": identical,
         "max_abs_diff": max_diff,
+        "reader": reader,
     }
     print(json.dumps(result, indent=2))
     if args.json:

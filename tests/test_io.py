@@ -169,7 +169,7 @@ def _empty_spectra(path, n):
     for i in range(2, len(parts), 2):
         if count == n:
             break
-        parts[i] = re.sub(r'(accession="IMS:1000103"[^>]*value=")\d+', r"\g<1>0", parts[i])
+        parts[i] = re.sub(r'(accession="IMS:100010[34]"[^>]*value=")\d+', r"\g<1>0", parts[i])  # length, bytes
         count += 1
     path.write_text(head + sep + "".join(parts))
 
@@ -206,6 +206,8 @@ def test_unsorted_mz(adata, tmp_path):
     path = write(adata, tmp_path, "processed")
     _corrupt_first_mz(path, [500.0, 400.0])
     with pytest.raises(ImzMLError, match="not sorted"):
+        sc.io.read_imzml(path, peaks=MZ, tolerance=0.01, verify_checksum=False)
+    with pytest.raises(ImzMLError, match="Checksum mismatch"):  # with the checksum, it reports that first
         sc.io.read_imzml(path, peaks=MZ, tolerance=0.01)
 
 
@@ -213,6 +215,8 @@ def test_non_finite_mz(adata, tmp_path):
     path = write(adata, tmp_path, "processed")
     _corrupt_first_mz(path, [np.nan])
     with pytest.raises(ImzMLError, match="non-finite m/z"):
+        sc.io.read_imzml(path, peaks=MZ, tolerance=0.01, verify_checksum=False)
+    with pytest.raises(ImzMLError, match="Checksum mismatch"):  # with the checksum, it reports that first
         sc.io.read_imzml(path, peaks=MZ, tolerance=0.01)
 
 
@@ -225,6 +229,8 @@ def test_non_finite_intensities(adata, tmp_path):
         fh.seek(offset)
         fh.write(np.array([np.inf, np.nan], dtype=np.float32).tobytes())
     with pytest.raises(ImzMLError, match=r"2 non-finite \(NaN/inf\) intensities, first in spectrum 5"):
+        sc.io.read_imzml(path, verify_checksum=False)
+    with pytest.raises(ImzMLError, match="Checksum mismatch"):  # with the checksum, it reports that first
         sc.io.read_imzml(path)
     stack = np.ones((2, 3, 3), dtype=np.float32)
     stack[1, 1, 1] = np.nan

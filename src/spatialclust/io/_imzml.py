@@ -1,10 +1,11 @@
 """imzML <-> AnnData, with single-pass vectorised binning.
 
 imzML (Schramm et al. 2012, J. Proteomics 75:5106) stores spectra in a binary ``.ibd`` file
-described by an XML ``.imzML`` file; ``pyimzml`` parses the XML and reads single spectra.
-``read_imzml`` streams all spectra once, in chunks, and bins every chunk with one
-``np.bincount`` instead of building each ion image separately (``getionimage`` per m/z reads the
-whole file once per ion). Memory stays bounded by the output matrix plus one chunk.
+described by an XML ``.imzML`` file. ``read_imzml`` streams the XML once into an index of array
+offsets (:mod:`._imzml_index`, which also checks the index against the ``.ibd``), memory-maps the
+``.ibd``, and bins every chunk of spectra with one ``np.bincount`` instead of building each ion
+image separately (pyimzml's ``getionimage`` reads the whole file once per ion). Memory stays
+bounded by the output matrix plus one chunk. pyimzml's ``ImzMLWriter`` writes files.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import os
 import re
 import tempfile
 import warnings
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +31,7 @@ from .. import _keys as K
 from .._compat import require
 from .._logging import logger, progress
 from ._images import feature_names_from_mz
+from ._imzml_index import ImzMLError, ImzMLIndex, check_binary, file_digest, parse_index
 
 Unit = Literal["Da", "ppm"]
 
@@ -33,8 +39,14 @@ Unit = Literal["Da", "ppm"]
 _CHUNK_CELLS = 2**24
 
 
-class ImzMLError(ValueError):
-    """An imzML/ibd file pair is missing, corrupt, inconsistent or holds invalid values."""
+#: ``verify_checksum=None`` verifies the .ibd checksum up to this size.
+_CHECKSUM_AUTO_BYTES = 2 * 2**30
+#: Grids of up to this many cells are never refused by ``max_grid_ratio``.
+_FREE_GRID_CELLS = 2**16
+
+
+class NegativeIntensityWarning(UserWarning):
+    """An imzML file holds negative intensities, kept as they are (``read_imzml(negative="warn")``)."""
 
 
 @dataclass(frozen=True)
@@ -46,13 +58,20 @@ class _Bins:
     centers: np.ndarray
     closed: bool  # True: peak windows (both ends inclusive, like pyimzml's getionimage)
 
-    def index(self, mz: np.ndarray) -> np.ndarray:
-        """Bin index of every m/z value, -1 outside all bins."""
-        idx = np.searchsorted(self.lower, mz, side="right") - 1
-        valid = idx >= 0
-        inside = np.zeros_like(valid)
-        inside[valid] = mz[valid] <= self.upper[idx[valid]] if self.closed else mz[valid] < self.upper[idx[valid]]
-        return np.where(inside, idx, -1)
+    @cached_property
+    def _edges(self) -> np.ndarray:
+        """``lower[0], end[0], lower[1], end[1], ...`` with half-open ends; non-decreasing for these axes."""
+        end = np.nextafter(self.upper, np.inf) if self.closed else self.upper
+        edges = np.stack([self.lower, end], axis=1).ravel()
+        if np.any(np.diff(edges) < 0):
+            raise ValueError("m/z bins must be sorted and must not overlap.")
+        return edges
+
+    def index(self, mz: np.ndarray, *, outside: int = -1) -> np.ndarray:
+        """Bin index of every m/z value, ``outside`` for values outside all bins (one binary search;
+        NumPy's search is fast for keys sorted within each spectrum, faster than a lookup table)."""
+        j = np.searchsorted(self._edges, mz, side="right")  # odd: inside bin j // 2
+        return np.where(j & 1, j >> 1, outside)
 
 
 def _tolerance(mz: np.ndarray, tol: float, unit: Unit) -> np.ndarray:
@@ -104,73 +123,35 @@ def peak_bins(peaks: np.ndarray, tolerance: float, unit: Unit = "Da") -> _Bins:
     return _Bins(lower, upper, peaks, closed=True)
 
 
-def _read_uuid(imzml: Path) -> str | None:
-    """The 'universally unique identifier' (IMS:1000080) from the head of the imzML XML."""
-    with open(imzml, "rb") as fh:
-        head = fh.read(1 << 16).decode("utf-8", errors="replace")
-    m = re.search(r'accession="IMS:1000080"[^>]*value="\{?([0-9A-Fa-f-]{32,36})\}?"', head)
-    return m.group(1).replace("-", "").lower() if m else None
-
-
-def _open_parser(path: Path):
-    ImzMLParser = require("pyimzml.ImzMLParser", package="pyimzml", purpose="reading imzML").ImzMLParser
+def _find_ibd(path: Path) -> Path:
+    if path.is_dir():
+        raise IsADirectoryError(f"imzML input {str(path)!r} is a directory; expected an .imzML file.")
     if not path.is_file():
         raise FileNotFoundError(f"imzML file {str(path)!r} does not exist.")
     ibd = path.with_suffix(".ibd")
     if not ibd.is_file():
-        alt = [p for p in path.parent.glob(path.stem + ".*") if p.suffix.lower() == ".ibd"]
+        alt = [p for p in path.parent.glob(path.stem + ".*") if p.suffix.lower() == ".ibd" and p.is_file()]
         if not alt:
             raise FileNotFoundError(
                 f"The binary data file of {str(path)!r} is missing: expected {str(ibd)!r} next to it."
             )
         ibd = alt[0]
-    handle = open(ibd, "rb")
+    return ibd
+
+
+@contextmanager
+def _as_imzml_error(path: Path):
+    """Any failure while decoding the file pair becomes an :class:`ImzMLError` naming the file."""
     try:
-        # pyimzml warns about harmless ontology quirks of many converters: keep them in the debug log
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            parser = ImzMLParser(str(path), ibd_file=handle)  # lxml if installed, else ElementTree
-    except (SyntaxError, ValueError, KeyError, AttributeError, TypeError) as err:  # XML errors subclass SyntaxError
-        handle.close()
-        raise ImzMLError(f"{str(path)!r} is not a valid imzML file: {err}") from err
-    except BaseException:
-        handle.close()
+        yield
+    except ImzMLError:
         raise
-    for w in caught:
-        logger.debug("pyimzml: %s", w.message)
-    return parser, ibd
+    except (ValueError, IndexError, OverflowError, KeyError, TypeError, UnicodeError, ET.ParseError) as err:
+        raise ImzMLError(f"{str(path)!r} could not be read as imzML: {type(err).__name__}: {err}") from err
 
 
-def _check_binary(parser, path: Path, ibd: Path) -> None:
-    """UUID match and file size large enough for every referenced array."""
-    expected = _read_uuid(path)
-    with open(ibd, "rb") as fh:
-        found = fh.read(16).hex()
-    if expected is not None and expected != found:
-        raise ImzMLError(
-            f"UUID mismatch: {str(path)!r} declares {expected} but {str(ibd)!r} starts with {found}; "
-            "the .imzML and .ibd files do not belong together."
-        )
-    if not parser.coordinates:
-        raise ImzMLError(f"{str(path)!r} contains no spectra.")
-    mz_size = np.dtype(parser.mzPrecision).itemsize
-    int_size = np.dtype(parser.intensityPrecision).itemsize
-    needed = max(
-        max(np.asarray(parser.mzOffsets) + np.asarray(parser.mzLengths) * mz_size),
-        max(np.asarray(parser.intensityOffsets) + np.asarray(parser.intensityLengths) * int_size),
-    )
-    size = ibd.stat().st_size
-    if size < needed:
-        raise ImzMLError(
-            f"{str(ibd)!r} is truncated: the imzML file references {int(needed)} bytes but the file has {size}."
-        )
-    if np.any(np.asarray(parser.mzLengths) != np.asarray(parser.intensityLengths)):
-        i = int(np.argmax(np.asarray(parser.mzLengths) != np.asarray(parser.intensityLengths)))
-        raise ImzMLError(f"{str(path)!r}: spectrum {i} has m/z and intensity arrays of different lengths.")
-
-
-def _grid(parser, path: Path, z: int | None) -> tuple[np.ndarray, np.ndarray, dict]:
-    coords = np.asarray(parser.coordinates, dtype=np.int64)
+def _grid(index: ImzMLIndex, path: Path, z: int | None, max_grid_ratio: float | None):
+    coords = index.coords
     zs = np.unique(coords[:, 2])
     if z is None:
         if len(zs) > 1:
@@ -181,18 +162,24 @@ def _grid(parser, path: Path, z: int | None) -> tuple[np.ndarray, np.ndarray, di
         if not keep.any():
             raise ValueError(f"`z`={z} selects no spectrum of {str(path)!r}; z values present: {zs.tolist()}.")
     xy = coords[keep, :2]
-    origin = xy.min(axis=0)
-    spatial = xy - origin
-    flat = spatial[:, 1] * (spatial[:, 0].max() + 1) + spatial[:, 0]
-    if len(np.unique(flat)) != len(flat):
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    width, height = int(hi[0]) - int(lo[0]) + 1, int(hi[1]) - int(lo[1]) + 1  # Python ints: no overflow
+    cells, n = width * height, len(xy)
+    if max_grid_ratio is not None and cells > max(max_grid_ratio * n, _FREE_GRID_CELLS):
+        raise ImzMLError(
+            f"{str(path)!r}: the pixel grid would be {width:,} x {height:,} = {cells:.3g} cells for {n:,} spectra "
+            f"({cells / n:.3g} cells per spectrum; limit `max_grid_ratio`={max_grid_ratio:g}). Coordinates span "
+            f"x {int(lo[0])}-{int(hi[0])}, y {int(lo[1])}-{int(hi[1])}: a stray or corrupt coordinate? Pass "
+            "max_grid_ratio=None (CLI: --set input.read.max_grid_ratio=null) to allow a sparse grid."
+        )
+    spatial = xy - lo
+    if len(np.unique(spatial, axis=0)) != n:
         raise ImzMLError(f"{str(path)!r} has several spectra at the same (x, y) position.")
-    shape = [int(spatial[:, 1].max() + 1), int(spatial[:, 0].max() + 1)]
-    meta = getattr(parser, "imzmldict", {}) or {}
-    px, py = meta.get("pixel size x"), meta.get("pixel size y")
+    px, py = index.pixel_size
     if px is not None and py is not None and not np.isclose(px, py):
         logger.warning("Pixels are not square (%s x %s µm); using the x size.", px, py)
-    grid = {"shape": shape, "pixel_size": None if px is None else float(px)}
-    return np.nonzero(keep)[0], spatial, {"grid": grid, "origin": origin.tolist()}
+    grid = {"shape": [height, width], "pixel_size": None if px is None else float(px)}
+    return np.nonzero(keep)[0], spatial, {"grid": grid, "origin": lo.tolist()}
 
 
 def read_imzml(
@@ -207,11 +194,19 @@ def read_imzml(
     z: int | None = None,
     sparse: bool = False,
     chunk_size: int = 1024,
+    verify_checksum: bool | None = None,
+    negative: Literal["error", "warn", "clip"] = "error",
+    max_grid_ratio: float | None = 10.0,
 ) -> ad.AnnData:
     """Read an imzML file (continuous or processed) into an AnnData of binned ion images.
 
-    The spectra are read in one streaming pass; each chunk of spectra is binned with a single
-    vectorised ``np.bincount``.
+    The XML index is streamed once (:mod:`._imzml_index`), the ``.ibd`` is memory-mapped, and the
+    spectra are binned in chunks, each chunk with a single vectorised ``np.bincount``. Corrupt or
+    inconsistent input raises :class:`ImzMLError`; nothing is returned silently wrong: the ``.ibd``
+    must carry the UUID of its XML and match its declared SHA-1/MD5 checksum, every array must lie
+    inside the file after the 16-byte header without overlapping another (the one m/z array shared
+    by all spectra of a continuous file excepted), m/z values must be finite and sorted, and
+    intensities finite and (by default) non-negative.
 
     Parameters
     ----------
@@ -234,6 +229,19 @@ def read_imzml(
         Return ``X`` as CSR (for processed, sparse spectra).
     chunk_size
         Spectra per chunk (reduced automatically for very fine axes).
+    verify_checksum
+        Check the SHA-1 or MD5 digest the XML declares for the ``.ibd`` (in a background thread,
+        while the spectra are read). ``None`` (default): check files up to 2 GiB, skip larger
+        ones (hashing 2 GiB took 10-20 s on a loaded 2-core machine, overlapping the read; see
+        "imzML reading" in docs/benchmarks.md).
+    negative
+        Negative intensities (no valid spectrum has them; a corrupt value or a baseline-subtracted
+        export may): ``"error"`` (default) raises, ``"warn"`` keeps them and issues a
+        :class:`NegativeIntensityWarning`, ``"clip"`` sets them to 0 (logged).
+    max_grid_ratio
+        Refuse a pixel grid (bounding box of the coordinates) with more than this many cells per
+        spectrum (grids of up to 65,536 cells are always allowed), which is what one stray or
+        corrupt coordinate produces. ``None`` allows any grid.
 
     Without ``bin_width`` and ``peaks``, a continuous file keeps its own m/z axis.
 
@@ -241,54 +249,56 @@ def read_imzml(
     -------
     AnnData with ``X`` float32 (pixels x m/z), ``var["mz"]`` (bin centres or peaks),
     ``obsm["spatial"]`` (integer x, y from 0), ``obs["tic"]`` (sum of each raw spectrum),
-    ``uns["grid"]`` (shape, pixel size in µm from the file) and ``uns["source"]``.
+    ``uns["grid"]`` (shape, pixel size in µm from the file) and ``uns["source"]``
+    (file, mode, origin, empty spectra, checksum verified, binning).
     """
     path = Path(path)
-    parser, ibd = _open_parser(path)
-    try:
-        _check_binary(parser, path, ibd)
-        spectra, spatial, geometry = _grid(parser, path, z)
-        continuous = len(set(parser.mzOffsets)) == 1
-        if mz_range is not None:
-            lo, hi = (float(v) for v in mz_range)
-            if not hi > lo:
-                raise ValueError(f"`mz_range` must be (min, max) with min < max, got {mz_range}.")
-
-        # --- the m/z axis -------------------------------------------------------------
-        if peaks is not None:
-            bins = peak_bins(np.asarray(peaks), tolerance, tolerance_unit)
-            binning = {"peaks": len(bins.centers), "tolerance": tolerance, "tolerance_unit": tolerance_unit}
-        elif bin_width is not None:
-            data_lo, data_hi = _mz_extent(parser, spectra, continuous, path)
-            lo_, hi_ = mz_range if mz_range is not None else (data_lo, data_hi)
-            bins = regular_bins(float(lo_), float(hi_), bin_width, bin_unit)
-            binning = {"bin_width": bin_width, "bin_unit": bin_unit}
-        elif continuous:
-            mz_axis = np.asarray(parser.getspectrum(int(spectra[0]))[0], dtype=np.float64)
-            _check_mz(mz_axis, path, int(spectra[0]))
-            bins = _Bins(mz_axis, mz_axis, mz_axis, closed=True)
-            binning = {"native": True}
-        else:
-            raise ValueError(
-                f"{str(path)!r} is a processed imzML file (each spectrum has its own m/z values): "
-                "pass `bin_width` (with `bin_unit`) or `peaks` (with `tolerance`) to bin it."
+    if negative not in ("error", "warn", "clip"):
+        raise ValueError(f"Invalid option `{negative}` for `negative`. Valid options are: `error`, `warn`, `clip`.")
+    if max_grid_ratio is not None and not max_grid_ratio > 0:
+        raise ValueError(f"`max_grid_ratio` must be > 0 or None, got {max_grid_ratio}.")
+    if mz_range is not None:
+        lo, hi = (float(v) for v in mz_range)
+        if not hi > lo:
+            raise ValueError(f"`mz_range` must be (min, max) with min < max, got {mz_range}.")
+    peak_axis = None if peaks is None else peak_bins(np.asarray(peaks), tolerance, tolerance_unit)
+    ibd = _find_ibd(path)
+    with _as_imzml_error(path):
+        index = parse_index(path)
+        shared = check_binary(index, path, ibd)
+    spectra, spatial, geometry = _grid(index, path, z, max_grid_ratio)
+    verify = _verify_checksum(index, ibd, verify_checksum)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the checksum is computed while the spectra are read
+        digest = pool.submit(file_digest, ibd, index.checksum[0]) if verify else None
+        try:
+            with _as_imzml_error(path):
+                spectra_io = _Spectra(index, np.memmap(ibd, dtype=np.uint8, mode="r"), path)
+                shared_axis = spectra_io.shared_axis(spectra) if shared else None
+                extent = None
+                if peak_axis is None and bin_width is not None:
+                    extent = (shared_axis[0], shared_axis[-1]) if shared else spectra_io.mz_extent(spectra)
+            bins, binning, shared_col = _mz_axis(
+                path, peak_axis=peak_axis, bin_width=bin_width, bin_unit=bin_unit, extent=extent,
+                shared_axis=shared_axis, mz_range=mz_range, tolerance=tolerance, tolerance_unit=tolerance_unit,
             )
-        if mz_range is not None:
-            keep = (bins.centers >= lo) & (bins.centers <= hi)
-            if not keep.any():
-                raise ValueError(
-                    f"`mz_range`={tuple(mz_range)} selects no m/z: the axis spans "
-                    f"{bins.centers.min():.4f}-{bins.centers.max():.4f}."
+            with _as_imzml_error(path):
+                X, tic, n_empty, n_negative = spectra_io.bin(
+                    spectra, bins, shared_col, sparse=sparse, chunk_size=chunk_size, negative=negative
                 )
-            bins = _Bins(bins.lower[keep], bins.upper[keep], bins.centers[keep], bins.closed)
-        X, tic, n_empty = _stream(parser, path, spectra, bins, continuous, sparse, chunk_size)
-    finally:
-        parser.m.close()
+        except ImzMLError as err:  # a corrupt value is most clearly reported as a checksum mismatch
+            _check_digest(digest, index, path, ibd, cause=err)
+            raise
+        _check_digest(digest, index, path, ibd)
 
     if n_empty == len(spectra):
         raise ImzMLError(f"All {n_empty} spectra of {str(path)!r} are empty.")
     if n_empty:
         logger.warning("%d of %d spectra of %s are empty (all-zero pixels).", n_empty, len(spectra), path.name)
+    if n_negative and negative == "warn":
+        warnings.warn(NegativeIntensityWarning(f"{str(path)!r} has {n_negative} negative intensities (kept)."),
+                      stacklevel=2)
+    elif n_negative:
+        logger.info("Set %d negative intensities of %s to 0.", n_negative, path.name)
     obs = pd.DataFrame(
         {K.TIC: tic}, index=pd.Index([f"{x}_{y}" for x, y in spatial], name="pixel")
     )
@@ -299,9 +309,10 @@ def read_imzml(
     adata.uns[K.SOURCE] = {
         "file": str(path),
         "reader": "read_imzml",
-        "mode": "continuous" if continuous else "processed",
+        "mode": "continuous" if shared else "processed",
         "origin": geometry["origin"],
         "n_empty_spectra": int(n_empty),
+        "checksum_verified": bool(verify),
         "mz_range": None if mz_range is None else [float(v) for v in mz_range],
         **binning,
     }
@@ -312,102 +323,185 @@ def read_imzml(
     return adata
 
 
-def _check_mz(mz: np.ndarray, path: Path, index: int) -> None:
-    if not np.isfinite(mz).all():
-        raise ImzMLError(f"{str(path)!r}: spectrum {index} has non-finite m/z values.")
-    if np.any(np.diff(mz) < 0):
-        raise ImzMLError(f"{str(path)!r}: the m/z values of spectrum {index} are not sorted in increasing order.")
-
-
-def _check_chunk_mz(mz: np.ndarray, row: np.ndarray, idx: np.ndarray, path: Path) -> None:
-    """Vectorised :func:`_check_mz` over the concatenated spectra of a chunk."""
-    finite = np.isfinite(mz)
-    if not finite.all():
-        raise ImzMLError(f"{str(path)!r}: spectrum {int(idx[row[~finite][0]])} has non-finite m/z values.")
-    decreasing = (np.diff(mz) < 0) & (row[1:] == row[:-1])
-    if decreasing.any():
-        first = int(idx[row[1:][decreasing][0]])
-        raise ImzMLError(f"{str(path)!r}: the m/z values of spectrum {first} are not sorted in increasing order.")
-
-
-def _mz_extent(parser, spectra: np.ndarray, continuous: bool, path: Path) -> tuple[float, float]:
-    """Smallest and largest m/z of the data (reads only the m/z arrays of a processed file)."""
-    if continuous:
-        mz = np.asarray(parser.getspectrum(int(spectra[0]))[0])
-        _check_mz(mz, path, int(spectra[0]))
-        return float(mz[0]), float(mz[-1])
-    lo, hi = np.inf, -np.inf
-    dtype = np.dtype(parser.mzPrecision)
-    fh = parser.m
-    for i in spectra:
-        n = parser.mzLengths[i]
-        if n == 0:
-            continue
-        fh.seek(parser.mzOffsets[i])
-        mz = np.fromfile(fh, dtype=dtype, count=n)
-        _check_mz(mz, path, int(i))
-        lo, hi = min(lo, float(mz[0])), max(hi, float(mz[-1]))
-    if not np.isfinite(lo):
-        raise ImzMLError(f"All spectra of {str(path)!r} are empty.")
-    return lo, hi
-
-
-def _stream(parser, path: Path, spectra: np.ndarray, bins: _Bins, continuous: bool, sparse: bool, chunk_size: int):
-    """One pass over the spectra; each chunk binned with a single bincount."""
-    n_bins = len(bins.centers)
-    n = len(spectra)
-    chunk = max(1, min(chunk_size, _CHUNK_CELLS // max(n_bins, 1)))
-    X = None if sparse else np.zeros((n, n_bins), dtype=np.float32)
-    blocks: list[sp.csr_matrix] = []
-    tic = np.zeros(n, dtype=np.float64)
-    n_empty = 0
-    shared_idx = None
-    if continuous:
-        mz0 = np.asarray(parser.getspectrum(int(spectra[0]))[0], dtype=np.float64)
-        _check_mz(mz0, path, int(spectra[0]))
-        shared_idx = bins.index(mz0)
-    starts = range(0, n, chunk)
-    for start in progress(starts, desc=f"Reading {path.name}", total=len(starts)):
-        idx = spectra[start : start + chunk]
-        mzs, ints, rows = [], [], []
-        for local, i in enumerate(idx):
-            mz, inten = parser.getspectrum(int(i))
-            if inten.size == 0:
-                n_empty += 1
-                continue
-            if not continuous:
-                mzs.append(mz)
-            ints.append(inten)
-            rows.append(np.full(inten.size, local, dtype=np.int64))
-        if not ints:
-            if sparse:
-                blocks.append(sp.csr_matrix((len(idx), n_bins), dtype=np.float32))
-            continue
-        inten = np.concatenate(ints).astype(np.float64, copy=False)
-        if not np.isfinite(inten).all():
-            bad = np.concatenate(rows)[~np.isfinite(inten)]
-            raise ImzMLError(
-                f"{str(path)!r}: {int((~np.isfinite(inten)).sum())} non-finite (NaN/inf) intensities, "
-                f"first in spectrum {int(idx[bad[0]])}."
+def _mz_axis(path, *, peak_axis, bin_width, bin_unit, extent, shared_axis, mz_range, tolerance, tolerance_unit):
+    """The output bins, their description for ``uns``, and the column of each shared-axis value."""
+    shared = shared_axis is not None
+    if peak_axis is not None:
+        bins = peak_axis
+        binning = {"peaks": len(bins.centers), "tolerance": tolerance, "tolerance_unit": tolerance_unit}
+    elif bin_width is not None:
+        lo, hi = mz_range if mz_range is not None else extent
+        bins = regular_bins(float(lo), float(hi), bin_width, bin_unit)
+        binning = {"bin_width": bin_width, "bin_unit": bin_unit}
+    elif shared:
+        bins = _Bins(shared_axis, shared_axis, shared_axis, closed=True)
+        binning = {"native": True}
+    else:
+        raise ValueError(
+            f"{str(path)!r} is a processed imzML file (each spectrum has its own m/z values): "
+            "pass `bin_width` (with `bin_unit`) or `peaks` (with `tolerance`) to bin it; on the "
+            "command line: --set input.read.bin_width=10 --set input.read.bin_unit=ppm "
+            "(or --set input.read.peaks=[...])."
+        )
+    keep = np.ones(len(bins.centers), dtype=bool)
+    if mz_range is not None:
+        keep = (bins.centers >= float(mz_range[0])) & (bins.centers <= float(mz_range[1]))
+        if not keep.any():
+            raise ValueError(
+                f"`mz_range`={tuple(mz_range)} selects no m/z: the axis spans "
+                f"{bins.centers.min():.4f}-{bins.centers.max():.4f}."
             )
-        row = np.concatenate(rows)
-        tic[start : start + len(idx)] = np.bincount(row, weights=inten, minlength=len(idx))
-        if continuous:
-            col = np.tile(shared_idx, len(ints))
-        else:
-            mz = np.concatenate(mzs).astype(np.float64)
-            _check_chunk_mz(mz, row, idx, path)
-            col = bins.index(mz)
-        ok = col >= 0
-        flat = row[ok] * n_bins + col[ok]
-        binned = np.bincount(flat, weights=inten[ok], minlength=len(idx) * n_bins).reshape(len(idx), n_bins)
+    shared_col = None
+    if binning.get("native"):  # each value of the shared axis is its own column
+        shared_col = np.where(keep, np.cumsum(keep) - 1, -1)
+    bins = _Bins(bins.lower[keep], bins.upper[keep], bins.centers[keep], bins.closed)
+    if shared and shared_col is None:
+        shared_col = bins.index(shared_axis)
+    return bins, binning, shared_col
+
+
+def _check_digest(digest, index: ImzMLIndex, path: Path, ibd: Path, cause: Exception | None = None) -> None:
+    if digest is None or digest.result() == index.checksum[1]:
+        return
+    algo = {"sha1": "SHA-1", "md5": "MD5"}[index.checksum[0]]
+    raise ImzMLError(
+        f"Checksum mismatch: {str(path)!r} declares {algo} {index.checksum[1]} for {str(ibd)!r}, "
+        f"but the file's {algo} is {digest.result()}: the .ibd is corrupt or was modified."
+    ) from cause
+
+
+def _verify_checksum(index: ImzMLIndex, ibd: Path, verify: bool | None) -> bool:
+    if verify is False:
+        return False
+    if index.checksum is None:
+        (logger.warning if verify else logger.debug)("%s declares no .ibd checksum; not verified.", ibd.name)
+        return False
+    if verify is None and ibd.stat().st_size > _CHECKSUM_AUTO_BYTES:
+        logger.info("%s is larger than %.0f GiB: checksum not verified (pass verify_checksum=True to verify).",
+                    ibd.name, _CHECKSUM_AUTO_BYTES / 2**30)
+        return False
+    return True
+
+
+class _Spectra:
+    """The spectra of a checked index, read from the memory-mapped ``.ibd``."""
+
+    def __init__(self, index: ImzMLIndex, ibd_map: np.ndarray, path: Path):
+        self.index, self.map, self.path = index, ibd_map, path
+
+    def _arrays(self, spectra: np.ndarray, kind: str) -> list[np.ndarray]:
+        ix = self.index
+        offset, length, dtype = (
+            (ix.mz_offset, ix.mz_length, ix.mz_dtype) if kind == "mz" else (ix.int_offset, ix.int_length, ix.int_dtype)
+        )
+        buf = self.map
+        return [np.frombuffer(buf, dtype, count=int(length[i]), offset=int(offset[i])) for i in spectra]
+
+    def shared_axis(self, spectra: np.ndarray) -> np.ndarray:
+        """The m/z axis all non-empty spectra share (continuous mode)."""
+        used = spectra[self.index.mz_length[spectra] > 0]
+        if len(used) == 0:
+            raise ImzMLError(f"All {len(spectra)} spectra of {str(self.path)!r} are empty.")
+        mz = self._arrays(used[:1], "mz")[0].astype(np.float64)
+        _check_chunk_mz(mz, np.zeros(1, np.int64), used[:1], self.path)
+        return mz
+
+    def mz_extent(self, spectra: np.ndarray) -> tuple[float, float]:
+        """Smallest and largest m/z of a processed file, from the first and last value of each array.
+
+        (Finiteness and order of every m/z are checked when the spectra are binned.)"""
+        ix = self.index
+        used = spectra[ix.mz_length[spectra] > 0]
+        if len(used) == 0:
+            raise ImzMLError(f"All {len(spectra)} spectra of {str(self.path)!r} are empty.")
+        size = ix.mz_dtype.itemsize
+        first = np.array([np.frombuffer(self.map, ix.mz_dtype, 1, int(o))[0] for o in ix.mz_offset[used]])
+        last = np.array([np.frombuffer(self.map, ix.mz_dtype, 1, int(o + (n - 1) * size))[0]
+                         for o, n in zip(ix.mz_offset[used], ix.mz_length[used])])
+        ends = np.concatenate([first, last]).astype(np.float64)
+        if not np.isfinite(ends).all():
+            bad = used[int(np.argmax(~np.isfinite(ends))) % len(used)]
+            raise ImzMLError(f"{str(self.path)!r}: spectrum {int(bad)} has non-finite m/z values.")
+        return float(first.min()), float(last.max())
+
+    def bin(self, spectra: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, *, sparse: bool,
+            chunk_size: int, negative: str):
+        """One pass over the spectra; each chunk binned with a single bincount."""
+        ix, path = self.index, self.path
+        n_bins, n = len(bins.centers), len(spectra)
+        chunk = max(1, min(chunk_size, _CHUNK_CELLS // max(n_bins, 1)))
+        X = None if sparse else np.zeros((n, n_bins), dtype=np.float32)
+        blocks: list[sp.csr_matrix] = []
+        tic = np.zeros(n, dtype=np.float64)
+        n_empty = n_negative = 0
+        floats = ix.int_dtype.kind == "f"
+        starts = range(0, n, chunk)
+        for start in progress(starts, desc=f"Reading {path.name}", total=len(starts)):
+            idx = spectra[start : start + chunk]
+            lengths = ix.int_length[idx]
+            used = lengths > 0
+            n_empty += int((~used).sum())
+            if not used.any():
+                if sparse:
+                    blocks.append(sp.csr_matrix((len(idx), n_bins), dtype=np.float32))
+                continue
+            ids = idx[used]  # the spectra of the chunk's segments of concatenated values
+            seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
+            inten = np.concatenate(self._arrays(ids, "int"))
+            low, high = inten.min(), inten.max()  # NaN propagates: both finite <=> all finite
+            if floats and not (np.isfinite(low) and np.isfinite(high)):
+                first = int(np.argmax(~np.isfinite(inten)))
+                raise ImzMLError(
+                    f"{str(path)!r}: {int((~np.isfinite(inten)).sum())} non-finite (NaN/inf) intensities, "
+                    f"first in spectrum {_spectrum_at(first, seg, ids)}."
+                )
+            if low < 0:
+                below = inten < 0
+                n_negative += int(below.sum())
+                if negative == "error":
+                    first = int(np.argmax(below))
+                    raise ImzMLError(
+                        f"{str(path)!r}: {int(below.sum())} negative intensities in this chunk, first in "
+                        f"spectrum {_spectrum_at(first, seg, ids)} ({inten[first]:.6g}). Pass negative='clip' (set to 0) "
+                        "or 'warn' (keep) if the file is expected to hold them (CLI: --set input.read.negative=clip)."
+                    )
+                if negative == "clip":
+                    inten[below] = 0.0
+            tic[start : start + len(idx)][used] = np.add.reduceat(inten, seg, dtype=np.float64)
+            if shared_col is not None:  # outside all bins: the extra column n_bins, dropped below
+                col = np.tile(np.where(shared_col < 0, n_bins, shared_col), len(ids))
+            else:
+                mz = np.concatenate(self._arrays(ids, "mz")).astype(np.float64, copy=False)
+                _check_chunk_mz(mz, seg, ids, path)
+                col = bins.index(mz, outside=n_bins)
+            flat = np.repeat(np.nonzero(used)[0] * (n_bins + 1), lengths[used])
+            flat += col
+            binned = np.bincount(flat, weights=inten, minlength=len(idx) * (n_bins + 1))
+            binned = binned.reshape(len(idx), n_bins + 1)[:, :n_bins]
+            if sparse:
+                blocks.append(sp.csr_matrix(binned.astype(np.float32)))
+            else:
+                X[start : start + len(idx)] = binned
         if sparse:
-            blocks.append(sp.csr_matrix(binned.astype(np.float32)))
-        else:
-            X[start : start + len(idx)] = binned
-    if sparse:
-        X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((n, n_bins), dtype=np.float32)
-    return X, tic, n_empty
+            X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((n, n_bins), dtype=np.float32)
+        return X, tic, n_empty, n_negative
+
+
+def _spectrum_at(position: int, seg: np.ndarray, ids: np.ndarray) -> int:
+    """The spectrum of a position in the concatenated values of spectra ``ids`` starting at ``seg``."""
+    return int(ids[np.searchsorted(seg, position, side="right") - 1])
+
+
+def _check_chunk_mz(mz: np.ndarray, seg: np.ndarray, ids: np.ndarray, path: Path) -> None:
+    """Finite and sorted m/z within each spectrum of the concatenated spectra ``ids`` (starting at ``seg``)."""
+    if not (np.isfinite(mz.min()) and np.isfinite(mz.max())):
+        first = int(np.argmax(~np.isfinite(mz)))
+        raise ImzMLError(f"{str(path)!r}: spectrum {_spectrum_at(first, seg, ids)} has non-finite m/z values.")
+    step = np.diff(mz)
+    step[seg[1:] - 1] = 0  # a new spectrum may start lower
+    if step.min(initial=0) < 0:
+        first = _spectrum_at(int(np.argmax(step < 0)) + 1, seg, ids)
+        raise ImzMLError(f"{str(path)!r}: the m/z values of spectrum {first} are not sorted in increasing order.")
 
 
 def write_imzml(

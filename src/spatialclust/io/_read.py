@@ -27,9 +27,11 @@ def read(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Input {str(path)!r} does not exist.")
-    if path.is_dir():
-        return read_visium(path, **kwargs)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        if suffix == ".imzml":
+            return read_imzml(path, **kwargs)  # raises: a directory is not an imzML file
+        return read_visium(path, **kwargs)
     if suffix == ".imzml":
         return read_imzml(path, **kwargs)
     if suffix in (".npz", ".npy", ".tif", ".tiff"):
