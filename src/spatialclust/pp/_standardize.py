@@ -40,6 +40,14 @@ def winsorize(
     left alone because intensities are bounded by 0. The percentile is computed with linear
     interpolation (``numpy.percentile``) over the on-tissue pixels; every pixel above it is set to it.
 
+    A sparse image, with signal in fewer than ``100 - percentile`` % of the pixels (common for
+    finely binned data: a localised ion, or a bin that catches a peak in a few spectra), has its
+    percentile at its minimum (usually 0) and would become constant, i.e. lose all its spatial
+    information. For such an image the percentile is taken over its pixels above the minimum
+    (its non-zero pixels) instead, so its hot pixels are still clipped and its pattern is kept.
+    Their number is logged and recorded as ``n_sparse``. Only an image that is constant over the
+    statistic pixels to begin with becomes constant.
+
     Parameters
     ----------
     adata
@@ -65,12 +73,45 @@ def winsorize(
     check_finite(adata, layer)
     matrix = float_matrix(adata, layer)
     rows = _statistic_rows(adata, tissue_only)
-    thresholds = column_statistic(matrix, rows, lambda block: np.percentile(block, percentile, axis=0))
-    thresholds = thresholds.astype(matrix.dtype)
+    sparse_counts: list[int] = []
+
+    def thresholds_of(block: np.ndarray) -> np.ndarray:
+        thresholds, n_sparse = _winsorize_thresholds(block, percentile)
+        sparse_counts.append(n_sparse)
+        return thresholds
+
+    thresholds = column_statistic(matrix, rows, thresholds_of).astype(matrix.dtype)
     set_matrix(adata, layer, transform_columns(matrix, np.minimum, thresholds))
+    n_sparse = sum(sparse_counts)
     logger.info("Winsorised %d feature images above their %gth percentile.", adata.n_vars, percentile)
-    record_step(adata, "winsorize", {"percentile": float(percentile), "layer": layer, "tissue_only": tissue_only})
+    if n_sparse:
+        logger.info(
+            "winsorize: %d sparse image(s) (signal in fewer than %g%% of the pixels) winsorised at the %gth "
+            "percentile of their non-zero pixels, so that they keep their pattern.",
+            n_sparse, 100 - percentile, percentile,
+        )
+    record_step(
+        adata,
+        "winsorize",
+        {"percentile": float(percentile), "layer": layer, "tissue_only": tissue_only, "n_sparse": n_sparse},
+    )
     return adata if copy else None
+
+
+def _winsorize_thresholds(block: np.ndarray, percentile: float) -> tuple[np.ndarray, int]:
+    """Per-column winsorising threshold of ``block`` and the number of sparse columns.
+
+    The ``percentile`` of every column; for a non-constant column whose percentile does not exceed
+    its minimum (clipping there would make it constant), the ``percentile`` of its values above
+    the minimum.
+    """
+    thresholds = np.percentile(block, percentile, axis=0)
+    minimum = block.min(axis=0, initial=np.inf)
+    sparse = (thresholds <= minimum) & (block.max(axis=0, initial=-np.inf) > minimum)
+    for j in np.flatnonzero(sparse):
+        column = block[:, j]
+        thresholds[j] = np.percentile(column[column > minimum[j]], percentile)
+    return thresholds, int(sparse.sum())
 
 
 def _min_max_scale(values, minimum, inverse_range):
