@@ -34,9 +34,10 @@ def preprocess_ion_images(
     :func:`normalize_rms`), winsorise every image above its 95th percentile (:func:`winsorize`;
     sparse images at the percentile of their non-zero pixels, so that they keep their pattern) and
     scale every image to [0, 1] (:func:`scale_images`). The result are the paper's "regular ion
-    images". With ``remove_empty``, images that the statistics over the tissue pixels made empty
-    or constant (e.g. an image with signal only off the tissue) are dropped at the end too, so no
-    all-zero image reaches an embedding or a clusterer (a cosine distance is undefined for it).
+    images". With ``remove_empty``, images left empty or constant on the tissue pixels (e.g. an
+    image with signal only off the tissue, which scaling over the tissue pixels turns all zero) are
+    dropped at the end too, so no all-zero image reaches an embedding or a clusterer (a cosine
+    distance is undefined for it).
     Non-finite intensities raise a ValueError naming the features.
 
     Parameters
@@ -52,8 +53,8 @@ def preprocess_ion_images(
     scale
         Scale every image to [0, 1].
     remove_empty
-        Drop all-zero and constant images first, and those that winsorising and scaling left
-        all-zero or constant at the end.
+        Drop all-zero and constant images first, and those left all-zero or constant on the
+        tissue pixels at the end.
     tissue_only
         Compute winsorising and scaling statistics over ``obs["tissue"]`` pixels when present.
     keep_raw
@@ -66,7 +67,7 @@ def preprocess_ion_images(
     -------
     None, or the copy when ``copy=True``. Modifies ``X``, may drop features, writes
     ``layers["raw"]`` and appends one entry per step to ``uns["preprocessing"]`` (a second
-    ``remove_empty_features`` entry after winsorising/scaling when ``remove_empty``).
+    ``remove_empty_features`` entry, over the tissue pixels, when ``remove_empty``).
     """
     normalize = "none" if normalize is None else normalize
     if normalize not in _NORMALIZATIONS:
@@ -90,11 +91,11 @@ def preprocess_ion_images(
         _standardize.winsorize(adata, percentile=winsorize, tissue_only=tissue_only)
     if scale:
         scale_images(adata, tissue_only=tissue_only)
-    if remove_empty and (winsorize is not None or scale):
-        remove_empty_features(adata)
+    if remove_empty:  # over the tissue pixels, which is what the embeddings see
+        remove_empty_features(adata, tissue_only=True)
         if adata.n_vars == 0:
             raise ValueError(
-                "Every feature image is constant over the tissue pixels after winsorising and scaling: "
-                "nothing is left to cluster (check the tissue mask, `tissue_only`)."
+                "Every feature image is empty or constant on the tissue pixels after preprocessing: "
+                "nothing is left to cluster (check the tissue mask)."
             )
     return adata if copy else None

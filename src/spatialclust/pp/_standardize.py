@@ -166,8 +166,9 @@ def scale_images(
     return adata if copy else None
 
 
-def _image_summary(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per feature: number of non-zero pixels, minimum and maximum of the finite values, all-finite flag."""
+def _image_summary(matrix, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per feature, over ``rows`` (None: all pixels): number of non-zero pixels, minimum and maximum
+    of the finite values, all-finite flag."""
     n_obs, n_vars = matrix.shape
     nonzero = np.zeros(n_vars, dtype=np.int64)
     minimum = np.zeros(n_vars)
@@ -175,6 +176,8 @@ def _image_summary(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     finite = np.ones(n_vars, dtype=bool)
     for chunk in feature_chunks(n_obs, np.arange(n_vars)):
         block = dense_columns(matrix, slice(chunk[0], chunk[-1] + 1)).astype(np.float64)
+        if rows is not None:
+            block = block[rows]
         finite[chunk] = np.isfinite(block).all(axis=0)
         nonzero[chunk] = np.count_nonzero(block, axis=0)
         ok = np.isfinite(block)
@@ -184,7 +187,7 @@ def _image_summary(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 def remove_empty_features(
-    adata: AnnData, *, min_nonzero: int = 1, layer: str | None = None, copy: bool = False
+    adata: AnnData, *, min_nonzero: int = 1, layer: str | None = None, tissue_only: bool = False, copy: bool = False
 ) -> AnnData | None:
     """Drop feature images that carry no spatial information.
 
@@ -200,6 +203,9 @@ def remove_empty_features(
         Minimum number of non-zero pixels an image must have to be kept.
     layer
         Judge the images of ``layers[layer]`` instead of ``X``.
+    tissue_only
+        Judge the images over the pixels with ``obs["tissue"]`` True (when that column exists),
+        which is what the embeddings see: an image with signal only off the tissue is then empty.
     copy
         Return a filtered copy instead of modifying ``adata``.
 
@@ -215,7 +221,7 @@ def remove_empty_features(
     matrix = intensity_matrix(adata, layer)
     if is_dask(matrix):
         matrix = matrix.persist()
-    nonzero, minimum, maximum, finite = _image_summary(matrix)
+    nonzero, minimum, maximum, finite = _image_summary(matrix, _statistic_rows(adata, tissue_only))
     drop = (nonzero < min_nonzero) | (maximum <= minimum) | ~finite
     removed = [str(name) for name in adata.var_names[drop]]
     if drop.any():
@@ -234,6 +240,7 @@ def remove_empty_features(
     record_step(
         adata,
         "remove_empty_features",
-        {"min_nonzero": int(min_nonzero), "layer": layer, "n_removed": int(drop.sum()), "removed": removed},
+        {"min_nonzero": int(min_nonzero), "layer": layer, "tissue_only": tissue_only, "n_removed": int(drop.sum()),
+         "removed": removed},
     )
     return adata if copy else None

@@ -11,6 +11,11 @@ validates and sets ``labels_`` (int, ``-1`` = noise), ``fit_predict(X)`` returns
 ``spectral``    spectral clustering on a 10-nearest-neighbour graph (seed 001)
 ``leiden``      Leiden community detection on a kNN graph (Traag et al. 2019)
 =============== ================================================================================
+
+Small data: a neighbourhood size the data cannot hold (``n_neighbors``, ``min_samples``,
+``min_cluster_size`` of 15 for 10 images) is reduced to half the images, with a warning; a fixed
+``n_clusters`` above the number of images has no sensible reduction and is refused, by
+:func:`check_n_images` before any work in a pipeline.
 """
 
 from __future__ import annotations
@@ -134,8 +139,8 @@ def check_n_images(estimator: Any, n_images: int, *, where: str | None = None) -
     A pipeline calls this once the number of images is known (after preprocessing) and before the
     first embedding. Neighbourhood sizes are adapted to small data when the estimator is fitted
     (see :func:`_neighbourhood`); what has no sensible adaptation is an error naming the parameter:
-    fewer images than a clusterer needs (:data:`MIN_IMAGES`, more for UMAP), or a fixed ``n_clusters`` above the
-    number of images.
+    fewer images than a clusterer needs (:data:`MIN_IMAGES`, more for UMAP), or a fixed
+    ``n_clusters`` above the number of images.
 
     Parameters
     ----------
