@@ -182,3 +182,16 @@ def test_every_embedder_runs_on_ten_tiny_images(ten_images, tmp_path, embedding)
         result = _run(ten_images, out, *args)
     assert result.exit_code == 0, result.output
     assert (out / "report.html").is_file()
+
+
+def test_neural_embedder_up_samples_images_below_the_backbone_minimum(caplog):
+    """item 9: 1 x 2 px images are below `test_tiny`'s 8 px minimum even at the default 4x; the
+    default `max_upsample=None` goes as far as needed (warned), an explicit one is respected."""
+    from spatialclust.tl import NeuralEmbedder
+
+    images = np.random.default_rng(0).random((3, 1, 2)).astype(np.float32)
+    vectors = NeuralEmbedder("test_tiny", pretrained=False).fit_transform(images)
+    assert vectors.shape == (3, 16) and np.isfinite(vectors).all()
+    assert "up-sampling them by 8 instead" in caplog.text
+    with pytest.raises(ValueError, match="even after up-sampling by `max_upsample`=4"):
+        NeuralEmbedder("test_tiny", pretrained=False, max_upsample=4).fit_transform(images)
