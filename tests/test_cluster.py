@@ -186,12 +186,36 @@ def test_cluster_writes_var_and_uns(adata, tmp_path):
 def test_k_larger_than_number_of_images(blobs):
     with pytest.raises(ValueError, match=r"`n_clusters`=50 is larger than allowed.*number of images \(42\)"):
         sc.tl.create_clusterer("kmeans", n_clusters=50).fit(blobs)
-    with pytest.raises(ValueError, match=r"`n_neighbors`=42 is larger than allowed"):
-        sc.tl.create_clusterer("spectral", n_neighbors=42).fit(blobs)
-    with pytest.raises(ValueError, match=r"`n_neighbors`=100 is larger than allowed"):
-        sc.tl.create_clusterer("leiden", n_neighbors=100).fit(blobs)
-    with pytest.raises(ValueError, match=r"`min_cluster_size`=43 is larger than allowed"):
-        sc.tl.create_clusterer("hdbscan", min_cluster_size=43).fit(blobs)
+    for name in ("kmeans", "smm", "spectral"):  # no sensible adaptation: refused before any work
+        with pytest.raises(ValueError, match=r"`n_clusters`=50 is more than the 42 images"):
+            sc.tl.check_n_images(sc.tl.create_clusterer(name, n_clusters=50), 42)
+        sc.tl.check_n_images(sc.tl.create_clusterer(name, n_clusters="auto"), 42)
+    with pytest.raises(ValueError, match=r"needs at least 5 images; the data have 4"):
+        sc.tl.check_n_images(sc.tl.create_clusterer("umap_dbscan"), 4)
+    with pytest.raises(ValueError, match=r"needs at least 3 images; the data have 2"):
+        sc.tl.check_n_images(sc.tl.create_clusterer("leiden"), 2)
+
+
+@pytest.mark.parametrize(
+    "name, params, fitted",
+    [("spectral", {"n_neighbors": 42, "n_clusters": 4}, "n_neighbors=20"),
+     ("leiden", {"n_neighbors": 100}, "n_neighbors=20"),
+     ("hdbscan", {"min_cluster_size": 43, "min_samples": 2}, "min_cluster_size=21"),
+     ("umap_dbscan", {"n_neighbors": 42, "min_samples": 4, "n_epochs": 50}, "n_neighbors=20"),
+     ("kmeans", {"n_clusters": "auto"}, None)],
+)
+def test_neighbourhoods_larger_than_the_data_are_adapted(blobs, name, params, fitted, caplog):
+    """issue 13, item 9: a neighbourhood the data cannot hold becomes half the images (logged), not an error."""
+    if name == "hdbscan" and "min_cluster_size" in params:
+        # three blobs of 14 images: no cluster of 21; the run goes on and says so
+        with pytest.warns(sc.tl.DegenerateDataWarning, match="all 42 images noise"):
+            labels = sc.tl.create_clusterer(name, **params).fit(blobs).labels_
+    else:
+        labels = sc.tl.create_clusterer(name, **params).fit(blobs).labels_
+        assert np.unique(labels[labels >= 0]).size > 1  # the adapted neighbourhood still separates the blobs
+    assert labels.shape == (42,)
+    if fitted is not None:
+        assert f"does not fit 42 images; using {fitted}" in caplog.text
 
 
 @pytest.mark.parametrize("name", ["kmeans", "umap_dbscan", "hdbscan", "spectral", "leiden"])

@@ -196,6 +196,52 @@ def test_scale_images_off_tissue_clipped():
     np.testing.assert_allclose(adata.X[:, 0], [0, 1, 1, 0])
 
 
+@pytest.mark.parametrize("kind", ["dense", "sparse", "dask"])
+def test_winsorize_keeps_sparse_images(kind):
+    """An image with signal in < 5 % of the pixels is winsorised at the percentile of its non-zero
+    pixels (issue 13, item 7): the plain 95th percentile (0) would make it all zero."""
+    sparse_column = np.zeros(100, dtype=np.float32)
+    sparse_column[[3, 40, 77]] = [2.0, 5.0, 400.0]  # 3 % of the pixels, one hot pixel
+    dense_column = np.arange(100, dtype=np.float32)
+    X = np.stack([sparse_column, dense_column, np.zeros(100, np.float32)], axis=1)
+    adata = _matrix_adata(X)
+    adata.X = _as(kind, X)
+    sc.pp.winsorize(adata)
+    out = _dense(adata.X)
+    threshold = np.percentile([2.0, 5.0, 400.0], 95)
+    np.testing.assert_allclose(out[:, 0], np.minimum(sparse_column, threshold), rtol=1e-6)
+    assert 5.0 < out[:, 0].max() < 400.0  # the hot pixel is clipped, the pattern kept
+    np.testing.assert_allclose(out[:, 1], np.minimum(dense_column, np.percentile(dense_column, 95)), rtol=1e-6)
+    assert (out[:, 2] == 0).all()
+    assert sc.pp.preprocessing_steps(adata)[-1]["params"]["n_sparse"] == 1
+
+
+def test_preprocess_never_leaves_all_zero_images():
+    """Finely binned data: many images with signal in a few tissue pixels, one with signal only off
+    the tissue; after the default preprocessing no image is all zero or constant, every sparse
+    image is kept (UMAP's cosine distance on the result: tests/test_default_pipeline.py)."""
+    rng = np.random.default_rng(0)
+    n_sparse, shape = 40, (10, 10)
+    images = np.zeros((n_sparse + 3, *shape), dtype=np.float32)
+    for j in range(n_sparse):  # 1-3 pixels of 80 tissue pixels: below 5 %
+        pixels = rng.choice(80, size=rng.integers(1, 4), replace=False)
+        images[j].reshape(-1)[pixels] = rng.gamma(2.0, 50.0, size=pixels.size)
+    images[n_sparse : n_sparse + 2] = rng.gamma(5.0, 10.0, size=(2, *shape))  # dense ions
+    images[-1].reshape(-1)[85] = 7.0  # signal off the tissue only
+    adata = _grid_adata(images)
+    adata.obs[K.TISSUE] = np.arange(adata.n_obs) < 80
+    # statistics over all pixels: the off-tissue image is not constant, but the embeddings see none of it
+    everywhere = sc.pp.preprocess_ion_images(adata, tissue_only=False, copy=True)
+    assert list(everywhere.var_names) == [f"f{j}" for j in range(n_sparse + 2)]
+    sc.pp.preprocess_ion_images(adata)
+    X = np.asarray(adata.X)
+    assert adata.n_vars == n_sparse + 2 and f"f{n_sparse + 2}" not in adata.var_names
+    assert (X.max(axis=0) > X.min(axis=0)).all() and (np.abs(X).sum(axis=0) > 0).all()
+    steps = sc.pp.preprocessing_steps(adata)
+    assert steps[2]["params"]["n_sparse"] == n_sparse
+    assert steps[-1]["step"] == "remove_empty_features" and steps[-1]["params"]["removed"] == [f"f{n_sparse + 2}"]
+
+
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize(
@@ -271,7 +317,8 @@ def test_preprocess_ion_images_chain():
     out = sc.pp.preprocess_ion_images(adata, copy=True)
     assert list(out.var_names) == ["f0", "f2", "f3"]
     np.testing.assert_array_equal(out.layers[K.RAW], raw[:, [0, 2, 3]])
-    assert [s["step"] for s in sc.pp.preprocessing_steps(out)] == ["remove_empty_features", "normalize_tic", "winsorize", "scale_images"]
+    assert [s["step"] for s in sc.pp.preprocessing_steps(out)] == [
+        "remove_empty_features", "normalize_tic", "winsorize", "scale_images", "remove_empty_features"]
     assert out.X.min() == 0.0 and np.allclose(out.X.max(axis=0), 1.0)
     hot = sc.pp.feature_images(out, features=["f2"])[0]
     assert (hot == 1.0).sum() >= 5  # the hot pixel no longer dominates the scaled image

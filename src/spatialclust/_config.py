@@ -74,31 +74,54 @@ def resolve_config(
     """``defaults`` <- ``config`` (YAML file or mapping) <- ``input_path``/``seed`` <- ``overrides``.
 
     ``input_path`` sets ``input.path``; ``seed`` sets ``seed``; each override is a
-    ``"section.key=value"`` assignment (see :func:`set_dotted`). Unknown keys raise
+    ``"section.key=value"`` assignment (see :func:`parse_override`). Mappings of later layers
+    update those of earlier ones key by key (a free-form section such as ``input.read`` collects
+    the keys of every layer); lists and other values replace. Unknown keys raise
     :class:`ConfigError`. The result still needs the command's own validation.
     """
     user = read_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
-    resolved = merge_config(defaults, user)
+    layers: list[Mapping[str, Any]] = [user]
     if input_path is not None:
-        resolved["input"]["path"] = str(input_path)
+        layers.append({"input": {"path": str(input_path)}})
     if seed is not None:
-        resolved["seed"] = int(seed)
-    for assignment in overrides:
-        set_dotted(resolved, assignment)
-    return resolved
+        layers.append({"seed": int(seed)})
+    layers.extend(parse_override(assignment) for assignment in overrides)
+    # the layers are combined key by key first and checked against the defaults once, so that
+    # several overrides of one free-form section (`--set input.read.bin_width=0.5 --set
+    # input.read.bin_unit=Da`) add up instead of the second being checked against the first
+    combined: dict[str, Any] = {}
+    for layer in layers:
+        combined = _deep_update(combined, layer)
+    return merge_config(defaults, combined)
 
 
-def set_dotted(config: dict[str, Any], assignment: str) -> None:
-    """Apply a command-line override ``"section.key=value"`` (value parsed as YAML) in place."""
+def parse_override(assignment: str) -> dict[str, Any]:
+    """A command-line override ``"section.key=value"`` (value parsed as YAML) as a nested mapping."""
     if "=" not in assignment:
         raise ConfigError(f"Override {assignment!r} must look like `section.key=value`.")
     dotted, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw)
     keys = dotted.strip().split(".")
-    update: dict[str, Any] = value
+    if not all(keys):
+        raise ConfigError(f"Override {assignment!r} must look like `section.key=value`; {dotted.strip()!r} has an empty key.")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"The value of override {assignment!r} is not valid YAML: {err}") from err
+    update: Any = value
     for key in reversed(keys):
         update = {key: update}
-    config.update(merge_config(config, update))
+    return update
+
+
+def _deep_update(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, mapping by mapping; any other value replaces (lists too)."""
+    result = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = _deep_update(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
 
 
 def dump_config(config: Mapping[str, Any], path: str | Path) -> None:

@@ -29,8 +29,16 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML 
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory to create.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed for every random step.")]
+_SET_HELP = "Override one config key (value read as YAML), repeatable, e.g. --set {example}"
+# one example per configuration, a key of that command's config (checked in tests/test_config.py)
 SetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", help="Override one config key (value read as YAML): --set preprocess.winsorize=99.")
+    Optional[list[str]], typer.Option("--set", help=_SET_HELP.format(example="preprocess.winsorize=99"))
+]
+CellsSetOpt = Annotated[
+    Optional[list[str]], typer.Option("--set", help=_SET_HELP.format(example="cluster.resolution=scan"))
+]
+TranslateSetOpt = Annotated[
+    Optional[list[str]], typer.Option("--set", help=_SET_HELP.format(example="model.intensity=ridge"))
 ]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug (and the traceback of an error).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only, no progress bars.")]
@@ -244,7 +252,7 @@ def cells_run(
     ] = None,
     config: ConfigOpt = None,
     output: OutputOpt = None,
-    set_: SetOpt = None,
+    set_: CellsSetOpt = None,
     overwrite: OverwriteOpt = False,
     seed: SeedOpt = None,
     verbose: VerboseOpt = 0,
@@ -301,7 +309,7 @@ def _translate(command: str, work, output: Path, config: Optional[Path], set_, s
 def translate_train(
     config: ConfigOpt = None,
     output: OutputOpt = None,
-    set_: SetOpt = None,
+    set_: TranslateSetOpt = None,
     overwrite: OverwriteOpt = False,
     seed: SeedOpt = None,
     verbose: VerboseOpt = 0,
@@ -320,7 +328,7 @@ def translate_train(
 def translate_evaluate(
     config: ConfigOpt = None,
     output: OutputOpt = None,
-    set_: SetOpt = None,
+    set_: TranslateSetOpt = None,
     overwrite: OverwriteOpt = False,
     seed: SeedOpt = None,
     verbose: VerboseOpt = 0,
@@ -340,7 +348,7 @@ def translate_predict(
     st: Annotated[Path, typer.Argument(help="Spatial transcriptomics .h5ad to translate.")],
     config: ConfigOpt = None,
     output: OutputOpt = None,
-    set_: SetOpt = None,
+    set_: TranslateSetOpt = None,
     overwrite: OverwriteOpt = False,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,

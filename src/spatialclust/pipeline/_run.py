@@ -102,6 +102,11 @@ def run_pipeline(
         seed_everything(seed)
         adata, dataset = load_input(cfg["input"], seed=seed)
         preprocess(adata, cfg["preprocess"])
+        # what cannot run on this many images fails before any work
+        for key, embedder in plans["embeddings"]:
+            tl.check_n_images(embedder, adata.n_vars, where=f"Embedding `{key}`")
+        for item in plans["clusterings"]:
+            tl.check_n_images(item["estimator"], adata.n_vars, where=f"Clustering `{item['key']}` ({item['method']})")
         timings: dict[str, float] = {}
         clusterings = []
         for key, embedder in progress(plans["embeddings"], desc="embedding", total=len(plans["embeddings"])):

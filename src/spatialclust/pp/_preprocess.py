@@ -31,9 +31,14 @@ def preprocess_ion_images(
 
     In order: keep the raw intensities in ``layers["raw"]``, drop empty/constant images
     (:func:`remove_empty_features`), normalise every pixel (:func:`normalize_tic` or
-    :func:`normalize_rms`), winsorise every image above its 95th percentile (:func:`winsorize`) and
+    :func:`normalize_rms`), winsorise every image above its 95th percentile (:func:`winsorize`;
+    sparse images at the percentile of their non-zero pixels, so that they keep their pattern) and
     scale every image to [0, 1] (:func:`scale_images`). The result are the paper's "regular ion
-    images". Non-finite intensities raise a ValueError naming the features.
+    images". With ``remove_empty``, images left empty or constant on the tissue pixels (e.g. an
+    image with signal only off the tissue, which scaling over the tissue pixels turns all zero) are
+    dropped at the end too, so no all-zero image reaches an embedding or a clusterer (a cosine
+    distance is undefined for it).
+    Non-finite intensities raise a ValueError naming the features.
 
     Parameters
     ----------
@@ -48,7 +53,8 @@ def preprocess_ion_images(
     scale
         Scale every image to [0, 1].
     remove_empty
-        Drop all-zero and constant images first.
+        Drop all-zero and constant images first, and those left all-zero or constant on the
+        tissue pixels at the end.
     tissue_only
         Compute winsorising and scaling statistics over ``obs["tissue"]`` pixels when present.
     keep_raw
@@ -60,7 +66,8 @@ def preprocess_ion_images(
     Returns
     -------
     None, or the copy when ``copy=True``. Modifies ``X``, may drop features, writes
-    ``layers["raw"]`` and appends one entry per step to ``uns["preprocessing"]``.
+    ``layers["raw"]`` and appends one entry per step to ``uns["preprocessing"]`` (a second
+    ``remove_empty_features`` entry, over the tissue pixels, when ``remove_empty``).
     """
     normalize = "none" if normalize is None else normalize
     if normalize not in _NORMALIZATIONS:
@@ -84,4 +91,11 @@ def preprocess_ion_images(
         _standardize.winsorize(adata, percentile=winsorize, tissue_only=tissue_only)
     if scale:
         scale_images(adata, tissue_only=tissue_only)
+    if remove_empty:  # over the tissue pixels, which is what the embeddings see
+        remove_empty_features(adata, tissue_only=True)
+        if adata.n_vars == 0:
+            raise ValueError(
+                "Every feature image is empty or constant on the tissue pixels after preprocessing: "
+                "nothing is left to cluster (check the tissue mask)."
+            )
     return adata if copy else None

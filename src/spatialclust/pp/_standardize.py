@@ -40,6 +40,14 @@ def winsorize(
     left alone because intensities are bounded by 0. The percentile is computed with linear
     interpolation (``numpy.percentile``) over the on-tissue pixels; every pixel above it is set to it.
 
+    A sparse image, with signal in fewer than ``100 - percentile`` % of the pixels (common for
+    finely binned data: a localised ion, or a bin that catches a peak in a few spectra), has its
+    percentile at its minimum (usually 0) and would become constant, i.e. lose all its spatial
+    information. For such an image the percentile is taken over its pixels above the minimum
+    (its non-zero pixels) instead, so its hot pixels are still clipped and its pattern is kept.
+    Their number is logged and recorded as ``n_sparse``. Only an image that is constant over the
+    statistic pixels to begin with becomes constant.
+
     Parameters
     ----------
     adata
@@ -65,12 +73,45 @@ def winsorize(
     check_finite(adata, layer)
     matrix = float_matrix(adata, layer)
     rows = _statistic_rows(adata, tissue_only)
-    thresholds = column_statistic(matrix, rows, lambda block: np.percentile(block, percentile, axis=0))
-    thresholds = thresholds.astype(matrix.dtype)
+    sparse_counts: list[int] = []
+
+    def thresholds_of(block: np.ndarray) -> np.ndarray:
+        thresholds, n_sparse = _winsorize_thresholds(block, percentile)
+        sparse_counts.append(n_sparse)
+        return thresholds
+
+    thresholds = column_statistic(matrix, rows, thresholds_of).astype(matrix.dtype)
     set_matrix(adata, layer, transform_columns(matrix, np.minimum, thresholds))
+    n_sparse = sum(sparse_counts)
     logger.info("Winsorised %d feature images above their %gth percentile.", adata.n_vars, percentile)
-    record_step(adata, "winsorize", {"percentile": float(percentile), "layer": layer, "tissue_only": tissue_only})
+    if n_sparse:
+        logger.info(
+            "winsorize: %d sparse image(s) (signal in fewer than %g%% of the pixels) winsorised at the %gth "
+            "percentile of their non-zero pixels, so that they keep their pattern.",
+            n_sparse, 100 - percentile, percentile,
+        )
+    record_step(
+        adata,
+        "winsorize",
+        {"percentile": float(percentile), "layer": layer, "tissue_only": tissue_only, "n_sparse": n_sparse},
+    )
     return adata if copy else None
+
+
+def _winsorize_thresholds(block: np.ndarray, percentile: float) -> tuple[np.ndarray, int]:
+    """Per-column winsorising threshold of ``block`` and the number of sparse columns.
+
+    The ``percentile`` of every column; for a non-constant column whose percentile does not exceed
+    its minimum (clipping there would make it constant), the ``percentile`` of its values above
+    the minimum.
+    """
+    thresholds = np.percentile(block, percentile, axis=0)
+    minimum = block.min(axis=0, initial=np.inf)
+    sparse = (thresholds <= minimum) & (block.max(axis=0, initial=-np.inf) > minimum)
+    for j in np.flatnonzero(sparse):
+        column = block[:, j]
+        thresholds[j] = np.percentile(column[column > minimum[j]], percentile)
+    return thresholds, int(sparse.sum())
 
 
 def _min_max_scale(values, minimum, inverse_range):
@@ -125,8 +166,9 @@ def scale_images(
     return adata if copy else None
 
 
-def _image_summary(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per feature: number of non-zero pixels, minimum and maximum of the finite values, all-finite flag."""
+def _image_summary(matrix, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per feature, over ``rows`` (None: all pixels): number of non-zero pixels, minimum and maximum
+    of the finite values, all-finite flag."""
     n_obs, n_vars = matrix.shape
     nonzero = np.zeros(n_vars, dtype=np.int64)
     minimum = np.zeros(n_vars)
@@ -134,6 +176,8 @@ def _image_summary(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     finite = np.ones(n_vars, dtype=bool)
     for chunk in feature_chunks(n_obs, np.arange(n_vars)):
         block = dense_columns(matrix, slice(chunk[0], chunk[-1] + 1)).astype(np.float64)
+        if rows is not None:
+            block = block[rows]
         finite[chunk] = np.isfinite(block).all(axis=0)
         nonzero[chunk] = np.count_nonzero(block, axis=0)
         ok = np.isfinite(block)
@@ -143,7 +187,7 @@ def _image_summary(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 def remove_empty_features(
-    adata: AnnData, *, min_nonzero: int = 1, layer: str | None = None, copy: bool = False
+    adata: AnnData, *, min_nonzero: int = 1, layer: str | None = None, tissue_only: bool = False, copy: bool = False
 ) -> AnnData | None:
     """Drop feature images that carry no spatial information.
 
@@ -159,6 +203,9 @@ def remove_empty_features(
         Minimum number of non-zero pixels an image must have to be kept.
     layer
         Judge the images of ``layers[layer]`` instead of ``X``.
+    tissue_only
+        Judge the images over the pixels with ``obs["tissue"]`` True (when that column exists),
+        which is what the embeddings see: an image with signal only off the tissue is then empty.
     copy
         Return a filtered copy instead of modifying ``adata``.
 
@@ -174,7 +221,7 @@ def remove_empty_features(
     matrix = intensity_matrix(adata, layer)
     if is_dask(matrix):
         matrix = matrix.persist()
-    nonzero, minimum, maximum, finite = _image_summary(matrix)
+    nonzero, minimum, maximum, finite = _image_summary(matrix, _statistic_rows(adata, tissue_only))
     drop = (nonzero < min_nonzero) | (maximum <= minimum) | ~finite
     removed = [str(name) for name in adata.var_names[drop]]
     if drop.any():
@@ -193,6 +240,7 @@ def remove_empty_features(
     record_step(
         adata,
         "remove_empty_features",
-        {"min_nonzero": int(min_nonzero), "layer": layer, "n_removed": int(drop.sum()), "removed": removed},
+        {"min_nonzero": int(min_nonzero), "layer": layer, "tissue_only": tissue_only, "n_removed": int(drop.sum()),
+         "removed": removed},
     )
     return adata if copy else None

@@ -4,6 +4,7 @@ from ._cell_cluster import evaluate_cells, leiden_cells
 from ._cell_embed import ChannelwiseEmbedder, embed_cells
 from ._cell_features import cell_features, cell_pca, classical_features
 from ._cluster import (
+    check_n_images,
     cluster,
     clusterers,
     DegenerateDataWarning,
@@ -39,6 +40,7 @@ __all__ = [
     "NoConfidentImagesWarning",
     "SelfLabelingClassifier",
     "SimCLREmbedder",
+    "check_n_images",
     "cluster",
     "clusterers",
     "create_clusterer",

@@ -11,6 +11,11 @@ validates and sets ``labels_`` (int, ``-1`` = noise), ``fit_predict(X)`` returns
 ``spectral``    spectral clustering on a 10-nearest-neighbour graph (seed 001)
 ``leiden``      Leiden community detection on a kNN graph (Traag et al. 2019)
 =============== ================================================================================
+
+Small data: a neighbourhood size the data cannot hold (``n_neighbors``, ``min_samples``,
+``min_cluster_size`` of 15 for 10 images) is reduced to half the images, with a warning; a fixed
+``n_clusters`` above the number of images has no sensible reduction and is refused, by
+:func:`check_n_images` before any work in a pipeline.
 """
 
 from __future__ import annotations
@@ -96,6 +101,70 @@ def _check_count(value: Any, name: str, *, n_images: int, low: int = 1, below_n:
         rel = "smaller than" if below_n else "at most"
         raise ValueError(f"`{name}`={value} is larger than allowed: it must be {rel} the number of images ({n_images}).")
     return int(value)
+
+
+def _neighbourhood(
+    value: Any, name: str, *, n_images: int, low: int = 1, below_n: bool = True, counts_itself: bool = False
+) -> int:
+    """Validate a neighbourhood size (``n_neighbors``, ``min_samples``, ``min_cluster_size``) and fit it
+    to small data instead of refusing it.
+
+    A value the data cannot hold (at least ``n_images``, or above it when ``below_n`` is False)
+    is replaced, with a warning, by the largest neighbourhood in which two groups of images can
+    still be told apart: at most half the images (``n_images // 2`` counting the image itself,
+    one less when ``counts_itself`` is False). Larger neighbourhoods of any two images overlap,
+    so a k-nearest-neighbour graph or a density estimate sees one group. Values the data can hold
+    are used as given.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"`{name}` must be an integer; received {value!r}.")
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low}; received {value}.")
+    allowed = n_images - 1 if below_n else n_images
+    if allowed < low:
+        raise ValueError(f"`{name}` must be >= {low}, which {n_images} images do not allow.")
+    if value <= allowed:
+        return int(value)
+    adapted = min(allowed, max(low, n_images // 2 - (0 if counts_itself else 1)))
+    logger.warning(
+        "`%s`=%d does not fit %d images; using %s=%d, the largest neighbourhood in which two groups of "
+        "images can still be told apart (half the images).", name, value, n_images, name, adapted,
+    )
+    return adapted
+
+
+def check_n_images(estimator: Any, n_images: int, *, where: str | None = None) -> None:
+    """Refuse, before any work, an embedder or clusterer that cannot run on ``n_images`` images.
+
+    A pipeline calls this once the number of images is known (after preprocessing) and before the
+    first embedding. Neighbourhood sizes are adapted to small data when the estimator is fitted
+    (see :func:`_neighbourhood`); what has no sensible adaptation is an error naming the parameter:
+    fewer images than a clusterer needs (:data:`MIN_IMAGES`, more for UMAP), or a fixed
+    ``n_clusters`` above the number of images.
+
+    Parameters
+    ----------
+    estimator
+        An embedder or clusterer (parameters stored, not fitted).
+    n_images
+        Number of images it will get.
+    where
+        How the error names the estimator (e.g. the configuration item); default its class name.
+
+    Raises
+    ------
+    ValueError
+        Naming the estimator, the parameter, its value and the number of images.
+    """
+    name = where or type(estimator).__name__
+    if isinstance(estimator, _Clusterer) and n_images < estimator._min_images():
+        raise ValueError(f"{name} needs at least {estimator._min_images()} images; the data have {n_images}.")
+    k = getattr(estimator, "n_clusters", None)
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > n_images:
+        raise ValueError(
+            f"{name}: `n_clusters`={k} is more than the {n_images} images to cluster; set a smaller "
+            "`n_clusters` (or 'auto') in its `params`."
+        )
 
 
 def _check_random_state(random_state: Any) -> int | None:
@@ -275,6 +344,7 @@ def _resolve_n_clusters(n_clusters: Any, X: np.ndarray, *, max_clusters: int, n_
     if isinstance(n_clusters, str):
         if n_clusters != "auto":
             raise ValueError(f"`n_clusters` must be a positive integer or 'auto'; received {n_clusters!r}.")
+        n_neighbors = _neighbourhood(n_neighbors, "n_neighbors", n_images=X.shape[0])
         k = estimate_n_clusters(X, max_clusters=max_clusters, n_neighbors=n_neighbors)
         logger.info("Estimated n_clusters=%d from the eigengap of the kNN graph Laplacian.", k)
         return k
@@ -291,6 +361,10 @@ class _Clusterer(ClusterMixin, BaseEstimator):
 
     def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
         return self.fit(X).labels_
+
+    def _min_images(self) -> int:
+        """Fewest images this clusterer can run on with its parameters (see :func:`check_n_images`)."""
+        return MIN_IMAGES
 
 
 @register_clusterer("kmeans")
@@ -406,6 +480,10 @@ class UMAPDBSCAN(_Clusterer):
         self.n_epochs = n_epochs
         self.random_state = random_state
 
+    def _min_images(self) -> int:
+        dims = self.n_components if isinstance(self.n_components, (int, np.integer)) else 0
+        return max(MIN_IMAGES, int(dims) + 2)
+
     def fit(self, X: Any, y: Any = None) -> UMAPDBSCAN:
         from sklearn.cluster import DBSCAN
 
@@ -414,10 +492,23 @@ class UMAPDBSCAN(_Clusterer):
         arr = check_features(X)
         n = arr.shape[0]
         seed = _check_random_state(self.random_state)
-        k = _check_count(self.n_neighbors, "n_neighbors", n_images=n, low=2, below_n=True)
-        dims = _check_count(self.n_components, "n_components", n_images=n, below_n=True)
-        ms = default_min_samples(dims) if self.min_samples is None else self.min_samples
-        ms = _check_count(ms, "min_samples", n_images=n, below_n=True)
+        if isinstance(self.n_components, bool) or not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
+            raise ValueError(f"`n_components` must be a positive integer; received {self.n_components!r}.")
+        dims = int(self.n_components)
+        if n < self._min_images():
+            raise ValueError(
+                f"UMAP to `n_components`={dims} dimensions needs at least {self._min_images()} images (for its "
+                f"spectral initialisation); received {n}. Lower `n_components` or use another clusterer."
+            )
+        k = _neighbourhood(self.n_neighbors, "n_neighbors", n_images=n, low=2)
+        if self.min_samples is None:
+            ms = default_min_samples(dims)
+            if ms > max(2, n // 2):  # the rule of thumb would let no two groups of images be clusters
+                logger.warning("The default `min_samples`=2 * n_components=%d is more than half of the %d images; "
+                               "using min_samples=%d.", ms, n, max(2, n // 2))
+                ms = max(2, n // 2)
+        else:
+            ms = _neighbourhood(self.min_samples, "min_samples", n_images=n, counts_itself=True)
         if self.eps is not None and not self.eps > 0:
             raise ValueError(f"`eps` must be a positive number or None; received {self.eps!r}.")
         if self.metric in ("cosine", "correlation") and (np.linalg.norm(arr, axis=1) == 0).any():
@@ -492,8 +583,10 @@ class HDBSCANClusterer(_Clusterer):
         arr = check_features(X)
         n = arr.shape[0]
         _check_random_state(self.random_state)
-        mcs = _check_count(self.min_cluster_size, "min_cluster_size", n_images=n, low=2)
-        ms = None if self.min_samples is None else _check_count(self.min_samples, "min_samples", n_images=n, below_n=True)
+        mcs = _neighbourhood(self.min_cluster_size, "min_cluster_size", n_images=n, low=2, below_n=False,
+                             counts_itself=True)
+        ms = None if self.min_samples is None else _neighbourhood(self.min_samples, "min_samples", n_images=n,
+                                                                  counts_itself=True)
         model = HDBSCAN(min_cluster_size=mcs, min_samples=ms, metric=self.metric, cluster_selection_epsilon=self.cluster_selection_epsilon, copy=True).fit(arr)
         self.labels_ = model.labels_.astype(np.int64)
         self.probabilities_ = model.probabilities_
@@ -542,8 +635,9 @@ class SpectralClusterer(_Clusterer):
 
         arr = check_features(X)
         seed = _check_random_state(self.random_state)
-        A = knn_affinity(arr, n_neighbors=self.n_neighbors)
-        k = _resolve_n_clusters(self.n_clusters, arr, max_clusters=self.max_clusters, n_neighbors=self.n_neighbors)
+        n_neighbors = _neighbourhood(self.n_neighbors, "n_neighbors", n_images=arr.shape[0])
+        A = knn_affinity(arr, n_neighbors=n_neighbors)
+        k = _resolve_n_clusters(self.n_clusters, arr, max_clusters=self.max_clusters, n_neighbors=n_neighbors)
         model = SpectralClustering(n_clusters=k, affinity="precomputed", assign_labels=self.assign_labels, random_state=seed)
         with warnings.catch_warnings():
             # a disconnected kNN graph is expected for well-separated clusters: it is what we want
@@ -595,7 +689,8 @@ class LeidenClusterer(_Clusterer):
             raise ValueError(f"`resolution` must be a positive number; received {self.resolution!r}.")
         ig = require("igraph", package="igraph", purpose="Leiden clustering")
         la = require("leidenalg", package="leidenalg", purpose="Leiden clustering")
-        A = sparse.triu(knn_affinity(arr, n_neighbors=self.n_neighbors, metric=self.metric), k=1).tocoo()
+        n_neighbors = _neighbourhood(self.n_neighbors, "n_neighbors", n_images=arr.shape[0])
+        A = sparse.triu(knn_affinity(arr, n_neighbors=n_neighbors, metric=self.metric), k=1).tocoo()
         graph = ig.Graph(n=arr.shape[0], edges=list(zip(A.row.tolist(), A.col.tolist(), strict=True)), directed=False)
         part = la.find_partition(
             graph, la.RBConfigurationVertexPartition, resolution_parameter=float(self.resolution),

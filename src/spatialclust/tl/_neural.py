@@ -76,7 +76,9 @@ class NeuralEmbedder(ImageEmbedder):
     pooling
         Aggregation of the patch embeddings: ``"max"`` (paper) or ``"mean"``.
     max_upsample
-        Largest up-sampling factor used to reach the backbone's minimum input size.
+        Largest up-sampling factor used to reach the backbone's minimum input size. None (default):
+        ``MAX_UPSAMPLE`` (4), or more for images so small that even 4x does not reach the
+        backbone's minimum input (e.g. 8 x 8 px for a 71-px Xception), with a warning.
     input_size
         Side (px) at which patches are fed to the network. None (default, as in the paper): their own
         size (after any up-sampling to the minimum input); an int resizes every patch to that side
@@ -114,7 +116,7 @@ class NeuralEmbedder(ImageEmbedder):
         patch_size_um: float | None = None,
         overlap: float = 0.5,
         pooling: str = "max",
-        max_upsample: float = MAX_UPSAMPLE,
+        max_upsample: float | None = None,
         input_size: int | None = None,
         pretrained: bool = True,
         weights: str | os.PathLike | None = None,
@@ -187,6 +189,20 @@ class NeuralEmbedder(ImageEmbedder):
         """Side at which the patches of ``grid`` are fed to the backbone."""
         return self.backbone_.input_size_for(self.input_size or grid.patch_size)
 
+    def _max_upsample(self, shape: tuple[int, int], min_size: int) -> float:
+        """``max_upsample``, or for None the default adapted to images smaller than the backbone's minimum."""
+        if self.max_upsample is not None:
+            return self.max_upsample
+        needed = min_size / min(shape)
+        if needed <= MAX_UPSAMPLE:
+            return MAX_UPSAMPLE
+        logger.warning(
+            "The %d x %d px images are smaller than the backbone's minimum input of %d px even after the default "
+            "up-sampling by %g; up-sampling them by %.3g instead (set `max_upsample` to choose).",
+            *shape, min_size, MAX_UPSAMPLE, needed,
+        )
+        return needed
+
     def _cache_key(self, images: np.ndarray, mask: np.ndarray | None, grid: PatchGrid) -> str:
         fp = Fingerprint()
         fp.update({"spatialclust": __version__, "embedder": "neural", "pooling": self.pooling})
@@ -233,7 +249,7 @@ class NeuralEmbedder(ImageEmbedder):
             pixel_size=pixel_size,
             overlap=self.overlap,
             min_size=config.min_size,
-            max_upsample=self.max_upsample,
+            max_upsample=self._max_upsample(arr.shape[1:], config.min_size),
             mask=mask,
         )
         self.grid_ = grid
