@@ -239,7 +239,12 @@ def fetch(
     for recipe in recipes:
         if all((folder / out).is_file() for out in recipe.outputs):
             continue
-        inputs = {f.name: _original(f, folder / "original", allow_download=download) for f in recipe.inputs}
+        try:
+            inputs = {f.name: _original(f, folder / "original", allow_download=download) for f in recipe.inputs}
+        except DatasetDownloadError as err:
+            raise DatasetDownloadError(
+                f"{err} Or give the loader `path=`, a folder holding the converted files {list(recipe.outputs)}."
+            ) from err
         logger.info("Converting %s -> %s in %s.", ", ".join(inputs), ", ".join(recipe.outputs), folder)
         recipe.convert(inputs, folder)
         missing = [out for out in recipe.outputs if not (folder / out).is_file()]
