@@ -368,9 +368,6 @@ def _vicari_modality(coords: Any, values: Any, *, section: str) -> ad.AnnData:
     adata = ad.AnnData(X=np.asarray(values.values, dtype=np.float32),
                        obs=pd.DataFrame(index=pd.Index([str(n) for n in values.coords["dim_0"].values])),
                        var=pd.DataFrame(index=pd.Index(names)))
-    mz = [_VICARI_MZ.match(n) for n in names]
-    if all(mz):
-        adata.var[K.MZ] = [float(m.group(1)) for m in mz]
     adata.obsm[K.SPATIAL] = np.asarray(coords.values, dtype=np.float64)
     adata.uns[K.SECTION] = section
     return adata
@@ -676,7 +673,7 @@ def mouse_brain_vicari(
         One of ``V11L12-109_{A1,B1,C1}``, ``V11T16-085_{A1,B1,C1}``.
     n_features
         5 (genes Fth1, mt.Atp6, Sparc, Gnas, Pcp4; metabolites GABA, Taurine, Histidine, Dopamine,
-        Tocopherol) or 10 (10 genes, 10 m/z features, with ``var["mz"]``).
+        Tocopherol) or 10 (10 genes, 10 m/z features named ``"X<m/z>"``, with ``var["mz"]``).
     path
         Folder holding the converted files; no download.
     data_dir, download
@@ -690,10 +687,14 @@ def mouse_brain_vicari(
         raise ValueError(f"Invalid option {section!r} for `section`. Valid options are: {', '.join(VICARI_SECTIONS)}.")
     if n_features not in (5, 10):
         raise ValueError(f"Invalid option {n_features!r} for `n_features`. Valid options are: 5, 10.")
-    return tuple(
+    st, msi = (
         ad.read_h5ad(_converted("mouse_brain_vicari", f"{m}_{section}_{n_features}feat.h5ad", path, data_dir, download))
         for m in ("st", "msi")
     )
+    mz = [_VICARI_MZ.match(n) for n in msi.var_names]
+    if K.MZ not in msi.var and all(mz):  # the 10-feature data name its m/z features "X288.1186"
+        msi.var[K.MZ] = [float(m.group(1)) for m in mz]
+    return st, msi
 
 
 _LOADERS: dict[str, Callable[..., Any]] = {
