@@ -12,6 +12,7 @@ from ._images import images_to_adata, read_ion_images
 from ._imzml import ImzMLError, read_imzml, write_imzml
 from ._metaspace import colocalization_tables, cosine_colocalization, read_metaspace, write_metaspace_colocalization
 from ._read import read
+from ._spatialdata import read_spatialdata, write_spatialdata
 from ._st import read_legacy_st, read_st_h5ad, read_visium
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "read_cell_labels",
     "read_fcs",
     "ImzMLError", "images_to_adata", "read", "read_imzml", "read_ion_images", "write_imzml",
-    "colocalization_tables", "cosine_colocalization", "read_metaspace", "write_metaspace_colocalization"]
+    "colocalization_tables", "cosine_colocalization", "read_metaspace", "write_metaspace_colocalization",
+    "read_spatialdata", "write_spatialdata"]

@@ -13,13 +13,14 @@ from .. import _keys as K
 from ._images import read_ion_images
 from ._imzml import read_imzml
 from ._metaspace import METASPACE_PIXEL_X, is_metaspace_anndata, metaspace_to_adata
+from ._spatialdata import read_spatialdata
 from ._st import read_st_h5ad, read_visium
 
 
 def read(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
     """Read a spatial dataset, choosing the reader from the file type.
 
-    ``.imzML`` -> :func:`read_imzml`; ``.npz``/``.npy``/``.tif``/``.tiff`` -> :func:`read_ion_images`;
+    ``.imzML`` -> :func:`read_imzml`; a ``.zarr`` SpatialData store -> :func:`read_spatialdata`; ``.npz``/``.npy``/``.tif``/``.tiff`` -> :func:`read_ion_images`;
     a folder -> :func:`read_visium` (Space Ranger output); ``.h5ad`` -> as stored when it already
     follows the data model (integer ``obsm["spatial"]`` grid and ``uns["grid"]``), as a METASPACE
     dataset (:func:`read_metaspace`) when in metaspace-converter's layout, otherwise
@@ -29,6 +30,8 @@ def read(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Input {str(path)!r} does not exist.")
+    if path.suffix.lower() == ".zarr":
+        return read_spatialdata(path, **kwargs)
     if path.is_dir():
         return read_visium(path, **kwargs)
     suffix = path.suffix.lower()
@@ -47,7 +50,8 @@ def read(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
             return adata
         return read_st_h5ad(path)
     raise ValueError(
-        f"Unsupported input {str(path)!r}: expected .imzML, .h5ad, .npz, .npy, .tif, .tiff or a Visium folder."
+        f"Unsupported input {str(path)!r}: expected .imzML, .h5ad, .npz, .npy, .tif, .tiff, a SpatialData .zarr "
+        "store or a Visium folder."
     )
 
 
