@@ -154,7 +154,8 @@ def write_spatialdata(
     feature_images
         Write every ion/gene image as one channel of the ``feature_images`` image.
     histology
-        H&E image (file readable by tifffile/matplotlib, or an array ``(H, W)`` / ``(H, W, 3)``).
+        H&E image (tiff/png/jpg file or array, read by :func:`spatialclust.pl.read_histology`),
+        stored as 8-bit RGB.
     histology_transform
         3 x 3 affine matrix from histology pixels (x, y, 1) to ion-image pixels; default: the
         histology stretched onto the ion-image extent (not registered, as in the report's overlay).
@@ -202,14 +203,16 @@ def write_spatialdata(
         images[f"{key}_means"] = Image2DModel.parse(means, dims=("c", "y", "x"), c_coords=[f"cluster_{c}" for c in clusters],
                                                    transformations={GLOBAL: to_global})
     if histology is not None:
-        he = _read_histology(histology)
+        from ..pl import read_histology  # the one histology reader (Pillow, then tifffile); RGB in [0, 1]
+
+        he = np.round(read_histology(histology) * 255).astype(np.uint8)
         if histology_transform is None:
             histology_transform = np.diag([width / he.shape[1], height / he.shape[0], 1.0])
         matrix = np.asarray(histology_transform, dtype=np.float64)
         if matrix.shape != (3, 3):
             raise ValueError(f"`histology_transform` must be a 3 x 3 affine matrix, got shape {matrix.shape}.")
         he_to_grid = Affine(matrix, input_axes=("x", "y"), output_axes=("x", "y"))
-        images[HISTOLOGY] = Image2DModel.parse(he if he.ndim == 3 else he[..., None], dims=("y", "x", "c"),
+        images[HISTOLOGY] = Image2DModel.parse(he, dims=("y", "x", "c"), c_coords=["r", "g", "b"],
                                               transformations={GLOBAL: Sequence([he_to_grid, to_global])})
     elements["images"] = images
 
@@ -234,23 +237,3 @@ def write_spatialdata(
             remove(store)
     logger.info("Wrote SpatialData store %s (%s).", path, ", ".join([PIXELS, TABLE, *images]))
     return path
-
-
-def _read_histology(image: str | os.PathLike | np.ndarray) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        array = image
-    else:
-        image = Path(image)
-        if not image.is_file():
-            raise FileNotFoundError(f"`histology`: {str(image)!r} does not exist.")
-        if image.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            array = tifffile.imread(image)
-        else:
-            import matplotlib.image
-
-            array = matplotlib.image.imread(image)
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise ValueError(f"`histology` must be a (H, W) or (H, W, 3|4) image, got shape {array.shape}.")
-    return array[..., :3] if array.ndim == 3 else array
