@@ -206,6 +206,9 @@ def test_bladder_arrays_from_a_seurat_like_object():
 def test_path_argument_errors_name_the_expected_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="bladder_cube.npz"):
         sc.datasets.mouse_bladder(path=tmp_path)
+    (tmp_path / "st.h5ad").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="does not hold 'msi.h5ad'"):  # one file cannot serve both modalities
+        sc.datasets.lung_godfrey(path=tmp_path / "st.h5ad")
     with pytest.raises(ValueError, match="Invalid option 'nope' for `name`. Valid options are: mouse_bladder"):
         sc.datasets.fetch("nope")
     with pytest.raises(ValueError, match="Invalid option 'x.h5ad' for `file`"):

@@ -261,7 +261,7 @@ def _converted(name: str, file: str, path: str | os.PathLike | None, data_dir, d
         return fetch(name, file, data_dir=data_dir, download=download) / file
     path = Path(path)
     candidate = path / file if path.is_dir() else path
-    if not candidate.is_file():
+    if not candidate.is_file() or candidate.name != file:
         raise FileNotFoundError(
             f"`path`={str(path)!r} does not hold {file!r} of dataset {name!r} ({dataset.title}); expected a folder "
             f"with the converted files {list(dataset.files)} or that file itself."
@@ -650,7 +650,8 @@ def lung_godfrey(*, path: _Path = None, data_dir: _Path = None, download: bool =
     ``(st, msi)``: counts and intensities of the same spots, float ``obsm["spatial"]`` on the Visium
     grid (the paired ST + MSI data model; pair them with ``sc.translate.pair``).
     """
-    return tuple(ad.read_h5ad(_converted("lung_godfrey", f, path, data_dir, download)) for f in ("st.h5ad", "msi.h5ad"))
+    files = [_converted("lung_godfrey", f, path, data_dir, download) for f in ("st.h5ad", "msi.h5ad")]
+    return tuple(ad.read_h5ad(f) for f in files)
 
 
 def mouse_brain_vicari(
@@ -687,10 +688,8 @@ def mouse_brain_vicari(
         raise ValueError(f"Invalid option {section!r} for `section`. Valid options are: {', '.join(VICARI_SECTIONS)}.")
     if n_features not in (5, 10):
         raise ValueError(f"Invalid option {n_features!r} for `n_features`. Valid options are: 5, 10.")
-    st, msi = (
-        ad.read_h5ad(_converted("mouse_brain_vicari", f"{m}_{section}_{n_features}feat.h5ad", path, data_dir, download))
-        for m in ("st", "msi")
-    )
+    files = [_converted("mouse_brain_vicari", f"{m}_{section}_{n_features}feat.h5ad", path, data_dir, download) for m in ("st", "msi")]
+    st, msi = (ad.read_h5ad(f) for f in files)
     mz = [_VICARI_MZ.match(n) for n in msi.var_names]
     if K.MZ not in msi.var and all(mz):  # the 10-feature data name its m/z features "X288.1186"
         msi.var[K.MZ] = [float(m.group(1)) for m in mz]
