@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import spatialclust as sc
 from spatialclust._config import packaged_defaults
-from spatialclust.cli import CONFIG_RESOURCES, app
+from spatialclust.cli import COMMON_SET, CONFIG_RESOURCES, app
 from spatialclust.pipeline import load_config
 
 runner = CliRunner()
@@ -46,12 +46,14 @@ def test_help_shows_output_defaults_and_common_set_keys():
     for needle in ("spatialclust_run", "spatialclust_demo", "input.read.bin_width=5", "input.read.bin_unit=ppm",
                    "preprocess.winsorize=99", "embedding=[{method: neural}]", "config show", "datasets"):
         assert needle in text, needle
-    # every --set key in the help exists in the defaults of `run`
-    defaults = packaged_defaults(CONFIG_RESOURCES["run"])
-    for key in ("input.read", "input.dataset", "preprocess.winsorize", "preprocess.tissue_mask", "report.histology"):
-        node = defaults
-        for part in key.split("."):
-            node = node[part]
+
+
+def test_help_set_examples_resolve(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "he.tif").write_bytes(b"")  # report.histology must name an existing file
+    config = load_config(overrides=[item.strip("'") for item in COMMON_SET])
+    assert config["input"]["read"]["bin_width"] == 5 and config["input"]["dataset"] == "mouse_bladder"
+    assert config["cluster"][0]["params"] == {"n_clusters": 8} and config["preprocess"]["winsorize"] == 99
 
 
 def test_datasets_list_and_path(tmp_path, monkeypatch):
@@ -67,3 +69,14 @@ def test_datasets_list_and_path(tmp_path, monkeypatch):
     assert result.exit_code == 0 and result.output.strip() == str(folder / "st.h5ad")
     bad = runner.invoke(app, ["datasets", "path", "lung"])
     assert bad.exit_code == 1 and "Valid options are: mouse_bladder" in bad.output
+
+
+def test_overrides_of_a_free_form_mapping_add_up(tmp_path):
+    from spatialclust._config import ConfigError
+
+    path = tmp_path / "my.yaml"
+    path.write_text("input:\n  read:\n    bin_width: 5\n")
+    config = load_config(path, overrides=["input.read.bin_unit=Da", "input.read.mz_range=[400, 1000]"])
+    assert config["input"]["read"] == {"bin_width": 5, "bin_unit": "Da", "mz_range": [400, 1000]}
+    with pytest.raises(ConfigError, match="Unknown configuration key `input.reed`"):
+        load_config(overrides=["input.reed.bin_width=5"])

@@ -89,17 +89,34 @@ def resolve_config(
     if seed is not None:
         resolved["seed"] = int(seed)
     for assignment in overrides:
-        set_dotted(resolved, assignment)
+        set_dotted(resolved, assignment, defaults=defaults)
     return resolved
 
 
-def set_dotted(config: dict[str, Any], assignment: str) -> None:
-    """Apply a command-line override ``"section.key=value"`` (value parsed as YAML) in place."""
+def set_dotted(config: dict[str, Any], assignment: str, *, defaults: Mapping[str, Any] | None = None) -> None:
+    """Apply a command-line override ``"section.key=value"`` (value parsed as YAML) in place.
+
+    With ``defaults``, a key below a free-form mapping of the defaults (empty there, e.g.
+    ``input.read``) is added to that mapping, so that several overrides of one free-form mapping
+    (``--set input.read.bin_width=5 --set input.read.bin_unit=ppm``) add up.
+    """
     if "=" not in assignment:
         raise ConfigError(f"Override {assignment!r} must look like `section.key=value`.")
     dotted, raw = assignment.split("=", 1)
     value = yaml.safe_load(raw)
     keys = dotted.strip().split(".")
+    node, schema = config, defaults
+    for depth, key in enumerate(keys[:-1]):
+        if not isinstance(schema, Mapping) or key not in schema or not isinstance(node.get(key), dict):
+            break  # merge_config below names the unknown key
+        schema, node = schema[key], node[key]
+        if isinstance(schema, dict) and not schema:  # free-form: any keys, merged one by one
+            for inner in keys[depth + 1:-1]:
+                node = node.setdefault(inner, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"Override {assignment!r}: `{inner}` is not a mapping.")
+            node[keys[-1]] = value
+            return
     update: dict[str, Any] = value
     for key in reversed(keys):
         update = {key: update}

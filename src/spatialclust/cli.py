@@ -74,13 +74,18 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: The `--set` overrides of `spatialclust run` most often needed, shown by `--help` (tested to resolve).
+COMMON_SET = (
+    "input.read.bin_width=5", "input.read.bin_unit=ppm", "input.read.mz_range=[400,1000]", "input.dataset=mouse_bladder",
+    "preprocess.winsorize=99", "preprocess.tissue_mask=none", "'embedding=[{method: neural}]'",
+    "'cluster=[{method: kmeans, params: {n_clusters: 8}}]'", "report.histology=he.tif",
+)
+
+
 @app.callback(epilog=(
     "Output: every command writes one run directory (--output; defaults: spatialclust_demo, spatialclust_run, "
     "spatialclust_simclr, spatialclust_cells, spatialclust_translate) with config.yaml, run.log and report.html.\n\n"
-    "Most used --set keys of `run` (see `spatialclust config show run`): input.read.bin_width=5, "
-    "input.read.bin_unit=ppm, input.read.mz_range=[400,1000], input.read.pixel_size=10, input.dataset=mouse_bladder, "
-    "preprocess.winsorize=99, preprocess.tissue_mask=none, 'embedding=[{method: neural}]', "
-    "'cluster=[{method: kmeans, params: {n_clusters: 8}}]', report.histology=he.tif."
+    f"Most used --set keys of `run` (see `spatialclust config show run`): {', '.join(COMMON_SET)}."
 ))
 def _root(
     version: Annotated[
