@@ -39,9 +39,8 @@ def load(name: str):
     if name == "simulated":
         adata = sc.datasets.simulate_msi(seed=0)
     elif name == "bladder":
-        if not BLADDER.is_file():
-            raise SystemExit(f"bladder data not found at {BLADDER}")
-        adata = sc.io.read_ion_images(BLADDER, pixel_size=10.0)
+        # the converted files of the development machines when present, else downloaded and cached
+        adata = sc.datasets.mouse_bladder(path=BLADDER if BLADDER.is_file() else None)
     else:
         raise SystemExit(f"unknown dataset {name!r}; use simulated or bladder")
     sc.pp.preprocess_ion_images(adata)

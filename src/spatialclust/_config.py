@@ -22,11 +22,16 @@ class ConfigError(ValueError):
     """A configuration key or value is invalid."""
 
 
+def packaged_text(resource: str) -> str:
+    """The text, comments included, of a file shipped inside the package, e.g. ``"pipeline/config.yaml"``."""
+    package, _, name = resource.rpartition("/")
+    files = resources.files(f"spatialclust.{package.replace('/', '.')}" if package else "spatialclust")
+    return files.joinpath(name).read_text()
+
+
 def packaged_defaults(resource: str) -> dict[str, Any]:
     """Load a default configuration shipped inside the package, e.g. ``"pipeline/config.yaml"``."""
-    package, _, name = resource.rpartition("/")
-    text = resources.files(f"spatialclust.{package.replace('/', '.')}" if package else "spatialclust")
-    return yaml.safe_load(text.joinpath(name).read_text()) or {}
+    return yaml.safe_load(packaged_text(resource)) or {}
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -34,6 +34,12 @@ N_CARBON = "n_carbon"
 """``var[N_CARBON]``: carbon number of the (simulated) molecule."""
 ON_TISSUE = "on_tissue"
 """``var[ON_TISSUE]``: bool, False for simulated matrix/background ions."""
+FORMULA = "formula"
+"""``var[FORMULA]``: molecular formula of an annotated ion (METASPACE, annotated public data), "" if none."""
+ADDUCT = "adduct"
+"""``var[ADDUCT]``: adduct of an annotated ion (e.g. ``"+K"``, ``"M+K"``), "" if none."""
+MOLECULE_NAMES = "molecule_names"
+"""``var[MOLECULE_NAMES]``: candidate molecule names of an annotated ion, ``"; "``-separated."""
 
 # --- unstructured -----------------------------------------------------------------------
 GRID = "grid"

@@ -98,8 +98,30 @@ def fail(err: Exception) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-@app.callback()
-def _root() -> None:
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"spatialclust {__version__}")
+        raise typer.Exit()
+
+
+#: The `--set` overrides of `spatialclust run` most often needed, shown by `--help` (tested to resolve).
+COMMON_SET = (
+    "input.read.bin_width=5", "input.read.bin_unit=ppm", "input.read.mz_range=[400,1000]", "input.dataset=mouse_bladder",
+    "preprocess.winsorize=99", "preprocess.tissue_mask=none", "'embedding=[{method: neural}]'",
+    "'cluster=[{method: kmeans, params: {n_clusters: 8}}]'", "report.histology=he.tif",
+)
+
+
+@app.callback(epilog=(
+    "Output: every command writes one run directory (--output; defaults: spatialclust_demo, spatialclust_run, "
+    "spatialclust_simclr, spatialclust_cells, spatialclust_translate) with config.yaml, run.log and report.html.\n\n"
+    f"Most used --set keys of `run` (see `spatialclust config show run`): {', '.join(COMMON_SET)}."
+))
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """Deep learning on spatial molecular images (MSI, spatial transcriptomics, cell images)."""
 
 
@@ -107,6 +129,58 @@ def _root() -> None:
 def version() -> None:
     """Print the spatialclust version."""
     typer.echo(f"spatialclust {__version__}")
+
+
+config_app = typer.Typer(help="The commented default configurations of the commands.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+#: command -> packaged default configuration
+CONFIG_RESOURCES = {"run": "pipeline/config.yaml", "cells": "pipeline/cells.yaml", "translate": "translate/config.yaml"}
+
+
+@config_app.command("show")
+def config_show(
+    command: Annotated[str, typer.Argument(help="run (also demo and train), cells or translate.")] = "run",
+) -> None:
+    """Print the commented default configuration of a command: save it, edit it, pass it with --config
+    (like casanovo's `configure`). Example: spatialclust config show run > my.yaml"""
+    from ._config import packaged_text
+
+    if command not in CONFIG_RESOURCES:
+        fail(ValueError(f"Invalid option {command!r} for `command`. Valid options are: {', '.join(CONFIG_RESOURCES)}."))
+    typer.echo(packaged_text(CONFIG_RESOURCES[command]), nl=False)
+
+
+datasets_app = typer.Typer(help="Real public datasets: download once (checksum-verified), convert, cache.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """List the public datasets with their source, license and converted files."""
+    from .datasets import data_home, public_datasets
+
+    typer.echo(f"Cache: {data_home()} (set SPATIALCLUST_DATA to change it)")
+    for name, dataset in public_datasets().items():
+        typer.echo(f"\n{name}: {dataset.title}\n  source: {dataset.source}\n  license: {dataset.license}\n"
+                   f"  files: {', '.join(dataset.files)}")
+
+
+@datasets_app.command("path")
+def datasets_path(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `spatialclust datasets list`).")],
+    file: Annotated[Optional[str], typer.Argument(help="One converted file; omitted: the dataset's folder.")] = None,
+) -> None:
+    """Download and convert a public dataset if needed, then print the path of its folder or of one file.
+    Example: spatialclust datasets path lung_godfrey st.h5ad"""
+    from .datasets import fetch
+
+    try:
+        folder = fetch(name, file)
+    except (ValueError, OSError, ImportError, RuntimeError) as err:
+        logger.debug("datasets path failed", exc_info=True)
+        fail(err)
+    typer.echo(str(folder / file if file else folder))
 
 
 _YAML_SUFFIXES = (".yaml", ".yml")

@@ -10,7 +10,9 @@ from ._cells import (
 )
 from ._images import images_to_adata, read_ion_images
 from ._imzml import ImzMLError, NegativeIntensityWarning, read_imzml, write_imzml
+from ._metaspace import colocalization_tables, cosine_colocalization, read_metaspace, write_metaspace_colocalization
 from ._read import read
+from ._spatialdata import read_spatialdata, write_spatialdata
 from ._st import read_legacy_st, read_st_h5ad, read_visium
 
 __all__ = [
@@ -21,4 +23,6 @@ __all__ = [
     "read_cell_images",
     "read_cell_labels",
     "read_fcs",
-    "ImzMLError", "NegativeIntensityWarning", "images_to_adata", "read", "read_imzml", "read_ion_images", "write_imzml"]
+    "ImzMLError", "NegativeIntensityWarning", "images_to_adata", "read", "read_imzml", "read_ion_images", "write_imzml",
+    "colocalization_tables", "cosine_colocalization", "read_metaspace", "write_metaspace_colocalization",
+    "read_spatialdata", "write_spatialdata"]

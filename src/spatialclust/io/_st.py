@@ -262,12 +262,27 @@ def read_st_h5ad(
     pixel_size
         Spot pitch in µm recorded in ``uns["grid"]`` (None if unknown).
     """
-    from ..pp._rasterize import rasterize_spots
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"h5ad file {str(path)!r} does not exist.")
-    adata = ad.read_h5ad(path)
+    return st_table_to_adata(ad.read_h5ad(path), path=path, array_keys=array_keys, layout=layout, pixel_size=pixel_size,
+                             source={"reader": "read_st_h5ad", "path": str(path)})
+
+
+def st_table_to_adata(
+    adata: ad.AnnData,
+    *,
+    path: str | Path,
+    array_keys: tuple[str, str] | None = None,
+    layout: str = "auto",
+    pixel_size: float | None = None,
+    source: dict,
+) -> ad.AnnData:
+    """:func:`read_st_h5ad` for an AnnData in memory (e.g. the table of a SpatialData store);
+    ``path`` names it in messages, ``source`` becomes ``uns["source"]``."""
+    from ..pp._rasterize import rasterize_spots
+
+    path = Path(path)
     keys = array_keys
     if keys is None:
         keys = next((k for k in (("array_col", "array_row"), ("array_x", "array_y")) if all(c in adata.obs for c in k)), None)
@@ -289,6 +304,6 @@ def read_st_h5ad(
         adata.obs[_keys.TISSUE] = adata.obs[tissue_col].to_numpy().astype(bool) if tissue_col else True
     if not sp.issparse(adata.X):
         adata.X = sp.csr_matrix(np.asarray(adata.X, dtype=np.float32))
-    adata.uns[_keys.SOURCE] = {"reader": "read_st_h5ad", "path": str(path)}
+    adata.uns[_keys.SOURCE] = source
     rasterize_spots(adata, layout=layout, pixel_size=pixel_size, from_key=_keys.SPATIAL_ARRAY if keys else _keys.SPATIAL_PX)
     return adata

@@ -28,6 +28,8 @@ _CHOICES = {
     ("preprocess", "tissue_mask"): ("auto", "otsu", "none"),
     ("evaluate", "isotope_unit"): ("Da", "ppm"),
 }
+#: public datasets (`sc.datasets`) that load as one AnnData, for `input.dataset`
+_SINGLE_TABLE_DATASETS = ("mouse_bladder", "legacy_st")
 
 
 def default_config() -> dict[str, Any]:
@@ -86,6 +88,8 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for section, key in (("input", "read"), ("input", "simulate")):
         if not isinstance(config[section][key], Mapping):
             raise ConfigError(f"`{section}.{key}` must be a mapping of options; got {config[section][key]!r}.")
+    if config["input"]["dataset"] not in (None, *_SINGLE_TABLE_DATASETS):
+        raise ConfigError(_invalid(config["input"]["dataset"], "input.dataset", _SINGLE_TABLE_DATASETS))
     for section, key in (("input", "path"), ("report", "histology")):
         path = config[section][key]
         if path is not None:

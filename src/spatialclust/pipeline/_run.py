@@ -215,6 +215,10 @@ def load_input(section: Mapping[str, Any], *, seed: int) -> tuple[AnnData, str]:
     """The dataset of the ``input`` section (a file, or a simulation) and its display name."""
     from .. import datasets, io
 
+    if section["dataset"] is not None:
+        name = section["dataset"]
+        adata = _call(lambda: datasets.load(name, path=section["path"], **section["read"]), f"loading dataset {name!r} with `input.read`")
+        return adata, section["name"] or name
     if section["path"] is None:
         logger.info("Simulating an MSI dataset (seed %d).", seed)
         adata = _call(lambda: datasets.simulate_msi(seed=seed, **section["simulate"]), "`input.simulate`")
