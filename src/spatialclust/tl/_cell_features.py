@@ -124,7 +124,7 @@ def _cellprofiler_one(image: np.ndarray) -> dict[str, float]:
                 features[f"glcm_{prop.lower()}_d{distance}"] = float(np.nan_to_num(table[d].mean()))
         # objects of this channel: its own Otsu foreground inside the cell
         foreground = np.zeros_like(mask)
-        foreground[mask] = values > otsu_threshold(values)
+        foreground[mask] = values > otsu_threshold(values) if values.max() > values.min() else True  # uniform: one object
         objects = sorted((r for r in regionprops(label(foreground)) if r.area >= 3), key=lambda r: -r.area)
         largest = objects[0] if objects else None
         features.update({
@@ -184,7 +184,7 @@ def classical_features(
 
     Returns
     -------
-    DataFrame ``(n, C * 6 + C * (C - 1) / 2)`` (``"ics"``; ``"cellprofiler"``: + ``C * 51 + 7``)
+    DataFrame ``(n, C * 6 + C * (C - 1) / 2)`` (``"ics"``; ``"cellprofiler"``: + ``C * 44 + 7``)
     with columns ``<feature>_<channel>``, ``correlation_<a>_<b>`` and ``<feature>_cell``.
     """
     if feature_set not in FEATURE_SETS:
