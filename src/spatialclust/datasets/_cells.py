@@ -11,10 +11,10 @@ Two regimes (``regime``):
     condenses from fine (interphase) to coarse threads (prophase), a dense plate (metaphase), two
     plates moving apart (anaphase) and two small dense nuclei (telophase); mitotic cells round up
     and telophase cells pinch in (cytoplasm channel); side scatter (darkfield) rises with
-    granularity and chromatin condensation. Nuisance variation is real-scale: cell size (CV ~9 %,
-    larger than the G1->G2 radius change), per-cell stain and illumination brightness (DNA CV ~7 %,
-    cytoplasm and darkfield CV ~25 %), focus blur, any rotation, position jitter, background,
-    Poisson shot noise and read noise. Channels ``dna``, ``cytoplasm``, ``darkfield``; ground truth
+    granularity and chromatin condensation. Nuisance variation is real-scale: cell size (radius CV
+    7 %), per-cell stain and illumination brightness (DNA CV 7 %, cytoplasm 20 %, darkfield 25 %),
+    focus blur (sigma 0.2-1.2 px), any rotation, position jitter, background, Poisson shot noise
+    and read noise. Raw-pixel PCA + k-means(7) reaches purity ~0.5 (real Jurkat data: 0.56). Channels ``dna``, ``cytoplasm``, ``darkfield``; ground truth
     in ``obs["phase"]`` and the continuous ``obs["dna_content"]`` (in units of 2N).
 ``"phenotypes"`` (the original, easier regime)
     three independent phenotypes, each rendered in its own fluorescence channel (below).
