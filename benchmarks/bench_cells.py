@@ -1,18 +1,25 @@
-"""Benchmark: Tables 1 and 3 of Palli (2023) on simulated cell phenotypes.
+"""Benchmark: label-free cell phenotyping against the raw-pixel baseline (Palli 2023, issue 17).
 
-Table 1: Leiden purity of the (scaled, PCA-reduced) classical image features without and with each
-distance metric learner (NCA, LMNN, MLKR, LFDA; learned on half of the labelled cells, applied to
-all). Table 3: purity of image embeddings (channel-wise pretrained backbones, DINO trained on the
-cells) before and after NCA. The three "datasets" of the paper are replaced by three phenotypes of
-the same simulated cells (``sc.datasets.simulate_cells``): number of intracellular objects 1/2/many
-(Salmonella-like), round/elongated shape, small/large nucleus (cell-cycle-like).
+On simulated cells (``sc.datasets.simulate_cells``; by default the realistic ``cell_cycle`` regime:
+7 phases that differ in DNA content, chromatin texture and morphology, with realistic nuisance
+variation), every representation is clustered without labels and scored against the phase:
 
-Every learned row is also scored on the held-out cells (not used to learn the metric) and reported
-as a ratio to the no-metric-learning baseline of the same run.
+- ``pixels``: the raw images, flattened, PCA (``--pixel-comps``) -- the baseline;
+- ``features_ics``: the sorter's real-time features (6 per channel + correlations), scaled, PCA;
+- ``features_cellprofiler``: + CellProfiler-like intensity distribution, radial distribution, GLCM
+  texture and object shape per channel (scikit-image), scaled, PCA;
+- ``efficientnet_lite0@<px>``: channel-wise ImageNet EfficientNet-Lite0 at each ``--image-sizes``;
+- ``dino``: a tiny multichannel ViT trained with DINO on the cells themselves (scDINO style).
+
+Scores per representation: k-means with k = number of classes (the same k for all), Leiden at the
+resolution chosen by the stability scan (label-free) and by the silhouette scan, and the
+leave-one-out 5-NN accuracy. Semi-supervised step: NCA and LFDA learned on a stratified half of
+the labels of the CellProfiler features (and of DINO), scored on the held-out half only. Reference:
+supervised logistic regression on the pixel PCA (3-fold CV), as for the real Jurkat data.
 
 Examples
 --------
-python benchmarks/bench_cells.py --n-cells 300 --embeddings efficientnet_lite0 dino --output cells_bench.md
+python benchmarks/bench_cells.py --n-cells 700 --seeds 0 1 2 --output cells_bench.md
 python benchmarks/bench_cells.py --quick        # tiny settings, a smoke test
 """
 
@@ -29,25 +36,7 @@ import pandas as pd
 import spatialclust as sc
 from spatialclust._logging import settings
 
-PHENOTYPES = ("objects", "shape", "nucleus")
-LEARNERS = ("nca", "lmnn", "mlkr", "lfda")
-
-
-def _purity(adata, rep: str, label: str, args, *, subset=None) -> dict[str, float]:
-    key = f"leiden_{rep}"
-    if key not in adata.obs:
-        sc.tl.leiden_cells(adata, use_rep=rep, resolution=args.resolution, random_state=args.seed, key_added=key,
-                           neighbors_method=args.neighbors_method)
-    scores = sc.tl.evaluate_cells(adata, cluster_key=key, label_key=label, subset=subset)
-    return scores
-
-
-def _learn(adata, base: str, method: str, label: str, args) -> str:
-    key = f"{base}_{method}_{label}"
-    params = {"learn_rate": 1e-4} if method == "lmnn" else None  # metric-learn's 1e-7 barely moves in max_iter steps
-    sc.tl.metric_learning(adata, method, use_rep=base, label_key=label, train_fraction=args.train_fraction,
-                          random_state=args.seed, key_added=key, max_iter=args.max_iter.get(method), params=params)
-    return key
+LEARNERS = ("nca", "lfda")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -63,89 +52,156 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _pca(X: np.ndarray, n_comps: int, seed: int, *, scale: bool) -> np.ndarray:
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.asarray(X, dtype=np.float64)
+    if scale:
+        X = np.clip(np.nan_to_num(StandardScaler().fit_transform(X)), -10, 10)  # as sc.pp.scale(max_value=10)
+    return PCA(min(n_comps, X.shape[1], X.shape[0] - 1), random_state=seed).fit_transform(X).astype(np.float32)
+
+
+def _score(adata, rep: str, truth: np.ndarray, args, *, subset=None) -> dict[str, float]:
+    from sklearn.cluster import KMeans
+
+    from spatialclust.metrics import knn_accuracy, nmi, purity
+
+    out: dict[str, float] = {}
+    mask = np.ones(adata.n_obs, dtype=bool) if subset is None else subset
+    X = np.asarray(adata.obsm[rep], dtype=np.float64)
+    k = len(np.unique(truth))
+    codes = KMeans(k, n_init=10, random_state=args.seed_now).fit_predict(X)
+    out["kmeans_purity"], out["kmeans_nmi"] = purity(truth[mask], codes[mask]), nmi(truth[mask], codes[mask])
+    for criterion in ("stability", "silhouette"):
+        key = f"leiden_{rep}_{criterion}"
+        sc.tl.leiden_cells(adata, use_rep=rep, resolution="scan", criterion=criterion, neighbors_method=args.neighbors_method,
+                           random_state=args.seed_now, key_added=key)
+        codes = adata.obs[key].cat.codes.to_numpy()
+        out[f"leiden_{criterion}_purity"] = purity(truth[mask], codes[mask])
+        out[f"leiden_{criterion}_nmi"] = nmi(truth[mask], codes[mask])
+        out[f"leiden_{criterion}_clusters"] = int(adata.uns[key]["n_clusters"])
+        out[f"leiden_{criterion}_resolution"] = float(adata.uns[key]["resolution"])
+    out["knn_accuracy"] = knn_accuracy(X[mask], truth[mask], k=5)
+    return out
+
+
+def run_seed(seed: int, args) -> tuple[list[dict], dict]:
+    """All representations and learners on one simulated data set."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    args.seed_now = seed
+    cells = sc.datasets.simulate_cells(args.n_cells, regime=args.regime, seed=seed)
+    truth = cells.obs["label"].astype(str).to_numpy()
+    rows: list[dict] = []
+    timings: dict[str, float] = {}
+
+    def record(name: str, rep: str, seconds: float, **extra) -> None:
+        scores = _score(cells, rep, truth, args)
+        rows.append({"seed": seed, "representation": name, "seconds": seconds, **extra, **scores})
+        print(f"[seed {seed}] {name:28s} kmeans {scores['kmeans_purity']:.3f}  leiden(stability) "
+              f"{scores['leiden_stability_purity']:.3f} ({scores['leiden_stability_clusters']} cl)  "
+              f"knn {scores['knn_accuracy']:.3f}  {seconds:.1f}s", flush=True)
+
+    start = time.perf_counter()
+    pixels = sc.io.cell_image_stack(cells).reshape(cells.n_obs, -1)
+    cells.obsm["X_pixels"] = _pca(pixels, args.pixel_comps, seed, scale=False)
+    record("pixels (baseline)", "X_pixels", time.perf_counter() - start)
+    reference = float(cross_val_score(LogisticRegression(max_iter=3000), cells.obsm["X_pixels"], truth, cv=3).mean())
+    for feature_set in ("ics", "cellprofiler"):
+        start = time.perf_counter()
+        table = sc.tl.cell_features(cells, feature_set=feature_set)
+        key = f"X_features_{feature_set}"
+        cells.obsm[key] = _pca(table.X, args.n_comps, seed, scale=True)
+        record(f"features_{feature_set}", key, time.perf_counter() - start, dim=int(table.n_vars))
+    for name in args.embeddings:
+        if name == "dino":
+            start = time.perf_counter()
+            params = dict(epochs=args.dino_epochs, image_size=args.dino_size, patch_size=args.dino_patch, scaling=args.dino_scaling,
+                          intensity_jitter=args.dino_jitter, seed=seed, device="cpu")
+            sc.tl.embed_cells(cells, "dino", key_added="X_dino_raw", **params)
+            cells.obsm["X_dino"] = _pca(cells.obsm["X_dino_raw"], args.embedding_comps, seed, scale=False)
+            record("dino", "X_dino", time.perf_counter() - start, dim=int(cells.obsm["X_dino_raw"].shape[1]))
+            continue
+        for size in args.image_sizes:
+            start = time.perf_counter()
+            raw = f"X_{name}_{size}_raw"
+            sc.tl.embed_cells(cells, "pretrained", key_added=raw, backbone=name, image_size=size, device="cpu")
+            key = f"X_{name}_{size}"
+            cells.obsm[key] = _pca(cells.obsm[raw], args.embedding_comps, seed, scale=False)
+            record(f"{name}@{size}px", key, time.perf_counter() - start, dim=int(cells.obsm[raw].shape[1]))
+    cells.obs["truth"] = truth
+    for base in ["X_features_cellprofiler"] + (["X_dino"] if "dino" in args.embeddings else []):
+        for method in LEARNERS:
+            start = time.perf_counter()
+            key = f"{base}_{method}"
+            sc.tl.metric_learning(cells, method, use_rep=base, label_key="truth", train_fraction=args.train_fraction,
+                                  random_state=seed, key_added=key)
+            held_out = ~cells.obs[f"{key}_train"].to_numpy(dtype=bool)
+            scores = _score(cells, key, truth, args, subset=held_out)
+            rows.append({"seed": seed, "representation": f"{base[2:]}+{method} (held out)", "seconds": time.perf_counter() - start,
+                         **scores})
+            print(f"[seed {seed}] {base[2:]}+{method} held out: leiden {scores['leiden_stability_purity']:.3f} "
+                  f"knn {scores['knn_accuracy']:.3f}", flush=True)
+    return rows, {"logistic_regression_on_pixel_pca": reference, "timings": timings}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-cells", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-comps", type=int, default=10, help="PCs of the classical features")
-    parser.add_argument("--embedding-comps", type=int, default=20, help="PCs of every embedding before clustering/NCA")
+    parser.add_argument("--n-cells", type=int, default=700)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--regime", default="cell_cycle", choices=["cell_cycle", "phenotypes"])
+    parser.add_argument("--n-comps", type=int, default=20, help="PCs of the classical features")
+    parser.add_argument("--pixel-comps", type=int, default=50, help="PCs of the raw pixels")
+    parser.add_argument("--embedding-comps", type=int, default=20, help="PCs of every embedding")
     parser.add_argument("--train-fraction", type=float, default=0.5)
-    parser.add_argument("--resolution", type=float, default=1.0, help="fixed Leiden resolution (the paper's protocol)")
-    parser.add_argument("--neighbors-method", default="umap", choices=["umap", "gauss"])
+    parser.add_argument("--neighbors-method", default="gauss", choices=["umap", "gauss"])
     parser.add_argument("--embeddings", nargs="*", default=["efficientnet_lite0", "dino"],
                         help="backbones (channel-wise, concatenated) and/or `dino` (trained on the cells)")
-    parser.add_argument("--image-size", type=int, default=None, help="backbone input side (default: its own, 224)")
-    parser.add_argument("--dino-epochs", type=int, default=30)
+    parser.add_argument("--image-sizes", type=int, nargs="+", default=[224, 64], help="backbone input sides")
+    parser.add_argument("--dino-epochs", type=int, default=20)
     parser.add_argument("--dino-size", type=int, default=32)
+    parser.add_argument("--dino-patch", type=int, default=8)
+    parser.add_argument("--dino-scaling", default="cell", choices=["cell", "dataset"])
+    parser.add_argument("--dino-jitter", type=float, default=0.4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     parser.add_argument("--output", type=Path, default=None, help="write the tables as Markdown (+ .json)")
     args = parser.parse_args()
     if args.quick:
-        args.n_cells, args.dino_epochs, args.embeddings, args.image_size = 60, 1, ["test_tiny", "dino"], 32
-    args.max_iter = {"lmnn": 200, "mlkr": 200} if not args.quick else {"nca": 10, "lmnn": 10, "mlkr": 10}
+        args.n_cells, args.dino_epochs, args.embeddings, args.image_sizes = 70, 1, ["test_tiny", "dino"], [32]
     settings["show_progress_bar"] = False
 
     import torch
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    cells = sc.datasets.simulate_cells(args.n_cells, seed=args.seed)
-    adata = sc.tl.cell_features(cells)
-    sc.tl.cell_pca(adata, n_comps=args.n_comps, umap=False, random_state=args.seed)
-    timings = {"features+pca": time.perf_counter() - start}
-
-    table1 = []
-    for label in PHENOTYPES:
-        base = _purity(adata, "X_pca", label, args)
-        table1.append({"phenotype": label, "metric_learning": "none", "purity": base["purity"], "purity_held_out": None,
-                       "ratio_to_none": 1.0, "nmi": base["nmi"], "knn_accuracy": base["knn_accuracy"], "seconds": None})
-        for method in LEARNERS:
-            t = time.perf_counter()
-            key = _learn(adata, "X_pca", method, label, args)
-            seconds = time.perf_counter() - t
-            scores = _purity(adata, key, label, args)
-            held = _purity(adata, key, label, args, subset=~adata.obs[f"{key}_train"].to_numpy())
-            table1.append({"phenotype": label, "metric_learning": method, "purity": scores["purity"],
-                           "purity_held_out": held["purity"], "ratio_to_none": scores["purity"] / base["purity"],
-                           "nmi": scores["nmi"], "knn_accuracy": held["knn_accuracy"], "seconds": seconds})
-            print(f"[table 1] {label:8s} {method:5s} purity {scores['purity']:.3f} (held out {held['purity']:.3f}) {seconds:.1f}s", flush=True)
-
-    table3 = []
-    for name in args.embeddings:
-        t = time.perf_counter()
-        if name == "dino":
-            sc.tl.embed_cells(adata, "dino", key_added="X_dino", epochs=args.dino_epochs, image_size=args.dino_size,
-                              seed=args.seed, device="cpu")
-            key = "X_dino"
-        else:
-            key = f"X_{name}"
-            sc.tl.embed_cells(adata, "pretrained", key_added=key, backbone=name, image_size=args.image_size, device="cpu")
-        from sklearn.decomposition import PCA
-
-        X = adata.obsm[key]
-        n = min(args.embedding_comps, X.shape[1], X.shape[0] - 1)
-        adata.obsm[f"{key}_pca"] = PCA(n, random_state=args.seed).fit_transform(X).astype(np.float32)
-        timings[name] = time.perf_counter() - t
-        for label in PHENOTYPES:
-            before = _purity(adata, f"{key}_pca", label, args)
-            learned = _learn(adata, f"{key}_pca", "nca", label, args)
-            after = _purity(adata, learned, label, args)
-            held = _purity(adata, learned, label, args, subset=~adata.obs[f"{learned}_train"].to_numpy())
-            table3.append({"embedding": name, "phenotype": label, "before_nca": before["purity"], "after_nca": after["purity"],
-                           "after_nca_held_out": held["purity"], "ratio": after["purity"] / before["purity"],
-                           "dim": int(X.shape[1]), "seconds": timings[name]})
-            print(f"[table 3] {name:18s} {label:8s} before {before['purity']:.3f} after NCA {after['purity']:.3f}", flush=True)
-
-    t1, t3 = pd.DataFrame(table1), pd.DataFrame(table3)
-    print(t1.to_string(index=False, float_format="%.3f"))
-    print(t3.to_string(index=False, float_format="%.3f"))
+    rows, extras = [], {}
+    for seed in args.seeds:
+        seed_rows, extra = run_seed(seed, args)
+        rows += seed_rows
+        extras[seed] = extra
+        print(f"[seed {seed}] logistic regression on the pixel PCA (supervised, 3-fold CV): "
+              f"{extra['logistic_regression_on_pixel_pca']:.3f}", flush=True)
+    frame = pd.DataFrame(rows)
+    columns = ["kmeans_purity", "kmeans_nmi", "leiden_stability_purity", "leiden_stability_nmi", "leiden_stability_clusters",
+               "leiden_silhouette_purity", "leiden_silhouette_clusters", "knn_accuracy", "seconds"]
+    summary = frame.groupby("representation", sort=False)[columns].agg(["mean", "std"])
+    table = pd.DataFrame({"representation": summary.index})
+    for column in columns:
+        mean, std = summary[(column, "mean")].to_numpy(), summary[(column, "std")].to_numpy()
+        table[column] = [f"{m:.3f} ± {s:.3f}" if len(args.seeds) > 1 and column != "seconds" else f"{m:.3f}" if column != "seconds" else f"{m:.0f}"
+                         for m, s in zip(mean, np.nan_to_num(std))]
+    print(table.to_string(index=False))
+    logistic = np.mean([e["logistic_regression_on_pixel_pca"] for e in extras.values()])
+    print(f"logistic regression on the pixel PCA (supervised reference): {logistic:.3f}")
     if args.output is not None:
-        text = (f"n_cells={args.n_cells}, seed={args.seed}, resolution={args.resolution}, neighbors={args.neighbors_method}, "
-                f"train_fraction={args.train_fraction}, total {time.perf_counter() - start:.0f} s\n\n"
-                + markdown(t1) + "\n\n" + markdown(t3) + "\n")
+        text = (f"n_cells={args.n_cells}, regime={args.regime}, seeds={args.seeds}, neighbors={args.neighbors_method}, "
+                f"train_fraction={args.train_fraction}, total {time.perf_counter() - start:.0f} s; supervised logistic "
+                f"regression on the pixel PCA: {logistic:.3f}\n\n" + markdown(table) + "\n")
         args.output.write_text(text)
-        args.output.with_suffix(".json").write_text(json.dumps({"table1": table1, "table3": table3, "timings": timings}, indent=2))
+        args.output.with_suffix(".json").write_text(json.dumps({"rows": rows, "extras": extras}, indent=2, default=float))
 
 
 if __name__ == "__main__":

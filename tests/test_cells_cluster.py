@@ -62,3 +62,15 @@ def test_cell_plots(tmp_path):
     assert (tmp_path / "map.png").is_file()
     with pytest.raises(ValueError, match="'cytoplasm' is not a channel"):
         sc.pl.cell_examples(cells, "objects", channels=["cytoplasm"])
+
+
+def test_leiden_stability_scan_picks_the_finest_reproducible_partition(blobs):
+    sc.tl.leiden_cells(blobs, use_rep="X_rep", resolution="scan", resolutions=[0.05, 0.3, 1.0, 8.0], criterion="stability",
+                       n_neighbors=10, neighbors_method="gauss")
+    info = blobs.uns["leiden"]
+    assert all("stability" in row for row in info["scan"])
+    stable = [row["resolution"] for row in info["scan"] if row["stability"] >= 0.9]
+    assert info["resolution"] == max(stable) and info["params"]["criterion"] == "stability"
+    assert sc.tl.evaluate_cells(blobs)["purity"] == 1.0
+    with pytest.raises(ValueError, match="Invalid option `gap` for `criterion`"):
+        sc.tl.leiden_cells(blobs, use_rep="X_rep", resolution="scan", criterion="gap")

@@ -109,3 +109,43 @@ def test_tiny_dino_run_checkpoint_and_resume(cells, tmp_path):
         DINOTrainer(epochs=3, checkpoint=ckpt, device="cpu", **{**TINY_DINO, "embed_dim": 32}).fit(images, sizes=sizes)
     with pytest.raises(ValueError, match="trained on 3 channels"):
         trainer.transform(images[:, :2])
+
+
+def test_pixels_baseline_and_dataset_scaling(cells):
+    from spatialclust.models._dino import channel_reference, scale_cell_images
+
+    adata = cells.copy()
+    sc.tl.embed_cells(adata, "pixels")
+    np.testing.assert_array_equal(adata.obsm["X_pixels"], adata.obsm[_keys.CELL_IMAGES])
+    with pytest.raises(TypeError, match="`pixels` takes no parameters"):
+        sc.tl.embed_cells(adata, "pixels", size=8)
+    images = sc.io.cell_image_stack(cells)
+    sizes = cells.obs[[_keys.IMAGE_HEIGHT, _keys.IMAGE_WIDTH]].to_numpy()
+    # "cell" scaling hides a two-fold brightness difference between cells, "dataset" scaling keeps it
+    double = 2 * images
+    np.testing.assert_allclose(scale_cell_images(double, sizes), scale_cell_images(images, sizes), atol=1e-6)
+    both, both_sizes = np.concatenate([images, double]), np.concatenate([sizes, sizes])
+    reference = channel_reference(both, both_sizes, quantile=1.0)
+    np.testing.assert_allclose(reference, double.max(axis=(0, 2, 3)), rtol=1e-6)
+    scaled = scale_cell_images(both, both_sizes, reference=reference)
+    assert scaled.max() <= 1.0
+    np.testing.assert_allclose(scaled[12:], 2 * scaled[:12], atol=1e-6)
+    with pytest.raises(ValueError, match="`reference` must hold 3 positive values"):
+        scale_cell_images(images, sizes, reference=[1.0, 2.0])
+    with pytest.raises(ValueError, match="Invalid option `global` for `scaling`"):
+        sc.tl.ChannelwiseEmbedder("test_tiny", scaling="global").fit()
+
+
+def test_dino_dataset_scaling_is_kept_in_the_checkpoint(cells, tmp_path):
+    from spatialclust.models._dino import DINOTrainer, channel_reference
+
+    images = sc.io.cell_image_stack(cells)
+    sizes = cells.obs[[_keys.IMAGE_HEIGHT, _keys.IMAGE_WIDTH]].to_numpy()
+    trainer = DINOTrainer(epochs=1, checkpoint=tmp_path / "d", device="cpu", scaling="dataset", intensity_jitter=0.0,
+                          **TINY_DINO).fit(images, sizes=sizes)
+    np.testing.assert_allclose(trainer.reference_, channel_reference(images, sizes))
+    restored = DINOTrainer.from_checkpoint(tmp_path / "d", device="cpu")
+    np.testing.assert_allclose(restored.reference_, trainer.reference_)
+    np.testing.assert_allclose(restored.transform(images, sizes=sizes), trainer.transform(images, sizes=sizes), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="Invalid option `per_image` for `scaling`"):
+        DINOTrainer(scaling="per_image").fit(images, sizes=sizes)

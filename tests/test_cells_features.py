@@ -79,3 +79,34 @@ def test_bad_input_more_pca_components_than_features():
         sc.tl.cell_pca(adata, n_comps=22, umap=False)
     with pytest.raises(ValueError, match="smaller than the number of cells"):
         sc.tl.cell_pca(adata[:5].copy(), n_comps=6, umap=False)
+
+
+def test_cellprofiler_features_on_known_shapes():
+    yy, xx = np.mgrid[0:40, 0:40].astype(float)
+    cell = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 15**2).astype(float)
+    two = cell * 0.2 + 1.0 * (((yy - 20) ** 2 + (xx - 12) ** 2 <= 3**2) | ((yy - 20) ** 2 + (xx - 28) ** 2 <= 3**2))
+    stripes = cell * (0.5 + 0.5 * (xx % 2))
+    images = np.stack([np.stack([cell, two, stripes]), np.stack([cell, cell * 0.5, cell * 0.5])])
+    table = classical_features(images, channels=["a", "b", "c"], threshold=0.1, feature_set="cellprofiler")
+    assert np.isfinite(table.to_numpy()).all() and len(table.columns) == 21 + 3 * 44 + 7
+    first, second = table.iloc[0], table.iloc[1]
+    # the cell mask is the disc: area ~ pi r^2, round
+    assert first["area_cell"] == pytest.approx(np.pi * 15**2, rel=0.03) and first["form_factor_cell"] > 0.85
+    assert first["integrated_intensity_a"] == pytest.approx(cell.sum())
+    # two bright spots 16 px apart in a disc of radius 15: 2 objects at distance 16 / 15
+    assert first["n_objects_b"] == 2 and first["object_distance_b"] == pytest.approx(16 / 15, rel=0.05)
+    assert first["n_objects_a"] == 1 and first["object_distance_a"] == 0.0
+    # a uniform disc has half its intensity in the outer ring (area of radii 0.75-1: 44 %)
+    assert first["radial_fraction_4of4_a"] == pytest.approx(1 - 0.75**2, abs=0.04)
+    # stripes are texture: high GLCM contrast at distance 1, none on the uniform disc
+    assert first["glcm_contrast_d1_c"] > 10 * max(second["glcm_contrast_d1_c"], 1e-3)
+    assert second["glcm_homogeneity_d1_c"] == pytest.approx(1.0)
+    # texture and intensity-distribution shape do not change with brightness
+    assert second["glcm_energy_d1_b"] == pytest.approx(second["glcm_energy_d1_a"])
+    assert second["integrated_intensity_b"] == pytest.approx(0.5 * second["integrated_intensity_a"])
+    with pytest.raises(ValueError, match="Invalid option `zernike` for `feature_set`"):
+        classical_features(images, feature_set="zernike")
+    cells = sc.tl.cell_features(sc.datasets.simulate_cells(14, regime="cell_cycle", seed=0), feature_set="cellprofiler")
+    assert cells.n_vars == 21 + 3 * 44 + 7 and np.isfinite(cells.X).all()
+    assert {"glcm_contrast_d3", "radial_fraction_1of4", "hu_1"} <= set(cells.var["feature"])
+    assert cells.var.loc["area_cell", "channel"] == "cell" and cells.uns["cell_features"]["params"]["feature_set"] == "cellprofiler"

@@ -141,3 +141,30 @@ def test_read_fcs_instrument_features(tmp_path, datatype, byteord):
     (tmp_path / "broken.fcs").write_bytes(b"FCS3.0    " + b"x" * 60)
     with pytest.raises(ValueError, match="broken.fcs"):
         sc.io.read_fcs(tmp_path / "broken.fcs")
+
+
+def test_cell_cycle_regime_phases_dna_content_and_nuisance():
+    a = sc.datasets.simulate_cells(70, regime="cell_cycle", width=32, height_range=(28, 32), seed=5)
+    b = sc.datasets.simulate_cells(70, regime="cell_cycle", width=32, height_range=(28, 32), seed=5)
+    np.testing.assert_array_equal(a.obsm[_keys.CELL_IMAGES], b.obsm[_keys.CELL_IMAGES])
+    assert a.uns[_keys.CELL_IMAGE_INFO]["channels"] == ["dna", "cytoplasm", "darkfield"]
+    assert a.uns[_keys.SIMULATION]["regime"] == "cell_cycle"
+    phases = a.obs["phase"].astype(str)
+    assert (phases.value_counts() == 10).all() and set(phases) == set(sc.datasets.CELL_CYCLE_PHASES)
+    assert (a.obs[_keys.LABEL].astype(str) == phases).all()
+    content = a.obs["dna_content"].groupby(phases).agg(["min", "max"])
+    assert 0.85 < content.loc["G1", "min"] and content.loc["G1", "max"] < 1.15
+    assert content.loc["S", "min"] > 1.0 and content.loc["S", "max"] < 2.0
+    assert content.loc["G2", "min"] > 1.7 and content.loc["telophase", "min"] > 1.7
+    # the DNA content is in the image: integrated DNA signal above background doubles from G1 to G2
+    stack = sc.io.cell_image_stack(a)
+    dna = stack[:, 0].reshape(70, -1)
+    signal = pd.Series(dna.sum(axis=1) - np.median(dna, axis=1) * dna.shape[1], index=phases.index).groupby(phases).median()
+    assert 1.6 < signal["G2"] / signal["G1"] < 2.4
+    # nuisance: the per-cell brightness of the cytoplasm varies a lot within a phase
+    cytoplasm = pd.Series(stack[:, 1].reshape(70, -1).sum(axis=1), index=phases.index)
+    assert (cytoplasm.groupby(phases).std() / cytoplasm.groupby(phases).mean()).median() > 0.15
+    with pytest.raises(ValueError, match="Invalid option `objects` for `label`"):
+        sc.datasets.simulate_cells(5, regime="cell_cycle", label="objects")
+    with pytest.raises(ValueError, match="Invalid option `real` for `regime`"):
+        sc.datasets.simulate_cells(5, regime="real")

@@ -19,7 +19,7 @@ from spatialclust.pipeline import load_cells_config, run_cells
 torch = pytest.importorskip("torch")
 
 FAST = {
-    "input": {"simulate": {"n_cells": 40, "width": 24, "height_range": [20, 24]}},
+    "input": {"simulate": {"n_cells": 42, "width": 24, "height_range": [20, 24]}},
     "pca": {"n_comps": 6},
     "metric_learning": {"methods": ["nca", "lfda"], "max_iter": 20},
     "embedding": [{"method": "pretrained", "params": {"backbone": "test_tiny", "image_size": 16, "device": "cpu"}}],
@@ -55,11 +55,11 @@ def test_cli_cells_run_end_to_end(tmp_path):
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["seed"] == 1 and resolved["cluster"]["resolution"] == 0.8
     adata = anndata.read_h5ad(out / "results.h5ad")
-    assert "leiden_features+nca" in adata.obs and adata.obsm["X_nca"].shape == (40, 6)
-    assert sc.io.cell_image_stack(adata).shape[:2] == (40, 3)
+    assert "leiden_features+nca" in adata.obs and adata.obsm["X_nca"].shape == (42, 6)
+    assert sc.io.cell_image_stack(adata).shape[:2] == (42, 3)
     html = (out / "report.html").read_text()
     assert "features+nca: example cells per cluster" in html
-    assert json.loads((out / "metrics.json").read_text())["n_cells"] == 40
+    assert json.loads((out / "metrics.json").read_text())["n_cells"] == 42
 
 
 def test_cells_run_on_tiff_folder_without_embeddings(tmp_path):

@@ -42,7 +42,9 @@ __all__ = [
     "DINOLoss",
     "DINOTrainer",
     "MultiCropTransform",
+    "CELL_SCALINGS",
     "adapt_patch_embedding",
+    "channel_reference",
     "channel_vit",
     "scale_cell_images",
 ]
@@ -54,25 +56,51 @@ CHECKPOINT_KIND = "dino"
 # input scaling shared by training and inference
 
 
-def scale_cell_images(images: np.ndarray, sizes: np.ndarray | None = None) -> np.ndarray:
-    """Rescale every channel of every cell to [0, 1] over its true area and pad to a square with zeros.
+#: Intensity scalings of :func:`scale_cell_images`.
+CELL_SCALINGS = ("cell", "dataset")
 
-    scDINO rescales the pixel intensities of each channel to [0, 1]; padding stays 0 (Palli 2023
-    pads with zeros). Returns float32 ``(n, C, S, S)`` with ``S = max(H, W)``.
+
+def channel_reference(images: np.ndarray, sizes: np.ndarray | None = None, *, quantile: float = 0.999) -> np.ndarray:
+    """Per-channel ``quantile`` of the pixel values over the true areas of all cells, ``(C,)`` (the ``"dataset"`` scale)."""
+    stack = np.asarray(images, dtype=np.float32)
+    if stack.ndim != 4:
+        raise ValueError(f"`images` must have shape (n, C, H, W), got shape {stack.shape}.")
+    valid = _valid_mask(stack.shape, sizes)
+    reference = np.array([np.quantile(stack[:, c][valid], quantile) for c in range(stack.shape[1])], dtype=np.float64)
+    return np.where(reference > 0, reference, 1.0)
+
+
+def _valid_mask(shape: tuple[int, ...], sizes: np.ndarray | None) -> np.ndarray:
+    n, _, height, width = shape
+    sizes = np.tile([height, width], (n, 1)) if sizes is None else np.asarray(sizes)
+    yy, xx = np.mgrid[0:height, 0:width]
+    return (yy[None] < sizes[:, 0, None, None]) & (xx[None] < sizes[:, 1, None, None])
+
+
+def scale_cell_images(images: np.ndarray, sizes: np.ndarray | None = None, *, reference: np.ndarray | None = None) -> np.ndarray:
+    """Rescale the channels of every cell to [0, 1] over its true area and pad to a square with zeros.
+
+    ``reference=None`` (``"cell"`` scaling): min-max per cell and channel, as scDINO rescales each
+    channel to [0, 1]; this removes every between-cell difference in brightness (e.g. DNA content).
+    ``reference`` = one value per channel (``"dataset"`` scaling, :func:`channel_reference`):
+    ``clip(x / reference_c, 0, 1)``, which keeps the relative intensities of the cells. Padding
+    stays 0 (Palli 2023 pads with zeros). Returns float32 ``(n, C, S, S)`` with ``S = max(H, W)``.
     """
     stack = np.asarray(images, dtype=np.float32)
     if stack.ndim != 4:
         raise ValueError(f"`images` must have shape (n, C, H, W), got shape {stack.shape}.")
     n, n_channels, height, width = stack.shape
-    if sizes is None:
-        sizes = np.tile([height, width], (n, 1))
-    yy, xx = np.mgrid[0:height, 0:width]
-    valid = (yy[None] < np.asarray(sizes)[:, 0, None, None]) & (xx[None] < np.asarray(sizes)[:, 1, None, None])
-    valid = valid[:, None]
-    low = np.where(valid, stack, np.inf).min(axis=(2, 3), keepdims=True)
-    high = np.where(valid, stack, -np.inf).max(axis=(2, 3), keepdims=True)
-    span = np.where(high > low, high - low, 1.0)
-    scaled = np.where(valid, (stack - low) / span, 0.0).astype(np.float32)
+    valid = _valid_mask(stack.shape, sizes)[:, None]
+    if reference is None:
+        low = np.where(valid, stack, np.inf).min(axis=(2, 3), keepdims=True)
+        high = np.where(valid, stack, -np.inf).max(axis=(2, 3), keepdims=True)
+        span = np.where(high > low, high - low, 1.0)
+        scaled = np.where(valid, (stack - low) / span, 0.0).astype(np.float32)
+    else:
+        reference = np.asarray(reference, dtype=np.float32).reshape(-1)
+        if reference.shape != (n_channels,) or not (reference > 0).all():
+            raise ValueError(f"`reference` must hold {n_channels} positive values (one per channel), got {reference.tolist()}.")
+        scaled = np.where(valid, np.clip(stack / reference[None, :, None, None], 0.0, 1.0), 0.0).astype(np.float32)
     side = max(height, width)
     out = np.zeros((n, n_channels, side, side), dtype=np.float32)
     out[:, :, :height, :width] = scaled
@@ -288,11 +316,15 @@ class MultiCropTransform(nn.Module):
         Number of local crops (paper 8 at 96 px for 224 px global crops; fewer for small images).
     global_scale, local_scale
         Crop area ranges (paper (0.4, 1) and (0.05, 0.4)).
+    intensity_jitter
+        Maximum relative brightness/contrast change (0: none). Brightness jitter teaches the network
+        to ignore how bright a cell is, which is wrong when brightness is the phenotype (DNA content).
     """
 
     def __init__(
         self, global_size: int = 32, local_size: int = 16, *, n_local_crops: int = 4,
         global_scale: Sequence[float] = (0.4, 1.0), local_scale: Sequence[float] = (0.05, 0.4),
+        intensity_jitter: float = 0.4,
     ) -> None:
         super().__init__()
         from ._transforms import RandomGaussianBlur, RandomGaussianNoise, RandomIntensityDistortion
@@ -305,7 +337,7 @@ class MultiCropTransform(nn.Module):
         self.global_size, self.local_size = int(global_size), int(local_size)
         self.n_local_crops = int(n_local_crops)
         self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)
-        self.intensity = RandomIntensityDistortion(0.4, p=0.8)
+        self.intensity = RandomIntensityDistortion(intensity_jitter, p=0.8 if intensity_jitter > 0 else 0.0)
         self.blurs = nn.ModuleList([RandomGaussianBlur((0.1, 1.5), p=p) for p in (1.0, 0.1, 0.5)])
         self.noise = RandomGaussianNoise((0.001, 0.1), p=0.5)
 
@@ -396,6 +428,12 @@ class DINOTrainer:
         DINO head (paper 65536 / 2048 / 256).
     n_local_crops, local_size
         Multi-crop: number and side of local crops (default ``image_size // 2``).
+    scaling
+        ``"cell"``: every channel of every cell min-max scaled to [0, 1] (scDINO); ``"dataset"``:
+        divided by the channel's 99.9th percentile over all training cells (keeps brightness
+        differences between cells, e.g. DNA content); see :func:`scale_cell_images`.
+    intensity_jitter
+        Brightness/contrast jitter of the crops (:class:`MultiCropTransform`; DINO 0.4).
     epochs, batch_size, lr, weight_decay
         AdamW training (scDINO/Palli 2023: lr 0.0005; lr is scaled by batch_size / 256 as in
         DINO, with a linear warm-up over ``warmup_epochs`` then cosine decay).
@@ -440,6 +478,8 @@ class DINOTrainer:
         bottleneck_dim: int = 128,
         n_local_crops: int = 4,
         local_size: int | None = None,
+        scaling: str = "cell",
+        intensity_jitter: float = 0.4,
         epochs: int = 20,
         batch_size: int = 64,
         lr: float = 0.0005,
@@ -468,6 +508,8 @@ class DINOTrainer:
         self.bottleneck_dim = bottleneck_dim
         self.n_local_crops = n_local_crops
         self.local_size = local_size
+        self.scaling = scaling
+        self.intensity_jitter = intensity_jitter
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -496,6 +538,12 @@ class DINOTrainer:
             raise ValueError(f"`n_local_crops` must be >= 0, got {self.n_local_crops!r}.")
         if not self.lr > 0:
             raise ValueError(f"`lr` must be positive, got {self.lr!r}.")
+        if self.scaling not in CELL_SCALINGS:
+            from .._registry import invalid_option
+
+            raise invalid_option(self.scaling, "scaling", list(CELL_SCALINGS))
+        if not 0 <= self.intensity_jitter < 1:
+            raise ValueError(f"`intensity_jitter` must be in [0, 1), got {self.intensity_jitter!r}.")
         if not 0 <= self.momentum_teacher <= 1:
             raise ValueError(f"`momentum_teacher` must be in [0, 1], got {self.momentum_teacher!r}.")
 
@@ -542,7 +590,10 @@ class DINOTrainer:
     def _config(self) -> dict[str, Any]:
         return {
             "architecture": self.arch_,
-            "preprocessing": {"image_size": int(self.image_size), "scaling": "per-cell-channel min-max to [0, 1], zero-padded square"},
+            "preprocessing": {
+                "image_size": int(self.image_size), "scaling": self.scaling,
+                "reference": None if self.reference_ is None else [float(v) for v in self.reference_],
+            },
         }
 
     def _save(self, path: Path, optimizer: Any, epoch: int, loss_fn: DINOLoss) -> None:
@@ -573,7 +624,10 @@ class DINOTrainer:
             image_size=arch["image_size"], patch_size=arch["patch_size"], embed_dim=arch["embed_dim"], depth=arch["depth"],
             num_heads=arch["num_heads"], out_dim=arch["out_dim"], hidden_dim=arch["hidden_dim"],
             bottleneck_dim=arch["bottleneck_dim"], epochs=int(config["training"]["epochs"]), checkpoint=path, device=device,
+            scaling=config["preprocessing"].get("scaling", "cell"),
         )
+        reference = config["preprocessing"].get("reference")
+        trainer.reference_ = None if reference is None else np.asarray(reference, dtype=np.float64)
         trainer._build(arch, None)
         trainer._load_weights(state)
         trainer.history_ = list(config["training"].get("history", []))
@@ -590,7 +644,8 @@ class DINOTrainer:
         from ._checkpoint import load_checkpoint, load_optimizer_state
 
         self._validate()
-        data = scale_cell_images(images, sizes)
+        self.reference_ = channel_reference(images, sizes) if self.scaling == "dataset" else None
+        data = scale_cell_images(images, sizes, reference=self.reference_)
         n, in_chans = data.shape[:2]
         if n < 2:
             raise ValueError(f"`images` holds {n} cell; DINO needs at least 2.")
@@ -604,6 +659,8 @@ class DINOTrainer:
                 logger.info("Loaded the finished DINO training from %s.", path)
                 self._build(saved["architecture"], None)
                 self._load_weights(state)
+                reference = saved["preprocessing"].get("reference")
+                self.reference_ = None if reference is None else np.asarray(reference, dtype=np.float64)
                 self.history_ = list(saved["training"].get("history", []))
                 return self
         arch = self._architecture(in_chans) if saved is None else dict(saved["architecture"])
@@ -629,7 +686,8 @@ class DINOTrainer:
         self.teacher_.to(self.device_)
         loss_fn.to(self.device_)
         crops = MultiCropTransform(
-            self.image_size, self.local_size or max(self.arch_["patch_size"], self.image_size // 2), n_local_crops=self.n_local_crops
+            self.image_size, self.local_size or max(self.arch_["patch_size"], self.image_size // 2), n_local_crops=self.n_local_crops,
+            intensity_jitter=float(self.intensity_jitter),
         )
         batch_size = min(int(self.batch_size), n)
         steps_per_epoch = math.ceil(n / batch_size)
@@ -694,7 +752,7 @@ class DINOTrainer:
         """Teacher CLS embeddings ``(n, embed_dim)`` of the (un-augmented) cell images."""
         if not hasattr(self, "teacher_"):
             raise RuntimeError("This DINOTrainer is not fitted yet; call `fit` or `from_checkpoint` first.")
-        data = scale_cell_images(images, sizes)
+        data = scale_cell_images(images, sizes, reference=self.reference_)
         if data.shape[1] != self.in_chans_:
             raise ValueError(f"The model was trained on {self.in_chans_} channels; `images` have {data.shape[1]}.")
         tensor = torch.from_numpy(self._resize(data))

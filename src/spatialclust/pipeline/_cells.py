@@ -96,6 +96,13 @@ def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
     resolution = cfg["cluster"]["resolution"]
     if not (resolution == "scan" or (isinstance(resolution, (int, float)) and not isinstance(resolution, bool) and resolution > 0)):
         raise ConfigError(f"`cluster.resolution` must be a positive number or `scan`, got {resolution!r}.")
+    from ..tl._cell_cluster import SCAN_CRITERIA
+    from ..tl._cell_features import FEATURE_SETS
+
+    if cfg["cluster"]["criterion"] not in SCAN_CRITERIA:
+        raise ConfigError(str(invalid_option(cfg["cluster"]["criterion"], "cluster.criterion", list(SCAN_CRITERIA))))
+    if cfg["features"]["feature_set"] not in FEATURE_SETS:
+        raise ConfigError(str(invalid_option(cfg["features"]["feature_set"], "features.feature_set", list(FEATURE_SETS))))
     if cfg["cluster"]["neighbors_method"] not in ("umap", "gauss"):
         raise ConfigError(str(invalid_option(cfg["cluster"]["neighbors_method"], "cluster.neighbors_method", ["umap", "gauss"])))
     train_fraction = cfg["metric_learning"]["train_fraction"]
@@ -224,8 +231,9 @@ def cluster_and_evaluate(adata: ad.AnnData, reps: list[dict[str, Any]], cfg: Map
         key = f"{_keys.LEIDEN}_{rep['name']}"
         start = time.perf_counter()
         tl.leiden_cells(
-            adata, use_rep=rep["use_rep"], resolution=c["resolution"], resolutions=c["resolutions"],
-            n_neighbors=c["n_neighbors"], neighbors_method=c["neighbors_method"], random_state=cfg["seed"], key_added=key,
+            adata, use_rep=rep["use_rep"], resolution=c["resolution"], resolutions=c["resolutions"], criterion=c["criterion"],
+            stability_threshold=c["stability_threshold"], n_neighbors=c["n_neighbors"], neighbors_method=c["neighbors_method"],
+            random_state=cfg["seed"], key_added=key,
         )
         rep["cluster_key"] = key
         row = {"representation": rep["source"], "metric_learning": rep["metric_learning"],
@@ -244,6 +252,7 @@ def cluster_and_evaluate(adata: ad.AnnData, reps: list[dict[str, Any]], cfg: Map
                 "knn_accuracy": scores["knn_accuracy"],
                 "knn_accuracy_held_out": None if held_out is None else held_out["knn_accuracy"],
                 "n_clusters": scores["n_clusters"],
+                **_kmeans_scores(adata, rep["use_rep"], label_key, cfg["seed"]),
             })
         else:
             from ..metrics import silhouette
@@ -254,6 +263,22 @@ def cluster_and_evaluate(adata: ad.AnnData, reps: list[dict[str, Any]], cfg: Map
         row["seconds"] = round(rep["seconds"] + time.perf_counter() - start, 2)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _kmeans_scores(adata: ad.AnnData, use_rep: str, label_key: str, seed: int) -> dict[str, float]:
+    """Purity and NMI of k-means with k = the number of label classes (every representation at the same k)."""
+    from sklearn.cluster import KMeans
+
+    from ..metrics import nmi, purity
+
+    labels = adata.obs[label_key]
+    known = labels.notna().to_numpy()
+    k = int(labels[known].nunique())
+    if k < 2:
+        return {"purity_kmeans": None, "nmi_kmeans": None}
+    codes = KMeans(k, n_init=10, random_state=seed).fit_predict(np.asarray(adata.obsm[use_rep], dtype=np.float64))
+    truth = labels[known].astype(str).to_numpy()
+    return {"purity_kmeans": purity(truth, codes[known]), "nmi_kmeans": nmi(truth, codes[known])}
 
 
 def make_cell_figures(
@@ -299,8 +324,9 @@ def write_cell_report(run_dir: Path, cfg: Mapping[str, Any], comparison: pd.Data
     report = Report("Cell-image phenotyping", subtitle=f"dataset: {dataset} ({adata.n_obs} cells, {adata.n_vars} features)")
     report.add_table(
         "Clustering of every representation", comparison,
-        caption="Leiden clusters scored against the labels: purity (Palli 2023, sec. 3.6), NMI, ARI, silhouette "
-        "and leave-one-out k-NN accuracy; *_held_out: only cells not used to learn the metric.",
+        caption="Leiden clusters (resolution chosen without labels) scored against the labels: purity (Palli 2023, "
+        "sec. 3.6), NMI, ARI, silhouette and leave-one-out k-NN accuracy; *_held_out: only cells not used to learn "
+        "the metric; *_kmeans: k-means with k = the number of classes, the same k for every representation.",
     )
     for name, items in figures.items():
         for what, path in items:
@@ -347,7 +373,8 @@ def run_cells(
         seed = cfg["seed"]
         seed_everything(seed)
         cells, dataset, has_images = load_cells(cfg["input"], seed=seed)
-        adata = tl.cell_features(cells, threshold=cfg["features"]["threshold"]) if has_images else cells
+        features = cfg["features"]
+        adata = tl.cell_features(cells, threshold=features["threshold"], feature_set=features["feature_set"]) if has_images else cells
         reps = build_representations(adata, cfg, tmp, has_images=has_images)
         comparison = cluster_and_evaluate(adata, reps, cfg)
         figures = make_cell_figures(adata, reps, cfg, tmp / FIGURES_DIR, has_images=has_images)

@@ -2,8 +2,9 @@
 
 The paper builds scanpy's kNN graph on a representation (PCA of the scaled features, its
 metric-learned transform, or an image embedding), clusters it with Leiden at a fixed resolution
-and scores the clusters with purity. Here the resolution can also be scanned and chosen by the
-silhouette coefficient (label-free, as the paper's discussion recommends), and NMI, ARI and k-NN
+and scores the clusters with purity. Here the resolution can also be scanned and chosen without
+labels, by the silhouette coefficient (as the paper's discussion recommends) or by stability (the
+finest resolution whose partition Leiden reproduces across random seeds), and NMI, ARI and k-NN
 accuracy are reported next to purity.
 """
 
@@ -18,11 +19,16 @@ import pandas as pd
 
 from .. import _keys
 from .._logging import logger
+from .._registry import invalid_option
 
-__all__ = ["DEFAULT_RESOLUTIONS", "evaluate_cells", "leiden_cells"]
+__all__ = ["DEFAULT_RESOLUTIONS", "SCAN_CRITERIA", "evaluate_cells", "leiden_cells"]
 
 #: Resolutions tried by ``resolution="scan"``.
 DEFAULT_RESOLUTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
+#: Label-free criteria of the resolution scan.
+SCAN_CRITERIA = ("silhouette", "stability")
+#: Leiden seeds compared by the stability criterion.
+_STABILITY_SEEDS = 3
 
 
 def _representation(adata: ad.AnnData, use_rep: str) -> np.ndarray:
@@ -39,6 +45,8 @@ def leiden_cells(
     use_rep: str = "X_pca",
     resolution: float | str = 1.0,
     resolutions: Sequence[float] = DEFAULT_RESOLUTIONS,
+    criterion: str = "silhouette",
+    stability_threshold: float = 0.9,
     n_neighbors: int = 15,
     neighbors_method: str = "umap",
     random_state: int = 0,
@@ -53,10 +61,16 @@ def leiden_cells(
     use_rep
         Representation for the kNN graph (``"X_pca"``, ``"X_nca"``, ``"X_dino"``, ...).
     resolution
-        Leiden resolution, or ``"scan"``: try ``resolutions`` and keep the one with the highest
-        silhouette coefficient on ``use_rep`` (label-free).
+        Leiden resolution, or ``"scan"``: try ``resolutions`` and keep one by ``criterion`` (label-free).
     resolutions
         Candidates of the scan.
+    criterion
+        ``"silhouette"``: the highest silhouette coefficient on ``use_rep`` (it favours few, coarse
+        clusters); ``"stability"``: the largest resolution whose partitions from 3 Leiden seeds agree
+        with a mean pairwise ARI of at least ``stability_threshold`` (the finest reproducible
+        partition; the most stable one if none reaches the threshold).
+    stability_threshold
+        Minimum mean pairwise ARI of the stability criterion.
     n_neighbors
         Neighbours of the kNN graph (scanpy default 15).
     neighbors_method
@@ -71,12 +85,16 @@ def leiden_cells(
     -------
     None; writes ``obs[key_added]`` (categorical), ``obsp["<key_added>_connectivities"]`` /
     ``_distances`` and ``uns[key_added]`` = ``{"use_rep", "resolution", "n_clusters", "params",
-    "scan"}`` (``scan``: resolution, n_clusters, silhouette of each candidate).
+    "scan"}`` (``scan``: resolution, n_clusters, silhouette, stability of each candidate).
     """
     import scanpy as sc
 
-    from ..metrics import silhouette
+    from ..metrics import ari, silhouette
 
+    if criterion not in SCAN_CRITERIA:
+        raise invalid_option(criterion, "criterion", list(SCAN_CRITERIA))
+    if not 0 < stability_threshold <= 1:
+        raise ValueError(f"`stability_threshold` must be in (0, 1], got {stability_threshold!r}.")
     X = _representation(adata, use_rep)
     if not np.isfinite(X).all():
         raise ValueError(f"obsm[{use_rep!r}] contains NaN or infinite values.")
@@ -89,9 +107,9 @@ def leiden_cells(
         random_state=random_state, key_added=neighbors_key,
     )
 
-    def run(res: float) -> np.ndarray:
+    def run(res: float, seed: int = random_state) -> np.ndarray:
         sc.tl.leiden(
-            adata, resolution=res, random_state=random_state, key_added=key_added, neighbors_key=neighbors_key,
+            adata, resolution=res, random_state=seed, key_added=key_added, neighbors_key=neighbors_key,
             flavor="igraph", n_iterations=2, directed=False,
         )
         return adata.obs[key_added].cat.codes.to_numpy()
@@ -105,13 +123,24 @@ def leiden_cells(
         for res in resolutions:
             labels = run(float(res))
             n_clusters = int(labels.max()) + 1
-            score = silhouette(X, labels) if 1 < n_clusters < adata.n_obs else float("nan")
-            scan.append({"resolution": float(res), "n_clusters": n_clusters, "silhouette": score})
-            logger.debug("leiden resolution %.2f: %d clusters, silhouette %.3f", res, n_clusters, score)
+            valid = 1 < n_clusters < adata.n_obs
+            score = silhouette(X, labels) if valid else float("nan")
+            stability = float("nan")
+            if criterion == "stability" and valid:
+                runs = [labels] + [run(float(res), random_state + 1 + i) for i in range(_STABILITY_SEEDS - 1)]
+                stability = float(np.mean([ari(runs[i], runs[j]) for i in range(len(runs)) for j in range(i + 1, len(runs))]))
+            scan.append({"resolution": float(res), "n_clusters": n_clusters, "silhouette": score, "stability": stability})
+            logger.debug("leiden resolution %.2f: %d clusters, silhouette %.3f, stability %.3f", res, n_clusters, score, stability)
         scores = np.array([row["silhouette"] for row in scan])
         if np.isnan(scores).all():
             raise ValueError(f"No resolution in {list(resolutions)} gave between 2 and n_cells - 1 clusters.")
-        chosen = float(scan[int(np.nanargmax(scores))]["resolution"])
+        if criterion == "silhouette":
+            chosen = float(scan[int(np.nanargmax(scores))]["resolution"])
+        else:
+            stable = [row for row in scan if row["stability"] >= stability_threshold]
+            best = max(stable, key=lambda row: row["resolution"]) if stable else max(
+                (row for row in scan if not np.isnan(row["stability"])), key=lambda row: row["stability"])
+            chosen = float(best["resolution"])
     else:
         if not float(resolution) > 0:
             raise ValueError(f"`resolution` must be positive, got {resolution!r}.")
@@ -123,7 +152,8 @@ def leiden_cells(
         "n_clusters": int(labels.max()) + 1,
         "scan": scan,
         _keys.PARAMS: {
-            "resolution": resolution, "n_neighbors": n_neighbors, "neighbors_method": neighbors_method,
+            "resolution": resolution, "criterion": criterion, "stability_threshold": stability_threshold,
+            "n_neighbors": n_neighbors, "neighbors_method": neighbors_method,
             "random_state": random_state,
         },
     }

@@ -6,7 +6,8 @@ channel": every channel of a cell, zero-padded to a square and rescaled to [0, 1
 image replicated to the 3 input planes; the per-channel vectors are concatenated (``combine=
 "concat"``, ``C * d`` features) or averaged (``"mean"``, ``d`` features). The alternative is a
 ViT trained on the cells themselves with DINO (scDINO, :class:`spatialclust.models._dino.DINOTrainer`),
-which sees all channels at once.
+which sees all channels at once. ``method="pixels"`` is the raw-pixel baseline: the padded images
+as recorded, flattened (``C * H * W`` features; the pipeline reduces every embedding by PCA).
 
 >>> sc.tl.embed_cells(adata, method="pretrained", backbone="efficientnet_lite0")  # obsm["X_efficientnet_lite0"]  # doctest: +SKIP
 >>> sc.tl.embed_cells(adata, method="dino", epochs=20)  # obsm["X_dino"]  # doctest: +SKIP
@@ -32,7 +33,7 @@ __all__ = ["COMBINE", "ChannelwiseEmbedder", "embed_cells"]
 #: How per-channel vectors are combined.
 COMBINE = ("concat", "mean")
 #: Embedding methods of :func:`embed_cells`.
-CELL_EMBEDDINGS = ("pretrained", "dino")
+CELL_EMBEDDINGS = ("pretrained", "dino", "pixels")
 
 
 class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
@@ -48,6 +49,9 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
         ``"concat"`` (``C * d`` features, channel-major) or ``"mean"`` (``d`` features).
     image_size
         Input side; default the backbone's ``input_size`` (224 for ImageNet networks).
+    scaling
+        ``"cell"`` (min-max per cell and channel) or ``"dataset"`` (per-channel 99.9th percentile of
+        the images embedded together); see :func:`spatialclust.models._dino.scale_cell_images`.
     weights
         Local weight file for the backbone (instead of its published weights).
     batch_size
@@ -71,6 +75,7 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
         *,
         combine: str = "concat",
         image_size: int | None = None,
+        scaling: str = "cell",
         weights: str | os.PathLike | None = None,
         batch_size: int = 64,
         device: str = "auto",
@@ -79,6 +84,7 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
         self.backbone = backbone
         self.combine = combine
         self.image_size = image_size
+        self.scaling = scaling
         self.weights = weights
         self.batch_size = batch_size
         self.device = device
@@ -87,9 +93,12 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
     def fit(self, images: np.ndarray | None = None, y: Any = None) -> ChannelwiseEmbedder:
         """Load the backbone (nothing is trained)."""
         from ..models._backbones import create_backbone
+        from ..models._dino import CELL_SCALINGS
 
         if self.combine not in COMBINE:
             raise invalid_option(self.combine, "combine", list(COMBINE))
+        if self.scaling not in CELL_SCALINGS:
+            raise invalid_option(self.scaling, "scaling", list(CELL_SCALINGS))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {self.batch_size!r}.")
         self.device_ = resolve_device(self.device)
@@ -100,12 +109,13 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
         """Embeddings ``(n, C * d)`` or ``(n, d)`` of cell images ``(n, C, H, W)``."""
         import torch
 
-        from ..models._dino import scale_cell_images
+        from ..models._dino import channel_reference, scale_cell_images
         from ._neural import _torch_threads
 
         if not hasattr(self, "backbone_"):
             self.fit()
-        data = scale_cell_images(images, sizes)
+        reference = channel_reference(images, sizes) if self.scaling == "dataset" else None
+        data = scale_cell_images(images, sizes, reference=reference)
         n, n_channels, side = data.shape[0], data.shape[1], data.shape[2]
         grays = data.reshape(n * n_channels, side, side)  # cell-major, channel-minor
         size = self.image_size or self.backbone_.config.input_size
@@ -139,9 +149,11 @@ def embed_cells(
     method
         ``"pretrained"``: :class:`ChannelwiseEmbedder` (``params``: ``backbone``, ``combine``, ...);
         ``"dino"``: :class:`spatialclust.models._dino.DINOTrainer` trained on all cells (or loaded
-        from ``params["checkpoint"]``), embedding = teacher CLS token.
+        from ``params["checkpoint"]``), embedding = teacher CLS token; ``"pixels"``: the raw
+        images flattened (the raw-pixel baseline, no parameters).
     key_added
-        obsm key (default ``"X_<backbone>"`` for ``pretrained``, ``"X_dino"`` for ``dino``).
+        obsm key (default ``"X_<backbone>"`` for ``pretrained``, ``"X_dino"`` for ``dino``,
+        ``"X_pixels"`` for ``pixels``).
     **params
         Parameters of the embedder.
 
@@ -164,6 +176,12 @@ def embed_cells(
         vectors = trainer.transform(images, sizes=sizes)
         key = key_added or "X_dino"
         extra = {"history": trainer.history_, "checkpoint": None if trainer.checkpoint is None else str(trainer.checkpoint)}
+    elif method == "pixels":
+        if params:
+            raise TypeError(f"`pixels` takes no parameters, got {sorted(params)}.")
+        vectors = images.reshape(images.shape[0], -1).astype(np.float32)
+        key = key_added or "X_pixels"
+        extra = {}
     else:
         raise invalid_option(method, "method", list(CELL_EMBEDDINGS))
     adata.obsm[key] = vectors

@@ -19,6 +19,27 @@ per channel on the true (unpadded) area of each cell image:
     (separates one from several nuclei/objects);
 ``correlation_<a>_<b>``
     Pearson correlation of two channels over the cell image (co-localisation).
+
+``feature_set="cellprofiler"`` (the default of ``spatialclust cells run``) adds a CellProfiler-like
+set (Carpenter et al. 2006, Genome Biol. 7:R100; McQuin et al. 2018, PLoS Biol. 16:e2005970),
+computed with scikit-image (``regionprops``, ``graycomatrix`` / ``graycoprops``) inside a cell mask
+(Otsu threshold of the sum of the per-cell min-max scaled channels), per channel:
+
+- intensity distribution (MeasureObjectIntensity): integrated, mean, standard deviation, median,
+  MAD, quantiles 5 / 25 / 75 / 95 %, min, skewness, kurtosis, mass displacement (distance of the
+  intensity centroid from the mask centroid, relative to the cell radius);
+- radial distribution (MeasureObjectIntensityDistribution): fraction of the intensity in 4
+  rings at 0-25-50-75-100 % of the cell radius from the mask centroid;
+- Haralick texture (MeasureTexture): GLCM contrast, dissimilarity, homogeneity, energy,
+  correlation and ASM at distances 1 and 3 px, averaged over 4 directions, on the cell's pixels
+  quantised into 8 levels between their 1st and 99th percentiles (brightness-invariant);
+- objects (MeasureObjectSizeShape on the channel's own Otsu foreground): number of objects of at
+  least 3 px, total and largest area (relative to the cell), eccentricity, solidity, extent and
+  form factor of the largest object, distance between the two largest (relative to the cell radius);
+- the 7 intensity-weighted Hu moments (rotation-invariant shape descriptors; ``sign * log10|h|``);
+
+and for the cell mask: area, perimeter, eccentricity, solidity, form factor, major / minor axis.
+Zernike moments are not computed (Hu moments are the rotation-invariant shape descriptors here).
 """
 
 from __future__ import annotations
@@ -30,15 +51,96 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys
-from .._logging import logger
+from .._logging import logger, progress
 from .._registry import invalid_option
 from ..io._cells import cell_image_stack
 from ..pp._tissue import otsu_threshold
 
-__all__ = ["CHANNEL_FEATURES", "cell_features", "classical_features", "cell_pca"]
+__all__ = ["CHANNEL_FEATURES", "FEATURE_SETS", "cell_features", "classical_features", "cell_pca"]
 
 #: Per-channel features, in output order.
 CHANNEL_FEATURES = ("max_intensity", "mean_intensity", "total_intensity", "size", "eccentricity", "radial_moment")
+#: Feature sets of :func:`classical_features`.
+FEATURE_SETS = ("ics", "cellprofiler")
+_GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
+_GLCM_DISTANCES = (1, 3)
+_GLCM_LEVELS = 8
+_RADIAL_BINS = 4
+
+
+def _cellprofiler_one(image: np.ndarray) -> dict[str, float]:
+    """CellProfiler-like features of one unpadded ``(C, h, w)`` cell image (channel index in the keys)."""
+    from scipy import stats
+    from skimage.feature import graycomatrix, graycoprops
+    from skimage.measure import label, regionprops
+
+    n_channels = image.shape[0]
+    low = image.min(axis=(1, 2), keepdims=True)
+    span = np.maximum(image.max(axis=(1, 2), keepdims=True) - low, 1e-12)
+    combined = ((image - low) / span).sum(axis=0)
+    mask = combined > otsu_threshold(combined)
+    if mask.sum() < 4:  # a cell without a visible object: the whole image
+        mask = np.ones_like(mask)
+    regions = regionprops(label(mask))
+    cell = max(regions, key=lambda r: r.area)
+    mask = label(mask) == cell.label
+    cy, cx = cell.centroid
+    yy, xx = np.nonzero(mask)
+    radius = max(float(np.sqrt(((yy - cy) ** 2 + (xx - cx) ** 2).max())), 1.0)
+    ring = np.minimum((np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / radius * _RADIAL_BINS).astype(int), _RADIAL_BINS - 1)
+    out: dict[str, float] = {
+        "area_cell": float(cell.area), "perimeter_cell": float(cell.perimeter), "eccentricity_cell": float(cell.eccentricity),
+        "solidity_cell": float(cell.solidity), "form_factor_cell": float(4 * np.pi * cell.area / max(cell.perimeter, 1.0) ** 2),
+        "major_axis_cell": float(cell.axis_major_length), "minor_axis_cell": float(cell.axis_minor_length),
+    }
+    for c in range(n_channels):
+        values = image[c][mask]
+        total = float(values.sum())
+        q = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95])
+        weight = np.clip(values, 0, None)
+        wsum = max(float(weight.sum()), 1e-12)
+        displacement = np.hypot((weight * yy).sum() / wsum - cy, (weight * xx).sum() / wsum - cx) / radius
+        std = float(values.std())
+        features = {
+            "integrated_intensity": total, "mean": float(values.mean()), "std": std, "median": float(q[2]),
+            "mad": float(np.median(np.abs(values - q[2]))), "q05": float(q[0]), "q25": float(q[1]), "q75": float(q[3]),
+            "q95": float(q[4]), "min": float(values.min()),
+            "skewness": float(stats.skew(values)) if std > 0 else 0.0,
+            "kurtosis": float(stats.kurtosis(values)) if std > 0 else 0.0,
+            "mass_displacement": float(displacement),
+        }
+        rings = np.bincount(ring, weights=weight, minlength=_RADIAL_BINS) / wsum
+        features.update({f"radial_fraction_{b + 1}of{_RADIAL_BINS}": float(rings[b]) for b in range(_RADIAL_BINS)})
+        # Haralick texture inside the mask: level 0 marks the outside and is dropped from the GLCM
+        lo, hi = np.quantile(values, [0.01, 0.99])
+        levels = 1 + np.clip(((image[c] - lo) / max(hi - lo, 1e-12) * _GLCM_LEVELS).astype(int), 0, _GLCM_LEVELS - 1)
+        levels = np.where(mask, levels, 0).astype(np.uint8)
+        glcm = graycomatrix(levels, distances=_GLCM_DISTANCES, angles=[0, np.pi / 4, np.pi / 2, 3 * np.pi / 4],
+                            levels=_GLCM_LEVELS + 1, symmetric=True)[1:, 1:].astype(np.float64)
+        glcm /= np.maximum(glcm.sum(axis=(0, 1), keepdims=True), 1e-12)
+        for prop in _GLCM_PROPS:
+            table = graycoprops(glcm, prop)  # (distances, angles)
+            for d, distance in enumerate(_GLCM_DISTANCES):
+                features[f"glcm_{prop.lower()}_d{distance}"] = float(np.nan_to_num(table[d].mean()))
+        # objects of this channel: its own Otsu foreground inside the cell
+        foreground = np.zeros_like(mask)
+        foreground[mask] = values > otsu_threshold(values) if values.max() > values.min() else True  # uniform: one object
+        objects = sorted((r for r in regionprops(label(foreground)) if r.area >= 3), key=lambda r: -r.area)
+        largest = objects[0] if objects else None
+        features.update({
+            "n_objects": float(len(objects)),
+            "object_area": float(sum(r.area for r in objects)) / cell.area,
+            "largest_area": 0.0 if largest is None else float(largest.area) / cell.area,
+            "largest_eccentricity": 0.0 if largest is None else float(largest.eccentricity),
+            "largest_solidity": 0.0 if largest is None else float(largest.solidity),
+            "largest_extent": 0.0 if largest is None else float(largest.extent),
+            "largest_form_factor": 0.0 if largest is None else float(4 * np.pi * largest.area / max(largest.perimeter, 1.0) ** 2),
+            "object_distance": 0.0 if len(objects) < 2 else float(np.hypot(*np.subtract(objects[0].centroid, objects[1].centroid))) / radius,
+        })
+        hu = regionprops(mask.astype(np.uint8), intensity_image=np.clip(image[c], 0, None))[0].moments_weighted_hu
+        features.update({f"hu_{k + 1}": float(np.sign(h) * np.log10(abs(h) + 1e-30)) if h != 0 else 0.0 for k, h in enumerate(hu)})
+        out.update({f"{name}_{c}": value for name, value in features.items()})
+    return out
 
 
 def _thresholds(stack: np.ndarray, valid: np.ndarray, threshold: str | float | Sequence[float]) -> np.ndarray:
@@ -61,6 +163,7 @@ def classical_features(
     sizes: np.ndarray | None = None,
     channels: Sequence[str] | None = None,
     threshold: str | float | Sequence[float] = "otsu",
+    feature_set: str = "ics",
 ) -> pd.DataFrame:
     """Classical per-channel image features and inter-channel correlations of cell images.
 
@@ -75,12 +178,17 @@ def classical_features(
     threshold
         Foreground threshold for ``size``, ``eccentricity`` and ``radial_moment``: ``"otsu"``
         (per cell and channel), one number, or one number per channel.
+    feature_set
+        ``"ics"``: the sorter's real-time features only; ``"cellprofiler"``: also the
+        CellProfiler-like intensity-distribution, radial, texture and shape features (module docstring).
 
     Returns
     -------
-    DataFrame ``(n, C * 6 + C * (C - 1) / 2)`` with columns ``<feature>_<channel>`` and
-    ``correlation_<a>_<b>``.
+    DataFrame ``(n, C * 6 + C * (C - 1) / 2)`` (``"ics"``; ``"cellprofiler"``: + ``C * 44 + 7``)
+    with columns ``<feature>_<channel>``, ``correlation_<a>_<b>`` and ``<feature>_cell``.
     """
+    if feature_set not in FEATURE_SETS:
+        raise invalid_option(feature_set, "feature_set", list(FEATURE_SETS))
     stack = np.asarray(images, dtype=np.float64)
     if stack.ndim != 4:
         raise ValueError(f"`images` must have shape (n, C, H, W), got shape {stack.shape}.")
@@ -134,17 +242,29 @@ def classical_features(
                 r = (centred[:, a] * centred[:, b]).sum(axis=(1, 2)) / denominator
             # a constant channel has no defined correlation; 0 (no co-localisation) keeps X finite
             columns[f"correlation_{channels[a]}_{channels[b]}"] = np.where(denominator > 0, r, 0.0)
-    return pd.DataFrame(columns)
+    table = pd.DataFrame(columns)
+    if feature_set == "ics":
+        return table
+    rows = [
+        _cellprofiler_one(stack[i, :, : int(sizes[i, 0]), : int(sizes[i, 1])])
+        for i in progress(range(n), desc="cell features", total=n)
+    ]
+    extra = pd.DataFrame(rows)
+    # channel indices in the keys -> channel names
+    extra.columns = [name if name.endswith("_cell") else f"{name.rsplit('_', 1)[0]}_{channels[int(name.rsplit('_', 1)[1])]}" for name in extra.columns]
+    return pd.concat([table, extra.astype(np.float64)], axis=1)
 
 
-def cell_features(adata: ad.AnnData, *, threshold: str | float | Sequence[float] = "otsu") -> ad.AnnData:
+def cell_features(
+    adata: ad.AnnData, *, threshold: str | float | Sequence[float] = "otsu", feature_set: str = "ics"
+) -> ad.AnnData:
     """Compute classical image features of every cell; return a new AnnData with them in ``X``.
 
     Parameters
     ----------
     adata
         Cell-image AnnData (``obsm["images"]``, see :func:`spatialclust.io.read_cell_images`).
-    threshold
+    threshold, feature_set
         See :func:`classical_features`.
 
     Returns
@@ -156,7 +276,7 @@ def cell_features(adata: ad.AnnData, *, threshold: str | float | Sequence[float]
     stack = cell_image_stack(adata)
     info = adata.uns[_keys.CELL_IMAGE_INFO]
     sizes = adata.obs[[_keys.IMAGE_HEIGHT, _keys.IMAGE_WIDTH]].to_numpy()
-    table = classical_features(stack, sizes=sizes, channels=info["channels"], threshold=threshold)
+    table = classical_features(stack, sizes=sizes, channels=info["channels"], threshold=threshold, feature_set=feature_set)
     var = pd.DataFrame(index=pd.Index(table.columns, dtype=str))
     var["feature"] = [name.rsplit("_", 1)[0] if not name.startswith("correlation_") else "correlation" for name in table.columns]
     var["channel"] = [name[len(f) + 1 :] for name, f in zip(table.columns, var["feature"])]
@@ -167,7 +287,9 @@ def cell_features(adata: ad.AnnData, *, threshold: str | float | Sequence[float]
         obsm={k: v for k, v in adata.obsm.items()},
         uns=dict(adata.uns),
     )
-    result.uns["cell_features"] = {_keys.PARAMS: {"threshold": threshold if isinstance(threshold, (str, float, int)) else list(threshold)}}
+    result.uns["cell_features"] = {_keys.PARAMS: {
+        "threshold": threshold if isinstance(threshold, (str, float, int)) else list(threshold), "feature_set": feature_set,
+    }}
     logger.info("computed %d classical features for %d cells", table.shape[1], table.shape[0])
     return result
 
