@@ -43,7 +43,9 @@ def test_predict_msi_images_imzml_and_missing_genes(fitted, tmp_path):
     out = predict_msi(model, new, metadata={"mz": msi.var[MZ].tolist()})
     assert out.shape == (st.n_obs, msi.n_vars) and out.obsm[SPATIAL].dtype == np.int64
     assert out.uns[GRID]["shape"] == [12, 12]
-    assert ((out.X == 0) == (out.layers["presence"] == 0)).all()
+    np.testing.assert_allclose(out.X, np.expm1(np.clip(model.predict(X), 0, None)), rtol=1e-5, atol=1e-6)
+    assert set(out.layers["presence"].ravel()) <= {0, 1}
+    assert list(out.uns["translation"]["combination"].values()) == model.combination_
     images = sc.pp.feature_images(out)
     assert images.shape == (4, 12, 12)
     path = sc.io.write_imzml(out, tmp_path / "pred.imzML")
