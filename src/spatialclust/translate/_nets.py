@@ -2,7 +2,8 @@
 
 - :class:`MLP`: multilayer perceptron, one output per metabolite (a sigmoid per metabolite for
   presence, a linear output per metabolite for intensity).
-- :class:`GeneTokenTransformer`: a transformer over gene tokens in which every metabolite has one
+- :class:`GeneTokenTransformer`: a transformer over tokens (gene modules, see
+  :class:`~spatialclust.translate.TransformerIntensityRegressor`) in which every metabolite has one
   learned query (its identity/positional encoding, as the seed proposes) that attends over the gene
   tokens; the attention weights of these queries are the model's gene-to-metabolite attribution
   (cf. the learned-query decoders of Casanovo, Yilmaz et al. 2024, and the attention profiling of
