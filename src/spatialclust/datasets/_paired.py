@@ -158,16 +158,7 @@ def simulate_paired_st_msi(
         )
     if not 0 <= absent_fraction < 1:
         raise ValueError(f"`absent_fraction` must be in [0, 1), got {absent_fraction!r}.")
-    if len(shape) != 2 or min(shape) < 2:
-        raise ValueError(f"`shape` must be (height, width) with both >= 2, got {shape!r}.")
-    if noise < 0 or depth <= 0:
-        raise ValueError(f"`noise` must be >= 0 and `depth` > 0, got noise={noise!r}, depth={depth!r}.")
-
-    rng = np.random.default_rng(seed)
-    height, width = (int(s) for s in shape)
-    genes = [f"Gene{g:03d}" for g in range(n_genes)]
-    metabolites = [f"Met{m:02d}" for m in range(n_metabolites)]
-    mz = np.sort(rng.uniform(100.0, 900.0, n_metabolites)).round(4)
+    rng, (height, width), genes, metabolites, mz = _setup(shape, n_genes, n_metabolites, noise, depth, seed)
 
     order = rng.permutation(n_genes)
     signatures = {r: order[r * n_signature_genes : (r + 1) * n_signature_genes] for r in range(n_regions)}
@@ -219,6 +210,19 @@ def simulate_paired_st_msi(
 
 
 
+def _setup(shape, n_genes, n_metabolites, noise, depth, seed):
+    """Checks shared by both regimes; the seeded generator, grid shape, names and m/z values."""
+    if len(shape) != 2 or min(shape) < 2:
+        raise ValueError(f"`shape` must be (height, width) with both >= 2, got {shape!r}.")
+    if noise < 0 or depth <= 0:
+        raise ValueError(f"`noise` must be >= 0 and `depth` > 0, got noise={noise!r}, depth={depth!r}.")
+    rng = np.random.default_rng(seed)
+    genes = [f"Gene{g:03d}" for g in range(n_genes)]
+    metabolites = [f"Met{m:02d}" for m in range(n_metabolites)]
+    mz = np.sort(rng.uniform(100.0, 900.0, n_metabolites)).round(4)
+    return rng, (int(shape[0]), int(shape[1])), genes, metabolites, mz
+
+
 def _assemble(coords, counts, intensities, regions, sections, *, genes, metabolites, mz, shape, simulation,
               programs=None, present=None) -> tuple[ad.AnnData, ad.AnnData]:
     """Paired ST and MSI AnnData from the per-section arrays of a simulation."""
@@ -259,15 +263,7 @@ def _simulate_gated(*, n_sections, shape, n_genes, n_metabolites, n_programs, de
                              ("n_programs", n_programs, 3)):
         if int(value) != value or value < low:
             raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
-    if len(shape) != 2 or min(shape) < 2:
-        raise ValueError(f"`shape` must be (height, width) with both >= 2, got {shape!r}.")
-    if noise < 0 or depth <= 0:
-        raise ValueError(f"`noise` must be >= 0 and `depth` > 0, got noise={noise!r}, depth={depth!r}.")
-    rng = np.random.default_rng(seed)
-    height, width = (int(s) for s in shape)
-    genes = [f"Gene{g:03d}" for g in range(n_genes)]
-    metabolites = [f"Met{m:02d}" for m in range(n_metabolites)]
-    mz = np.sort(rng.uniform(100.0, 900.0, n_metabolites)).round(4)
+    rng, (height, width), genes, metabolites, mz = _setup(shape, n_genes, n_metabolites, noise, depth, seed)
     baseline = np.log(depth) + rng.normal(0, 0.3, n_genes)
     loadings = np.zeros((n_programs, n_genes))
     n_loaded = max(n_programs, int(round(0.6 * n_genes)))
