@@ -53,6 +53,8 @@ def load(name: str, args, **simulate):
     data = Path(args.data)
     if name in ("simulated", "gated"):
         kwargs = {**(GATED if name == "gated" else {}), **simulate}
+        if name == "gated" and args.gated_side and "shape" not in simulate:
+            kwargs["shape"] = (args.gated_side, args.gated_side)
         st, msi = sc.datasets.simulate_paired_st_msi(seed=args.seed, **kwargs)
         return (*sc.translate.pair(st, msi), "sections" if name == "gated" else "blocks")
     if name == "lung":
@@ -213,6 +215,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["simulated", "gated", "lung", "brain", "genes", "timing", "all"], default="gated")
     parser.add_argument("--data", default=str(DATA), help="folder with st_msi_lung_godfrey/ and st_msi_mouse_brain_vicari/")
+    parser.add_argument("--gated-side", type=int, default=None, help="side of the gated sections (default 40)")
     parser.add_argument("--brain-features", choices=["5feat", "10feat"], default="5feat")
     parser.add_argument("--presence-models", default="prevalence,logistic,svm,mlp")
     parser.add_argument("--intensity-models", default="mean,ridge,mlp,transformer")
