@@ -1,18 +1,23 @@
-"""Benchmark of the ST -> MSI translator (seed 004): every stage-1 and stage-2 model next to the
-mean-predictor and ridge baselines, on held-out spots of spatial folds.
+"""Benchmark of the ST -> MSI translator (seed 004): every stage-1 x stage-2 pair next to the
+mean-predictor and unmasked-ridge baselines, on held-out spots of spatial folds, with ablations of the
+stage combination (unmasked / the seed's mask / hurdle without and with calibration / per-metabolite
+choice), of spatial context and of the number of genes, and the transformer's time against the
+number of genes.
 
 Datasets:
-- ``simulated``: sc.datasets.simulate_paired_st_msi (2 sections), spatially blocked folds;
+- ``simulated``: sc.datasets.simulate_paired_st_msi (linear regime, 2 sections), spatially blocked folds;
+- ``gated``: the gated regime (4 sections x 40 x 40 spots x 300 genes, AND-gated presence, saturating
+  intensity), leave-one-section-out;
 - ``lung``: Godfrey et al. 2025 paired Visium + DESI (one section, same spots), spatially blocked folds;
-- ``brain``: Vicari et al. 2024 paired Visium + MALDI (6 sections, different point sets, nearest-pixel
-  pairing), leave-one-section-out.
+- ``brain``: Vicari et al. 2024 paired Visium + MALDI (6 sections, nearest-pixel pairing),
+  leave-one-section-out (``--brain-features 5feat`` or ``10feat``);
+- ``timing``: transformer seconds per epoch vs number of genes, module tokens vs one token per gene.
 
-Prints Markdown tables (presence, intensity with ratios to the baselines, top genes per metabolite
-from transformer attention and ridge coefficients, wall-clock time) and writes them to --output.
+Prints Markdown and writes it to --output. Real datasets are skipped (with a note) when absent.
 
 Example::
 
-    python benchmarks/bench_translate.py --dataset all --output bench_translate.md
+    python benchmarks/bench_translate.py --dataset gated --output gated.md
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from spatialclust._keys import SECTION, SPATIAL
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BRAIN_SECTIONS = ["V11L12-109_A1", "V11L12-109_B1", "V11L12-109_C1", "V11T16-085_A1", "V11T16-085_B1", "V11T16-085_C1"]
+GATED = {"regime": "gated", "n_sections": 4, "shape": (40, 40), "n_genes": 300, "n_metabolites": 8}
+row_name = sc.translate.row_name
 
 
 def markdown(frame: pd.DataFrame, *, index: bool = False) -> str:
@@ -41,87 +48,217 @@ def markdown(frame: pd.DataFrame, *, index: bool = False) -> str:
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in cells])
 
 
-def load(name: str, data: Path, features: str):
-    if name == "simulated":
-        st, msi = sc.datasets.simulate_paired_st_msi(seed=0)
-        return (*sc.translate.pair(st, msi), "blocks")
+def load(name: str, args, **simulate):
+    """``(st, msi, folds)`` paired, or None when the real data folder is absent."""
+    data = Path(args.data)
+    if name in ("simulated", "gated"):
+        kwargs = {**(GATED if name == "gated" else {}), **simulate}
+        if name == "gated" and args.gated_side and "shape" not in simulate:
+            kwargs["shape"] = (args.gated_side, args.gated_side)
+        st, msi = sc.datasets.simulate_paired_st_msi(seed=args.seed, **kwargs)
+        return (*sc.translate.pair(st, msi), "sections" if name == "gated" else "blocks")
     if name == "lung":
         folder = data / "st_msi_lung_godfrey"
+        if not folder.is_dir():
+            return None
         return (*sc.translate.pair(ad.read_h5ad(folder / "st.h5ad"), ad.read_h5ad(folder / "msi.h5ad")), "blocks")
     folder = data / "st_msi_mouse_brain_vicari"
+    if not folder.is_dir():
+        return None
     pairs = [
-        sc.translate.pair(ad.read_h5ad(folder / f"st_{s}_{features}.h5ad"), ad.read_h5ad(folder / f"msi_{s}_{features}.h5ad"))
+        sc.translate.pair(ad.read_h5ad(folder / f"st_{s}_{args.brain_features}.h5ad"),
+                          ad.read_h5ad(folder / f"msi_{s}_{args.brain_features}.h5ad"))
         for s in BRAIN_SECTIONS
     ]
     return (*sc.translate.concatenate_sections(pairs, BRAIN_SECTIONS), "sections")
 
 
-def run(name: str, args) -> str:
-    st, msi, folds = load(name, Path(args.data), args.brain_features)
+def arrays(st, msi, args):
     X = sc.translate.expression_matrix(st)
     Y = sc.translate.expression_matrix(msi)
     raw = sc.translate.expression_matrix(msi, transform="none")
     coords = np.asarray(st.obsm[SPATIAL], dtype=float)
     groups = st.obs[SECTION].astype(str).to_numpy() if SECTION in st.obs else None
-    presence, thresholds = sc.translate.presence_targets(raw, coords=coords, groups=groups, snr=args.snr)
+    presence, _ = sc.translate.presence_targets(raw, coords=coords, groups=groups, snr=args.snr)
+    return X, Y, presence, coords, groups
+
+
+def neural_params(args) -> dict:
     neural = {"max_epochs": args.max_epochs, "patience": 10, "batch_size": 256, "device": "cpu"}
-    params = {"presence.mlp": neural, "intensity.mlp": neural, "intensity.transformer": {**neural, "d_model": 16, "n_heads": 2}}
+    return {"presence.mlp": neural, "intensity.mlp": neural,
+            "intensity.transformer": {**neural, "d_model": 16, "n_heads": 2, "n_tokens": args.n_tokens}}
+
+
+def evaluate(X, Y, presence, coords, groups, folds, args, *, presence_models, intensity_models, names, spatial_context=0):
     start = time.time()
     result = sc.translate.cross_validate(
-        X, Y, presence, coords=coords, groups=groups, folds=folds, n_splits=5, model_params=params,
-        names=list(msi.var_names), random_state=args.seed,
+        X, Y, presence, coords=coords, groups=groups, folds=folds, n_splits=5, model_params=neural_params(args),
+        presence_models=presence_models, intensity_models=intensity_models, spatial_context=spatial_context,
+        names=names, random_state=args.seed,
     )
-    seconds = time.time() - start
-    pairing = st.uns["pairing"]
-    if name == "brain":
-        d = np.concatenate([np.atleast_1d(v["distance_median"]) for v in pairing.values()])
-        pairing_text = f"nearest MSI pixel per spot, median match distance per section {np.round(d).astype(int).tolist()} units"
-    else:
-        pairing_text = f"{pairing['method']}, median match distance {pairing['distance_median']:.3g}"
+    return result, time.time() - start
+
+
+def pair_grid(summary: pd.DataFrame, presence_models, intensity_models, metric: str) -> pd.DataFrame:
+    """Stage 1 (rows) x stage 2 (columns) of the per-metabolite-choice rows; plus unmasked stage 2."""
+    s = summary.set_index("model")[metric]
+    grid = pd.DataFrame({i: [s[row_name(p, i)] for p in presence_models] + [s[row_name(None, i, "none")]]
+                         for i in intensity_models}, index=[*presence_models, "(unmasked)"])
+    grid.index.name = f"{metric}: stage 1 \\ stage 2"
+    return grid
+
+
+def ablation(summary: pd.DataFrame, presence_model: str, intensity_models) -> pd.DataFrame:
+    s = summary.set_index("model")
+    rows = []
+    for i in intensity_models:
+        variants = {
+            "unmasked": row_name(None, i, "none"),
+            "mask (seed)": row_name(presence_model, i, "mask"),
+            "hurdle, uncalibrated": row_name(presence_model, i, "hurdle", "none"),
+            "hurdle": row_name(presence_model, i, "hurdle"),
+            "per-metabolite choice": row_name(presence_model, i),
+            "true presence x mask": f"true presence x {i} [mask]",
+        }
+        rows.append({"stage 2": i, **{k: f"{s.loc[v, 'r2_macro']:.3f} / {s.loc[v, 'pearson_macro']:.3f}" for k, v in variants.items()}})
+    return pd.DataFrame(rows)
+
+
+def run(name: str, args) -> str:
+    loaded = load(name, args)
+    if loaded is None:
+        return f"### {name}: skipped (data folder not found under {args.data})\n"
+    st, msi, folds = loaded
+    X, Y, presence, coords, groups = arrays(st, msi, args)
+    names = list(msi.var_names)
+    presence_models = args.presence_models.split(",")
+    intensity_models = args.intensity_models.split(",")
+    result, seconds = evaluate(X, Y, presence, coords, groups, folds, args, presence_models=presence_models,
+                               intensity_models=intensity_models, names=names)
     lines = [f"### {name}: {st.n_obs} spots x {st.n_vars} genes -> {msi.n_vars} metabolites", ""]
-    lines.append(f"Pairing: {pairing_text}. Folds: {'leave-one-section-out' if folds == 'sections' else '5 spatially blocked folds'}. "
-                 f"Presence prevalence per metabolite: {', '.join(f'{m} {p:.2f}' for m, p in zip(msi.var_names, presence.mean(0)))}.")
+    lines.append(f"Folds: {'leave-one-section-out' if folds == 'sections' else '5 spatially blocked folds'}; inner folds: 3. "
+                 f"Presence prevalence per metabolite: {', '.join(f'{m} {p:.2f}' for m, p in zip(names, presence.mean(0)))}.")
     lines.append("")
-    p = result["presence_summary"][["model", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro", "roc_auc_macro_per_fold", "f1_micro", "roc_auc_micro"]]
+    p = result["presence_summary"][["model", "precision_macro", "recall_macro", "f1_macro", "roc_auc_macro", "roc_auc_macro_per_fold"]]
     lines += ["Stage 1 (presence), pooled held-out spots:", "", markdown(p), ""]
-    s = result["intensity_summary"][["model", "mse_macro", "r2_macro", "pearson_macro", "r2_micro"]].copy()
-    mean_mse = s.set_index("model").loc["mean (baseline)", "mse_macro"]
-    ridge_mse = s.set_index("model").loc["ridge (baseline)", "mse_macro"]
-    s["mse / mean"] = s["mse_macro"] / mean_mse
-    s["mse / ridge"] = s["mse_macro"] / ridge_mse
-    lines += ["Stage 2 (log1p intensity), pooled held-out spots (`logistic x M`: M masked by predicted presence; "
-              "`true presence x M`: masked by the measured presence, an upper bound for stage 1):", "",
-              markdown(s), ""]
-    per = result["intensity"]["logistic x transformer"][["r2", "pearson"]].rename(columns=lambda c: f"transformer {c}")
-    per = per.join(result["intensity"]["ridge (baseline)"][["r2", "pearson"]].rename(columns=lambda c: f"ridge {c}"))
-    lines += ["Per metabolite (two-stage transformer vs ridge baseline):", "", markdown(per, index=True), ""]
-    # interpretation: fit on all spots
-    model = sc.translate.TwoStageTranslator("logistic", "transformer", intensity_params=params["intensity.transformer"],
-                                            random_state=args.seed)
-    model.fit(X, Y, presence=presence, coords=coords, groups=groups, genes=list(st.var_names), metabolites=list(msi.var_names))
-    attention = sc.translate.top_genes(sc.translate.gene_importance(model, X, source="attention"), n=3)
-    ridge = sc.translate.LinearIntensityRegressor("ridge").fit(X, Y, presence=presence)
-    coef = sc.translate.top_genes(sc.translate.gene_importance(ridge, genes=list(st.var_names), metabolites=list(msi.var_names),
-                                                               source="coefficients"), n=3, absolute=True)
-    tops = pd.DataFrame({
-        "attention top 3": attention.groupby("metabolite", sort=False).gene.apply(", ".join),
-        "ridge top 3 (|coef|, sign)": coef.assign(g=coef.gene + np.where(coef.importance > 0, " (+)", " (-)"))
-        .groupby("metabolite", sort=False).g.apply(", ".join),
-    })
-    if name == "simulated":
-        weights = np.asarray(st.uns["simulation"]["gene_weights"])
-        tops["planted program"] = [", ".join(st.var_names[np.flatnonzero(w)]) for w in weights]
-    lines += ["Top genes per metabolite (model fitted on all spots):", "", markdown(tops, index=True), ""]
-    lines += [f"Cross-validation wall time: {seconds:.0f} s (all models, all folds).", ""]
+    summary = result["intensity_summary"]
+    base = summary.set_index("model")
+    lines.append(f"Baselines: mean predictor R² {base.loc['mean (baseline)', 'r2_macro']:.3f} / Pearson "
+                 f"{base.loc['mean (baseline)', 'pearson_macro']:.3f}; **unmasked ridge R² {base.loc['ridge (baseline)', 'r2_macro']:.3f}"
+                 f" / Pearson {base.loc['ridge (baseline)', 'pearson_macro']:.3f}** (macro over metabolites).")
+    lines.append("")
+    for metric in ("r2_macro", "pearson_macro"):
+        lines += [markdown(pair_grid(summary, presence_models, intensity_models, metric), index=True), ""]
+    lines += [f"Ablation of the combination, stage 1 = {args.default_presence} (macro R² / Pearson):", "",
+              markdown(ablation(summary, args.default_presence, intensity_models)), ""]
+    default = row_name(args.default_presence, args.default_intensity)
+    if default in result["intensity"]:
+        per = result["intensity"][default][["r2", "pearson", "morans_i"]].rename(columns=lambda c: f"two-stage {c}")
+        per = per.join(result["intensity"]["ridge (baseline)"][["r2", "pearson", "morans_i"]].rename(columns=lambda c: f"unmasked ridge {c}"))
+        lines += [f"Per metabolite, `{default}` (default) vs unmasked ridge (Moran's I of the residuals):", "",
+                  markdown(per, index=True), ""]
+        chosen = result["combinations"]
+        chosen = pd.crosstab(chosen[chosen.model == default].metabolite, chosen[chosen.model == default].combination)
+        lines += [f"Combination chosen by inner CV for `{default}` (number of outer folds):", "", markdown(chosen, index=True), ""]
+    lines += [f"Cross-validation wall time: {seconds:.0f} s (all pairs, all folds, inner folds included; shared 2-core machine).", ""]
+    if args.context:
+        cheap_p, cheap_i = [m for m in presence_models if m in ("logistic", "mlp")], [m for m in intensity_models if m in ("ridge", "mlp")]
+        ctx, ctx_seconds = evaluate(X, Y, presence, coords, groups, folds, args, presence_models=cheap_p,
+                                    intensity_models=cheap_i, names=names, spatial_context=args.context)
+        s0, s1 = summary.set_index("model"), ctx["intensity_summary"].set_index("model")
+        rows = [{"model": r, "R² without": s0.loc[r, "r2_macro"], f"R² with {args.context}-NN context": s1.loc[r, "r2_macro"],
+                 "Pearson without": s0.loc[r, "pearson_macro"], "Pearson with": s1.loc[r, "pearson_macro"]}
+                for r in [row_name(p_, i_) for p_ in cheap_p for i_ in cheap_i] + [row_name(None, i_, "none") for i_ in cheap_i]]
+        lines += [f"Spatial context (expression + mean over the spot and its {args.context} nearest spots, both stages):", "",
+                  markdown(pd.DataFrame(rows)), "", f"(context run: {ctx_seconds:.0f} s)", ""]
     return "\n".join(lines)
+
+
+def run_genes(args) -> str:
+    """Number of genes on the gated simulator (same programs and metabolites, more noisy readouts)."""
+    rows = []
+    for n_genes in (30, 100, 300):
+        st, msi, folds = load("gated", args, n_genes=n_genes)
+        X, Y, presence, coords, groups = arrays(st, msi, args)
+        result, seconds = evaluate(X, Y, presence, coords, groups, folds, args, presence_models=["logistic", "mlp"],
+                                   intensity_models=["ridge", "mlp"], names=list(msi.var_names))
+        s = result["intensity_summary"].set_index("model")
+        rows.append({"genes": n_genes, **{r: f"{s.loc[r, 'r2_macro']:.3f} / {s.loc[r, 'pearson_macro']:.3f}"
+                                          for r in ["ridge (baseline)", "logistic x ridge", "mlp x mlp", "mlp (unmasked)"]},
+                     "seconds": round(seconds)})
+    return "\n".join(["### gated simulator: number of genes (macro R² / Pearson, leave-one-section-out)", "",
+                      markdown(pd.DataFrame(rows)), ""])
+
+
+def run_split(args) -> str:
+    """One leave-one-section-out split of the gated simulator (train sections 0-2, test section 3),
+    fixed hurdle combination (no inner CV): stage-2 models incl. the transformer, spatial context and
+    the number of genes, at a cost that fits a loaded machine."""
+    import torch
+
+    rows = []
+    for n_genes, context in ((300, 0), (300, 6), (30, 0)):
+        st, msi, _ = load("gated", args, n_genes=n_genes)
+        X, Y, presence, coords, groups = arrays(st, msi, args)
+        F = sc.translate.spatial_features(X, coords, groups=groups, n_neighbors=context) if context else X
+        train, test = groups != "section3", groups == "section3"
+        params = neural_params(args)
+        stage1 = sc.translate.create_presence_model("mlp", **params["presence.mlp"])
+        stage1.fit(F[train], presence[train], coords=coords[train], groups=groups[train])
+        probability, label = stage1.predict_proba(F[test]), stage1.predict(F[test])
+        absent = sc.translate.absent_levels(Y[train], presence[train])
+        for name in ("ridge", "mlp", "transformer") if (n_genes, context) == (300, 0) else ("ridge", "mlp"):
+            start = time.time()
+            kw = {k: v for k, v in params.get(f"intensity.{name}", {}).items()}
+            fit_kw = {"coords": coords[train], "groups": groups[train]}
+            present = sc.translate.create_intensity_model(name, **kw).fit(F[train], Y[train], presence=presence[train], **fit_kw).predict(F[test])
+            unmasked = sc.translate.create_intensity_model(name, **kw).fit(F[train], Y[train], **fit_kw).predict(F[test])
+            hurdle = sc.translate.combine_stages(["hurdle"] * Y.shape[1], probability=probability, label=label, present=present,
+                                                 unmasked=None, absent_level=absent)
+            for variant, pred in (("unmasked", unmasked), ("mlp x M [hurdle, uncalibrated]", hurdle)):
+                t = sc.translate.intensity_scores(Y[test], pred).loc["macro"]
+                rows.append({"genes": n_genes, "context": context, "stage 2": name, "variant": variant,
+                             "R2": t["r2"], "Pearson": t["pearson"], "fit seconds (both)": round(time.time() - start)})
+    return "\n".join([f"### gated simulator, one split (sections 0-2 -> 3), side {args.gated_side or 40}, torch threads "
+                      f"{torch.get_num_threads()}", "", markdown(pd.DataFrame(rows)), ""])
+
+
+def run_timing(args) -> str:
+    """Transformer seconds per training epoch vs genes: module tokens (n_tokens) vs one token per gene."""
+    import torch
+
+    rows = []
+    warm = sc.translate.TransformerIntensityRegressor(n_tokens=4, d_model=16, n_heads=2, max_epochs=1, device="cpu")
+    warm.fit(np.random.default_rng(0).normal(size=(64, 8)), np.zeros((64, 1)))  # torch start-up is not timed
+    for n_genes in (100, 300, 1000, 3000):
+        st, msi, _ = load("gated", args, n_genes=n_genes, n_sections=1)
+        X, Y, presence, coords, groups = arrays(st, msi, args)
+        for tokens in (args.n_tokens, n_genes):
+            if tokens == n_genes and n_genes > 300:
+                continue  # one token per gene: quadratic, skipped above 300 genes to bound CPU time
+            reg = sc.translate.TransformerIntensityRegressor(n_tokens=tokens, d_model=16, n_heads=2, max_epochs=2, patience=5,
+                                                             batch_size=256, device="cpu")
+            start = time.time()
+            reg.fit(X, Y, presence=presence, coords=coords)
+            rows.append({"genes": n_genes, "tokens": tokens, "spots": len(X), "seconds per epoch": (time.time() - start) / reg.n_epochs_,
+                         "threads": torch.get_num_threads()})
+    return "\n".join(["### transformer time vs number of genes (1,600 spots, d_model 16, 2 heads, 1 layer)", "",
+                      markdown(pd.DataFrame(rows)), ""])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["simulated", "lung", "brain", "all"], default="simulated")
+    parser.add_argument("--dataset", choices=["simulated", "gated", "lung", "brain", "genes", "split", "timing", "all"], default="gated")
     parser.add_argument("--data", default=str(DATA), help="folder with st_msi_lung_godfrey/ and st_msi_mouse_brain_vicari/")
+    parser.add_argument("--gated-side", type=int, default=None, help="side of the gated sections (default 40)")
     parser.add_argument("--brain-features", choices=["5feat", "10feat"], default="5feat")
-    parser.add_argument("--max-epochs", type=int, default=100, help="epochs of the neural models (early stopping)")
+    parser.add_argument("--presence-models", default="prevalence,logistic,svm,mlp")
+    parser.add_argument("--intensity-models", default="mean,ridge,mlp,transformer")
+    parser.add_argument("--default-presence", default="logistic", help="stage 1 of the ablation and per-metabolite tables")
+    parser.add_argument("--default-intensity", default="ridge", help="stage 2 of the per-metabolite table")
+    parser.add_argument("--context", type=int, default=6, help="spatial-context ablation: neighbours (0: skip)")
+    parser.add_argument("--max-epochs", type=int, default=60, help="epochs of the neural models (early stopping)")
+    parser.add_argument("--n-tokens", type=int, default=32, help="gene-module tokens of the transformer")
     parser.add_argument("--snr", type=float, default=3.0, help="detection threshold = snr x noise level")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -130,11 +267,14 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    names = ["simulated", "lung", "brain"] if args.dataset == "all" else [args.dataset]
-    text = "\n".join(run(n, args) for n in names)
-    print(text)
+    names = ["simulated", "gated", "lung", "brain", "genes", "timing"] if args.dataset == "all" else [args.dataset]
+    parts = []
+    for n in names:
+        runner = {"genes": run_genes, "split": run_split, "timing": run_timing}.get(n)
+        parts.append(runner(args) if runner else run(n, args))
+        print(parts[-1], flush=True)
     if args.output:
-        Path(args.output).write_text(text)
+        Path(args.output).write_text("\n".join(parts))
 
 
 if __name__ == "__main__":

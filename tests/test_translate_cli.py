@@ -33,6 +33,7 @@ def test_checkpoint_round_trip(fitted, tmp_path):
     np.testing.assert_allclose(loaded.predict(X), model.predict(X), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded.intensity_model_.attention(X[:3]), model.intensity_model_.attention(X[:3]), atol=1e-6)
     assert metadata["mz"] == msi.var[MZ].tolist() and loaded.genes_ == model.genes_
+    assert loaded.combination_ == model.combination_ and np.array_equal(loaded.calibration_slope_, model.calibration_slope_)
     assert not list(tmp_path.glob("model/*.pkl"))
 
 
@@ -43,7 +44,9 @@ def test_predict_msi_images_imzml_and_missing_genes(fitted, tmp_path):
     out = predict_msi(model, new, metadata={"mz": msi.var[MZ].tolist()})
     assert out.shape == (st.n_obs, msi.n_vars) and out.obsm[SPATIAL].dtype == np.int64
     assert out.uns[GRID]["shape"] == [12, 12]
-    assert ((out.X == 0) == (out.layers["presence"] == 0)).all()
+    np.testing.assert_allclose(out.X, np.expm1(np.clip(model.predict(X), 0, None)), rtol=1e-5, atol=1e-6)
+    assert set(out.layers["presence"].ravel()) <= {0, 1}
+    assert list(out.uns["translation"]["combination"].values()) == model.combination_
     images = sc.pp.feature_images(out)
     assert images.shape == (4, 12, 12)
     path = sc.io.write_imzml(out, tmp_path / "pred.imzML")
@@ -59,8 +62,10 @@ def test_predict_msi_images_imzml_and_missing_genes(fitted, tmp_path):
 def test_cli_train_evaluate_predict(tmp_path):
     runner = CliRunner()
     sim = ["--set", "data.simulate={shape: [10, 10], n_genes: 12, n_metabolites: 4}", "--set", "model.intensity=ridge"]
-    res = runner.invoke(app, ["translate", "train", "-o", str(tmp_path / "train"), "-q", *sim])
+    res = runner.invoke(app, ["translate", "train", "-o", str(tmp_path / "train"), "-q", *sim, "--set", "model.spatial_context=4"])
     assert res.exit_code == 0, res.output
+    chosen = __import__("pandas").read_csv(tmp_path / "train" / "combinations.csv")
+    assert len(chosen) == 4 and set(chosen.combination) <= {"none", "hurdle", "mask"}
     assert (tmp_path / "train" / "model" / "model.safetensors").is_file()
     assert (tmp_path / "train" / "top_genes.csv").is_file() and (tmp_path / "train" / "report.html").is_file()
     assert "leiden+wilcoxon" in (tmp_path / "train" / "signatures.csv").read_text()
@@ -68,6 +73,9 @@ def test_cli_train_evaluate_predict(tmp_path):
                               "--set", "cv.presence_models=[prevalence, logistic]", "--set", "cv.intensity_models=[ridge]",
                               "--set", "model.presence=logistic", "--set", "cv.n_splits=3"])
     assert res.exit_code == 0, res.output
+    assert (tmp_path / "eval" / "combinations.csv").is_file()
+    summary = __import__("pandas").read_csv(tmp_path / "eval" / "intensity_summary.csv")
+    assert {"logistic x ridge", "logistic x ridge [hurdle]", "ridge (unmasked)"} <= set(summary.model) and "morans_i_macro" in summary
     folds = __import__("pandas").read_csv(tmp_path / "eval" / "folds.csv")
     assert (folds.min_train_test_distance > 0).all()
     st, _ = sc.datasets.simulate_paired_st_msi(shape=(10, 10), n_genes=12, n_metabolites=4, seed=5)

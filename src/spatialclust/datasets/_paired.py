@@ -1,10 +1,17 @@
 """Simulator of paired spatial transcriptomics (ST) + mass spectrometry imaging (MSI) data.
 
-The default dataset of :mod:`spatialclust.translate` and the ground truth its tests check against:
-every section is a grid of spots split into smooth spatial regions; each region up-regulates its own
-signature genes, every metabolite's intensity is a known positive combination of a few genes
-("gene-to-metabolite program"), and some metabolites are absent (below the detection limit) in some
-regions, which is what the presence/absence stage of the two-stage translator has to learn.
+The default dataset of :mod:`spatialclust.translate` and the ground truth its tests check against.
+Two regimes:
+
+- ``"linear"``: every section is a grid of spots split into smooth spatial regions; each region
+  up-regulates its own signature genes, every metabolite's intensity is a known positive combination
+  of a few genes ("gene-to-metabolite program"), and some metabolites are absent (below the detection
+  limit) in some regions. The intensity is linear in log expression, so ridge regression is exact.
+- ``"gated"``: smooth latent programs drive the genes (each gene loads on one program, plus
+  noise-only genes); a metabolite is present only where its program A is high AND its program B is
+  low, and its intensity there is a saturating (Michaelis-Menten) function of a third program. Neither
+  presence nor intensity is linear in log expression, which gives the two-stage and non-linear
+  models something to win.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ __all__ = ["simulate_paired_st_msi"]
 
 #: obs column of the simulated ST / MSI with the ground-truth region of each spot.
 REGION = "region"
+#: obsm key (``"gated"`` regime) with the true latent program values of every spot.
+PROGRAMS = "programs"
+_REGIMES = ("linear", "gated")
 
 
 def _regions(shape: tuple[int, int], n_regions: int, smoothness: float, rng: np.random.Generator) -> np.ndarray:
@@ -49,6 +59,8 @@ def simulate_paired_st_msi(
     depth: float = 50.0,
     noise: float = 0.1,
     smoothness: float = 3.0,
+    regime: str = "linear",
+    n_programs: int = 4,
     seed: int = 0,
 ) -> tuple[ad.AnnData, ad.AnnData]:
     """Simulate paired ST + MSI sections with known gene-to-metabolite programs.
@@ -89,7 +101,17 @@ def simulate_paired_st_msi(
     noise
         Standard deviation of the additive MSI noise.
     smoothness
-        Spatial scale (in spots) of the regions.
+        Spatial scale (in spots) of the regions (and of the programs).
+    regime
+        ``"linear"`` (above) or ``"gated"``: ``n_programs`` smooth standardised fields ``P`` per section;
+        60 % of the genes load on one program each (log rate ``log(depth) + L P + N(0, 0.2)``, loadings
+        U(0.4, 1.0)), the rest are noise. Metabolite ``m`` has gate programs ``a != b`` and an intensity
+        program ``c``; it is present where ``P_a > t_a`` and ``P_b < t_b`` (thresholds drawn so that
+        ~30-60 % of the spots qualify) and there ``I = v * s / (1 + s)``, ``s = exp(P_c + P_a / 2)``,
+        ``v ~ U(2, 5)``; plus the same noise. ``n_signature_genes``, ``genes_per_metabolite``,
+        ``n_regions`` and ``absent_fraction`` are not used (regions = argmax program).
+    n_programs
+        Latent programs of the ``"gated"`` regime (>= 3).
     seed
         Random seed; the same seed gives the same data.
 
@@ -104,7 +126,16 @@ def simulate_paired_st_msi(
 
     ``msi``: X = float32 intensities (spots x metabolites); ``var["mz"]``; the same obs columns,
     ``obsm``, ``uns["grid"]``; ``uns["simulation"]`` as in ``st``.
+
+    ``"gated"`` regime: ``uns["simulation"]`` has ``loadings`` (n_programs x n_genes), ``gates``
+    (per metabolite: programs a, b, c, thresholds, v) and ``present`` is in ``msi.layers["present"]``;
+    ``st.obsm["programs"]`` holds the true program values (for oracle models).
     """
+    if regime not in _REGIMES:
+        raise ValueError(f"Invalid option `{regime}` for `regime`. Valid options are: {', '.join(f'`{r}`' for r in _REGIMES)}.")
+    if regime == "gated":
+        return _simulate_gated(n_sections=n_sections, shape=shape, n_genes=n_genes, n_metabolites=n_metabolites,
+                               n_programs=n_programs, depth=depth, noise=noise, smoothness=smoothness, seed=seed)
     for name, value, low in (
         ("n_sections", n_sections, 1),
         ("n_genes", n_genes, 2),
@@ -127,16 +158,7 @@ def simulate_paired_st_msi(
         )
     if not 0 <= absent_fraction < 1:
         raise ValueError(f"`absent_fraction` must be in [0, 1), got {absent_fraction!r}.")
-    if len(shape) != 2 or min(shape) < 2:
-        raise ValueError(f"`shape` must be (height, width) with both >= 2, got {shape!r}.")
-    if noise < 0 or depth <= 0:
-        raise ValueError(f"`noise` must be >= 0 and `depth` > 0, got noise={noise!r}, depth={depth!r}.")
-
-    rng = np.random.default_rng(seed)
-    height, width = (int(s) for s in shape)
-    genes = [f"Gene{g:03d}" for g in range(n_genes)]
-    metabolites = [f"Met{m:02d}" for m in range(n_metabolites)]
-    mz = np.sort(rng.uniform(100.0, 900.0, n_metabolites)).round(4)
+    rng, (height, width), genes, metabolites, mz = _setup(shape, n_genes, n_metabolites, noise, depth, seed)
 
     order = rng.permutation(n_genes)
     signatures = {r: order[r * n_signature_genes : (r + 1) * n_signature_genes] for r in range(n_regions)}
@@ -170,17 +192,9 @@ def simulate_paired_st_msi(
         regions.append(labels)
         sections.append(np.full(labels.size, f"section{s}"))
 
-    section = np.concatenate(sections)
-    obs = pd.DataFrame(
-        {
-            SECTION: pd.Categorical(section),
-            REGION: pd.Categorical(np.concatenate(regions).astype(str)),
-        },
-        index=[f"{sec}_spot{i}" for i, sec in enumerate(section)],
-    )
-    spatial = np.concatenate(coords).astype(np.int64)
     simulation = {
         "seed": int(seed),
+        "regime": "linear",
         "n_regions": int(n_regions),
         "noise": float(noise),
         "depth": float(depth),
@@ -191,7 +205,37 @@ def simulate_paired_st_msi(
         "genes": genes,
         "metabolites": metabolites,
     }
-    grid = {"shape": [height, width], "pixel_size": None}
+    return _assemble(coords, counts, intensities, regions, sections, genes=genes, metabolites=metabolites, mz=mz,
+                     shape=(height, width), simulation=simulation)
+
+
+
+def _setup(shape, n_genes, n_metabolites, noise, depth, seed):
+    """Checks shared by both regimes; the seeded generator, grid shape, names and m/z values."""
+    if len(shape) != 2 or min(shape) < 2:
+        raise ValueError(f"`shape` must be (height, width) with both >= 2, got {shape!r}.")
+    if noise < 0 or depth <= 0:
+        raise ValueError(f"`noise` must be >= 0 and `depth` > 0, got noise={noise!r}, depth={depth!r}.")
+    rng = np.random.default_rng(seed)
+    genes = [f"Gene{g:03d}" for g in range(n_genes)]
+    metabolites = [f"Met{m:02d}" for m in range(n_metabolites)]
+    mz = np.sort(rng.uniform(100.0, 900.0, n_metabolites)).round(4)
+    return rng, (int(shape[0]), int(shape[1])), genes, metabolites, mz
+
+
+def _assemble(coords, counts, intensities, regions, sections, *, genes, metabolites, mz, shape, simulation,
+              programs=None, present=None) -> tuple[ad.AnnData, ad.AnnData]:
+    """Paired ST and MSI AnnData from the per-section arrays of a simulation."""
+    section = np.concatenate(sections)
+    obs = pd.DataFrame(
+        {
+            SECTION: pd.Categorical(section),
+            REGION: pd.Categorical(np.concatenate(regions).astype(str)),
+        },
+        index=[f"{sec}_spot{i}" for i, sec in enumerate(section)],
+    )
+    spatial = np.concatenate(coords).astype(np.int64)
+    grid = {"shape": [int(shape[0]), int(shape[1])], "pixel_size": None}
     st = ad.AnnData(
         X=np.concatenate(counts).astype(np.float32),
         obs=obs.copy(),
@@ -206,4 +250,61 @@ def simulate_paired_st_msi(
         obsm={SPATIAL: spatial.copy()},
         uns={GRID: dict(grid), SIMULATION: dict(simulation)},
     )
+    if programs is not None:
+        st.obsm[PROGRAMS] = np.concatenate(programs).astype(np.float32)
+    if present is not None:
+        msi.layers["present"] = np.concatenate(present).astype(np.int8)
     return st, msi
+
+
+def _simulate_gated(*, n_sections, shape, n_genes, n_metabolites, n_programs, depth, noise, smoothness, seed):
+    """The ``"gated"`` regime of :func:`simulate_paired_st_msi` (see there)."""
+    for name, value, low in (("n_sections", n_sections, 1), ("n_genes", n_genes, 2), ("n_metabolites", n_metabolites, 1),
+                             ("n_programs", n_programs, 3)):
+        if int(value) != value or value < low:
+            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+    rng, (height, width), genes, metabolites, mz = _setup(shape, n_genes, n_metabolites, noise, depth, seed)
+    baseline = np.log(depth) + rng.normal(0, 0.3, n_genes)
+    loadings = np.zeros((n_programs, n_genes))
+    n_loaded = max(n_programs, int(round(0.6 * n_genes)))
+    loaded = rng.permutation(n_genes)[: min(n_loaded, n_genes)]
+    for i, g in enumerate(loaded):
+        loadings[i % n_programs, g] = rng.uniform(0.4, 1.0)
+    gates = []
+    for _ in range(n_metabolites):
+        a, b, c = rng.choice(n_programs, size=3, replace=False)
+        gates.append({"a": int(a), "b": int(b), "c": int(c), "t_a": float(rng.uniform(-0.6, 0.0)),
+                      "t_b": float(rng.uniform(0.0, 0.8)), "v": float(rng.uniform(2.0, 5.0))})
+    yy, xx = np.mgrid[0:height, 0:width]
+    coords, counts, intensities, regions, sections, programs, presents = [], [], [], [], [], [], []
+    for s in range(n_sections):
+        fields = np.stack([ndimage.gaussian_filter(rng.normal(size=(height, width)), smoothness, mode="reflect")
+                           for _ in range(n_programs)]).reshape(n_programs, -1).T
+        P = (fields - fields.mean(0)) / fields.std(0).clip(1e-12)
+        rate = baseline[None, :] + P @ loadings + rng.normal(0, 0.2, (len(P), n_genes))
+        counts.append(rng.poisson(np.exp(rate)))
+        present = np.zeros((len(P), n_metabolites), dtype=bool)
+        signal = np.zeros((len(P), n_metabolites))
+        for m, g in enumerate(gates):
+            present[:, m] = (P[:, g["a"]] > g["t_a"]) & (P[:, g["b"]] < g["t_b"])
+            substrate = np.exp(P[:, g["c"]] + 0.5 * P[:, g["a"]])
+            signal[:, m] = present[:, m] * g["v"] * substrate / (1.0 + substrate)
+        intensities.append(np.clip(signal + rng.normal(0, noise, signal.shape), 0, None))
+        coords.append(np.column_stack([xx.ravel(), yy.ravel()]))
+        regions.append(P.argmax(1))
+        sections.append(np.full(len(P), f"section{s}"))
+        programs.append(P)
+        presents.append(present)
+    simulation = {
+        "seed": int(seed),
+        "regime": "gated",
+        "n_programs": int(n_programs),
+        "noise": float(noise),
+        "depth": float(depth),
+        "loadings": loadings,
+        "gates": {metabolites[m]: g for m, g in enumerate(gates)},
+        "genes": genes,
+        "metabolites": metabolites,
+    }
+    return _assemble(coords, counts, intensities, regions, sections, genes=genes, metabolites=metabolites, mz=mz,
+                     shape=(height, width), simulation=simulation, programs=programs, present=presents)

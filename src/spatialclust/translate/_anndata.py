@@ -149,7 +149,7 @@ def predict_msi(
     Returns
     -------
     AnnData with X = predicted intensities (float32, original scale: ``expm1`` of the model output when
-    trained on log1p), ``layers["presence"]`` (stage-1 0/1), ``var["mz"]`` (when known),
+    trained on log1p; every metabolite combined as in ``model.combination_``), ``layers["presence"]`` (stage-1 0/1), ``var["mz"]`` (when known),
     ``obsm["spatial"]`` = integer image grid and ``uns["grid"]`` (see :func:`grid_coordinates`),
     ``obsm["spatial_input"]`` = the input coordinates, ``obs["section"]`` (if in ``st``),
     ``uns["translation"]`` = parameters. Images: ``sc.pp.feature_images(result)``; imzML:
@@ -163,12 +163,13 @@ def predict_msi(
     fill = np.asarray(metadata["gene_means"]) if "gene_means" in metadata else None
     X = expression_matrix(st, genes=model.genes_, layer=layer, transform=metadata.get("expression_transform", "log1p"),
                           missing_genes=missing_genes, fill=fill)
-    presence = model.predict_presence(X)
-    values = model.predict_intensity(X) * presence
+    groups = st.obs[SECTION].astype(str).to_numpy() if SECTION in st.obs else None
+    coords = np.asarray(st.obsm[SPATIAL], dtype=np.float64)
+    presence = model.predict_presence(X, coords=coords, groups=groups)
+    values = model.predict(X, coords=coords, groups=groups)
     if metadata.get("intensity_transform", "log1p") == "log1p":
         values = np.expm1(np.clip(values, 0, None))
-    groups = st.obs[SECTION].astype(str).to_numpy() if SECTION in st.obs else None
-    grid, grid_info = grid_coordinates(np.asarray(st.obsm[SPATIAL]), groups=groups)
+    grid, grid_info = grid_coordinates(coords, groups=groups)
     var = pd.DataFrame(index=list(model.metabolites_))
     if metadata.get("mz") is not None:
         var[MZ] = np.asarray(metadata["mz"], dtype=np.float64)
@@ -186,6 +187,7 @@ def predict_msi(
     out.uns[TRANSLATION] = {
         "presence_model": str(model.presence_model),
         "intensity_model": str(model.intensity_model),
+        "combination": dict(zip(model.metabolites_, getattr(model, "combination_", []))),
         "params": {"missing_genes": missing_genes, "layer": layer},
         "missing_genes": [g for g in model.genes_ if g not in set(st.var_names)],
     }

@@ -14,7 +14,7 @@ from scipy.spatial import cKDTree
 
 from .._registry import invalid_option
 
-__all__ = ["min_train_test_distance", "spatial_blocks", "spatial_folds", "validation_split"]
+__all__ = ["inner_folds", "min_train_test_distance", "spatial_blocks", "spatial_folds", "validation_split"]
 
 _FOLD_METHODS = ("blocks", "sections")
 
@@ -151,6 +151,29 @@ def spatial_folds(
         train = _drop_buffer(coords, labels_groups, np.flatnonzero(fold != f), test, buffer)
         folds.append((train, test))
     return folds
+
+
+def inner_folds(
+    coords: np.ndarray | None, n: int, *, groups: np.ndarray | None = None, n_splits: int = 3, random_state: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inner folds on training spots (model selection, calibration, per-metabolite choices).
+
+    With >= 3 sections whole sections are held out (grouped into at most ``n_splits`` folds), so an
+    inner estimate sees the same between-section shift as a leave-one-section-out evaluation;
+    otherwise spatially blocked folds; without coordinates random folds over spots.
+    """
+    if int(n_splits) != n_splits or n_splits < 2:
+        raise ValueError(f"`n_splits` must be an integer >= 2, got {n_splits!r}.")
+    rng = np.random.default_rng(random_state)
+    if coords is None:
+        fold = rng.permutation(n) % int(n_splits)
+    elif groups is not None and len(np.unique(groups)) >= 3:
+        sections = rng.permutation(np.unique(np.asarray(groups).astype(str)))
+        fold_of = {s: i % int(n_splits) for i, s in enumerate(sections)}
+        fold = np.array([fold_of[s] for s in np.asarray(groups).astype(str)])
+    else:
+        return spatial_folds(coords, method="blocks", groups=groups, n_splits=n_splits, random_state=random_state)
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in np.unique(fold)]
 
 
 def validation_split(

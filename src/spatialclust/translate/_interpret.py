@@ -13,11 +13,14 @@ __all__ = ["gene_importance", "top_genes"]
 
 
 def _regressor(model):
-    return getattr(model, "intensity_model_", model)
+    """The stage-2 model of a translator (fitted on present spots, else the unmasked one), or ``model``."""
+    if hasattr(model, "presence_model_"):
+        return model.intensity_model_ if model.intensity_model_ is not None else model.unmasked_model_
+    return model
 
 
 def gene_importance(model, X=None, *, source: str = "attention", genes: Sequence[str] | None = None,
-                    metabolites: Sequence[str] | None = None) -> pd.DataFrame:
+                    metabolites: Sequence[str] | None = None, coords=None, groups=None) -> pd.DataFrame:
     """Metabolite x gene importance matrix.
 
     Parameters
@@ -31,10 +34,13 @@ def gene_importance(model, X=None, *, source: str = "attention", genes: Sequence
         ``"coefficients"``: coefficients of a linear/ridge model on standardised genes (signed).
     genes, metabolites
         Names (default: those stored in a translator, else indices).
+    coords, groups
+        Coordinates and sections of ``X`` (a translator with spatial context needs them).
 
     Returns
     -------
-    DataFrame ``(n_metabolites, n_genes)``.
+    DataFrame ``(n_metabolites, n_features)``: genes, then for a translator with spatial context the
+    neighbourhood means (``"<gene> (neighbourhood)"``) and coordinates.
     """
     reg = _regressor(model)
     if source == "attention":
@@ -42,6 +48,8 @@ def gene_importance(model, X=None, *, source: str = "attention", genes: Sequence
             raise ValueError(f"source='attention' needs a transformer intensity model, got {type(reg).__name__}.")
         if X is None:
             raise ValueError("source='attention' needs `X`, the spots over which attention is averaged.")
+        if hasattr(model, "presence_model_"):
+            X = model._inputs(model._check(X), coords=coords, groups=groups)[0]
         values = reg.attention(X).mean(axis=0)
     elif source == "coefficients":
         if not hasattr(reg, "coef_"):
@@ -49,7 +57,8 @@ def gene_importance(model, X=None, *, source: str = "attention", genes: Sequence
         values = np.asarray(reg.coef_)
     else:
         raise invalid_option(source, "source", ("attention", "coefficients"))
-    genes = genes if genes is not None else getattr(model, "genes_", None) or [str(i) for i in range(values.shape[1])]
+    if genes is None:
+        genes = getattr(model, "feature_names_", None) or getattr(model, "genes_", None) or [str(i) for i in range(values.shape[1])]
     metabolites = metabolites if metabolites is not None else getattr(model, "metabolites_", None) or [str(i) for i in range(values.shape[0])]
     return pd.DataFrame(values, index=list(metabolites), columns=list(genes))
 

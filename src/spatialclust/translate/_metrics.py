@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ._spatial import morans_i
+
 __all__ = ["intensity_scores", "presence_scores"]
 
 
@@ -64,13 +66,20 @@ def presence_scores(y_true, y_pred, y_score=None, *, names: Sequence[str] | None
     return table
 
 
-def intensity_scores(y_true, y_pred, *, names: Sequence[str] | None = None) -> pd.DataFrame:
+def intensity_scores(y_true, y_pred, *, names: Sequence[str] | None = None, coords=None, groups=None,
+                     n_neighbors: int = 6) -> pd.DataFrame:
     """MSE, R² and Pearson r per metabolite, then ``micro`` (all values pooled) and ``macro`` rows.
+
+    With ``coords`` (and ``groups``, the sections) also ``morans_i``: Moran's I of the residual map
+    ``y_true - y_pred`` of every metabolite on the ``n_neighbors`` spot graph
+    (:func:`~spatialclust.translate.morans_i`; ~0 = spatially random errors, > 0 = a missed spatial
+    signal). Pooled metrics hide per-metabolite failure, so read the per-metabolite rows.
 
     Returns
     -------
-    DataFrame indexed by metabolite + ``micro``/``macro`` with ``mse``, ``r2``, ``pearson`` and
-    ``n_defined`` (averages only: metabolites with a defined Pearson r).
+    DataFrame indexed by metabolite + ``micro``/``macro`` with ``mse``, ``r2``, ``pearson``
+    [, ``morans_i`` (macro: mean; micro: NaN)] and ``n_defined`` (averages only: metabolites with a
+    defined Pearson r).
     """
     y_true = np.asarray(y_true, dtype=float)
     y_pred = np.asarray(y_pred, dtype=float)
@@ -92,6 +101,9 @@ def intensity_scores(y_true, y_pred, *, names: Sequence[str] | None = None) -> p
     ]
     table.loc["macro"] = [mse.mean(), np.nanmean(r2) if np.isfinite(r2).any() else np.nan,
                           np.nanmean(pearson) if np.isfinite(pearson).any() else np.nan]
+    if coords is not None:
+        moran = morans_i(y_true - y_pred, coords, groups=groups, n_neighbors=n_neighbors)
+        table["morans_i"] = np.append(moran, [np.nan, np.nanmean(moran) if np.isfinite(moran).any() else np.nan])
     table["n_defined"] = np.nan
     table.loc[["micro", "macro"], "n_defined"] = int(np.isfinite(pearson).sum())
     return table

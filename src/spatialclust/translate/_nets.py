@@ -2,7 +2,8 @@
 
 - :class:`MLP`: multilayer perceptron, one output per metabolite (a sigmoid per metabolite for
   presence, a linear output per metabolite for intensity).
-- :class:`GeneTokenTransformer`: a transformer over gene tokens in which every metabolite has one
+- :class:`GeneTokenTransformer`: a transformer over tokens (gene modules, see
+  :class:`~spatialclust.translate.TransformerIntensityRegressor`) in which every metabolite has one
   learned query (its identity/positional encoding, as the seed proposes) that attends over the gene
   tokens; the attention weights of these queries are the model's gene-to-metabolite attribution
   (cf. the learned-query decoders of Casanovo, Yilmaz et al. 2024, and the attention profiling of
@@ -37,24 +38,25 @@ class MLP(nn.Module):
 
 
 class GeneTokenTransformer(nn.Module):
-    """Metabolite intensities from gene tokens with one learned query per metabolite.
+    """Metabolite intensities from tokens with one learned query per metabolite.
 
-    Token of gene ``g`` in a spot with (standardised) expression ``x_g``:
-    ``t_g = E[g] + x_g * V[g]`` (gene identity embedding + expression-scaled value embedding).
-    ``n_layers`` transformer encoder layers let genes interact, then each metabolite query ``Q[m]``
-    cross-attends over the gene tokens; a per-metabolite linear read-out of the attended vector gives
-    the intensity.
+    Token ``k`` of a spot with (standardised) value ``x_k`` -- a gene-module score in
+    :class:`~spatialclust.translate.TransformerIntensityRegressor`, or a gene's expression --:
+    ``t_k = E[k] + x_k * V[k]`` (token identity embedding + value-scaled embedding).
+    ``n_layers`` transformer encoder layers let the tokens interact, then each metabolite query ``Q[m]``
+    cross-attends over them; a per-metabolite linear read-out of the attended vector gives the
+    intensity. Cost per spot: ``O(n_tokens^2 * d_model)``.
 
     Parameters
     ----------
     n_genes, n_metabolites
-        Numbers of gene tokens and metabolite queries.
+        Numbers of tokens and metabolite queries.
     d_model
         Token width.
     n_heads
         Attention heads (``d_model`` must be divisible by it).
     n_layers
-        Encoder layers over the gene tokens (0: metabolite queries attend the raw tokens).
+        Encoder layers over the tokens (0: metabolite queries attend the raw tokens).
     dropout
         Dropout in the encoder and before the read-out.
     """

@@ -227,12 +227,20 @@ class _NeuralRegressor(_TorchEstimator, RegressorMixin):
         def loss_fn(pred, target, weight):
             return (weight * (pred - target) ** 2).sum() / weight.sum().clamp_min(1.0)
 
-        self._train(self.build(X.shape[1], Y.shape[1]), loss_fn, Xs, T, rows.astype(np.float64), coords, groups)
+        Z = self._fit_inputs(Xs)
+        self._train(self.build(Z.shape[1], Y.shape[1]), loss_fn, Z, T, rows.astype(np.float64), coords, groups)
         return self
+
+    def _fit_inputs(self, Xs: np.ndarray) -> np.ndarray:
+        """Network input from the standardised features (fitting any input map); identity here."""
+        return Xs
+
+    def _inputs(self, Xs: np.ndarray) -> np.ndarray:
+        return Xs
 
     def predict(self, X) -> np.ndarray:
         """``(n_spots, n_metabolites)`` intensities."""
-        out = self._forward(self._scale(X)).numpy().astype(np.float64)
+        out = self._forward(self._inputs(self._scale(X))).numpy().astype(np.float64)
         return out * self.y_scale_ + self.y_mean_
 
 
@@ -263,22 +271,40 @@ class MLPIntensityRegressor(_NeuralRegressor):
 
 
 class TransformerIntensityRegressor(_NeuralRegressor):
-    """Stage 2 transformer over gene tokens with one learned query per metabolite.
+    """Stage 2 transformer over gene-module tokens with one learned query per metabolite.
 
-    See :class:`spatialclust.translate._nets.GeneTokenTransformer`. :meth:`attention` exposes the
-    attention of every metabolite query over the genes, per spot.
+    Attention over one token per gene costs ``O(n_genes^2)`` per spot (300 genes: over 40 min per fold
+    on 2 CPU cores; a Visium panel has ~18k genes). Here the tokens are ``n_tokens`` gene modules: the
+    leading principal components of the standardised training expression (randomised SVD,
+    Halko et al. 2011), each token carrying its module score; projecting costs ``O(n_genes x n_tokens)``
+    and attention ``O(n_tokens^2)``, so the cost grows linearly with the number of genes (the same aim as
+    the linearised attention of SEQUOIA, Pizurica et al. 2024, reached by compressing the tokens). With
+    ``n_tokens >= n_genes`` every principal direction is a token (a rotation of the gene tokens).
+    See :class:`spatialclust.translate._nets.GeneTokenTransformer` for the network; :meth:`attention`
+    maps the attention of every metabolite query over the modules back to genes through the squared
+    loadings.
 
     Parameters
     ----------
+    n_tokens
+        Gene modules (tokens); at most the number of input features.
     d_model, n_heads, n_layers
-        Token width, attention heads, encoder layers over the gene tokens.
+        Token width, attention heads, encoder layers over the tokens.
     dropout, weight_decay, lr, max_epochs, patience, batch_size, validation_fraction, random_state, device
         As in :class:`MLPPresenceClassifier`.
+
+    Attributes
+    ----------
+    loadings_
+        ``(n_features, n_tokens)`` orthonormal module loadings.
+    token_scale_
+        ``(n_tokens,)`` standard deviation of the module scores on the training spots.
     """
 
-    def __init__(self, d_model: int = 32, n_heads: int = 4, n_layers: int = 1, dropout: float = 0.1, weight_decay: float = 1e-3,
-                 lr: float = 3e-3, max_epochs: int = 200, patience: int = 20, batch_size: int = 128,
+    def __init__(self, n_tokens: int = 32, d_model: int = 32, n_heads: int = 4, n_layers: int = 1, dropout: float = 0.1,
+                 weight_decay: float = 1e-3, lr: float = 3e-3, max_epochs: int = 200, patience: int = 20, batch_size: int = 128,
                  validation_fraction: float = 0.2, random_state: int = 0, device: str = "auto") -> None:
+        self.n_tokens = n_tokens
         self.d_model = d_model
         self.n_heads = n_heads
         self.n_layers = n_layers
@@ -292,15 +318,37 @@ class TransformerIntensityRegressor(_NeuralRegressor):
         self.random_state = random_state
         self.device = device
 
+    def _fit_inputs(self, Xs: np.ndarray) -> np.ndarray:
+        from sklearn.utils.extmath import randomized_svd
+
+        if int(self.n_tokens) != self.n_tokens or self.n_tokens < 1:
+            raise ValueError(f"`n_tokens` must be an integer >= 1, got {self.n_tokens!r}.")
+        k = int(min(self.n_tokens, Xs.shape[1], Xs.shape[0]))
+        if k == Xs.shape[1]:
+            _, _, vt = np.linalg.svd(Xs, full_matrices=False)
+            vt = vt[:k]
+        else:
+            _, _, vt = randomized_svd(Xs, k, random_state=self.random_state)
+        self.loadings_ = vt.T
+        scores = Xs @ self.loadings_
+        self.token_scale_ = scores.std(0).clip(1e-6)
+        return scores / self.token_scale_
+
+    def _inputs(self, Xs: np.ndarray) -> np.ndarray:
+        return Xs @ self.loadings_ / self.token_scale_
+
     def build(self, n_inputs: int, n_outputs: int):
         from ._nets import GeneTokenTransformer
 
         if self.d_model % self.n_heads:
             raise ValueError(f"`d_model` ({self.d_model}) must be divisible by `n_heads` ({self.n_heads}).")
-        return GeneTokenTransformer(n_inputs, n_outputs, d_model=int(self.d_model), n_heads=int(self.n_heads),
+        # the network sees the module tokens, not the n_inputs features (also when rebuilt from a checkpoint)
+        n_tokens = self.loadings_.shape[1] if hasattr(self, "loadings_") else n_inputs
+        return GeneTokenTransformer(n_tokens, n_outputs, d_model=int(self.d_model), n_heads=int(self.n_heads),
                                     n_layers=int(self.n_layers), dropout=self.dropout)
 
     def attention(self, X) -> np.ndarray:
-        """``(n_spots, n_metabolites, n_genes)`` attention of each metabolite query over the genes."""
-        _, weights = self._forward(self._scale(X), return_attention=True)
-        return weights.numpy().astype(np.float64)
+        """``(n_spots, n_metabolites, n_features)`` attention of each metabolite query, mapped from the
+        modules to the input features through the squared loadings (rows sum to 1)."""
+        _, weights = self._forward(self._inputs(self._scale(X)), return_attention=True)
+        return np.einsum("smk,gk->smg", weights.numpy().astype(np.float64), self.loadings_**2)

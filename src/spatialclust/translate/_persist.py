@@ -20,7 +20,9 @@ from ._two_stage import TwoStageTranslator
 __all__ = ["load_translator", "save_translator"]
 
 KIND = "st_msi_translator"
-_PARTS = ("presence_model_", "intensity_model_", "signatures_")
+_PARTS = ("presence_model_", "intensity_model_", "unmasked_model_", "signatures_")
+#: Top-level fitted arrays of the translator (stored as JSON lists, restored as arrays).
+_ARRAYS = ("thresholds_", "absent_level_", "calibration_slope_", "calibration_intercept_")
 
 
 def _split(estimator, prefix: str, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +65,14 @@ def _restore(estimator, prefix: str, values: dict[str, Any], tensors: dict[str, 
     return estimator
 
 
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
 def save_translator(model: TwoStageTranslator, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None) -> Path:
     """Write a fitted translator to the checkpoint directory ``path`` (atomically).
 
@@ -89,7 +99,7 @@ def save_translator(model: TwoStageTranslator, path: str | os.PathLike, *, metad
         if estimator is not None:
             fitted[part] = {"params": estimator.get_params(), "values": _split(estimator, part, tensors)}
     top = {k: v for k, v in vars(model).items() if k.endswith("_") and k not in _PARTS}
-    top = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in top.items()}
+    top = {k: _jsonable(v) for k, v in top.items()}
     config = {"architecture": {"params": model.get_params(), "fitted": fitted, "translator": top}, "metadata": metadata or {}}
     return save_checkpoint(path, tensors, config, kind=KIND)
 
@@ -102,7 +112,11 @@ def load_translator(path: str | os.PathLike) -> tuple[TwoStageTranslator, dict[s
     arch = config["architecture"]
     model = TwoStageTranslator(**arch["params"])
     for key, value in arch["translator"].items():
-        setattr(model, key, np.asarray(value) if key == "thresholds_" and value is not None else value)
+        if key in _ARRAYS and value is not None:
+            value = np.asarray(value, dtype=float)
+        elif key == "inner_mse_" and value is not None:
+            value = {k: np.asarray(v, dtype=float) for k, v in value.items()}
+        setattr(model, key, value)
     for part in _PARTS:
         if part not in arch["fitted"]:
             setattr(model, part, None)
@@ -113,7 +127,7 @@ def load_translator(path: str | os.PathLike) -> tuple[TwoStageTranslator, dict[s
         elif part == "presence_model_":
             estimator = create_presence_model(model.presence_model)
             estimator.set_params(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
-        else:
+        else:  # intensity_model_ and unmasked_model_: the same stage-2 model, fitted on present / all spots
             estimator = create_intensity_model(model.intensity_model)
             estimator.set_params(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
         setattr(model, part, _restore(estimator, part, arch["fitted"][part]["values"], tensors))

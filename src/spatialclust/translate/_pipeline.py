@@ -23,7 +23,7 @@ from ._anndata import expression_matrix, predict_msi
 from ._interpret import gene_importance, top_genes
 from ._pairing import concatenate_sections, pair
 from ._persist import load_translator, save_translator
-from ._selection import cross_validate, grid_search
+from ._selection import cross_validate, grid_search, row_name
 from ._cv import min_train_test_distance
 from ._models import create_intensity_model, create_presence_model
 from ._signatures import SignatureMask
@@ -134,6 +134,12 @@ def _model_params(config) -> dict[str, dict[str, Any]]:
     return params
 
 
+def _combination_params(config) -> dict[str, Any]:
+    """Translator parameters of the ``model`` section beyond the two stage names."""
+    model = config["model"]
+    return {k: model[k] for k in ("combine", "calibration", "inner_splits", "spatial_context", "spatial_coordinates")}
+
+
 def run_train(config: Mapping[str, Any] | None, output: str | Path, *, overwrite: bool = False) -> Path:
     """Fit the two-stage translator on all paired spots; save it with its report."""
     config = merge_config(default_config(), config)
@@ -168,7 +174,7 @@ def run_train(config: Mapping[str, Any] | None, output: str | Path, *, overwrite
             presence_params=params.get(f"presence.{names['presence']}"),
             intensity_params=params.get(f"intensity.{names['intensity']}"),
             signature_mask=sig["use"], n_signature_genes=sig["n_genes"], resolution=sig["resolution"],
-            random_state=config["seed"],
+            random_state=config["seed"], **_combination_params(config),
         ).fit(X, Y, presence=presence, coords=coords, groups=groups, clusters=clusters,
               genes=list(st.var_names), metabolites=list(msi.var_names))
         metadata = {
@@ -182,8 +188,9 @@ def run_train(config: Mapping[str, Any] | None, output: str | Path, *, overwrite
         save_translator(model, out / "model", metadata=metadata)
         _targets_table(msi, presence, thresholds).to_csv(out / "targets.csv")
         (out / "pairing.json").write_text(json.dumps(st.uns.get("pairing", {}), indent=2, default=str))
-        tops = _interpretation(model, X, Y, presence, out, n=config["report"]["top_genes"])
-        fitted = model.predict(X)
+        pd.DataFrame({"metabolite": model.metabolites_, "combination": model.combination_}).to_csv(out / "combinations.csv", index=False)
+        tops = _interpretation(model, X, Y, presence, out, n=config["report"]["top_genes"], coords=coords, groups=groups)
+        fitted = model.predict(X, coords=coords, groups=groups)
         signatures = _signature_table(model)
         if signatures is not None:
             signatures.to_csv(out / "signatures.csv", index=False)
@@ -192,7 +199,7 @@ def run_train(config: Mapping[str, Any] | None, output: str | Path, *, overwrite
     return Path(output)
 
 
-def _interpretation(model, X, Y, presence, out: Path, *, n: int) -> pd.DataFrame:
+def _interpretation(model, X, Y, presence, out: Path, *, n: int, coords=None, groups=None) -> pd.DataFrame:
     """Top genes per metabolite from attention (transformer) and from ridge coefficients."""
     import matplotlib.pyplot as plt
 
@@ -200,8 +207,8 @@ def _interpretation(model, X, Y, presence, out: Path, *, n: int) -> pd.DataFrame
 
     tables = []
     sources = []
-    if hasattr(model.intensity_model_, "attention"):
-        sources.append(("attention", gene_importance(model, X, source="attention")))
+    if hasattr(model.intensity_model_ or model.unmasked_model_, "attention"):
+        sources.append(("attention", gene_importance(model, X, source="attention", coords=coords, groups=groups)))
     ridge = create_intensity_model("ridge").fit(X, Y, presence=presence)
     sources.append(("ridge", gene_importance(ridge, genes=model.genes_, metabolites=model.metabolites_, source="coefficients")))
     for source, importance in sources:
@@ -270,7 +277,8 @@ def run_evaluate(config: Mapping[str, Any] | None, output: str | Path, *, overwr
         result = cross_validate(
             X, Y, presence, coords=coords, groups=groups, folds=cv["folds"], n_splits=cv["n_splits"],
             block_size=cv["block_size"], buffer=cv["buffer"], presence_models=cv["presence_models"],
-            intensity_models=cv["intensity_models"], mask_with=config["model"]["presence"],
+            intensity_models=cv["intensity_models"], inner_splits=config["model"]["inner_splits"],
+            spatial_context=config["model"]["spatial_context"], spatial_coordinates=config["model"]["spatial_coordinates"],
             model_params=_model_params(config), search=_grids(config), signature_mask=sig["use"], clusters=clusters,
             n_signature_genes=sig["n_genes"], resolution=sig["resolution"], names=list(msi.var_names),
             random_state=config["seed"],
@@ -281,6 +289,7 @@ def run_evaluate(config: Mapping[str, Any] | None, output: str | Path, *, overwr
         folds.to_csv(out / "folds.csv", index=False)
         result["presence_summary"].to_csv(out / "presence_summary.csv", index=False)
         result["intensity_summary"].to_csv(out / "intensity_summary.csv", index=False)
+        result["combinations"].to_csv(out / "combinations.csv", index=False)
         for name, table in result["presence"].items():
             table.to_csv(out / f"presence_{name}.csv")
         for name, table in result["intensity"].items():
@@ -295,9 +304,15 @@ def run_evaluate(config: Mapping[str, Any] | None, output: str | Path, *, overwr
         report.add_table("Folds", folds)
         report.add_table("Stage 1: presence (macro / micro over metabolites)", result["presence_summary"])
         report.add_table("Stage 2: intensity (macro / micro over metabolites)", result["intensity_summary"])
-        best_row = f"{config['model']['presence']} x {config['model']['intensity']}"
+        model = config["model"]
+        best_row = row_name(model["presence"], model["intensity"], model["combine"], model["calibration"])
         if best_row in result["intensity"]:
-            report.add_table(f"Per metabolite: {best_row}", result["intensity"][best_row], index=True)
+            report.add_table(f"Per metabolite (R², Pearson, Moran's I of the residuals): {best_row}", result["intensity"][best_row], index=True)
+            chosen = result["combinations"]
+            chosen = chosen[chosen.model == best_row]
+            if len(chosen):
+                report.add_table("Combination per metabolite chosen by inner CV (folds choosing each)",
+                                 pd.crosstab(chosen.metabolite, chosen.combination), index=True)
             tested = result["tested"]
             fig = translation_maps(st[tested], Y[tested], result["oof"][f"intensity_{best_row}"][tested], names=list(msi.var_names))
             fig.savefig(out / "maps.png", dpi=90, bbox_inches="tight")

@@ -12,12 +12,15 @@ from sklearn.base import clone
 from sklearn.model_selection import ParameterGrid
 
 from .._logging import logger, progress
-from ._cv import spatial_folds
+from ._calibration import fit_platt, platt_probability, sigmoid
+from ._cv import inner_folds, spatial_folds
 from ._metrics import intensity_scores, presence_scores
 from ._models import create_intensity_model, create_presence_model
 from ._signatures import SignatureMask
+from ._spatial import spatial_features
+from ._two_stage import absent_levels, choose_combinations, combine_stages, intensity_out_of_fold, presence_out_of_fold
 
-__all__ = ["cross_validate", "grid_search"]
+__all__ = ["cross_validate", "grid_search", "row_name"]
 
 
 def _score(estimator, X, Y, presence, stage: str) -> float:
@@ -79,9 +82,7 @@ def grid_search(
         raise ValueError(f"Invalid option `{stage}` for `stage`. Valid options are: `presence`, `intensity`.")
     if coords is None:
         raise ValueError("`coords` are needed for spatially blocked inner folds.")
-    n_sections = len(np.unique(groups)) if groups is not None else 1
-    method = "sections" if n_sections >= 3 else "blocks"
-    folds = spatial_folds(coords, method=method, groups=groups, n_splits=n_splits, random_state=random_state)
+    folds = inner_folds(coords, len(X), groups=groups, n_splits=n_splits, random_state=random_state)
     rows = []
     for params in ParameterGrid(dict(param_grid)):
         scores = []
@@ -97,6 +98,16 @@ def grid_search(
     return best, results
 
 
+def row_name(presence_model: str, intensity_model: str, combine: str = "auto", calibration: str = "platt") -> str:
+    """Row of :func:`cross_validate`'s intensity tables for a two-stage configuration."""
+    if combine == "auto":
+        return f"{presence_model} x {intensity_model}" + ("" if calibration == "platt" else " [auto, uncalibrated]")
+    if combine == "none":
+        return f"{intensity_model} (unmasked)"
+    suffix = "" if combine == "mask" or calibration == "platt" else ", uncalibrated"
+    return f"{presence_model} x {intensity_model} [{combine}{suffix}]"
+
+
 def cross_validate(
     X: np.ndarray,
     Y: np.ndarray,
@@ -110,9 +121,11 @@ def cross_validate(
     buffer: float = 0.0,
     presence_models: Sequence[str] = ("prevalence", "logistic", "svm", "mlp"),
     intensity_models: Sequence[str] = ("mean", "linear", "ridge", "mlp", "transformer"),
-    mask_with: str = "logistic",
     model_params: Mapping[str, Mapping[str, Any]] | None = None,
     search: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
+    inner_splits: int = 3,
+    spatial_context: int = 0,
+    spatial_coordinates: bool = False,
     signature_mask: bool = True,
     clusters: Sequence | None = None,
     signatures: Mapping[str, Sequence[int]] | None = None,
@@ -121,13 +134,20 @@ def cross_validate(
     names: Sequence[str] | None = None,
     random_state: int = 0,
 ) -> dict[str, Any]:
-    """Cross-validate every stage-1 and stage-2 model and the baselines on the same spatial folds.
+    """Cross-validate every stage-1 x stage-2 combination and the baselines on the same spatial folds.
 
     Out-of-fold predictions of every held-out spot are pooled over the folds and scored once
-    (per metabolite, micro and macro). Stage-1 rows: each presence model (``prevalence`` is the
-    baseline). Stage-2 rows: the ``mean`` predictor and ``ridge`` fitted on all spots, unmasked
-    (baselines), and every intensity model in the two-stage setting: fitted on present spots and
-    multiplied by the presence predicted by ``mask_with`` (and, for reference, by the true presence).
+    (per metabolite, micro and macro; Moran's I of the residuals per metabolite). Within every outer
+    fold each model is fitted once on the training spots, plus ``inner_splits`` times on inner folds of
+    the training spots (out-of-fold scores for the Platt calibration and for the per-metabolite choice of
+    :class:`~spatialclust.translate.TwoStageTranslator` with ``combine="auto"``); every pair is then
+    combined from these shared fits, exactly as the translator combines its own.
+
+    Intensity rows (see :func:`row_name`): ``mean (baseline)`` and ``ridge (baseline)`` (unmasked, on
+    the expression alone); ``M (unmasked)`` (stage 2 on all spots, with spatial context when on);
+    for every stage-1 model ``P`` and stage-2 model ``M``: ``P x M`` (per-metabolite choice, calibrated),
+    ``P x M [hurdle]``, ``P x M [hurdle, uncalibrated]``, ``P x M [mask]`` (the seed's hard mask); and
+    ``true presence x M [mask]``, the upper bound for stage 1.
 
     Parameters
     ----------
@@ -138,14 +158,16 @@ def cross_validate(
     folds, n_splits, block_size, buffer
         See :func:`~spatialclust.translate.spatial_folds` (``"blocks"`` or ``"sections"``).
     presence_models, intensity_models
-        Registered model names to evaluate.
-    mask_with
-        Stage-1 model whose predicted presence masks the stage-2 outputs (must be in ``presence_models``).
+        Registered model names to evaluate (every pair is evaluated).
     model_params
         ``{"presence.<name>" | "intensity.<name>": {param: value}}``.
     search
         ``{"presence.<name>" | "intensity.<name>": param_grid}``: tuned by :func:`grid_search` on the
         training spots of every fold (nested cross-validation).
+    inner_splits
+        Inner folds per outer fold (calibration and per-metabolite choice).
+    spatial_context, spatial_coordinates
+        Spatial-context input of both stages (see :class:`~spatialclust.translate.TwoStageTranslator`).
     signature_mask, clusters, signatures, n_signature_genes, resolution
         Stage-1 signature-mask input (see :class:`~spatialclust.translate.SignatureMask`); the mask is
         fitted on the training spots of each fold.
@@ -156,29 +178,34 @@ def cross_validate(
 
     Returns
     -------
-    dict with ``presence`` (model -> per-metabolite table), ``intensity`` (row name -> table),
-    ``presence_summary`` and ``intensity_summary`` (macro/micro rows of every model; the presence
-    summary also has ``roc_auc_macro_per_fold``, the macro ROC AUC within each fold averaged over folds), ``folds``
-    (list of (train, test)), ``oof`` (out-of-fold predictions: ``presence_<model>``,
-    ``intensity_<row>``), ``best_params`` (per fold, when ``search``).
+    dict with ``presence`` (model -> per-metabolite table), ``intensity`` (row name -> per-metabolite
+    table with ``mse``, ``r2``, ``pearson``, ``morans_i``), ``presence_summary`` and
+    ``intensity_summary`` (macro/micro rows of every model; the presence summary also has
+    ``roc_auc_macro_per_fold``, the macro ROC AUC within each fold averaged over folds),
+    ``combinations`` (long table: pair, fold, metabolite, chosen combination), ``folds`` (list of
+    (train, test)), ``oof`` (out-of-fold predictions: ``presence_<model>``, ``intensity_<row>``),
+    ``tested`` and ``best_params`` (per fold, when ``search``).
     """
-    if mask_with not in presence_models:
-        raise ValueError(f"`mask_with`={mask_with!r} must be one of `presence_models` {list(presence_models)}.")
     model_params = {k: dict(v) for k, v in (model_params or {}).items()}
     search = dict(search or {})
     fold_list = spatial_folds(coords, method=folds, groups=groups, n_splits=n_splits, block_size=block_size,
                               buffer=buffer, random_state=random_state)
     n, m = Y.shape
+    F = spatial_features(X, coords, groups=groups, n_neighbors=int(spatial_context), coordinates=spatial_coordinates) if spatial_context else X
     oof_score = {p: np.zeros((n, m)) for p in presence_models}
     oof_presence = {p: np.zeros((n, m), dtype=np.int8) for p in presence_models}
-    intensity_rows = ["mean (baseline)", "ridge (baseline)"] + [f"{mask_with} x {r}" for r in intensity_models] + [
-        f"true presence x {r}" for r in intensity_models
-    ]
+    pairs = [(p, i) for p in presence_models for i in intensity_models]
+    intensity_rows = ["mean (baseline)", "ridge (baseline)"] + [row_name(None, i, "none") for i in intensity_models]
+    for p, i in pairs:
+        intensity_rows += [row_name(p, i), row_name(p, i, "hurdle"), row_name(p, i, "hurdle", "none"), row_name(p, i, "mask")]
+    intensity_rows += [f"true presence x {i} [mask]" for i in intensity_models]
     oof_intensity = {r: np.zeros((n, m)) for r in intensity_rows}
     tested = np.zeros(n, dtype=bool)
     best_params: list[dict[str, Any]] = []
+    choices: list[dict[str, Any]] = []
     per_fold_auc: dict[str, list[float]] = {}
     clusters = None if clusters is None else np.asarray(clusters)
+    metabolite_names = [str(x) for x in names] if names is not None else [f"m{j}" for j in range(m)]
 
     def build(stage: str, name: str, Xtr, Ttr, Ptr, ctr, gtr, fold_best):
         factory = create_presence_model if stage == "presence" else create_intensity_model
@@ -195,38 +222,72 @@ def cross_validate(
             model.set_params(**best)
         return model
 
-    for train, test in progress(fold_list, desc="cross-validation folds", total=len(fold_list)):
+    for k, (train, test) in enumerate(progress(fold_list, desc="cross-validation folds", total=len(fold_list))):
         gtr = None if groups is None else groups[train]
         ctr = coords[train]
         fold_best: dict[str, Any] = {}
-        X1tr, X1te = X[train], X[test]
+        inner = inner_folds(ctr, len(train), groups=gtr, n_splits=inner_splits, random_state=random_state)
+        S = F
         if signature_mask:
             masker = SignatureMask(n_genes=n_signature_genes, resolution=resolution, random_state=random_state)
-            mask_tr = masker.fit_transform(X[train], clusters=None if clusters is None else clusters[train], signatures=signatures)
-            mask_te = masker.transform(X[test], clusters=None if clusters is None else clusters[test])
-            X1tr, X1te = np.hstack([X1tr, mask_tr]), np.hstack([X1te, mask_te])
+            masker.fit(X[train], clusters=None if clusters is None else clusters[train], signatures=signatures)
+            S = np.zeros((n, F.shape[1] + X.shape[1]))
+            S[train] = np.hstack([F[train], masker.transform(X[train], clusters=None if clusters is None else clusters[train])])
+            S[test] = np.hstack([F[test], masker.transform(X[test], clusters=None if clusters is None else clusters[test])])
+        Ytr, Ptr = Y[train], presence[train]
+        absent = absent_levels(Ytr, Ptr)
+        stage1: dict[str, dict[str, np.ndarray]] = {}
         for name in presence_models:
-            model = build("presence", name, X1tr, presence[train], None, ctr, gtr, fold_best)
-            _fit(model, X1tr, presence[train], None, ctr, gtr, "presence")
-            oof_score[name][test] = model.decision_function(X1te)
-            oof_presence[name][test] = model.predict(X1te)
-            fold_table = presence_scores(presence[test], oof_presence[name][test], oof_score[name][test])
+            model = build("presence", name, S[train], Ptr, None, ctr, gtr, fold_best)
+            fitted = _fit(model, S[train], Ptr, None, ctr, gtr, "presence")
+            scores, labels = fitted.decision_function(S[test]), fitted.predict(S[test])
+            inner_scores, inner_labels = presence_out_of_fold(lambda: clone(model), S[train], Ptr, inner, coords=ctr, groups=gtr)
+            slope, intercept = fit_platt(inner_scores, Ptr)
+            stage1[name] = {"labels": labels, "platt": platt_probability(scores, slope, intercept), "raw": sigmoid(scores),
+                            "inner_labels": inner_labels, "inner_platt": platt_probability(inner_scores, slope, intercept)}
+            oof_score[name][test], oof_presence[name][test] = scores, labels
+            fold_table = presence_scores(presence[test], labels, scores)
             per_fold_auc.setdefault(name, []).append(fold_table.loc["macro", "roc_auc"])
         for row, kind in (("mean (baseline)", "mean"), ("ridge (baseline)", "ridge")):
             model = create_intensity_model(kind, **model_params.get(f"intensity.{kind}", {}))
-            oof_intensity[row][test] = model.fit(X[train], Y[train]).predict(X[test])
+            oof_intensity[row][test] = model.fit(X[train], Ytr).predict(X[test])
         for name in intensity_models:
-            model = build("intensity", name, X[train], Y[train], presence[train], ctr, gtr, fold_best)
-            pred = _fit(model, X[train], Y[train], presence[train], ctr, gtr, "intensity").predict(X[test])
-            oof_intensity[f"{mask_with} x {name}"][test] = pred * oof_presence[mask_with][test]
-            oof_intensity[f"true presence x {name}"][test] = pred * presence[test]
+            model = build("intensity", name, F[train], Ytr, Ptr, ctr, gtr, fold_best)
+            present = _fit(clone(model), F[train], Ytr, Ptr, ctr, gtr, "intensity").predict(F[test])
+            unmasked = _fit(clone(model), F[train], Ytr, None, ctr, gtr, "intensity").predict(F[test])
+            inner_present, inner_unmasked = intensity_out_of_fold(lambda: clone(model), F[train], Ytr, Ptr, inner,
+                                                                  coords=ctr, groups=gtr)
+            oof_intensity[row_name(None, name, "none")][test] = unmasked
+            oof_intensity[f"true presence x {name} [mask]"][test] = present * presence[test]
+            for p in presence_models:
+                s1 = stage1[p]
+                hurdle = {"platt": None, "raw": None}
+                for cal in hurdle:
+                    hurdle[cal] = combine_stages(["hurdle"] * m, probability=s1[cal], label=s1["labels"], present=present,
+                                                 unmasked=None, absent_level=absent)
+                candidates = {
+                    "none": inner_unmasked,
+                    "hurdle": combine_stages(["hurdle"] * m, probability=s1["inner_platt"], label=s1["inner_labels"],
+                                             present=inner_present, unmasked=None, absent_level=absent),
+                    "mask": s1["inner_labels"] * inner_present,
+                }
+                choice = choose_combinations(Ytr, candidates)
+                choices += [{"model": row_name(p, name), "fold": k, "metabolite": metabolite_names[j], "combination": c}
+                            for j, c in enumerate(choice)]
+                oof_intensity[row_name(p, name)][test] = combine_stages(
+                    choice, probability=s1["platt"], label=s1["labels"], present=present, unmasked=unmasked, absent_level=absent
+                )
+                oof_intensity[row_name(p, name, "hurdle")][test] = hurdle["platt"]
+                oof_intensity[row_name(p, name, "hurdle", "none")][test] = hurdle["raw"]
+                oof_intensity[row_name(p, name, "mask")][test] = s1["labels"] * present
         tested[test] = True
         best_params.append(fold_best)
     idx = np.flatnonzero(tested)
+    spatial = {"coords": coords[idx], "groups": None if groups is None else groups[idx]}
     presence_tables = {
         p: presence_scores(presence[idx], oof_presence[p][idx], oof_score[p][idx], names=names) for p in presence_models
     }
-    intensity_tables = {r: intensity_scores(Y[idx], oof_intensity[r][idx], names=names) for r in intensity_rows}
+    intensity_tables = {r: intensity_scores(Y[idx], oof_intensity[r][idx], names=names, **spatial) for r in intensity_rows}
     presence_summary = _summary(presence_tables, ["precision", "recall", "f1", "roc_auc"])
     # ROC AUC within each fold, averaged: pooled scores mix different fold models (a constant score per
     # fold, e.g. the prevalence baseline, is 0.5 within a fold but not pooled)
@@ -237,7 +298,8 @@ def cross_validate(
         "presence": presence_tables,
         "intensity": intensity_tables,
         "presence_summary": presence_summary,
-        "intensity_summary": _summary(intensity_tables, ["mse", "r2", "pearson"]),
+        "intensity_summary": _summary(intensity_tables, ["mse", "r2", "pearson", "morans_i"]),
+        "combinations": pd.DataFrame(choices, columns=["model", "fold", "metabolite", "combination"]),
         "folds": fold_list,
         "oof": {**{f"presence_{k}": v for k, v in oof_presence.items()}, **{f"intensity_{k}": v for k, v in oof_intensity.items()}},
         "tested": tested,

@@ -1,31 +1,143 @@
-"""The two-stage ST -> MSI translator of the seed: presence first, then masked intensities."""
+"""The two-stage ST -> MSI translator of the seed: presence first, then intensities, combined per
+metabolite as a hurdle expectation, the seed's hard mask or not at all (chosen by inner CV)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from .._logging import logger
+from .._registry import invalid_option
+from ._calibration import fit_platt, platt_probability, sigmoid
+from ._cv import inner_folds
 from ._estimators import check_xy
 from ._models import create_intensity_model, create_presence_model
 from ._signatures import SignatureMask
+from ._spatial import spatial_features
 from ._targets import presence_targets
 
-__all__ = ["TwoStageTranslator"]
+__all__ = [
+    "COMBINATIONS",
+    "TwoStageTranslator",
+    "absent_levels",
+    "choose_combinations",
+    "combine_stages",
+    "intensity_out_of_fold",
+    "presence_out_of_fold",
+]
+
+#: How stage 1 and stage 2 are combined for one metabolite. ``none``: stage 2 fitted on all spots,
+#: stage 1 ignored; ``hurdle``: ``p * mu_present + (1 - p) * mu_absent`` (the expectation under the
+#: calibrated presence probability ``p``); ``mask``: the seed's ``1[present] * mu_present``.
+COMBINATIONS = ("none", "hurdle", "mask")
+_COMBINE = ("auto", *COMBINATIONS)
+_CALIBRATION = ("platt", "none")
+
+
+def combine_stages(choice: Sequence[str], *, probability: np.ndarray, label: np.ndarray, present: np.ndarray | None,
+                   unmasked: np.ndarray | None, absent_level: np.ndarray) -> np.ndarray:
+    """Combine the stage outputs per metabolite (``choice[j]`` in :data:`COMBINATIONS`).
+
+    Parameters
+    ----------
+    choice
+        One combination per metabolite.
+    probability
+        ``(n, m)`` presence probability (stage 1, calibrated or not).
+    label
+        ``(n, m)`` 0/1 predicted presence (stage 1 labels, for ``mask``).
+    present
+        ``(n, m)`` stage-2 intensity fitted on present spots (``hurdle``, ``mask``).
+    unmasked
+        ``(n, m)`` stage-2 intensity fitted on all spots (``none``).
+    absent_level
+        ``(m,)`` mean intensity of absent spots (``hurdle``).
+    """
+    choice = np.asarray(choice, dtype=str)
+    unknown = sorted(set(choice) - set(COMBINATIONS))
+    if unknown:
+        raise invalid_option(unknown[0], "combination", COMBINATIONS)
+    shape = probability.shape
+    out = np.zeros(shape)
+    for name, source in (("none", unmasked), ("hurdle", present), ("mask", present)):
+        cols = np.flatnonzero(choice == name)
+        if not len(cols):
+            continue
+        if source is None:
+            raise ValueError(f"combination {name!r} needs the {'unmasked' if name == 'none' else 'present-spot'} stage-2 prediction.")
+        if name == "none":
+            out[:, cols] = unmasked[:, cols]
+        elif name == "hurdle":
+            p = probability[:, cols]
+            out[:, cols] = p * present[:, cols] + (1 - p) * absent_level[cols][None, :]
+        else:
+            out[:, cols] = label[:, cols] * present[:, cols]
+    return out
+
+
+def choose_combinations(Y: np.ndarray, candidates: Mapping[str, np.ndarray]) -> list[str]:
+    """Per metabolite, the candidate with the smallest MSE against ``Y`` (earlier candidates win ties,
+    so list ``none`` first: masking must earn its place)."""
+    names = list(candidates)
+    mse = np.stack([((candidates[c] - Y) ** 2).mean(0) for c in names])
+    best = np.argmin(mse, axis=0)  # first minimum: ties go to the earlier candidate
+    return [names[int(i)] for i in best]
+
+
+def absent_levels(Y: np.ndarray, presence: np.ndarray) -> np.ndarray:
+    """Mean intensity of the absent spots of every metabolite (0 where none is absent)."""
+    absent = ~np.asarray(presence, dtype=bool)
+    total = np.where(absent, Y, 0.0).sum(0)
+    count = absent.sum(0)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def _sub(a, idx):
+    return None if a is None else a[idx]
+
+
+def presence_out_of_fold(build: Callable[[], Any], X: np.ndarray, presence: np.ndarray, folds, *, coords=None,
+                         groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold stage-1 decision scores and labels over ``folds`` (a fresh ``build()`` per fold)."""
+    scores, labels = np.zeros(presence.shape), np.zeros(presence.shape, dtype=np.int8)
+    for tr, te in folds:
+        model = build().fit(X[tr], presence[tr], coords=_sub(coords, tr), groups=_sub(groups, tr))
+        scores[te], labels[te] = model.decision_function(X[te]), model.predict(X[te])
+    return scores, labels
+
+
+def intensity_out_of_fold(build: Callable[[], Any], X: np.ndarray, Y: np.ndarray, presence: np.ndarray, folds, *,
+                          coords=None, groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold stage-2 predictions fitted on present spots and on all spots (unmasked)."""
+    present, unmasked = np.zeros(Y.shape), np.zeros(Y.shape)
+    for tr, te in folds:
+        kw = {"coords": _sub(coords, tr), "groups": _sub(groups, tr)}
+        present[te] = build().fit(X[tr], Y[tr], presence=presence[tr], **kw).predict(X[te])
+        unmasked[te] = build().fit(X[tr], Y[tr], **kw).predict(X[te])
+    return present, unmasked
 
 
 class TwoStageTranslator(RegressorMixin, BaseEstimator):
     """Predict metabolite intensities (MSI) of a spot from its gene expression (ST), in two stages.
 
-    Stage 1 predicts the binary presence vector of the ``n`` metabolites from the spot's expression
-    ``(g_1..g_k)`` concatenated with its signature mask (1 for the signature genes of its spatial
-    cluster); stage 2 predicts all intensities from the expression, and the output is the
-    element-wise product of the two, so metabolites predicted absent are exactly 0 (seed 004,
-    "Development of a Deep Learning methodology for synthetic Spatial Metabolomics data generation",
-    Galvis, Lohk & Nikolski).
+    Stage 1 predicts the presence of the ``n`` metabolites from the spot's expression ``(g_1..g_k)``
+    concatenated with its signature mask (1 for the signature genes of its spatial cluster); stage 2
+    predicts the intensities from the expression (seed 004, "Development of a Deep Learning
+    methodology for synthetic Spatial Metabolomics data generation", Galvis, Lohk & Nikolski).
+
+    The seed multiplies stage 2 by the binary presence. A wrong "absent" call then costs the whole
+    intensity (on the lung data that made every two-stage model 16x worse than the mean predictor),
+    so here the stages are combined per metabolite (:data:`COMBINATIONS`): the **hurdle** expectation
+    ``p * mu_present + (1 - p) * mu_absent`` with ``p`` the Platt-calibrated presence probability
+    (the hurdle / two-part model of zero-inflated data, Cragg 1971, Econometrica), the seed's hard
+    **mask**, or **none** (stage 2 fitted on all spots). With ``combine="auto"`` the combination of
+    each metabolite is chosen by inner cross-validation on the training spots (smallest out-of-fold
+    MSE, ``none`` on ties), so the model is not worse than its own unmasked stage 2 wherever the inner
+    estimate holds.
 
     Parameters
     ----------
@@ -35,6 +147,19 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         Stage-2 model name (``mean``, ``linear``, ``ridge``, ``mlp``, ``transformer``) or an estimator.
     presence_params, intensity_params
         Keyword arguments of the named models.
+    combine
+        ``"auto"`` (per metabolite by inner CV), ``"hurdle"``, ``"mask"`` (the seed) or ``"none"``.
+    calibration
+        ``"platt"`` (sigmoid of the decision score fitted on inner out-of-fold scores) or ``"none"``
+        (sigmoid of the raw decision score: the model's own probability for logistic and MLP).
+    inner_splits
+        Inner folds for calibration and the ``auto`` choice (whole sections when there are >= 3).
+    spatial_context
+        Neighbours averaged into the spatial-context input (0: off): both stages get the expression
+        and its mean over the spot and its ``spatial_context`` nearest spots (same section); needs
+        ``coords`` in ``fit`` and ``predict``.
+    spatial_coordinates
+        Also give both stages the per-section standardised coordinates (with ``spatial_context``).
     signature_mask
         Append the signature mask to the stage-1 input (the seed's input); False uses expression only.
     n_signature_genes, resolution
@@ -43,27 +168,45 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         Presence targets when ``presence`` is not passed to ``fit``; see
         :func:`~spatialclust.translate.presence_targets`.
     random_state
-        Seed of every random step (Leiden, neural initialisation, validation split).
+        Seed of every random step (Leiden, neural initialisation, validation split, inner folds).
 
     Attributes
     ----------
-    presence_model_, intensity_model_
-        Fitted stage models.
+    presence_model_
+        Fitted stage 1.
+    intensity_model_, unmasked_model_
+        Stage 2 fitted on present spots (None when no metabolite uses ``hurdle``/``mask``) and on all
+        spots (None when no metabolite uses ``none``).
+    combination_
+        Combination of every metabolite (list of str).
+    calibration_slope_, calibration_intercept_
+        Platt map per metabolite (slope 1, intercept 0 without calibration).
+    absent_level_
+        Mean training intensity of the absent spots per metabolite.
+    inner_mse_
+        ``{combination: (n_metabolites,) out-of-fold MSE}`` behind the ``auto`` choice (None otherwise).
     signatures_
         Fitted :class:`SignatureMask` (None without ``signature_mask``).
     thresholds_
         Detection thresholds used for the presence targets (None when ``presence`` was given).
     genes_, metabolites_
         Feature names (from ``fit(genes=..., metabolites=...)``, else None).
+    feature_names_
+        Names of the stage-2 input columns (genes, then neighbourhood means and coordinates).
     """
 
     def __init__(
         self,
         presence_model: Any = "logistic",
-        intensity_model: Any = "transformer",
+        intensity_model: Any = "ridge",
         *,
         presence_params: Mapping[str, Any] | None = None,
         intensity_params: Mapping[str, Any] | None = None,
+        combine: str = "auto",
+        calibration: str = "platt",
+        inner_splits: int = 3,
+        spatial_context: int = 0,
+        spatial_coordinates: bool = False,
         signature_mask: bool = True,
         n_signature_genes: int = 3,
         resolution: float = 1.0,
@@ -76,6 +219,11 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         self.intensity_model = intensity_model
         self.presence_params = presence_params
         self.intensity_params = intensity_params
+        self.combine = combine
+        self.calibration = calibration
+        self.inner_splits = inner_splits
+        self.spatial_context = spatial_context
+        self.spatial_coordinates = spatial_coordinates
         self.signature_mask = signature_mask
         self.n_signature_genes = n_signature_genes
         self.resolution = resolution
@@ -93,9 +241,17 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
             if "random_state" in probe.get_params() and "random_state" not in params:
                 params["random_state"] = self.random_state
             return factory(model, **params)
-        from sklearn.base import clone
-
         return clone(model).set_params(**params) if params else clone(model)
+
+    def _check_params(self) -> None:
+        if self.combine not in _COMBINE:
+            raise invalid_option(self.combine, "combine", _COMBINE)
+        if self.calibration not in _CALIBRATION:
+            raise invalid_option(self.calibration, "calibration", _CALIBRATION)
+        if int(self.spatial_context) != self.spatial_context or self.spatial_context < 0:
+            raise ValueError(f"`spatial_context` must be an integer >= 0 (neighbours averaged), got {self.spatial_context!r}.")
+        if self.spatial_coordinates and not self.spatial_context:
+            raise ValueError("`spatial_coordinates=True` needs `spatial_context` > 0.")
 
     def fit(
         self,
@@ -110,7 +266,7 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         genes: Sequence[str] | None = None,
         metabolites: Sequence[str] | None = None,
     ) -> TwoStageTranslator:
-        """Fit both stages.
+        """Fit both stages (and, for calibration / ``auto``, their inner out-of-fold predictions).
 
         Parameters
         ----------
@@ -121,15 +277,17 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         presence
             ``(n_spots, n_metabolites)`` 0/1 targets; computed from ``Y`` when None.
         coords, groups
-            Spot coordinates and sections (noise-level thresholds, spatial early-stopping splits).
+            Spot coordinates and sections (noise-level thresholds, spatial context, spatial inner
+            folds and early-stopping splits).
         clusters, signatures
             Given spatial clusters of the spots and their signature genes (indices into the genes);
             computed with Leiden + marker genes when None.
         genes, metabolites
             Feature names, kept for prediction on new AnnData and for interpretation.
         """
+        self._check_params()
         X, Y = check_xy(X, Y)
-        presence_model, intensity_model = self._build("presence"), self._build("intensity")  # unknown names fail first
+        self._build("presence"), self._build("intensity")  # unknown names fail before any work
         if presence is None:
             presence, self.thresholds_ = presence_targets(
                 Y, coords=coords, groups=groups, detection=self.detection, snr=self.snr, quantile=self.quantile
@@ -147,49 +305,105 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         self.metabolites_ = None if metabolites is None else [str(m) for m in metabolites]
         self.n_features_in_ = X.shape[1]
         self.n_outputs_ = Y.shape[1]
-        spatial = {"coords": coords, "groups": groups}
         if self.signature_mask:
             self.signatures_ = SignatureMask(
                 n_genes=self.n_signature_genes, resolution=self.resolution, random_state=self.random_state
             )
-            mask = self.signatures_.fit_transform(X, clusters=clusters, signatures=signatures)
+            self.signatures_.fit(X, clusters=clusters, signatures=signatures)
         else:
             self.signatures_ = None
-            mask = None
-        self.presence_model_ = presence_model.fit(self._stage1_input(X, mask), presence, **spatial)
-        self.intensity_model_ = intensity_model.fit(X, Y, presence=presence, **spatial)
+        F, S = self._inputs(X, coords=coords, groups=groups, clusters=clusters)
+        names = self.genes_ or [str(g) for g in range(X.shape[1])]
+        self.feature_names_ = names + ([f"{g} (neighbourhood)" for g in names] if self.spatial_context else []) + (
+            ["x (section-standardised)", "y (section-standardised)"] if self.spatial_coordinates else [])
+        spatial = {"coords": coords, "groups": groups}
+        self.absent_level_ = absent_levels(Y, presence)
+        self.inner_mse_ = None
+        m = Y.shape[1]
+        self.calibration_slope_, self.calibration_intercept_ = np.ones(m), np.zeros(m)
+        choice = [self.combine] * m
+        if self.calibration == "platt" or self.combine == "auto":
+            folds = inner_folds(coords, len(X), groups=groups, n_splits=self.inner_splits, random_state=self.random_state)
+            scores, labels = presence_out_of_fold(lambda: self._build("presence"), S, presence, folds, **spatial)
+            if self.calibration == "platt":
+                self.calibration_slope_, self.calibration_intercept_ = fit_platt(scores, presence)
+            if self.combine == "auto":
+                present, unmasked = intensity_out_of_fold(lambda: self._build("intensity"), F, Y, presence, folds, **spatial)
+                candidates = {
+                    "none": unmasked,
+                    "hurdle": combine_stages(["hurdle"] * m, probability=self._probability(scores), label=labels,
+                                             present=present, unmasked=None, absent_level=self.absent_level_),
+                    "mask": labels * present,
+                }
+                self.inner_mse_ = {k: ((v - Y) ** 2).mean(0) for k, v in candidates.items()}
+                choice = choose_combinations(Y, candidates)
+                logger.info("two-stage combination per metabolite (inner CV): %s", dict(zip(self.metabolites_ or range(m), choice)))
+        self.combination_ = [str(c) for c in choice]
+        self.presence_model_ = self._build("presence").fit(S, presence, **spatial)
+        self.intensity_model_ = (
+            self._build("intensity").fit(F, Y, presence=presence, **spatial) if set(choice) & {"hurdle", "mask"} else None
+        )
+        self.unmasked_model_ = self._build("intensity").fit(F, Y, **spatial) if "none" in choice else None
         return self
 
-    def _stage1_input(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    def _probability(self, scores: np.ndarray) -> np.ndarray:
+        if self.calibration == "platt":
+            return platt_probability(scores, self.calibration_slope_, self.calibration_intercept_)
+        return sigmoid(scores)
+
+    def _inputs(self, X: np.ndarray, *, coords=None, groups=None, clusters=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(F, S)``: stage-2 input (expression [+ spatial context]) and stage-1 input (F [+ signature mask])."""
+        if self.spatial_context:
+            if coords is None:
+                raise ValueError(f"This translator uses spatial context (`spatial_context={self.spatial_context}`): pass `coords`.")
+            F = spatial_features(X, coords, groups=groups, n_neighbors=int(self.spatial_context), coordinates=self.spatial_coordinates)
+        else:
+            F = X
         if self.signatures_ is None:
-            return X
-        if mask is None:
-            mask = self.signatures_.transform(X)
-        return np.hstack([X, mask])
+            return F, F
+        return F, np.hstack([F, self.signatures_.transform(X, clusters=clusters)])
 
     def _check(self, X) -> np.ndarray:
-        check_is_fitted(self, "intensity_model_")
+        check_is_fitted(self, "presence_model_")
         X = check_xy(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"`X` must have the {self.n_features_in_} genes the model was trained on, got {X.shape[1]}.")
         return X
 
-    def predict_presence(self, X, *, clusters: Sequence | None = None) -> np.ndarray:
+    def _stage_inputs(self, X, coords, groups, clusters):
+        return self._inputs(self._check(X), coords=coords, groups=groups, clusters=clusters)
+
+    def predict_presence(self, X, *, coords=None, groups=None, clusters: Sequence | None = None) -> np.ndarray:
         """Stage 1: ``(n_spots, n_metabolites)`` int 0/1."""
-        X = self._check(X)
-        mask = None if clusters is None or self.signatures_ is None else self.signatures_.transform(X, clusters=clusters)
-        return self.presence_model_.predict(self._stage1_input(X, mask))
+        return self.presence_model_.predict(self._stage_inputs(X, coords, groups, clusters)[1])
 
-    def presence_scores(self, X, *, clusters: Sequence | None = None) -> np.ndarray:
+    def presence_scores(self, X, *, coords=None, groups=None, clusters: Sequence | None = None) -> np.ndarray:
         """Stage 1 decision scores (> 0 = present), for ROC AUC."""
-        X = self._check(X)
-        mask = None if clusters is None or self.signatures_ is None else self.signatures_.transform(X, clusters=clusters)
-        return self.presence_model_.decision_function(self._stage1_input(X, mask))
+        return self.presence_model_.decision_function(self._stage_inputs(X, coords, groups, clusters)[1])
 
-    def predict_intensity(self, X) -> np.ndarray:
-        """Stage 2 alone (not masked)."""
-        return self.intensity_model_.predict(self._check(X))
+    def presence_probability(self, X, *, coords=None, groups=None, clusters: Sequence | None = None) -> np.ndarray:
+        """Stage 1 (calibrated) presence probability."""
+        return self._probability(self.presence_scores(X, coords=coords, groups=groups, clusters=clusters))
 
-    def predict(self, X, *, clusters: Sequence | None = None) -> np.ndarray:
-        """Masked intensities: stage 2 output x stage 1 presence (absent metabolites are exactly 0)."""
-        return self.predict_intensity(X) * self.predict_presence(X, clusters=clusters)
+    def predict_intensity(self, X, *, coords=None, groups=None) -> np.ndarray:
+        """Stage 2 alone: the intensity if present (the unmasked model for metabolites without stage 1)."""
+        F = self._stage_inputs(X, coords, groups, None)[0]
+        present = None if self.intensity_model_ is None else self.intensity_model_.predict(F)
+        unmasked = None if self.unmasked_model_ is None else self.unmasked_model_.predict(F)
+        if present is None:
+            return unmasked
+        if unmasked is not None:
+            cols = np.asarray(self.combination_) == "none"
+            present[:, cols] = unmasked[:, cols]
+        return present
+
+    def predict(self, X, *, coords=None, groups=None, clusters: Sequence | None = None) -> np.ndarray:
+        """Intensities, every metabolite combined as in :attr:`combination_`."""
+        F, S = self._stage_inputs(X, coords, groups, clusters)
+        scores = self.presence_model_.decision_function(S)
+        return combine_stages(
+            self.combination_, probability=self._probability(scores), label=self.presence_model_.predict(S),
+            present=None if self.intensity_model_ is None else self.intensity_model_.predict(F),
+            unmasked=None if self.unmasked_model_ is None else self.unmasked_model_.predict(F),
+            absent_level=np.asarray(self.absent_level_),
+        )
