@@ -26,6 +26,8 @@ Example (the figures in docs/benchmarks.md)::
 
     python benchmarks/bench_darlc.py --datasets simulated hippo1 mob1 bladder --ablations \
         --json /tmp/bench_darlc.json --figures /tmp/bench_darlc_figs
+    python benchmarks/bench_darlc.py --datasets hippo1_families mob1_families --methods --threads 1 \
+        --seed 0 --ablations
 """
 
 from __future__ import annotations
