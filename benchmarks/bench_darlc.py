@@ -3,10 +3,18 @@
 For every dataset the feature images are clustered by
 
 - ``kmeans_raw``: k-means on the flattened preprocessed images (the baseline, measured in the same run);
+- ``kmeans_raw_pearson``: k-means on the images centred and scaled to unit norm (Pearson
+  geometry; the stronger baseline on sparse gene images);
 - ``neural+kmeans`` / ``simclr+kmeans``: k-means on the neural (pretrained EfficientNet-Lite0) and
   SimCLR embeddings (optional, ``--methods``);
 - ``darlc``: DARLC's own Student's t mixture clusters (Module II);
 - ``darlc+leiden``: Leiden on DARLC's encoder embeddings (the seed's downstream check);
+- ``darlc+kmeans``: k-means on DARLC's encoder embeddings, centred and scaled to unit norm;
+
+Datasets ``hippo1_families`` / ``mob1_families`` keep only the ribosomal, mitochondrial and
+haemoglobin genes of the section (a label-free truth: :func:`spatialclust.metrics.gene_families`)
+and cluster them into one cluster per family, so NMI/ARI/ACC measure how well each method keeps
+these co-expressed families together.
 
 with the same number of clusters for every method (paper heuristic: ~30 images per cluster, or
 ``--n-clusters``). Reported: DBI with Euclidean and Pearson distance computed on the images
@@ -18,6 +26,8 @@ Example (the figures in docs/benchmarks.md)::
 
     python benchmarks/bench_darlc.py --datasets simulated hippo1 mob1 bladder --ablations \
         --json /tmp/bench_darlc.json --figures /tmp/bench_darlc_figs
+    python benchmarks/bench_darlc.py --datasets hippo1_families mob1_families --methods --threads 1 \
+        --seed 0 --ablations
 """
 
 from __future__ import annotations
@@ -41,7 +51,9 @@ ABLATIONS = {
     "w/o Module II": {"joint_clustering": False},
     "SMM -> GMM": {"mixture": "gaussian"},
     "w/o pre-training": {"pretrain_epochs": 0},
+    "max scaling (paper)": {"input_scaling": "max"},
 }
+SECTIONS = {"hippo1": "Hippo1", "mob1": "MOB1"}
 
 
 def load(name: str, n_genes: int, seed: int):
@@ -50,9 +62,16 @@ def load(name: str, n_genes: int, seed: int):
         adata = sc.datasets.simulate_st(shape=(32, 32), n_patterns=5, genes_per_pattern=30, seed=seed)
         sc.pp.preprocess_st(adata, min_spots=10)
         return adata
-    if name in ("hippo1", "mob1"):
-        adata = sc.io.read_legacy_st(SHARED / "st_legacy_stutility" / f"{name.capitalize().replace('Mob', 'MOB')}.h5ad")
+    if name in SECTIONS:
+        adata = sc.io.read_legacy_st(SHARED / "st_legacy_stutility" / f"{SECTIONS[name]}.h5ad")
         sc.pp.preprocess_st(adata, n_top_genes=n_genes)
+        return adata
+    if name.endswith("_families") and name.removesuffix("_families") in SECTIONS:
+        adata = sc.io.read_legacy_st(SHARED / "st_legacy_stutility" / f"{SECTIONS[name.removesuffix('_families')]}.h5ad")
+        sc.pp.preprocess_st(adata, drop_mito=False)
+        family = sc.metrics.gene_families(adata.var["gene_name"].astype(str).to_numpy())
+        adata = adata[:, family != ""].copy()
+        adata.var[sc._keys.PATTERN] = family[family != ""]
         return adata
     if name == "bladder":
         with np.load(SHARED / "msi_mouse_bladder" / "bladder_cube.npz") as f:
@@ -66,6 +85,13 @@ def load(name: str, n_genes: int, seed: int):
 def image_matrix(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The images DBI and SAM are computed on: scaled to [0, 1] per image, on-tissue pixels."""
     return scale_images(images, mask)[:, mask].astype(np.float64)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows centred and scaled to unit norm (squared Euclidean distance = 2 - 2 Pearson r)."""
+    x = x - x.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
 
 def score(flat: np.ndarray, labels: np.ndarray, truth: np.ndarray | None) -> dict[str, float]:
@@ -124,7 +150,8 @@ def run_dataset(name: str, args) -> dict:
     mask = sc.pp.tissue_mask_image(adata)
     truth = adata.var[sc._keys.PATTERN].to_numpy() if sc._keys.PATTERN in adata.var else None
     flat = image_matrix(images, mask)
-    k = args.n_clusters or max(2, round(len(images) / 30))
+    truth_k = len(np.unique(truth)) if name.endswith("_families") else None
+    k = args.n_clusters or truth_k or max(2, round(len(images) / 30))
     results: dict[str, dict] = {}
     info = {"n_images": int(len(images)), "grid": list(images.shape[1:]), "n_clusters": k}
     print(f"== {name}: {len(images)} images of {images.shape[1:]}, {k} clusters", flush=True)
@@ -132,6 +159,9 @@ def run_dataset(name: str, args) -> dict:
     t0 = time.perf_counter()
     raw = sc.tl.create_clusterer("kmeans", n_clusters=k, random_state=args.seed).fit(flat).labels_
     results["kmeans_raw"] = {**score(flat, raw, truth), "seconds": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    pearson = sc.tl.create_clusterer("kmeans", n_clusters=k, random_state=args.seed).fit(unit_rows(flat)).labels_
+    results["kmeans_raw_pearson"] = {**score(flat, pearson, truth), "seconds": time.perf_counter() - t0}
 
     for method in args.methods:
         params = {"neural": dict(device="cpu", num_threads=args.threads),
@@ -148,6 +178,8 @@ def run_dataset(name: str, args) -> dict:
     info["darlc_stage_seconds"] = model.timings_
     leiden = sc.tl.create_clusterer("leiden", random_state=args.seed).fit(emb).labels_
     results["darlc+leiden"] = score(flat, leiden, truth)
+    cosine = sc.tl.create_clusterer("kmeans", n_clusters=k, random_state=args.seed).fit(unit_rows(emb)).labels_
+    results["darlc+kmeans"] = score(flat, cosine, truth)
     similarity = seeding_similarity(model.smoothed_, mask)
     info["eigengap_n_clusters"] = sc.tl.estimate_n_clusters(similarity, affinity="precomputed", max_clusters=max(2 * k, 10))
     if args.figures:
@@ -160,8 +192,11 @@ def run_dataset(name: str, args) -> dict:
                 ablation[case] = results["darlc"]
                 continue
             t0 = time.perf_counter()
-            m = DARLCEmbedder(n_clusters=k, **{**darlc_params(args), **switch}).fit(images, mask=mask)
+            m = DARLCEmbedder(n_clusters=k, **{**darlc_params(args), **switch})
+            e = m.fit_transform(images, mask=mask)
             ablation[case] = {**score(flat, m.labels_, truth), "seconds": time.perf_counter() - t0}
+            cosine = sc.tl.create_clusterer("kmeans", n_clusters=k, random_state=args.seed).fit(unit_rows(e)).labels_
+            ablation[case]["kmeans"] = score(flat, cosine, truth)
             print(f"   ablation {case}: {ablation[case]}", flush=True)
     for method, r in results.items():
         print(f"   {method:15s} " + " ".join(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
@@ -169,18 +204,22 @@ def run_dataset(name: str, args) -> dict:
     return {"info": info, "results": results, "ablation": ablation}
 
 
+def epochs(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["simulated", "hippo1", "mob1", "bladder"],
-                        choices=["simulated", "hippo1", "mob1", "bladder"])
+                        choices=["simulated", "hippo1", "mob1", "bladder", "hippo1_families", "mob1_families"])
     parser.add_argument("--methods", nargs="*", default=["neural", "simclr"], choices=["neural", "simclr"],
                         help="embedders compared besides k-means on raw images and DARLC")
     parser.add_argument("--n-genes", type=int, default=300, help="highly variable genes kept for the ST sections")
     parser.add_argument("--n-clusters", type=int, default=None, help="default: n_images / 30 (the paper's heuristic)")
     parser.add_argument("--patch-size", type=int, default=4)
     parser.add_argument("--embed-dim", type=int, default=64)
-    parser.add_argument("--pretrain-epochs", type=int, default=10, help="paper: 50")
-    parser.add_argument("--cluster-epochs", type=int, default=10, help="paper: 50")
+    parser.add_argument("--pretrain-epochs", type=epochs, default=10, help="paper: 50; 'auto' = the embedder's default")
+    parser.add_argument("--cluster-epochs", type=epochs, default=10, help="paper: 50; 'auto' = the embedder's default")
     parser.add_argument("--gat-epochs", type=int, default=100)
     parser.add_argument("--simclr-epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)

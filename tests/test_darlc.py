@@ -203,3 +203,37 @@ def test_darlc_checkpoint_round_trip(tmp_path):
     with pytest.raises(RuntimeError, match="not fitted"):
         DARLCEmbedder(**TINY).save(tmp_path / "nothing")
     assert not (tmp_path / "nothing").exists()
+
+
+def test_zscore_images_pearson_geometry():
+    from spatialclust.tl._darlc import zscore_images
+
+    rng = np.random.default_rng(0)
+    images = rng.poisson(2.0, size=(4, 8, 8)).astype(np.float32)
+    images[1] = 3.0  # constant image -> all zero
+    images[2, 0, 0] = 500.0  # one hot spot does not set the scale of the rest
+    mask = np.ones((8, 8), dtype=bool)
+    mask[:, :2] = False
+    out = zscore_images(images, mask)
+    assert np.all(out[:, ~mask] == 0) and np.all(out[1] == 0)
+    inside = out[[0, 2, 3]][:, mask]
+    np.testing.assert_allclose(inside.mean(axis=1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(inside.std(axis=1), 1.0, rtol=1e-4)
+    # the same image at another abundance maps to the same conditioned image
+    np.testing.assert_allclose(zscore_images(images[[0]] * 7.0, mask), out[[0]], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("n_images", "expected"), [(30, 50), (300, 50), (1567, 10), (20000, 10)])
+def test_auto_epochs_scale_with_the_data(n_images, expected):
+    model = DARLCEmbedder(batch_size=64)
+    assert model._resolve_epochs("auto", n_images) == expected
+    assert model._resolve_epochs(7, n_images) == 7
+
+
+def test_epoch_parameters_validated():
+    images, _ = pattern_images(n_per=4)
+    for bad in (-1, 2.5, "many", True):
+        with pytest.raises(ValueError, match="pretrain_epochs"):
+            DARLCEmbedder(**{**TINY, "pretrain_epochs": bad}).fit(images)
+    with pytest.raises(ValueError, match="input_scaling"):
+        DARLCEmbedder(**{**TINY, "input_scaling": "minmax"}).fit(images)

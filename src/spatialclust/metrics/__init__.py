@@ -1,6 +1,7 @@
 """Clustering metrics: isotope-based (RIR, isotopic recall), against ground truth, and internal."""
 
 from ._evaluate import evaluate_clustering
+from ._families import GENE_FAMILIES, gene_families, gene_family_coherence
 from ._external import ari, clustering_accuracy, contingency, nmi, purity
 from ._internal import davies_bouldin, knn_purity, pearson_distance, silhouette
 from ._isotopes import (
@@ -15,6 +16,7 @@ from ._labels import n_clusters, n_meaningful_clusters, noise_size
 from ._sam import cluster_quality_groups, spectral_angle_mapper
 
 __all__ = [
+    "GENE_FAMILIES",
     "RIRResult",
     "ari",
     "cluster_quality_groups",
@@ -22,6 +24,8 @@ __all__ = [
     "contingency",
     "davies_bouldin",
     "evaluate_clustering",
+    "gene_families",
+    "gene_family_coherence",
     "isotope_groups",
     "isotope_pairs",
     "isotopic_recall",

@@ -45,6 +45,10 @@ MIXTURE_TENSORS = ("weights_", "means_", "covariances_", "dof_")
 AUGMENTATIONS = ("gat", "gaussian")
 MIXTURES = ("t", "gaussian")
 OUTPUTS = ("encoder", "projection")
+INPUT_SCALINGS = ("max", "zscore")
+#: optimiser steps per training stage that ``"auto"`` epochs aim at (at most the paper's 50 epochs)
+AUTO_STEPS = 250
+PAPER_EPOCHS = 50
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,6 +63,23 @@ def scale_images(images: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         out[:, ~mask] = 0.0
     peak = out.reshape(len(out), -1).max(axis=1)
     np.divide(out, peak[:, None, None], out=out, where=peak[:, None, None] > 0)
+    return out
+
+
+def zscore_images(images: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Each image centred and divided by its standard deviation inside the mask; off-mask pixels 0.
+
+    The geometry of Pearson correlation: a sparse image is no longer scaled by its single brightest
+    spot (as :func:`scale_images` does), and constant images become all zero.
+    """
+    inside = np.ones(images.shape[1:], dtype=bool) if mask is None else mask
+    values = images[:, inside].astype(np.float32)
+    values -= values.mean(axis=1, keepdims=True)
+    std = values.std(axis=1, keepdims=True)
+    np.divide(values, std, out=values, where=std > 0)
+    values[(std <= 0).ravel()] = 0.0
+    out = np.zeros(images.shape, dtype=np.float32)
+    out[:, inside] = values
     return out
 
 
@@ -231,10 +252,19 @@ class DARLCEmbedder(ImageEmbedder):
         InfoNCE temperature (paper: 0.5).
     head_dim
         Output size of the projection head (paper: 32).
+    input_scaling
+        How each image is scaled before the encoder: ``"zscore"`` (centred and divided by its
+        standard deviation inside the mask: the geometry of Pearson correlation) or ``"max"``
+        (divided by its maximum, the paper's [0, 1] scaling). The augmentation always works on the
+        max-scaled images; see docs/benchmarks.md for the measured choice.
     pretrain_epochs
-        Warm-up epochs of Module I (paper: 50; 0 = the "w/o pre-training" ablation).
+        Warm-up epochs of Module I (paper: 50; 0 = the "w/o pre-training" ablation), or
+        ``"auto"``: the paper's 50 epochs, fewer when the dataset has so many images that 50
+        epochs would take more than about 250 optimiser steps (at least 10 epochs; 1,567 gene
+        images in batches of 64 get 10). The cost of an epoch grows with the number of images, so
+        this keeps large sections to minutes on a CPU; the epochs used are in ``epochs_``.
     cluster_epochs
-        Joint training epochs of Module I + II (paper: 50).
+        Joint training epochs of Module I + II (paper: 50), or ``"auto"`` (as ``pretrain_epochs``).
     batch_size, lr
         Adam mini-batches and learning rate (paper: 1e-3).
     augmentation
@@ -278,6 +308,8 @@ class DARLCEmbedder(ImageEmbedder):
         The positive views ``(n, H, W)`` (after scaling).
     history_
         Loss values per epoch.
+    epochs_
+        Epochs used per stage, ``{"pretrain": int, "cluster": int}`` (``"auto"`` resolved).
     timings_
         Wall seconds of the stages: ``augmentation`` (GAT or Gaussian views), ``pretraining``
         (Module I warm-up) and ``clustering`` (head, mixture and joint training).
@@ -297,8 +329,9 @@ class DARLCEmbedder(ImageEmbedder):
         momentum: float = 0.999,
         temperature: float = 0.5,
         head_dim: int = 32,
-        pretrain_epochs: int = 50,
-        cluster_epochs: int = 50,
+        input_scaling: str = "zscore",
+        pretrain_epochs: int | str = "auto",
+        cluster_epochs: int | str = "auto",
         batch_size: int = 64,
         lr: float = 1e-3,
         augmentation: str = "gat",
@@ -329,6 +362,7 @@ class DARLCEmbedder(ImageEmbedder):
         self.momentum = momentum
         self.temperature = temperature
         self.head_dim = head_dim
+        self.input_scaling = input_scaling
         self.pretrain_epochs = pretrain_epochs
         self.cluster_epochs = cluster_epochs
         self.batch_size = batch_size
@@ -352,7 +386,8 @@ class DARLCEmbedder(ImageEmbedder):
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self, n_images: int) -> None:
-        for name, choices in (("augmentation", AUGMENTATIONS), ("mixture", MIXTURES), ("output", OUTPUTS)):
+        for name, choices in (("augmentation", AUGMENTATIONS), ("mixture", MIXTURES), ("output", OUTPUTS),
+                              ("input_scaling", INPUT_SCALINGS)):
             if getattr(self, name) not in choices:
                 raise invalid_option(getattr(self, name), name, choices)
         for name in ("patch_size", "embed_dim", "depth", "num_heads", "pool_grid", "head_dim", "batch_size", "seed_neighbors", "em_iter"):
@@ -361,8 +396,11 @@ class DARLCEmbedder(ImageEmbedder):
                 raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
         for name in ("pretrain_epochs", "cluster_epochs", "gat_epochs"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"`{name}` must be a non-negative integer; received {value!r}.")
+            if value == "auto" and name != "gat_epochs":
+                continue
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+                extra = " or 'auto'" if name != "gat_epochs" else ""
+                raise ValueError(f"`{name}` must be a non-negative integer{extra}; received {value!r}.")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"`mask_ratio` must be in (0, 1); received {self.mask_ratio!r}.")
         if not 0.0 <= self.momentum < 1.0:
@@ -403,9 +441,10 @@ class DARLCEmbedder(ImageEmbedder):
         self.mask_ = mask
         # standardise pixel values over the dataset (sparse images have a tiny mean intensity, which
         # would leave the patch tokens dominated by the position embedding)
+        scaled, conditioned_smoothed = self._condition(scaled, mask), self._condition(smoothed, mask)
         self.pixel_mean_, self.pixel_std_ = float(scaled.mean()), float(scaled.std()) or 1.0
         x = torch.as_tensor(self._standardise(pad_to_patches(scaled, self.patch_size))[:, None], device=device)
-        xs = torch.as_tensor(self._standardise(pad_to_patches(smoothed, self.patch_size))[:, None], device=device)
+        xs = torch.as_tensor(self._standardise(pad_to_patches(conditioned_smoothed, self.patch_size))[:, None], device=device)
         params = self.get_params()
         net, target = _build_networks(tuple(x.shape[2:]), params, device)
         optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
@@ -414,7 +453,11 @@ class DARLCEmbedder(ImageEmbedder):
         self._net, self._target, self._device = net, target, device
 
         n = len(x)
-        for _ in progress(range(self.pretrain_epochs), desc="DARLC pre-training"):
+        self.epochs_ = {"pretrain": self._resolve_epochs(self.pretrain_epochs, n),
+                        "cluster": self._resolve_epochs(self.cluster_epochs, n)}
+        logger.info("DARLC: %d pre-training and %d joint clustering epochs on %d images.",
+                    self.epochs_["pretrain"], self.epochs_["cluster"], n)
+        for _ in progress(range(self.epochs_["pretrain"]), desc="DARLC pre-training"):
             total = 0.0
             for idx in self._batches(n, rng):
                 loss = self._ssl_loss(x[idx], xs[idx], generator)
@@ -439,6 +482,17 @@ class DARLCEmbedder(ImageEmbedder):
         self.labels_ = self.mixture_.labels_.astype(np.int64)
         self.n_clusters_ = k
         return self
+
+    def _resolve_epochs(self, value: int | str, n_images: int) -> int:
+        """``"auto"``: the paper's epochs, capped to about :data:`AUTO_STEPS` steps (at least 10 epochs)."""
+        if value != "auto":
+            return int(value)
+        steps_per_epoch = -(-n_images // self.batch_size)
+        return int(min(PAPER_EPOCHS, max(10, round(AUTO_STEPS / steps_per_epoch))))
+
+    def _condition(self, scaled: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """The encoder's per-image scaling (``input_scaling``) of max-scaled images."""
+        return zscore_images(scaled, mask) if self.input_scaling == "zscore" else scaled
 
     def _standardise(self, images: np.ndarray) -> np.ndarray:
         return ((images - self.pixel_mean_) / self.pixel_std_).astype(np.float32)
@@ -523,7 +577,7 @@ class DARLCEmbedder(ImageEmbedder):
         similarity = torch.as_tensor(similarity, dtype=torch.float32, device=self._device)
         lam = float(self.laplacian_weight)
         threshold = self.min_cluster_fraction / k
-        for _ in progress(range(self.cluster_epochs), desc="DARLC joint clustering"):
+        for _ in progress(range(self.epochs_["cluster"]), desc="DARLC joint clustering"):
             z_all = self._all_projections(x)
             mixture.warm_start(z_all, n_iter=self.em_iter)
             params = self._mixture_tensors(mixture)
@@ -586,7 +640,7 @@ class DARLCEmbedder(ImageEmbedder):
         if not hasattr(self, "_net"):
             raise RuntimeError("This DARLCEmbedder is not fitted yet; call `fit` first.")
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
-        scaled = pad_to_patches(scale_images(arr, mask), self.patch_size)
+        scaled = pad_to_patches(self._condition(scale_images(arr, mask), mask), self.patch_size)
         expected = tuple(self._net["encoder"].grid[i] * self.patch_size for i in range(2))
         if scaled.shape[1:] != expected:
             raise ValueError(f"`images` must have the training grid size; padded shape {scaled.shape[1:]} != {expected}.")
@@ -621,7 +675,7 @@ class DARLCEmbedder(ImageEmbedder):
             "architecture": {**{k: params[k] for k in ARCHITECTURE},
                              "image_size": [g * self.patch_size for g in self._net["encoder"].grid]},
             "preprocessing": {"pixel_mean": self.pixel_mean_, "pixel_std": self.pixel_std_,
-                              "input": "feature images scaled to [0, 1] per image inside the mask, zero-padded to the patch grid"},
+                              "input": f"feature images scaled per image inside the mask ({self.input_scaling}), zero-padded to the patch grid"},
             "params": params,
         }
         training = {"history": self.history_, "n_clusters": int(self.n_clusters_), "mixture": self.mixture_.distribution,
@@ -638,6 +692,7 @@ class DARLCEmbedder(ImageEmbedder):
         params = {k: v for k, v in config["params"].items() if k != "device"}
         if isinstance(params.get("gat_hidden_dims"), list):
             params["gat_hidden_dims"] = tuple(params["gat_hidden_dims"])
+        params.setdefault("input_scaling", "max")  # checkpoints written before the option existed
         model = cls(**params, device=device)
         model._device = resolve_device(device)
         model.pixel_mean_ = float(config["preprocessing"]["pixel_mean"])
