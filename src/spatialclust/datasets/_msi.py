@@ -52,9 +52,9 @@ REALISM_DEFAULTS: dict[str, dict] = {
     ),
     "real": dict(
         shape=(96, 96), n_patterns=12, ions_per_pattern=None, n_matrix_ions=20, isotope_fraction=0.3,
-        mean_counts=40.0, abundance_sigma=1.2, contrast_range=(0.4, 2.5), max_baseline=0.25, mixing=0.4,
+        mean_counts=5.0, abundance_sigma=1.2, contrast_range=(0.4, 2.5), max_baseline=0.2, mixing=0.35,
         suppression=0.4, own_suppression=0.3, tic_variation=0.3, hot_pixel_fraction=0.002,
-        hot_pixel_gain=(3.0, 10.0), warp=0.05, isotope_ratio_range=(0.1, 0.5),
+        hot_pixel_gain=(2.0, 6.0), warp=0.05, isotope_ratio_range=(0.1, 0.5),
     ),
 }  # fmt: skip
 #: Monoisotopic on-tissue ions of the ``"real"`` regime when neither ``n_ions`` nor
@@ -296,7 +296,7 @@ def simulate_msi(
     pixel_size
         Pixel size in µm (``uns["grid"]["pixel_size"]``).
     mean_counts
-        Median expected count of an ion at the maximum of its pattern (ideal 60, real 40).
+        Median expected count of an ion at the maximum of its pattern (ideal 60, real 5: most pixels hold 0-5 counts, as in measured data).
     abundance_sigma
         Log-normal spread of the ion abundances (ideal 0.8; real 1.2: the 5-95 % range spans two
         orders of magnitude).
@@ -315,7 +315,7 @@ def simulate_msi(
     hot_pixel_fraction
         Fraction of hot pixels per ion image.
     hot_pixel_gain
-        ``(low, high)`` range of the factor by which a hot pixel is too bright (ideal 5-20, real 3-10).
+        ``(low, high)`` range of the factor by which a hot pixel is too bright (ideal 5-20, real 2-6).
     warp
         Amplitude of the smooth deformation of the patterns as a fraction of the shorter image side
         (ideal 0, real 0.05).
