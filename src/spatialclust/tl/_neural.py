@@ -38,7 +38,12 @@ from ..pp import condition_images
 from ..pp._patches import CONTRASTS, DENOISERS, MAX_UPSAMPLE, PatchGrid, extract_patches, patch_grid
 from ._embed import ImageEmbedder, check_images, register_embedder
 
-__all__ = ["NeuralEmbedder", "POOLINGS", "POSTPROCESSING"]
+__all__ = ["DEFAULT_PATCH_UM", "NeuralEmbedder", "POOLINGS", "POSTPROCESSING"]
+
+#: Default physical patch side in µm (seed 000: 1-2 mm worked well; 1 mm measured best here).
+DEFAULT_PATCH_UM = 1000.0
+#: Largest concatenated (``pooling="concat"``) embedding of one dataset, in bytes.
+MAX_CONCAT_BYTES = 4 * 2**30
 
 POOLINGS = ("max", "mean", "concat")
 POSTPROCESSING = ("l2", "pca_whiten")
@@ -62,11 +67,17 @@ def _torch_threads(num_threads: int | None) -> Iterator[None]:
 
 @register_embedder("neural")
 class NeuralEmbedder(ImageEmbedder):
-    """Neural ion images: max-pooled embeddings of overlapping image patches by a pretrained network.
+    """Neural ion images: embeddings of overlapping image patches by a pretrained network.
 
     Implements "Generation of neural ion images" of Zhang et al. (seed 000). All images share one
-    patch grid (they share the tissue mask); patches of many images are batched together and run
-    under ``torch.inference_mode()`` (channels-last on the CPU).
+    patch grid (they share the tissue mask; patches without tissue are skipped); patches of many
+    images are batched together and run under ``torch.inference_mode()`` (channels-last on the CPU).
+
+    The defaults are the measured best on the realistic simulator and the mouse bladder data
+    (docs/benchmarks.md, "Neural ion images"): 1 mm patches, images conditioned (Gaussian
+    denoising of 3 px, clipping at the 99th percentile, min-max contrast), patch vectors
+    concatenated, L2-normalised. The paper's configuration is ``patch_size_um=None, pooling="max",
+    denoise=None, clip_percentile=None, contrast=None, postprocess=None`` (with the patch size it chose).
 
     Parameters
     ----------
@@ -75,10 +86,12 @@ class NeuralEmbedder(ImageEmbedder):
         ``"efficientnet_lite0"``, the paper used ``"xception"``) or a
         :class:`~spatialclust.models.Backbone` instance (e.g. fine-tuned), used as given.
     patch_size
-        Patch side in pixels of the original image. Give this or ``patch_size_um``; if neither,
-        the shorter image side.
+        Patch side in pixels of the original image; takes precedence over ``patch_size_um``.
     patch_size_um
-        Patch side in µm (the paper found 1-2 mm to work well); needs the grid's pixel size.
+        Patch side in µm (default 1000; the paper found 1-2 mm to work well), from the pixel size
+        of the grid (``uns["grid"]["pixel_size"]``, which the imzML reader takes from the file).
+        Without a pixel size, or when the patch would be larger than the image, the patch is the
+        shorter image side (logged). None with no ``patch_size``: the shorter image side.
     overlap
         Overlap between neighbouring patches, fraction in [0, 1) (paper: 0.4-0.5; default 0.5).
     pooling
@@ -135,14 +148,14 @@ class NeuralEmbedder(ImageEmbedder):
         backbone: Any = "efficientnet_lite0",
         *,
         patch_size: int | None = None,
-        patch_size_um: float | None = None,
+        patch_size_um: float | None = DEFAULT_PATCH_UM,
         overlap: float = 0.5,
-        pooling: str = "max",
-        denoise: str | None = None,
-        denoise_size: float = 1.5,
-        clip_percentile: float | None = None,
-        contrast: str | None = None,
-        postprocess: str | None = None,
+        pooling: str = "concat",
+        denoise: str | None = "gaussian",
+        denoise_size: float = 3.0,
+        clip_percentile: float | None = 99.0,
+        contrast: str | None = "minmax",
+        postprocess: str | None = "l2",
         n_components: int = 64,
         max_upsample: float = MAX_UPSAMPLE,
         input_size: int | None = None,
@@ -285,6 +298,23 @@ class NeuralEmbedder(ImageEmbedder):
         """Side at which the patches of ``grid`` are fed to the backbone."""
         return self.backbone_.input_size_for(self.input_size or grid.patch_size)
 
+    def _patch_side(self, shape: tuple[int, int], pixel_size: float | None) -> dict[str, Any]:
+        """Patch-size arguments of :func:`spatialclust.pp.patch_grid` (see ``patch_size_um``)."""
+        if self.patch_size is not None:
+            return {"patch_size": self.patch_size}
+        if self.patch_size_um is None:
+            return {}
+        if pixel_size is None:
+            logger.info("No pixel size known: neural patches of the shorter image side instead of %g µm.", self.patch_size_um)
+            return {}
+        if self.patch_size_um / pixel_size > min(shape):
+            logger.info(
+                "A %g µm patch (%.0f px) is larger than the image %s: patches of the shorter image side instead.",
+                self.patch_size_um, self.patch_size_um / pixel_size, tuple(shape),
+            )  # fmt: skip
+            return {}
+        return {"patch_size_um": self.patch_size_um, "pixel_size": pixel_size}
+
     def _conditioning(self) -> dict[str, Any] | None:
         """Arguments of :func:`spatialclust.pp.condition_images`, or None when the images are fed as given."""
         if self.denoise is None and self.clip_percentile is None and self.contrast is None:
@@ -318,9 +348,7 @@ class NeuralEmbedder(ImageEmbedder):
         config = self.backbone_.config
         grid = patch_grid(
             arr.shape[1:],
-            patch_size=self.patch_size,
-            patch_size_um=self.patch_size_um,
-            pixel_size=pixel_size,
+            **self._patch_side(arr.shape[1:], pixel_size),
             overlap=self.overlap,
             min_size=config.min_size,
             max_upsample=self.max_upsample,
@@ -328,6 +356,12 @@ class NeuralEmbedder(ImageEmbedder):
         )
         self.grid_ = grid
         n_out = config.num_features * (grid.n_patches if self.pooling == "concat" else 1)
+        if 4 * n_out * arr.shape[0] > MAX_CONCAT_BYTES:
+            raise ValueError(
+                f"`pooling='concat'` would give {arr.shape[0]} x {n_out} features ({grid.n_patches} patches x "
+                f"{config.num_features}), over {MAX_CONCAT_BYTES / 2**30:.0f} GiB; use `pooling='max'` or 'mean', or a larger "
+                "`patch_size_um`."
+            )
         logger.info(
             "Neural ion images with `%s`: %d patches of %d px per image (%.1f px of the original image, "
             "up-sampling x%.2f, overlap %.0f%%, %d background patches skipped), %s-pooled, %d-d.",
