@@ -151,7 +151,9 @@ def ablation(args) -> None:
             if args.only and not any(o in label for o in args.only):
                 continue
             recorder = make_embedder(spec, args.threads)
-            check = sc.metrics.thinned_partner_check(adata, layer=None, embedder=recorder, n_clusters=k, seed=seed)
+            check = sc.metrics.thinned_partner_check(
+                adata, layer=None, embedder=recorder, n_clusters=k, gamma=args.gamma, seed=seed
+            )
             features = np.asarray(recorder.features[0], dtype=np.float64)
             labels = KMeans(k, n_init=10, random_state=0).fit_predict(features)
             acc = nmi = iso = iso_nn = "-"
@@ -171,6 +173,7 @@ def main() -> None:
     parser.add_argument("--n-ions", type=int, default=150, help="monoisotopic on-tissue ions (ablation)")
     parser.add_argument("--datasets", nargs="+", default=["simulated", "bladder"], help="ablation datasets")
     parser.add_argument("--only", nargs="*", default=None, help="ablation rows whose label contains one of these")
+    parser.add_argument("--gamma", type=float, nargs=2, default=None, help="contrast change of the partners (ablation)")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="registered backbone (default: %(default)s)")
     parser.add_argument("--n-images", type=int, default=24, help="ion images to embed (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=96, help="side of the simulated images in px (default: %(default)s)")
