@@ -13,7 +13,7 @@ from spatialclust.tl import NeuralEmbedder, create_embedder, list_embedders
 
 
 #: The paper's configuration: images fed as given, vectors not post-processed (the mechanics tests).
-AS_GIVEN = dict(denoise=None, clip_percentile=None, contrast=None, postprocess=None)
+AS_GIVEN = dict(denoise=None, clip_percentile=None, contrast=None, postprocess=None, tissue_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_concat_keeps_where_a_pattern_is_and_matches_the_patches(images):
 def test_conditioning_is_applied_before_the_network(images):
     mask = np.ones(images.shape[1:], bool)
     conditioning = dict(denoise="gaussian", denoise_size=2.0, clip_percentile=99.0, contrast="minmax")
-    embedder = NeuralEmbedder("test_tiny", patch_size=16, pooling="max", postprocess=None, **conditioning)
+    embedder = NeuralEmbedder("test_tiny", patch_size=16, pooling="max", postprocess=None, tissue_only=True, **conditioning)
     vectors = embedder.fit_transform(images, mask=mask)
     conditioned = sc.pp.condition_images(images, mask=mask, **conditioning)
     np.testing.assert_allclose(vectors, naive(conditioned, embedder.grid_), rtol=1e-5, atol=1e-5)
@@ -269,3 +269,14 @@ def test_l2_and_pca_whitening(images):
 def test_bad_new_parameters(images, params, message):
     with pytest.raises(ValueError, match=message):
         NeuralEmbedder("test_tiny", **params).fit(images)
+
+
+def test_tissue_mask_is_ignored_unless_tissue_only(images):
+    mask = np.ones(images.shape[1:], bool)
+    mask[14:, :] = False
+    everywhere = NeuralEmbedder("test_tiny", patch_size=16, pooling="max").fit(images)
+    everywhere.transform(images, mask=mask)
+    assert everywhere.grid_.n_skipped == 0
+    restricted = NeuralEmbedder("test_tiny", patch_size=16, pooling="max", tissue_only=True).fit(images)
+    restricted.transform(images, mask=mask)
+    assert restricted.grid_.n_skipped > 0

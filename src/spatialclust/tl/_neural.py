@@ -74,8 +74,8 @@ class NeuralEmbedder(ImageEmbedder):
     images are batched together and run under ``torch.inference_mode()`` (channels-last on the CPU).
 
     The defaults are the measured best on the realistic simulator and the mouse bladder data
-    (docs/benchmarks.md, "Neural ion images"): 1 mm patches, images conditioned (Gaussian
-    denoising of 3 px, clipping at the 99th percentile, min-max contrast), patch vectors
+    (docs/benchmarks.md, "Neural ion images"): 1 mm patches over the whole grid, images conditioned
+    (Gaussian denoising of 3 px, clipping at the 99th percentile, min-max contrast), patch vectors
     concatenated, L2-normalised. The paper's configuration is ``patch_size_um=None, pooling="max",
     denoise=None, clip_percentile=None, contrast=None, postprocess=None`` (with the patch size it chose).
 
@@ -110,6 +110,10 @@ class NeuralEmbedder(ImageEmbedder):
         whitening fitted on the images of :meth:`fit`, then L2 again).
     n_components
         Components of ``"pca_whiten"`` (at most ``n_images - 1``).
+    tissue_only
+        Use the tissue mask: skip patches without tissue and condition over tissue pixels only.
+        Default False (measured: off-tissue patches carry the matrix ions, one of the classes; on the
+        realistic simulator ACC 0.63 vs 0.56 and partner recall@10 0.86 vs 0.80 without the mask).
     max_upsample
         Largest up-sampling factor used to reach the backbone's minimum input size.
     input_size
@@ -157,6 +161,7 @@ class NeuralEmbedder(ImageEmbedder):
         contrast: str | None = "minmax",
         postprocess: str | None = "l2",
         n_components: int = 64,
+        tissue_only: bool = False,
         max_upsample: float = MAX_UPSAMPLE,
         input_size: int | None = None,
         pretrained: bool = True,
@@ -178,6 +183,7 @@ class NeuralEmbedder(ImageEmbedder):
         self.contrast = contrast
         self.postprocess = postprocess
         self.n_components = n_components
+        self.tissue_only = tissue_only
         self.max_upsample = max_upsample
         self.input_size = input_size
         self.pretrained = pretrained
@@ -345,6 +351,7 @@ class NeuralEmbedder(ImageEmbedder):
     def _features(self, images: np.ndarray, mask: np.ndarray | None, pixel_size: float | None) -> np.ndarray:
         """Pooled (or concatenated) patch features of ``images``, before any post-processing."""
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
+        mask = mask if self.tissue_only else None
         config = self.backbone_.config
         grid = patch_grid(
             arr.shape[1:],
