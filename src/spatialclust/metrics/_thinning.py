@@ -323,9 +323,10 @@ def thinned_partner_check(
         chance_co = float((sizes * (sizes - 1)).sum() / (2 * n * (2 * n - 1)))
         found = int(sizes.size)
     result = ThinnedPartnerResult(recall, chance, co, chance_co, found, n, fractions, ranks)
+    clustered = "" if clusterer is None else f", co-clustered {co:.2f} (chance {chance_co:.2f})"
     logger.info(
-        "Thinned partners (%d images, kept %.0f-%.0f%% of the counts): recall %s, co-clustered %.2f (chance %.2f).",
+        "Thinned partners (%d images, kept %.0f-%.0f%% of the counts): recall %s%s.",
         n, 100 * min(fractions), 100 * max(fractions),
-        ", ".join(f"@{k} {v:.2f} (chance {chance[k]:.2f})" for k, v in recall.items()), co, chance_co,
+        ", ".join(f"@{k} {v:.2f} (chance {chance[k]:.2f})" for k, v in recall.items()), clustered,
     )  # fmt: skip
     return result
