@@ -118,7 +118,8 @@ def test_blur_matches_torchvision():
 
 def test_default_views_are_appearance_only():
     names = [type(t).__name__ for t in ion_image_transform().transforms]
-    assert names == ["RandomIntensityDistortion", "RandomGaussianBlur", "RandomGaussianNoise"]
+    assert names == ["RandomGaussianBlur", "RandomIntensityDistortion", "RandomGaussianNoise"]  # the authors' order
+    assert all(t.p == 1.0 for t in ion_image_transform().transforms)  # always applied, as in the authors' code
     geometric = [type(t).__name__ for t in ion_image_transform(rotation=15, translation=0.05, resized_crop=True).transforms]
     assert geometric[:3] == ["RandomRotation", "RandomTranslation", "RandomResizedCrop"]
     x = torch.rand(4, 16, 16)
@@ -130,6 +131,30 @@ def test_default_views_are_appearance_only():
     mask[4:12, 4:12] = True
     masked = ion_image_transform(mask=mask)(x, generator=torch.Generator().manual_seed(0))
     assert masked[:, ~mask].abs().max() == 0
+
+
+def test_augmentation_strength_by_name_or_mapping():
+    from spatialclust.models._transforms import AUGMENTATION_STRENGTHS, augmentation_strength
+
+    assert augmentation_strength("strong") == AUGMENTATION_STRENGTHS["strong"]
+    custom = augmentation_strength({"p": 0.5, "blur_sigma": (0.1, 2.0)})
+    assert custom["p"] == 0.5 and custom["noise_sigma"] == AUGMENTATION_STRENGTHS["medium"]["noise_sigma"]
+    blur = ion_image_transform({"p": 0.5, "blur_sigma": (0.1, 2.0)}).transforms[0]
+    assert blur.p == 0.5 and blur.sigma == (0.1, 2.0)
+    with pytest.raises(ValueError, match="Invalid option `huge` for `strength`"):
+        augmentation_strength("huge")
+    with pytest.raises(ValueError, match=r"Unknown augmentation parameter\(s\) \['sigma'\]"):
+        augmentation_strength({"sigma": 1.0})
+    with pytest.raises(ValueError, match="Invalid option `huge`"):
+        SimCLREmbedder(**{**FAST, "epochs": 1, "augmentation": "huge"}).fit(blob_images()[0])
+
+
+def test_auto_batch_is_half_the_images():
+    from spatialclust.tl._simclr import resolve_batch_size
+
+    assert resolve_batch_size("auto", 367) == 183  # the authors' 183 of 367 images
+    assert resolve_batch_size("auto", 3) == 2 and resolve_batch_size("auto", 10_000) == 256
+    assert resolve_batch_size(64, 10) == 10
 
 
 # ----------------------------------------------------------------------------- training

@@ -16,7 +16,7 @@ GPU next to the model and is reproducible. A multi-view transform returns a list
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -34,20 +34,39 @@ __all__ = [
     "RandomResizedCrop",
     "RandomRotation",
     "RandomTranslation",
+    "augmentation_strength",
     "ion_image_transform",
     "self_labeling_views",
     "simclr_views",
 ]
 
-#: Parameters of the appearance augmentations at three strengths. They follow the ranges of the
-#: authors' implementation (github.com/LabLaskin/MSI-self-supervised-clustering): blur sigma up to
-#: 0.4 / 0.75 / 2 px, noise sigma up to 0.1 / 0.2 / 0.4 (relative to the image's bright-pixel level)
-#: and brightness/contrast jitter of 0.25 / 0.5 (torchvision ``ColorJitter`` on gray images).
+#: The three appearance-augmentation combinations of the authors' implementation
+#: (github.com/LabLaskin/MSI-self-supervised-clustering, ``main.ipynb``): every transform is always
+#: applied (``p = 1``, no random skipping), in the order blur, intensity, noise. ``"medium"`` is the
+#: SimCLR view; ``"weak"`` and ``"strong"`` are the two views of self-labeling. Blur sigma in pixels
+#: (torchvision ``GaussianBlur``), noise sigma relative to the image's bright-pixel level, and the
+#: brightness/contrast jitter of ``ColorJitter`` on a gray image.
 AUGMENTATION_STRENGTHS: dict[str, dict[str, object]] = {
-    "weak": {"p": 0.5, "blur_sigma": (0.001, 0.4), "noise_sigma": (0.001, 0.1), "intensity": 0.25},
-    "default": {"p": 0.8, "blur_sigma": (0.1, 2.0), "noise_sigma": (0.001, 0.2), "intensity": 0.5},
+    "weak": {"p": 1.0, "blur_sigma": (0.01, 0.75), "noise_sigma": (0.001, 0.2), "intensity": 0.25},
+    "medium": {"p": 1.0, "blur_sigma": (0.01, 0.75), "noise_sigma": (0.001, 0.2), "intensity": 0.5},
     "strong": {"p": 1.0, "blur_sigma": (0.1, 2.0), "noise_sigma": (0.001, 0.4), "intensity": 0.5},
 }
+_STRENGTH_KEYS = ("p", "blur_sigma", "noise_sigma", "intensity")
+
+
+def augmentation_strength(strength: str | Mapping[str, object]) -> dict[str, object]:
+    """Parameters of an augmentation strength: a name of :data:`AUGMENTATION_STRENGTHS` or a mapping
+    with the keys ``p``, ``blur_sigma``, ``noise_sigma``, ``intensity`` (missing keys: ``"medium"``)."""
+    if isinstance(strength, Mapping):
+        unknown = sorted(set(strength) - set(_STRENGTH_KEYS))
+        if unknown:
+            raise ValueError(f"Unknown augmentation parameter(s) {unknown}; valid keys are {list(_STRENGTH_KEYS)}.")
+        return {**AUGMENTATION_STRENGTHS["medium"], **strength}
+    if strength not in AUGMENTATION_STRENGTHS:
+        from .._registry import invalid_option
+
+        raise invalid_option(strength, "strength", list(AUGMENTATION_STRENGTHS))
+    return dict(AUGMENTATION_STRENGTHS[strength])
 
 
 def _check_probability(p: float) -> float:
@@ -377,7 +396,7 @@ class MultiViewTransform(nn.Module):
 
 
 def ion_image_transform(
-    strength: str = "default",
+    strength: str | Mapping[str, object] = "medium",
     *,
     blur: bool = True,
     noise: bool = True,
@@ -392,7 +411,8 @@ def ion_image_transform(
     Parameters
     ----------
     strength
-        ``"weak"``, ``"default"`` or ``"strong"`` (see :data:`AUGMENTATION_STRENGTHS`).
+        ``"weak"``, ``"medium"`` (the SimCLR view) or ``"strong"`` (see :data:`AUGMENTATION_STRENGTHS`),
+        or a mapping of those parameters (:func:`augmentation_strength`).
     blur, noise, intensity
         Switch the appearance-changing augmentations (all on in the paper).
     rotation
@@ -406,13 +426,10 @@ def ion_image_transform(
 
     Returns
     -------
-    A :class:`Compose` mapping a batch ``(B, H, W)`` in [0, 1] to an augmented batch.
+    A :class:`Compose` mapping a batch ``(B, H, W)`` in [0, 1] to an augmented batch, in the order
+    of the authors' code: geometric transforms, blur, intensity, noise, mask.
     """
-    if strength not in AUGMENTATION_STRENGTHS:
-        from .._registry import invalid_option
-
-        raise invalid_option(strength, "strength", list(AUGMENTATION_STRENGTHS))
-    cfg = AUGMENTATION_STRENGTHS[strength]
+    cfg = augmentation_strength(strength)
     p = float(cfg["p"])  # type: ignore[arg-type]
     steps: list[nn.Module] = []
     if rotation:
@@ -421,10 +438,10 @@ def ion_image_transform(
         steps.append(RandomTranslation(translation, p=p))
     if resized_crop:
         steps.append(RandomResizedCrop(p=p))
-    if intensity:
-        steps.append(RandomIntensityDistortion(cfg["intensity"], p=p))  # type: ignore[arg-type]
     if blur:
         steps.append(RandomGaussianBlur(cfg["blur_sigma"], p=p))  # type: ignore[arg-type]
+    if intensity:
+        steps.append(RandomIntensityDistortion(cfg["intensity"], p=p))  # type: ignore[arg-type]
     if noise:
         steps.append(RandomGaussianNoise(cfg["noise_sigma"], p=p))  # type: ignore[arg-type]
     if mask is not None:
@@ -438,9 +455,13 @@ def simclr_views(**kwargs: object) -> MultiViewTransform:
     return MultiViewTransform([transform, transform])
 
 
-def self_labeling_views(**kwargs: object) -> MultiViewTransform:
-    """A weak and a strong view per image for self-labeling (Hu et al. 2022, ESI Table S3)."""
-    kwargs = {k: v for k, v in kwargs.items() if k != "strength"}
+def self_labeling_views(
+    weak: str | Mapping[str, object] = "weak", strong: str | Mapping[str, object] = "strong", **kwargs: object
+) -> MultiViewTransform:
+    """A weak and a strong view per image for self-labeling (the authors' ``trans_weak``/``trans_strong``).
+
+    ``kwargs`` are the other arguments of :func:`ion_image_transform`.
+    """
     return MultiViewTransform(
-        [ion_image_transform("weak", **kwargs), ion_image_transform("strong", **kwargs)]  # type: ignore[arg-type]
+        [ion_image_transform(weak, **kwargs), ion_image_transform(strong, **kwargs)]  # type: ignore[arg-type]
     )
