@@ -14,12 +14,22 @@ Also the planted isotope pairs that ``sc.metrics.isotope_pairs`` finds (Δm/z ±
 ≥ 0.85), and the time of ``sc.pp.feature_images`` on sparse and dask matrices relative to dense.
 
     python benchmarks/bench_simulate_msi.py --seeds 0 1 2
+
+``--part realism``: the two regimes of ``simulate_msi`` (``realism="ideal"`` and ``"real"``, 13
+classes, ~390 ions of 96 px) against the measured mouse urinary bladder data (``../shared/data``;
+skipped when absent): per-image statistics of the raw images (zero fraction, neighbour correlation
+as an SNR proxy, coefficient of variation as contrast, max / 99th percentile for hot pixels, spread of
+the mean intensities in decades) and the raw baseline (k-means on the regular images, ACC / NMI
+against the classes; thinned-partner recall@10 of the regular images).
+
+    python benchmarks/bench_simulate_msi.py --part realism --seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -31,6 +41,66 @@ import spatialclust as sc
 def kmeans_ari(images: np.ndarray, truth, k: int) -> float:
     labels = KMeans(k, n_init=10, random_state=0).fit_predict(images.reshape(len(images), -1))
     return adjusted_rand_score(truth, labels)
+
+
+BLADDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "msi_mouse_bladder" / "bladder_cube.npz"
+STATISTICS = ("zero fraction", "neighbour r", "CV", "max / p99")
+
+
+def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image statistics of raw ion images ``(n, H, W)`` over all pixels of the grid."""
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    left, right = images[:, :, :-1].reshape(len(images), -1), images[:, :, 1:].reshape(len(images), -1)
+    neighbour = np.array([np.corrcoef(a, b)[0, 1] if a.std() > 0 and b.std() > 0 else 0.0 for a, b in zip(left, right)])
+    p99 = np.percentile(flat, 99, axis=1)
+    mean = flat.mean(axis=1)
+    return {
+        "zero fraction": (flat == 0).mean(axis=1),
+        "neighbour r": neighbour,
+        "CV": flat.std(axis=1) / np.maximum(mean, 1e-12),
+        "max / p99": flat.max(axis=1) / np.maximum(p99, 1e-12),
+        "log10 mean": np.log10(np.maximum(mean, 1e-12)),
+    }
+
+
+def statistics_row(name: str, images: np.ndarray) -> str:
+    stats = image_statistics(images)
+    cells = [f"{np.median(stats[k]):.2f} ({np.percentile(stats[k], 10):.2f}-{np.percentile(stats[k], 90):.2f})" for k in STATISTICS]
+    decades = np.percentile(stats["log10 mean"], 95) - np.percentile(stats["log10 mean"], 5)
+    return f"| {name} | {len(images)} | " + " | ".join(cells) + f" | {decades:.2f} |"
+
+
+def realism(seeds: list[int]) -> None:
+    from sklearn.cluster import KMeans
+
+    print("| data | images | " + " | ".join(f"{k}, median (10-90 %)" for k in STATISTICS) + " | mean intensity 5-95 % (decades) |")
+    print("|---" * (len(STATISTICS) + 3) + "|")
+    if BLADDER.exists():
+        with np.load(BLADDER) as f:
+            print(statistics_row("mouse urinary bladder (measured)", f["cube"]), flush=True)
+    else:
+        print(f"(bladder data not found at {BLADDER}: skipped)")
+    baseline = []
+    for regime in ("ideal", "real"):
+        for seed in seeds:
+            adata = sc.datasets.simulate_msi(realism=regime, seed=seed)
+            if seed == seeds[0]:
+                print(statistics_row(f"simulate_msi(realism={regime!r}, seed={seed})", sc.pp.feature_images(adata)), flush=True)
+            start = time.perf_counter()
+            partners = sc.metrics.thinned_partner_check(adata, layer=None, clusterer=None, seed=seed)
+            t_check = time.perf_counter() - start
+            sc.pp.preprocess_ion_images(adata)
+            truth = adata.var["pattern"].to_numpy()
+            k = len(set(truth))
+            images = sc.pp.feature_images(adata)
+            labels = KMeans(k, n_init=10, random_state=0).fit_predict(images.reshape(len(images), -1))
+            baseline.append(
+                f"| {regime} | {seed} | {adata.n_vars} | {k} | {sc.metrics.clustering_accuracy(truth, labels):.3f} | "
+                f"{sc.metrics.nmi(truth, labels):.3f} | {partners.recall[10]:.3f} | {t_check:.1f} |"
+            )
+    print("\n| regime | seed | images | classes | k-means ACC (regular) | NMI | thinned-partner recall@10 (regular) | check (s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(baseline))
 
 
 def timed(func, repeat: int = 3) -> float:
@@ -45,7 +115,11 @@ def timed(func, repeat: int = 3) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="simulation seeds")
+    parser.add_argument("--part", choices=["preprocessing", "realism"], default="preprocessing")
     args = parser.parse_args()
+    if args.part == "realism":
+        realism(args.seeds)
+        return
 
     print("seed  n_images  simulate_s  preprocess_s  ARI_regular  ARI_raw  ARI_pure  isotopes_found/planted")
     for seed in args.seeds:

@@ -131,6 +131,10 @@ def test_run_directory_contents(run_dir):
     assert {c["quality"] for c in info["clusters"]} == {"high", "medium"}
     assert row["DBI-E"] == pytest.approx(info["metrics"]["dbi_euclidean"])
     assert row["high-quality clusters (SAM)"] == info["metrics"]["n_high_quality_clusters"]
+    # the label-free check on abundance-thinned partners of the raw counts, per embedding
+    recall = {key: metrics["clusterings"][key]["metrics"]["partner_recall@10"] for key in keys}
+    assert recall["cluster_regular_kmeans"] == recall["cluster_regular_hdbscan"] > 0.5
+    assert 0 <= recall["cluster_neural_kmeans"] <= 1
 
 
 def test_figures_and_report(run_dir):

@@ -7,6 +7,14 @@ layers along the tissue border, gradients, foci, rings, irregular blobs). Each s
 follows one pattern; matrix ions sit off tissue. The counts of every ion image go through the
 distortions real MSI data show (see :func:`simulate_msi`), and abundant ions get their 13C M+1
 isotope peak, the ground truth of the isotope-based metrics of Zhang et al. (seed 000).
+
+Two regimes (``realism``): ``"ideal"`` (the default demo data: equal class sizes, mild distortions,
+on which k-means on the regular images is already near-perfect) and ``"real"``, built so that the
+raw-image baseline sits where it does on measured data (k-means ACC ~0.55-0.75 at 13 classes; see
+docs/benchmarks.md for the comparison with the mouse urinary bladder data): abundances over two
+orders of magnitude at low counts, a wide per-ion contrast (gamma), strong ion-specific suppression
+gain fields, strong partial mixing of patterns, more and brighter hot pixels, patterns with smooth,
+irregularly warped borders, unequal class sizes and isotope partners at 10-50 % of their parent.
 """
 
 from __future__ import annotations
@@ -17,10 +25,11 @@ from scipy import ndimage
 
 from .. import _keys as K
 from .._logging import logger
+from .._registry import invalid_option
 from ..io import images_to_adata
 from ..metrics._isotopes import C13_SHIFT
 
-__all__ = ["pattern_names", "simulate_msi"]
+__all__ = ["REALISMS", "pattern_names", "simulate_msi"]
 
 #: Pattern kinds, in the order they are used (cycled when ``n_patterns`` exceeds their number).
 PATTERN_KINDS = ("region", "layer", "gradient", "spots", "ring", "blob")
@@ -32,6 +41,27 @@ C13_ABUNDANCE = 0.0107
 #: between peaks that are not a planted isotope pair (so the isotope ground truth is exact).
 _MIN_PEAK_DISTANCE = 0.05
 _ISOTOPE_MARGIN = 0.02
+
+#: Defaults of the two regimes of :func:`simulate_msi` (an argument left at None takes these).
+REALISM_DEFAULTS: dict[str, dict] = {
+    "ideal": dict(
+        shape=(64, 64), n_patterns=6, ions_per_pattern=15, n_matrix_ions=10, isotope_fraction=0.4,
+        mean_counts=60.0, abundance_sigma=0.8, contrast_range=(0.7, 1.4), max_baseline=0.35, mixing=0.3,
+        suppression=0.3, own_suppression=0.0, tic_variation=0.2, hot_pixel_fraction=0.002,
+        hot_pixel_gain=(5.0, 20.0), warp=0.0, isotope_ratio_range=None,
+    ),
+    "real": dict(
+        shape=(96, 96), n_patterns=12, ions_per_pattern=None, n_matrix_ions=20, isotope_fraction=0.3,
+        mean_counts=5.0, abundance_sigma=1.2, contrast_range=(0.4, 2.5), max_baseline=0.2, mixing=0.35,
+        suppression=0.4, own_suppression=0.3, tic_variation=0.3, hot_pixel_fraction=0.002,
+        hot_pixel_gain=(2.0, 6.0), warp=0.05, isotope_ratio_range=(0.1, 0.5),
+    ),
+}  # fmt: skip
+#: Monoisotopic on-tissue ions of the ``"real"`` regime when neither ``n_ions`` nor
+#: ``ions_per_pattern`` is given (with the default 20 matrix ions and 30 % isotopes: ~390 images,
+#: the size of the 13-class benchmark of Hu et al., seed 001).
+REAL_N_IONS = 280
+REALISMS = tuple(REALISM_DEFAULTS)
 
 
 def pattern_names(n_patterns: int = 6) -> list[str]:
@@ -164,82 +194,131 @@ def _draw_mz(
     return mz
 
 
+def _warp(image: np.ndarray, amplitude: float, rng: np.random.Generator) -> np.ndarray:
+    """Deform ``image`` by a smooth random displacement of about ``amplitude`` pixels (irregular borders)."""
+    shape = image.shape
+    sigma = min(shape) / 8
+    dy, dx = (amplitude * _smooth_field(shape, sigma, rng) for _ in range(2))
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    return ndimage.map_coordinates(image, [yy + dy, xx + dx], order=1, mode="nearest")
+
+
+def _class_sizes(n_ions: int, n_patterns: int, rng: np.random.Generator) -> np.ndarray:
+    """Unequal numbers of ions per pattern (at least 3 each), as in annotated real datasets."""
+    proportions = rng.dirichlet(np.full(n_patterns, 2.0))
+    return 3 + rng.multinomial(n_ions - 3 * n_patterns, proportions)
+
+
 def simulate_msi(
     *,
-    shape: tuple[int, int] = (64, 64),
-    n_patterns: int = 6,
-    ions_per_pattern: int = 15,
-    n_matrix_ions: int = 10,
+    realism: str = "ideal",
+    shape: tuple[int, int] | None = None,
+    n_patterns: int | None = None,
+    ions_per_pattern: int | None = None,
+    n_ions: int | None = None,
+    n_matrix_ions: int | None = None,
     isotopes: bool = True,
-    isotope_fraction: float = 0.4,
+    isotope_fraction: float | None = None,
+    isotope_ratio_range: tuple[float, float] | None = None,
     mz_range: tuple[float, float] = (300.0, 1000.0),
     pixel_size: float = 20.0,
-    mean_counts: float = 60.0,
-    abundance_sigma: float = 0.8,
-    max_baseline: float = 0.35,
-    mixing: float = 0.3,
-    suppression: float = 0.3,
-    tic_variation: float = 0.2,
-    hot_pixel_fraction: float = 0.002,
+    mean_counts: float | None = None,
+    abundance_sigma: float | None = None,
+    contrast_range: tuple[float, float] | None = None,
+    max_baseline: float | None = None,
+    mixing: float | None = None,
+    suppression: float | None = None,
+    own_suppression: float | None = None,
+    tic_variation: float | None = None,
+    hot_pixel_fraction: float | None = None,
+    hot_pixel_gain: tuple[float, float] | None = None,
+    warp: float | None = None,
     seed: int = 0,
 ) -> ad.AnnData:
     """Simulate an MSI dataset with ground-truth pattern classes and 13C isotope pairs.
 
-    The generative model, per ion ``i`` following pattern ``P`` (an image in [0, 1]):
+    The generative model, per ion ``i`` following pattern ``P`` (an image in [0, 1]; with
+    ``warp > 0`` every pattern is deformed by a smooth random displacement field, so that its
+    borders are irregular rather than geometric):
 
     1. **image**: ``(1 - b_i) [(1 - m_i) P^g_i + m_i Q_i] + b_i T`` with ``T`` the tissue mask, an
        ion-specific on-tissue baseline ``b_i ~ U(0, max_baseline)``, contrast exponent
-       ``g_i ~ U(0.7, 1.4)`` and a share ``m_i ~ U(0, mixing)`` of a second, random pattern ``Q_i``
+       ``g_i ~ U(contrast_range)`` and a share ``m_i ~ U(0, mixing)`` of a second, random pattern ``Q_i``
        (molecules present in two structures), plus a chemical background of 2% off tissue. Matrix ions (``var["on_tissue"]`` False) are high off
        tissue, suppressed to 10-30% on tissue, with spray-track stripes.
     2. **abundance**: ``a_i ~ LogNormal(log(mean_counts), abundance_sigma)`` counts at the maximum.
     3. **ion suppression**: a smooth multiplicative gain field per ion,
-       ``exp(suppression * sum_k w_ik F_k)`` over three shared smooth fields ``F_k``.
+       ``exp(suppression * sum_k w_ik F_k + own_suppression * G_i)`` over three shared smooth fields
+       ``F_k`` and one field ``G_i`` of the ion's own.
     4. **TIC variation**: a per-pixel factor (same for every ion of a pixel; log-normal, with a
        slow drift along the acquisition order) that TIC normalisation removes.
-    5. **hot pixels**: a fraction ``hot_pixel_fraction`` of the pixels of each ion are 5-20 times
-       too bright (the outliers winsorising removes).
+    5. **hot pixels**: a fraction ``hot_pixel_fraction`` of the pixels of each ion are
+       ``U(hot_pixel_gain)`` times too bright (the outliers winsorising removes).
     6. **counting noise**: Poisson counts.
     7. **isotopes**: the ``isotope_fraction`` most abundant ions (on- and off-tissue) get an M+1
        peak at ``m/z + 1.00336`` with the same expected image, scaled by the binomial 13C ratio
        ``n_C p / (1 - p)`` (``p = 0.0107``, :func:`isotope_ratio`) and with independent Poisson noise.
-       The carbon number ``n_C`` follows the mass (``≈ m/z / 14``), so the ratio grows with m/z.
+       The carbon number ``n_C`` follows the mass (``≈ m/z / 14``), so the ratio grows with m/z;
+       with ``isotope_ratio_range`` the ratio is drawn uniformly in that range instead and ``n_C``
+       is the carbon number that gives it.
 
     Every m/z lies in ``mz_range``; no two peaks are closer than 0.05 and no two peaks that are not a
     planted isotope pair are within 0.02 of the 13C spacing, so the isotope ground truth is exact.
 
     Parameters
     ----------
+    realism
+        ``"ideal"`` (default; the demo dataset) or ``"real"``: the regime whose defaults fill every
+        argument left at None (:data:`REALISM_DEFAULTS`). ``"real"`` gives 13 classes (12 tissue
+        patterns + matrix) of unequal size, ~390 images of 96 x 96 px, on which the raw-image
+        baseline performs as on measured data (docs/benchmarks.md).
     shape
-        Grid ``(height, width)`` in pixels.
+        Grid ``(height, width)`` in pixels (ideal 64 x 64, real 96 x 96).
     n_patterns
-        Number of on-tissue spatial pattern classes (see :func:`pattern_names`).
+        Number of on-tissue spatial pattern classes (see :func:`pattern_names`; ideal 6, real 12).
     ions_per_pattern
-        Monoisotopic ions per pattern.
+        Monoisotopic ions per pattern, the same for every pattern (ideal 15).
+    n_ions
+        Monoisotopic on-tissue ions in all, split unequally over the patterns (Dirichlet
+        proportions, at least 3 per pattern); exclusive with ``ions_per_pattern`` (real: 280 when
+        neither is given).
     n_matrix_ions
-        Off-tissue matrix ions (pattern ``"matrix"``).
+        Off-tissue matrix ions (pattern ``"matrix"``; ideal 10, real 20).
     isotopes
         Add 13C M+1 isotope peaks.
     isotope_fraction
         Fraction of the monoisotopic ions (the most abundant ones) that get an M+1 peak.
+    isotope_ratio_range
+        ``(low, high)`` M+1 / M abundance ratio drawn per pair (real: 0.1-0.5); None (ideal): from
+        the m/z via the carbon number.
     mz_range
         ``(low, high)`` m/z range of all peaks.
     pixel_size
         Pixel size in µm (``uns["grid"]["pixel_size"]``).
     mean_counts
-        Median expected count of an ion at the maximum of its pattern.
+        Median expected count of an ion at the maximum of its pattern (ideal 60, real 5: most pixels hold 0-5 counts, as in measured data).
     abundance_sigma
-        Log-normal spread of the ion abundances.
+        Log-normal spread of the ion abundances (ideal 0.8; real 1.2: the 5-95 % range spans two
+        orders of magnitude).
+    contrast_range
+        Range of the per-ion contrast exponent ``g_i`` (ideal 0.7-1.4, real 0.4-2.5).
     max_baseline
         Largest on-tissue baseline share ``b_i`` (ions with a high baseline are weakly patterned).
     mixing
         Largest share ``m_i`` of a second pattern in an ion image (0: pure patterns).
     suppression
-        Strength of the ion-suppression gain fields (0 switches them off).
+        Strength of the shared ion-suppression gain fields (0 switches them off).
+    own_suppression
+        Strength of the ion's own suppression gain field (ideal 0, real 0.3).
     tic_variation
         Log-normal spread of the per-pixel TIC factor (0 switches it off).
     hot_pixel_fraction
         Fraction of hot pixels per ion image.
+    hot_pixel_gain
+        ``(low, high)`` range of the factor by which a hot pixel is too bright (ideal 5-20, real 2-6).
+    warp
+        Amplitude of the smooth deformation of the patterns as a fraction of the shorter image side
+        (ideal 0, real 0.05).
     seed
         Seed of every random step: the same seed gives the identical dataset.
 
@@ -253,10 +332,10 @@ def simulate_msi(
       ``var["on_tissue"]``;
     - ``obs["tissue"]`` (true tissue mask), ``obs["tic"]`` (total counts of each pixel);
     - ``obsm["spatial"]``, ``uns["grid"]`` = ``{"shape": [H, W], "pixel_size": µm}``;
-    - ``uns["simulation"]``: ``params`` (all arguments), ``pattern_names``, ``pattern_images``
-      (``(n_patterns, H, W)`` float32), ``isotope_pairs`` (``(n_pairs, 2)`` var names, monoisotopic
-      first), ``isotope_ratios`` (expected M+1 / M ratio of each pair) and ``abundance`` (expected
-      count at the pattern maximum of every var, aligned with var).
+    - ``uns["simulation"]``: ``params`` (all arguments, with the regime's defaults filled in),
+      ``pattern_names``, ``pattern_images`` (``(n_patterns, H, W)`` float32), ``isotope_pairs``
+      (``(n_pairs, 2)`` var names, monoisotopic first), ``isotope_ratios`` (expected M+1 / M ratio of
+      each pair) and ``abundance`` (expected count at the pattern maximum of every var, aligned with var).
 
     Examples
     --------
@@ -264,29 +343,62 @@ def simulate_msi(
     >>> adata = sc.datasets.simulate_msi(seed=0)
     >>> sorted(set(adata.var["pattern"]))
     ['blob', 'gradient', 'layer', 'matrix', 'region', 'ring', 'spots']
+    >>> real = sc.datasets.simulate_msi(realism="real", seed=0)
+    >>> real.var["pattern"].nunique(), real.uns["grid"]["shape"]
+    (13, [96, 96])
     """
+    if realism not in REALISM_DEFAULTS:
+        raise invalid_option(realism, "realism", REALISMS)
+    given = dict(
+        shape=shape, n_patterns=n_patterns, ions_per_pattern=ions_per_pattern, n_matrix_ions=n_matrix_ions,
+        isotope_fraction=isotope_fraction, mean_counts=mean_counts, abundance_sigma=abundance_sigma,
+        contrast_range=contrast_range, max_baseline=max_baseline, mixing=mixing, suppression=suppression,
+        own_suppression=own_suppression, tic_variation=tic_variation, hot_pixel_fraction=hot_pixel_fraction,
+        hot_pixel_gain=hot_pixel_gain, warp=warp, isotope_ratio_range=isotope_ratio_range,
+    )  # fmt: skip
+    resolved = {k: REALISM_DEFAULTS[realism][k] if v is None else v for k, v in given.items()}
+    if n_ions is not None:
+        if ions_per_pattern is not None:
+            raise ValueError("Give either `ions_per_pattern` (the same for every pattern) or `n_ions` (in all), not both.")
+        resolved["ions_per_pattern"] = None
+    elif resolved["ions_per_pattern"] is None:
+        n_ions = REAL_N_IONS
     params = dict(
-        shape=[int(s) for s in shape], n_patterns=n_patterns, ions_per_pattern=ions_per_pattern,
-        n_matrix_ions=n_matrix_ions, isotopes=isotopes, isotope_fraction=isotope_fraction,
-        mz_range=[float(m) for m in mz_range], pixel_size=pixel_size, mean_counts=mean_counts,
-        abundance_sigma=abundance_sigma, max_baseline=max_baseline, mixing=mixing, suppression=suppression, tic_variation=tic_variation,
-        hot_pixel_fraction=hot_pixel_fraction, seed=seed,
+        realism=realism, shape=[int(s) for s in resolved["shape"]], n_patterns=resolved["n_patterns"],
+        ions_per_pattern=resolved["ions_per_pattern"], n_ions=n_ions, n_matrix_ions=resolved["n_matrix_ions"],
+        isotopes=isotopes, isotope_fraction=resolved["isotope_fraction"],
+        isotope_ratio_range=None if resolved["isotope_ratio_range"] is None else [float(r) for r in resolved["isotope_ratio_range"]],
+        mz_range=[float(m) for m in mz_range], pixel_size=pixel_size, mean_counts=resolved["mean_counts"],
+        abundance_sigma=resolved["abundance_sigma"], contrast_range=[float(c) for c in resolved["contrast_range"]],
+        max_baseline=resolved["max_baseline"], mixing=resolved["mixing"], suppression=resolved["suppression"],
+        own_suppression=resolved["own_suppression"], tic_variation=resolved["tic_variation"],
+        hot_pixel_fraction=resolved["hot_pixel_fraction"], hot_pixel_gain=[float(g) for g in resolved["hot_pixel_gain"]],
+        warp=resolved["warp"], seed=seed,
     )  # fmt: skip
     _validate(params)
+    n_patterns, n_matrix_ions, mixing = params["n_patterns"], params["n_matrix_ions"], params["mixing"]
     rng = np.random.default_rng(seed)
-    height, width = shape = (int(shape[0]), int(shape[1]))
+    height, width = shape = (params["shape"][0], params["shape"][1])
     tissue = _tissue(shape, rng)
     names = pattern_names(n_patterns)
     patterns = np.stack([_pattern(PATTERN_KINDS[p % len(PATTERN_KINDS)], tissue, rng) for p in range(n_patterns)])
+    if params["warp"] > 0:
+        for p in range(n_patterns):
+            warped = _warp(patterns[p], params["warp"] * min(shape), rng) * tissue
+            patterns[p] = warped / max(warped.max(), 1e-12)
 
     # --- monoisotopic ions: pattern, expected image shape, abundance -------------------------------
-    n_tissue_ions = n_patterns * ions_per_pattern
+    if n_ions is None:
+        sizes = np.full(n_patterns, params["ions_per_pattern"])
+    else:
+        sizes = _class_sizes(n_ions, n_patterns, rng)
+    n_tissue_ions = int(sizes.sum())
     n_mono = n_tissue_ions + n_matrix_ions
-    pattern_of = np.concatenate([np.repeat(np.arange(n_patterns), ions_per_pattern), np.full(n_matrix_ions, -1)])
+    pattern_of = np.concatenate([np.repeat(np.arange(n_patterns), sizes), np.full(n_matrix_ions, -1)])
     expected = np.empty((n_mono, height, width))
     tissue_f = tissue.astype(np.float64)
     for i in range(n_tissue_ions):
-        baseline, contrast = rng.uniform(0.0, max_baseline), rng.uniform(0.7, 1.4)
+        baseline, contrast = rng.uniform(0.0, params["max_baseline"]), rng.uniform(*params["contrast_range"])
         image = patterns[pattern_of[i]] ** contrast
         if n_patterns > 1 and mixing > 0:  # part of the ion co-localises with a second pattern
             other = (pattern_of[i] + rng.integers(1, n_patterns)) % n_patterns
@@ -298,29 +410,36 @@ def simulate_msi(
         period, on_level = rng.uniform(6, 12), rng.uniform(0.1, 0.3)
         stripes = 1.0 + 0.15 * np.sin(2 * np.pi * rows / period + rng.uniform(0, 2 * np.pi))
         expected[i] = ((1 - tissue_f) + on_level * tissue_f) * stripes
-    abundance = mean_counts * rng.lognormal(0.0, abundance_sigma, size=n_mono)
+    abundance = params["mean_counts"] * rng.lognormal(0.0, params["abundance_sigma"], size=n_mono)
 
     # --- distortions shared by an ion and its isotope: suppression gain and hot pixels -------------
     fields = np.stack([_smooth_field(shape, min(shape) / 6, rng) for _ in range(3)])
     weights = rng.normal(0.0, 1.0 / np.sqrt(3), size=(n_mono, 3))
-    expected *= np.exp(suppression * np.tensordot(weights, fields, axes=1))
-    n_hot = int(round(hot_pixel_fraction * height * width))
+    expected *= np.exp(params["suppression"] * np.tensordot(weights, fields, axes=1))
+    if params["own_suppression"] > 0:
+        for i in range(n_mono):
+            expected[i] *= np.exp(params["own_suppression"] * _smooth_field(shape, min(shape) / 6, rng))
+    n_hot = int(round(params["hot_pixel_fraction"] * height * width))
     for i in range(n_mono):
         hot = rng.choice(height * width, size=n_hot, replace=False)
-        expected[i].flat[hot] *= rng.uniform(5.0, 20.0, size=n_hot)
+        expected[i].flat[hot] *= rng.uniform(*params["hot_pixel_gain"], size=n_hot)
 
     # --- isotopes of the most abundant ions; m/z and carbon numbers --------------------------------
-    n_iso = int(round(isotope_fraction * n_mono)) if isotopes else 0
+    n_iso = int(round(params["isotope_fraction"] * n_mono)) if isotopes else 0
     with_isotope = np.zeros(n_mono, dtype=bool)
     with_isotope[np.argsort(-abundance, kind="stable")[:n_iso]] = True
-    mz = _draw_mz(n_mono, with_isotope, mz_range, rng)
-    n_carbon = np.maximum(1, np.round(mz / rng.uniform(12.5, 15.5, size=n_mono))).astype(np.int64)
+    mz = _draw_mz(n_mono, with_isotope, params["mz_range"], rng)
+    if params["isotope_ratio_range"] is None:
+        n_carbon = np.maximum(1, np.round(mz / rng.uniform(12.5, 15.5, size=n_mono))).astype(np.int64)
+    else:
+        target = rng.uniform(*params["isotope_ratio_range"], size=n_mono)
+        n_carbon = np.maximum(1, np.round(target * (1.0 - C13_ABUNDANCE) / C13_ABUNDANCE)).astype(np.int64)
     ratio = isotope_ratio(n_carbon)
     parents = np.flatnonzero(with_isotope)
 
     # --- per-pixel TIC factor (whole spectrum) and Poisson counting --------------------------------
     drift = np.linspace(-1.0, 1.0, height * width).reshape(shape) * rng.uniform(-0.5, 0.5)
-    pixel_factor = np.exp(tic_variation * (rng.normal(size=shape) + drift))
+    pixel_factor = np.exp(params["tic_variation"] * (rng.normal(size=shape) + drift))
     mean = np.concatenate([abundance[:, None, None] * expected, (abundance * ratio)[parents, None, None] * expected[parents]])
     mean *= pixel_factor
     counts = rng.poisson(mean).astype(np.float32)
@@ -352,8 +471,9 @@ def simulate_msi(
         "abundance": all_abundance[order],
     }
     logger.info(
-        "Simulated MSI: %dx%d pixels (%d on tissue), %d ion images (%d patterns x %d ions, %d matrix ions, %d isotopes).",
-        height, width, int(tissue.sum()), adata.n_vars, n_patterns, ions_per_pattern, n_matrix_ions, n_iso,
+        "Simulated MSI (%s): %dx%d pixels (%d on tissue), %d ion images (%d patterns, %d-%d ions each, %d matrix ions, "
+        "%d isotopes).",
+        realism, height, width, int(tissue.sum()), adata.n_vars, n_patterns, sizes.min(), sizes.max(), n_matrix_ions, n_iso,
     )  # fmt: skip
     return adata
 
@@ -363,9 +483,13 @@ def _validate(params: dict) -> None:
     shape = params["shape"]
     if len(shape) != 2 or min(shape) < 8:
         raise ValueError(f"`shape` must be (height, width) with both >= 8 pixels, got {shape}.")
-    for name in ("n_patterns", "ions_per_pattern"):
-        if int(params[name]) != params[name] or params[name] < 1:
+    for name in ("n_patterns", "ions_per_pattern", "n_ions"):
+        if params[name] is not None and (int(params[name]) != params[name] or params[name] < 1):
             raise ValueError(f"`{name}` must be a positive integer, got {params[name]!r}.")
+    if params["n_ions"] is not None and params["n_ions"] < 3 * params["n_patterns"]:
+        raise ValueError(
+            f"`n_ions` must be at least 3 per pattern (3 x `n_patterns` = {3 * params['n_patterns']}), got {params['n_ions']}."
+        )
     if int(params["n_matrix_ions"]) != params["n_matrix_ions"] or params["n_matrix_ions"] < 0:
         raise ValueError(f"`n_matrix_ions` must be a non-negative integer, got {params['n_matrix_ions']!r}.")
     for name in ("isotope_fraction", "max_baseline", "mixing"):
@@ -377,8 +501,12 @@ def _validate(params: dict) -> None:
     for name in ("pixel_size", "mean_counts"):
         if not params[name] > 0:
             raise ValueError(f"`{name}` must be > 0, got {params[name]}.")
-    for name in ("abundance_sigma", "suppression", "tic_variation"):
+    for name in ("abundance_sigma", "suppression", "own_suppression", "tic_variation", "warp"):
         if not params[name] >= 0:
             raise ValueError(f"`{name}` must be >= 0, got {params[name]}.")
+    for name, lowest in (("contrast_range", 0.0), ("hot_pixel_gain", 1.0), ("isotope_ratio_range", 0.0)):
+        bounds = params[name]
+        if bounds is not None and not (len(bounds) == 2 and lowest < bounds[0] <= bounds[1]):
+            raise ValueError(f"`{name}` must be (low, high) with {lowest} < low <= high, got {bounds}.")
     if not 0.0 <= params["hot_pixel_fraction"] < 0.5:
         raise ValueError(f"`hot_pixel_fraction` must be in [0, 0.5), got {params['hot_pixel_fraction']}.")

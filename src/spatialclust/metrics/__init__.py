@@ -1,4 +1,5 @@
-"""Clustering metrics: isotope-based (RIR, isotopic recall), against ground truth, and internal."""
+"""Clustering metrics: isotope-based (RIR, isotopic recall), against ground truth, internal, and the
+label-free abundance-thinned partner check."""
 
 from ._evaluate import evaluate_clustering
 from ._external import ari, clustering_accuracy, contingency, nmi, purity
@@ -13,9 +14,11 @@ from ._isotopes import (
 from ._knn import knn_accuracy
 from ._labels import n_clusters, n_meaningful_clusters, noise_size
 from ._sam import cluster_quality_groups, spectral_angle_mapper
+from ._thinning import ThinnedPartnerResult, partner_recall, thin_counts, thinned_partner_check
 
 __all__ = [
     "RIRResult",
+    "ThinnedPartnerResult",
     "ari",
     "cluster_quality_groups",
     "clustering_accuracy",
@@ -30,10 +33,13 @@ __all__ = [
     "n_clusters",
     "n_meaningful_clusters",
     "nmi",
+    "partner_recall",
     "noise_size",
     "pearson_distance",
     "purity",
     "relative_isotope_ratio",
     "silhouette",
     "spectral_angle_mapper",
+    "thin_counts",
+    "thinned_partner_check",
 ]

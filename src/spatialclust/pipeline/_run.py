@@ -117,7 +117,8 @@ def run_pipeline(
             start = time.perf_counter()
             tl.cluster(adata, item["estimator"], use_rep=item["use_rep"], key_added=item["key"])
             clusterings.append({**item, "seconds": time.perf_counter() - start + timings[item["use_rep"]]})
-        results = evaluate(adata, clusterings, cfg, dataset=dataset)
+        partners = thinned_partners(adata, plans["embeddings"], cfg)
+        results = evaluate(adata, clusterings, cfg, dataset=dataset, partners=partners)
         write_tables(tmp, adata, results)
         figures = make_figures(tmp / FIGURES_DIR, adata, clusterings, cfg["report"], means=results["means"])
         table = embedding_table(adata, [key for key, _ in plans["embeddings"]], truth=results["truth"], seed=seed)
@@ -241,8 +242,30 @@ def preprocess(adata: AnnData, section: Mapping[str, Any]) -> None:
         raise ValueError(f"{adata.n_vars} feature image(s) left after preprocessing; clustering needs at least 2.")
 
 
-def evaluate(adata: AnnData, clusterings: list[dict[str, Any]], cfg: Mapping[str, Any], *, dataset: str) -> dict[str, Any]:
-    """Metrics, cluster mean images and member correlations of every clustering."""
+def thinned_partners(adata: AnnData, embeddings: list, cfg: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Partner recall@1/@10 of every embedding on abundance-thinned partners of the raw counts
+    (:func:`spatialclust.metrics.thinned_partner_check`, each embedder as fitted in the run);
+    empty without ``layers["raw"]``."""
+    from .. import metrics
+
+    if K.RAW not in adata.layers:
+        return {}
+    section = cfg["preprocess"]
+    preprocess = {name: section[name] for name in ("normalize", "winsorize", "scale", "tissue_only")}
+    return {
+        key: {name: value for name, value in metrics.thinned_partner_check(
+            adata, embedder=embedder, clusterer=None, layer=K.RAW, preprocess=preprocess, refit=False, seed=cfg["seed"],
+        ).to_dict().items() if name.startswith("partner_recall")}
+        for key, embedder in embeddings
+    }  # fmt: skip
+
+
+def evaluate(
+    adata: AnnData, clusterings: list[dict[str, Any]], cfg: Mapping[str, Any], *, dataset: str,
+    partners: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Metrics, cluster mean images and member correlations of every clustering (with the partner
+    recall of its embedding from :func:`thinned_partners`)."""
     from .. import metrics, pl
 
     section = cfg["evaluate"]
@@ -256,6 +279,7 @@ def evaluate(adata: AnnData, clusterings: list[dict[str, Any]], cfg: Mapping[str
             isotope_unit=section["isotope_unit"], isotope_min_corr=section["isotope_min_corr"],
             n_boot=section["n_boot"], random_state=cfg["seed"],
         )
+        values.update((partners or {}).get(item["use_rep"], {}))
         means[key] = pl.cluster_means(adata, key, winsorize=winsorize)
         correlations[key] = pl.mean_image_correlation(adata, key, winsorize=winsorize, means=means[key])
         labels = adata.var[key].to_numpy()

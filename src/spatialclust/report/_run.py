@@ -44,7 +44,7 @@ EMBEDDINGS_FILE = "embeddings.csv"
 _METRIC_COLUMNS = [
     ("n_clusters", "clusters"), ("n_meaningful_clusters", "meaningful"), ("noise_size", "noise"),
     ("rir", "RIR"), ("n_isotope_pairs", "isotope pairs"), ("isotopic_recall", "isotopic recall"),
-    ("mean_image_correlation", "mean image corr."), ("accuracy", "accuracy"), ("nmi", "NMI"), ("ari", "ARI"),
+    ("mean_image_correlation", "mean image corr."), ("partner_recall@10", "thinned-partner recall@10"), ("accuracy", "accuracy"), ("nmi", "NMI"), ("ari", "ARI"),
     ("dbi_euclidean", "DBI (Eucl.)"), ("dbi_pearson", "DBI (Pearson)"), ("silhouette", "silhouette"),
 ]
 
