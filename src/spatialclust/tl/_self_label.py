@@ -35,6 +35,7 @@ from .._compat import resolve_device
 from .._logging import logger, progress
 from ._embed import _plain_params, check_images
 from ._simclr import (
+    INIT_ASSIGN_LABELS,
     SimCLREmbedder,
     _check_positive_float,
     _check_positive_int,
@@ -491,7 +492,7 @@ def self_label(
     adata = adata.copy() if copy else adata
     if init_labels is None:
         init_key = f"{key_added}_init"
-        spectral = create_clusterer("spectral", n_clusters=n_clusters, random_state=random_state)
+        spectral = create_clusterer("spectral", n_clusters=n_clusters, random_state=random_state, assign_labels=INIT_ASSIGN_LABELS)
         adata.var[init_key] = spectral.fit(adata.varm[use_rep]).labels_
         logger.info("Initial labels: spectral clustering of `%s` into %d clusters.", use_rep, spectral.n_clusters_)
     else:
