@@ -147,6 +147,12 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "projection 128 (before)": ({"projection_dim": 128}, {}),
     "threshold 0.9 + 200 init steps (before)": ({}, {"threshold": 0.9, "init_epochs": 200}),
     "no class balancing": ({}, {"class_balancing": False}),
+    "+ count thinning 3-100 + gamma 0.5-2 (SimCLR view)": ({"augmentation": {"counts": (3.0, 100.0), "gamma": (0.5, 2.0)}}, {}),
+    "+ count thinning + gamma (SimCLR and self-labeling views)": (
+        {"augmentation": {"counts": (3.0, 100.0), "gamma": (0.5, 2.0)}},
+        {"weak": {"intensity": 0.25, "counts": (10.0, 100.0), "gamma": (0.7, 1.4)},
+         "strong": {"blur_sigma": (0.1, 2.0), "noise_sigma": (0.001, 0.4), "counts": (3.0, 100.0), "gamma": (0.5, 2.0)}},
+    ),
 }
 
 
@@ -196,6 +202,7 @@ def ablation(args) -> dict:
         pretrained = encode(encoder, images, image_size=side, device="cpu", mask=mask)
         spectral = sc.tl.create_clusterer("spectral", n_clusters=k, random_state=seed, assign_labels="discretize")
         run["pretrained + SC"] = _scores(truth, spectral.fit(pretrained).labels_)
+        print(json.dumps({k: v for k, v in run.items() if k != "variants"}), flush=True)
         trained: dict = {}
         for variant in args.variants:
             simclr_params, sl_params = ABLATIONS[variant]

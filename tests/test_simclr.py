@@ -13,6 +13,8 @@ import spatialclust as sc  # noqa: E402
 from spatialclust.models._checkpoint import CONFIG_FILE, CheckpointError  # noqa: E402
 from spatialclust.models._losses import NTXentLoss  # noqa: E402
 from spatialclust.models._transforms import (  # noqa: E402
+    RandomCountThinning,
+    RandomGamma,
     RandomGaussianBlur,
     RandomGaussianNoise,
     RandomIntensityDistortion,
@@ -98,7 +100,7 @@ def test_augmentations_keep_shape_range_and_are_seeded():
     x = torch.rand(6, 20, 24)
     for transform in (
         RandomGaussianBlur(p=1), RandomGaussianNoise(p=1), RandomIntensityDistortion(p=1),
-        RandomRotation(p=1), RandomTranslation(p=1), RandomResizedCrop(p=1),
+        RandomRotation(p=1), RandomTranslation(p=1), RandomResizedCrop(p=1), RandomCountThinning(p=1), RandomGamma(p=1),
     ):
         a = transform(x, generator=torch.Generator().manual_seed(1))
         b = transform(x, generator=torch.Generator().manual_seed(1))
@@ -106,6 +108,20 @@ def test_augmentations_keep_shape_range_and_are_seeded():
         torch.testing.assert_close(a, b)
         assert not torch.allclose(a, x), type(transform).__name__
         assert transform.__class__(p=0)(x) is x or torch.equal(transform.__class__(p=0)(x), x)
+
+
+def test_count_thinning_and_gamma():
+    x = torch.linspace(0, 1, 32 * 32).reshape(1, 32, 32).repeat(200, 1, 1)
+    generator = torch.Generator().manual_seed(0)
+    few = RandomCountThinning((2.0, 2.0), p=1)(x, generator=generator)
+    many = RandomCountThinning((1000.0, 1000.0), p=1)(x, generator=generator)
+    error = lambda y: float((y - x).abs().mean())  # noqa: E731
+    assert error(many) < 0.05 < error(few)  # fewer counts: noisier
+    assert few.amax(dim=(1, 2)).eq(1).all()  # rescaled to the image maximum
+    y = RandomGamma((2.0, 2.0), p=1)(x, generator=generator)
+    torch.testing.assert_close(y, x**2)
+    with pytest.raises(ValueError, match="`counts` must satisfy"):
+        RandomCountThinning((10.0, 1.0))
 
 
 def test_blur_matches_torchvision():
