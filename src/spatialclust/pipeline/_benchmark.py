@@ -260,23 +260,11 @@ def _truth_classes(adata) -> np.ndarray | None:
     return adata.var[K.PATTERN].to_numpy()
 
 
-def _embedder_params(name: str, cfg: Mapping[str, Any], *, seed: int, n_clusters: int) -> dict[str, Any]:
-    from .. import tl
-
-    factory = tl.embedders.get(name)
+def _method_params(registry: Any, name: str, cfg: Mapping[str, Any], *, seed: int, n_clusters: int) -> dict[str, Any]:
+    """The configured parameters of a method plus the run's seed and number of clusters where it takes them."""
+    factory = registry.get(name)
     params = dict(cfg["params"].get(name, {}))
     for key, value in (("seed", seed), ("random_state", seed), ("n_clusters", n_clusters)):
-        if _accepts(factory, key):
-            params.setdefault(key, value)
-    return params
-
-
-def _clusterer_params(name: str, cfg: Mapping[str, Any], *, seed: int, n_clusters: int) -> dict[str, Any]:
-    from .. import tl
-
-    factory = tl.clusterers.get(name)
-    params = dict(cfg["params"].get(name, {}))
-    for key, value in (("random_state", seed), ("n_clusters", n_clusters)):
         if _accepts(factory, key):
             params.setdefault(key, value)
     return params
@@ -322,7 +310,7 @@ def _benchmark_dataset(item: Mapping[str, Any], cfg: Mapping[str, Any], *, deadl
         with PeakMemory() as memory:
             start = time.perf_counter()
             try:
-                embedder = tl.create_embedder(name, **_embedder_params(name, cfg, seed=seed, n_clusters=k))
+                embedder = tl.create_embedder(name, **_method_params(tl.embedders, name, cfg, seed=seed, n_clusters=k))
                 tl.embed(adata, embedder, key_added=key)
                 failed = None
             except Exception as err:  # one failing method must not stop the benchmark
@@ -340,7 +328,7 @@ def _benchmark_dataset(item: Mapping[str, Any], cfg: Mapping[str, Any], *, deadl
             partners = {}
         embedded.update({column: partners.get(column) for column in PARTNER_COLUMNS})
         own = _own_clustering(adata, key, embedder, seconds=embed_s)
-        jobs = [(c, _clusterer_params(c, cfg, seed=seed, n_clusters=k)) for c in cfg["clusterers"]]
+        jobs = [(c, _method_params(tl.clusterers, c, cfg, seed=seed, n_clusters=k)) for c in cfg["clusterers"]]
         if own is not None:
             jobs.append(("own", None))
         for clusterer, params in jobs:
