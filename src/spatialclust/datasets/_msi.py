@@ -296,7 +296,8 @@ def simulate_msi(
     pixel_size
         Pixel size in µm (``uns["grid"]["pixel_size"]``).
     mean_counts
-        Median expected count of an ion at the maximum of its pattern (ideal 60, real 5: most pixels hold 0-5 counts, as in measured data).
+        Median expected count of an ion at the maximum of its pattern (ideal 60; real 5: most pixels
+        hold 0-5 counts and most images are mostly zeros, as in measured data).
     abundance_sigma
         Log-normal spread of the ion abundances (ideal 0.8; real 1.2: the 5-95 % range spans two
         orders of magnitude).

@@ -240,7 +240,7 @@ def thinned_partner_check(
         ``(n_images, H, W)`` stack of raw counts.
     embedder
         A registered embedder name (``"regular"``, ``"neural"``, ...; see
-        :func:`spatialclust.tl.list_embedders`), an embedder object with ``fit`` and ``transform``
+        :func:`spatialclust.tl.list_embedders`), an embedder object with ``fit_transform`` and ``transform``
         (``images, mask=, pixel_size=``), or a callable ``images -> (n, d)`` features.
     clusterer
         A registered clusterer name (built with ``n_clusters`` and ``random_state=seed`` where it
@@ -292,10 +292,11 @@ def thinned_partner_check(
 
     if isinstance(embedder, str):
         embedder = tl.create_embedder(embedder)
-    if hasattr(embedder, "fit") and hasattr(embedder, "transform"):
+    if hasattr(embedder, "fit_transform") and hasattr(embedder, "transform"):
         if refit:
-            embedder.fit(originals, mask=mask, pixel_size=pixel_size)
-        a = embedder.transform(originals, mask=mask, pixel_size=pixel_size)
+            a = embedder.fit_transform(originals, mask=mask, pixel_size=pixel_size)
+        else:
+            a = embedder.transform(originals, mask=mask, pixel_size=pixel_size)
         b = embedder.transform(thinned, mask=mask, pixel_size=pixel_size)
     elif callable(embedder):
         a, b = embedder(originals), embedder(thinned)

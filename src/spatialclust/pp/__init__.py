@@ -3,7 +3,7 @@
 from ._images import feature_images, tissue_mask_image
 from ._matrix import preprocessing_steps
 from ._normalize import normalize_rms, normalize_tic
-from ._patches import PatchGrid, extract_patches, patch_grid
+from ._patches import PatchGrid, condition_images, extract_patches, patch_grid
 from ._preprocess import preprocess_ion_images
 from ._rasterize import rasterize_spots
 from ._st import preprocess_st
@@ -12,6 +12,7 @@ from ._tissue import otsu_threshold, tissue_mask
 
 __all__: list[str] = [
     "PatchGrid",
+    "condition_images",
     "extract_patches",
     "feature_images",
     "normalize_rms",
