@@ -32,42 +32,57 @@ def data(tmp_path_factory):
     return images, truth, embedder, path
 
 
-def test_trains_only_on_images_above_threshold(data, monkeypatch):
+def test_confidence_based_loss_trains_only_confident_weak_views():
+    from spatialclust.models._losses import ConfidenceBasedCrossEntropy
+
+    weak = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0], [0.1, 0.0, 0.0]])
+    strong = torch.randn(4, 3, requires_grad=True)
+    loss, n = ConfidenceBasedCrossEntropy(0.9, class_balancing=False)(weak, strong)
+    assert n == 3  # the last weak view is not confident
+    expected = torch.nn.functional.cross_entropy(strong[:3], torch.tensor([0, 1, 2]))
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert strong.grad[3].abs().max() == 0 and strong.grad[:3].abs().max() > 0
+    # class balancing: two confident images of class 0, one of class 1 -> weights 3/2 and 3
+    weak = torch.tensor([[5.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    strong = torch.randn(3, 2)
+    loss, _ = ConfidenceBasedCrossEntropy(0.9)(weak, strong)
+    expected = torch.nn.functional.cross_entropy(strong, torch.tensor([0, 0, 1]), weight=torch.tensor([1.5, 3.0]))
+    torch.testing.assert_close(loss, expected)
+    zero, n = ConfidenceBasedCrossEntropy(0.99)(torch.zeros(2, 2), strong[:2])
+    assert n == 0 and float(zero) == 0.0
+    with pytest.raises(ValueError, match="`threshold` must be a probability"):
+        ConfidenceBasedCrossEntropy(0.0)
+
+
+def test_auto_threshold_keeps_the_most_confident_fraction(data, monkeypatch):
     images, truth, embedder, _ = data
-    trained: list[np.ndarray] = []
+    steps: list[int] = []
     original = SelfLabelingClassifier._train_step
 
-    def spy(self, data_, indices, targets, *args):
-        trained.append(np.asarray(indices).copy())
-        return original(self, data_, indices, targets, *args)
+    def spy(self, batch, *args):
+        loss, n = original(self, batch, *args)
+        steps.append(n)
+        return loss, n
 
-    # a threshold that half of the images pass after the classifier initialisation (tiny random
-    # encoder: its probabilities are far from the paper's 0.9)
-    initial = SelfLabelingClassifier(embedder, epochs=0, **SELF_LABEL).fit(images, truth)
-    threshold = float(np.median(initial.confidences_[0]))
     monkeypatch.setattr(SelfLabelingClassifier, "_train_step", spy)
-    model = SelfLabelingClassifier(embedder, threshold=threshold, epochs=3, **SELF_LABEL)
-    model.fit(images, truth, true_labels=truth)
-    assert trained, "half of the images pass the threshold in the first epoch"
-    assert 0 < model.selections_[0].size < 16
-    # every trained image had a confidence >= threshold at the start of its epoch
-    epochs_run = len(model.selections_)
-    seen = np.concatenate(trained)
-    for selection, confidence in zip(model.selections_, model.confidences_):
-        np.testing.assert_array_equal(selection, np.flatnonzero(confidence >= threshold))
-        assert (confidence[selection] >= threshold).all()
-    assert set(seen.tolist()) <= set(np.concatenate(model.selections_).tolist())
-    per_epoch = sum(s.size for s in model.selections_)
-    assert seen.size == per_epoch  # each selected image exactly once per epoch, nothing else
+    model = SelfLabelingClassifier(embedder, epochs=3, confident_fraction=0.5, **SELF_LABEL).fit(images, truth, true_labels=truth)
+    initial = model.confidences_[0]
+    # the threshold lets the most confident half of the images through after the initialisation
+    assert model.threshold_ == pytest.approx(np.quantile(initial, 0.5))
+    assert len(steps) == 3 * 2  # 16 images in batches of 8, every epoch
+    assert [h["n_confident"] for h in model.history_[:-1]] == [sum(steps[i : i + 2]) for i in (0, 2, 4)]
+    assert model.history_[-1]["n_confident"] == int((model.probabilities_.max(1) > model.threshold_).sum())
     # history: one row per epoch + the final model, with accuracy against the given labels
-    assert [h["epoch"] for h in model.history_] == list(range(1, epochs_run + 2))
-    assert all(h["n_confident"] == s.size for h, s in zip(model.history_, model.selections_))
+    assert [h["epoch"] for h in model.history_] == [1, 2, 3, 4]
     assert all(0 <= h["accuracy"] <= 1 for h in model.history_)
-    assert all(np.isfinite(h["loss"]) for h in model.history_[:-1])
+    assert len(model.confidences_) == 1 + 3  # after the initialisation and after every epoch (with true labels)
     assert model.labels_.shape == (16,) and set(model.labels_) <= set(np.unique(truth))
     assert model.probabilities_.shape == (16, 4)
     np.testing.assert_allclose(model.probabilities_.sum(1), 1, rtol=1e-5)
     assert model.transform(images).shape == (16, 16)
+    fixed = SelfLabelingClassifier(embedder, threshold=0.3, epochs=1, **SELF_LABEL).fit(images, truth)
+    assert fixed.threshold_ == 0.3
 
 
 def test_embedder_is_not_modified(data):
@@ -83,7 +98,7 @@ def test_no_confident_image_warns_and_does_not_train(data, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("nothing may be trained below the threshold")
 
-    monkeypatch.setattr(SelfLabelingClassifier, "_train_step", fail)
+    monkeypatch.setattr("spatialclust.tl._self_label.optimizer_step", fail)
     model = SelfLabelingClassifier(path, threshold=0.99, epochs=2, init_epochs=0, **SELF_LABEL)
     with pytest.warns(NoConfidentImagesWarning, match="no image reached the confidence threshold 0.99"):
         model.fit(images, truth)
@@ -95,6 +110,8 @@ def test_no_confident_image_warns_and_does_not_train(data, monkeypatch):
 @pytest.mark.parametrize(
     ("kwargs", "labels", "message"),
     [({"threshold": 1.5}, None, "`threshold` must be a probability"),
+     ({"confident_fraction": 0.0}, None, "`confident_fraction` must be a probability"),
+     ({"weak": "huge"}, None, "Invalid option `huge` for `strength`"),
      ({}, np.zeros(16, dtype=int), "at least 2 clusters"),
      ({}, np.zeros(5, dtype=int), r"one label per image, shape \(16,\)"),
      ({"embedder": "does/not/exist"}, None, "does not exist")],

@@ -13,6 +13,8 @@ import spatialclust as sc  # noqa: E402
 from spatialclust.models._checkpoint import CONFIG_FILE, CheckpointError  # noqa: E402
 from spatialclust.models._losses import NTXentLoss  # noqa: E402
 from spatialclust.models._transforms import (  # noqa: E402
+    RandomCountThinning,
+    RandomGamma,
     RandomGaussianBlur,
     RandomGaussianNoise,
     RandomIntensityDistortion,
@@ -98,7 +100,7 @@ def test_augmentations_keep_shape_range_and_are_seeded():
     x = torch.rand(6, 20, 24)
     for transform in (
         RandomGaussianBlur(p=1), RandomGaussianNoise(p=1), RandomIntensityDistortion(p=1),
-        RandomRotation(p=1), RandomTranslation(p=1), RandomResizedCrop(p=1),
+        RandomRotation(p=1), RandomTranslation(p=1), RandomResizedCrop(p=1), RandomCountThinning(p=1), RandomGamma(p=1),
     ):
         a = transform(x, generator=torch.Generator().manual_seed(1))
         b = transform(x, generator=torch.Generator().manual_seed(1))
@@ -106,6 +108,20 @@ def test_augmentations_keep_shape_range_and_are_seeded():
         torch.testing.assert_close(a, b)
         assert not torch.allclose(a, x), type(transform).__name__
         assert transform.__class__(p=0)(x) is x or torch.equal(transform.__class__(p=0)(x), x)
+
+
+def test_count_thinning_and_gamma():
+    x = torch.linspace(0, 1, 32 * 32).reshape(1, 32, 32).repeat(200, 1, 1)
+    generator = torch.Generator().manual_seed(0)
+    few = RandomCountThinning((2.0, 2.0), p=1)(x, generator=generator)
+    many = RandomCountThinning((1000.0, 1000.0), p=1)(x, generator=generator)
+    error = lambda y: float((y - x).abs().mean())  # noqa: E731
+    assert error(many) < 0.05 < error(few)  # fewer counts: noisier
+    assert few.amax(dim=(1, 2)).eq(1).all()  # rescaled to the image maximum
+    y = RandomGamma((2.0, 2.0), p=1)(x, generator=generator)
+    torch.testing.assert_close(y, x**2)
+    with pytest.raises(ValueError, match="`counts` must satisfy"):
+        RandomCountThinning((10.0, 1.0))
 
 
 def test_blur_matches_torchvision():
@@ -118,7 +134,8 @@ def test_blur_matches_torchvision():
 
 def test_default_views_are_appearance_only():
     names = [type(t).__name__ for t in ion_image_transform().transforms]
-    assert names == ["RandomIntensityDistortion", "RandomGaussianBlur", "RandomGaussianNoise"]
+    assert names == ["RandomGaussianBlur", "RandomIntensityDistortion", "RandomGaussianNoise"]  # the authors' order
+    assert all(t.p == 1.0 for t in ion_image_transform().transforms)  # always applied, as in the authors' code
     geometric = [type(t).__name__ for t in ion_image_transform(rotation=15, translation=0.05, resized_crop=True).transforms]
     assert geometric[:3] == ["RandomRotation", "RandomTranslation", "RandomResizedCrop"]
     x = torch.rand(4, 16, 16)
@@ -130,6 +147,30 @@ def test_default_views_are_appearance_only():
     mask[4:12, 4:12] = True
     masked = ion_image_transform(mask=mask)(x, generator=torch.Generator().manual_seed(0))
     assert masked[:, ~mask].abs().max() == 0
+
+
+def test_augmentation_strength_by_name_or_mapping():
+    from spatialclust.models._transforms import AUGMENTATION_STRENGTHS, augmentation_strength
+
+    assert augmentation_strength("strong") == AUGMENTATION_STRENGTHS["strong"]
+    custom = augmentation_strength({"p": 0.5, "blur_sigma": (0.1, 2.0)})
+    assert custom["p"] == 0.5 and custom["noise_sigma"] == AUGMENTATION_STRENGTHS["medium"]["noise_sigma"]
+    blur = ion_image_transform({"p": 0.5, "blur_sigma": (0.1, 2.0)}).transforms[0]
+    assert blur.p == 0.5 and blur.sigma == (0.1, 2.0)
+    with pytest.raises(ValueError, match="Invalid option `huge` for `strength`"):
+        augmentation_strength("huge")
+    with pytest.raises(ValueError, match=r"Unknown augmentation parameter\(s\) \['sigma'\]"):
+        augmentation_strength({"sigma": 1.0})
+    with pytest.raises(ValueError, match="Invalid option `huge`"):
+        SimCLREmbedder(**{**FAST, "epochs": 1, "augmentation": "huge"}).fit(blob_images()[0])
+
+
+def test_auto_batch_is_half_the_images():
+    from spatialclust.tl._simclr import resolve_batch_size
+
+    assert resolve_batch_size("auto", 367) == 183  # the authors' 183 of 367 images
+    assert resolve_batch_size("auto", 3) == 2 and resolve_batch_size("auto", 10_000) == 256
+    assert resolve_batch_size(64, 10) == 10
 
 
 # ----------------------------------------------------------------------------- training

@@ -310,6 +310,38 @@ def train(
     typer.echo(f"Done: {embedder.epochs_} epochs, final loss {losses[-1]:.4f}. Checkpoint: {output.resolve()}")
 
 
+@app.command()
+def benchmark(
+    datasets: Annotated[Optional[list[str]], typer.Argument(
+        help="`simulated:SEED` or data files (.imzML, .h5ad, .npz, ...); default simulated:0..4.")] = None,
+    output: OutputOpt = None,
+    embedders: Annotated[Optional[str], typer.Option(help="Comma-separated embedders (default all; regular always).")] = None,
+    clusterers: Annotated[Optional[str], typer.Option(help="Comma-separated clusterers (default all).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="A method parameter: --set simclr.epochs=20.")] = None,
+    n_clusters: Annotated[Optional[int], typer.Option(help="Clusters (default: the true classes, else 20).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Small data and short trainings (smoke test).")] = False,
+    budget: Annotated[Optional[float], typer.Option(help="Seconds; then the remaining embedders are skipped.")] = None,
+    seed: SeedOpt = None,
+    overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Benchmark every embedder x clusterer on a suite of datasets; writes leaderboard.csv/.html (see docs/cli.md)."""
+    from .pipeline import LEADERBOARD_HTML, parse_method_params, run_benchmark
+
+    setup_logging(verbose, quiet)
+    files_only_mode()
+    output = output or Path("spatialclust_benchmark")
+    split = lambda text: None if text is None else [s.strip() for s in text.split(",") if s.strip()]  # noqa: E731
+    try:
+        run_benchmark(datasets, output, embedders=split(embedders), clusterers=split(clusterers), params=parse_method_params(set_ or ()),
+                      n_clusters=n_clusters, quick=quick, budget=budget, seed=0 if seed is None else seed, overwrite=overwrite)
+    except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as err:
+        logger.debug("benchmark failed", exc_info=True)
+        fail(err)
+    typer.echo(f"Done. Open {(output / LEADERBOARD_HTML).resolve()}")
+
+
 cells_app = typer.Typer(
     help="Phenotype cells from multichannel single-cell images (image-enabled cell sorting, imaging flow cytometry).",
     no_args_is_help=True,

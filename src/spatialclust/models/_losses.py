@@ -1,7 +1,9 @@
-"""Contrastive loss of SimCLR: NT-Xent (normalised temperature-scaled cross entropy).
+"""Losses of the self-supervised clustering of ion images (Hu et al. 2022, Chem. Sci. 13, 90; seed 001).
 
-Chen et al. (2020), "A simple framework for contrastive learning of visual representations",
-ICML; used for ion images by Hu et al. (2022, Chem. Sci. 13, 90; seed 001).
+- :class:`NTXentLoss`: the contrastive loss of SimCLR (Chen et al. 2020, ICML).
+- :class:`ConfidenceBasedCrossEntropy`: the self-labeling loss of SCAN (Van Gansbeke et al. 2020,
+  ECCV), as in the authors' implementation: pseudo labels from the weak view, cross entropy of the
+  strong view, only where the weak view is confident, with class-balancing weights.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["NTXentLoss"]
+__all__ = ["ConfidenceBasedCrossEntropy", "NTXentLoss"]
 
 
 class NTXentLoss(nn.Module):
@@ -58,3 +60,59 @@ class NTXentLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
+
+
+class ConfidenceBasedCrossEntropy(nn.Module):
+    """Self-labeling loss: cross entropy of strong views against the confident weak-view predictions.
+
+    For every image of a batch the weakly augmented view gives the pseudo label (its argmax) and
+    the confidence (its largest softmax probability). Only images whose confidence exceeds
+    ``threshold`` count; the loss is the cross entropy of their *strongly* augmented view against the
+    pseudo label, each class weighted by the inverse of its share among the confident images
+    (``class_balancing``), so that large clusters do not absorb small ones (Van Gansbeke et al.
+    2020; Hu et al. 2022).
+
+    Parameters
+    ----------
+    threshold
+        Confidence an image needs to be trained on, in (0, 1].
+    class_balancing
+        Weight classes by the inverse of their frequency among the confident images.
+
+    Examples
+    --------
+    >>> loss = ConfidenceBasedCrossEntropy(threshold=0.5)
+    >>> weak = torch.tensor([[4.0, 0.0], [0.0, 0.1]])
+    >>> value, n_confident = loss(weak, torch.zeros(2, 2))
+    >>> n_confident
+    1
+    """
+
+    def __init__(self, threshold: float = 0.9, *, class_balancing: bool = True) -> None:
+        super().__init__()
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise ValueError(f"`threshold` must be a probability in (0, 1]; received {threshold!r}.")
+        self.threshold = float(threshold)
+        self.class_balancing = bool(class_balancing)
+
+    def forward(self, weak_logits: torch.Tensor, strong_logits: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``(loss, n_confident)``; the loss is 0 (still differentiable) when no image is confident."""
+        if weak_logits.ndim != 2 or weak_logits.shape != strong_logits.shape:
+            raise ValueError(
+                f"Weak and strong logits must have the same shape (N, n_classes); received {tuple(weak_logits.shape)} "
+                f"and {tuple(strong_logits.shape)}."
+            )
+        confidence, target = torch.softmax(weak_logits.detach().float(), dim=1).max(dim=1)
+        confident = confidence > self.threshold
+        n_confident = int(confident.sum())
+        if n_confident == 0:
+            return strong_logits.sum() * 0.0, 0
+        target = target[confident]
+        weight = None
+        if self.class_balancing:
+            counts = torch.bincount(target, minlength=weak_logits.shape[1]).float()
+            weight = torch.where(counts > 0, n_confident / counts.clamp_min(1), torch.ones_like(counts))
+        return F.cross_entropy(strong_logits[confident].float(), target, weight=weight), n_confident
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, class_balancing={self.class_balancing}"

@@ -1,14 +1,18 @@
 """Self-labeling: fine-tune the SimCLR encoder and a linear classifier on confidently classified images.
 
 Steps 2-3 of the self-supervised clustering of Hu, Padmakumar Bindu & Laskin (2022), Chem. Sci.
-13, 90 (seed 001), after the SCAN self-labeling of Van Gansbeke et al. (2020, ECCV):
+13, 90 (seed 001), after the SCAN self-labeling of Van Gansbeke et al. (2020, ECCV), as the
+authors' implementation (github.com/LabLaskin/MSI-self-supervised-clustering) does it:
 
 1. the initial labels come from spectral clustering of the SimCLR representations on a 10-NN graph
    (:class:`~spatialclust.tl._cluster.SpectralClusterer`);
-2. a linear classifier (linear layer + softmax) is initialised on the frozen encoder with these labels;
-3. encoder and classifier are fine-tuned on the *confidently* classified images only (largest
-   softmax probability >= 0.9, re-selected at the start of every epoch), each image seen in one weak
-   and one strong augmentation, with the cross entropy of both views against its predicted label.
+2. a linear classifier (linear layer + softmax) is initialised on the frozen encoder with these
+   labels, briefly (40 steps), so that its confidences still rank the images;
+3. the confidence threshold is the one that keeps the most confident 60% of the images after the
+   initialisation (the paper: 0.9, which kept 58%); encoder and classifier are then fine-tuned:
+   for every image of a batch a weak view gives the pseudo label and the confidence, and the
+   strong view of the images above the threshold is trained with a class-balanced cross entropy
+   (:class:`~spatialclust.models._losses.ConfidenceBasedCrossEntropy`).
 
 PyTorch is imported inside the functions, so ``import spatialclust`` stays light.
 """
@@ -31,6 +35,7 @@ from .._compat import resolve_device
 from .._logging import logger, progress
 from ._embed import _plain_params, check_images
 from ._simclr import (
+    INIT_ASSIGN_LABELS,
     SimCLREmbedder,
     _check_positive_float,
     _check_positive_int,
@@ -38,13 +43,14 @@ from ._simclr import (
     channels_last,
     encode,
     optimizer_step,
+    resolve_batch_size,
 )
 
 __all__ = ["NoConfidentImagesWarning", "SelfLabelingClassifier", "self_label"]
 
-#: Epochs of ``epochs="auto"`` (GPU / CPU); see docs/methods.md.
-GPU_EPOCHS = 25
-CPU_EPOCHS = 5
+#: Epochs of ``epochs="auto"``: the authors' 150 on a GPU, fewer on a CPU (see docs/methods.md).
+GPU_EPOCHS = 150
+CPU_EPOCHS = 10
 
 
 class NoConfidentImagesWarning(UserWarning):
@@ -60,16 +66,28 @@ class SelfLabelingClassifier(BaseEstimator):
         A fitted :class:`~spatialclust.tl.SimCLREmbedder` or the directory of a SimCLR checkpoint.
         Its encoder is copied; the embedder itself is not modified.
     threshold
-        Softmax probability an image needs to be trained on (0.9 in the paper). It is never lowered:
-        if no image reaches it, training stops with a :class:`NoConfidentImagesWarning`.
+        Softmax probability above which an image (its weak view) is trained on; ``"auto"`` = the
+        probability that the ``confident_fraction`` most confident images exceed after the
+        classifier initialisation (the authors' code; the paper's 0.9 kept 58%). Fixed for the
+        whole training and never lowered: if no image exceeds it in an epoch, training stops with a
+        :class:`NoConfidentImagesWarning`.
+    confident_fraction
+        Share of the images above ``threshold="auto"`` (0.6 as in the authors' code).
     epochs
-        Self-labeling epochs; ``"auto"`` = 25 on a GPU, 5 on a CPU (logged).
+        Self-labeling epochs; ``"auto"`` = 150 on a GPU (authors' code), 10 on a CPU (logged).
     init_epochs
-        Full-batch epochs of the classifier initialisation on the frozen encoder (0: random classifier).
+        Full-batch steps of the classifier initialisation on the frozen encoder (0: random
+        classifier; 40 = the authors' 20 epochs of two batches).
     batch_size
-        Confident images per mini-batch.
+        Images per mini-batch; ``"auto"`` = half the images (at most 256), as the authors' code.
     lr, init_lr, weight_decay
-        AdamW learning rates of fine-tuning and of the classifier initialisation, and weight decay.
+        AdamW learning rates of fine-tuning (1e-4) and of the classifier initialisation (1e-3),
+        and weight decay.
+    class_balancing
+        Weight every class of a batch by the inverse of its share among the confident images.
+    weak, strong
+        Augmentation strengths of the two views (:data:`~spatialclust.models._transforms.AUGMENTATION_STRENGTHS`
+        names or parameter mappings).
     rotation, translation, resized_crop
         Optional geometric augmentations added to both views (off by default, as in the paper).
     device, mixed_precision, seed
@@ -80,21 +98,24 @@ class SelfLabelingClassifier(BaseEstimator):
     classes_ : ndarray
         The initial cluster labels, in the order of the classifier outputs.
     labels_ : ndarray
-        Final cluster of every image (a value of ``classes_``).
+        Final cluster of every image (a value of ``classes_``): the classifier's prediction for the
+        un-augmented image.
     probabilities_ : ndarray
         ``(n_images, n_classes)`` softmax probabilities after fine-tuning.
     initial_labels_ : ndarray
         Classifier prediction after initialisation, before fine-tuning.
+    threshold_ : float
+        The confidence threshold used.
     history_ : list of dict
-        Per epoch: ``epoch``, ``n_confident`` (images selected for that epoch), ``loss``,
-        ``accuracy`` (of all predictions against ``true_labels``, NaN without), ``seconds``; the
-        last entry (``epoch`` = number of epochs + 1, ``loss`` NaN) describes the final model.
-    selections_ : list of ndarray
-        Indices of the images trained on in every epoch.
+        Per epoch: ``epoch``, ``n_confident`` (weak views above the threshold in that epoch),
+        ``loss``, ``accuracy`` (of the predictions for the clean images after the epoch against
+        ``true_labels``, NaN without), ``seconds``; the last entry (``epoch`` = number of epochs
+        + 1, ``loss`` NaN, ``n_confident`` of the clean images) describes the final model.
     confidences_ : list of ndarray
-        Largest softmax probability of every image at the start of every epoch (and at the end).
+        Largest softmax probability of every clean image after the initialisation and at the end
+        (and after every epoch when ``true_labels`` are given).
     stopped_early_ : bool
-        True if no image passed the threshold and training stopped.
+        True if no image passed the threshold in an epoch and training stopped.
     model_ : torch.nn.Module
         Fine-tuned encoder + classifier (``model_.encoder``, ``model_.head``).
     """
@@ -103,13 +124,17 @@ class SelfLabelingClassifier(BaseEstimator):
         self,
         embedder: SimCLREmbedder | str | os.PathLike | None = None,
         *,
-        threshold: float = 0.9,
+        threshold: float | str = "auto",
+        confident_fraction: float = 0.6,
         epochs: int | str = "auto",
-        init_epochs: int = 200,
-        batch_size: int = 64,
+        init_epochs: int = 40,
+        batch_size: int | str = "auto",
         lr: float = 1e-4,
         init_lr: float = 1e-3,
         weight_decay: float = 1e-4,
+        class_balancing: bool = True,
+        weak: str | dict[str, Any] = "weak",
+        strong: str | dict[str, Any] = "strong",
         rotation: float = 0.0,
         translation: float = 0.0,
         resized_crop: bool = False,
@@ -119,12 +144,16 @@ class SelfLabelingClassifier(BaseEstimator):
     ) -> None:
         self.embedder = embedder
         self.threshold = threshold
+        self.confident_fraction = confident_fraction
         self.epochs = epochs
         self.init_epochs = init_epochs
         self.batch_size = batch_size
         self.lr = lr
         self.init_lr = init_lr
         self.weight_decay = weight_decay
+        self.class_balancing = class_balancing
+        self.weak = weak
+        self.strong = strong
         self.rotation = rotation
         self.translation = translation
         self.resized_crop = resized_crop
@@ -146,15 +175,23 @@ class SelfLabelingClassifier(BaseEstimator):
         )
 
     def _validate(self) -> None:
-        t = self.threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
-            raise ValueError(f"`threshold` must be a probability in (0, 1]; received {t!r}.")
+        for name in ("threshold", "confident_fraction"):
+            t = getattr(self, name)
+            if name == "threshold" and t == "auto":
+                continue
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
+                extra = " or 'auto'" if name == "threshold" else ""
+                raise ValueError(f"`{name}` must be a probability in (0, 1]{extra}; received {t!r}.")
         _check_positive_int(self.epochs, "epochs", allow_auto=True, low=0)
         _check_positive_int(self.init_epochs, "init_epochs", low=0)
-        _check_positive_int(self.batch_size, "batch_size")
+        _check_positive_int(self.batch_size, "batch_size", allow_auto=True)
         for name in ("lr", "init_lr"):
             _check_positive_float(getattr(self, name), name)
         _check_positive_float(self.weight_decay, "weight_decay", allow_zero=True)
+        from ..models._transforms import augmentation_strength
+
+        augmentation_strength(self.weak)
+        augmentation_strength(self.strong)
 
     def _probabilities(self, data) -> np.ndarray:
         """Softmax probabilities of the clean images (eval mode)."""
@@ -167,6 +204,16 @@ class SelfLabelingClassifier(BaseEstimator):
                 x = channels_last(self.model_.encoder.preprocess(data[start : start + 128], size=self.image_size_))
                 out.append(torch.softmax(self.model_(x).float(), dim=1).cpu())
         return torch.cat(out).numpy()
+
+    def _resolve_threshold(self, confidence: np.ndarray) -> float:
+        if self.threshold != "auto":
+            return float(self.threshold)
+        threshold = float(np.quantile(confidence, 1.0 - float(self.confident_fraction)))
+        logger.info(
+            "Self-labeling threshold %.3f: the %.0f%% most confident images after the classifier initialisation "
+            "(threshold='auto').", threshold, 100 * float(self.confident_fraction),
+        )
+        return threshold
 
     # ------------------------------------------------------------------ fit
 
@@ -197,6 +244,7 @@ class SelfLabelingClassifier(BaseEstimator):
 
         from ..metrics import clustering_accuracy
         from ..models._heads import ClassificationHead, EncoderClassifier
+        from ..models._losses import ConfidenceBasedCrossEntropy
         from ..models._transforms import self_labeling_views
 
         arr, mask = check_images(images, mask=mask)
@@ -236,56 +284,60 @@ class SelfLabelingClassifier(BaseEstimator):
             nn.functional.cross_entropy(head(x_init), y_init).backward()
             optimizer.step()
         self.model_ = EncoderClassifier(encoder, head)
+        probs = self._probabilities(data)
+        self.initial_labels_ = self.classes_[probs.argmax(1)]
+        self.confidences_ = [probs.max(1)]
+        self.threshold_ = self._resolve_threshold(probs.max(1))
 
-        # step 3: self-labeling on confidently classified images
+        # step 3: self-labeling, confident weak views teach the strong views
         epochs = self._resolve_epochs()
         views = self_labeling_views(
-            rotation=self.rotation, translation=self.translation, resized_crop=self.resized_crop,
-            mask=None if mask is None else torch.as_tensor(mask),
+            self.weak, self.strong, rotation=self.rotation, translation=self.translation,
+            resized_crop=self.resized_crop, mask=None if mask is None else torch.as_tensor(mask),
         ).to(self.device_)
+        criterion = ConfidenceBasedCrossEntropy(self.threshold_, class_balancing=self.class_balancing)
         optimizer = torch.optim.AdamW(self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
         autocast, scaler = autocast_context(self.device_, self.mixed_precision)
-        self.history_, self.selections_, self.confidences_ = [], [], []
+        batch_size = resolve_batch_size(self.batch_size, n)
+        self.history_ = []
         self.stopped_early_ = False
-        probs = self._probabilities(data)
-        self.initial_labels_ = self.classes_[probs.argmax(1)]
         bar = progress(range(epochs), desc="Self-labeling", total=epochs, leave=False)
         for epoch in bar:
             start = time.perf_counter()
-            confidence = probs.max(1)
-            pseudo = probs.argmax(1)
-            selected = np.flatnonzero(confidence >= self.threshold)
-            self.confidences_.append(confidence)
-            self.selections_.append(selected)
-            accuracy = float("nan") if truth is None else clustering_accuracy(truth, pseudo)
-            if selected.size == 0:
+            loss, n_confident = self._train_epoch(data, epoch, views, criterion, optimizer, batch_size, autocast, scaler)
+            if n_confident:
+                scheduler.step()
+            accuracy = float("nan")
+            if truth is not None:
+                probs = self._probabilities(data)
+                self.confidences_.append(probs.max(1))
+                accuracy = clustering_accuracy(truth, probs.argmax(1))
+            self.history_.append({
+                "epoch": epoch + 1, "n_confident": n_confident, "loss": loss, "accuracy": accuracy,
+                "seconds": round(time.perf_counter() - start, 3),
+            })
+            if n_confident == 0:
                 self.stopped_early_ = True
                 msg = (
-                    f"Self-labeling epoch {epoch + 1}: no image reached the confidence threshold {self.threshold} "
-                    f"(largest softmax probability {confidence.max():.3f}); stopping without training. The threshold "
-                    "is not lowered automatically: pass a lower `threshold`, more `init_epochs`, or check the initial labels."
+                    f"Self-labeling epoch {epoch + 1}: no image reached the confidence threshold {self.threshold_:.3g}; "
+                    "stopping without training. The threshold is not lowered automatically: pass a lower `threshold` "
+                    "(or threshold='auto'), more `init_epochs`, or check the initial labels."
                 )
                 logger.warning(msg)
                 warnings.warn(msg, NoConfidentImagesWarning, stacklevel=2)
-                self.history_.append({"epoch": epoch + 1, "n_confident": 0, "loss": float("nan"), "accuracy": accuracy, "seconds": 0.0})
                 break
-            loss = self._train_epoch(data, selected, pseudo, epoch, views, optimizer, autocast, scaler)
-            scheduler.step()
-            self.history_.append({
-                "epoch": epoch + 1, "n_confident": int(selected.size), "loss": loss, "accuracy": accuracy,
-                "seconds": round(time.perf_counter() - start, 3),
-            })
-            bar.set_postfix(loss=f"{loss:.4f}", confident=int(selected.size))
+            bar.set_postfix(loss=f"{loss:.4f}", confident=n_confident)
             logger.info(
-                "Self-labeling epoch %d/%d: %d/%d confident images (p >= %g), loss %.4f%s", epoch + 1, epochs,
-                selected.size, n, self.threshold, loss, "" if truth is None else f", accuracy {accuracy:.3f}",
+                "Self-labeling epoch %d/%d: %d/%d confident weak views (p > %.3g), loss %.4f%s", epoch + 1, epochs,
+                n_confident, n, self.threshold_, loss, "" if truth is None else f", accuracy {accuracy:.3f}",
             )
-            probs = self._probabilities(data)
+        probs = self._probabilities(data)
         confidence = probs.max(1)
-        self.confidences_.append(confidence)
+        if truth is None or not self.history_:
+            self.confidences_.append(confidence)
         self.history_.append({
-            "epoch": len(self.history_) + 1, "n_confident": int((confidence >= self.threshold).sum()), "loss": float("nan"),
+            "epoch": len(self.history_) + 1, "n_confident": int((confidence > self.threshold_).sum()), "loss": float("nan"),
             "accuracy": float("nan") if truth is None else clustering_accuracy(truth, probs.argmax(1)), "seconds": 0.0,
         })
         self.probabilities_ = probs
@@ -301,33 +353,38 @@ class SelfLabelingClassifier(BaseEstimator):
             return CPU_EPOCHS
         return GPU_EPOCHS
 
-    def _train_epoch(self, data, selected, pseudo, epoch, views, optimizer, autocast, scaler) -> float:
-        """One pass over the confident images ``selected``; returns the mean loss."""
+    def _train_epoch(self, data, epoch, views, criterion, optimizer, batch_size, autocast, scaler) -> tuple[float, int]:
+        """One pass over all images in a seeded random order; returns the mean loss of the batches
+        that had confident images (NaN if none had) and the number of confident weak views."""
         import torch
 
         self.model_.train()
         generator = torch.Generator().manual_seed(int(self.seed) * 100_003 + epoch)
-        order = selected[torch.randperm(selected.size, generator=generator).numpy()]
-        losses = []
-        for start in range(0, order.size, int(self.batch_size)):
-            idx = order[start : start + int(self.batch_size)]
-            losses.append(self._train_step(data, idx, pseudo[idx], generator, views, optimizer, autocast, scaler))
-        return float(np.mean(losses))
+        order = torch.randperm(data.shape[0], generator=generator)
+        losses, n_confident = [], 0
+        for start in range(0, data.shape[0], batch_size):
+            idx = order[start : start + batch_size]
+            if idx.numel() < 2:  # a single left-over image: no batch statistics
+                continue
+            loss, confident = self._train_step(data[idx.to(data.device)], generator, views, criterion, optimizer, autocast, scaler)
+            n_confident += confident
+            if confident:
+                losses.append(loss)
+        return (float(np.mean(losses)) if losses else float("nan")), n_confident
 
-    def _train_step(self, data, indices, targets, generator, views, optimizer, autocast, scaler) -> float:
-        """Cross entropy of a weak and a strong view of the images ``indices`` against ``targets``."""
+    def _train_step(self, batch, generator, views, criterion, optimizer, autocast, scaler) -> tuple[float, int]:
+        """Pseudo labels from the weak views, a gradient step on the confident strong views."""
         import torch
-        from torch import nn
 
-        batch = data[torch.from_numpy(indices).to(data.device)]
         weak, strong = views(batch, generator=generator)
-        x = channels_last(self.model_.encoder.preprocess(torch.cat([weak, strong]), size=self.image_size_))
-        y = torch.from_numpy(np.concatenate([targets, targets])).to(data.device)
+        with torch.no_grad(), autocast:
+            weak_logits = self.model_(channels_last(self.model_.encoder.preprocess(weak, size=self.image_size_)))
         with autocast:
-            logits = self.model_(x)
-        loss = nn.functional.cross_entropy(logits.float(), y)
-        optimizer_step(loss, optimizer, scaler)
-        return float(loss.detach())
+            strong_logits = self.model_(channels_last(self.model_.encoder.preprocess(strong, size=self.image_size_)))
+        loss, n_confident = criterion(weak_logits.float(), strong_logits.float())
+        if n_confident:
+            optimizer_step(loss, optimizer, scaler)
+        return float(loss.detach()), n_confident
 
     # ------------------------------------------------------------------ inference
 
@@ -435,7 +492,7 @@ def self_label(
     adata = adata.copy() if copy else adata
     if init_labels is None:
         init_key = f"{key_added}_init"
-        spectral = create_clusterer("spectral", n_clusters=n_clusters, random_state=random_state)
+        spectral = create_clusterer("spectral", n_clusters=n_clusters, random_state=random_state, assign_labels=INIT_ASSIGN_LABELS)
         adata.var[init_key] = spectral.fit(adata.varm[use_rep]).labels_
         logger.info("Initial labels: spectral clustering of `%s` into %d clusters.", use_rep, spectral.n_clusters_)
     else:

@@ -22,15 +22,38 @@ from .._compat import resolve_device
 from .._logging import logger, progress
 from ._embed import ImageEmbedder, check_images, register_embedder
 
-__all__ = ["CHECKPOINT_KIND", "SimCLREmbedder", "autocast_context", "channels_last", "encode", "linear_evaluation", "resolve_image_size"]
+__all__ = [
+    "CHECKPOINT_KIND",
+    "SimCLREmbedder",
+    "autocast_context",
+    "channels_last",
+    "encode",
+    "linear_evaluation",
+    "resolve_batch_size",
+    "resolve_image_size",
+]
 
 CHECKPOINT_KIND = "simclr"
 #: Epochs of ``epochs="auto"``: the paper's 50 on a GPU, fewer on a CPU (see docs/methods.md).
 PAPER_EPOCHS = 50
-CPU_EPOCHS = 15
+CPU_EPOCHS = 40
 #: Largest input side of ``image_size="auto"`` on a CPU (the paper fed its 96 px images natively).
 CPU_MAX_SIDE = 128
 GPU_MAX_SIDE = 224
+#: Label assignment of the initial spectral clustering of self-labeling (the authors' code).
+INIT_ASSIGN_LABELS = "discretize"
+#: Largest mini-batch of ``batch_size="auto"`` (half the images, as the authors' 183 of 367).
+MAX_AUTO_BATCH = 256
+
+
+def resolve_batch_size(batch_size: int | str, n_images: int) -> int:
+    """Images per mini-batch: ``"auto"`` = half the images (two batches per epoch, as the authors'
+    code: 183 of 367 images), at most 256; a number larger than ``n_images`` is capped (logged)."""
+    if batch_size == "auto":
+        return max(2, min(n_images // 2, MAX_AUTO_BATCH))
+    if int(batch_size) > n_images:
+        logger.info("`batch_size`=%d is larger than the %d images; using batches of %d.", batch_size, n_images, n_images)
+    return min(int(batch_size), n_images)
 
 
 def resolve_image_size(image_size: int | str | None, shape: tuple[int, int], device: str, *, min_size: int) -> int:
@@ -115,20 +138,28 @@ class SimCLREmbedder(ImageEmbedder):
     pretrained, weights
         Start from the backbone's published weights, or from a local weight file.
     epochs
-        Training epochs; ``"auto"`` = 50 on a GPU (paper) and 15 on a CPU (logged; see
+        Training epochs; ``"auto"`` = 50 on a GPU (paper) and 40 on a CPU (logged; see
         docs/methods.md for the measured effect).
     batch_size
-        Images per mini-batch ``N`` (capped at the number of images, with a log message).
+        Images per mini-batch ``N``; ``"auto"`` = half the images (at most 256), so an epoch is two
+        steps as in the authors' code (183 of 367 images). A number larger than the data is capped
+        (logged).
     lr, weight_decay
-        AdamW learning rate and weight decay; the learning rate follows a cosine schedule over
-        ``epochs``.
+        AdamW learning rate (1e-3 as in the authors' code) and weight decay; the learning rate
+        follows a cosine schedule over ``epochs``.
     temperature
         NT-Xent temperature (0.5 as in the authors' code).
     projection_dim, hidden_dim
-        Output and hidden width of the projection head (hidden default: encoder width, as in the paper).
+        Output and hidden width of the projection head (1024 and the encoder width, as in the
+        authors' code).
     image_size
         Input side in pixels; ``"auto"`` = the images' native side capped at 128 px on a CPU and
         224 px on a GPU; None = native side.
+    augmentation
+        Strength of the appearance augmentations: ``"medium"`` (the authors' SimCLR view: blur
+        sigma 0.01-0.75 px, brightness/contrast +-50%, noise sigma up to 0.2, always applied),
+        ``"weak"``, ``"strong"``, or a mapping of the parameters
+        (:func:`spatialclust.models._transforms.augmentation_strength`).
     blur, noise, intensity
         Appearance augmentations (all on, as in the paper).
     rotation, translation, resized_crop
@@ -194,13 +225,14 @@ class SimCLREmbedder(ImageEmbedder):
         pretrained: bool = True,
         weights: str | None = None,
         epochs: int | str = "auto",
-        batch_size: int = 64,
-        lr: float = 3e-4,
+        batch_size: int | str = "auto",
+        lr: float = 1e-3,
         weight_decay: float = 1e-4,
         temperature: float = 0.5,
-        projection_dim: int = 128,
+        projection_dim: int = 1024,
         hidden_dim: int | None = None,
         image_size: int | str | None = "auto",
+        augmentation: str | dict[str, Any] = "medium",
         blur: bool = True,
         noise: bool = True,
         intensity: bool = True,
@@ -228,6 +260,7 @@ class SimCLREmbedder(ImageEmbedder):
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim
         self.image_size = image_size
+        self.augmentation = augmentation
         self.blur = blur
         self.noise = noise
         self.intensity = intensity
@@ -282,7 +315,10 @@ class SimCLREmbedder(ImageEmbedder):
 
     def _validate(self) -> None:
         _check_positive_int(self.epochs, "epochs", allow_auto=True)
-        _check_positive_int(self.batch_size, "batch_size", low=2)
+        _check_positive_int(self.batch_size, "batch_size", allow_auto=True, low=2)
+        from ..models._transforms import augmentation_strength
+
+        augmentation_strength(self.augmentation)
         _check_positive_float(self.lr, "lr")
         _check_positive_float(self.weight_decay, "weight_decay", allow_zero=True)
         _check_positive_float(self.temperature, "temperature")
@@ -316,7 +352,7 @@ class SimCLREmbedder(ImageEmbedder):
             },
             "params": {
                 "lr": self.lr, "weight_decay": self.weight_decay, "temperature": self.temperature,
-                "batch_size": self.batch_size, "seed": self.seed, "blur": self.blur, "noise": self.noise,
+                "batch_size": self.batch_size, "seed": self.seed, "augmentation": self.augmentation, "blur": self.blur, "noise": self.noise,
                 "intensity": self.intensity, "rotation": self.rotation, "translation": self.translation,
                 "resized_crop": self.resized_crop, "pretrained": self.pretrained,
             },
@@ -372,7 +408,9 @@ class SimCLREmbedder(ImageEmbedder):
             if self.self_label_params is not None and not isinstance(self.self_label_params, dict):
                 raise ValueError(f"`self_label_params` must be a mapping or None; received {self.self_label_params!r}.")
             features = SimCLREmbedder.transform(self, images, mask=mask)
-            init = create_clusterer("spectral", n_clusters=self.n_clusters, random_state=self.seed).fit(features).labels_
+            init = create_clusterer(
+                "spectral", n_clusters=self.n_clusters, random_state=self.seed, assign_labels=INIT_ASSIGN_LABELS
+            ).fit(features).labels_
             params = {"seed": self.seed, "device": self.device, **(self.self_label_params or {})}
             self.self_labeling_ = SelfLabelingClassifier(self, **params).fit(images, init, mask=mask)
             self.labels_ = self.self_labeling_.labels_
@@ -426,15 +464,12 @@ class SimCLREmbedder(ImageEmbedder):
             start_epoch = int(saved["training"]["epoch"])
             logger.info("Resuming SimCLR training from %s at epoch %d of %d.", path, start_epoch, epochs)
         views = simclr_views(
-            blur=self.blur, noise=self.noise, intensity=self.intensity, rotation=self.rotation,
+            strength=self.augmentation, blur=self.blur, noise=self.noise, intensity=self.intensity, rotation=self.rotation,
             translation=self.translation, resized_crop=self.resized_crop,
             mask=None if mask is None else torch.as_tensor(mask),
         ).to(self.device_)
         criterion = NTXentLoss(self.temperature)
-        batch_size = int(self.batch_size)
-        if batch_size > arr.shape[0]:
-            logger.info("`batch_size`=%d is larger than the %d images; using batches of %d.", batch_size, arr.shape[0], arr.shape[0])
-            batch_size = arr.shape[0]
+        batch_size = resolve_batch_size(self.batch_size, arr.shape[0])
         data = torch.from_numpy(arr).to(self.device_)
         autocast, scaler = autocast_context(self.device_, self.mixed_precision)
         bar = progress(range(start_epoch, epochs), desc="SimCLR", total=epochs - start_epoch, leave=False)

@@ -1,0 +1,473 @@
+"""One benchmark across methods: every embedder x every clusterer on a suite of datasets.
+
+``spatialclust benchmark [DATASETS...]`` (:func:`run_benchmark`) embeds every dataset with every
+selected embedder (the raw-image baseline ``regular`` always included), clusters every embedding
+with every selected clusterer (and keeps the clusters an embedder finds itself: SimCLR's
+self-labeling, DARLC's mixture), scores every clustering with
+:func:`spatialclust.metrics.evaluate_clustering` and writes a leaderboard (CSV + HTML) into one run
+directory (:func:`spatialclust._rundir.run_directory`: built in a temporary folder, renamed into
+place only when complete).
+
+Datasets are named as
+
+``simulated`` / ``simulated:SEED``
+    :func:`spatialclust.datasets.simulate_msi` in its realistic regime (``realism="real"``) with that
+    seed (the default suite is seeds 0-4);
+a file path
+    anything :func:`spatialclust.io.read` reads (``.imzML``, ``.h5ad``, ``.npz``, ...).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import resource
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import _keys as K
+from .._compat import seed_everything
+from .._config import ConfigError
+from .._logging import logger
+from .._rundir import run_directory
+from ._run import _own_clustering, load_input, preprocess, thinned_partners
+from ._config import default_config
+
+__all__ = ["LEADERBOARD_CSV", "LEADERBOARD_HTML", "SUMMARY_CSV", "PeakMemory", "benchmark_plan", "parse_method_params", "run_benchmark"]
+
+LEADERBOARD_CSV = "leaderboard.csv"
+LEADERBOARD_HTML = "leaderboard.html"
+SUMMARY_CSV = "summary.csv"
+
+#: The default suite: five seeds of the simulator.
+DEFAULT_DATASETS = ("simulated:0", "simulated:1", "simulated:2", "simulated:3", "simulated:4")
+#: Simulator of the suite: the realistic regime (13 classes, ~390 ion images of 96 x 96 px, the size
+#: of seed 001's benchmark; :func:`spatialclust.datasets.simulate_msi`).
+SIMULATE = {"realism": "real"}
+#: ``quick``: a small realistic simulation, one seed, and short trainings (a smoke test of every method).
+QUICK_SIMULATE = {"realism": "real", "shape": [32, 32], "n_patterns": 4, "n_ions": 24, "n_matrix_ions": 6}
+QUICK_PARAMS: dict[str, dict[str, Any]] = {
+    "simclr": {"epochs": 2, "self_label_params": {"epochs": 1}},
+    "darlc": {"pretrain_epochs": 2, "cluster_epochs": 2, "gat_epochs": 20},
+}
+#: Parameters every run gets unless overridden: SimCLR reports its self-labeling clusters.
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"simclr": {"self_label": True}}
+#: Clusters when a dataset has no ground truth (the pipeline's k-means default).
+DEFAULT_N_CLUSTERS = 20
+METRICS = ("accuracy", "nmi", "ari", "isotopic_recall", "rir", "n_isotope_pairs")
+PARTNER_COLUMNS = ("partner_recall@1", "partner_recall@10")
+SCORE_COLUMNS = ("accuracy", "nmi", "ari", "isotopic_recall", "rir", *PARTNER_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# plan
+# --------------------------------------------------------------------------------------------
+
+
+def _names(selected: Sequence[str] | None, available: list[str], what: str, *, always: str | None = None) -> list[str]:
+    from .._registry import invalid_option
+
+    names = list(available) if selected is None else [s for s in selected if s]
+    for name in names:
+        if name not in available:
+            raise invalid_option(name, what, available)
+    if always is not None and always not in names:
+        names.insert(0, always)
+    return list(dict.fromkeys(names))
+
+
+def _dataset(spec: str | os.PathLike, *, quick: bool) -> dict[str, Any]:
+    """The ``input`` section of the pipeline configuration for one dataset name."""
+    text = str(spec)
+    if text == "simulated" or text.startswith("simulated:"):
+        seed_text = text.partition(":")[2] or "0"
+        try:
+            seed = int(seed_text)
+        except ValueError:
+            raise ValueError(f"Dataset {text!r}: the seed after `simulated:` must be an integer; received {seed_text!r}.") from None
+        simulate = dict(QUICK_SIMULATE if quick else SIMULATE)
+        return {"path": None, "name": f"simulated:{seed}", "read": {}, "simulate": simulate, "seed": seed, "group": "simulated"}
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Dataset {text!r} is neither a file nor `simulated[:SEED]`; give an .imzML, .h5ad, .npz, .npy or .tif "
+            "file, or `simulated:0` for the simulator."
+        )
+    return {"path": str(path), "name": path.name, "read": {}, "simulate": {}, "seed": None, "group": path.name}
+
+
+def parse_method_params(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Method parameters from command-line assignments ``"method.param=value"`` (value read as
+    YAML; deeper keys nest: ``simclr.self_label_params.epochs=3``)."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for assignment in assignments:
+        dotted, sep, raw = assignment.partition("=")
+        keys = [k.strip() for k in dotted.split(".")]
+        if not sep or len(keys) < 2 or not all(keys):
+            raise ConfigError(f"Parameter {assignment!r} must look like `method.param=value` (e.g. simclr.epochs=20).")
+        target = out.setdefault(keys[0], {})
+        for key in keys[1:-1]:
+            target = target.setdefault(key, {})
+        target[keys[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def _accepts(factory: Any, name: str) -> bool:
+    return name in inspect.signature(factory).parameters
+
+
+def benchmark_plan(
+    datasets: Sequence[str | os.PathLike] | None = None,
+    *,
+    embedders: Sequence[str] | None = None,
+    clusterers: Sequence[str] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    n_clusters: int | None = None,
+    quick: bool = False,
+    budget: float | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Resolve and validate a benchmark before any work: datasets, methods and their parameters.
+
+    Parameters are those of :func:`run_benchmark`. Unknown embedders or clusterers, a missing
+    file, a parameter a method does not take, and a bad budget raise here (a ValueError,
+    FileNotFoundError or :class:`~spatialclust._config.ConfigError` naming it).
+
+    Returns
+    -------
+    The benchmark configuration (written to the run directory's ``config.yaml``).
+    """
+    from .. import tl
+
+    specs = list(datasets) if datasets else list(DEFAULT_DATASETS[:1] if quick else DEFAULT_DATASETS)
+    suite = [_dataset(spec, quick=quick) for spec in specs]
+    names = [d["name"] for d in suite]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Each dataset may be given once; received {names}.")
+    chosen_embedders = _names(embedders, tl.list_embedders(), "embedders", always="regular")
+    chosen_clusterers = _names(clusterers, tl.list_clusterers(), "clusterers")
+    params = {str(k): dict(v) for k, v in (params or {}).items()}
+    unknown = sorted(set(params) - set(chosen_embedders) - set(chosen_clusterers))
+    if unknown:
+        raise ConfigError(f"Parameters for {unknown}, which are not among the selected methods "
+                          f"{chosen_embedders + chosen_clusterers}.")
+    if n_clusters is not None and (isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2):
+        raise ValueError(f"`n_clusters` must be an integer >= 2 or None (number of true classes); received {n_clusters!r}.")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        raise ValueError(f"`budget` must be a positive number of seconds or None; received {budget!r}.")
+    method_params: dict[str, dict[str, Any]] = {}
+    for kind, registry, chosen in (("embedder", tl.embedders, chosen_embedders), ("clusterer", tl.clusterers, chosen_clusterers)):
+        for name in chosen:
+            merged = {**DEFAULT_PARAMS.get(name, {}), **(QUICK_PARAMS.get(name, {}) if quick else {})}
+            for key, value in params.get(name, {}).items():
+                if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+                    value = {**merged[key], **value}
+                merged[key] = value
+            factory = registry.get(name)
+            accepted = inspect.signature(factory).parameters
+            bad = sorted(k for k in merged if k not in accepted)
+            if bad:
+                raise ConfigError(f"The {kind} `{name}` does not take the parameter(s) {bad}; it takes {sorted(accepted)}.")
+            method_params[name] = merged
+    return {
+        "seed": int(seed),
+        "quick": bool(quick),
+        "budget_s": None if budget is None else float(budget),
+        "n_clusters": n_clusters,
+        "datasets": suite,
+        "embedders": chosen_embedders,
+        "clusterers": chosen_clusterers,
+        "params": method_params,
+        "preprocess": default_config()["preprocess"],
+        "evaluate": {**default_config()["evaluate"], "n_boot": 200},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# measurement
+# --------------------------------------------------------------------------------------------
+
+
+def _rss_mb() -> float | None:
+    """Resident memory of this process in MB (Linux ``/proc``), None where unavailable."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class PeakMemory:
+    """Peak resident memory above the start of a ``with`` block, in MB (``peak_mb``).
+
+    A background thread samples the resident set size every ``interval`` seconds (Linux); where
+    that is unavailable the process's high-water mark (``resource.getrusage``) is used, which can
+    only report growth beyond every earlier peak. Covers memory that ``tracemalloc`` does not see
+    (PyTorch's and BLAS's allocations).
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.peak_mb: float | None = None
+
+    def __enter__(self) -> PeakMemory:
+        self._start = _rss_mb()
+        self._start_maxrss = self._maxrss()
+        self._peak = self._start or 0.0
+        self._stop = threading.Event()
+        if self._start is not None:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    @staticmethod
+    def _maxrss() -> float:
+        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, _rss_mb() or 0.0)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._start is None:
+            self.peak_mb = max(0.0, self._maxrss() - self._start_maxrss)
+            return
+        self._thread.join()
+        self._peak = max(self._peak, _rss_mb() or 0.0)
+        self.peak_mb = max(0.0, self._peak - self._start)
+
+
+# --------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------
+
+
+def _truth_classes(adata) -> np.ndarray | None:
+    if K.PATTERN not in adata.var:
+        return None
+    return adata.var[K.PATTERN].to_numpy()
+
+
+def _method_params(registry: Any, name: str, cfg: Mapping[str, Any], *, seed: int, n_clusters: int) -> dict[str, Any]:
+    """The configured parameters of a method plus the run's seed and number of clusters where it takes them."""
+    factory = registry.get(name)
+    params = dict(cfg["params"].get(name, {}))
+    for key, value in (("seed", seed), ("random_state", seed), ("n_clusters", n_clusters)):
+        if _accepts(factory, key):
+            params.setdefault(key, value)
+    return params
+
+
+def _failure(err: BaseException) -> str:
+    logger.debug("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+    return f"failed: {type(err).__name__}: {err}"
+
+
+def _score(adata, key: str, cfg: Mapping[str, Any], *, seed: int) -> dict[str, Any]:
+    from .. import metrics
+
+    ev = cfg["evaluate"]
+    values = metrics.evaluate_clustering(
+        adata, key, isotope_delta=ev["isotope_delta"], isotope_unit=ev["isotope_unit"],
+        isotope_min_corr=ev["isotope_min_corr"], n_boot=ev["n_boot"], random_state=seed,
+    )
+    return {"n_clusters_found": values["n_clusters"], "noise_images": values["noise_size"],
+            **{m: values.get(m) for m in METRICS}}
+
+
+def _benchmark_dataset(item: Mapping[str, Any], cfg: Mapping[str, Any], *, deadline: float | None) -> list[dict[str, Any]]:
+    """Every row of one dataset."""
+    from .. import tl
+
+    seed = cfg["seed"] if item["seed"] is None else item["seed"]
+    seed_everything(seed)
+    start = time.perf_counter()
+    adata, _ = load_input(item, seed=seed)
+    preprocess(adata, cfg["preprocess"])
+    truth = _truth_classes(adata)
+    k = cfg["n_clusters"] or (int(pd.unique(truth).size) if truth is not None else DEFAULT_N_CLUSTERS)
+    logger.info("Benchmark %s: %d images, %d clusters (%s), read and preprocessed in %.1f s.", item["name"], adata.n_vars,
+                k, "true classes" if truth is not None and cfg["n_clusters"] is None else "given", time.perf_counter() - start)
+    base = {"dataset": item["name"], "group": item["group"], "n_images": int(adata.n_vars), "n_clusters": k}
+    rows: list[dict[str, Any]] = []
+    for name in cfg["embedders"]:
+        if deadline is not None and time.perf_counter() > deadline:
+            rows.append({**base, "embedder": name, "clusterer": "*", "status": "skipped: budget spent"})
+            continue
+        key = K.embedding_key(name)
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            try:
+                embedder = tl.create_embedder(name, **_method_params(tl.embedders, name, cfg, seed=seed, n_clusters=k))
+                tl.embed(adata, embedder, key_added=key)
+                failed = None
+            except Exception as err:  # one failing method must not stop the benchmark
+                failed = _failure(err)
+            embed_s = time.perf_counter() - start
+        embedded = {**base, "embedder": name, "embed_s": round(embed_s, 2), "embed_peak_mb": _round(memory.peak_mb)}
+        if failed is not None:
+            logger.warning("Benchmark %s: embedder %s %s", item["name"], name, failed)
+            rows.append({**embedded, "clusterer": "*", "status": failed})
+            continue
+        try:
+            partners = thinned_partners(adata, [(key, embedder)], cfg).get(key, {})
+        except Exception as err:  # the check embeds twice the images: report, do not stop
+            logger.warning("Benchmark %s: thinned-partner check of %s %s", item["name"], name, _failure(err))
+            partners = {}
+        embedded.update({column: partners.get(column) for column in PARTNER_COLUMNS})
+        own = _own_clustering(adata, key, embedder, seconds=embed_s)
+        jobs = [(c, _method_params(tl.clusterers, c, cfg, seed=seed, n_clusters=k)) for c in cfg["clusterers"]]
+        if own is not None:
+            jobs.append(("own", None))
+        for clusterer, params in jobs:
+            row = {**embedded, "clusterer": clusterer}
+            cluster_key = own["key"] if params is None else f"cluster_{name}_{clusterer}"
+            with PeakMemory() as memory:
+                start = time.perf_counter()
+                try:
+                    if params is not None:
+                        tl.cluster(adata, tl.create_clusterer(clusterer, **params), use_rep=key, key_added=cluster_key)
+                    row["cluster_s"] = round(time.perf_counter() - start, 2) if params is not None else 0.0
+                    row.update(_score(adata, cluster_key, cfg, seed=seed), status="ok")
+                except Exception as err:
+                    row["status"] = _failure(err)
+                    logger.warning("Benchmark %s: %s + %s %s", item["name"], name, clusterer, row["status"])
+            row["cluster_peak_mb"] = _round(memory.peak_mb)
+            row["seconds"] = round(row["embed_s"] + row.get("cluster_s", 0.0), 2)
+            rows.append(row)
+    return rows
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+COLUMNS = (
+    "dataset", "group", "embedder", "clusterer", "n_images", "n_clusters", "n_clusters_found", "noise_images",
+    *METRICS, *PARTNER_COLUMNS, "embed_s", "cluster_s", "seconds", "embed_peak_mb", "cluster_peak_mb", "status",
+)
+
+
+def summarise(board: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over the datasets of a group (e.g. the simulator's seeds) of
+    every score, per embedder x clusterer, best accuracy (else isotopic recall) first."""
+    ok = board[board["status"] == "ok"]
+    if ok.empty:
+        return pd.DataFrame(columns=["group", "embedder", "clusterer", "n_datasets"])
+    scores = [c for c in (*SCORE_COLUMNS, "seconds") if c in ok and ok[c].notna().any()]
+    grouped = ok.groupby(["group", "embedder", "clusterer"], sort=False)
+    out = grouped.size().rename("n_datasets").to_frame()
+    for column in scores:
+        values = grouped[column].agg(["mean", "std"])
+        out[column] = values["mean"]
+        out[f"{column}_sd"] = values["std"]
+    order = [c for c in ("accuracy", "isotopic_recall") if c in out]
+    out = out.reset_index()
+    return out.sort_values(["group", *order], ascending=[True] + [False] * len(order), kind="stable")
+
+
+def write_leaderboard(run_dir: Path, board: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """``leaderboard.csv`` (one row per dataset x embedder x clusterer), ``summary.csv`` (mean and
+    sd over the datasets of a group) and ``leaderboard.html``; returns the summary."""
+    from ..report import Report
+
+    board.to_csv(run_dir / LEADERBOARD_CSV, index=False)
+    summary = summarise(board)
+    summary.to_csv(run_dir / SUMMARY_CSV, index=False)
+    report = Report("spatialclust benchmark", subtitle=f"{len(cfg['datasets'])} dataset(s), "
+                    f"{len(cfg['embedders'])} embedder(s) x {len(cfg['clusterers'])} clusterer(s)")
+    report.add_text("How to read it", (
+        "ACC is the Hungarian one-to-one clustering accuracy, NMI and ARI compare with the true classes "
+        "(simulated data only). Isotopic recall is the share of 13C isotope partners found in one cluster "
+        "(m/z shift 1.00336 and image correlation >= 0.85), RIR the Relative Isotope Ratio of seed 000 "
+        "(higher is better, but it rewards many clusters). Partner recall@k (per embedding, label-free): "
+        "each ion image gets a partner thinned to 10-50% of its raw counts; the share of images whose "
+        "partner is among their k nearest neighbours in the representation. 'own' is the clustering an embedder finds itself "
+        "(SimCLR's self-labeling, DARLC's mixture). Seconds are embedding + clustering; peak memory is the "
+        "resident memory above the start of the stage."
+    ))
+    for group, part in summary.groupby("group", sort=False):
+        shown = part.drop(columns="group")
+        report.add_table(f"Leaderboard: {group}", shown, float_format="{:.3f}",
+                         caption="Mean (and sd) over the datasets of the group; best first.")
+    report.add_table("Every run", board, float_format="{:.3f}")
+    report.add_params(dict(cfg), title="Configuration")
+    report.write(run_dir / LEADERBOARD_HTML)
+    return summary
+
+
+def run_benchmark(
+    datasets: Sequence[str | os.PathLike] | None = None,
+    output_dir: str | Path = "spatialclust_benchmark",
+    *,
+    embedders: Sequence[str] | None = None,
+    clusterers: Sequence[str] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    n_clusters: int | None = None,
+    quick: bool = False,
+    budget: float | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Benchmark every embedder x clusterer on a suite of datasets and write a leaderboard.
+
+    Parameters
+    ----------
+    datasets
+        ``"simulated"``, ``"simulated:SEED"`` or file paths (``.imzML``, ``.h5ad``, ``.npz``, ...);
+        None: the simulator's seeds 0-4 (seed 0 with ``quick``). Every dataset is read and
+        preprocessed as ``spatialclust run`` does (TIC, winsorise 95, scale).
+    output_dir
+        Run directory to create (refused if it holds something, unless ``overwrite``).
+    embedders, clusterers
+        Registered names to run (None: all); ``regular`` (raw images) is always included.
+    params
+        Parameters per method name, e.g. ``{"simclr": {"epochs": 20}, "kmeans": {"n_init": 20}}``.
+        SimCLR runs with ``self_label=True`` unless told otherwise.
+    n_clusters
+        Clusters for every method that takes a number; None: the number of true classes
+        (``var["pattern"]``) where known, else 20.
+    quick
+        Small realistic simulation (32 x 32 px, 4 patterns, ~40 images), one seed by default, and short trainings
+        (SimCLR 2 epochs + 1 self-labeling epoch, DARLC 2 + 2 epochs): a smoke test of every method.
+    budget
+        Seconds; once spent, the remaining embedders are skipped (rows with status
+        ``skipped: budget spent``); a started method always finishes.
+    seed
+        Seed of every random step (a simulated dataset uses its own seed).
+    overwrite
+        Replace an existing run directory (only once the new one is complete).
+
+    Returns
+    -------
+    The run directory, holding ``config.yaml``, ``run.log``, ``run.json``, ``leaderboard.csv``
+    (one row per dataset x embedder x clusterer: ACC, NMI, ARI where labels exist, isotopic recall,
+    RIR, number of isotope pairs, wall seconds of embedding and clustering, peak memory in MB, and
+    ``status``: ``ok``, ``failed: ...`` or ``skipped: ...``), ``summary.csv`` (mean and sd over the
+    datasets of a group, e.g. the simulator's seeds) and ``leaderboard.html``.
+    """
+    cfg = benchmark_plan(datasets, embedders=embedders, clusterers=clusterers, params=params,
+                         n_clusters=n_clusters, quick=quick, budget=budget, seed=seed)
+    output_dir = Path(output_dir)
+    with run_directory(output_dir, cfg, command="benchmark", overwrite=overwrite) as tmp:
+        deadline = None if budget is None else time.perf_counter() + float(budget)
+        rows: list[dict[str, Any]] = []
+        for item in cfg["datasets"]:
+            rows.extend(_benchmark_dataset(item, cfg, deadline=deadline))
+        board = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
+        summary = write_leaderboard(tmp, board, cfg)
+        if not summary.empty:
+            logger.info("Leaderboard:\n%s", summary.head(10).to_string(index=False))
+    return output_dir

@@ -1,0 +1,107 @@
+"""``spatialclust benchmark``: every embedder x clusterer on a suite, leaderboard CSV + HTML, end to end on tiny data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+import spatialclust as sc  # noqa: E402
+from spatialclust._config import ConfigError  # noqa: E402
+from spatialclust.pipeline import run_benchmark  # noqa: E402
+from spatialclust.pipeline._benchmark import PeakMemory, benchmark_plan, parse_method_params  # noqa: E402
+
+TINY_SIMCLR = {"simclr": {"backbone": "test_tiny", "image_size": None, "batch_size": 8, "device": "cpu",
+                          "self_label_params": {"batch_size": 8, "device": "cpu"}}}
+
+
+def test_benchmark_writes_leaderboard(tmp_path):
+    out = tmp_path / "bench"
+    run_benchmark(["simulated:1"], out, embedders=["simclr"], clusterers=["kmeans", "spectral"], params=TINY_SIMCLR, quick=True)
+    board = pd.read_csv(out / "leaderboard.csv")
+    # the raw-image baseline is always included; SimCLR adds its self-labeling clusters ("own")
+    assert set(zip(board["embedder"], board["clusterer"])) == {
+        ("regular", "kmeans"), ("regular", "spectral"), ("simclr", "kmeans"), ("simclr", "spectral"), ("simclr", "own")}
+    assert (board["status"] == "ok").all(), board["status"].tolist()
+    assert (board["dataset"] == "simulated:1").all()
+    from spatialclust.pipeline._benchmark import QUICK_SIMULATE
+
+    n_true = sc.datasets.simulate_msi(seed=1, **QUICK_SIMULATE).var["pattern"].nunique()
+    assert (board["n_clusters"] == n_true).all()
+    for column in ("accuracy", "nmi", "ari", "isotopic_recall"):
+        assert board[column].between(0, 1).all(), column
+    assert (board["n_isotope_pairs"] > 0).all() and board["rir"].notna().all()
+    assert (board["seconds"] >= board["embed_s"]).all() and (board["embed_peak_mb"] >= 0).all()
+    regular = board[(board["embedder"] == "regular") & (board["clusterer"] == "kmeans")].iloc[0]
+    assert regular["accuracy"] > 1 / n_true  # better than chance
+    assert board["partner_recall@10"].between(0, 1).all() and board["partner_recall@1"].notna().all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 5 and (summary["n_datasets"] == 1).all()
+    assert summary["accuracy"].is_monotonic_decreasing
+    html = (out / "leaderboard.html").read_text()
+    assert "Leaderboard: simulated" in html and "simclr" in html
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "run.log", "run.json", "leaderboard.csv", "summary.csv"}
+    with pytest.raises(FileExistsError, match="already holds"):
+        run_benchmark(["simulated:1"], out, quick=True, embedders=["regular"], clusterers=["kmeans"])
+
+
+def test_plan_is_checked_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="Invalid option `nope` for `embedders`"):
+        benchmark_plan(["simulated"], embedders=["nope"])
+    with pytest.raises(ValueError, match="Invalid option `nope` for `clusterers`"):
+        benchmark_plan(["simulated"], clusterers=["nope"])
+    with pytest.raises(ConfigError, match="The embedder `simclr` does not take the parameter"):
+        benchmark_plan(["simulated"], embedders=["simclr"], params={"simclr": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="not among the selected methods"):
+        benchmark_plan(["simulated"], embedders=["regular"], params={"simclr": {"epochs": 3}})
+    with pytest.raises(FileNotFoundError, match="neither a file nor `simulated"):
+        benchmark_plan([str(tmp_path / "missing.imzML")])
+    with pytest.raises(ValueError, match="seed after `simulated:` must be an integer"):
+        benchmark_plan(["simulated:x"])
+    with pytest.raises(ValueError, match="`budget` must be a positive number"):
+        benchmark_plan(["simulated"], budget=0)
+    cfg = benchmark_plan(None, embedders=["regular"], quick=True)
+    assert [d["name"] for d in cfg["datasets"]] == ["simulated:0"]
+    assert benchmark_plan(None, embedders=["regular"])["datasets"][-1]["name"] == "simulated:4"
+    assert parse_method_params(["simclr.epochs=3", "simclr.self_label_params.epochs=2", "kmeans.n_init=5"]) == {
+        "simclr": {"epochs": 3, "self_label_params": {"epochs": 2}}, "kmeans": {"n_init": 5}}
+    with pytest.raises(ConfigError, match="must look like `method.param=value`"):
+        parse_method_params(["epochs=3"])
+
+
+def test_budget_skips_the_remaining_embedders(tmp_path):
+    run_benchmark(["simulated:0"], tmp_path / "b", embedders=["regular", "simclr"], clusterers=["kmeans"],
+                  params=TINY_SIMCLR, quick=True, budget=1e-6)
+    board = pd.read_csv(tmp_path / "b" / "leaderboard.csv")
+    assert board["status"].tolist() == ["skipped: budget spent", "skipped: budget spent"]
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory() as memory:
+        block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
+        block.sum()
+        del block
+    assert memory.peak_mb is not None and memory.peak_mb > 40
+
+
+def test_cli_benchmark_on_a_user_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from spatialclust.cli import app
+
+    adata = sc.datasets.simulate_msi(seed=2, shape=(24, 24), n_patterns=3, ions_per_pattern=4)
+    del adata.var["pattern"]  # a user's file: no ground truth
+    path = tmp_path / "mine.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["benchmark", str(path), "--embedders", "regular", "--clusterers", "kmeans,hdbscan",
+                                      "--n-clusters", "4", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert board["dataset"].tolist() == ["mine.h5ad", "mine.h5ad"] and board["accuracy"].isna().all()
+    assert board.loc[board["clusterer"] == "kmeans", "n_clusters_found"].item() == 4
+    assert board["isotopic_recall"].notna().all()
+    result = CliRunner().invoke(app, ["benchmark", "simulated", "--embedders", "nope", "-o", str(tmp_path / "x"), "-q"])
+    assert result.exit_code == 1 and "Invalid option `nope` for `embedders`" in result.output
