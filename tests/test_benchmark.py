@@ -56,7 +56,7 @@ def test_plan_is_checked_before_any_work(tmp_path):
         benchmark_plan(["simulated"], embedders=["simclr"], params={"simclr": {"epoch": 3}})
     with pytest.raises(ConfigError, match="not among the selected methods"):
         benchmark_plan(["simulated"], embedders=["regular"], params={"simclr": {"epochs": 3}})
-    with pytest.raises(FileNotFoundError, match="neither a file nor `simulated"):
+    with pytest.raises(FileNotFoundError, match="is neither a file"):
         benchmark_plan([str(tmp_path / "missing.imzML")])
     with pytest.raises(ValueError, match="seed after `simulated:` must be an integer"):
         benchmark_plan(["simulated:x"])

@@ -10,7 +10,7 @@ import typer
 
 from spatialclust._config import ConfigError, resolve_config
 from spatialclust.cli import app
-from spatialclust.pipeline import load_cells_config, load_config
+from spatialclust.pipeline import benchmark_plan, load_cells_config, load_config, parse_method_params
 from spatialclust.translate._pipeline import load_translate_config
 
 
@@ -62,6 +62,7 @@ _LOADERS = {
     ("translate", "train"): lambda overrides: load_translate_config(overrides=overrides),
     ("translate", "evaluate"): lambda overrides: load_translate_config(overrides=overrides),
     ("translate", "predict"): lambda overrides: load_translate_config(overrides=overrides),
+    ("benchmark",): lambda overrides: benchmark_plan(params=parse_method_params(overrides)),
 }
 
 

@@ -62,6 +62,8 @@ QUICK_PARAMS: dict[str, dict[str, Any]] = {
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"simclr": {"self_label": True}}
 #: Clusters when a dataset has no ground truth (the pipeline's k-means default).
 DEFAULT_N_CLUSTERS = 20
+#: public datasets (`sc.datasets`) a benchmark accepts by name: the MSI ones
+MSI_DATASETS = ("mouse_bladder",)
 METRICS = ("accuracy", "nmi", "ari", "isotopic_recall", "rir", "n_isotope_pairs")
 PARTNER_COLUMNS = ("partner_recall@1", "partner_recall@10")
 SCORE_COLUMNS = ("accuracy", "nmi", "ari", "isotopic_recall", "rir", *PARTNER_COLUMNS)
@@ -94,14 +96,17 @@ def _dataset(spec: str | os.PathLike, *, quick: bool) -> dict[str, Any]:
         except ValueError:
             raise ValueError(f"Dataset {text!r}: the seed after `simulated:` must be an integer; received {seed_text!r}.") from None
         simulate = dict(QUICK_SIMULATE if quick else SIMULATE)
-        return {"path": None, "name": f"simulated:{seed}", "read": {}, "simulate": simulate, "seed": seed, "group": "simulated"}
+        return {"path": None, "dataset": None, "name": f"simulated:{seed}", "read": {}, "simulate": simulate, "seed": seed,
+                "group": "simulated"}
+    if text in MSI_DATASETS:
+        return {"path": None, "dataset": text, "name": text, "read": {}, "simulate": {}, "seed": None, "group": text}
     path = Path(text)
     if not path.exists():
         raise FileNotFoundError(
-            f"Dataset {text!r} is neither a file nor `simulated[:SEED]`; give an .imzML, .h5ad, .npz, .npy or .tif "
-            "file, or `simulated:0` for the simulator."
+            f"Dataset {text!r} is neither a file, a public MSI dataset ({', '.join(MSI_DATASETS)}) nor "
+            "`simulated[:SEED]`; give an .imzML, .h5ad, .npz, .npy or .tif file, or `simulated:0` for the simulator."
         )
-    return {"path": str(path), "name": path.name, "read": {}, "simulate": {}, "seed": None, "group": path.name}
+    return {"path": str(path), "dataset": None, "name": path.name, "read": {}, "simulate": {}, "seed": None, "group": path.name}
 
 
 def parse_method_params(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -205,8 +205,9 @@ class SimCLREmbedder(ImageEmbedder):
     device_ : str
     n_features_out_ : int
         Dimension of the representation.
-    self_labeling_ : SelfLabelingClassifier
-        With ``self_label=True``: the fitted self-labeling model.
+    self_labeling_ : SelfLabelingClassifier or None
+        With ``self_label=True``: the fitted self-labeling model (None when the initial spectral
+        clustering found a single cluster, so there was nothing to self-label).
     labels_ : ndarray
         With ``self_label=True``: the final cluster of every image.
 
@@ -411,6 +412,11 @@ class SimCLREmbedder(ImageEmbedder):
             init = create_clusterer(
                 "spectral", n_clusters=self.n_clusters, random_state=self.seed, assign_labels=INIT_ASSIGN_LABELS
             ).fit(features).labels_
+            if np.unique(init[init >= 0]).size < 2:  # tiny or structureless data: nothing to self-label
+                logger.warning("The spectral clustering of the SimCLR features found a single cluster; self-labeling "
+                               "is skipped and every image keeps that cluster.")
+                self.self_labeling_, self.labels_ = None, init
+                return self
             params = {"seed": self.seed, "device": self.device, **(self.self_label_params or {})}
             self.self_labeling_ = SelfLabelingClassifier(self, **params).fit(images, init, mask=mask)
             self.labels_ = self.self_labeling_.labels_
@@ -527,7 +533,7 @@ class SimCLREmbedder(ImageEmbedder):
         self-labeled encoder when ``self_label=True``)."""
         if not hasattr(self, "model_"):
             raise RuntimeError("This SimCLREmbedder is not fitted yet; call `fit` first.")
-        if self.self_label and hasattr(self, "self_labeling_"):
+        if self.self_label and getattr(self, "self_labeling_", None) is not None:
             return self.self_labeling_.transform(images, mask=mask)
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
         return encode(self.model_.encoder, arr, image_size=self.image_size_, device=self.device_, mask=mask)
