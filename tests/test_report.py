@@ -74,3 +74,28 @@ def test_failed_write_leaves_previous_report(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert "first" in path.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_headline_names_the_most_trustworthy_clustering():
+    """The headline chooses by NMI, else label-free evidence (ties broken by the next), never by RIR."""
+    import pandas as pd
+
+    from spatialclust.report._run import _overview
+
+    def clustering(nmi, recall, iso, rir):
+        metrics = {"n_meaningful_clusters": 3, "partner_recall@10": recall, "isotopic_recall": iso, "rir": rir}
+        if nmi is not None:
+            metrics["nmi"] = nmi
+        return {"metrics": metrics}
+
+    comparison = pd.DataFrame({"key": ["a", "b", "c"], "clustering": ["k-means", "UMAP-DBSCAN", "k-means"],
+                               "images": ["regular", "regular", "neural"], "RIR": [30.0, 5.0, 2.0]})
+    summary = {"dataset": "d", "n_images": 9, "n_pixels": 16, "clusterings": {
+        "a": clustering(0.5, 0.9, 0.5, 30.0), "b": clustering(0.8, 0.9, 0.7, 5.0), "c": clustering(0.6, 0.7, 0.9, 2.0)}}
+    text = _overview(summary, comparison)
+    assert "Most trustworthy: UMAP-DBSCAN on regular ion images" in text and "NMI" in text
+    assert "RIR is not used to choose" in text
+    for info in summary["clusterings"].values():
+        del info["metrics"]["nmi"]
+    text = _overview(summary, comparison)  # no labels: partner recall ties a/b, isotopic recall decides
+    assert "Most trustworthy: UMAP-DBSCAN on regular ion images" in text and "partner recall" in text

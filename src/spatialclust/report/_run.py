@@ -158,13 +158,42 @@ comparison.csv   the comparison table above
 figures/*.png    the figures of this report"""
 
 
+#: Evidence for choosing a clustering, best first: (metric, label); truth beats label-free evidence.
+_EVIDENCE = (
+    ("nmi", "NMI against the known classes"),
+    ("partner_recall@10", "thinned-partner recall@10 (an abundance-thinned copy of an ion image is among "
+     "its 10 nearest neighbours)"),
+    ("isotopic_recall", "isotopic recall (13C isotopes clustered with their monoisotopic ion)"),
+)
+
+
 def _overview(summary: Mapping[str, Any], comparison: pd.DataFrame) -> str:
-    text = (f"{len(summary['clusterings'])} clusterings of {summary['n_images']} ion images "
+    """The report's headline: what was found, and which clustering to trust and why."""
+    clusterings = summary["clusterings"]
+    text = (f"{len(clusterings)} clusterings of {summary['n_images']} ion images "
             f"({summary['n_pixels']} pixels) of dataset '{summary['dataset']}'.")
+    def score(key: str, metric: str) -> float:
+        value = clusterings[key]["metrics"].get(metric)
+        return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else -np.inf
+
+    for rank, (metric, label) in enumerate(_EVIDENCE):
+        scores = {key: score(key, metric) for key in clusterings if np.isfinite(score(key, metric))}
+        if len(set(scores.values())) < 2:  # absent, or the same for every clustering: no evidence
+            continue
+        # ties (e.g. partner recall, one value per embedding) go to the next kind of evidence
+        key = max(scores, key=lambda k: (scores[k], *(score(k, m) for m, _ in _EVIDENCE[rank + 1:])))
+        info = clusterings[key]
+        found = info["metrics"].get("n_meaningful_clusters", info["metrics"].get("n_clusters"))
+        row = comparison.loc[comparison["key"] == key].iloc[0] if "key" in comparison else None
+        name = f"{row['clustering']} on {row['images']} ion images" if row is not None else key
+        text += (f" Most trustworthy: {name}, with {found} spatial patterns; it has the highest {label}: "
+                 f"{scores[key]:.2f} (next best {sorted(set(scores.values()))[-2]:.2f}).")
+        break
     rir = pd.to_numeric(comparison.get("RIR"), errors="coerce") if "RIR" in comparison else None
     if rir is not None and rir.notna().any():
         best = comparison.loc[rir.idxmax()]
-        text += f" Highest RIR: {best['RIR']:.3g} ({best['clustering']} on {best['images']} ion images)."
+        text += (f" Highest RIR: {best['RIR']:.3g} ({best['clustering']} on {best['images']} ion images); RIR is not "
+                 "used to choose, since it grows with the number of clusters.")
     return text
 
 
