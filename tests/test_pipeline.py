@@ -147,7 +147,7 @@ def test_figures_and_report(run_dir):
     assert table["linear evaluation accuracy"].between(0, 1).all() and table["10-NN purity"].between(0, 1).all()
     assert all((run_dir / "figures" / f).stat().st_size > 1000 for f in figures)
     html = (run_dir / "report.html").read_text()
-    assert "Comparison of pipelines" in html and "cluster_neural_hdbscan: hdbscan on X_neural" in html
+    assert "Comparison of pipelines" in html and "hdbscan on neural ion images" in html and "var column `cluster_neural_hdbscan`" in html
     assert html.count("<figure>") == 11 and "Linear evaluation" in html and "k-nearest-neighbour purity of every embedding" in html and "<details><summary>cluster_regular_kmeans cluster 0" in html
     assert 'src="http' not in html and "<link" not in html and "<script" not in html  # self-contained
 

@@ -76,8 +76,8 @@ def test_mean_image_correlation(adata):
 @pytest.mark.parametrize(
     "plot, kwargs, n_axes",
     [
-        (sc.pl.cluster_mean_images, {"key": "km", "ncols": 3}, 4),
-        (sc.pl.cluster_members, {"key": "km", "cluster": 2}, 6),
+        (sc.pl.cluster_mean_images, {"key": "km", "ncols": 3}, 5),  # 4 clusters + the shared colour bar
+        (sc.pl.cluster_members, {"key": "km", "cluster": 2}, 7),  # mean + 5 members + the colour bar
         (sc.pl.spectrum, {"key": "km"}, 2),
         (sc.pl.spectrum, {"key": "km", "zoom": None}, 1),
         (sc.pl.embedding, {"key": "ud"}, 1),
@@ -143,3 +143,20 @@ def test_bad_input(adata, tmp_path):
     with pytest.raises(TypeError, match="integer cluster labels"):
         sc.pl.cluster_means(bad, "float")
     assert not any(tmp_path.iterdir())
+
+
+def test_image_figures_have_a_colour_bar_and_a_scale_bar(adata):
+    """Cluster mean images share one intensity scale (colour bar) and show µm when the pixel size is known."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    adata = adata.copy()
+    adata.uns["grid"] = {**adata.uns["grid"], "pixel_size": 50.0}
+    fig = sc.pl.cluster_mean_images(adata, "km", title="Cluster mean images: k-means on regular ion images")
+    colorbar = fig.axes[-1]
+    assert "mean intensity" in colorbar.get_ylabel()
+    bars = [a for a in fig.axes[0].artists if isinstance(a, AnchoredSizeBar)]
+    assert len(bars) == 1 and bars[0].txt_label.get_text().endswith("µm")
+    assert fig._suptitle.get_text() == "Cluster mean images: k-means on regular ion images"
+    adata.uns["grid"] = {k: v for k, v in adata.uns["grid"].items() if k != "pixel_size"}
+    fig = sc.pl.cluster_mean_images(adata, "km")
+    assert not [a for a in fig.axes[0].artists if isinstance(a, AnchoredSizeBar)]  # no pixel size, no bar

@@ -25,6 +25,7 @@ from .._config import ConfigError
 from .._logging import logger, progress
 from .._rundir import run_directory
 from ._config import load_config
+from ..report import CLUSTERING_NAMES, clustering_title
 from ..report._run import EMBEDDINGS, EMBEDDINGS_FILE
 
 RESULTS_FILE = "results.h5ad"
@@ -36,7 +37,6 @@ FIGURES_DIR = "figures"
 CHECKPOINTS_DIR = "checkpoints"
 
 #: Display names of clusterers in the comparison table (as in seed 000, Table 1).
-CLUSTERING_NAMES = {"umap_dbscan": "UMAP-DBSCAN", "kmeans": "k-means", "own": "own clusters"}
 
 
 def run_pipeline(
@@ -468,12 +468,14 @@ def make_figures(
         out[key] = []
         for name in section["figures"]:
             path = figures_dir / K.check_name(f"{key}_{name}.png", what="A cluster key (in a figure file name)")
+            words = clustering_title(item)
             if name == "cluster_means":
-                pl.cluster_mean_images(adata, key, means=means[key], save=path, dpi=dpi)
+                pl.cluster_mean_images(adata, key, means=means[key], title=f"Cluster mean images: {words}", save=path, dpi=dpi)
             elif name == "spectrum":
-                pl.spectrum(adata, key, layer=layer, zoom=zoom, save=path, dpi=dpi)
+                pl.spectrum(adata, key, layer=layer, zoom=zoom, title=f"Mean spectrum coloured by cluster: {words}",
+                            save=path, dpi=dpi)
             elif name == "embedding":
-                pl.embedding(adata, key, random_state=0, save=path, dpi=dpi)
+                pl.embedding(adata, key, random_state=0, title=f"Ion images in the embedding: {words}", save=path, dpi=dpi)
             elif name == "rgb_composite":
                 if not len(ids):
                     logger.warning("%s has no clusters; no RGB composite.", key)
@@ -484,7 +486,7 @@ def make_figures(
                 if not len(ids):
                     continue
                 largest = int(ids[np.argmax([(labels == c).sum() for c in ids])])
-                pl.cluster_members(adata, key, largest, winsorize=section["winsorize"], save=path, dpi=dpi)
+                pl.cluster_members(adata, key, largest, winsorize=section["winsorize"], title=words, save=path, dpi=dpi)
             plt.close("all")
             out[key].append((name, path))
     return out

@@ -18,7 +18,7 @@ from anndata import AnnData
 from .. import _keys as K
 from .. import pp
 from ._means import cluster_means, mean_image_correlation, standardized_images
-from ._utils import cluster_colors, cluster_labels, feature_labels, finish, image_axes, masked
+from ._utils import add_colorbar, add_scale_bar, cluster_colors, cluster_labels, feature_labels, finish, image_axes, masked
 
 
 def _grid(n_panels: int, ncols: int, panel_size: float, height_ratio: float):
@@ -109,15 +109,21 @@ def cluster_mean_images(
     mask = pp.tissue_mask_image(adata)
     colors = cluster_colors(labels)
     fig, axes = _grid(len(ids), ncols, panel_size, _aspect(adata))
+    # one intensity scale for every panel, so that a faint cluster mean looks faint (colour bar)
+    vmax = max(float(np.nanmax(images)) if len(ids) else 0.0, 1e-12)
     for ax, cluster, image in zip(axes, ids, images):
-        ax.imshow(masked(image, mask), cmap=cmap, vmin=0, vmax=max(float(np.nanmax(image)), 1e-12))
+        ax.imshow(masked(image, mask), cmap=cmap, vmin=0, vmax=vmax)
         name = "noise" if cluster < 0 else f"cluster {cluster}"
-        ax.set_title(f"{name} ({int((labels == cluster).sum())})", fontsize=9, color=colors[int(cluster)])
+        ax.set_title(f"{name} ({int((labels == cluster).sum())} images)", fontsize=9, color=colors[int(cluster)])
     if not len(ids):
         axes[0].set_visible(True)
         axes[0].text(0.5, 0.5, "no clusters", ha="center", va="center")
+    else:
+        add_scale_bar(axes[0], adata, width_px=mask.shape[1])
     fig.suptitle(title or f"Cluster mean images: {key}", fontsize=11)
     fig.tight_layout()
+    if len(ids):
+        add_colorbar(fig, cmap, vmax, "mean intensity\n(members scaled to [0, 1])")
     return finish(fig, save, dpi=dpi)
 
 
@@ -132,6 +138,7 @@ def cluster_members(
     ncols: int = 8,
     panel_size: float = 1.6,
     cmap: str = "viridis",
+    title: str | None = None,
     save: str | Path | None = None,
     dpi: int = 150,
 ) -> Any:
@@ -144,6 +151,8 @@ def cluster_members(
     ----------
     adata, key, layer, winsorize, cmap, save, dpi
         As in :func:`cluster_mean_images`.
+    title
+        Name of the clustering in the figure title (default: the clustering key).
     cluster
         Cluster id (-1 for the noise images).
     max_images
@@ -175,15 +184,17 @@ def cluster_members(
     names = feature_labels(adata)
     color = cluster_colors(labels)[int(cluster)]
     fig, axes = _grid(len(members) + 1, ncols, panel_size, _aspect(adata))
-    axes[0].imshow(masked(mean_images[int(np.flatnonzero(ids == cluster)[0])], mask), cmap=cmap, vmin=0)
+    axes[0].imshow(masked(mean_images[int(np.flatnonzero(ids == cluster)[0])], mask), cmap=cmap, vmin=0, vmax=1)
     axes[0].set_title("mean", fontsize=8, color=color, fontweight="bold")
+    add_scale_bar(axes[0], adata, width_px=mask.shape[1])
     for ax, index, image, r in zip(axes[1:], members, images, corr):
         ax.imshow(masked(image, mask), cmap=cmap, vmin=0, vmax=1)
         ax.set_title(names[index] + ("" if np.isnan(r) else f"\nr = {r:.2f}"), fontsize=7)
     name = "noise images" if cluster < 0 else f"cluster {cluster}"
     shown = f"{len(members)} of {int((labels == cluster).sum())}"
-    fig.suptitle(f"{key}: {name} ({shown} images)", fontsize=10, color=color)
+    fig.suptitle(f"{title or key}: {name} ({shown} images)", fontsize=10, color=color)
     fig.tight_layout()
+    add_colorbar(fig, cmap, 1.0, "intensity\n(scaled to [0, 1])")
     return finish(fig, save, dpi=dpi)
 
 

@@ -83,3 +83,36 @@ def image_axes(ax: Any) -> None:
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
+
+
+#: Scale-bar lengths (µm) to choose from: about a fifth of the image width.
+_SCALE_BAR_UM = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+
+
+def add_scale_bar(ax: Any, adata: AnnData, *, width_px: int) -> None:
+    """A white scale bar in µm at the lower right of an image axis (nothing without a pixel size).
+
+    The pixel size is ``uns["grid"]["pixel_size"]`` (µm), which the imzML and ST readers record.
+    """
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    pixel_size = (adata.uns.get(K.GRID) or {}).get("pixel_size")
+    if not pixel_size or not np.isfinite(float(pixel_size)) or float(pixel_size) <= 0:
+        return
+    target = 0.2 * width_px * float(pixel_size)
+    length = max((um for um in _SCALE_BAR_UM if um <= target), default=_SCALE_BAR_UM[0])
+    label = f"{length / 1000:g} mm" if length >= 1000 else f"{length} µm"
+    bar = AnchoredSizeBar(ax.transData, length / float(pixel_size), label, "lower right", pad=0.3, color="white",
+                          frameon=False, size_vertical=max(width_px / 100, 0.5), fontproperties={"size": 7})
+    ax.add_artist(bar)
+
+
+def add_colorbar(fig: Any, cmap: str, vmax: float, label: str) -> None:
+    """One colour bar from 0 to ``vmax`` at the right of ``fig``, shared by all its image panels."""
+    import matplotlib
+
+    fig.subplots_adjust(right=0.88)
+    cax = fig.add_axes([0.9, 0.15, 0.015, 0.65])
+    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0.0, vmax), cmap=cmap)
+    fig.colorbar(mappable, cax=cax).set_label(label, fontsize=8)
+    cax.tick_params(labelsize=7)

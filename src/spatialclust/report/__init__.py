@@ -5,6 +5,6 @@ command reuses; :func:`write_run_report` builds the report of a clustering run d
 """
 
 from ._html import GalleryItem, Report, image_data_uri
-from ._run import write_run_report
+from ._run import CLUSTERING_NAMES, clustering_title, write_run_report
 
-__all__ = ["GalleryItem", "Report", "image_data_uri", "write_run_report"]
+__all__ = ["CLUSTERING_NAMES", "GalleryItem", "Report", "clustering_title", "image_data_uri", "write_run_report"]

@@ -50,6 +50,19 @@ _METRIC_COLUMNS = [
 ]
 
 
+#: Display names of clusterers in tables and titles (others are shown by their registered name).
+CLUSTERING_NAMES = {"umap_dbscan": "UMAP-DBSCAN", "kmeans": "k-means", "own": "own clusters"}
+
+
+def clustering_title(item: Mapping[str, Any]) -> str:
+    """A clustering in words for titles, e.g. "k-means on regular ion images".
+
+    ``item``: a mapping with the clusterer ``method`` and the ``embedding`` (method name) it ran on.
+    """
+    embedding = str(item["embedding"]).removeprefix("X_")
+    return f"{CLUSTERING_NAMES.get(item['method'], item['method'])} on {embedding} ion images"
+
+
 def write_run_report(
     run_dir: str | Path,
     *,
@@ -131,9 +144,9 @@ def write_run_report(
             report.add_figure(None, path, caption=FIGURE_CAPTIONS[name])
     for key, info in summary["clusterings"].items():
         metrics = info["metrics"]
-        title = f"{key}: {info['method']} on {info['embedding']}"
         row = {label: metrics[name] for name, label in _METRIC_COLUMNS if name in metrics}
-        report.add_table(title, row, caption=_undefined_note(metrics))
+        caption = " ".join(filter(None, [f"Labels in var column `{key}` of results.h5ad.", _undefined_note(metrics)]))
+        report.add_table(clustering_title(info), row, caption=caption)
         for name, path in figures.get(key, []):
             report.add_figure(None, path, caption=FIGURE_CAPTIONS.get(name, name))
         if section["thumbnails"]:
