@@ -90,7 +90,7 @@ _SCALE_BAR_UM = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20
 
 
 def add_scale_bar(ax: Any, adata: AnnData, *, width_px: int) -> None:
-    """A white scale bar in µm at the lower right of an image axis (nothing without a pixel size).
+    """A black scale bar in µm at the lower right of an image axis (nothing without a pixel size).
 
     The pixel size is ``uns["grid"]["pixel_size"]`` (µm), which the imzML and ST readers record.
     """
@@ -102,7 +102,7 @@ def add_scale_bar(ax: Any, adata: AnnData, *, width_px: int) -> None:
     target = 0.2 * width_px * float(pixel_size)
     length = max((um for um in _SCALE_BAR_UM if um <= target), default=_SCALE_BAR_UM[0])
     label = f"{length / 1000:g} mm" if length >= 1000 else f"{length} µm"
-    bar = AnchoredSizeBar(ax.transData, length / float(pixel_size), label, "lower right", pad=0.3, color="white",
+    bar = AnchoredSizeBar(ax.transData, length / float(pixel_size), label, "lower right", pad=0.1, color="black",
                           frameon=False, size_vertical=max(width_px / 100, 0.5), fontproperties={"size": 7})
     ax.add_artist(bar)
 
