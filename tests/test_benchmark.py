@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,6 +44,7 @@ def test_benchmark_writes_leaderboard(tmp_path):
     assert summary["accuracy"].is_monotonic_decreasing
     html = (out / "leaderboard.html").read_text()
     assert "Leaderboard: simulated" in html and "simclr" in html
+    assert html.count("<figure>") == 1 and "grey bars are the raw-image baseline" in html  # the ranking as a chart
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "run.log", "run.json", "leaderboard.csv", "summary.csv"}
     with pytest.raises(FileExistsError, match="already holds"):
         run_benchmark(["simulated:1"], out, quick=True, embedders=["regular"], clusterers=["kmeans"])
@@ -82,6 +85,7 @@ def test_peak_memory_sees_a_large_allocation():
     with PeakMemory() as memory:
         block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
         block.sum()
+        time.sleep(0.2)  # held for several sampling intervals (a stage lasts seconds; 20 ms sampling)
         del block
     assert memory.peak_mb is not None and memory.peak_mb > 40
 

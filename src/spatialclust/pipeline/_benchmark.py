@@ -62,6 +62,8 @@ QUICK_PARAMS: dict[str, dict[str, Any]] = {
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"simclr": {"self_label": True}}
 #: Clusters when a dataset has no ground truth (the pipeline's k-means default).
 DEFAULT_N_CLUSTERS = 20
+#: the raw-image baseline, always part of a benchmark
+BASELINE = "regular"
 #: public datasets (`sc.datasets`) a benchmark accepts by name: the MSI ones
 MSI_DATASETS = ("mouse_bladder",)
 METRICS = ("accuracy", "nmi", "ari", "isotopic_recall", "rir", "n_isotope_pairs")
@@ -159,7 +161,7 @@ def benchmark_plan(
     names = [d["name"] for d in suite]
     if len(set(names)) != len(names):
         raise ValueError(f"Each dataset may be given once; received {names}.")
-    chosen_embedders = _names(embedders, tl.list_embedders(), "embedders", always="regular")
+    chosen_embedders = _names(embedders, tl.list_embedders(), "embedders", always=BASELINE)
     chosen_clusterers = _names(clusterers, tl.list_clusterers(), "clusterers")
     params = {str(k): dict(v) for k, v in (params or {}).items()}
     unknown = sorted(set(params) - set(chosen_embedders) - set(chosen_clusterers))
@@ -383,6 +385,25 @@ def summarise(board: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["group", *order], ascending=[True] + [False] * len(order), kind="stable")
 
 
+def leaderboard_figure(part: pd.DataFrame) -> Any:
+    """Horizontal bars of one group's ranking score (accuracy, else isotopic recall), or None."""
+    import matplotlib.pyplot as plt
+
+    metric = next((c for c in ("accuracy", "isotopic_recall") if c in part and part[c].notna().any()), None)
+    if metric is None:
+        return None
+    rows = part[part[metric].notna()].iloc[::-1]  # best at the top
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.2))
+    colors = ["0.6" if e == BASELINE else "tab:blue" for e in rows["embedder"]]
+    sd = rows[f"{metric}_sd"].fillna(0.0) if f"{metric}_sd" in rows else None
+    ax.barh([f"{e} + {c}" for e, c in zip(rows["embedder"], rows["clusterer"])], rows[metric], xerr=sd, color=colors)
+    ax.set_xlabel(metric.replace("_", " "))
+    ax.set_xlim(0, 1)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
 def write_leaderboard(run_dir: Path, board: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
     """``leaderboard.csv`` (one row per dataset x embedder x clusterer), ``summary.csv`` (mean and
     sd over the datasets of a group) and ``leaderboard.html``; returns the summary."""
@@ -407,6 +428,10 @@ def write_leaderboard(run_dir: Path, board: pd.DataFrame, cfg: Mapping[str, Any]
         shown = part.drop(columns="group")
         report.add_table(f"Leaderboard: {group}", shown, float_format="{:.3f}",
                          caption="Mean (and sd) over the datasets of the group; best first.")
+        figure = leaderboard_figure(part)
+        if figure is not None:
+            report.add_figure(None, figure, caption="The same ranking as a chart: mean over the datasets of the "
+                              "group with its sd; grey bars are the raw-image baseline (`regular`).")
     report.add_table("Every run", board, float_format="{:.3f}")
     report.add_params(dict(cfg), title="Configuration")
     report.write(run_dir / LEADERBOARD_HTML)
