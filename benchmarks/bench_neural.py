@@ -80,25 +80,10 @@ def make_embedder(spec, threads: int):
     if spec is None:
         return Recorder(sc.tl.create_embedder("regular"))
     if spec == "regular+conditioning":
-        return Recorder(ConditionedRegular(CONDITIONING))
+        return Recorder(sc.tl.create_embedder("regular", **CONDITIONING))
     params = DEFAULT if spec == "no-mask" else spec
     neural = sc.tl.NeuralEmbedder(**params, num_threads=threads, device="cpu")
     return Recorder(neural, no_mask=spec == "no-mask")
-
-
-class ConditionedRegular:
-    """Regular ion images of conditioned images (the conditioning alone, without a network)."""
-
-    def __init__(self, conditioning) -> None:
-        self.conditioning = conditioning
-
-    def fit_transform(self, images, *, mask=None, pixel_size=None):
-        return self.transform(images, mask=mask, pixel_size=pixel_size)
-
-    def transform(self, images, *, mask=None, pixel_size=None):
-        import spatialclust as sc
-
-        return sc.pp.condition_images(images, mask=mask, **self.conditioning).reshape(len(images), -1)
 
 
 def ablation_datasets(args):

@@ -74,7 +74,9 @@ def test_embed_writes_varm_and_uns(adata, images):
     # the first grid row holds no pixel: it is outside the tissue mask
     np.testing.assert_allclose(emb, images[:, 1:, :].reshape(6, -1))
     assert adata.uns[key]["method"] == "regular"
-    assert adata.uns[key][_keys.PARAMS] == {}
+    # the recorded parameters are the embedder's (no conditioning: the paper's regular ion images)
+    assert adata.uns[key][_keys.PARAMS] == {"clip_percentile": "None", "contrast": "None", "denoise": "None",
+                                            "denoise_size": 3.0}
 
 
 def test_embed_key_added_copy_and_instance(adata):
@@ -85,3 +87,21 @@ def test_embed_key_added_copy_and_instance(adata):
         sc.tl.embed(adata, RegularEmbedder(), foo=1)
     with pytest.raises(ValueError, match="Invalid option `nope` for `method`"):
         sc.tl.embed(adata, "nope")
+
+
+def test_regular_embedder_optional_conditioning():
+    """`regular` is the paper's flattened image by default; with conditioning, the same pattern at
+    another abundance and with a hot pixel maps to (nearly) the same vector."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:16, :16]
+    pattern = np.exp(-((yy - 5) ** 2 + (xx - 9) ** 2) / 8.0)
+    strong = rng.poisson(40 * pattern).astype(np.float32)
+    weak = rng.poisson(6 * pattern).astype(np.float32)
+    weak[14, 1] = 60.0  # hot pixel
+    images = np.stack([strong / strong.max(), weak / weak.max()])
+    plain = sc.tl.create_embedder("regular").fit_transform(images)
+    np.testing.assert_array_equal(plain, images.reshape(2, -1))
+    cond = sc.tl.create_embedder("regular", denoise="gaussian", denoise_size=1.5, clip_percentile=99.0,
+                                 contrast="minmax").fit_transform(images)
+    corr = lambda v: float(np.corrcoef(v[0], v[1])[0, 1])  # noqa: E731
+    assert corr(cond) > corr(plain) + 0.1
