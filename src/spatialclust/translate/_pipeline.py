@@ -7,6 +7,7 @@ resolved ``config.yaml``, ``run.log``, tables (CSV), figures (PNG), model checkp
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
     "intensity.transformer": {"d_model": [16, 32], "weight_decay": [1e-3, 1e-2]},
 }
 
+
+def _file_stem(model: str) -> str:
+    """A model row name as a plain file-name part: "logistic x mean [hurdle, uncalibrated]" ->
+    "logistic_x_mean_hurdle_uncalibrated" (letters, digits, '.', '+', '-' and '_' only)."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", model).strip("_")
 
 def default_config() -> dict[str, Any]:
     """The packaged, commented default configuration (``translate/config.yaml``)."""
@@ -291,9 +297,9 @@ def run_evaluate(config: Mapping[str, Any] | None, output: str | Path, *, overwr
         result["intensity_summary"].to_csv(out / "intensity_summary.csv", index=False)
         result["combinations"].to_csv(out / "combinations.csv", index=False)
         for name, table in result["presence"].items():
-            table.to_csv(out / f"presence_{name}.csv")
+            table.to_csv(out / f"presence_{_file_stem(name)}.csv")
         for name, table in result["intensity"].items():
-            table.to_csv(out / f"intensity_{name.replace(' ', '_')}.csv")
+            table.to_csv(out / f"intensity_{_file_stem(name)}.csv")
         targets = _targets_table(msi, presence, thresholds)
         targets.to_csv(out / "targets.csv")
         (out / "best_params.json").write_text(json.dumps(result["best_params"], indent=2))
