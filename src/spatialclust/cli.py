@@ -177,8 +177,7 @@ def datasets_path(
 
     try:
         folder = fetch(name, file)
-    except (ValueError, OSError, ImportError, RuntimeError) as err:
-        logger.debug("datasets path failed", exc_info=True)
+    except Exception as err:  # noqa: BLE001 -- every error becomes one line (see fail)
         fail(err)
     typer.echo(str(folder / file if file else folder))
 

@@ -81,13 +81,14 @@ def _cellprofiler_one(image: np.ndarray) -> dict[str, float]:
     mask = combined > otsu_threshold(combined)
     if mask.sum() < 4:  # a cell without a visible object: the whole image
         mask = np.ones_like(mask)
-    regions = regionprops(label(mask))
-    cell = max(regions, key=lambda r: r.area)
-    mask = label(mask) == cell.label
+    labelled = label(mask)
+    cell = max(regionprops(labelled), key=lambda r: r.area)
+    mask = labelled == cell.label
     cy, cx = cell.centroid
     yy, xx = np.nonzero(mask)
-    radius = max(float(np.sqrt(((yy - cy) ** 2 + (xx - cx) ** 2).max())), 1.0)
-    ring = np.minimum((np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / radius * _RADIAL_BINS).astype(int), _RADIAL_BINS - 1)
+    distance = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+    radius = max(float(distance.max()), 1.0)
+    ring = np.minimum((distance / radius * _RADIAL_BINS).astype(int), _RADIAL_BINS - 1)
     out: dict[str, float] = {
         "area_cell": float(cell.area), "perimeter_cell": float(cell.perimeter), "eccentricity_cell": float(cell.eccentricity),
         "solidity_cell": float(cell.solidity), "form_factor_cell": float(4 * np.pi * cell.area / max(cell.perimeter, 1.0) ** 2),

@@ -86,6 +86,16 @@ class ImageEmbedder(BaseEstimator):
         return self.fit(images, mask=mask, pixel_size=pixel_size).transform(images, mask=mask, pixel_size=pixel_size)
 
 
+def conditioning_params(embedder: Any) -> dict[str, Any] | None:
+    """The :func:`spatialclust.pp.condition_images` arguments of an embedder with conditioning
+    parameters (``denoise``, ``denoise_size``, ``clip_percentile``, ``contrast``), or None when its
+    images are used as given."""
+    if embedder.denoise is None and embedder.clip_percentile is None and embedder.contrast is None:
+        return None
+    return {"denoise": embedder.denoise, "denoise_size": embedder.denoise_size,
+            "clip_percentile": embedder.clip_percentile, "contrast": embedder.contrast}
+
+
 @register_embedder("regular")
 class RegularEmbedder(ImageEmbedder):
     """The preprocessed image itself, flattened inside the tissue mask ("regular ion images").
@@ -114,11 +124,11 @@ class RegularEmbedder(ImageEmbedder):
 
     def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
-        if self.denoise is not None or self.clip_percentile is not None or self.contrast is not None:
+        conditioning = conditioning_params(self)
+        if conditioning is not None:
             from .. import pp
 
-            arr = pp.condition_images(arr, denoise=self.denoise, denoise_size=self.denoise_size,
-                                      clip_percentile=self.clip_percentile, contrast=self.contrast, mask=mask)
+            arr = pp.condition_images(arr, mask=mask, **conditioning)
         if mask is None:
             return arr.reshape(arr.shape[0], -1)
         return arr[:, mask]

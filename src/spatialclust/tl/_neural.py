@@ -36,7 +36,7 @@ from .._logging import logger, progress
 from .._registry import invalid_option
 from ..pp import condition_images
 from ..pp._patches import CONTRASTS, DENOISERS, MAX_UPSAMPLE, PatchGrid, extract_patches, patch_grid
-from ._embed import ImageEmbedder, check_images, register_embedder
+from ._embed import ImageEmbedder, check_images, conditioning_params, register_embedder
 
 __all__ = ["DEFAULT_PATCH_UM", "NeuralEmbedder", "POOLINGS", "POSTPROCESSING"]
 
@@ -337,17 +337,10 @@ class NeuralEmbedder(ImageEmbedder):
             return {}
         return {"patch_size_um": self.patch_size_um, "pixel_size": pixel_size}
 
-    def _conditioning(self) -> dict[str, Any] | None:
-        """Arguments of :func:`spatialclust.pp.condition_images`, or None when the images are fed as given."""
-        if self.denoise is None and self.clip_percentile is None and self.contrast is None:
-            return None
-        return {"denoise": self.denoise, "denoise_size": self.denoise_size, "clip_percentile": self.clip_percentile,
-                "contrast": self.contrast}  # fmt: skip
-
     def _cache_key(self, images: np.ndarray, mask: np.ndarray | None, grid: PatchGrid) -> str:
         fp = Fingerprint()
         fp.update({"spatialclust": __version__, "embedder": "neural", "pooling": self.pooling})
-        fp.update({"conditioning": self._conditioning()})
+        fp.update({"conditioning": conditioning_params(self)})
         fp.update(self.backbone_.config.to_dict())
         fp.update(
             {
@@ -401,13 +394,14 @@ class NeuralEmbedder(ImageEmbedder):
         blank = int((arr.reshape(arr.shape[0], -1).max(axis=1) <= 0).sum())
         if blank:
             logger.warning("%d of %d images are all zero; their neural ion images describe a blank image.", blank, len(arr))
-        conditioning = self._conditioning()
-        if conditioning is not None:
-            arr = condition_images(arr, mask=mask, **conditioning)
+        # the key covers the given images and the conditioning parameters: a hit skips the conditioning too
         key = self._cache_key(arr, mask, grid) if self.cache_dir is not None else ""
         cached = load_cached_array(self.cache_dir, "neural", key)
         if cached is not None and cached.shape == (arr.shape[0], n_out):
             return cached.astype(np.float32, copy=False)
+        conditioning = conditioning_params(self)
+        if conditioning is not None:
+            arr = condition_images(arr, mask=mask, **conditioning)
         vectors = self._embed(arr, grid)
         save_cached_array(self.cache_dir, "neural", key, vectors)
         return vectors
