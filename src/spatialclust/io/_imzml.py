@@ -435,6 +435,8 @@ class _Spectra:
         tic = np.zeros(n, dtype=np.float64)
         n_empty = n_negative = 0
         floats = ix.int_dtype.kind == "f"
+        # a shared m/z axis: its column per value, outside all bins the extra column n_bins (dropped below)
+        shared_cols = None if shared_col is None else np.where(shared_col < 0, n_bins, shared_col)
         starts = range(0, n, chunk)
         for start in progress(starts, desc=f"Reading {path.name}", total=len(starts)):
             idx = spectra[start : start + chunk]
@@ -468,8 +470,8 @@ class _Spectra:
                 if negative == "clip":
                     inten[below] = 0.0
             tic[start : start + len(idx)][used] = np.add.reduceat(inten, seg, dtype=np.float64)
-            if shared_col is not None:  # outside all bins: the extra column n_bins, dropped below
-                col = np.tile(np.where(shared_col < 0, n_bins, shared_col), len(ids))
+            if shared_cols is not None:
+                col = np.tile(shared_cols, len(ids))
             else:
                 mz = np.concatenate(self._arrays(ids, "mz")).astype(np.float64, copy=False)
                 _check_chunk_mz(mz, seg, ids, path)

@@ -190,7 +190,7 @@ def write_spatialdata(
     labels[xy[:, 1], xy[:, 0]] = np.arange(1, adata.n_obs + 1, dtype=np.int32)
     elements: dict[str, Any] = {"labels": {PIXELS: Labels2DModel.parse(labels, dims=("y", "x"), transformations={GLOBAL: to_global})}}
     images: dict[str, Any] = {}
-    stack = images_of(adata)
+    stack = images_of(adata) if feature_images or keys else None  # the dense (n_vars, H, W) stack only when used
     if feature_images:
         images[FEATURE_IMAGES] = Image2DModel.parse(stack, dims=("c", "y", "x"), c_coords=list(map(str, adata.var_names)),
                                                    transformations={GLOBAL: to_global})

@@ -35,7 +35,7 @@ import pandas as pd
 
 from .. import _keys as K
 from .._compat import seed_everything
-from .._config import ConfigError
+from .._config import ConfigError, _deep_update, parse_override
 from .._logging import logger
 from .._rundir import run_directory
 from ._run import _own_clustering, load_input, preprocess, thinned_partners
@@ -114,18 +114,13 @@ def _dataset(spec: str | os.PathLike, *, quick: bool) -> dict[str, Any]:
 def parse_method_params(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Method parameters from command-line assignments ``"method.param=value"`` (value read as
     YAML; deeper keys nest: ``simclr.self_label_params.epochs=3``)."""
-    import yaml
-
     out: dict[str, dict[str, Any]] = {}
     for assignment in assignments:
-        dotted, sep, raw = assignment.partition("=")
+        dotted, sep, _ = assignment.partition("=")
         keys = [k.strip() for k in dotted.split(".")]
         if not sep or len(keys) < 2 or not all(keys):
             raise ConfigError(f"Parameter {assignment!r} must look like `method.param=value` (e.g. simclr.epochs=20).")
-        target = out.setdefault(keys[0], {})
-        for key in keys[1:-1]:
-            target = target.setdefault(key, {})
-        target[keys[-1]] = yaml.safe_load(raw)
+        out = _deep_update(out, parse_override(assignment))
     return out
 
 
@@ -175,17 +170,15 @@ def benchmark_plan(
     method_params: dict[str, dict[str, Any]] = {}
     for kind, registry, chosen in (("embedder", tl.embedders, chosen_embedders), ("clusterer", tl.clusterers, chosen_clusterers)):
         for name in chosen:
-            merged = {**DEFAULT_PARAMS.get(name, {}), **(QUICK_PARAMS.get(name, {}) if quick else {})}
-            for key, value in params.get(name, {}).items():
-                if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-                    value = {**merged[key], **value}
-                merged[key] = value
+            merged = _deep_update({**DEFAULT_PARAMS.get(name, {}), **(QUICK_PARAMS.get(name, {}) if quick else {})},
+                                  params.get(name, {}))
             factory = registry.get(name)
             accepted = inspect.signature(factory).parameters
             bad = sorted(k for k in merged if k not in accepted)
             if bad:
                 raise ConfigError(f"The {kind} `{name}` does not take the parameter(s) {bad}; it takes {sorted(accepted)}.")
             method_params[name] = merged
+    defaults = default_config()
     return {
         "seed": int(seed),
         "quick": bool(quick),
@@ -195,8 +188,8 @@ def benchmark_plan(
         "embedders": chosen_embedders,
         "clusterers": chosen_clusterers,
         "params": method_params,
-        "preprocess": default_config()["preprocess"],
-        "evaluate": {**default_config()["evaluate"], "n_boot": 200},
+        "preprocess": defaults["preprocess"],
+        "evaluate": {**defaults["evaluate"], "n_boot": 200},
     }
 
 
@@ -492,7 +485,7 @@ def run_benchmark(
                          n_clusters=n_clusters, quick=quick, budget=budget, seed=seed)
     output_dir = Path(output_dir)
     with run_directory(output_dir, cfg, command="benchmark", overwrite=overwrite) as tmp:
-        deadline = None if budget is None else time.perf_counter() + float(budget)
+        deadline = None if cfg["budget_s"] is None else time.perf_counter() + cfg["budget_s"]
         rows: list[dict[str, Any]] = []
         for item in cfg["datasets"]:
             rows.extend(_benchmark_dataset(item, cfg, deadline=deadline))

@@ -36,8 +36,6 @@ REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 CHECKPOINTS_DIR = "checkpoints"
 
-#: Display names of clusterers in the comparison table (as in seed 000, Table 1).
-
 
 def run_pipeline(
     config: str | Path | Mapping[str, Any] | None = None,
@@ -466,9 +464,9 @@ def make_figures(
         labels = adata.var[key].to_numpy()
         ids = means[key][0]
         out[key] = []
+        words = clustering_title(item)
         for name in section["figures"]:
             path = figures_dir / K.check_name(f"{key}_{name}.png", what="A cluster key (in a figure file name)")
-            words = clustering_title(item)
             if name == "cluster_means":
                 pl.cluster_mean_images(adata, key, means=means[key], title=f"Cluster mean images: {words}", save=path, dpi=dpi)
             elif name == "spectrum":
