@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._registry import invalid_option
-from ..tl._cluster import check_features
+from .._validation import check_features
 from ._labels import NOISE, check_labels
 
 

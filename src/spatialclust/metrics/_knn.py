@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tl._cluster import check_features
+from .._validation import check_features
 from ._labels import encode_classes
 
 __all__ = ["knn_accuracy"]

@@ -1,10 +1,10 @@
 """Tools: embed feature images and cluster them (scanpy's ``tl`` namespace)."""
 
+from .._validation import check_n_images
 from ._cell_cluster import evaluate_cells, leiden_cells
 from ._cell_embed import ChannelwiseEmbedder, embed_cells
 from ._cell_features import cell_features, cell_pca, classical_features
 from ._cluster import (
-    check_n_images,
     cluster,
     clusterers,
     DegenerateDataWarning,

@@ -1,7 +1,8 @@
 """Clustering of feature-image embeddings: registry, estimators, parameter helpers, AnnData wrapper.
 
-Every clusterer is a scikit-learn style estimator: ``__init__`` stores parameters, ``fit(X)``
-validates and sets ``labels_`` (int, ``-1`` = noise), ``fit_predict(X)`` returns them. All take a
+Every clusterer is a scikit-learn style estimator: ``__init__`` stores parameters, the class
+declares what they accept (``_parameter_constraints``, :mod:`spatialclust._validation`), ``fit(X)``
+validates them and the data and sets ``labels_`` (int, ``-1`` = noise), ``fit_predict(X)`` returns them. All take a
 ``random_state``. They are registered by name:
 
 =============== ================================================================================
@@ -15,13 +16,13 @@ validates and sets ``labels_`` (int, ``-1`` = noise), ``fit_predict(X)`` returns
 Small data: a neighbourhood size the data cannot hold (``n_neighbors``, ``min_samples``,
 ``min_cluster_size`` of 15 for 10 images) is reduced to half the images, with a warning; a fixed
 ``n_clusters`` above the number of images has no sensible reduction and is refused, by
-:func:`check_n_images` before any work in a pipeline.
+:func:`~spatialclust._validation.check_n_images` before any work in a pipeline.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import anndata as ad
 import numpy as np
@@ -31,14 +32,21 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from .. import _keys
 from .._logging import logger
 from .._registry import Registry
+from .._validation import (
+    MIN_IMAGES,
+    RANDOM_STATE,
+    Interval,
+    ValidatedParams,
+    check_count,
+    check_features,
+    neighbourhood_size,
+)
 from ._embed import _plain_params
 
 clusterers: Registry[BaseEstimator] = Registry("clusterer")
 """Registry of clusterers (name -> estimator class)."""
 register_clusterer = clusterers.register
 
-#: Fewest feature images any clusterer accepts.
-MIN_IMAGES = 3
 #: Below this many images UMAP computes exact nearest neighbours (its ``_small_data`` path).
 _UMAP_SMALL_DATA = 4096
 
@@ -55,122 +63,6 @@ def list_clusterers() -> list[str]:
 
 class DegenerateDataWarning(UserWarning):
     """A clustering finished but its result is degenerate (e.g. DBSCAN labelled every image noise)."""
-
-
-# --------------------------------------------------------------------------------------------
-# validation
-# --------------------------------------------------------------------------------------------
-
-
-def check_features(X: Any, *, name: str = "X") -> np.ndarray:
-    """Validate a feature matrix (one row per image) for clustering.
-
-    Raises a ValueError naming ``name`` when ``X`` is not 2-D, contains NaN/inf, has fewer than
-    3 rows (images) or when all rows are identical (nothing to cluster).
-    """
-    if sparse.issparse(X):
-        X = X.toarray()
-    arr = np.asarray(X)
-    if arr.dtype.kind != "f":  # float32 embeddings stay float32 (regular images can be large)
-        arr = arr.astype(np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"`{name}` must be 2-D (n_images, n_dims); received shape {arr.shape}.")
-    if arr.shape[0] < MIN_IMAGES:
-        raise ValueError(f"`{name}` has {arr.shape[0]} images; clustering needs at least {MIN_IMAGES}.")
-    if arr.shape[1] == 0:
-        raise ValueError(f"`{name}` has no columns: received shape {arr.shape}.")
-    # min/max propagate NaN and catch inf without an (n, d) temporary
-    if not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
-        raise ValueError(f"`{name}` contains NaN or infinite values.")
-    if np.array_equal(arr.min(axis=0), arr.max(axis=0)):
-        raise ValueError(
-            f"All {arr.shape[0]} images in `{name}` are identical; there is no structure to cluster "
-            "(check preprocessing, e.g. that images are not all empty)."
-        )
-    return arr
-
-
-def _check_count(value: Any, name: str, *, n_images: int, low: int = 1, below_n: bool = False) -> int:
-    """Validate an integer parameter bounded by the number of images (k, n_clusters, min_samples)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"`{name}` must be an integer; received {value!r}.")
-    high = n_images - 1 if below_n else n_images
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}; received {value}.")
-    if value > high:
-        rel = "smaller than" if below_n else "at most"
-        raise ValueError(f"`{name}`={value} is larger than allowed: it must be {rel} the number of images ({n_images}).")
-    return int(value)
-
-
-def _neighbourhood(
-    value: Any, name: str, *, n_images: int, low: int = 1, below_n: bool = True, counts_itself: bool = False
-) -> int:
-    """Validate a neighbourhood size (``n_neighbors``, ``min_samples``, ``min_cluster_size``) and fit it
-    to small data instead of refusing it.
-
-    A value the data cannot hold (at least ``n_images``, or above it when ``below_n`` is False)
-    is replaced, with a warning, by the largest neighbourhood in which two groups of images can
-    still be told apart: at most half the images (``n_images // 2`` counting the image itself,
-    one less when ``counts_itself`` is False). Larger neighbourhoods of any two images overlap,
-    so a k-nearest-neighbour graph or a density estimate sees one group. Values the data can hold
-    are used as given.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"`{name}` must be an integer; received {value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}; received {value}.")
-    allowed = n_images - 1 if below_n else n_images
-    if allowed < low:
-        raise ValueError(f"`{name}` must be >= {low}, which {n_images} images do not allow.")
-    if value <= allowed:
-        return int(value)
-    adapted = min(allowed, max(low, n_images // 2 - (0 if counts_itself else 1)))
-    logger.warning(
-        "`%s`=%d does not fit %d images; using %s=%d, the largest neighbourhood in which two groups of "
-        "images can still be told apart (half the images).", name, value, n_images, name, adapted,
-    )
-    return adapted
-
-
-def check_n_images(estimator: Any, n_images: int, *, where: str | None = None) -> None:
-    """Refuse, before any work, an embedder or clusterer that cannot run on ``n_images`` images.
-
-    A pipeline calls this once the number of images is known (after preprocessing) and before the
-    first embedding. Neighbourhood sizes are adapted to small data when the estimator is fitted
-    (see :func:`_neighbourhood`); what has no sensible adaptation is an error naming the parameter:
-    fewer images than a clusterer needs (:data:`MIN_IMAGES`, more for UMAP), or a fixed
-    ``n_clusters`` above the number of images.
-
-    Parameters
-    ----------
-    estimator
-        An embedder or clusterer (parameters stored, not fitted).
-    n_images
-        Number of images it will get.
-    where
-        How the error names the estimator (e.g. the configuration item); default its class name.
-
-    Raises
-    ------
-    ValueError
-        Naming the estimator, the parameter, its value and the number of images.
-    """
-    name = where or type(estimator).__name__
-    if isinstance(estimator, _Clusterer) and n_images < estimator._min_images():
-        raise ValueError(f"{name} needs at least {estimator._min_images()} images; the data have {n_images}.")
-    k = getattr(estimator, "n_clusters", None)
-    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > n_images:
-        raise ValueError(
-            f"{name}: `n_clusters`={k} is more than the {n_images} images to cluster; set a smaller "
-            "`n_clusters` (or 'auto') in its `params`."
-        )
-
-
-def _check_random_state(random_state: Any) -> int | None:
-    if random_state is None or (isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool)):
-        return None if random_state is None else int(random_state)
-    raise ValueError(f"`random_state` must be an int or None; received {random_state!r}.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,7 +108,7 @@ def estimate_dbscan_eps(X: Any, *, min_samples: int = 5, metric: str = "euclidea
     from sklearn.neighbors import NearestNeighbors
 
     arr = check_features(X)
-    k = _check_count(min_samples, "min_samples", n_images=arr.shape[0], low=2, below_n=True)
+    k = check_count(min_samples, "min_samples", n_images=arr.shape[0], low=2, below_n=True)
     dist, _ = NearestNeighbors(n_neighbors=k, metric=metric).fit(arr).kneighbors(arr)
     kdist = np.sort(dist[:, -1])
     eps = float(kdist[knee_point(kdist)])
@@ -240,7 +132,7 @@ def knn_affinity(X: np.ndarray, *, n_neighbors: int = 10, metric: str = "euclide
     """Symmetric 0/1 k-nearest-neighbour connectivity graph (``A = max(K, K^T)``), no self loops."""
     from sklearn.neighbors import kneighbors_graph
 
-    k = _check_count(n_neighbors, "n_neighbors", n_images=X.shape[0], below_n=True)
+    k = check_count(n_neighbors, "n_neighbors", n_images=X.shape[0], below_n=True)
     knn = kneighbors_graph(X, n_neighbors=k, mode="connectivity", metric=metric, include_self=False)
     return knn.maximum(knn.T).tocsr()
 
@@ -341,14 +233,12 @@ def estimate_n_clusters(
 
 
 def _resolve_n_clusters(n_clusters: Any, X: np.ndarray, *, max_clusters: int, n_neighbors: int = 10) -> int:
-    if isinstance(n_clusters, str):
-        if n_clusters != "auto":
-            raise ValueError(f"`n_clusters` must be a positive integer or 'auto'; received {n_clusters!r}.")
-        n_neighbors = _neighbourhood(n_neighbors, "n_neighbors", n_images=X.shape[0])
+    if n_clusters == "auto":
+        n_neighbors = neighbourhood_size(n_neighbors, "n_neighbors", n_images=X.shape[0])
         k = estimate_n_clusters(X, max_clusters=max_clusters, n_neighbors=n_neighbors)
         logger.info("Estimated n_clusters=%d from the eigengap of the kNN graph Laplacian.", k)
         return k
-    return _check_count(n_clusters, "n_clusters", n_images=X.shape[0])
+    return check_count(n_clusters, "n_clusters", n_images=X.shape[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,14 +246,14 @@ def _resolve_n_clusters(n_clusters: Any, X: np.ndarray, *, max_clusters: int, n_
 # --------------------------------------------------------------------------------------------
 
 
-class _Clusterer(ClusterMixin, BaseEstimator):
-    """Shared ``fit_predict``; subclasses implement ``fit`` setting ``labels_``."""
+class _Clusterer(ValidatedParams, ClusterMixin, BaseEstimator):
+    """Shared ``fit_predict``; subclasses declare ``_parameter_constraints`` and implement ``fit``
+    (which calls ``_validate_params()`` first) setting ``labels_``."""
 
     def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
         return self.fit(X).labels_
 
     def _min_images(self) -> int:
-        """Fewest images this clusterer can run on with its parameters (see :func:`check_n_images`)."""
         return MIN_IMAGES
 
 
@@ -397,6 +287,11 @@ class KMeansClusterer(_Clusterer):
         Number of clusters used.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_clusters": [Interval(int, 1), "auto"], "n_init": [Interval(int, 1), "auto"], "max_iter": [Interval(int, 1)],
+        "max_clusters": [Interval(int, 1)], "random_state": [RANDOM_STATE, None],
+    }
+
     def __init__(self, n_clusters: int | str = 20, *, n_init: int = 10, max_iter: int = 300, max_clusters: int = 30, random_state: int | None = 0) -> None:
         self.n_clusters = n_clusters
         self.n_init = n_init
@@ -407,8 +302,9 @@ class KMeansClusterer(_Clusterer):
     def fit(self, X: Any, y: Any = None) -> KMeansClusterer:
         from sklearn.cluster import KMeans
 
+        self._validate_params()
         arr = check_features(X)
-        seed = _check_random_state(self.random_state)
+        seed = self.random_state
         k = _resolve_n_clusters(self.n_clusters, arr, max_clusters=self.max_clusters)
         n_distinct = np.unique(arr, axis=0).shape[0]
         if k > n_distinct:
@@ -459,6 +355,12 @@ class UMAPDBSCAN(_Clusterer):
         The DBSCAN ``min_samples`` used.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_components": [Interval(int, 1)], "n_neighbors": [Interval(int, 2)], "min_dist": [Interval(float, 0)],
+        "metric": [str], "eps": [Interval(float, 0, closed="neither"), None], "min_samples": [Interval(int, 1), None],
+        "n_epochs": [Interval(int, 0), None], "random_state": [RANDOM_STATE, None],
+    }
+
     def __init__(
         self,
         *,
@@ -481,26 +383,25 @@ class UMAPDBSCAN(_Clusterer):
         self.random_state = random_state
 
     def _min_images(self) -> int:
-        dims = self.n_components if isinstance(self.n_components, (int, np.integer)) else 0
-        return max(MIN_IMAGES, int(dims) + 2)
+        self._validate_params()
+        return max(MIN_IMAGES, int(self.n_components) + 2)
 
     def fit(self, X: Any, y: Any = None) -> UMAPDBSCAN:
         from sklearn.cluster import DBSCAN
 
         from .._compat import require
 
+        self._validate_params()
         arr = check_features(X)
         n = arr.shape[0]
-        seed = _check_random_state(self.random_state)
-        if isinstance(self.n_components, bool) or not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
-            raise ValueError(f"`n_components` must be a positive integer; received {self.n_components!r}.")
+        seed = self.random_state
         dims = int(self.n_components)
         if n < self._min_images():
             raise ValueError(
                 f"UMAP to `n_components`={dims} dimensions needs at least {self._min_images()} images (for its "
                 f"spectral initialisation); received {n}. Lower `n_components` or use another clusterer."
             )
-        k = _neighbourhood(self.n_neighbors, "n_neighbors", n_images=n, low=2)
+        k = neighbourhood_size(self.n_neighbors, "n_neighbors", n_images=n, low=2)
         if self.min_samples is None:
             ms = default_min_samples(dims)
             if ms > max(2, n // 2):  # the rule of thumb would let no two groups of images be clusters
@@ -508,9 +409,7 @@ class UMAPDBSCAN(_Clusterer):
                                "using min_samples=%d.", ms, n, max(2, n // 2))
                 ms = max(2, n // 2)
         else:
-            ms = _neighbourhood(self.min_samples, "min_samples", n_images=n, counts_itself=True)
-        if self.eps is not None and not self.eps > 0:
-            raise ValueError(f"`eps` must be a positive number or None; received {self.eps!r}.")
+            ms = neighbourhood_size(self.min_samples, "min_samples", n_images=n, counts_itself=True)
         if self.metric in ("cosine", "correlation") and (np.linalg.norm(arr, axis=1) == 0).any():
             raise ValueError(f"`X` has all-zero images, for which the {self.metric} distance is undefined; remove empty images first.")
         with warnings.catch_warnings():
@@ -570,6 +469,11 @@ class HDBSCANClusterer(_Clusterer):
         Strength of each image's cluster membership.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "min_cluster_size": [Interval(int, 2)], "min_samples": [Interval(int, 1), None], "metric": [str],
+        "cluster_selection_epsilon": [Interval(float, 0)], "random_state": [RANDOM_STATE, None],
+    }
+
     def __init__(self, *, min_cluster_size: int = 5, min_samples: int | None = None, metric: str = "euclidean", cluster_selection_epsilon: float = 0.0, random_state: int | None = 0) -> None:
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
@@ -580,12 +484,12 @@ class HDBSCANClusterer(_Clusterer):
     def fit(self, X: Any, y: Any = None) -> HDBSCANClusterer:
         from sklearn.cluster import HDBSCAN
 
+        self._validate_params()
         arr = check_features(X)
         n = arr.shape[0]
-        _check_random_state(self.random_state)
-        mcs = _neighbourhood(self.min_cluster_size, "min_cluster_size", n_images=n, low=2, below_n=False,
+        mcs = neighbourhood_size(self.min_cluster_size, "min_cluster_size", n_images=n, low=2, below_n=False,
                              counts_itself=True)
-        ms = None if self.min_samples is None else _neighbourhood(self.min_samples, "min_samples", n_images=n,
+        ms = None if self.min_samples is None else neighbourhood_size(self.min_samples, "min_samples", n_images=n,
                                                                   counts_itself=True)
         model = HDBSCAN(min_cluster_size=mcs, min_samples=ms, metric=self.metric, cluster_selection_epsilon=self.cluster_selection_epsilon, copy=True).fit(arr)
         self.labels_ = model.labels_.astype(np.int64)
@@ -623,6 +527,11 @@ class SpectralClusterer(_Clusterer):
     labels_, n_clusters_, affinity_matrix_
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_clusters": [Interval(int, 1), "auto"], "n_neighbors": [Interval(int, 1)], "max_clusters": [Interval(int, 1)],
+        "assign_labels": ["kmeans", "discretize", "cluster_qr"], "random_state": [RANDOM_STATE, None],
+    }
+
     def __init__(self, n_clusters: int | str = "auto", *, n_neighbors: int = 10, max_clusters: int = 30, assign_labels: str = "kmeans", random_state: int | None = 0) -> None:
         self.n_clusters = n_clusters
         self.n_neighbors = n_neighbors
@@ -633,9 +542,10 @@ class SpectralClusterer(_Clusterer):
     def fit(self, X: Any, y: Any = None) -> SpectralClusterer:
         from sklearn.cluster import SpectralClustering
 
+        self._validate_params()
         arr = check_features(X)
-        seed = _check_random_state(self.random_state)
-        n_neighbors = _neighbourhood(self.n_neighbors, "n_neighbors", n_images=arr.shape[0])
+        seed = self.random_state
+        n_neighbors = neighbourhood_size(self.n_neighbors, "n_neighbors", n_images=arr.shape[0])
         A = knn_affinity(arr, n_neighbors=n_neighbors)
         k = _resolve_n_clusters(self.n_clusters, arr, max_clusters=self.max_clusters, n_neighbors=n_neighbors)
         model = SpectralClustering(n_clusters=k, affinity="precomputed", assign_labels=self.assign_labels, random_state=seed)
@@ -673,6 +583,11 @@ class LeidenClusterer(_Clusterer):
     labels_, modularity_
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "resolution": [Interval(float, 0, closed="neither")], "n_neighbors": [Interval(int, 1)], "metric": [str],
+        "n_iterations": [Interval(int)], "random_state": [RANDOM_STATE, None],
+    }
+
     def __init__(self, *, resolution: float = 1.0, n_neighbors: int = 10, metric: str = "euclidean", n_iterations: int = -1, random_state: int | None = 0) -> None:
         self.resolution = resolution
         self.n_neighbors = n_neighbors
@@ -683,18 +598,17 @@ class LeidenClusterer(_Clusterer):
     def fit(self, X: Any, y: Any = None) -> LeidenClusterer:
         from .._compat import require
 
+        self._validate_params()
         arr = check_features(X)
-        seed = _check_random_state(self.random_state)
-        if not (isinstance(self.resolution, (int, float)) and self.resolution > 0):
-            raise ValueError(f"`resolution` must be a positive number; received {self.resolution!r}.")
+        seed = self.random_state
         ig = require("igraph", package="igraph", purpose="Leiden clustering")
         la = require("leidenalg", package="leidenalg", purpose="Leiden clustering")
-        n_neighbors = _neighbourhood(self.n_neighbors, "n_neighbors", n_images=arr.shape[0])
+        n_neighbors = neighbourhood_size(self.n_neighbors, "n_neighbors", n_images=arr.shape[0])
         A = sparse.triu(knn_affinity(arr, n_neighbors=n_neighbors, metric=self.metric), k=1).tocoo()
         graph = ig.Graph(n=arr.shape[0], edges=list(zip(A.row.tolist(), A.col.tolist(), strict=True)), directed=False)
         part = la.find_partition(
             graph, la.RBConfigurationVertexPartition, resolution_parameter=float(self.resolution),
-            n_iterations=self.n_iterations, seed=0 if seed is None else seed,
+            n_iterations=self.n_iterations, seed=0 if seed is None else int(seed),
         )
         self.labels_ = np.asarray(part.membership, dtype=np.int64)
         self.modularity_ = float(part.modularity)

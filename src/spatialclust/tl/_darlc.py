@@ -28,14 +28,14 @@ import copy
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .._compat import resolve_device
 from .._logging import logger, progress
-from .._registry import invalid_option
-from ._cluster import _check_random_state, _Clusterer, _resolve_n_clusters, check_features, estimate_n_clusters, register_clusterer
+from .._validation import RANDOM_STATE, Interval, check_features
+from ._cluster import _Clusterer, _resolve_n_clusters, estimate_n_clusters, register_clusterer
 from ._embed import ImageEmbedder, check_images, register_embedder
 
 CHECKPOINT_KIND = "darlc"
@@ -315,6 +315,20 @@ class DARLCEmbedder(ImageEmbedder):
         (Module I warm-up) and ``clustering`` (head, mixture and joint training).
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_clusters": [Interval(int, 1), "auto"],
+        **{name: [Interval(int, 1)] for name in ("max_clusters", "patch_size", "embed_dim", "depth", "num_heads", "pool_grid",
+                                                 "head_dim", "batch_size", "seed_neighbors", "em_iter")},
+        "mask_ratio": [Interval(float, 0, 1, closed="neither")], "momentum": [Interval(float, 0, 1, closed="left")],
+        "temperature": [Interval(float, 0, closed="neither")], "lr": [Interval(float, 0, closed="neither")],
+        "input_scaling": [*INPUT_SCALINGS], "pretrain_epochs": [Interval(int, 0), "auto"],
+        "cluster_epochs": [Interval(int, 0), "auto"], "augmentation": [*AUGMENTATIONS], "gat_epochs": [Interval(int, 0)],
+        "gat_hidden_dims": [list, tuple], "gat_radius": [Interval(float, 0, closed="neither")],
+        "gaussian_sigma": [Interval(float, 0)], "contrastive": [bool], "joint_clustering": [bool], "mixture": [*MIXTURES],
+        "laplacian_weight": [Interval(float, 0)], "laplacian_decay": [Interval(float, 0, 1)],
+        "min_cluster_fraction": [Interval(float, 0, 1)], "output": [*OUTPUTS], "device": [str], "random_state": [RANDOM_STATE],
+    }
+
     def __init__(
         self,
         n_clusters: int | str = "auto",
@@ -385,32 +399,13 @@ class DARLCEmbedder(ImageEmbedder):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ validation
-    def _validate_params(self, n_images: int) -> None:
-        for name, choices in (("augmentation", AUGMENTATIONS), ("mixture", MIXTURES), ("output", OUTPUTS),
-                              ("input_scaling", INPUT_SCALINGS)):
-            if getattr(self, name) not in choices:
-                raise invalid_option(getattr(self, name), name, choices)
-        for name in ("patch_size", "embed_dim", "depth", "num_heads", "pool_grid", "head_dim", "batch_size", "seed_neighbors", "em_iter"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
-        for name in ("pretrain_epochs", "cluster_epochs", "gat_epochs"):
-            value = getattr(self, name)
-            if value == "auto" and name != "gat_epochs":
-                continue
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-                extra = " or 'auto'" if name != "gat_epochs" else ""
-                raise ValueError(f"`{name}` must be a non-negative integer{extra}; received {value!r}.")
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"`mask_ratio` must be in (0, 1); received {self.mask_ratio!r}.")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"`momentum` must be in [0, 1); received {self.momentum!r}.")
-        if self.temperature <= 0 or self.lr <= 0:
-            raise ValueError(f"`temperature` and `lr` must be positive; received {self.temperature!r}, {self.lr!r}.")
-        if n_images < 3:
-            raise ValueError(f"DARLC needs at least 3 images; received {n_images}.")
+    def _validate_params(self) -> None:
+        super()._validate_params()
         if self.augmentation == "gat" and self.gat_epochs < 1:
             raise ValueError("`gat_epochs` must be >= 1 with augmentation='gat'.")
+
+    def _min_images(self) -> int:
+        return 3
 
     # ------------------------------------------------------------------ fit
     def fit(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> DARLCEmbedder:
@@ -421,7 +416,9 @@ class DARLCEmbedder(ImageEmbedder):
         from ..models._smm import StudentMixture
 
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
-        self._validate_params(len(arr))
+        self._validate_params()
+        if len(arr) < self._min_images():
+            raise ValueError(f"DARLC needs at least {self._min_images()} images; received {len(arr)}.")
         seed = int(self.random_state)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -557,9 +554,7 @@ class DARLCEmbedder(ImageEmbedder):
             return net["head"](h).cpu().numpy().astype(np.float64)
 
     def _resolve_k(self, similarity: np.ndarray | None, n: int) -> int:
-        if isinstance(self.n_clusters, str):
-            if self.n_clusters != "auto":
-                raise ValueError(f"`n_clusters` must be a positive integer or 'auto'; received {self.n_clusters!r}.")
+        if self.n_clusters == "auto":
             k = estimate_n_clusters(similarity, affinity="precomputed", max_clusters=min(self.max_clusters, n - 1),
                                     min_clusters=2)
             logger.info("DARLC: %d clusters from the eigengap of the seeding similarity (eqs. 23-25).", k)
@@ -749,6 +744,11 @@ class SMMClusterer(_Clusterer):
     labels_, n_clusters_, mixture_
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_clusters": [Interval(int, 1), "auto"], "distribution": ["t", "gaussian"], "n_components_max": [Interval(int, 1)],
+        "max_clusters": [Interval(int, 1)], "max_iter": [Interval(int, 1)], "random_state": [RANDOM_STATE, None],
+    }
+
     def __init__(self, n_clusters: int | str = 20, *, distribution: str = "t", n_components_max: int = 32,
                  max_clusters: int = 30, max_iter: int = 100, random_state: int | None = 0) -> None:
         self.n_clusters = n_clusters
@@ -761,8 +761,9 @@ class SMMClusterer(_Clusterer):
     def fit(self, X: Any, y: Any = None) -> SMMClusterer:
         from ..models._smm import StudentMixture
 
+        self._validate_params()
         arr = check_features(X)
-        seed = _check_random_state(self.random_state)
+        seed = self.random_state
         k = _resolve_n_clusters(self.n_clusters, arr, max_clusters=self.max_clusters)
         if arr.shape[1] > self.n_components_max:
             from sklearn.decomposition import PCA

@@ -11,7 +11,7 @@ image ``(n_images, d)``. Embedders are scikit-learn estimators registered by nam
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import anndata as ad
 import numpy as np
@@ -20,6 +20,8 @@ from sklearn.base import BaseEstimator
 from .. import _keys
 from .._logging import logger
 from .._registry import Registry
+from .._validation import Interval, ValidatedParams
+from ..pp._patches import CONTRASTS, DENOISERS
 
 embedders: Registry[ImageEmbedder] = Registry("embedder")
 """Registry of image embedders (name -> :class:`ImageEmbedder` subclass)."""
@@ -63,17 +65,19 @@ def check_images(images: Any, *, mask: Any = None, pixel_size: float | None = No
     return arr, mask
 
 
-class ImageEmbedder(BaseEstimator):
+class ImageEmbedder(ValidatedParams, BaseEstimator):
     """Base class of the feature-image embedders.
 
-    Subclasses implement :meth:`fit` (learning, if any) and :meth:`transform`; both take the
-    preprocessed images float32 ``(n_images, H, W)`` (usually in [0, 1]), the tissue mask bool
-    ``(H, W)`` or None (all pixels) and the pixel size in µm or None.
-    ``__init__`` only stores parameters (scikit-learn convention).
+    Subclasses declare what their parameters accept (``_parameter_constraints``, see
+    :mod:`spatialclust._validation`) and implement :meth:`fit` (learning, if any; it calls
+    ``_validate_params()`` first) and :meth:`transform`; both take the preprocessed images float32
+    ``(n_images, H, W)`` (usually in [0, 1]), the tissue mask bool ``(H, W)`` or None (all pixels)
+    and the pixel size in µm or None. ``__init__`` only stores parameters (scikit-learn convention).
     """
 
     def fit(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> ImageEmbedder:
         """Learn what the embedder needs from ``images`` (no-op for training-free embedders)."""
+        self._validate_params()
         check_images(images, mask=mask, pixel_size=pixel_size)
         return self
 
@@ -84,6 +88,13 @@ class ImageEmbedder(BaseEstimator):
     def fit_transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
         """``fit`` then ``transform`` on the same images."""
         return self.fit(images, mask=mask, pixel_size=pixel_size).transform(images, mask=mask, pixel_size=pixel_size)
+
+
+#: Constraints of the conditioning parameters (:func:`spatialclust.pp.condition_images`) of an embedder.
+CONDITIONING_CONSTRAINTS: dict[str, list] = {
+    "denoise": [*DENOISERS, None], "denoise_size": [Interval(float, 0, closed="neither")],
+    "clip_percentile": [Interval(float, 0, 100, closed="right"), None], "contrast": [*CONTRASTS, None],
+}
 
 
 def conditioning_params(embedder: Any) -> dict[str, Any] | None:
@@ -114,6 +125,8 @@ class RegularEmbedder(ImageEmbedder):
         simulator: k-means ACC 0.65-0.79 against 0.62-0.65 unconditioned, thinned-partner recall@10
         0.93-0.99 against 0.81-0.83 (docs/benchmarks.md, "Neural ion images on realistic data").
     """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = CONDITIONING_CONSTRAINTS
 
     def __init__(self, *, denoise: str | None = None, denoise_size: float = 3.0, clip_percentile: float | None = None,
                  contrast: str | None = None) -> None:

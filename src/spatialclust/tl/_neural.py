@@ -25,7 +25,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -33,10 +33,10 @@ from .. import __version__
 from .._cache import Fingerprint, load_cached_array, save_cached_array
 from .._compat import resolve_device
 from .._logging import logger, progress
-from .._registry import invalid_option
 from ..pp import condition_images
-from ..pp._patches import CONTRASTS, DENOISERS, MAX_UPSAMPLE, PatchGrid, extract_patches, patch_grid
-from ._embed import ImageEmbedder, check_images, conditioning_params, register_embedder
+from ..pp._patches import MAX_UPSAMPLE, PatchGrid, extract_patches, patch_grid
+from .._validation import Interval
+from ._embed import CONDITIONING_CONSTRAINTS, ImageEmbedder, check_images, conditioning_params, register_embedder
 
 __all__ = ["DEFAULT_PATCH_UM", "NeuralEmbedder", "POOLINGS", "POSTPROCESSING"]
 
@@ -149,6 +149,16 @@ class NeuralEmbedder(ImageEmbedder):
         The fitted :class:`sklearn.decomposition.PCA` of ``postprocess="pca_whiten"``.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        **CONDITIONING_CONSTRAINTS,
+        "patch_size": [Interval(int, 1), None], "patch_size_um": [Interval(float, 0, closed="neither"), None],
+        "overlap": [Interval(float, 0, 1, closed="left", description="a fraction in [0, 1) (the paper used 0.4-0.5)")],
+        "pooling": [*POOLINGS], "postprocess": [*POSTPROCESSING, None], "n_components": [Interval(int, 1)],
+        "tissue_only": [bool], "max_upsample": [Interval(float, 1), None], "input_size": [Interval(int, 1), None],
+        "pretrained": [bool], "weights": [str, os.PathLike, None], "random_init": [bool], "batch_size": [Interval(int, 1)],
+        "num_threads": [Interval(int, 1), None], "device": [str], "cache_dir": [str, os.PathLike, None],
+    }
+
     def __init__(
         self,
         backbone: Any = "efficientnet_lite0",
@@ -195,27 +205,6 @@ class NeuralEmbedder(ImageEmbedder):
         self.num_threads = num_threads
         self.device = device
         self.cache_dir = cache_dir
-
-    # ------------------------------------------------------------------------------------------
-    def _validate_params(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise invalid_option(self.pooling, "pooling", POOLINGS)
-        if self.denoise is not None and self.denoise not in DENOISERS:
-            raise invalid_option(self.denoise, "denoise", DENOISERS)
-        if self.contrast is not None and self.contrast not in CONTRASTS:
-            raise invalid_option(self.contrast, "contrast", CONTRASTS)
-        if self.postprocess is not None and self.postprocess not in POSTPROCESSING:
-            raise invalid_option(self.postprocess, "postprocess", POSTPROCESSING)
-        if not (isinstance(self.n_components, (int, np.integer)) and self.n_components >= 1):
-            raise ValueError(f"`n_components` must be a positive integer; received {self.n_components!r}.")
-        if not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1):
-            raise ValueError(f"`batch_size` must be a positive integer; received {self.batch_size!r}.")
-        if self.num_threads is not None and not (isinstance(self.num_threads, (int, np.integer)) and self.num_threads >= 1):
-            raise ValueError(f"`num_threads` must be a positive integer or None; received {self.num_threads!r}.")
-        if self.input_size is not None and not (isinstance(self.input_size, (int, np.integer)) and self.input_size >= 1):
-            raise ValueError(f"`input_size` must be a positive integer or None; received {self.input_size!r}.")
-        if not 0.0 <= self.overlap < 1.0:
-            raise ValueError(f"`overlap` must be a fraction in [0, 1) (the paper used 0.4-0.5); received {self.overlap!r}.")
 
     def _load(self, images: np.ndarray, mask: np.ndarray | None, pixel_size: float | None) -> None:
         """Validate the parameters and the images, and load the backbone."""
