@@ -45,7 +45,10 @@ from ._registry import invalid_option
 __all__ = [
     "AUGMENTATION_STRENGTHS",
     "MIN_IMAGES",
+    "NON_NEGATIVE",
+    "POSITIVE",
     "RANDOM_STATE",
+    "SEED",
     "Check",
     "Interval",
     "ValidatedParams",
@@ -134,8 +137,14 @@ class Check:
         self.function = function
 
 
-#: ``random_state`` of every estimator: an integer seed or None.
+#: ``random_state`` of every estimator: an integer seed (with None where the estimator allows it).
 RANDOM_STATE = Interval(int, description="an int")
+#: A seed that must be an integer.
+SEED = Interval(int, description="an integer")
+#: Learning rates, temperatures, ...
+POSITIVE = Interval(float, 0, closed="neither")
+#: Weight decays, augmentation ranges, ...
+NON_NEGATIVE = Interval(float, 0)
 
 _TYPE_NAMES = {bool: "True or False", str: "a string", dict: "a mapping", Mapping: "a mapping",
                list: "a list", tuple: "a tuple"}

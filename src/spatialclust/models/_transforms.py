@@ -22,6 +22,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# the strengths are plain data, checked by the embedders' constraints without importing torch
+from .._validation import AUGMENTATION_STRENGTHS, Interval, augmentation_strength, check_probability, check_range, validate_params
+
 __all__ = [
     "AUGMENTATION_STRENGTHS",
     "Compose",
@@ -42,53 +45,6 @@ __all__ = [
     "simclr_views",
 ]
 
-#: The three appearance-augmentation combinations of the authors' implementation
-#: (github.com/LabLaskin/MSI-self-supervised-clustering, ``main.ipynb``): every transform is always
-#: applied (``p = 1``, no random skipping), in the order blur, intensity, noise. ``"medium"`` is the
-#: SimCLR view; ``"weak"`` and ``"strong"`` are the two views of self-labeling. Blur sigma in pixels
-#: (torchvision ``GaussianBlur``), noise sigma relative to the image's bright-pixel level, and the
-#: brightness/contrast jitter of ``ColorJitter`` on a gray image.
-AUGMENTATION_STRENGTHS: dict[str, dict[str, object]] = {
-    "weak": {"p": 1.0, "blur_sigma": (0.01, 0.75), "noise_sigma": (0.001, 0.2), "intensity": 0.25},
-    "medium": {"p": 1.0, "blur_sigma": (0.01, 0.75), "noise_sigma": (0.001, 0.2), "intensity": 0.5},
-    "strong": {"p": 1.0, "blur_sigma": (0.1, 2.0), "noise_sigma": (0.001, 0.4), "intensity": 0.5},
-}
-_STRENGTH_KEYS = ("p", "blur_sigma", "noise_sigma", "intensity", "counts", "gamma")
-
-
-def augmentation_strength(strength: str | Mapping[str, object]) -> dict[str, object]:
-    """Parameters of an augmentation strength: a name of :data:`AUGMENTATION_STRENGTHS` or a mapping
-    with the keys ``p``, ``blur_sigma``, ``noise_sigma``, ``intensity`` and the optional ion-image
-    nuisances ``counts`` (:class:`RandomCountThinning` range) and ``gamma`` (:class:`RandomGamma`
-    range); missing keys are those of ``"medium"`` (no thinning, no gamma)."""
-    if isinstance(strength, Mapping):
-        unknown = sorted(set(strength) - set(_STRENGTH_KEYS))
-        if unknown:
-            raise ValueError(f"Unknown augmentation parameter(s) {unknown}; valid keys are {list(_STRENGTH_KEYS)}.")
-        return {**AUGMENTATION_STRENGTHS["medium"], **strength}
-    if strength not in AUGMENTATION_STRENGTHS:
-        from .._registry import invalid_option
-
-        raise invalid_option(strength, "strength", list(AUGMENTATION_STRENGTHS))
-    return dict(AUGMENTATION_STRENGTHS[strength])
-
-
-def _check_probability(p: float) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-        raise ValueError(f"`p` must be a probability in [0, 1]; received {p!r}.")
-    return float(p)
-
-
-def _check_range(value: Sequence[float], name: str, *, low: float = 0.0) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a (min, max) pair; received {value!r}.") from None
-    if not low <= lo <= hi:
-        raise ValueError(f"`{name}` must satisfy {low} <= min <= max; received {value!r}.")
-    return lo, hi
-
-
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     return (torch.rand(n, generator=generator) * (high - low) + low).to(device)
 
@@ -101,7 +57,7 @@ class IonImageTransform(nn.Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        self.p = _check_probability(p)
+        self.p = check_probability(p)
 
     def forward(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Transform a batch ``(B, H, W)`` in [0, 1]; each image is changed with probability ``p``."""
@@ -136,7 +92,7 @@ class RandomGaussianBlur(IonImageTransform):
 
     def __init__(self, sigma: Sequence[float] = (0.1, 2.0), *, p: float = 0.5) -> None:
         super().__init__(p)
-        self.sigma = _check_range(sigma, "sigma")
+        self.sigma = check_range(sigma, "sigma")
         if self.sigma[1] <= 0:
             raise ValueError(f"`sigma` must allow a positive blur; received {sigma!r}.")
 
@@ -190,7 +146,7 @@ class RandomGaussianNoise(IonImageTransform):
 
     def __init__(self, sigma: Sequence[float] = (0.001, 0.2), *, p: float = 0.5) -> None:
         super().__init__(p)
-        self.sigma = _check_range(sigma, "sigma")
+        self.sigma = check_range(sigma, "sigma")
 
     def sample(self, images, generator):
         std = _uniform(images.shape[0], *self.sigma, generator, images.device)
@@ -229,7 +185,7 @@ class RandomCountThinning(IonImageTransform):
 
     def __init__(self, counts: Sequence[float] = (3.0, 100.0), *, p: float = 0.5) -> None:
         super().__init__(p)
-        self.counts = _check_range(counts, "counts", low=1e-3)
+        self.counts = check_range(counts, "counts", low=1e-3)
 
     def sample(self, images, generator):
         low, high = math.log(self.counts[0]), math.log(self.counts[1])
@@ -261,7 +217,7 @@ class RandomGamma(IonImageTransform):
 
     def __init__(self, gamma: Sequence[float] = (0.5, 2.0), *, p: float = 0.5) -> None:
         super().__init__(p)
-        self.gamma = _check_range(gamma, "gamma", low=1e-3)
+        self.gamma = check_range(gamma, "gamma", low=1e-3)
 
     def sample(self, images, generator):
         low, high = math.log(self.gamma[0]), math.log(self.gamma[1])
@@ -290,8 +246,7 @@ class RandomIntensityDistortion(IonImageTransform):
 
     def __init__(self, strength: float = 0.5, *, p: float = 0.5) -> None:
         super().__init__(p)
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength < 1:
-            raise ValueError(f"`strength` must be in [0, 1); received {strength!r}.")
+        validate_params({"strength": strength}, {"strength": [Interval(float, 0, 1, closed="left")]})
         self.strength = float(strength)
 
     def sample(self, images, generator):
@@ -329,8 +284,7 @@ class RandomRotation(_RandomAffine):
 
     def __init__(self, degrees: float = 15.0, *, p: float = 0.5) -> None:
         super().__init__(p)
-        if isinstance(degrees, bool) or not isinstance(degrees, (int, float)) or not 0 < degrees <= 180:
-            raise ValueError(f"`degrees` must be in (0, 180]; received {degrees!r}.")
+        validate_params({"degrees": degrees}, {"degrees": [Interval(float, 0, 180, closed="right")]})
         self.degrees = float(degrees)
 
     def sample(self, images, generator):
@@ -355,8 +309,7 @@ class RandomTranslation(_RandomAffine):
 
     def __init__(self, max_shift: float = 0.05, *, p: float = 0.5) -> None:
         super().__init__(p)
-        if isinstance(max_shift, bool) or not isinstance(max_shift, (int, float)) or not 0 < max_shift < 1:
-            raise ValueError(f"`max_shift` must be in (0, 1); received {max_shift!r}.")
+        validate_params({"max_shift": max_shift}, {"max_shift": [Interval(float, 0, 1, closed="neither")]})
         self.max_shift = float(max_shift)
 
     def sample(self, images, generator):
@@ -384,10 +337,10 @@ class RandomResizedCrop(_RandomAffine):
 
     def __init__(self, scale: Sequence[float] = (0.8, 0.9), ratio: Sequence[float] = (0.9, 1.1), *, p: float = 0.5) -> None:
         super().__init__(p)
-        self.scale = _check_range(scale, "scale", low=1e-3)
+        self.scale = check_range(scale, "scale", low=1e-3)
         if self.scale[1] > 1:
             raise ValueError(f"`scale` must lie in (0, 1]; received {scale!r}.")
-        self.ratio = _check_range(ratio, "ratio", low=1e-3)
+        self.ratio = check_range(ratio, "ratio", low=1e-3)
 
     def sample(self, images, generator):
         b, dev = images.shape[0], images.device

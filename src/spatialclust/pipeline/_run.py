@@ -25,6 +25,7 @@ from .._config import ConfigError
 from .._logging import logger, progress
 from .._rundir import run_directory
 from ._config import load_config
+from ._plan import check_plan
 from ..report import CLUSTERING_NAMES, clustering_title
 from ..report._run import EMBEDDINGS, EMBEDDINGS_FILE
 
@@ -92,6 +93,7 @@ def run_pipeline(
     from ..report import write_run_report
 
     cfg = load_config(config)
+    check_plan(cfg)  # every estimator's parameters, before the data are read
     output_dir = Path(output_dir)
     plans = _plan(cfg)  # builds every estimator first: bad parameters fail before any work
     inputs = (cfg["input"]["path"], cfg["report"]["histology"])
@@ -100,11 +102,7 @@ def run_pipeline(
         seed_everything(seed)
         adata, dataset = load_input(cfg["input"], seed=seed)
         preprocess(adata, cfg["preprocess"])
-        # what cannot run on this many images fails before any work
-        for key, embedder in plans["embeddings"]:
-            tl.check_n_images(embedder, adata.n_vars, where=f"Embedding `{key}`")
-        for item in plans["clusterings"]:
-            tl.check_n_images(item["estimator"], adata.n_vars, where=f"Clustering `{item['key']}` ({item['method']})")
+        check_plan(cfg, n_images=adata.n_vars)  # and what cannot run on this many images, before the first embedding
         timings: dict[str, float] = {}
         clusterings = []
         for key, embedder in progress(plans["embeddings"], desc="embedding", total=len(plans["embeddings"])):

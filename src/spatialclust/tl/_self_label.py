@@ -24,7 +24,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anndata as ad
 import numpy as np
@@ -33,12 +33,11 @@ from sklearn.base import BaseEstimator
 from .. import _keys
 from .._compat import resolve_device
 from .._logging import logger, progress
+from .._validation import NON_NEGATIVE, POSITIVE, SEED, Check, Interval, ValidatedParams, augmentation_strength
 from ._embed import _plain_params, check_images
 from ._simclr import (
     INIT_ASSIGN_LABELS,
     SimCLREmbedder,
-    _check_positive_float,
-    _check_positive_int,
     autocast_context,
     channels_last,
     encode,
@@ -57,7 +56,7 @@ class NoConfidentImagesWarning(UserWarning):
     """No image reached the confidence threshold: self-labeling stopped without training."""
 
 
-class SelfLabelingClassifier(BaseEstimator):
+class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
     """Self-labeling of ion images with a SimCLR encoder and a linear classifier (Hu et al. 2022).
 
     Parameters
@@ -120,6 +119,15 @@ class SelfLabelingClassifier(BaseEstimator):
         Fine-tuned encoder + classifier (``model_.encoder``, ``model_.head``).
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "threshold": [Interval(float, 0, 1, closed="right", description="a probability in (0, 1]"), "auto"],
+        "confident_fraction": [Interval(float, 0, 1, closed="right", description="a probability in (0, 1]")],
+        "epochs": [Interval(int, 0), "auto"], "init_epochs": [Interval(int, 0)], "batch_size": [Interval(int, 1), "auto"],
+        "lr": [POSITIVE], "init_lr": [POSITIVE], "weight_decay": [NON_NEGATIVE], "class_balancing": [bool],
+        "weak": [Check(augmentation_strength)], "strong": [Check(augmentation_strength)], "rotation": [NON_NEGATIVE],
+        "translation": [NON_NEGATIVE], "resized_crop": [bool], "device": [str], "mixed_precision": [bool], "seed": [SEED],
+    }
+
     def __init__(
         self,
         embedder: SimCLREmbedder | str | os.PathLike | None = None,
@@ -173,25 +181,6 @@ class SelfLabelingClassifier(BaseEstimator):
         raise ValueError(
             f"`embedder` must be a fitted SimCLREmbedder or a SimCLR checkpoint directory; received {type(self.embedder).__name__}."
         )
-
-    def _validate(self) -> None:
-        for name in ("threshold", "confident_fraction"):
-            t = getattr(self, name)
-            if name == "threshold" and t == "auto":
-                continue
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
-                extra = " or 'auto'" if name == "threshold" else ""
-                raise ValueError(f"`{name}` must be a probability in (0, 1]{extra}; received {t!r}.")
-        _check_positive_int(self.epochs, "epochs", allow_auto=True, low=0)
-        _check_positive_int(self.init_epochs, "init_epochs", low=0)
-        _check_positive_int(self.batch_size, "batch_size", allow_auto=True)
-        for name in ("lr", "init_lr"):
-            _check_positive_float(getattr(self, name), name)
-        _check_positive_float(self.weight_decay, "weight_decay", allow_zero=True)
-        from ..models._transforms import augmentation_strength
-
-        augmentation_strength(self.weak)
-        augmentation_strength(self.strong)
 
     def _probabilities(self, data) -> np.ndarray:
         """Softmax probabilities of the clean images (eval mode)."""
@@ -248,7 +237,7 @@ class SelfLabelingClassifier(BaseEstimator):
         from ..models._transforms import self_labeling_views
 
         arr, mask = check_images(images, mask=mask)
-        self._validate()
+        self._validate_params()
         n = arr.shape[0]
         init = np.asarray(labels)
         if init.shape != (n,):

@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .._compat import resolve_device
 from .._logging import logger, progress
+from .._validation import NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength
 from ._embed import ImageEmbedder, check_images, register_embedder
 
 __all__ = [
@@ -100,22 +101,6 @@ def optimizer_step(loss: Any, optimizer: Any, scaler: Any | None) -> None:
     else:
         loss.backward()
         optimizer.step()
-
-
-def _check_positive_int(value: Any, name: str, *, allow_auto: bool = False, low: int = 1) -> Any:
-    if allow_auto and value == "auto":
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        extra = " or 'auto'" if allow_auto else ""
-        raise ValueError(f"`{name}` must be an integer >= {low}{extra}; received {value!r}.")
-    return int(value)
-
-
-def _check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValueError(f"`{name}` must be a {'non-negative' if allow_zero else 'positive'} number; received {value!r}.")
-    return float(value)
 
 
 @register_embedder("simclr")
@@ -219,6 +204,18 @@ class SimCLREmbedder(ImageEmbedder):
     (400, 1280)
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "backbone": [str], "pretrained": [bool], "weights": [str, os.PathLike, None],
+        "epochs": [Interval(int, 1, description="an integer >= 1"), "auto"], "batch_size": [Interval(int, 2), "auto"],
+        "lr": [POSITIVE], "weight_decay": [NON_NEGATIVE], "temperature": [POSITIVE], "projection_dim": [Interval(int, 1)],
+        "hidden_dim": [Interval(int, 1), None], "image_size": [Interval(int, 1), "auto", None],
+        "augmentation": [Check(augmentation_strength)], "blur": [bool], "noise": [bool], "intensity": [bool],
+        "rotation": [NON_NEGATIVE], "translation": [NON_NEGATIVE], "resized_crop": [bool],
+        "checkpoint": [str, os.PathLike, None], "resume": [bool], "save_every": [Interval(int, 1)], "device": [str],
+        "mixed_precision": [bool], "seed": [SEED], "self_label": [bool], "n_clusters": [Interval(int, 1), "auto"],
+        "self_label_params": [dict, None],
+    }
+
     def __init__(
         self,
         backbone: str = "efficientnet_lite0",
@@ -314,23 +311,12 @@ class SimCLREmbedder(ImageEmbedder):
         head = ProjectionHead(encoder.config.num_features, self.hidden_dim, self.projection_dim)
         return SimCLRModel(encoder, head)
 
-    def _validate(self) -> None:
-        _check_positive_int(self.epochs, "epochs", allow_auto=True)
-        _check_positive_int(self.batch_size, "batch_size", allow_auto=True, low=2)
-        from ..models._transforms import augmentation_strength
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if self.self_label:  # the parameters of step 2 too, so that they fail before step 1 trains
+            from ._self_label import SelfLabelingClassifier
 
-        augmentation_strength(self.augmentation)
-        _check_positive_float(self.lr, "lr")
-        _check_positive_float(self.weight_decay, "weight_decay", allow_zero=True)
-        _check_positive_float(self.temperature, "temperature")
-        _check_positive_int(self.projection_dim, "projection_dim")
-        if self.hidden_dim is not None:
-            _check_positive_int(self.hidden_dim, "hidden_dim")
-        _check_positive_int(self.save_every, "save_every")
-        _check_positive_float(self.rotation, "rotation", allow_zero=True)
-        _check_positive_float(self.translation, "translation", allow_zero=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise ValueError(f"`seed` must be an integer; received {self.seed!r}.")
+            SelfLabelingClassifier(self, **(self.self_label_params or {}))._validate_params()
 
     def _resolve_epochs(self) -> int:
         if self.epochs != "auto":
@@ -406,8 +392,6 @@ class SimCLREmbedder(ImageEmbedder):
             from ._cluster import create_clusterer
             from ._self_label import SelfLabelingClassifier
 
-            if self.self_label_params is not None and not isinstance(self.self_label_params, dict):
-                raise ValueError(f"`self_label_params` must be a mapping or None; received {self.self_label_params!r}.")
             features = SimCLREmbedder.transform(self, images, mask=mask)
             init = create_clusterer(
                 "spectral", n_clusters=self.n_clusters, random_state=self.seed, assign_labels=INIT_ASSIGN_LABELS
@@ -431,7 +415,7 @@ class SimCLREmbedder(ImageEmbedder):
         from ..models._transforms import simclr_views
 
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
-        self._validate()
+        self._validate_params()
         if arr.shape[0] < 2:
             raise ValueError(
                 f"`images` holds {arr.shape[0]} image; SimCLR needs at least 2 (the other images of a batch are the negatives)."
