@@ -78,7 +78,7 @@ def test_too_many_clusters_fail_after_reading_before_any_embedding(tmp_path, mon
     for cls in _estimator_classes():
         monkeypatch.setattr(cls, "fit", lambda self, *a, **k: calls.append(type(self).__name__))
     config = {"input": TINY_INPUT, "embedding": ["regular"], "cluster": [{"method": "kmeans", "params": {"n_clusters": 500}}]}
-    with pytest.raises(ConfigError, match=r"`cluster\[0\]` \(kmeans\): `n_clusters`=500 is more than the \d+ images"):
+    with pytest.raises(ValueError, match=r"Clustering `cluster_regular_kmeans` \(kmeans\): `n_clusters`=500 is more than the \d+ images"):
         run_pipeline(config, tmp_path / "run")
     assert calls == [] and not (tmp_path / "run").exists()
 

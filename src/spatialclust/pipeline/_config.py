@@ -14,6 +14,7 @@ from typing import Any
 
 from .._config import ConfigError, merge_config, packaged_defaults, resolve_config
 from .._registry import invalid_option
+from .._validation import POSITIVE, SEED, Interval, validate_params
 
 DEFAULTS_RESOURCE = "pipeline/config.yaml"
 
@@ -23,13 +24,21 @@ _ITEM_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 FIGURES = ("cluster_means", "spectrum", "embedding", "rgb_composite", "members")
 EMBEDDING_FIGURES = ("knn_purity", "representations", "ion_pairs")
-_CHOICES = {
-    ("preprocess", "normalize"): ("tic", "rms", "none"),
-    ("preprocess", "tissue_mask"): ("auto", "otsu", "none"),
-    ("evaluate", "isotope_unit"): ("Da", "ppm"),
-}
 #: public datasets (`sc.datasets`) that load as one AnnData, for `input.dataset`
 _SINGLE_TABLE_DATASETS = ("mouse_bladder", "legacy_st")
+_PERCENTILE = Interval(float, 0, 100, closed="right", description="a percentile in (0, 100]")
+#: What the single keys accept (dotted key -> constraints, :mod:`spatialclust._validation`); the
+#: ``embedding`` and ``cluster`` items are checked by :func:`spatialclust.pipeline.check_plan`.
+_CONSTRAINTS: dict[str, list[Any]] = {
+    "seed": [SEED],
+    "input.dataset": [*_SINGLE_TABLE_DATASETS, None], "input.read": [Mapping], "input.simulate": [Mapping],
+    "preprocess.normalize": ["tic", "rms", "none"], "preprocess.winsorize": [_PERCENTILE, None],
+    "preprocess.scale": [bool], "preprocess.remove_empty": [bool], "preprocess.tissue_mask": ["auto", "otsu", "none"],
+    "preprocess.tissue_only": [bool],
+    "evaluate.isotope_delta": [POSITIVE], "evaluate.isotope_unit": ["Da", "ppm"],
+    "evaluate.isotope_min_corr": [Interval(float, -1, 1)], "evaluate.n_boot": [Interval(int, 1)],
+    "report.winsorize": [_PERCENTILE, None], "report.max_thumbnails": [Interval(int, 1)], "report.dpi": [Interval(int, 1)],
+}
 
 
 def default_config() -> dict[str, Any]:
@@ -77,19 +86,13 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     from .. import tl
 
     config = copy.deepcopy(dict(config))
-    if isinstance(config.get("seed"), bool) or not isinstance(config.get("seed"), int):
-        raise ConfigError(f"`seed` must be an integer; got {config.get('seed')!r}.")
-    for (section, key), valid in _CHOICES.items():
-        value = config[section][key]
-        value = "none" if value is None and "none" in valid else value
-        if value not in valid:
-            raise ConfigError(_invalid(value, f"{section}.{key}", valid))
-        config[section][key] = value
-    for section, key in (("input", "read"), ("input", "simulate")):
-        if not isinstance(config[section][key], Mapping):
-            raise ConfigError(f"`{section}.{key}` must be a mapping of options; got {config[section][key]!r}.")
-    if config["input"]["dataset"] not in (None, *_SINGLE_TABLE_DATASETS):
-        raise ConfigError(_invalid(config["input"]["dataset"], "input.dataset", _SINGLE_TABLE_DATASETS))
+    for key in ("normalize", "tissue_mask"):  # YAML null for "none"
+        config["preprocess"][key] = "none" if config["preprocess"][key] is None else config["preprocess"][key]
+    flat = {key: config[key] if "." not in key else config[key.split(".")[0]][key.split(".")[1]] for key in _CONSTRAINTS}
+    try:
+        validate_params(flat, _CONSTRAINTS)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     for section, key in (("input", "path"), ("report", "histology")):
         path = config[section][key]
         if path is not None:
@@ -97,8 +100,6 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
                 raise FileNotFoundError(f"`{section}.{key}`: {str(path)!r} does not exist.")
             # absolute, so that the run's config.yaml can be re-run from any directory
             config[section][key] = str(Path(path).resolve())
-    _check_percentile(config["preprocess"]["winsorize"], "preprocess.winsorize")
-    _check_percentile(config["report"]["winsorize"], "report.winsorize")
 
     config["embedding"] = _items(config["embedding"], "embedding", tl.list_embedders())
     config["cluster"] = _items(config["cluster"], "cluster", tl.list_clusterers())
@@ -126,21 +127,11 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     rgb = report["rgb_clusters"]
     if rgb is not None and (not isinstance(rgb, list) or not 1 <= len(rgb) <= 3):
         raise ConfigError(f"`report.rgb_clusters` must be a list of one to three cluster ids or null; got {rgb!r}.")
-    for key in ("max_thumbnails", "dpi", "n_boot"):
-        section = "evaluate" if key == "n_boot" else "report"
-        value = config[section][key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"`{section}.{key}` must be a positive integer; got {value!r}.")
     return config
 
 
 def _invalid(value: Any, key: str, valid: Sequence[str]) -> str:
     return str(invalid_option(value, key, list(valid)))
-
-
-def _check_percentile(value: Any, key: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100):
-        raise ConfigError(f"`{key}` must be a percentile in (0, 100] or null; got {value!r}.")
 
 
 def _items(value: Any, section: str, registered: list[str]) -> list[dict[str, Any]]:

@@ -93,7 +93,7 @@ def run_pipeline(
     from ..report import write_run_report
 
     cfg = load_config(config)
-    check_plan(cfg)  # every estimator's parameters, before the data are read
+    check_plan(cfg)  # every embedder's and clusterer's parameters, before the data are read (issue 16)
     output_dir = Path(output_dir)
     plans = _plan(cfg)  # builds every estimator first: bad parameters fail before any work
     inputs = (cfg["input"]["path"], cfg["report"]["histology"])
@@ -102,7 +102,11 @@ def run_pipeline(
         seed_everything(seed)
         adata, dataset = load_input(cfg["input"], seed=seed)
         preprocess(adata, cfg["preprocess"])
-        check_plan(cfg, n_images=adata.n_vars)  # and what cannot run on this many images, before the first embedding
+        # what cannot run on this many images fails before any work
+        for key, embedder in plans["embeddings"]:
+            tl.check_n_images(embedder, adata.n_vars, where=f"Embedding `{key}`")
+        for item in plans["clusterings"]:
+            tl.check_n_images(item["estimator"], adata.n_vars, where=f"Clustering `{item['key']}` ({item['method']})")
         timings: dict[str, float] = {}
         clusterings = []
         for key, embedder in progress(plans["embeddings"], desc="embedding", total=len(plans["embeddings"])):
