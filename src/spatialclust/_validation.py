@@ -299,11 +299,8 @@ def check_features(X: Any, *, name: str = "X") -> np.ndarray:
 
 def check_count(value: Any, name: str, *, n_images: int, low: int = 1, below_n: bool = False) -> int:
     """Validate an integer parameter bounded by the number of images (k, n_clusters, min_samples)."""
-    if not _is_int(value):
-        raise ValueError(f"`{name}` must be an integer; received {value!r}.")
+    validate_params({name: value}, {name: [Interval(int, low)]})
     high = n_images - 1 if below_n else n_images
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}; received {value}.")
     if value > high:
         rel = "smaller than" if below_n else "at most"
         raise ValueError(f"`{name}`={value} is larger than allowed: it must be {rel} the number of images ({n_images}).")
@@ -323,10 +320,7 @@ def neighbourhood_size(
     so a k-nearest-neighbour graph or a density estimate sees one group. Values the data can hold
     are used as given.
     """
-    if not _is_int(value):
-        raise ValueError(f"`{name}` must be an integer; received {value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}; received {value}.")
+    validate_params({name: value}, {name: [Interval(int, low)]})
     allowed = n_images - 1 if below_n else n_images
     if allowed < low:
         raise ValueError(f"`{name}` must be >= {low}, which {n_images} images do not allow.")
