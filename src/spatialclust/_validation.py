@@ -373,12 +373,14 @@ def check_probability(p: Any, name: str = "p") -> float:
     return float(p)
 
 
-def check_range(value: Sequence[float], name: str, *, low: float = 0.0) -> tuple[float, float]:
-    """A ``(min, max)`` pair with ``low <= min <= max``."""
+def check_range(value: Sequence[float], name: str, *, low: float = 0.0, high: float | None = None,
+                closed_low: bool = True) -> tuple[float, float]:
+    """A ``(min, max)`` pair with ``low <= min <= max <= high`` (``low < min`` if not ``closed_low``)."""
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a (min, max) pair; received {value!r}.") from None
-    if not low <= lo <= hi:
-        raise ValueError(f"`{name}` must satisfy {low} <= min <= max; received {value!r}.")
+        raise ValueError(f"`{name}` must be a (min, max) pair of numbers; received {value!r}.") from None
+    if not ((low <= lo if closed_low else low < lo) and lo <= hi and (high is None or hi <= high)):
+        bound = "" if high is None else f" <= {high}"
+        raise ValueError(f"`{name}` must satisfy {low} {'<=' if closed_low else '<'} min <= max{bound}; received {value!r}.")
     return lo, hi

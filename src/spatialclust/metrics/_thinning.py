@@ -27,19 +27,9 @@ import numpy as np
 from anndata import AnnData
 
 from .._logging import logger
+from .._validation import check_range
 
 __all__ = ["ThinnedPartnerResult", "partner_recall", "thin_counts", "thinned_partner_check"]
-
-
-def _check_range(value: Any, name: str, *, low: float, high: float | None) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a (low, high) pair of numbers; received {value!r}.") from None
-    if not (low < lo <= hi and (high is None or hi <= high)):
-        bound = "" if high is None else f" <= {high}"
-        raise ValueError(f"`{name}` must satisfy {low} < low <= high{bound}; received {value!r}.")
-    return lo, hi
 
 
 def thin_counts(
@@ -74,7 +64,7 @@ def thin_counts(
         raise ValueError(f"`counts` must have shape (n_images, ...) with n_images >= 1; received shape {counts.shape}.")
     if not np.isfinite(counts).all() or (counts < 0).any():
         raise ValueError("`counts` must be finite and non-negative (raw ion counts or intensities).")
-    lo, hi = _check_range(fraction, "fraction", low=0.0, high=1.0)
+    lo, hi = check_range(fraction, "fraction", low=0.0, high=1.0, closed_low=False)
     rng = np.random.default_rng(seed)
     fractions = rng.uniform(lo, hi, size=counts.shape[0])
     partners = np.empty(counts.shape, dtype=np.float32)
@@ -84,7 +74,7 @@ def thin_counts(
         else:
             partners[i] = rng.poisson(f * image)
     if gamma is not None:
-        g_lo, g_hi = _check_range(gamma, "gamma", low=0.0, high=None)
+        g_lo, g_hi = check_range(gamma, "gamma", low=0.0, closed_low=False)
         for i, g in enumerate(rng.uniform(g_lo, g_hi, size=counts.shape[0])):
             top = partners[i].max()
             if top > 0:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .._compat import resolve_device
 from .._logging import logger, progress
-from .._validation import NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength
+from .._validation import NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength, validate_params
 from ._embed import ImageEmbedder, check_images, register_embedder
 
 __all__ = [
@@ -45,6 +45,8 @@ GPU_MAX_SIDE = 224
 INIT_ASSIGN_LABELS = "discretize"
 #: Largest mini-batch of ``batch_size="auto"`` (half the images, as the authors' 183 of 367).
 MAX_AUTO_BATCH = 256
+#: ``image_size``: a side in pixels, ``"auto"`` or None (native size).
+IMAGE_SIZE = [Interval(int, 1), "auto", None]
 
 
 def resolve_batch_size(batch_size: int | str, n_images: int) -> int:
@@ -64,10 +66,9 @@ def resolve_image_size(image_size: int | str | None, shape: tuple[int, int], dev
         side = native
     elif image_size == "auto":
         side = min(native, CPU_MAX_SIDE if device == "cpu" else GPU_MAX_SIDE)
-    elif isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool) and image_size > 0:
-        side = int(image_size)
     else:
-        raise ValueError(f"`image_size` must be a positive integer, 'auto' or None (native size); received {image_size!r}.")
+        validate_params({"image_size": image_size}, {"image_size": IMAGE_SIZE})
+        side = int(image_size)
     return max(side, min_size)
 
 
@@ -208,7 +209,7 @@ class SimCLREmbedder(ImageEmbedder):
         "backbone": [str], "pretrained": [bool], "weights": [str, os.PathLike, None],
         "epochs": [Interval(int, 1, description="an integer >= 1"), "auto"], "batch_size": [Interval(int, 2), "auto"],
         "lr": [POSITIVE], "weight_decay": [NON_NEGATIVE], "temperature": [POSITIVE], "projection_dim": [Interval(int, 1)],
-        "hidden_dim": [Interval(int, 1), None], "image_size": [Interval(int, 1), "auto", None],
+        "hidden_dim": [Interval(int, 1), None], "image_size": IMAGE_SIZE,
         "augmentation": [Check(augmentation_strength)], "blur": [bool], "noise": [bool], "intensity": [bool],
         "rotation": [NON_NEGATIVE], "translation": [NON_NEGATIVE], "resized_crop": [bool],
         "checkpoint": [str, os.PathLike, None], "resume": [bool], "save_every": [Interval(int, 1)], "device": [str],
