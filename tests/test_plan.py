@@ -163,3 +163,19 @@ def test_constraints_accept_valid_values():
     validate_params({"v": 4}, {"v": [Check(even)]})
     with pytest.raises(ValueError, match="`v` must be even; received 3"):
         validate_params({"v": 3}, {"v": [Check(even)]})
+
+
+@pytest.mark.parametrize(
+    ("load", "config", "message"),
+    [(load_config, {"preprocess": {"scale": "yes"}}, "`preprocess.scale` must be True or False; received 'yes'."),
+     (load_config, {"evaluate": {"isotope_delta": 0}}, "`evaluate.isotope_delta` must be a positive number; received 0."),
+     (load_config, {"report": {"dpi": 0}}, "`report.dpi` must be a positive integer; received 0."),
+     (sc.pipeline.load_cells_config, {"cluster": {"resolution": 0}},
+      "`cluster.resolution` must be a positive number or 'scan'; received 0."),
+     (sc.pipeline.load_cells_config, {"cluster": {"neighbors_method": "knn"}},
+      "Invalid option `knn` for `cluster.neighbors_method`. Valid options are: `umap`, `gauss`.")],
+)
+def test_config_sections_are_declared(load, config, message):
+    with pytest.raises(ConfigError) as info:
+        load(config)
+    assert str(info.value) == message

@@ -61,6 +61,7 @@ __all__ = [
     "check_range",
     "neighbourhood_size",
     "validate_params",
+    "validate_sections",
 ]
 
 #: Fewest feature images any clusterer accepts.
@@ -190,6 +191,22 @@ def validate_params(params: Mapping[str, Any], constraints: Mapping[str, Sequenc
         if options and all(c is None or isinstance(c, str) for c in others):
             raise invalid_option(value, name, options)
         raise ValueError(f"`{name}` must be {_join([_describe(c) for c in others])}; received {value!r}.")
+
+
+def validate_sections(config: Mapping[str, Any], constraints: Mapping[str, Sequence[Any]], *,
+                      error: type[ValueError] = ValueError) -> None:
+    """:func:`validate_params` for the single keys of a nested configuration, named by dotted keys
+    (``"preprocess.winsorize"``), raising ``error`` (e.g. :class:`~spatialclust._config.ConfigError`)."""
+    flat = {}
+    for key in constraints:
+        value: Any = config
+        for part in key.split("."):
+            value = value[part]
+        flat[key] = value
+    try:
+        validate_params(flat, constraints)
+    except ValueError as err:
+        raise error(str(err)) from None
 
 
 def _satisfies(constraint: Any, value: Any) -> bool:

@@ -25,6 +25,7 @@ from .._config import ConfigError, merge_config, packaged_defaults, resolve_conf
 from .._logging import logger, progress
 from .._registry import invalid_option
 from .._rundir import run_directory
+from .._validation import POSITIVE, Interval, validate_sections
 
 __all__ = ["default_cells_config", "load_cells_config", "run_cells", "validate_cells_config"]
 
@@ -93,21 +94,14 @@ def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
             _keys.check_name(entry["key"], what=f"`embedding[{i}].key`")
         expanded.append(entry)
     cfg["embedding"] = expanded
-    resolution = cfg["cluster"]["resolution"]
-    if not (resolution == "scan" or (isinstance(resolution, (int, float)) and not isinstance(resolution, bool) and resolution > 0)):
-        raise ConfigError(f"`cluster.resolution` must be a positive number or `scan`, got {resolution!r}.")
     from ..tl._cell_cluster import SCAN_CRITERIA
     from ..tl._cell_features import FEATURE_SETS
 
-    if cfg["cluster"]["criterion"] not in SCAN_CRITERIA:
-        raise ConfigError(str(invalid_option(cfg["cluster"]["criterion"], "cluster.criterion", list(SCAN_CRITERIA))))
-    if cfg["features"]["feature_set"] not in FEATURE_SETS:
-        raise ConfigError(str(invalid_option(cfg["features"]["feature_set"], "features.feature_set", list(FEATURE_SETS))))
-    if cfg["cluster"]["neighbors_method"] not in ("umap", "gauss"):
-        raise ConfigError(str(invalid_option(cfg["cluster"]["neighbors_method"], "cluster.neighbors_method", ["umap", "gauss"])))
-    train_fraction = cfg["metric_learning"]["train_fraction"]
-    if train_fraction is not None and not (isinstance(train_fraction, (int, float)) and 0 < train_fraction <= 1):
-        raise ConfigError(f"`metric_learning.train_fraction` must be in (0, 1] or null, got {train_fraction!r}.")
+    validate_sections(cfg, {
+        "cluster.resolution": [POSITIVE, "scan"], "cluster.criterion": [*SCAN_CRITERIA],
+        "features.feature_set": [*FEATURE_SETS], "cluster.neighbors_method": ["umap", "gauss"],
+        "metric_learning.train_fraction": [Interval(float, 0, 1, closed="right"), None],
+    }, error=ConfigError)
     return cfg
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .._config import ConfigError, merge_config, packaged_defaults, resolve_config
 from .._registry import invalid_option
-from .._validation import POSITIVE, SEED, Interval, validate_params
+from .._validation import POSITIVE, SEED, Interval, validate_sections
 
 DEFAULTS_RESOURCE = "pipeline/config.yaml"
 
@@ -88,11 +88,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     config = copy.deepcopy(dict(config))
     for key in ("normalize", "tissue_mask"):  # YAML null for "none"
         config["preprocess"][key] = "none" if config["preprocess"][key] is None else config["preprocess"][key]
-    flat = {key: config[key] if "." not in key else config[key.split(".")[0]][key.split(".")[1]] for key in _CONSTRAINTS}
-    try:
-        validate_params(flat, _CONSTRAINTS)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    validate_sections(config, _CONSTRAINTS, error=ConfigError)
     for section, key in (("input", "path"), ("report", "histology")):
         path = config[section][key]
         if path is not None:
