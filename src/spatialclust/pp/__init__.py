@@ -3,7 +3,7 @@
 from ._images import feature_images, tissue_mask_image
 from ._matrix import preprocessing_steps
 from ._normalize import normalize_rms, normalize_tic
-from ._patches import PatchGrid, condition_images, extract_patches, patch_grid
+from ._patches import CONDITIONING_CONSTRAINTS, PatchGrid, condition_images, extract_patches, patch_grid
 from ._preprocess import preprocess_ion_images
 from ._rasterize import rasterize_spots
 from ._st import preprocess_st
@@ -11,6 +11,7 @@ from ._standardize import remove_empty_features, scale_images, winsorize
 from ._tissue import otsu_threshold, tissue_mask
 
 __all__: list[str] = [
+    "CONDITIONING_CONSTRAINTS",
     "PatchGrid",
     "condition_images",
     "extract_patches",

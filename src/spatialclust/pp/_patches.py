@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CONTRASTS", "DENOISERS", "PatchGrid", "condition_images", "extract_patches", "patch_grid", "upsample_images"]
+from .._validation import Interval, validate_params
+
+__all__ = ["CONDITIONING_CONSTRAINTS", "CONTRASTS", "DENOISERS", "PatchGrid", "condition_images", "extract_patches", "patch_grid", "upsample_images"]
 
 #: Largest up-sampling factor applied by default (the paper used 2).
 MAX_UPSAMPLE = 4.0
@@ -33,6 +35,12 @@ MAX_UPSAMPLE = 4.0
 DENOISERS = ("gaussian", "median")
 #: Contrast normalisations of :func:`condition_images`.
 CONTRASTS = ("minmax", "rank")
+#: What the parameters of :func:`condition_images` accept (also declared by the embedders that condition).
+CONDITIONING_CONSTRAINTS: dict[str, list] = {
+    "denoise": [*DENOISERS, None], "denoise_size": [Interval(float, 0, closed="neither", description="> 0 pixels")],
+    "clip_percentile": [Interval(float, 0, 100, closed="right", description="in (0, 100]"), None],
+    "contrast": [*CONTRASTS, None],
+}
 
 
 def condition_images(
@@ -75,19 +83,11 @@ def condition_images(
     """
     from scipy import ndimage, stats
 
-    from .._registry import invalid_option
-
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3:
         raise ValueError(f"`images` must have shape (n_images, height, width); received shape {images.shape}.")
-    if denoise is not None and denoise not in DENOISERS:
-        raise invalid_option(denoise, "denoise", DENOISERS)
-    if contrast is not None and contrast not in CONTRASTS:
-        raise invalid_option(contrast, "contrast", CONTRASTS)
-    if denoise is not None and not denoise_size > 0:
-        raise ValueError(f"`denoise_size` must be > 0 pixels; received {denoise_size!r}.")
-    if clip_percentile is not None and not 0 < clip_percentile <= 100:
-        raise ValueError(f"`clip_percentile` must be in (0, 100]; received {clip_percentile!r}.")
+    validate_params({"denoise": denoise, "denoise_size": denoise_size, "clip_percentile": clip_percentile,
+                     "contrast": contrast}, CONDITIONING_CONSTRAINTS)
     mask = np.ones(images.shape[1:], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if mask.shape != images.shape[1:]:
         raise ValueError(f"`mask` must have the image shape {images.shape[1:]}; received shape {mask.shape}.")

@@ -20,8 +20,8 @@ from sklearn.base import BaseEstimator
 from .. import _keys
 from .._logging import logger
 from .._registry import Registry
-from .._validation import Interval, ValidatedParams
-from ..pp._patches import CONTRASTS, DENOISERS
+from .._validation import ValidatedParams
+from ..pp import CONDITIONING_CONSTRAINTS
 
 embedders: Registry[ImageEmbedder] = Registry("embedder")
 """Registry of image embedders (name -> :class:`ImageEmbedder` subclass)."""
@@ -88,13 +88,6 @@ class ImageEmbedder(ValidatedParams, BaseEstimator):
     def fit_transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
         """``fit`` then ``transform`` on the same images."""
         return self.fit(images, mask=mask, pixel_size=pixel_size).transform(images, mask=mask, pixel_size=pixel_size)
-
-
-#: Constraints of the conditioning parameters (:func:`spatialclust.pp.condition_images`) of an embedder.
-CONDITIONING_CONSTRAINTS: dict[str, list] = {
-    "denoise": [*DENOISERS, None], "denoise_size": [Interval(float, 0, closed="neither")],
-    "clip_percentile": [Interval(float, 0, 100, closed="right"), None], "contrast": [*CONTRASTS, None],
-}
 
 
 def conditioning_params(embedder: Any) -> dict[str, Any] | None:
