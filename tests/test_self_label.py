@@ -98,7 +98,7 @@ def test_no_confident_image_warns_and_does_not_train(data, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("nothing may be trained below the threshold")
 
-    monkeypatch.setattr("spatialclust.tl._self_label.optimizer_step", fail)
+    monkeypatch.setattr("spatialclust.models.optimizer_step", fail)
     model = SelfLabelingClassifier(path, threshold=0.99, epochs=2, init_epochs=0, **SELF_LABEL)
     with pytest.warns(NoConfidentImagesWarning, match="no image reached the confidence threshold 0.99"):
         model.fit(images, truth)

@@ -166,7 +166,7 @@ def test_augmentation_strength_by_name_or_mapping():
 
 
 def test_auto_batch_is_half_the_images():
-    from spatialclust.tl._simclr import resolve_batch_size
+    from spatialclust.tl._training import resolve_batch_size
 
     assert resolve_batch_size("auto", 367) == 183  # the authors' 183 of 367 images
     assert resolve_batch_size("auto", 3) == 2 and resolve_batch_size("auto", 10_000) == 256

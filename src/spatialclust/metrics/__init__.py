@@ -13,6 +13,7 @@ from ._isotopes import (
     relative_isotope_ratio,
 )
 from ._knn import knn_accuracy
+from ._linear import linear_evaluation
 from ._labels import n_clusters, n_meaningful_clusters, noise_size
 from ._sam import cluster_quality_groups, spectral_angle_mapper
 from ._thinning import ThinnedPartnerResult, partner_recall, thin_counts, thinned_partner_check
@@ -34,6 +35,7 @@ __all__ = [
     "isotopic_recall",
     "knn_accuracy",
     "knn_purity",
+    "linear_evaluation",
     "n_clusters",
     "n_meaningful_clusters",
     "nmi",

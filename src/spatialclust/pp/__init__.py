@@ -1,9 +1,9 @@
 """Preprocessing: feature-image view, normalisation, winsorising, scaling, tissue mask."""
 
-from ._images import feature_images, tissue_mask_image
+from ._images import feature_images, pixel_coordinates, tissue_mask_image
 from ._matrix import preprocessing_steps
 from ._normalize import normalize_rms, normalize_tic
-from ._patches import PatchGrid, condition_images, extract_patches, patch_grid
+from ._patches import CONTRASTS, DENOISERS, MAX_UPSAMPLE, PatchGrid, condition_images, extract_patches, patch_grid
 from ._preprocess import preprocess_ion_images
 from ._rasterize import rasterize_spots
 from ._st import preprocess_st
@@ -11,6 +11,9 @@ from ._standardize import remove_empty_features, scale_images, winsorize
 from ._tissue import otsu_threshold, tissue_mask
 
 __all__: list[str] = [
+    "CONTRASTS",
+    "DENOISERS",
+    "MAX_UPSAMPLE",
     "PatchGrid",
     "condition_images",
     "extract_patches",
@@ -19,6 +22,7 @@ __all__: list[str] = [
     "normalize_tic",
     "otsu_threshold",
     "patch_grid",
+    "pixel_coordinates",
     "preprocess_ion_images",
     "preprocess_st",
     "preprocessing_steps",

@@ -15,12 +15,13 @@ from ._cluster import (
     list_clusterers,
     register_clusterer,
 )
-from ._darlc import DARLCEmbedder, SMMClusterer
+from ._darlc import DARLCEmbedder
 from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, register_embedder
 from ._metric_learning import MetricLearner, list_metric_learners, metric_learning
 from ._neural import NeuralEmbedder
 from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_label
-from ._simclr import SimCLREmbedder, linear_evaluation
+from ._cluster import SMMClusterer
+from ._simclr import SimCLREmbedder
 
 __all__ = [
     "ChannelwiseEmbedder",
@@ -47,7 +48,6 @@ __all__ = [
     "create_embedder",
     "embed",
     "embedders",
-    "linear_evaluation",
     "DegenerateDataWarning",
     "default_min_samples",
     "estimate_dbscan_eps",

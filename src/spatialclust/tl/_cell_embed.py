@@ -92,8 +92,7 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
 
     def fit(self, images: np.ndarray | None = None, y: Any = None) -> ChannelwiseEmbedder:
         """Load the backbone (nothing is trained)."""
-        from ..models._backbones import create_backbone
-        from ..models._dino import CELL_SCALINGS
+        from ..models import CELL_SCALINGS, create_backbone
 
         if self.combine not in COMBINE:
             raise invalid_option(self.combine, "combine", list(COMBINE))
@@ -109,8 +108,7 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
         """Embeddings ``(n, C * d)`` or ``(n, d)`` of cell images ``(n, C, H, W)``."""
         import torch
 
-        from ..models._dino import channel_reference, scale_cell_images
-        from ._neural import _torch_threads
+        from ..models import channel_reference, scale_cell_images, torch_threads
 
         if not hasattr(self, "backbone_"):
             self.fit()
@@ -120,7 +118,7 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
         grays = data.reshape(n * n_channels, side, side)  # cell-major, channel-minor
         size = self.image_size or self.backbone_.config.input_size
         chunks = []
-        with _torch_threads(self.num_threads), torch.inference_mode():
+        with torch_threads(self.num_threads), torch.inference_mode():
             starts = range(0, grays.shape[0], int(self.batch_size))
             for first in progress(starts, desc=f"cell embeddings ({self.backbone})", total=len(starts)):
                 x = self.backbone_.preprocess(grays[first : first + int(self.batch_size)], size=size).to(self.device_)
@@ -170,7 +168,7 @@ def embed_cells(
         key = key_added or f"X_{embedder.backbone}"
         extra: dict[str, Any] = {}
     elif method == "dino":
-        from ..models._dino import DINOTrainer
+        from ..models import DINOTrainer
 
         trainer = DINOTrainer(**params).fit(images, sizes=sizes)
         vectors = trainer.transform(images, sizes=sizes)
