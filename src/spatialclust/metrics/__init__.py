@@ -6,6 +6,7 @@ from ._families import GENE_FAMILIES, gene_families, gene_family_coherence
 from ._external import ari, clustering_accuracy, contingency, nmi, purity
 from ._internal import davies_bouldin, knn_purity, pearson_distance, silhouette
 from ._isotopes import (
+    C13_SHIFT,
     RIRResult,
     isotope_groups,
     isotope_pairs,
@@ -19,6 +20,7 @@ from ._sam import cluster_quality_groups, spectral_angle_mapper
 from ._thinning import ThinnedPartnerResult, partner_recall, thin_counts, thinned_partner_check
 
 __all__ = [
+    "C13_SHIFT",
     "GENE_FAMILIES",
     "RIRResult",
     "ThinnedPartnerResult",

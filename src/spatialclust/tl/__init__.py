@@ -1,8 +1,8 @@
 """Tools: embed feature images and cluster them (scanpy's ``tl`` namespace)."""
 
-from ._cell_cluster import evaluate_cells, leiden_cells
-from ._cell_embed import ChannelwiseEmbedder, embed_cells
-from ._cell_features import cell_features, cell_pca, classical_features
+from ._cell_cluster import SCAN_CRITERIA, evaluate_cells, leiden_cells
+from ._cell_embed import CELL_EMBEDDINGS, ChannelwiseEmbedder, embed_cells
+from ._cell_features import FEATURE_SETS, cell_features, cell_pca, classical_features
 from ._cluster import (
     check_n_images,
     cluster,
@@ -17,13 +17,16 @@ from ._cluster import (
 )
 from ._darlc import DARLCEmbedder
 from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, register_embedder
-from ._metric_learning import MetricLearner, list_metric_learners, metric_learning
+from ._metric_learning import MetricLearner, list_metric_learners, metric_learners, metric_learning
 from ._neural import NeuralEmbedder
 from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_label
-from ._cluster import SMMClusterer
+from ._cluster import SMMClusterer, record_clusters
 from ._simclr import SimCLREmbedder
 
 __all__ = [
+    "CELL_EMBEDDINGS",
+    "FEATURE_SETS",
+    "SCAN_CRITERIA",
     "ChannelwiseEmbedder",
     "MetricLearner",
     "cell_features",
@@ -33,7 +36,9 @@ __all__ = [
     "evaluate_cells",
     "leiden_cells",
     "list_metric_learners",
+    "metric_learners",
     "metric_learning",
+    "record_clusters",
     "DARLCEmbedder",
     "SMMClusterer",
     "ImageEmbedder",

@@ -26,7 +26,7 @@ from .. import _keys
 from .._compat import resolve_device
 from .._logging import logger, progress
 from .._registry import invalid_option
-from ..io._cells import cell_image_stack
+from ..io import cell_image_stack
 
 __all__ = ["COMBINE", "ChannelwiseEmbedder", "embed_cells"]
 

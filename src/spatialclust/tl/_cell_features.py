@@ -53,8 +53,8 @@ import pandas as pd
 from .. import _keys
 from .._logging import logger, progress
 from .._registry import invalid_option
-from ..io._cells import cell_image_stack
-from ..pp._tissue import otsu_threshold
+from ..io import cell_image_stack
+from ..pp import otsu_threshold
 
 __all__ = ["CHANNEL_FEATURES", "FEATURE_SETS", "cell_features", "classical_features", "cell_pca"]
 
