@@ -30,7 +30,7 @@ from ._gat import gat_smooth, gaussian_smooth, pixel_graph
 from ._heads import ClassificationHead, DINOHead, EncoderClassifier, ProjectionHead, SimCLRModel
 from ._losses import ConfidenceBasedCrossEntropy, DINOLoss, InfoNCELoss, NTXentLoss
 from ._smm import DISTRIBUTIONS, StudentMixture, t_log_density, t_mixture_log_prob
-from ._torch import autocast_context, channels_last, encode, optimizer_step, torch_threads
+from ._torch import autocast_context, channels_last, ema_update, encode, optimizer_step, torch_threads
 from ._transforms import (
     AUGMENTATION_STRENGTHS,
     Compose,
@@ -96,6 +96,7 @@ __all__: list[str] = [
     "check_checkpoint_path",
     "create_backbone",
     "efficientnet_lite0_state_dict",
+    "ema_update",
     "encode",
     "gat_smooth",
     "gaussian_smooth",

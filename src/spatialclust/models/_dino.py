@@ -40,6 +40,7 @@ from .._compat import resolve_device
 from .._logging import logger, progress
 from ._heads import DINOHead
 from ._losses import DINOLoss
+from ._torch import ema_update
 from ._transforms import MultiCropTransform
 from ._vit import channel_vit
 
@@ -442,9 +443,7 @@ class DINOTrainer:
                 nn.utils.clip_grad_norm_(self.student_.parameters(), 3.0)
                 optimizer.step()
                 momentum = 1 - (1 - self.momentum_teacher) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
-                with torch.no_grad():
-                    for ps, pt in zip(self.student_.parameters(), self.teacher_.parameters()):
-                        pt.mul_(momentum).add_(ps.detach(), alpha=1 - momentum)
+                ema_update(self.teacher_, self.student_, momentum)
                 losses.append(float(loss.detach()))
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - start, 3)}
             self.history_.append(record)

@@ -2,7 +2,8 @@
 
 Mixed precision (:func:`autocast_context`), channels-last inputs (:func:`channels_last`), the
 backward pass + optimizer step through an optional gradient scaler (:func:`optimizer_step`), a
-temporary thread limit (:func:`torch_threads`) and batched, gradient-free encoding of images
+momentum (EMA) update of a target network (:func:`ema_update`), a temporary thread limit
+(:func:`torch_threads`) and batched, gradient-free encoding of images
 (:func:`encode`). The SimCLR, self-labeling, DARLC, DINO, neural-ion-image and translation code
 combine these instead of keeping their own copies.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["autocast_context", "channels_last", "encode", "optimizer_step", "torch_threads"]
+__all__ = ["autocast_context", "channels_last", "ema_update", "encode", "optimizer_step", "torch_threads"]
 
 
 def autocast_context(device: str, enabled: bool) -> tuple[Any, Any]:
@@ -47,6 +48,14 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler:
     else:
         loss.backward()
         optimizer.step()
+
+
+@torch.no_grad()
+def ema_update(target: torch.nn.Module, online: torch.nn.Module, momentum: float) -> None:
+    """Momentum (EMA) update ``target = momentum * target + (1 - momentum) * online``, parameter by
+    parameter (the target/teacher networks of BYOL/MoCo, DARLC eq. 8 and DINO)."""
+    for pt, po in zip(target.parameters(), online.parameters()):
+        pt.mul_(momentum).add_(po.detach(), alpha=1 - momentum)
 
 
 @contextlib.contextmanager

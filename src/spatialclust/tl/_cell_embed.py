@@ -165,20 +165,20 @@ def embed_cells(
     if method == "pretrained":
         embedder = ChannelwiseEmbedder(**params).fit()
         vectors = embedder.transform(images, sizes=sizes)
-        key = key_added or f"X_{embedder.backbone}"
+        key = key_added or _keys.embedding_key(embedder.backbone)
         extra: dict[str, Any] = {}
     elif method == "dino":
         from ..models import DINOTrainer
 
         trainer = DINOTrainer(**params).fit(images, sizes=sizes)
         vectors = trainer.transform(images, sizes=sizes)
-        key = key_added or "X_dino"
+        key = key_added or _keys.embedding_key(method)
         extra = {"history": trainer.history_, "checkpoint": None if trainer.checkpoint is None else str(trainer.checkpoint)}
     elif method == "pixels":
         if params:
             raise TypeError(f"`pixels` takes no parameters, got {sorted(params)}.")
         vectors = images.reshape(images.shape[0], -1).astype(np.float32)
-        key = key_added or "X_pixels"
+        key = key_added or _keys.embedding_key(method)
         extra = {}
     else:
         raise invalid_option(method, "method", list(CELL_EMBEDDINGS))

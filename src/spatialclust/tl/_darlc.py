@@ -493,15 +493,12 @@ class DARLCEmbedder(ImageEmbedder):
 
     def _ema_update(self) -> None:
         """Eq. 8: target parameters follow the online ones with momentum ``m``."""
-        import torch
+        from ..models import ema_update
 
         if not self.contrastive:
             return
-        m = self.momentum
-        with torch.no_grad():
-            for part in ("encoder", "proj"):
-                for pt, po in zip(self._target[part].parameters(), self._net[part].parameters()):
-                    pt.mul_(m).add_(po.detach(), alpha=1 - m)
+        for part in ("encoder", "proj"):
+            ema_update(self._target[part], self._net[part], self.momentum)
 
     def _encode(self, x, space: str, batch: int = 256) -> np.ndarray:
         import torch

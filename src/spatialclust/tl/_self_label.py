@@ -506,7 +506,7 @@ def self_label(
         )
     adata = adata.copy() if copy else adata
     if init_labels is None:
-        init_key = f"{key_added}_init"
+        init_key = _keys.initial_labels_key(key_added)
         spectral = initial_clusterer(n_clusters, random_state=random_state)
         adata.var[init_key] = spectral.fit(adata.varm[use_rep]).labels_
         logger.info("Initial labels: spectral clustering of `%s` into %d clusters.", use_rep, spectral.n_clusters_)
@@ -525,7 +525,7 @@ def self_label(
     estimator = SelfLabelingClassifier(source, **params)
     estimator.fit(images, adata.var[init_key].to_numpy().astype(np.int64), mask=mask, true_labels=true)
     adata.var[key_added] = estimator.labels_.astype(np.int64)
-    adata.var[f"{key_added}_confidence"] = estimator.probabilities_.max(1).astype(np.float32)
+    adata.var[_keys.confidence_key(key_added)] = estimator.probabilities_.max(1).astype(np.float32)
     adata.varm[_keys.embedding_key(key_added)] = estimator.transform(images, mask=mask)
     history = estimator.history_
     adata.uns[key_added] = {
