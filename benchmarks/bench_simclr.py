@@ -73,7 +73,7 @@ def _prepare(adata):
 def three_stages(images, mask, n_clusters_list, *, args, workdir, truth=None, pairs=None, analysis=False, keep=None):
     """Pretrained + SC, SimCLR + SC, SimCLR + SC + self-labeling for every number of clusters."""
     import spatialclust as sc
-    from spatialclust.models._backbones import create_backbone
+    from spatialclust.models import create_backbone
     from spatialclust.models import encode
     from spatialclust.tl._simclr import SimCLREmbedder, resolve_image_size
 
@@ -185,7 +185,7 @@ def _feature_variants(embedder, features, truth, k, seed) -> dict:
 
 def ablation(args) -> dict:
     import spatialclust as sc
-    from spatialclust.models._backbones import create_backbone
+    from spatialclust.models import create_backbone
     from spatialclust.models import encode
     from spatialclust.tl._simclr import SimCLREmbedder, resolve_image_size
 
@@ -342,7 +342,7 @@ def bladder(args) -> dict:
 
 def timing(args) -> dict:
     import spatialclust as sc
-    from spatialclust.models._backbones import create_backbone
+    from spatialclust.models import create_backbone
     from spatialclust.models import encode
     from spatialclust.tl._simclr import SimCLREmbedder, resolve_image_size
 

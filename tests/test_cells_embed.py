@@ -29,7 +29,7 @@ def cells():
 
 
 def test_channelwise_embedding_concat_and_mean(cells):
-    from spatialclust.models._backbones import create_backbone
+    from spatialclust.models import create_backbone
 
     images = sc.io.cell_image_stack(cells)
     sizes = cells.obs[[_keys.IMAGE_HEIGHT, _keys.IMAGE_WIDTH]].to_numpy()
