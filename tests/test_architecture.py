@@ -75,7 +75,8 @@ def _is_type_checking(node: ast.AST) -> bool:
     )
 
 
-def _import_nodes(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+def _import_nodes(tree: ast.AST, *, in_functions: bool = True) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import that can run (``in_functions=False``: only those that run on import)."""
     stack = [tree]
     while stack:
         node = stack.pop()
@@ -83,6 +84,8 @@ def _import_nodes(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
             yield node
         if _is_type_checking(node):
             stack.extend(node.orelse)  # the body never runs
+            continue
+        if not in_functions and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             continue
         stack.extend(ast.iter_child_nodes(node))
 
@@ -93,13 +96,17 @@ def _package_of(module: str) -> str:
     return module if is_package else module.rpartition(".")[0]
 
 
-def imports_of(module: str) -> set[tuple[str, str]]:
-    """``(imported module, imported name)`` of every import of ``module`` into the package."""
+def imports_of(module: str, *, in_functions: bool = True, external: bool = False) -> set[tuple[str, str]]:
+    """``(imported module, imported name)`` of every import of ``module`` into the package (with
+    ``external``: also of the other packages, e.g. ``("torch", "")``)."""
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
     found: set[tuple[str, str]] = set()
-    for node in _import_nodes(tree):
+    for node in _import_nodes(tree, in_functions=in_functions):
         if isinstance(node, ast.Import):
-            found |= {(a.name, "") for a in node.names if a.name == ROOT or a.name.startswith(ROOT + ".")}
+            found |= {(a.name, "") for a in node.names if external or a.name == ROOT or a.name.startswith(ROOT + ".")}
+            continue
+        if not node.level and external and node.module and not node.module.startswith(ROOT):
+            found.add((node.module, ""))
             continue
         if node.level:
             base = _package_of(module).split(".")
@@ -238,6 +245,31 @@ def test_no_import_cycle_between_modules():
         if m != ROOT
     }
     assert _cycles(graph) == []
+
+
+def _loaded_on_import(module: str) -> set[str]:
+    """Modules that ``import module`` runs: module-level imports, followed, with their parent packages."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in MODULES:
+            continue
+        seen.add(m)
+        todo.append(m.rpartition(".")[0])  # a submodule's package is imported first
+        todo.extend(t for t, _ in imports_of(m, in_functions=False))
+    return seen
+
+
+def test_import_spatialclust_never_imports_torch():
+    """torch (and ``spatialclust.models``, made of torch modules) are imported inside functions only."""
+    loaded = _loaded_on_import(ROOT)
+    assert "spatialclust.tl._simclr" in loaded and "spatialclust.models" not in loaded
+    torch_users = sorted(
+        m for m in loaded
+        if any(t == "torch" or t.startswith("torch.") for t, _ in imports_of(m, in_functions=False, external=True))
+    )
+    assert torch_users == []
 
 
 def test_pending_exceptions_still_exist():

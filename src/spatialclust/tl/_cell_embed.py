@@ -5,7 +5,7 @@ ViT-S/16, TransPath) "in a channel-wise manner, with similar calculations applie
 channel": every channel of a cell, zero-padded to a square and rescaled to [0, 1], is a grayscale
 image replicated to the 3 input planes; the per-channel vectors are concatenated (``combine=
 "concat"``, ``C * d`` features) or averaged (``"mean"``, ``d`` features). The alternative is a
-ViT trained on the cells themselves with DINO (scDINO, :class:`spatialclust.models._dino.DINOTrainer`),
+ViT trained on the cells themselves with DINO (scDINO, :class:`spatialclust.models.DINOTrainer`),
 which sees all channels at once. ``method="pixels"`` is the raw-pixel baseline: the padded images
 as recorded, flattened (``C * H * W`` features; the pipeline reduces every embedding by PCA).
 
@@ -51,7 +51,7 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
         Input side; default the backbone's ``input_size`` (224 for ImageNet networks).
     scaling
         ``"cell"`` (min-max per cell and channel) or ``"dataset"`` (per-channel 99.9th percentile of
-        the images embedded together); see :func:`spatialclust.models._dino.scale_cell_images`.
+        the images embedded together); see :func:`spatialclust.models.scale_cell_images`.
     weights
         Local weight file for the backbone (instead of its published weights).
     batch_size
@@ -146,7 +146,7 @@ def embed_cells(
         Cell-image AnnData (``obsm["images"]``).
     method
         ``"pretrained"``: :class:`ChannelwiseEmbedder` (``params``: ``backbone``, ``combine``, ...);
-        ``"dino"``: :class:`spatialclust.models._dino.DINOTrainer` trained on all cells (or loaded
+        ``"dino"``: :class:`spatialclust.models.DINOTrainer` trained on all cells (or loaded
         from ``params["checkpoint"]``), embedding = teacher CLS token; ``"pixels"``: the raw
         images flattened (the raw-pixel baseline, no parameters).
     key_added

@@ -15,7 +15,7 @@ Training, per dataset of feature images (gene images or ion images):
    the two losses weighted by learned uncertainties (eq. 11, Liebel and Körner, 2018).
 3. Module II (§3.3), ``cluster_epochs`` epochs: a projection head (linear, batch norm, SELU, linear)
    maps the encoder output to 32 dimensions, modelled by a Student's t mixture (MAP-EM,
-   :class:`spatialclust.models._smm.StudentMixture`). Every epoch: EM on all embeddings, then one
+   :class:`spatialclust.models.StudentMixture`). Every epoch: EM on all embeddings, then one
    step on the epoch-level loss (eq. 16: -log-likelihood (eq. 18) + decaying Laplacian
    regularisation towards the seeding similarity (eq. 17) + cluster-size hinge (eq. 20) + MIM), then
    batch steps on the batch-level loss (eq. 21: KL to the sharpened target distribution (eq. 22)
@@ -210,7 +210,7 @@ class DARLCEmbedder(ImageEmbedder):
         ``patch_size``; a grid smaller than one patch is an error.
     pool_grid
         The encoder's image representation keeps the token grid, average-pooled to at most
-        ``pool_grid`` positions per side (:class:`~spatialclust.models._vit.SparseImageViT`).
+        ``pool_grid`` positions per side (:class:`~spatialclust.models.SparseImageViT`).
     mask_ratio
         Fraction of masked patches in the MIM branch (paper: 0.8).
     momentum
@@ -270,7 +270,7 @@ class DARLCEmbedder(ImageEmbedder):
     n_clusters_
         Number of clusters used.
     mixture_
-        The fitted :class:`~spatialclust.models._smm.StudentMixture`.
+        The fitted :class:`~spatialclust.models.StudentMixture`.
     smoothed_
         The positive views ``(n, H, W)`` (after scaling).
     history_

@@ -108,7 +108,7 @@ class SimCLREmbedder(ImageEmbedder):
         Strength of the appearance augmentations: ``"medium"`` (the authors' SimCLR view: blur
         sigma 0.01-0.75 px, brightness/contrast +-50%, noise sigma up to 0.2, always applied),
         ``"weak"``, ``"strong"``, or a mapping of the parameters
-        (:func:`spatialclust.models._transforms.augmentation_strength`).
+        (:func:`spatialclust.models.augmentation_strength`).
     blur, noise, intensity
         Appearance augmentations (all on, as in the paper).
     rotation, translation, resized_crop
@@ -141,7 +141,7 @@ class SimCLREmbedder(ImageEmbedder):
 
     Attributes
     ----------
-    model_ : spatialclust.models._heads.SimCLRModel
+    model_ : spatialclust.models.SimCLRModel
         The trained encoder and projection head (on ``device_``).
     history_ : list of dict
         ``{"epoch", "loss", "seconds"}`` of every epoch trained or found in the checkpoint.

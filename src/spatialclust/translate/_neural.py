@@ -26,10 +26,6 @@ __all__ = ["MLPIntensityRegressor", "MLPPresenceClassifier", "TransformerIntensi
 CPU_THREADS = 1
 
 
-def _threads(device: str) -> int | None:
-    return CPU_THREADS if device == "cpu" else None
-
-
 class _TorchEstimator(BaseEstimator):
     """Shared training loop: AdamW, mini-batches, early stopping on a spatial validation split."""
 
@@ -65,7 +61,7 @@ class _TorchEstimator(BaseEstimator):
         from ..models import torch_threads
 
         device = resolve_device(self.device)
-        with torch_threads(_threads(device)):
+        with torch_threads(CPU_THREADS if device == "cpu" else None):
             self._train_loop(module, loss_fn, Xs, T, W, coords, groups, device)
 
     def _train_loop(self, module, loss_fn, Xs, T, W, coords, groups, device) -> None:

@@ -2,7 +2,7 @@
 
 Every fitted array (input scaling, linear coefficients, cluster centroids, network weights) goes to
 ``model.safetensors``; parameters, names and small fitted values to ``config.json`` through the shared
-:func:`spatialclust.models._checkpoint.save_checkpoint`. Nothing is pickled.
+:func:`spatialclust.models.save_checkpoint`. Nothing is pickled.
 """
 
 from __future__ import annotations
