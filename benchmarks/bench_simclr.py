@@ -73,8 +73,9 @@ def _prepare(adata):
 def three_stages(images, mask, n_clusters_list, *, args, workdir, truth=None, pairs=None, analysis=False, keep=None):
     """Pretrained + SC, SimCLR + SC, SimCLR + SC + self-labeling for every number of clusters."""
     import spatialclust as sc
-    from spatialclust.models._backbones import create_backbone
-    from spatialclust.tl._simclr import SimCLREmbedder, encode, resolve_image_size
+    from spatialclust.models import create_backbone
+    from spatialclust.models import encode
+    from spatialclust.tl._simclr import SimCLREmbedder, resolve_image_size
 
     out: dict = {"n_images": int(images.shape[0]), "image_shape": list(images.shape[1:])}
     encoder = create_backbone(args.backbone)
@@ -131,7 +132,7 @@ def three_stages(images, mask, n_clusters_list, *, args, workdir, truth=None, pa
             for name, X in (("pretrained", pretrained), ("SimCLR", learned))
         }
         out["linear_evaluation"] = {
-            name: round(sc.tl.linear_evaluation(X, truth, random_state=args.seed), 4)
+            name: round(sc.metrics.linear_evaluation(X, truth, random_state=args.seed), 4)
             for name, X in (("pretrained", pretrained), ("SimCLR", learned))
         }
     return out
@@ -184,8 +185,9 @@ def _feature_variants(embedder, features, truth, k, seed) -> dict:
 
 def ablation(args) -> dict:
     import spatialclust as sc
-    from spatialclust.models._backbones import create_backbone
-    from spatialclust.tl._simclr import SimCLREmbedder, encode, resolve_image_size
+    from spatialclust.models import create_backbone
+    from spatialclust.models import encode
+    from spatialclust.tl._simclr import SimCLREmbedder, resolve_image_size
 
     runs = []
     for seed in args.seeds:
@@ -340,8 +342,9 @@ def bladder(args) -> dict:
 
 def timing(args) -> dict:
     import spatialclust as sc
-    from spatialclust.models._backbones import create_backbone
-    from spatialclust.tl._simclr import SimCLREmbedder, encode, resolve_image_size
+    from spatialclust.models import create_backbone
+    from spatialclust.models import encode
+    from spatialclust.tl._simclr import SimCLREmbedder, resolve_image_size
 
     adata = sc.datasets.simulate_msi(realism="real", seed=args.seed)  # ~390 ion images of 96 x 96 px
     images, mask = _prepare(adata)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from spatialclust.models import Backbone, BackboneConfig, WeightsError, create_backbone, list_backbones
-from spatialclust.models._backbones import efficientnet_lite0_state_dict
+from spatialclust.models import efficientnet_lite0_state_dict
 
 
 def test_registry_lists_every_backbone():

@@ -29,7 +29,7 @@ def cells():
 
 
 def test_channelwise_embedding_concat_and_mean(cells):
-    from spatialclust.models._backbones import create_backbone
+    from spatialclust.models import create_backbone
 
     images = sc.io.cell_image_stack(cells)
     sizes = cells.obs[[_keys.IMAGE_HEIGHT, _keys.IMAGE_WIDTH]].to_numpy()
@@ -40,7 +40,7 @@ def test_channelwise_embedding_concat_and_mean(cells):
     assert a.shape == (12, 3 * 16) and b.shape == (12, 16)
     np.testing.assert_allclose(a.reshape(12, 3, 16).mean(axis=1), b, rtol=1e-5, atol=1e-6)
     # channel c of the concatenation is the backbone applied to that channel alone as a gray image
-    from spatialclust.models._dino import scale_cell_images
+    from spatialclust.models import scale_cell_images
 
     backbone = create_backbone("test_tiny").eval()
     gray = scale_cell_images(images, sizes)[:, 2]
@@ -61,7 +61,7 @@ def test_embed_cells_writes_obsm(cells):
 
 
 def test_patch_embedding_adapted_by_averaging_rgb():
-    from spatialclust.models._dino import adapt_patch_embedding, channel_vit
+    from spatialclust.models import adapt_patch_embedding, channel_vit
 
     rgb = channel_vit(3, image_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)
     state = rgb.state_dict()
@@ -76,7 +76,7 @@ def test_patch_embedding_adapted_by_averaging_rgb():
 
 
 def test_dino_loss_centering_and_sharpening():
-    from spatialclust.models._dino import DINOLoss
+    from spatialclust.models import DINOLoss
 
     loss = DINOLoss(4, epochs=1, teacher_temp=0.04, student_temp=0.1, center_momentum=0.9)
     teacher = [torch.tensor([[10.0, 0, 0, 0]]), torch.tensor([[10.0, 0, 0, 0]])]
@@ -89,7 +89,7 @@ def test_dino_loss_centering_and_sharpening():
 
 
 def test_tiny_dino_run_checkpoint_and_resume(cells, tmp_path):
-    from spatialclust.models._dino import DINOTrainer
+    from spatialclust.models import DINOTrainer
 
     images = sc.io.cell_image_stack(cells)
     sizes = cells.obs[[_keys.IMAGE_HEIGHT, _keys.IMAGE_WIDTH]].to_numpy()
@@ -112,7 +112,7 @@ def test_tiny_dino_run_checkpoint_and_resume(cells, tmp_path):
 
 
 def test_pixels_baseline_and_dataset_scaling(cells):
-    from spatialclust.models._dino import channel_reference, scale_cell_images
+    from spatialclust.models import channel_reference, scale_cell_images
 
     adata = cells.copy()
     sc.tl.embed_cells(adata, "pixels")
@@ -137,7 +137,7 @@ def test_pixels_baseline_and_dataset_scaling(cells):
 
 
 def test_dino_dataset_scaling_is_kept_in_the_checkpoint(cells, tmp_path):
-    from spatialclust.models._dino import DINOTrainer, channel_reference
+    from spatialclust.models import DINOTrainer, channel_reference
 
     images = sc.io.cell_image_stack(cells)
     sizes = cells.obs[[_keys.IMAGE_HEIGHT, _keys.IMAGE_WIDTH]].to_numpy()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import spatialclust as sc
-from spatialclust.models._gat import gaussian_smooth
+from spatialclust.models import gaussian_smooth
 from spatialclust.tl._darlc import DARLCEmbedder, init_head_from_pca, pad_to_patches, seeding_similarity
 
 # 16 x 16 images, 4 x 4 patches: the encoder keeps the 4 x 4 token grid, 16 * 16 = 256 dimensions
@@ -66,7 +66,7 @@ def test_darlc_tiny_fit_produces_embeddings_and_clusters():
 def test_vit_representation_keeps_the_token_grid():
     import torch
 
-    from spatialclust.models._vit import SparseImageViT
+    from spatialclust.models import SparseImageViT
 
     vit = SparseImageViT((32, 48), patch_size=4, embed_dim=8, depth=1, num_heads=2, pool_grid=4)
     assert vit.grid == (8, 12) and vit.pooled_grid == (4, 4) and vit.out_dim == 8 * 16
@@ -178,7 +178,7 @@ def test_spectral_angle_mapper_ranks_cluster_quality():
 
 
 def test_darlc_checkpoint_round_trip(tmp_path):
-    from spatialclust.models._checkpoint import CheckpointError
+    from spatialclust.models import CheckpointError
 
     images, _ = pattern_images()
     model = DARLCEmbedder(**{**TINY, "augmentation": "gaussian"}).fit(images)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spatialclust.models._gat import gat_smooth, gaussian_smooth, pixel_graph
+from spatialclust.models import gat_smooth, gaussian_smooth, pixel_graph
 
 
 @pytest.fixture(autouse=True)

@@ -79,13 +79,13 @@ def test_cells_config_refuses_path_keys():
 def _save(path: Path) -> Path:
     import torch
 
-    from spatialclust.models._checkpoint import save_checkpoint
+    from spatialclust.models import save_checkpoint
 
     return save_checkpoint(path, {"w": torch.zeros(2)}, {"architecture": {"n": 2}}, kind="test")
 
 
 def test_checkpoint_never_replaces_a_foreign_folder(tmp_path):
-    from spatialclust.models._checkpoint import is_checkpoint
+    from spatialclust.models import is_checkpoint
 
     foreign = tmp_path / "data"
     foreign.mkdir()

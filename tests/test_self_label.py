@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import spatialclust as sc  # noqa: E402
-from spatialclust.tl._self_label import NoConfidentImagesWarning, SelfLabelingClassifier  # noqa: E402
-from spatialclust.tl._simclr import SimCLREmbedder  # noqa: E402
+from spatialclust.tl import NoConfidentImagesWarning, SelfLabelingClassifier  # noqa: E402
+from spatialclust.tl import SimCLREmbedder  # noqa: E402
 from test_simclr import FAST, blob_images  # noqa: E402
 
 SELF_LABEL = {"batch_size": 8, "device": "cpu", "init_lr": 0.05, "lr": 1e-3}
@@ -33,7 +33,7 @@ def data(tmp_path_factory):
 
 
 def test_confidence_based_loss_trains_only_confident_weak_views():
-    from spatialclust.models._losses import ConfidenceBasedCrossEntropy
+    from spatialclust.models import ConfidenceBasedCrossEntropy
 
     weak = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0], [0.1, 0.0, 0.0]])
     strong = torch.randn(4, 3, requires_grad=True)
@@ -98,7 +98,7 @@ def test_no_confident_image_warns_and_does_not_train(data, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("nothing may be trained below the threshold")
 
-    monkeypatch.setattr("spatialclust.tl._self_label.optimizer_step", fail)
+    monkeypatch.setattr("spatialclust.models.optimizer_step", fail)
     model = SelfLabelingClassifier(path, threshold=0.99, epochs=2, init_epochs=0, **SELF_LABEL)
     with pytest.warns(NoConfidentImagesWarning, match="no image reached the confidence threshold 0.99"):
         model.fit(images, truth)
@@ -118,7 +118,7 @@ def test_no_confident_image_warns_and_does_not_train(data, monkeypatch):
 )
 def test_bad_input(data, kwargs, labels, message):
     images, truth, embedder, _ = data
-    from spatialclust.models._checkpoint import CheckpointError
+    from spatialclust.models import CheckpointError
 
     params = {"embedder": embedder, "epochs": 1, **SELF_LABEL, **kwargs}
     with pytest.raises((ValueError, CheckpointError), match=message):

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 import spatialclust as sc  # noqa: E402
 from spatialclust.models._checkpoint import CONFIG_FILE, CheckpointError  # noqa: E402
-from spatialclust.models._losses import NTXentLoss  # noqa: E402
+from spatialclust.models import NTXentLoss  # noqa: E402
 from spatialclust.models._transforms import (  # noqa: E402
     RandomCountThinning,
     RandomGamma,
@@ -25,7 +25,7 @@ from spatialclust.models._transforms import (  # noqa: E402
     self_labeling_views,
     simclr_views,
 )
-from spatialclust.tl._simclr import SimCLREmbedder  # noqa: E402
+from spatialclust.tl import SimCLREmbedder  # noqa: E402
 
 FAST = {"backbone": "test_tiny", "batch_size": 8, "image_size": None, "lr": 3e-3, "device": "cpu"}
 
@@ -150,7 +150,7 @@ def test_default_views_are_appearance_only():
 
 
 def test_augmentation_strength_by_name_or_mapping():
-    from spatialclust.models._transforms import AUGMENTATION_STRENGTHS, augmentation_strength
+    from spatialclust.models import AUGMENTATION_STRENGTHS, augmentation_strength
 
     assert augmentation_strength("strong") == AUGMENTATION_STRENGTHS["strong"]
     custom = augmentation_strength({"p": 0.5, "blur_sigma": (0.1, 2.0)})
@@ -166,7 +166,7 @@ def test_augmentation_strength_by_name_or_mapping():
 
 
 def test_auto_batch_is_half_the_images():
-    from spatialclust.tl._simclr import resolve_batch_size
+    from spatialclust.tl._training import resolve_batch_size
 
     assert resolve_batch_size("auto", 367) == 183  # the authors' 183 of 367 images
     assert resolve_batch_size("auto", 3) == 2 and resolve_batch_size("auto", 10_000) == 256

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import spatialclust as sc
-from spatialclust.models._smm import StudentMixture
+from spatialclust.models import StudentMixture
 
 
 def heavy_tailed_blobs(n_per=120, k=3, dof=3.0, seed=0):

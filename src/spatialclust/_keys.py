@@ -66,13 +66,44 @@ LABEL = "label"
 LEIDEN = "leiden"
 """``obs[LEIDEN]``: Leiden cluster of each cell (categorical)."""
 
+# --- classical cell features (``sc.tl.cell_features``: var = features) ---------------------
+FEATURE = "feature"
+"""``var[FEATURE]``: the feature a classical cell-feature column measures (e.g. ``"mean_intensity"``)."""
+CHANNEL = "channel"
+"""``var[CHANNEL]``: the channel(s) a classical cell-feature column is computed on."""
+CELL_FEATURES = "cell_features"
+"""``uns[CELL_FEATURES]``: parameters of the classical cell features."""
+
 # --- layers -------------------------------------------------------------------------------
 RAW = "raw"
 """``layers[RAW]``: intensities before preprocessing (kept when a pipeline normalises X)."""
 
+# --- ST -> MSI translation (paired data, predicted MSI) -------------------------------------
+PAIRING = "pairing"
+"""``uns[PAIRING]`` of both paired AnnData objects: method, parameters, match-distance summary."""
+MATCH_PIXEL = "msi_pixel"
+"""``msi.obs[MATCH_PIXEL]``: obs name of the matched MSI pixel (nearest / shared), "" for footprint."""
+MATCH_DISTANCE = "match_distance"
+"""``msi.obs[MATCH_DISTANCE]``: distance from the spot to its matched pixel (mean distance for footprint)."""
+MATCH_COUNT = "n_pixels"
+"""``msi.obs[MATCH_COUNT]``: number of MSI pixels averaged into the spot."""
+TRANSLATION = "translation"
+"""``uns[TRANSLATION]`` of a predicted MSI-like AnnData: model, parameters, missing genes, transforms."""
+PRESENCE_LAYER = "presence"
+"""``layers[PRESENCE_LAYER]``: stage-1 predicted presence (0/1) of every metabolite."""
+SPATIAL_INPUT = "spatial_input"
+"""``obsm[SPATIAL_INPUT]``: the (float) coordinates of the input ST spots, before rasterising."""
+REGION = "region"
+"""``obs[REGION]``: ground-truth region of each spot of the simulated paired ST / MSI."""
+PROGRAMS = "programs"
+"""``obsm[PROGRAMS]`` (simulated ST, ``"gated"`` regime): the true latent program values of every spot."""
+PRESENT = "present"
+"""``layers[PRESENT]`` (simulated MSI, ``"gated"`` regime): true presence (0/1) of every metabolite."""
+
 # --- results (defaults of key_added) ------------------------------------------------------
 def embedding_key(method: str) -> str:
-    """``varm`` key of an embedding of feature images, e.g. ``X_regular``, ``X_neural``."""
+    """``varm`` key of an embedding of feature images, e.g. ``X_regular``, ``X_neural`` (and ``obsm`` key of
+    an embedding of cells, e.g. ``X_dino``)."""
     return f"X_{method}"
 
 
@@ -82,7 +113,27 @@ PARAMS = "params"
 """``uns[key][PARAMS]``: parameters a tool was run with."""
 SELF_LABEL = "self_label"
 """Default ``key_added`` of ``sc.tl.self_label`` (seed 001): ``var[SELF_LABEL]`` final clusters,
-``var[SELF_LABEL + "_confidence"]``, ``var[SELF_LABEL + "_init"]``, ``varm["X_" + SELF_LABEL]``, ``uns[SELF_LABEL]``."""
+``var[confidence_key(SELF_LABEL)]``, ``var[initial_labels_key(SELF_LABEL)]``, ``varm["X_" + SELF_LABEL]``, ``uns[SELF_LABEL]``."""
+
+
+def confidence_key(key: str) -> str:
+    """``var`` column with the confidence of the clusters in ``var[key]``, e.g. ``self_label_confidence``."""
+    return f"{key}_confidence"
+
+
+def initial_labels_key(key: str) -> str:
+    """``var`` column with the initial labels that ``var[key]`` started from, e.g. ``self_label_init``."""
+    return f"{key}_init"
+
+
+def training_cells_key(key: str) -> str:
+    """``obs`` column (bool) marking the cells a metric-learning embedding ``obsm[key]`` was trained on."""
+    return f"{key}_train"
+
+
+def umap_key(key: str) -> str:
+    """``varm`` key of the 3-D UMAP coordinates a ``umap_dbscan`` clustering ``key`` computed."""
+    return f"{key}_umap"
 
 
 # --- keys that become file or folder names -------------------------------------------------

@@ -12,6 +12,9 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+#: Every registry by its ``kind``, filled as the registries are created (see :func:`registry`).
+_REGISTRIES: dict[str, Registry[Any]] = {}
+
 
 def invalid_option(value: object, parameter: str, valid: list[str] | tuple[str, ...]) -> ValueError:
     """Error for an invalid choice, in the wording used throughout the package."""
@@ -34,6 +37,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self.parameter = parameter
         self._factories: dict[str, Callable[..., T]] = {}
+        _REGISTRIES[kind] = self
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering ``factory`` (a class or function) under ``name``."""
@@ -63,3 +67,16 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._factories
+
+
+def registry(kind: str) -> Registry[Any]:
+    """The registry of ``kind`` (``"embedder"``, ``"clusterer"``, ``"backbone"``, ...).
+
+    Lets a lower layer accept a registered name without importing the layer that registers the
+    entries (``metrics`` takes an embedder name, the embedders live in ``tl``): the entries are
+    registered when the package is imported, since ``import spatialclust`` imports every layer.
+    """
+    try:
+        return _REGISTRIES[kind]
+    except KeyError:
+        raise invalid_option(kind, "kind", sorted(_REGISTRIES)) from None

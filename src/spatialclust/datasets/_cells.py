@@ -41,7 +41,7 @@ import pandas as pd
 
 from .. import _keys
 from .._registry import invalid_option
-from ..io._cells import cell_images_to_adata
+from ..io import cell_images_to_adata
 
 __all__ = ["simulate_cells", "CELL_CHANNELS", "CELL_CYCLE_CHANNELS", "CELL_CYCLE_PHASES", "CELL_PHENOTYPES", "CELL_REGIMES"]
 

@@ -27,7 +27,7 @@ from .. import _keys as K
 from .._logging import logger
 from .._registry import invalid_option
 from ..io import images_to_adata
-from ..metrics._isotopes import C13_SHIFT
+from ..metrics import C13_SHIFT
 
 __all__ = ["REALISMS", "pattern_names", "simulate_msi"]
 

@@ -21,14 +21,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .._keys import GRID, MZ, SECTION, SIMULATION, SPATIAL
+from .._keys import GRID, MZ, PRESENT, PROGRAMS, REGION, SECTION, SIMULATION, SPATIAL
 
 __all__ = ["simulate_paired_st_msi"]
 
-#: obs column of the simulated ST / MSI with the ground-truth region of each spot.
-REGION = "region"
-#: obsm key (``"gated"`` regime) with the true latent program values of every spot.
-PROGRAMS = "programs"
 _REGIMES = ("linear", "gated")
 
 
@@ -253,7 +249,7 @@ def _assemble(coords, counts, intensities, regions, sections, *, genes, metaboli
     if programs is not None:
         st.obsm[PROGRAMS] = np.concatenate(programs).astype(np.float32)
     if present is not None:
-        msi.layers["present"] = np.concatenate(present).astype(np.int8)
+        msi.layers[PRESENT] = np.concatenate(present).astype(np.int8)
     return st, msi
 
 

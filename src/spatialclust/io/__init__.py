@@ -8,6 +8,7 @@ from ._cells import (
     read_cell_labels,
     read_fcs,
 )
+from ._histology import read_histology
 from ._images import images_to_adata, read_ion_images
 from ._imzml import ImzMLError, NegativeIntensityWarning, read_imzml, write_imzml
 from ._metaspace import colocalization_tables, cosine_colocalization, read_metaspace, write_metaspace_colocalization
@@ -25,4 +26,4 @@ __all__ = [
     "read_fcs",
     "ImzMLError", "NegativeIntensityWarning", "images_to_adata", "read", "read_imzml", "read_ion_images", "write_imzml",
     "colocalization_tables", "cosine_colocalization", "read_metaspace", "write_metaspace_colocalization",
-    "read_spatialdata", "write_spatialdata"]
+    "read_histology", "read_spatialdata", "write_spatialdata"]

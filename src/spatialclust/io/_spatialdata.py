@@ -154,7 +154,7 @@ def write_spatialdata(
     feature_images
         Write every ion/gene image as one channel of the ``feature_images`` image.
     histology
-        H&E image (tiff/png/jpg file or array, read by :func:`spatialclust.pl.read_histology`),
+        H&E image (tiff/png/jpg file or array, read by :func:`spatialclust.io.read_histology`),
         stored as 8-bit RGB.
     histology_transform
         3 x 3 affine matrix from histology pixels (x, y, 1) to ion-image pixels; default: the
@@ -203,7 +203,7 @@ def write_spatialdata(
         images[f"{key}_means"] = Image2DModel.parse(means, dims=("c", "y", "x"), c_coords=[f"cluster_{c}" for c in clusters],
                                                    transformations={GLOBAL: to_global})
     if histology is not None:
-        from ..pl import read_histology  # the one histology reader (Pillow, then tifffile); RGB in [0, 1]
+        from ._histology import read_histology  # the one histology reader (Pillow, then tifffile); RGB in [0, 1]
 
         he = np.round(read_histology(histology) * 255).astype(np.uint8)
         if histology_transform is None:

@@ -68,7 +68,7 @@ def read_visium(
     """
     import scanpy as sc
 
-    from ..pp._rasterize import rasterize_spots
+    from ..pp import rasterize_spots
 
     folder = Path(path)
     if not folder.is_dir():
@@ -172,7 +172,7 @@ def read_legacy_st(
     -------
     AnnData with raw counts in ``X`` and rasterised spots (see module docstring).
     """
-    from ..pp._rasterize import rasterize_spots
+    from ..pp import rasterize_spots
 
     path = Path(path)
     if not path.is_file():
@@ -280,7 +280,7 @@ def st_table_to_adata(
 ) -> ad.AnnData:
     """:func:`read_st_h5ad` for an AnnData in memory (e.g. the table of a SpatialData store);
     ``path`` names it in messages, ``source`` becomes ``uns["source"]``."""
-    from ..pp._rasterize import rasterize_spots
+    from ..pp import rasterize_spots
 
     path = Path(path)
     keys = array_keys

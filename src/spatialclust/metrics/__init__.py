@@ -6,6 +6,7 @@ from ._families import GENE_FAMILIES, gene_families, gene_family_coherence
 from ._external import ari, clustering_accuracy, contingency, nmi, purity
 from ._internal import davies_bouldin, knn_purity, pearson_distance, silhouette
 from ._isotopes import (
+    C13_SHIFT,
     RIRResult,
     isotope_groups,
     isotope_pairs,
@@ -13,11 +14,13 @@ from ._isotopes import (
     relative_isotope_ratio,
 )
 from ._knn import knn_accuracy
+from ._linear import linear_evaluation
 from ._labels import n_clusters, n_meaningful_clusters, noise_size
 from ._sam import cluster_quality_groups, spectral_angle_mapper
 from ._thinning import ThinnedPartnerResult, partner_recall, thin_counts, thinned_partner_check
 
 __all__ = [
+    "C13_SHIFT",
     "GENE_FAMILIES",
     "RIRResult",
     "ThinnedPartnerResult",
@@ -34,6 +37,7 @@ __all__ = [
     "isotopic_recall",
     "knn_accuracy",
     "knn_purity",
+    "linear_evaluation",
     "n_clusters",
     "n_meaningful_clusters",
     "nmi",

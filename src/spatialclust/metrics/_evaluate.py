@@ -100,8 +100,7 @@ def evaluate_clustering(
     isotope pairs). All values are JSON-serialisable.
     """
     from .. import pp
-    from ..pp._images import pixel_coordinates
-    from ..tl._embed import RegularEmbedder
+    from .._registry import registry
 
     if key not in adata.var:
         raise KeyError(f"`key`={key!r} is not a column of `adata.var`; run `sc.tl.cluster(adata, key_added={key!r})` first.")
@@ -124,11 +123,11 @@ def evaluate_clustering(
     if rep is None or _keys.MZ in adata.var:
         images = pp.feature_images(adata, layer=layer)
     if rep is None:
-        rep = RegularEmbedder().fit_transform(images, mask=pp.tissue_mask_image(adata))
+        rep = registry("embedder").create("regular").fit_transform(images, mask=pp.tissue_mask_image(adata))
 
     # isotopes (seed 000, seed 001); seed 000 correlates the whole ion images: every acquired pixel
     if _keys.MZ in adata.var:
-        x, y = pixel_coordinates(adata)
+        x, y = pp.pixel_coordinates(adata)
         acquired = np.zeros(images.shape[1:], dtype=bool)
         acquired[y, x] = True
         pairs = isotope_pairs(adata.var[_keys.MZ].to_numpy(), images, delta=isotope_delta, unit=isotope_unit,

@@ -270,7 +270,7 @@ def thinned_partner_check(
     >>> result.recall[10] > result.chance_recall[10]
     True
     """
-    from .. import tl
+    from .._registry import registry
 
     counts, mask, pixel_size = _images_of(data, layer, mask, pixel_size)
     n = counts.shape[0]
@@ -281,7 +281,7 @@ def thinned_partner_check(
     originals, thinned = stack[:n], stack[n:]
 
     if isinstance(embedder, str):
-        embedder = tl.create_embedder(embedder)
+        embedder = registry("embedder").create(embedder)
     if hasattr(embedder, "fit_transform") and hasattr(embedder, "transform"):
         if refit:
             a = embedder.fit_transform(originals, mask=mask, pixel_size=pixel_size)
@@ -302,7 +302,7 @@ def thinned_partner_check(
     co, chance_co, found = float("nan"), float("nan"), 0
     if clusterer is not None:
         if isinstance(clusterer, str):
-            clusterer = tl.create_clusterer(clusterer)
+            clusterer = registry("clusterer").create(clusterer)
             accepted = clusterer.get_params()
             clusterer.set_params(**{k: v for k, v in {"n_clusters": n_clusters, "random_state": seed}.items() if k in accepted})
         if not hasattr(clusterer, "fit_predict"):

@@ -13,9 +13,12 @@ repeating the average for every channel, so each channel gets equal weight. Pall
 3.5.2) trained scDINO on ICS images (lr 0.0005, AdamW, checkpoints every 2 epochs) and used the
 teacher's CLS token as the cell embedding.
 
-Parts (lightly style, the trainer only combines them): :func:`adapt_patch_embedding`,
-:func:`channel_vit`, :class:`DINOHead`, :class:`DINOLoss`, :class:`MultiCropTransform`,
-:class:`DINOTrainer`. Checkpoints use :mod:`spatialclust.models._checkpoint` (kind ``"dino"``).
+This module holds the trainer, :class:`DINOTrainer`, and the input scaling it shares with
+inference; it only combines parts that live with their kind (lightly style): the channel-adapted
+ViT (:func:`~spatialclust.models.channel_vit`, ``_vit.py``), :class:`~spatialclust.models.DINOHead`
+(``_heads.py``), :class:`~spatialclust.models.DINOLoss` (``_losses.py``) and
+:class:`~spatialclust.models.MultiCropTransform` (``_transforms.py``). Checkpoints use
+``_checkpoint.py`` (kind ``"dino"``).
 """
 
 from __future__ import annotations
@@ -35,19 +38,13 @@ from torch.nn import functional as F
 
 from .._compat import resolve_device
 from .._logging import logger, progress
+from ._heads import DINOHead
+from ._losses import DINOLoss
+from ._torch import ema_update
+from ._transforms import MultiCropTransform
+from ._vit import channel_vit
 
-__all__ = [
-    "CHECKPOINT_KIND",
-    "DINOHead",
-    "DINOLoss",
-    "DINOTrainer",
-    "MultiCropTransform",
-    "CELL_SCALINGS",
-    "adapt_patch_embedding",
-    "channel_reference",
-    "channel_vit",
-    "scale_cell_images",
-]
+__all__ = ["CELL_SCALINGS", "CHECKPOINT_KIND", "DINOTrainer", "channel_reference", "scale_cell_images"]
 
 CHECKPOINT_KIND = "dino"
 
@@ -105,281 +102,6 @@ def scale_cell_images(images: np.ndarray, sizes: np.ndarray | None = None, *, re
     out = np.zeros((n, n_channels, side, side), dtype=np.float32)
     out[:, :, :height, :width] = scaled
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# channel-adapted ViT
-
-
-def adapt_patch_embedding(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """Adapt an RGB patch-embedding kernel ``(D, 3, p, p)`` to ``in_chans`` channels (scDINO).
-
-    The three RGB kernels are averaged and the average is used for every channel, so that each
-    channel has equal weight: ``W'[:, c] = mean_rgb W[:, rgb]`` for ``c = 1..in_chans``.
-    """
-    if weight.ndim != 4:
-        raise ValueError(f"`weight` must be a (D, C, p, p) convolution kernel, got shape {tuple(weight.shape)}.")
-    if int(in_chans) < 1:
-        raise ValueError(f"`in_chans` must be a positive integer, got {in_chans!r}.")
-    if weight.shape[1] == in_chans:
-        return weight.clone()
-    return weight.mean(dim=1, keepdim=True).repeat(1, int(in_chans), 1, 1)
-
-
-def channel_vit(
-    in_chans: int,
-    *,
-    image_size: int = 32,
-    patch_size: int = 8,
-    embed_dim: int = 96,
-    depth: int = 3,
-    num_heads: int = 3,
-    state_dict: dict[str, torch.Tensor] | None = None,
-) -> nn.Module:
-    """A timm VisionTransformer for ``in_chans``-channel images, pooled by its CLS token.
-
-    Parameters
-    ----------
-    in_chans
-        Number of image channels.
-    image_size, patch_size, embed_dim, depth, num_heads
-        Architecture; crops of other sizes are accepted (positional embeddings are interpolated,
-        ``dynamic_img_size``), as multi-crop needs.
-    state_dict
-        Weights of a ViT with the same width/depth/patch size but possibly 3 (RGB) input channels
-        and another image size, e.g. DINO ViT-S/16; its patch embedding is adapted with
-        :func:`adapt_patch_embedding` and its positional embedding resampled to ``image_size``.
-
-    Returns
-    -------
-    ``nn.Module`` mapping ``(B, in_chans, h, w)`` to the CLS embedding ``(B, embed_dim)``.
-    """
-    from timm.layers import resample_abs_pos_embed
-    from timm.models.vision_transformer import VisionTransformer
-
-    if image_size % patch_size:
-        raise ValueError(f"`image_size`={image_size} must be a multiple of `patch_size`={patch_size}.")
-    if embed_dim % num_heads:
-        raise ValueError(f"`embed_dim`={embed_dim} must be divisible by `num_heads`={num_heads}.")
-    model = VisionTransformer(
-        img_size=image_size, patch_size=patch_size, in_chans=int(in_chans), num_classes=0, embed_dim=embed_dim,
-        depth=depth, num_heads=num_heads, global_pool="token", dynamic_img_size=True,
-    )
-    if state_dict is not None:
-        state = {k: v for k, v in state_dict.items() if not k.startswith("head")}
-        key = "patch_embed.proj.weight"
-        if key not in state:
-            raise ValueError("`state_dict` is not a timm VisionTransformer state dict (no `patch_embed.proj.weight`).")
-        state[key] = adapt_patch_embedding(state[key], in_chans)
-        if "pos_embed" in state and state["pos_embed"].shape != model.pos_embed.shape:
-            grid = image_size // patch_size
-            state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=(grid, grid), num_prefix_tokens=1)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"`state_dict` does not fit the ViT (embed_dim={embed_dim}, depth={depth}, patch_size={patch_size}): "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}."
-            )
-    return model
-
-
-# ----------------------------------------------------------------------------------------------
-# head and loss
-
-
-class DINOHead(nn.Module):
-    """DINO projection head: 3-layer MLP (GELU) -> L2-normalised bottleneck -> weight-normalised linear.
-
-    Parameters
-    ----------
-    in_dim
-        Backbone feature dimension.
-    out_dim
-        Number of prototypes K (paper 65536; smaller for small data).
-    hidden_dim, bottleneck_dim
-        MLP width (paper 2048) and bottleneck (paper 256).
-    n_layers
-        MLP layers (paper 3).
-    norm_last_layer
-        Freeze the weight-norm gain of the last layer at 1 (paper default, stabilises training).
-    """
-
-    def __init__(
-        self, in_dim: int, out_dim: int = 4096, *, hidden_dim: int = 512, bottleneck_dim: int = 128,
-        n_layers: int = 3, norm_last_layer: bool = True,
-    ) -> None:
-        super().__init__()
-        if n_layers < 1:
-            raise ValueError(f"`n_layers` must be at least 1, got {n_layers}.")
-        dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [bottleneck_dim]
-        layers: list[nn.Module] = []
-        for i in range(n_layers):
-            layers.append(nn.Linear(dims[i], dims[i + 1]))
-            if i < n_layers - 1:
-                layers.append(nn.GELU())
-        self.mlp = nn.Sequential(*layers)
-        for module in self.mlp:
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
-        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
-        gain = self.last_layer.parametrizations.weight.original0
-        with torch.no_grad():
-            gain.fill_(1.0)
-        gain.requires_grad = not norm_last_layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
-
-
-class DINOLoss(nn.Module):
-    """Cross-entropy between the centred, sharpened teacher and the student over all view pairs.
-
-    ``L = mean_{t in global, s in all, s != t} sum_k -softmax((g_t - c) / tau_t)_k log softmax(g_s / tau_s)_k``;
-    after each step the centre ``c`` follows the batch mean of the teacher outputs with momentum
-    ``center_momentum``. The teacher temperature warms up linearly from ``warmup_teacher_temp`` to
-    ``teacher_temp`` over ``warmup_teacher_temp_epochs`` (Caron et al. 2021, Algorithm 1).
-
-    Parameters
-    ----------
-    out_dim
-        Head output dimension K.
-    epochs
-        Total training epochs (length of the temperature schedule).
-    teacher_temp, warmup_teacher_temp, warmup_teacher_temp_epochs
-        Teacher temperature schedule (paper/scDINO: 0.04 throughout).
-    student_temp
-        Student temperature (0.1).
-    center_momentum
-        Momentum of the centre (0.9).
-    """
-
-    def __init__(
-        self, out_dim: int, *, epochs: int, teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04,
-        warmup_teacher_temp_epochs: int = 0, student_temp: float = 0.1, center_momentum: float = 0.9,
-    ) -> None:
-        super().__init__()
-        for name, value in (("teacher_temp", teacher_temp), ("warmup_teacher_temp", warmup_teacher_temp), ("student_temp", student_temp)):
-            if not value > 0:
-                raise ValueError(f"`{name}` must be positive, got {value!r}.")
-        if not 0 <= center_momentum < 1:
-            raise ValueError(f"`center_momentum` must be in [0, 1), got {center_momentum!r}.")
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        warmup = min(int(warmup_teacher_temp_epochs), int(epochs))
-        self.teacher_temps = np.concatenate(
-            [np.linspace(warmup_teacher_temp, teacher_temp, warmup), np.full(max(int(epochs) - warmup, 1), teacher_temp)]
-        )
-        self.register_buffer("center", torch.zeros(1, out_dim))
-
-    def forward(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], epoch: int) -> torch.Tensor:
-        """``student``: head outputs of all crops (global first); ``teacher``: of the global crops."""
-        temp = float(self.teacher_temps[min(epoch, len(self.teacher_temps) - 1)])
-        targets = [F.softmax((t - self.center) / temp, dim=-1).detach() for t in teacher]
-        log_probs = [F.log_softmax(s / self.student_temp, dim=-1) for s in student]
-        total, pairs = 0.0, 0
-        for ti, target in enumerate(targets):
-            for si, log_prob in enumerate(log_probs):
-                if si == ti:  # the same view through student and teacher is skipped
-                    continue
-                total = total + torch.sum(-target * log_prob, dim=-1).mean()
-                pairs += 1
-        self._update_center(torch.cat(list(teacher)))
-        return total / pairs
-
-    @torch.no_grad()
-    def _update_center(self, teacher_output: torch.Tensor) -> None:
-        batch_center = teacher_output.mean(dim=0, keepdim=True)
-        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
-
-
-# ----------------------------------------------------------------------------------------------
-# multi-crop augmentation
-
-
-class MultiCropTransform(nn.Module):
-    """DINO multi-crop for ``(B, C, H, W)`` cell images in [0, 1]: 2 global + ``n_local_crops`` local crops.
-
-    Every crop is a random resized crop (area fraction ``global_scale`` / ``local_scale``, aspect
-    3/4-4/3) with a random rotation (any angle: cells have no orientation) and flip, resampled
-    bilinearly to ``global_size`` / ``local_size``; the same geometry is applied to all channels
-    of a cell. Appearance changes are those suited to fluorescence (per channel): brightness and
-    contrast jitter, Gaussian blur (p = 1.0 / 0.1 for the two global crops, 0.5 for local crops as
-    in DINO) and Gaussian noise. DINO's colour jitter, grey-scale and solarisation are RGB-specific
-    and not used.
-
-    Parameters
-    ----------
-    global_size, local_size
-        Output sides (pixels) of global and local crops.
-    n_local_crops
-        Number of local crops (paper 8 at 96 px for 224 px global crops; fewer for small images).
-    global_scale, local_scale
-        Crop area ranges (paper (0.4, 1) and (0.05, 0.4)).
-    intensity_jitter
-        Maximum relative brightness/contrast change (0: none). Brightness jitter teaches the network
-        to ignore how bright a cell is, which is wrong when brightness is the phenotype (DNA content).
-    """
-
-    def __init__(
-        self, global_size: int = 32, local_size: int = 16, *, n_local_crops: int = 4,
-        global_scale: Sequence[float] = (0.4, 1.0), local_scale: Sequence[float] = (0.05, 0.4),
-        intensity_jitter: float = 0.4,
-    ) -> None:
-        super().__init__()
-        from ._transforms import RandomGaussianBlur, RandomGaussianNoise, RandomIntensityDistortion
-
-        if n_local_crops < 0:
-            raise ValueError(f"`n_local_crops` must be >= 0, got {n_local_crops}.")
-        for name, scale in (("global_scale", global_scale), ("local_scale", local_scale)):
-            if not 0 < scale[0] <= scale[1] <= 1:
-                raise ValueError(f"`{name}` must be (low, high) with 0 < low <= high <= 1, got {scale!r}.")
-        self.global_size, self.local_size = int(global_size), int(local_size)
-        self.n_local_crops = int(n_local_crops)
-        self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)
-        self.intensity = RandomIntensityDistortion(intensity_jitter, p=0.8 if intensity_jitter > 0 else 0.0)
-        self.blurs = nn.ModuleList([RandomGaussianBlur((0.1, 1.5), p=p) for p in (1.0, 0.1, 0.5)])
-        self.noise = RandomGaussianNoise((0.001, 0.1), p=0.5)
-
-    def _crop(self, images: torch.Tensor, size: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
-        b, dev = images.shape[0], images.device
-
-        def uniform(low: float, high: float) -> torch.Tensor:
-            return (torch.rand(b, generator=generator) * (high - low) + low).to(dev)
-
-        area = uniform(*scale)
-        ratio = torch.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
-        sx, sy = torch.sqrt(area * ratio).clamp(max=1.0), torch.sqrt(area / ratio).clamp(max=1.0)
-        tx, ty = uniform(-1, 1) * (1 - sx), uniform(-1, 1) * (1 - sy)
-        angle = uniform(0, 2 * math.pi)
-        flip = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        theta = torch.stack(
-            [torch.stack([sx * cos * flip, -sy * sin, tx], 1), torch.stack([sx * sin * flip, sy * cos, ty], 1)], 1
-        )
-        grid = F.affine_grid(theta.to(images.dtype), [b, images.shape[1], size, size], align_corners=False)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-    def _appearance(self, crops: torch.Tensor, blur: nn.Module, generator: torch.Generator) -> torch.Tensor:
-        b, c, h, w = crops.shape
-        flat = crops.reshape(b * c, h, w).clamp(0.0, 1.0)
-        for transform in (self.intensity, blur, self.noise):
-            flat = transform(flat, generator=generator)
-        return flat.reshape(b, c, h, w)
-
-    def forward(self, images: torch.Tensor, *, generator: torch.Generator) -> list[torch.Tensor]:
-        """List of crops: 2 global ``(B, C, global_size, global_size)`` then the local ones."""
-        if images.ndim != 4:
-            raise ValueError(f"Multi-crop takes a batch (B, C, H, W), got shape {tuple(images.shape)}.")
-        views = [
-            self._appearance(self._crop(images, self.global_size, self.global_scale, generator), self.blurs[i], generator)
-            for i in range(2)
-        ]
-        views += [
-            self._appearance(self._crop(images, self.local_size, self.local_scale, generator), self.blurs[2], generator)
-            for _ in range(self.n_local_crops)
-        ]
-        return views
 
 
 # ----------------------------------------------------------------------------------------------
@@ -721,9 +443,7 @@ class DINOTrainer:
                 nn.utils.clip_grad_norm_(self.student_.parameters(), 3.0)
                 optimizer.step()
                 momentum = 1 - (1 - self.momentum_teacher) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
-                with torch.no_grad():
-                    for ps, pt in zip(self.student_.parameters(), self.teacher_.parameters()):
-                        pt.mul_(momentum).add_(ps.detach(), alpha=1 - momentum)
+                ema_update(self.teacher_, self.student_, momentum)
                 losses.append(float(loss.detach()))
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": round(time.perf_counter() - start, 3)}
             self.history_.append(record)

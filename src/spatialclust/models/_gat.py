@@ -24,6 +24,8 @@ from scipy.spatial import cKDTree
 
 from .._logging import logger, progress
 
+__all__ = ["gat_smooth", "gaussian_smooth", "pixel_graph"]
+
 
 def pixel_graph(mask: np.ndarray, *, radius: float = 1.5) -> np.ndarray:
     """Edges ``(2, n_edges)`` between on-mask pixels closer than ``radius`` (grid units), self-loops included.

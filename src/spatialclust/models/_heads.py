@@ -1,10 +1,13 @@
-"""Heads put on top of a backbone: the SimCLR projection head and the linear cluster classifier."""
+"""Heads put on top of a backbone: the SimCLR projection head, the linear cluster classifier and the
+DINO head (Caron et al. 2021)."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+from torch.nn import functional as F
 
-__all__ = ["ClassificationHead", "EncoderClassifier", "ProjectionHead", "SimCLRModel"]
+__all__ = ["ClassificationHead", "DINOHead", "EncoderClassifier", "ProjectionHead", "SimCLRModel"]
 
 
 class ProjectionHead(nn.Sequential):
@@ -82,3 +85,48 @@ class EncoderClassifier(nn.Module):
 
     def forward(self, x):
         return self.head(self.encoder(x))
+
+
+class DINOHead(nn.Module):
+    """DINO projection head: 3-layer MLP (GELU) -> L2-normalised bottleneck -> weight-normalised linear.
+
+    Parameters
+    ----------
+    in_dim
+        Backbone feature dimension.
+    out_dim
+        Number of prototypes K (paper 65536; smaller for small data).
+    hidden_dim, bottleneck_dim
+        MLP width (paper 2048) and bottleneck (paper 256).
+    n_layers
+        MLP layers (paper 3).
+    norm_last_layer
+        Freeze the weight-norm gain of the last layer at 1 (paper default, stabilises training).
+    """
+
+    def __init__(
+        self, in_dim: int, out_dim: int = 4096, *, hidden_dim: int = 512, bottleneck_dim: int = 128,
+        n_layers: int = 3, norm_last_layer: bool = True,
+    ) -> None:
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"`n_layers` must be at least 1, got {n_layers}.")
+        dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [bottleneck_dim]
+        layers: list[nn.Module] = []
+        for i in range(n_layers):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < n_layers - 1:
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        for module in self.mlp:
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        gain = self.last_layer.parametrizations.weight.original0
+        with torch.no_grad():
+            gain.fill_(1.0)
+        gain.requires_grad = not norm_last_layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1))

@@ -25,16 +25,33 @@ Every step maximises the expected complete-data log posterior (eq. 15), so the l
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from scipy.optimize import brentq
-from scipy.special import digamma, gammaln, logsumexp
+from scipy.special import digamma, logsumexp
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from .._logging import logger
 from .._registry import invalid_option
 
+__all__ = ["DISTRIBUTIONS", "StudentMixture", "t_log_density", "t_mixture_log_prob"]
+
 DISTRIBUTIONS = ("t", "gaussian")
 _NU_BOUNDS = (0.5, 200.0)
+
+
+def _t_log_kernel(maha: Any, logdet: Any, d: int, dof: float, log1p: Callable[[Any], Any]) -> Any:
+    """``log t(z | mu, Sigma, nu)`` from the Mahalanobis distances ``maha`` and ``log |Sigma|``
+    (``dof = inf``: Gaussian); one formula for numpy arrays (EM) and torch tensors (DARLC's losses)."""
+    if math.isinf(dof):
+        return -0.5 * (d * math.log(2 * math.pi) + logdet + maha)
+    return (
+        math.lgamma((dof + d) / 2) - math.lgamma(dof / 2) - 0.5 * d * math.log(dof * math.pi) - 0.5 * logdet
+        - 0.5 * (dof + d) * log1p(maha / dof)
+    )
 
 
 def t_log_density(x: np.ndarray, mean: np.ndarray, chol: np.ndarray, dof: float) -> tuple[np.ndarray, np.ndarray]:
@@ -42,17 +59,37 @@ def t_log_density(x: np.ndarray, mean: np.ndarray, chol: np.ndarray, dof: float)
 
     ``chol`` is the lower Cholesky factor of the scale matrix.
     """
-    d = x.shape[1]
     sol = np.linalg.solve(chol, (x - mean).T)
     maha = np.sum(sol**2, axis=0)
     logdet = 2.0 * np.sum(np.log(np.diag(chol)))
-    if np.isinf(dof):
-        return -0.5 * (d * np.log(2 * np.pi) + logdet + maha), maha
-    logp = (
-        gammaln((dof + d) / 2) - gammaln(dof / 2) - 0.5 * d * np.log(dof * np.pi) - 0.5 * logdet
-        - 0.5 * (dof + d) * np.log1p(maha / dof)
-    )
-    return logp, maha
+    return _t_log_kernel(maha, logdet, x.shape[1], float(dof), np.log1p), maha
+
+
+def t_mixture_log_prob(z: Any, means: Any, chols: Any, dofs: Any, log_weights: Any) -> Any:
+    """Per-component ``log pi_k + log t(z | mu_k, Sigma_k, nu_k)`` ``(B, K)`` of torch tensors,
+    differentiable in ``z`` (DARLC's Module II losses, eqs. 18-21).
+
+    Parameters
+    ----------
+    z
+        Embeddings ``(B, d)``.
+    means, chols
+        Component means ``(K, d)`` and lower Cholesky factors of the scale matrices ``(K, d, d)``.
+    dofs
+        Degrees of freedom ``(K,)`` (``inf``: Gaussian component), as numbers.
+    log_weights
+        Log mixture weights ``(K,)``.
+    """
+    import torch
+
+    d = z.shape[1]
+    cols = []
+    for k in range(means.shape[0]):
+        sol = torch.linalg.solve_triangular(chols[k], (z - means[k]).T, upper=False)
+        maha = (sol**2).sum(dim=0)
+        logdet = 2.0 * torch.log(torch.diagonal(chols[k])).sum()
+        cols.append(_t_log_kernel(maha, logdet, d, float(dofs[k]), torch.log1p) + log_weights[k])
+    return torch.stack(cols, dim=1)
 
 
 class StudentMixture(BaseEstimator, ClusterMixin):

@@ -30,6 +30,7 @@ __all__ = [
     "Compose",
     "IonImageTransform",
     "MaskOffTissue",
+    "MultiCropTransform",
     "MultiViewTransform",
     "RandomGaussianBlur",
     "RandomGaussianNoise",
@@ -489,3 +490,90 @@ def self_labeling_views(
     return MultiViewTransform(
         [ion_image_transform(weak, **kwargs), ion_image_transform(strong, **kwargs)]  # type: ignore[arg-type]
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# multi-crop views of multichannel cell images (DINO)
+
+
+class MultiCropTransform(nn.Module):
+    """DINO multi-crop for ``(B, C, H, W)`` cell images in [0, 1]: 2 global + ``n_local_crops`` local crops.
+
+    Every crop is a random resized crop (area fraction ``global_scale`` / ``local_scale``, aspect
+    3/4-4/3) with a random rotation (any angle: cells have no orientation) and flip, resampled
+    bilinearly to ``global_size`` / ``local_size``; the same geometry is applied to all channels
+    of a cell. Appearance changes are those suited to fluorescence (per channel): brightness and
+    contrast jitter, Gaussian blur (p = 1.0 / 0.1 for the two global crops, 0.5 for local crops as
+    in DINO) and Gaussian noise. DINO's colour jitter, grey-scale and solarisation are RGB-specific
+    and not used.
+
+    Parameters
+    ----------
+    global_size, local_size
+        Output sides (pixels) of global and local crops.
+    n_local_crops
+        Number of local crops (paper 8 at 96 px for 224 px global crops; fewer for small images).
+    global_scale, local_scale
+        Crop area ranges (paper (0.4, 1) and (0.05, 0.4)).
+    intensity_jitter
+        Maximum relative brightness/contrast change (0: none). Brightness jitter teaches the network
+        to ignore how bright a cell is, which is wrong when brightness is the phenotype (DNA content).
+    """
+
+    def __init__(
+        self, global_size: int = 32, local_size: int = 16, *, n_local_crops: int = 4,
+        global_scale: Sequence[float] = (0.4, 1.0), local_scale: Sequence[float] = (0.05, 0.4),
+        intensity_jitter: float = 0.4,
+    ) -> None:
+        super().__init__()
+        if n_local_crops < 0:
+            raise ValueError(f"`n_local_crops` must be >= 0, got {n_local_crops}.")
+        for name, scale in (("global_scale", global_scale), ("local_scale", local_scale)):
+            if not 0 < scale[0] <= scale[1] <= 1:
+                raise ValueError(f"`{name}` must be (low, high) with 0 < low <= high <= 1, got {scale!r}.")
+        self.global_size, self.local_size = int(global_size), int(local_size)
+        self.n_local_crops = int(n_local_crops)
+        self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)
+        self.intensity = RandomIntensityDistortion(intensity_jitter, p=0.8 if intensity_jitter > 0 else 0.0)
+        self.blurs = nn.ModuleList([RandomGaussianBlur((0.1, 1.5), p=p) for p in (1.0, 0.1, 0.5)])
+        self.noise = RandomGaussianNoise((0.001, 0.1), p=0.5)
+
+    def _crop(self, images: torch.Tensor, size: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+        b, dev = images.shape[0], images.device
+
+        def uniform(low: float, high: float) -> torch.Tensor:
+            return (torch.rand(b, generator=generator) * (high - low) + low).to(dev)
+
+        area = uniform(*scale)
+        ratio = torch.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
+        sx, sy = torch.sqrt(area * ratio).clamp(max=1.0), torch.sqrt(area / ratio).clamp(max=1.0)
+        tx, ty = uniform(-1, 1) * (1 - sx), uniform(-1, 1) * (1 - sy)
+        angle = uniform(0, 2 * math.pi)
+        flip = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.stack(
+            [torch.stack([sx * cos * flip, -sy * sin, tx], 1), torch.stack([sx * sin * flip, sy * cos, ty], 1)], 1
+        )
+        grid = F.affine_grid(theta.to(images.dtype), [b, images.shape[1], size, size], align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def _appearance(self, crops: torch.Tensor, blur: nn.Module, generator: torch.Generator) -> torch.Tensor:
+        b, c, h, w = crops.shape
+        flat = crops.reshape(b * c, h, w).clamp(0.0, 1.0)
+        for transform in (self.intensity, blur, self.noise):
+            flat = transform(flat, generator=generator)
+        return flat.reshape(b, c, h, w)
+
+    def forward(self, images: torch.Tensor, *, generator: torch.Generator) -> list[torch.Tensor]:
+        """List of crops: 2 global ``(B, C, global_size, global_size)`` then the local ones."""
+        if images.ndim != 4:
+            raise ValueError(f"Multi-crop takes a batch (B, C, H, W), got shape {tuple(images.shape)}.")
+        views = [
+            self._appearance(self._crop(images, self.global_size, self.global_scale, generator), self.blurs[i], generator)
+            for i in range(2)
+        ]
+        views += [
+            self._appearance(self._crop(images, self.local_size, self.local_scale, generator), self.blurs[2], generator)
+            for _ in range(self.n_local_crops)
+        ]
+        return views

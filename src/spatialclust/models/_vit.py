@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = ["SparseImageViT", "adapt_patch_embedding", "channel_vit", "sincos_pos_embed"]
+
 
 def sincos_pos_embed(dim: int, grid: tuple[int, int]) -> torch.Tensor:
     """``(1 + gh * gw, dim)`` 2-D sine-cosine position embedding (zeros for the class token), as in MAE."""
@@ -114,3 +116,79 @@ class SparseImageViT(nn.Module):
         pred = self.decoder(t[:, 1:])
         err = ((pred - self.patchify(x)) ** 2).mean(dim=-1)
         return err[mask].mean(), t[:, 0]
+
+
+# ----------------------------------------------------------------------------------------------
+# channel-adapted ViT of scDINO (multichannel cell images)
+
+
+def adapt_patch_embedding(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Adapt an RGB patch-embedding kernel ``(D, 3, p, p)`` to ``in_chans`` channels (scDINO).
+
+    The three RGB kernels are averaged and the average is used for every channel, so that each
+    channel has equal weight: ``W'[:, c] = mean_rgb W[:, rgb]`` for ``c = 1..in_chans``.
+    """
+    if weight.ndim != 4:
+        raise ValueError(f"`weight` must be a (D, C, p, p) convolution kernel, got shape {tuple(weight.shape)}.")
+    if int(in_chans) < 1:
+        raise ValueError(f"`in_chans` must be a positive integer, got {in_chans!r}.")
+    if weight.shape[1] == in_chans:
+        return weight.clone()
+    return weight.mean(dim=1, keepdim=True).repeat(1, int(in_chans), 1, 1)
+
+
+def channel_vit(
+    in_chans: int,
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    embed_dim: int = 96,
+    depth: int = 3,
+    num_heads: int = 3,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """A timm VisionTransformer for ``in_chans``-channel images, pooled by its CLS token.
+
+    Parameters
+    ----------
+    in_chans
+        Number of image channels.
+    image_size, patch_size, embed_dim, depth, num_heads
+        Architecture; crops of other sizes are accepted (positional embeddings are interpolated,
+        ``dynamic_img_size``), as multi-crop needs.
+    state_dict
+        Weights of a ViT with the same width/depth/patch size but possibly 3 (RGB) input channels
+        and another image size, e.g. DINO ViT-S/16; its patch embedding is adapted with
+        :func:`adapt_patch_embedding` and its positional embedding resampled to ``image_size``.
+
+    Returns
+    -------
+    ``nn.Module`` mapping ``(B, in_chans, h, w)`` to the CLS embedding ``(B, embed_dim)``.
+    """
+    from timm.layers import resample_abs_pos_embed
+    from timm.models.vision_transformer import VisionTransformer
+
+    if image_size % patch_size:
+        raise ValueError(f"`image_size`={image_size} must be a multiple of `patch_size`={patch_size}.")
+    if embed_dim % num_heads:
+        raise ValueError(f"`embed_dim`={embed_dim} must be divisible by `num_heads`={num_heads}.")
+    model = VisionTransformer(
+        img_size=image_size, patch_size=patch_size, in_chans=int(in_chans), num_classes=0, embed_dim=embed_dim,
+        depth=depth, num_heads=num_heads, global_pool="token", dynamic_img_size=True,
+    )
+    if state_dict is not None:
+        state = {k: v for k, v in state_dict.items() if not k.startswith("head")}
+        key = "patch_embed.proj.weight"
+        if key not in state:
+            raise ValueError("`state_dict` is not a timm VisionTransformer state dict (no `patch_embed.proj.weight`).")
+        state[key] = adapt_patch_embedding(state[key], in_chans)
+        if "pos_embed" in state and state["pos_embed"].shape != model.pos_embed.shape:
+            grid = image_size // patch_size
+            state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=(grid, grid), num_prefix_tokens=1)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"`state_dict` does not fit the ViT (embed_dim={embed_dim}, depth={depth}, patch_size={patch_size}): "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}."
+            )
+    return model

@@ -422,7 +422,7 @@ def reference_ion_pairs(
 
 def embedding_table(adata: AnnData, keys: list[str], *, truth: str | None, seed: int) -> pd.DataFrame | None:
     """Linear evaluation accuracy (seed 001) and 10-NN purity of every embedding, when classes are known."""
-    from .. import metrics, tl
+    from .. import metrics
 
     if truth is None:
         return None
@@ -432,7 +432,7 @@ def embedding_table(adata: AnnData, keys: list[str], *, truth: str | None, seed:
         X = np.asarray(adata.varm[key], dtype=np.float64)
         k = min(10, adata.n_vars - 1)
         row: dict[str, Any] = {"embedding": key, "dimensions": X.shape[1]}
-        for column, score in (("linear evaluation accuracy", lambda: tl.linear_evaluation(X, codes, random_state=seed)),
+        for column, score in (("linear evaluation accuracy", lambda: metrics.linear_evaluation(X, codes, random_state=seed)),
                               (f"{k}-NN purity", lambda: metrics.knn_purity(X, codes, ks=[k])[k])):
             try:
                 row[column] = score()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys
-from ..io._cells import cell_image_stack
+from ..io import cell_image_stack
 from ._utils import finish, image_axes
 
 __all__ = ["cell_composite", "cell_examples", "cell_scatter"]

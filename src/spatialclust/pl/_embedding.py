@@ -14,8 +14,8 @@ from ._utils import cluster_colors, cluster_labels, finish
 
 def _default_basis(adata: AnnData, key: str) -> str:
     """The clustering's own low-dimensional coordinates (``varm[f"{key}_umap"]``) or its input embedding."""
-    if f"{key}_umap" in adata.varm:
-        return f"{key}_umap"
+    if K.umap_key(key) in adata.varm:
+        return K.umap_key(key)
     use_rep = adata.uns.get(key, {}).get("use_rep") if isinstance(adata.uns.get(key), dict) else None
     if use_rep in adata.varm:
         return str(use_rep)

@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import pp
-from ..metrics._isotopes import C13_SHIFT
+from ..metrics import C13_SHIFT
 from ._means import index_chunks
 from ._utils import cluster_colors, cluster_labels, finish
 

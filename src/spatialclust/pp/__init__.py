@@ -1,9 +1,9 @@
 """Preprocessing: feature-image view, normalisation, winsorising, scaling, tissue mask."""
 
-from ._images import feature_images, tissue_mask_image
+from ._images import feature_images, pixel_coordinates, tissue_mask_image
 from ._matrix import preprocessing_steps
 from ._normalize import normalize_rms, normalize_tic
-from ._patches import CONDITIONING_CONSTRAINTS, PatchGrid, condition_images, extract_patches, patch_grid
+from ._patches import CONDITIONING_CONSTRAINTS, CONTRASTS, DENOISERS, MAX_UPSAMPLE, PatchGrid, condition_images, extract_patches, patch_grid
 from ._preprocess import preprocess_ion_images
 from ._rasterize import rasterize_spots
 from ._st import preprocess_st
@@ -12,6 +12,9 @@ from ._tissue import otsu_threshold, tissue_mask
 
 __all__: list[str] = [
     "CONDITIONING_CONSTRAINTS",
+    "CONTRASTS",
+    "DENOISERS",
+    "MAX_UPSAMPLE",
     "PatchGrid",
     "condition_images",
     "extract_patches",
@@ -20,6 +23,7 @@ __all__: list[str] = [
     "normalize_tic",
     "otsu_threshold",
     "patch_grid",
+    "pixel_coordinates",
     "preprocess_ion_images",
     "preprocess_st",
     "preprocessing_steps",

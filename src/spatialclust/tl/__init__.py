@@ -1,9 +1,9 @@
 """Tools: embed feature images and cluster them (scanpy's ``tl`` namespace)."""
 
 from .._validation import check_n_images
-from ._cell_cluster import evaluate_cells, leiden_cells
-from ._cell_embed import ChannelwiseEmbedder, embed_cells
-from ._cell_features import cell_features, cell_pca, classical_features
+from ._cell_cluster import SCAN_CRITERIA, evaluate_cells, leiden_cells
+from ._cell_embed import CELL_EMBEDDINGS, ChannelwiseEmbedder, embed_cells
+from ._cell_features import FEATURE_SETS, cell_features, cell_pca, classical_features
 from ._cluster import (
     cluster,
     clusterers,
@@ -15,14 +15,18 @@ from ._cluster import (
     list_clusterers,
     register_clusterer,
 )
-from ._darlc import DARLCEmbedder, SMMClusterer
+from ._darlc import DARLCEmbedder
 from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, register_embedder
-from ._metric_learning import MetricLearner, list_metric_learners, metric_learning
+from ._metric_learning import MetricLearner, list_metric_learners, metric_learners, metric_learning
 from ._neural import NeuralEmbedder
 from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_label
-from ._simclr import SimCLREmbedder, linear_evaluation
+from ._cluster import SMMClusterer, record_clusters
+from ._simclr import SimCLREmbedder
 
 __all__ = [
+    "CELL_EMBEDDINGS",
+    "FEATURE_SETS",
+    "SCAN_CRITERIA",
     "ChannelwiseEmbedder",
     "MetricLearner",
     "cell_features",
@@ -32,7 +36,9 @@ __all__ = [
     "evaluate_cells",
     "leiden_cells",
     "list_metric_learners",
+    "metric_learners",
     "metric_learning",
+    "record_clusters",
     "DARLCEmbedder",
     "SMMClusterer",
     "ImageEmbedder",
@@ -47,7 +53,6 @@ __all__ = [
     "create_embedder",
     "embed",
     "embedders",
-    "linear_evaluation",
     "DegenerateDataWarning",
     "default_min_samples",
     "estimate_dbscan_eps",

@@ -5,7 +5,7 @@ ViT-S/16, TransPath) "in a channel-wise manner, with similar calculations applie
 channel": every channel of a cell, zero-padded to a square and rescaled to [0, 1], is a grayscale
 image replicated to the 3 input planes; the per-channel vectors are concatenated (``combine=
 "concat"``, ``C * d`` features) or averaged (``"mean"``, ``d`` features). The alternative is a
-ViT trained on the cells themselves with DINO (scDINO, :class:`spatialclust.models._dino.DINOTrainer`),
+ViT trained on the cells themselves with DINO (scDINO, :class:`spatialclust.models.DINOTrainer`),
 which sees all channels at once. ``method="pixels"`` is the raw-pixel baseline: the padded images
 as recorded, flattened (``C * H * W`` features; the pipeline reduces every embedding by PCA).
 
@@ -26,7 +26,7 @@ from .. import _keys
 from .._compat import resolve_device
 from .._logging import logger, progress
 from .._registry import invalid_option
-from ..io._cells import cell_image_stack
+from ..io import cell_image_stack
 
 __all__ = ["COMBINE", "ChannelwiseEmbedder", "embed_cells"]
 
@@ -51,7 +51,7 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
         Input side; default the backbone's ``input_size`` (224 for ImageNet networks).
     scaling
         ``"cell"`` (min-max per cell and channel) or ``"dataset"`` (per-channel 99.9th percentile of
-        the images embedded together); see :func:`spatialclust.models._dino.scale_cell_images`.
+        the images embedded together); see :func:`spatialclust.models.scale_cell_images`.
     weights
         Local weight file for the backbone (instead of its published weights).
     batch_size
@@ -92,8 +92,7 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
 
     def fit(self, images: np.ndarray | None = None, y: Any = None) -> ChannelwiseEmbedder:
         """Load the backbone (nothing is trained)."""
-        from ..models._backbones import create_backbone
-        from ..models._dino import CELL_SCALINGS
+        from ..models import CELL_SCALINGS, create_backbone
 
         if self.combine not in COMBINE:
             raise invalid_option(self.combine, "combine", list(COMBINE))
@@ -109,8 +108,7 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
         """Embeddings ``(n, C * d)`` or ``(n, d)`` of cell images ``(n, C, H, W)``."""
         import torch
 
-        from ..models._dino import channel_reference, scale_cell_images
-        from ._neural import _torch_threads
+        from ..models import channel_reference, scale_cell_images, torch_threads
 
         if not hasattr(self, "backbone_"):
             self.fit()
@@ -120,7 +118,7 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
         grays = data.reshape(n * n_channels, side, side)  # cell-major, channel-minor
         size = self.image_size or self.backbone_.config.input_size
         chunks = []
-        with _torch_threads(self.num_threads), torch.inference_mode():
+        with torch_threads(self.num_threads), torch.inference_mode():
             starts = range(0, grays.shape[0], int(self.batch_size))
             for first in progress(starts, desc=f"cell embeddings ({self.backbone})", total=len(starts)):
                 x = self.backbone_.preprocess(grays[first : first + int(self.batch_size)], size=size).to(self.device_)
@@ -148,7 +146,7 @@ def embed_cells(
         Cell-image AnnData (``obsm["images"]``).
     method
         ``"pretrained"``: :class:`ChannelwiseEmbedder` (``params``: ``backbone``, ``combine``, ...);
-        ``"dino"``: :class:`spatialclust.models._dino.DINOTrainer` trained on all cells (or loaded
+        ``"dino"``: :class:`spatialclust.models.DINOTrainer` trained on all cells (or loaded
         from ``params["checkpoint"]``), embedding = teacher CLS token; ``"pixels"``: the raw
         images flattened (the raw-pixel baseline, no parameters).
     key_added
@@ -167,20 +165,20 @@ def embed_cells(
     if method == "pretrained":
         embedder = ChannelwiseEmbedder(**params).fit()
         vectors = embedder.transform(images, sizes=sizes)
-        key = key_added or f"X_{embedder.backbone}"
+        key = key_added or _keys.embedding_key(embedder.backbone)
         extra: dict[str, Any] = {}
     elif method == "dino":
-        from ..models._dino import DINOTrainer
+        from ..models import DINOTrainer
 
         trainer = DINOTrainer(**params).fit(images, sizes=sizes)
         vectors = trainer.transform(images, sizes=sizes)
-        key = key_added or "X_dino"
+        key = key_added or _keys.embedding_key(method)
         extra = {"history": trainer.history_, "checkpoint": None if trainer.checkpoint is None else str(trainer.checkpoint)}
     elif method == "pixels":
         if params:
             raise TypeError(f"`pixels` takes no parameters, got {sorted(params)}.")
         vectors = images.reshape(images.shape[0], -1).astype(np.float32)
-        key = key_added or "X_pixels"
+        key = key_added or _keys.embedding_key(method)
         extra = {}
     else:
         raise invalid_option(method, "method", list(CELL_EMBEDDINGS))

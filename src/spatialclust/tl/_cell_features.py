@@ -53,8 +53,8 @@ import pandas as pd
 from .. import _keys
 from .._logging import logger, progress
 from .._registry import invalid_option
-from ..io._cells import cell_image_stack
-from ..pp._tissue import otsu_threshold
+from ..io import cell_image_stack
+from ..pp import otsu_threshold
 
 __all__ = ["CHANNEL_FEATURES", "FEATURE_SETS", "cell_features", "classical_features", "cell_pca"]
 
@@ -279,8 +279,8 @@ def cell_features(
     sizes = adata.obs[[_keys.IMAGE_HEIGHT, _keys.IMAGE_WIDTH]].to_numpy()
     table = classical_features(stack, sizes=sizes, channels=info["channels"], threshold=threshold, feature_set=feature_set)
     var = pd.DataFrame(index=pd.Index(table.columns, dtype=str))
-    var["feature"] = [name.rsplit("_", 1)[0] if not name.startswith("correlation_") else "correlation" for name in table.columns]
-    var["channel"] = [name[len(f) + 1 :] for name, f in zip(table.columns, var["feature"])]
+    var[_keys.FEATURE] = [name.rsplit("_", 1)[0] if not name.startswith("correlation_") else "correlation" for name in table.columns]
+    var[_keys.CHANNEL] = [name[len(f) + 1 :] for name, f in zip(table.columns, var[_keys.FEATURE])]
     result = ad.AnnData(
         X=table.to_numpy(dtype=np.float32),
         obs=adata.obs.copy(),
@@ -288,7 +288,7 @@ def cell_features(
         obsm={k: v for k, v in adata.obsm.items()},
         uns=dict(adata.uns),
     )
-    result.uns["cell_features"] = {_keys.PARAMS: {
+    result.uns[_keys.CELL_FEATURES] = {_keys.PARAMS: {
         "threshold": threshold if isinstance(threshold, (str, float, int)) else list(threshold), "feature_set": feature_set,
     }}
     logger.info("computed %d classical features for %d cells", table.shape[1], table.shape[0])

@@ -690,3 +690,69 @@ def cluster(
     if getattr(est, "embedding_", None) is not None:
         adata.varm[f"{key_added}_umap"] = np.asarray(est.embedding_, dtype=np.float32)
     return adata if copy else None
+
+
+# --------------------------------------------------------------------------------------------
+# Student's t mixture (moved here from tl/_darlc.py, issue 16: registered with the other clusterers)
+# --------------------------------------------------------------------------------------------
+
+
+@register_clusterer("smm")
+class SMMClusterer(_Clusterer):
+    """Student's t mixture model (MAP-EM) on any embedding (DARLC's Module II mixture, seed 003).
+
+    Embeddings with more than ``n_components_max`` dimensions are reduced by PCA first (a full
+    covariance per component needs far more images than dimensions). The features are centred, not
+    standardised: standardising inflates the many low-variance dimensions of a learned embedding to
+    the size of the informative ones (simulated gene images, DARLC warm-up embedding: NMI 0.98
+    centred vs 0.74 standardised; raw images 0.68 vs 0.56).
+
+    Parameters
+    ----------
+    n_clusters
+        Number of components, or ``"auto"`` (eigengap, :func:`spatialclust.tl.estimate_n_clusters`).
+    distribution
+        ``"t"`` (SMM) or ``"gaussian"`` (GMM).
+    n_components_max
+        PCA dimension cap (paper's projection: 32).
+    max_clusters
+        Upper bound for ``"auto"``.
+    max_iter
+        EM iterations.
+    random_state
+        Seed of the k-means initialisation and PCA.
+
+    Attributes
+    ----------
+    labels_, n_clusters_, mixture_
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_clusters": [Interval(int, 1), "auto"], "distribution": ["t", "gaussian"], "n_components_max": [Interval(int, 1)],
+        "max_clusters": [Interval(int, 1)], "max_iter": [Interval(int, 1)], "random_state": [RANDOM_STATE, None],
+    }
+
+    def __init__(self, n_clusters: int | str = 20, *, distribution: str = "t", n_components_max: int = 32,
+                 max_clusters: int = 30, max_iter: int = 100, random_state: int | None = 0) -> None:
+        self.n_clusters = n_clusters
+        self.distribution = distribution
+        self.n_components_max = n_components_max
+        self.max_clusters = max_clusters
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any = None) -> SMMClusterer:
+        from ..models import StudentMixture
+
+        self._validate_params()
+        arr = check_features(X)
+        seed = self.random_state
+        k = _resolve_n_clusters(self.n_clusters, arr, max_clusters=self.max_clusters)
+        if arr.shape[1] > self.n_components_max:
+            from sklearn.decomposition import PCA
+
+            arr = PCA(n_components=min(self.n_components_max, arr.shape[0] - 1), random_state=seed).fit_transform(arr)
+        self.mixture_ = StudentMixture(k, distribution=self.distribution, max_iter=self.max_iter, random_state=seed).fit(arr)
+        self.labels_ = self.mixture_.labels_.astype(np.int64)
+        self.n_clusters_ = k
+        return self

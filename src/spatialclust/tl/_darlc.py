@@ -15,7 +15,7 @@ Training, per dataset of feature images (gene images or ion images):
    the two losses weighted by learned uncertainties (eq. 11, Liebel and Körner, 2018).
 3. Module II (§3.3), ``cluster_epochs`` epochs: a projection head (linear, batch norm, SELU, linear)
    maps the encoder output to 32 dimensions, modelled by a Student's t mixture (MAP-EM,
-   :class:`spatialclust.models._smm.StudentMixture`). Every epoch: EM on all embeddings, then one
+   :class:`spatialclust.models.StudentMixture`). Every epoch: EM on all embeddings, then one
    step on the epoch-level loss (eq. 16: -log-likelihood (eq. 18) + decaying Laplacian
    regularisation towards the seeding similarity (eq. 17) + cluster-size hinge (eq. 20) + MIM), then
    batch steps on the batch-level loss (eq. 21: KL to the sharpened target distribution (eq. 22)
@@ -34,8 +34,8 @@ import numpy as np
 
 from .._compat import resolve_device
 from .._logging import logger, progress
-from .._validation import RANDOM_STATE, Interval, check_features
-from ._cluster import _Clusterer, _resolve_n_clusters, estimate_n_clusters, register_clusterer
+from .._validation import RANDOM_STATE, Interval
+from ._cluster import estimate_n_clusters
 from ._embed import ImageEmbedder, check_images, register_embedder
 
 CHECKPOINT_KIND = "darlc"
@@ -126,39 +126,6 @@ def seeding_similarity(images: np.ndarray, mask: np.ndarray | None = None, *, n_
 # --------------------------------------------------------------------------------------------
 
 
-def _info_nce(q, k, temperature: float):
-    """Eq. 10: positives on the diagonal, the other images of the batch are the negatives."""
-    import torch
-    import torch.nn.functional as F
-
-    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
-    logits = q @ k.T / temperature
-    return F.cross_entropy(logits, torch.arange(len(q), device=q.device))
-
-
-def _mixture_log_prob(z, means, chols, dofs, log_weights):
-    """Per-component ``log pi_k + log t(z | mu_k, Sigma_k, nu_k)`` ``(B, K)`` (differentiable in z)."""
-    import math
-
-    import torch
-
-    d = z.shape[1]
-    cols = []
-    for k in range(means.shape[0]):
-        diff = (z - means[k]).T
-        sol = torch.linalg.solve_triangular(chols[k], diff, upper=False)
-        maha = (sol**2).sum(dim=0)
-        logdet = 2.0 * torch.log(torch.diagonal(chols[k])).sum()
-        nu = float(dofs[k])
-        if math.isinf(nu):
-            lp = -0.5 * (d * math.log(2 * math.pi) + logdet + maha)
-        else:
-            lp = (math.lgamma((nu + d) / 2) - math.lgamma(nu / 2) - 0.5 * d * math.log(nu * math.pi) - 0.5 * logdet
-                  - 0.5 * (nu + d) * torch.log1p(maha / nu))
-        cols.append(lp + log_weights[k])
-    return torch.stack(cols, dim=1)
-
-
 def _target_distribution(q: np.ndarray) -> np.ndarray:
     """Eq. 22 (DEC): ``p_ik ∝ q_ik^2 / f_k`` with soft cluster frequencies ``f_k = sum_i q_ik``."""
     w = q**2 / np.clip(q.sum(axis=0), 1e-12, None)
@@ -169,7 +136,7 @@ def _build_networks(image_size, params: dict[str, Any], device: str):
     import torch
     from torch import nn
 
-    from ..models._vit import SparseImageViT
+    from ..models import SparseImageViT
 
     vit = SparseImageViT(image_size, patch_size=params["patch_size"], embed_dim=params["embed_dim"],
                          depth=params["depth"], num_heads=params["num_heads"], pool_grid=params["pool_grid"])
@@ -243,7 +210,7 @@ class DARLCEmbedder(ImageEmbedder):
         ``patch_size``; a grid smaller than one patch is an error.
     pool_grid
         The encoder's image representation keeps the token grid, average-pooled to at most
-        ``pool_grid`` positions per side (:class:`~spatialclust.models._vit.SparseImageViT`).
+        ``pool_grid`` positions per side (:class:`~spatialclust.models.SparseImageViT`).
     mask_ratio
         Fraction of masked patches in the MIM branch (paper: 0.8).
     momentum
@@ -303,7 +270,7 @@ class DARLCEmbedder(ImageEmbedder):
     n_clusters_
         Number of clusters used.
     mixture_
-        The fitted :class:`~spatialclust.models._smm.StudentMixture`.
+        The fitted :class:`~spatialclust.models.StudentMixture`.
     smoothed_
         The positive views ``(n, H, W)`` (after scaling).
     history_
@@ -412,8 +379,7 @@ class DARLCEmbedder(ImageEmbedder):
         """Train the augmentation, Module I and (unless disabled) Module II on ``images``."""
         import torch
 
-        from ..models._gat import gat_smooth, gaussian_smooth
-        from ..models._smm import StudentMixture
+        from ..models import StudentMixture, gat_smooth, gaussian_smooth, optimizer_step
 
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
         self._validate_params()
@@ -458,9 +424,7 @@ class DARLCEmbedder(ImageEmbedder):
             total = 0.0
             for idx in self._batches(n, rng):
                 loss = self._ssl_loss(x[idx], xs[idx], generator)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                optimizer_step(loss, optimizer, None)
                 self._ema_update()
                 total += float(loss.detach()) * len(idx)
             self.history_["pretrain"].append(total / n)
@@ -508,6 +472,8 @@ class DARLCEmbedder(ImageEmbedder):
         """
         import torch
 
+        from ..models import InfoNCELoss
+
         net = self._net
         mim, _ = net["encoder"].mim_loss(xb, self.mask_ratio, generator)
         if not self.contrastive:
@@ -517,21 +483,19 @@ class DARLCEmbedder(ImageEmbedder):
         with torch.no_grad():
             k1 = self._target["proj"](self._target["encoder"](xsb))
             k2 = self._target["proj"](self._target["encoder"](xb))
-        con = 0.5 * (_info_nce(q1, k1, self.temperature) + _info_nce(q2, k2, self.temperature))
+        info_nce = InfoNCELoss(self.temperature)
+        con = 0.5 * (info_nce(q1, k1) + info_nce(q2, k2))
         s2 = torch.exp(2 * net.log_sigma)
         return mim / (2 * s2[0]) + con / (2 * s2[1]) + torch.log1p(s2).sum()
 
     def _ema_update(self) -> None:
         """Eq. 8: target parameters follow the online ones with momentum ``m``."""
-        import torch
+        from ..models import ema_update
 
         if not self.contrastive:
             return
-        m = self.momentum
-        with torch.no_grad():
-            for part in ("encoder", "proj"):
-                for pt, po in zip(self._target[part].parameters(), self._net[part].parameters()):
-                    pt.mul_(m).add_(po.detach(), alpha=1 - m)
+        for part in ("encoder", "proj"):
+            ema_update(self._target[part], self._net[part], self.momentum)
 
     def _encode(self, x, space: str, batch: int = 256) -> np.ndarray:
         import torch
@@ -567,6 +531,8 @@ class DARLCEmbedder(ImageEmbedder):
         """Joint optimisation (§3.3.2), starting from the mixture fitted on the warm-up projections."""
         import torch
 
+        from ..models import optimizer_step, t_mixture_log_prob
+
         net, n, mixture = self._net, len(x), self.mixture_
         k = mixture.n_components
         similarity = torch.as_tensor(similarity, dtype=torch.float32, device=self._device)
@@ -584,7 +550,7 @@ class DARLCEmbedder(ImageEmbedder):
             for idx in self._batches(n, rng):
                 xb = x[idx]
                 z = net["head"](net["encoder"](xb))
-                logp = _mixture_log_prob(z, *params)
+                logp = t_mixture_log_prob(z, *params)
                 # eq. 18 per embedding dimension: the summed log-likelihood of a 32-d embedding pulls
                 # 32x harder than the other terms and drives the head to a degenerate, low-rank
                 # embedding whose components all merge (measured: 1 of 5 clusters left after 30
@@ -605,13 +571,11 @@ class DARLCEmbedder(ImageEmbedder):
             batch_total = 0.0
             for idx in self._batches(n, rng):
                 h = net["encoder"](x[idx])
-                log_q = torch.log_softmax(_mixture_log_prob(net["head"](h), *params), dim=1)
+                log_q = torch.log_softmax(t_mixture_log_prob(net["head"](h), *params), dim=1)
                 p = p_all[idx]
                 kl = (p * (torch.log(p.clamp_min(1e-12)) - log_q)).sum(dim=1).mean()
                 loss = kl + self._ssl_loss(x[idx], xs[idx], generator, h=h)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                optimizer_step(loss, optimizer, None)
                 self._ema_update()
                 batch_total += float(loss.detach()) * len(idx) / n
             self.history_["batch_level"].append(batch_total)
@@ -658,7 +622,7 @@ class DARLCEmbedder(ImageEmbedder):
         """
         import torch
 
-        from ..models._checkpoint import save_checkpoint
+        from ..models import save_checkpoint
 
         if not hasattr(self, "_net"):
             raise RuntimeError("This DARLCEmbedder is not fitted yet; call `fit` first.")
@@ -680,8 +644,7 @@ class DARLCEmbedder(ImageEmbedder):
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, device: str = "auto") -> DARLCEmbedder:
         """A fitted embedder from a checkpoint written by :meth:`save`."""
-        from ..models._checkpoint import CheckpointError, load_checkpoint
-        from ..models._smm import StudentMixture
+        from ..models import CheckpointError, StudentMixture, load_checkpoint
 
         state, config = load_checkpoint(path, kind=CHECKPOINT_KIND)
         params = {k: v for k, v in config["params"].items() if k != "device"}
@@ -707,70 +670,3 @@ class DARLCEmbedder(ImageEmbedder):
         model.mixture_, model.labels_, model.n_clusters_ = mixture, mixture.labels_, mixture.n_components
         model.history_ = training["history"]
         return model
-
-
-# --------------------------------------------------------------------------------------------
-# the clusterer
-# --------------------------------------------------------------------------------------------
-
-
-@register_clusterer("smm")
-class SMMClusterer(_Clusterer):
-    """Student's t mixture model (MAP-EM) on any embedding (DARLC's Module II mixture, seed 003).
-
-    Embeddings with more than ``n_components_max`` dimensions are reduced by PCA first (a full
-    covariance per component needs far more images than dimensions). The features are centred, not
-    standardised: standardising inflates the many low-variance dimensions of a learned embedding to
-    the size of the informative ones (simulated gene images, DARLC warm-up embedding: NMI 0.98
-    centred vs 0.74 standardised; raw images 0.68 vs 0.56).
-
-    Parameters
-    ----------
-    n_clusters
-        Number of components, or ``"auto"`` (eigengap, :func:`spatialclust.tl.estimate_n_clusters`).
-    distribution
-        ``"t"`` (SMM) or ``"gaussian"`` (GMM).
-    n_components_max
-        PCA dimension cap (paper's projection: 32).
-    max_clusters
-        Upper bound for ``"auto"``.
-    max_iter
-        EM iterations.
-    random_state
-        Seed of the k-means initialisation and PCA.
-
-    Attributes
-    ----------
-    labels_, n_clusters_, mixture_
-    """
-
-    _parameter_constraints: ClassVar[dict[str, list]] = {
-        "n_clusters": [Interval(int, 1), "auto"], "distribution": ["t", "gaussian"], "n_components_max": [Interval(int, 1)],
-        "max_clusters": [Interval(int, 1)], "max_iter": [Interval(int, 1)], "random_state": [RANDOM_STATE, None],
-    }
-
-    def __init__(self, n_clusters: int | str = 20, *, distribution: str = "t", n_components_max: int = 32,
-                 max_clusters: int = 30, max_iter: int = 100, random_state: int | None = 0) -> None:
-        self.n_clusters = n_clusters
-        self.distribution = distribution
-        self.n_components_max = n_components_max
-        self.max_clusters = max_clusters
-        self.max_iter = max_iter
-        self.random_state = random_state
-
-    def fit(self, X: Any, y: Any = None) -> SMMClusterer:
-        from ..models._smm import StudentMixture
-
-        self._validate_params()
-        arr = check_features(X)
-        seed = self.random_state
-        k = _resolve_n_clusters(self.n_clusters, arr, max_clusters=self.max_clusters)
-        if arr.shape[1] > self.n_components_max:
-            from sklearn.decomposition import PCA
-
-            arr = PCA(n_components=min(self.n_components_max, arr.shape[0] - 1), random_state=seed).fit_transform(arr)
-        self.mixture_ = StudentMixture(k, distribution=self.distribution, max_iter=self.max_iter, random_state=seed).fit(arr)
-        self.labels_ = self.mixture_.labels_.astype(np.int64)
-        self.n_clusters_ = k
-        return self
-

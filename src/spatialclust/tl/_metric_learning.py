@@ -276,9 +276,9 @@ def metric_learning(
         train = keep
     learner = MetricLearner(method, n_components=n_components, max_iter=max_iter, random_state=random_state, params=params)
     learner.fit(X, labels.where(train, None).to_numpy())
-    key = key_added or f"X_{method}"
+    key = key_added or _keys.embedding_key(method)
     adata.obsm[key] = learner.transform(X).astype(np.float32)
-    adata.obs[f"{key}_train"] = train
+    adata.obs[_keys.training_cells_key(key)] = train
     adata.uns[key] = {
         "method": method,
         "use_rep": use_rep,

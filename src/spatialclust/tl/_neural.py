@@ -21,7 +21,6 @@ clipping, contrast normalisation), the patch vectors concatenated in grid order 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Iterator
@@ -33,9 +32,8 @@ from .. import __version__
 from .._cache import Fingerprint, load_cached_array, save_cached_array
 from .._compat import resolve_device
 from .._logging import logger, progress
-from ..pp import condition_images
-from ..pp._patches import CONDITIONING_CONSTRAINTS, MAX_UPSAMPLE, PatchGrid, extract_patches, patch_grid
 from .._validation import Interval
+from ..pp import CONDITIONING_CONSTRAINTS, MAX_UPSAMPLE, PatchGrid, condition_images, extract_patches, patch_grid
 from ._embed import ImageEmbedder, check_images, conditioning_params, register_embedder
 
 __all__ = ["DEFAULT_PATCH_UM", "NeuralEmbedder", "POOLINGS", "POSTPROCESSING"]
@@ -47,22 +45,6 @@ MAX_CONCAT_BYTES = 4 * 2**30
 
 POOLINGS = ("max", "mean", "concat")
 POSTPROCESSING = ("l2", "pca_whiten")
-
-
-@contextlib.contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count."""
-    import torch
-
-    if num_threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @register_embedder("neural")
@@ -399,6 +381,8 @@ class NeuralEmbedder(ImageEmbedder):
         """Run the patches of all images through the backbone in full batches and pool per image."""
         import torch
 
+        from ..models import torch_threads
+
         backbone = self.backbone_
         n_images, n_patches, n_features = images.shape[0], grid.n_patches, backbone.config.num_features
         side = self._input_side(grid)
@@ -409,7 +393,7 @@ class NeuralEmbedder(ImageEmbedder):
         else:
             pooled = torch.full((n_images, n_features), -torch.inf if self.pooling == "max" else 0.0)
         done = 0  # (image, patch) pairs embedded so far, in image-major order
-        with _torch_threads(self.num_threads), torch.inference_mode():
+        with torch_threads(self.num_threads), torch.inference_mode():
             batches = _patch_batches(images, grid, self.batch_size)
             for patches in progress(batches, desc=f"neural ion images ({backbone.config.name})", total=n_batches):
                 x = backbone.preprocess(patches, size=side).to(self.device_).contiguous(memory_format=memory_format)

@@ -5,14 +5,14 @@ Steps 2-3 of the self-supervised clustering of Hu, Padmakumar Bindu & Laskin (20
 authors' implementation (github.com/LabLaskin/MSI-self-supervised-clustering) does it:
 
 1. the initial labels come from spectral clustering of the SimCLR representations on a 10-NN graph
-   (:class:`~spatialclust.tl._cluster.SpectralClusterer`);
+   (``create_clusterer("spectral")``);
 2. a linear classifier (linear layer + softmax) is initialised on the frozen encoder with these
    labels, briefly (40 steps), so that its confidences still rank the images;
 3. the confidence threshold is the one that keeps the most confident 60% of the images after the
    initialisation (the paper: 0.9, which kept 58%); encoder and classifier are then fine-tuned:
    for every image of a batch a weak view gives the pseudo label and the confidence, and the
    strong view of the images above the threshold is trained with a class-balanced cross entropy
-   (:class:`~spatialclust.models._losses.ConfidenceBasedCrossEntropy`).
+   (:class:`~spatialclust.models.ConfidenceBasedCrossEntropy`).
 
 PyTorch is imported inside the functions, so ``import spatialclust`` stays light.
 """
@@ -24,7 +24,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anndata as ad
 import numpy as np
@@ -34,22 +34,27 @@ from .. import _keys
 from .._compat import resolve_device
 from .._logging import logger, progress
 from .._validation import NON_NEGATIVE, POSITIVE, SEED, Check, Interval, ValidatedParams, augmentation_strength
-from ._embed import _plain_params, check_images
-from ._simclr import (
-    INIT_ASSIGN_LABELS,
-    SimCLREmbedder,
-    autocast_context,
-    channels_last,
-    encode,
-    optimizer_step,
-    resolve_batch_size,
-)
+from ._embed import _plain_params, check_images, embedders
+from ._training import resolve_batch_size
 
-__all__ = ["NoConfidentImagesWarning", "SelfLabelingClassifier", "self_label"]
+if TYPE_CHECKING:
+    from ._simclr import SimCLREmbedder
+
+__all__ = ["INIT_ASSIGN_LABELS", "NoConfidentImagesWarning", "SelfLabelingClassifier", "initial_clusterer", "self_label"]
 
 #: Epochs of ``epochs="auto"``: the authors' 150 on a GPU, fewer on a CPU (see docs/methods.md).
 GPU_EPOCHS = 150
 CPU_EPOCHS = 10
+#: Label assignment of the initial spectral clustering (the authors' code).
+INIT_ASSIGN_LABELS = "discretize"
+
+
+def initial_clusterer(n_clusters: int | str, *, random_state: int | None) -> Any:
+    """The unfitted clusterer of the initial labels: spectral clustering of the SimCLR features on a
+    10-NN graph with the authors' label assignment (step 1 above)."""
+    from ._cluster import create_clusterer
+
+    return create_clusterer("spectral", n_clusters=n_clusters, random_state=random_state, assign_labels=INIT_ASSIGN_LABELS)
 
 
 class NoConfidentImagesWarning(UserWarning):
@@ -85,7 +90,7 @@ class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
     class_balancing
         Weight every class of a batch by the inverse of its share among the confident images.
     weak, strong
-        Augmentation strengths of the two views (:data:`~spatialclust.models._transforms.AUGMENTATION_STRENGTHS`
+        Augmentation strengths of the two views (:data:`~spatialclust.models.AUGMENTATION_STRENGTHS`
         names or parameter mappings).
     rotation, translation, resized_crop
         Optional geometric augmentations added to both views (off by default, as in the paper).
@@ -172,9 +177,10 @@ class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
     # ------------------------------------------------------------------ helpers
 
     def _resolve_embedder(self) -> SimCLREmbedder:
+        simclr = embedders.get("simclr")  # through the registry: self-labeling builds on SimCLR, not the reverse
         if isinstance(self.embedder, (str, os.PathLike)):
-            return SimCLREmbedder.from_checkpoint(self.embedder, device=self.device)
-        if isinstance(self.embedder, SimCLREmbedder):
+            return simclr.from_checkpoint(self.embedder, device=self.device)
+        if isinstance(self.embedder, simclr):
             if not hasattr(self.embedder, "model_"):
                 raise ValueError("`embedder` is a SimCLREmbedder that is not fitted; fit it or pass a checkpoint directory.")
             return self.embedder
@@ -185,6 +191,8 @@ class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
     def _probabilities(self, data) -> np.ndarray:
         """Softmax probabilities of the clean images (eval mode)."""
         import torch
+
+        from ..models import channels_last
 
         self.model_.eval()
         out = []
@@ -232,9 +240,14 @@ class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
         from torch import nn
 
         from ..metrics import clustering_accuracy
-        from ..models._heads import ClassificationHead, EncoderClassifier
-        from ..models._losses import ConfidenceBasedCrossEntropy
-        from ..models._transforms import self_labeling_views
+        from ..models import (
+            ClassificationHead,
+            ConfidenceBasedCrossEntropy,
+            EncoderClassifier,
+            autocast_context,
+            encode,
+            self_labeling_views,
+        )
 
         arr, mask = check_images(images, mask=mask)
         self._validate_params()
@@ -365,6 +378,8 @@ class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
         """Pseudo labels from the weak views, a gradient step on the confident strong views."""
         import torch
 
+        from ..models import channels_last, optimizer_step
+
         weak, strong = views(batch, generator=generator)
         with torch.no_grad(), autocast:
             weak_logits = self.model_(channels_last(self.model_.encoder.preprocess(weak, size=self.image_size_)))
@@ -395,6 +410,8 @@ class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
         """Features of the fine-tuned encoder ``(n_images, d)``."""
         if not hasattr(self, "model_"):
             raise RuntimeError("This SelfLabelingClassifier is not fitted yet; call `fit` first.")
+        from ..models import encode
+
         arr, mask = check_images(images, mask=mask)
         return encode(self.model_.encoder, arr, image_size=self.image_size_, device=self.device_, mask=mask)
 
@@ -467,7 +484,6 @@ def self_label(
         "stopped_early", "history": {"epoch", "n_confident", "loss", "accuracy"}}``.
     """
     from .. import pp
-    from ._cluster import create_clusterer
 
     if use_rep not in adata.varm:
         available = ", ".join(f"`{k}`" for k in adata.varm.keys()) or "none"
@@ -480,8 +496,8 @@ def self_label(
         )
     adata = adata.copy() if copy else adata
     if init_labels is None:
-        init_key = f"{key_added}_init"
-        spectral = create_clusterer("spectral", n_clusters=n_clusters, random_state=random_state, assign_labels=INIT_ASSIGN_LABELS)
+        init_key = _keys.initial_labels_key(key_added)
+        spectral = initial_clusterer(n_clusters, random_state=random_state)
         adata.var[init_key] = spectral.fit(adata.varm[use_rep]).labels_
         logger.info("Initial labels: spectral clustering of `%s` into %d clusters.", use_rep, spectral.n_clusters_)
     else:
@@ -499,7 +515,7 @@ def self_label(
     estimator = SelfLabelingClassifier(source, **params)
     estimator.fit(images, adata.var[init_key].to_numpy().astype(np.int64), mask=mask, true_labels=true)
     adata.var[key_added] = estimator.labels_.astype(np.int64)
-    adata.var[f"{key_added}_confidence"] = estimator.probabilities_.max(1).astype(np.float32)
+    adata.var[_keys.confidence_key(key_added)] = estimator.probabilities_.max(1).astype(np.float32)
     adata.varm[_keys.embedding_key(key_added)] = estimator.transform(images, mask=mask)
     history = estimator.history_
     adata.uns[key_added] = {

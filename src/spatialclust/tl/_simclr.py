@@ -2,9 +2,8 @@
 
 Step 1 of the self-supervised clustering of Hu, Padmakumar Bindu & Laskin (2022), "Self-supervised
 clustering of mass spectrometry imaging data using contrastive learning", Chem. Sci. 13, 90
-(seed 001). The training code only combines parts: backbone (``models._backbones``), projection
-head (``models._heads``), NT-Xent loss (``models._losses``), ion-image views
-(``models._transforms``) and checkpoints (``models._checkpoint``).
+(seed 001). The training code only combines parts: backbone, projection head, NT-Xent loss,
+ion-image views, checkpoints and the torch training helpers, all from :mod:`spatialclust.models`.
 
 PyTorch and the model parts are imported inside the functions, so ``import spatialclust`` stays light.
 """
@@ -22,15 +21,11 @@ from .._compat import resolve_device
 from .._logging import logger, progress
 from .._validation import NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength, validate_params
 from ._embed import ImageEmbedder, check_images, register_embedder
+from ._training import resolve_batch_size
 
 __all__ = [
     "CHECKPOINT_KIND",
     "SimCLREmbedder",
-    "autocast_context",
-    "channels_last",
-    "encode",
-    "linear_evaluation",
-    "resolve_batch_size",
     "resolve_image_size",
 ]
 
@@ -41,22 +36,8 @@ CPU_EPOCHS = 40
 #: Largest input side of ``image_size="auto"`` on a CPU (the paper fed its 96 px images natively).
 CPU_MAX_SIDE = 128
 GPU_MAX_SIDE = 224
-#: Label assignment of the initial spectral clustering of self-labeling (the authors' code).
-INIT_ASSIGN_LABELS = "discretize"
-#: Largest mini-batch of ``batch_size="auto"`` (half the images, as the authors' 183 of 367).
-MAX_AUTO_BATCH = 256
 #: ``image_size``: a side in pixels, ``"auto"`` or None (native size).
 IMAGE_SIZE = [Interval(int, 1), "auto", None]
-
-
-def resolve_batch_size(batch_size: int | str, n_images: int) -> int:
-    """Images per mini-batch: ``"auto"`` = half the images (two batches per epoch, as the authors'
-    code: 183 of 367 images), at most 256; a number larger than ``n_images`` is capped (logged)."""
-    if batch_size == "auto":
-        return max(2, min(n_images // 2, MAX_AUTO_BATCH))
-    if int(batch_size) > n_images:
-        logger.info("`batch_size`=%d is larger than the %d images; using batches of %d.", batch_size, n_images, n_images)
-    return min(int(batch_size), n_images)
 
 
 def resolve_image_size(image_size: int | str | None, shape: tuple[int, int], device: str, *, min_size: int) -> int:
@@ -70,38 +51,6 @@ def resolve_image_size(image_size: int | str | None, shape: tuple[int, int], dev
         validate_params({"image_size": image_size}, {"image_size": IMAGE_SIZE})
         side = int(image_size)
     return max(side, min_size)
-
-
-def autocast_context(device: str, enabled: bool) -> tuple[Any, Any]:
-    """Mixed precision on CUDA: bfloat16 where supported (no scaler), else float16 with a GradScaler."""
-    import contextlib
-
-    import torch
-
-    if not (enabled and device.startswith("cuda")):
-        return contextlib.nullcontext(), None
-    if torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16), None
-    return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
-
-
-def channels_last(x: Any) -> Any:
-    """Channels-last layout for 4-D inputs (faster convolutions on CPU and tensor cores)."""
-    import torch
-
-    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
-
-
-def optimizer_step(loss: Any, optimizer: Any, scaler: Any | None) -> None:
-    """Backward pass and optimizer step, through the mixed-precision ``scaler`` when there is one."""
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
 
 
 @register_embedder("simclr")
@@ -145,7 +94,7 @@ class SimCLREmbedder(ImageEmbedder):
         Strength of the appearance augmentations: ``"medium"`` (the authors' SimCLR view: blur
         sigma 0.01-0.75 px, brightness/contrast +-50%, noise sigma up to 0.2, always applied),
         ``"weak"``, ``"strong"``, or a mapping of the parameters
-        (:func:`spatialclust.models._transforms.augmentation_strength`).
+        (:func:`spatialclust.models.augmentation_strength`).
     blur, noise, intensity
         Appearance augmentations (all on, as in the paper).
     rotation, translation, resized_crop
@@ -178,7 +127,7 @@ class SimCLREmbedder(ImageEmbedder):
 
     Attributes
     ----------
-    model_ : spatialclust.models._heads.SimCLRModel
+    model_ : spatialclust.models.SimCLRModel
         The trained encoder and projection head (on ``device_``).
     history_ : list of dict
         ``{"epoch", "loss", "seconds"}`` of every epoch trained or found in the checkpoint.
@@ -284,7 +233,7 @@ class SimCLREmbedder(ImageEmbedder):
 
         ``params`` override other settings (e.g. ``device``).
         """
-        from ..models._checkpoint import load_checkpoint
+        from ..models import load_checkpoint
 
         _, config = load_checkpoint(path, kind=CHECKPOINT_KIND)
         arch, prep = config["architecture"], config["preprocessing"]
@@ -301,8 +250,7 @@ class SimCLREmbedder(ImageEmbedder):
     def _build_model(self, *, from_checkpoint: bool) -> Any:
         import torch
 
-        from ..models._backbones import create_backbone
-        from ..models._heads import ProjectionHead, SimCLRModel
+        from ..models import ProjectionHead, SimCLRModel, create_backbone
 
         if from_checkpoint:  # weights come from the checkpoint: do not fetch pretrained ones
             encoder = create_backbone(self.backbone, pretrained=False, random_init=True)
@@ -353,7 +301,7 @@ class SimCLREmbedder(ImageEmbedder):
         return expected
 
     def _load_finished(self, path: Path) -> None:
-        from ..models._checkpoint import load_checkpoint
+        from ..models import load_checkpoint
 
         self.device_ = resolve_device(self.device)
         state, config = load_checkpoint(path, kind=CHECKPOINT_KIND, expected=self._expected())
@@ -367,7 +315,7 @@ class SimCLREmbedder(ImageEmbedder):
         self.model_.to(self.device_)
 
     def _load_state(self, state: dict[str, Any], path: Path) -> None:
-        from ..models._checkpoint import CheckpointError
+        from ..models import CheckpointError
 
         try:
             self.model_.load_state_dict(state, strict=True)
@@ -390,13 +338,10 @@ class SimCLREmbedder(ImageEmbedder):
         """
         self._fit_simclr(images, mask=mask, pixel_size=pixel_size)
         if self.self_label:
-            from ._cluster import create_clusterer
-            from ._self_label import SelfLabelingClassifier
+            from ._self_label import SelfLabelingClassifier, initial_clusterer
 
             features = SimCLREmbedder.transform(self, images, mask=mask)
-            init = create_clusterer(
-                "spectral", n_clusters=self.n_clusters, random_state=self.seed, assign_labels=INIT_ASSIGN_LABELS
-            ).fit(features).labels_
+            init = initial_clusterer(self.n_clusters, random_state=self.seed).fit(features).labels_
             if np.unique(init[init >= 0]).size < 2:  # tiny or structureless data: nothing to self-label
                 logger.warning("The spectral clustering of the SimCLR features found a single cluster; self-labeling "
                                "is skipped and every image keeps that cluster.")
@@ -411,9 +356,7 @@ class SimCLREmbedder(ImageEmbedder):
         """Step 1: train the encoder on ``images`` (or load/resume ``checkpoint``)."""
         import torch
 
-        from ..models._checkpoint import load_checkpoint, load_optimizer_state
-        from ..models._losses import NTXentLoss
-        from ..models._transforms import simclr_views
+        from ..models import NTXentLoss, autocast_context, load_checkpoint, load_optimizer_state, simclr_views
 
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
         self._validate_params()
@@ -482,6 +425,8 @@ class SimCLREmbedder(ImageEmbedder):
         """One pass over the images in a seeded random order; returns the mean loss."""
         import torch
 
+        from ..models import channels_last, optimizer_step
+
         self.model_.train()
         generator = torch.Generator().manual_seed(int(self.seed) * 100_003 + epoch)
         order = torch.randperm(data.shape[0], generator=generator)
@@ -501,7 +446,7 @@ class SimCLREmbedder(ImageEmbedder):
         return float(np.mean(losses))
 
     def _save(self, path: Path, optimizer, scheduler, epoch: int, epochs: int) -> None:
-        from ..models._checkpoint import save_checkpoint
+        from ..models import save_checkpoint
 
         save_checkpoint(
             path, self.model_.state_dict(), self._checkpoint_config(), kind=CHECKPOINT_KIND,
@@ -520,65 +465,7 @@ class SimCLREmbedder(ImageEmbedder):
             raise RuntimeError("This SimCLREmbedder is not fitted yet; call `fit` first.")
         if self.self_label and getattr(self, "self_labeling_", None) is not None:
             return self.self_labeling_.transform(images, mask=mask)
+        from ..models import encode
+
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
         return encode(self.model_.encoder, arr, image_size=self.image_size_, device=self.device_, mask=mask)
-
-
-def encode(
-    encoder: Any, images: np.ndarray, *, image_size: int, device: str, mask: np.ndarray | None = None, batch_size: int = 128
-) -> np.ndarray:
-    """Encoder features of clean images ``(n, H, W)`` in [0, 1] (eval mode, batched, no gradients)."""
-    import torch
-
-    encoder.eval()
-    out = []
-    mask_t = None if mask is None else torch.as_tensor(mask, device=device)
-    with torch.inference_mode():
-        for start in range(0, images.shape[0], batch_size):
-            batch = torch.from_numpy(images[start : start + batch_size]).to(device)
-            if mask_t is not None:
-                batch = batch * mask_t
-            x = channels_last(encoder.preprocess(batch, size=image_size))
-            out.append(encoder(x).float().cpu())
-    return torch.cat(out).numpy().astype(np.float32, copy=False)
-
-
-def linear_evaluation(X: Any, truth: Any, *, n_splits: int = 5, random_state: int = 0) -> float:
-    """Linear evaluation of a representation: cross-validated accuracy of a linear classifier.
-
-    The quality measure of learned representations in SimCLR papers and in Hu et al. (2022, Fig. 2b,
-    seed 001): a multinomial logistic regression is trained on the frozen (standardised)
-    representations with the true classes and its accuracy on held-out images is reported
-    (stratified ``n_splits``-fold cross-validation; classes with fewer members than folds are
-    kept in training folds only through the smaller number of folds).
-
-    Parameters
-    ----------
-    X
-        Representations ``(n_images, d)``.
-    truth
-        True class of every image.
-    n_splits
-        Number of cross-validation folds (lowered to the size of the smallest class, at least 2).
-    random_state
-        Seed of the fold assignment.
-
-    Returns
-    -------
-    Mean held-out accuracy.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    arr = np.asarray(X, dtype=np.float64)
-    y = np.asarray(truth)
-    if arr.ndim != 2 or y.shape != (arr.shape[0],):
-        raise ValueError(f"`X` must be (n_images, d) and `truth` (n_images,); received {arr.shape} and {y.shape}.")
-    _, counts = np.unique(y, return_counts=True)
-    if counts.size < 2 or counts.min() < 2:
-        raise ValueError("`truth` needs at least 2 classes with at least 2 images each for a linear evaluation.")
-    folds = StratifiedKFold(n_splits=max(2, min(n_splits, int(counts.min()))), shuffle=True, random_state=random_state)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return float(cross_val_score(model, arr, y, cv=folds, scoring="accuracy").mean())

@@ -10,18 +10,12 @@ import pandas as pd
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-from .._keys import GRID, MZ, SECTION, SPATIAL
+from .._keys import GRID, MZ, PRESENCE_LAYER, SECTION, SPATIAL, SPATIAL_INPUT, TRANSLATION
 from .._logging import logger
 from .._registry import invalid_option
 
-__all__ = ["PRESENCE_LAYER", "SPATIAL_INPUT", "TRANSLATION", "expression_matrix", "grid_coordinates", "predict_msi"]
+__all__ = ["expression_matrix", "grid_coordinates", "predict_msi"]
 
-TRANSLATION = "translation"
-"""``uns[TRANSLATION]`` of a predicted MSI-like AnnData: model, parameters, missing genes, transforms."""
-PRESENCE_LAYER = "presence"
-"""``layers[PRESENCE_LAYER]``: stage-1 predicted presence (0/1) of every metabolite."""
-SPATIAL_INPUT = "spatial_input"
-"""``obsm[SPATIAL_INPUT]``: the (float) coordinates of the input ST spots, before rasterising."""
 
 _TRANSFORMS = ("log1p", "none")
 _MISSING = ("raise", "zero", "mean")

@@ -7,7 +7,6 @@ weights of the best validation epoch.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from typing import Any
 
@@ -22,21 +21,9 @@ from ._estimators import CONSTANT_LOGIT, _log_constants, _presence_rows, check_x
 __all__ = ["MLPIntensityRegressor", "MLPPresenceClassifier", "TransformerIntensityRegressor"]
 
 
-@contextlib.contextmanager
-def _single_thread(device: str):
-    """Run tiny CPU models on one thread: with a few thousand parameters, thread synchronisation costs
-    more than it saves (measured 30x slower with 2 threads on a loaded 2-core machine)."""
-    import torch
-
-    if device != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+#: Tiny CPU models run on one thread: with a few thousand parameters, thread synchronisation costs
+#: more than it saves (measured 30x slower with 2 threads on a loaded 2-core machine).
+CPU_THREADS = 1
 
 
 class _TorchEstimator(BaseEstimator):
@@ -71,12 +58,16 @@ class _TorchEstimator(BaseEstimator):
 
         from .._compat import resolve_device
 
+        from ..models import torch_threads
+
         device = resolve_device(self.device)
-        with _single_thread(device):
+        with torch_threads(CPU_THREADS if device == "cpu" else None):
             self._train_loop(module, loss_fn, Xs, T, W, coords, groups, device)
 
     def _train_loop(self, module, loss_fn, Xs, T, W, coords, groups, device) -> None:
         import torch
+
+        from ..models import optimizer_step
 
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
@@ -94,10 +85,7 @@ class _TorchEstimator(BaseEstimator):
             order = rng.permutation(train)
             for start in range(0, len(order), int(self.batch_size)):
                 b = torch.as_tensor(order[start : start + int(self.batch_size)], device=device)
-                optimizer.zero_grad()
-                loss = loss_fn(module(x[b]), t[b], w[b])
-                loss.backward()
-                optimizer.step()
+                optimizer_step(loss_fn(module(x[b]), t[b], w[b]), optimizer, None)
             module.eval()
             with torch.inference_mode():
                 v = torch.as_tensor(val, device=device)
@@ -122,7 +110,9 @@ class _TorchEstimator(BaseEstimator):
     def _forward(self, Xs: np.ndarray, **kwargs: Any):
         import torch
 
-        with torch.inference_mode(), _single_thread("cpu"):
+        from ..models import torch_threads
+
+        with torch.inference_mode(), torch_threads(CPU_THREADS):
             return self.module_(torch.as_tensor(Xs, dtype=torch.float32), **kwargs)
 
     def architecture(self) -> dict[str, Any]:

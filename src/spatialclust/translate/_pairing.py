@@ -15,20 +15,11 @@ import pandas as pd
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-from .._keys import SECTION, SPATIAL
+from .._keys import MATCH_COUNT, MATCH_DISTANCE, MATCH_PIXEL, PAIRING, SECTION, SPATIAL
 from .._logging import logger
 from .._registry import invalid_option
 
-__all__ = ["PAIRING", "affine_from_landmarks", "concatenate_sections", "pair"]
-
-PAIRING = "pairing"
-"""``uns[PAIRING]`` of both paired AnnData objects: method, parameters, match-distance summary."""
-MATCH_PIXEL = "msi_pixel"
-"""``msi.obs[MATCH_PIXEL]``: obs name of the matched MSI pixel (nearest / shared), "" for footprint."""
-MATCH_DISTANCE = "match_distance"
-"""``msi.obs[MATCH_DISTANCE]``: distance from the spot to its matched pixel (mean distance for footprint)."""
-MATCH_COUNT = "n_pixels"
-"""``msi.obs[MATCH_COUNT]``: number of MSI pixels averaged into the spot."""
+__all__ = ["affine_from_landmarks", "concatenate_sections", "pair"]
 
 _METHODS = ("auto", "shared", "nearest", "footprint")
 

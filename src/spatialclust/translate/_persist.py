@@ -2,7 +2,7 @@
 
 Every fitted array (input scaling, linear coefficients, cluster centroids, network weights) goes to
 ``model.safetensors``; parameters, names and small fitted values to ``config.json`` through the shared
-:func:`spatialclust.models._checkpoint.save_checkpoint`. Nothing is pickled.
+:func:`spatialclust.models.save_checkpoint`. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def save_translator(model: TwoStageTranslator, path: str | os.PathLike, *, metad
         JSON-serialisable extras (preprocessing, metabolite m/z, training data) returned by
         :func:`load_translator`.
     """
-    from ..models._checkpoint import save_checkpoint  # imports torch: only when saving
+    from ..models import save_checkpoint  # imports torch: only when saving
 
     if not hasattr(model, "intensity_model_"):
         raise ValueError("`model` is not fitted; call fit before saving it.")
@@ -106,7 +106,7 @@ def save_translator(model: TwoStageTranslator, path: str | os.PathLike, *, metad
 
 def load_translator(path: str | os.PathLike) -> tuple[TwoStageTranslator, dict[str, Any]]:
     """Load a translator saved by :func:`save_translator`; returns ``(model, metadata)``."""
-    from ..models._checkpoint import load_checkpoint  # imports torch: only when loading
+    from ..models import load_checkpoint  # imports torch: only when loading
 
     tensors, config = load_checkpoint(path, kind=KIND)
     arch = config["architecture"]

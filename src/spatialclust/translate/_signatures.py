@@ -106,7 +106,7 @@ class SignatureMask(TransformerMixin, BaseEstimator):
         return self
 
     def _leiden(self, X: np.ndarray) -> np.ndarray:
-        from ..tl._cluster import create_clusterer
+        from ..tl import create_clusterer
 
         scaled = (X - X.mean(0)) / X.std(0).clip(1e-8)
         leiden = create_clusterer(
