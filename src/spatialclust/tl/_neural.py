@@ -33,9 +33,9 @@ from .. import __version__
 from .._cache import Fingerprint, load_cached_array, save_cached_array
 from .._compat import resolve_device
 from .._logging import logger, progress
-from ..pp import condition_images
-from ..pp._patches import CONDITIONING_CONSTRAINTS, MAX_UPSAMPLE, PatchGrid, extract_patches, patch_grid
 from .._validation import Interval
+from ..pp import CONDITIONING_CONSTRAINTS, condition_images
+from ..pp._patches import MAX_UPSAMPLE, PatchGrid, extract_patches, patch_grid
 from ._embed import ImageEmbedder, check_images, conditioning_params, register_embedder
 
 __all__ = ["DEFAULT_PATCH_UM", "NeuralEmbedder", "POOLINGS", "POSTPROCESSING"]
