@@ -9,8 +9,10 @@ from ._backbones import (
     list_backbones,
     register_backbone,
 )
+from ._checkpoint import check_checkpoint_path
 
 __all__: list[str] = [
+    "check_checkpoint_path",
     "Backbone",
     "BackboneConfig",
     "WeightsError",

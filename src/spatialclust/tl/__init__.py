@@ -1,8 +1,8 @@
 """Tools: embed feature images and cluster them (scanpy's ``tl`` namespace)."""
 
-from ._cell_cluster import evaluate_cells, leiden_cells
-from ._cell_embed import ChannelwiseEmbedder, embed_cells
-from ._cell_features import cell_features, cell_pca, classical_features
+from ._cell_cluster import SCAN_CRITERIA, evaluate_cells, leiden_cells
+from ._cell_embed import CELL_EMBEDDINGS, ChannelwiseEmbedder, embed_cells
+from ._cell_features import FEATURE_SETS, cell_features, cell_pca, classical_features
 from ._cluster import (
     check_n_images,
     cluster,
@@ -13,6 +13,7 @@ from ._cluster import (
     estimate_dbscan_eps,
     estimate_n_clusters,
     list_clusterers,
+    record_clusters,
     register_clusterer,
 )
 from ._darlc import DARLCEmbedder, SMMClusterer
@@ -23,6 +24,7 @@ from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_
 from ._simclr import SimCLREmbedder, linear_evaluation
 
 __all__ = [
+    "CELL_EMBEDDINGS", "FEATURE_SETS", "SCAN_CRITERIA", "record_clusters",  # used by pipeline
     "ChannelwiseEmbedder",
     "MetricLearner",
     "cell_features",
