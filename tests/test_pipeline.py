@@ -13,7 +13,7 @@ import yaml
 import spatialclust as sc
 from spatialclust._config import ConfigError
 from spatialclust.pipeline import default_config, load_config, run_pipeline
-from spatialclust.pipeline._run import h5ad_safe
+from spatialclust.pipeline._cluster import h5ad_safe
 
 #: Small enough for a few seconds per run: 24x24 px, ~24 ion images with 13C isotopes.
 TINY = {
