@@ -253,13 +253,11 @@ def command(
 def load(pipeline_name: str, opts: Shared, input_or_config: Optional[Path] = None) -> dict[str, Any]:
     """The command's configuration (:func:`spatialclust.pipeline.load_config`): the YAML file given as
     the argument or with ``--config``, the data file given as the argument, ``--seed`` and ``--set``."""
-    from .pipeline import load_config
-
     is_config = input_or_config is not None and input_or_config.suffix.lower() in _YAML_SUFFIXES
     if is_config and opts.config is not None:
         raise ValueError(f"Give the configuration either as the argument ({input_or_config}) or with --config ({opts.config}), not both.")
-    return load_config(input_or_config if is_config else opts.config, pipeline=pipeline_name, seed=opts.seed,
-                       input_path=None if is_config else input_or_config, overrides=opts.overrides)
+    return pipeline.load_config(input_or_config if is_config else opts.config, pipeline=pipeline_name, seed=opts.seed,
+                                input_path=None if is_config else input_or_config, overrides=opts.overrides)
 
 
 def announce(command_name: str, opts: Shared) -> Path:

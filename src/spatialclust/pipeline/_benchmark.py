@@ -383,7 +383,7 @@ def write_leaderboard(run_dir: Path, board: pd.DataFrame, cfg: Mapping[str, Any]
     board.to_csv(run_dir / LEADERBOARD_CSV, index=False)
     summary = summarise(board)
     summary.to_csv(run_dir / SUMMARY_CSV, index=False)
-    write_leaderboard_report(run_dir, board, summary, cfg, baseline=BASELINE)
+    write_leaderboard_report(run_dir, cfg, board=board, summary=summary, baseline=BASELINE)
     return summary
 
 

@@ -282,7 +282,7 @@ def run_cells(
         adata.obs.to_csv(tmp / CELLS_FILE)
         summary = {"dataset": dataset, "n_cells": int(adata.n_obs), "representations": comparison.to_dict(orient="records")}
         (tmp / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-        write_cells_report(tmp, cfg, comparison, figures, dataset=dataset, adata=adata)
+        write_cells_report(tmp, cfg, comparison=comparison, figures=figures, dataset=dataset, adata=adata)
         write_results(tmp / RESULTS_FILE, adata)
         logger.info("Report: %s", (output_dir / REPORT_FILE).resolve())
     return output_dir

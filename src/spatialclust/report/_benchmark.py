@@ -35,12 +35,13 @@ def leaderboard_figure(part: pd.DataFrame, *, baseline: str) -> Any:
 
 
 def write_leaderboard_report(
-    run_dir: str | Path, board: pd.DataFrame, summary: pd.DataFrame, cfg: Mapping[str, Any], *, baseline: str
+    run_dir: str | Path, config: Mapping[str, Any], *, board: pd.DataFrame, summary: pd.DataFrame, baseline: str
 ) -> Path:
     """Write ``leaderboard.html``: how to read it, one ranked table and chart per group of datasets
-    (``summary``), every run (``board``) and the configuration; returns its path."""
-    report = Report("spatialclust benchmark", subtitle=f"{len(cfg['datasets'])} dataset(s), "
-                    f"{len(cfg['embedders'])} embedder(s) x {len(cfg['clusterers'])} clusterer(s)")
+    (``summary``), every run (``board``) and the configuration; returns its path. ``baseline``:
+    the raw-image embedder, drawn grey."""
+    report = Report("spatialclust benchmark", subtitle=f"{len(config['datasets'])} dataset(s), "
+                    f"{len(config['embedders'])} embedder(s) x {len(config['clusterers'])} clusterer(s)")
     report.add_text("How to read it", (
         "ACC is the Hungarian one-to-one clustering accuracy, NMI and ARI compare with the true classes "
         "(simulated data only). Isotopic recall is the share of 13C isotope partners found in one cluster "
@@ -60,5 +61,5 @@ def write_leaderboard_report(
             report.add_figure(None, figure, caption="The same ranking as a chart: mean over the datasets of the "
                               f"group with its sd; grey bars are the raw-image baseline (`{baseline}`).")
     report.add_table("Every run", board, float_format="{:.3f}")
-    report.add_params(dict(cfg), title="Configuration")
+    report.add_params(dict(config), title="Configuration")
     return report.write(Path(run_dir) / LEADERBOARD_HTML)

@@ -18,9 +18,9 @@ __all__ = ["write_cells_report"]
 def write_cells_report(
     run_dir: str | Path,
     config: Mapping[str, Any],
+    *,
     comparison: pd.DataFrame,
     figures: Mapping[str, list[tuple[str, Path]]],
-    *,
     dataset: str,
     adata: AnnData,
 ) -> Path:
