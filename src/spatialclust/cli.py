@@ -222,8 +222,10 @@ def command(
     names = ["output", *shared, "verbose", "quiet"]
 
     def register(func: Callable[..., str]) -> Callable[..., None]:
-        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in list(inspect.signature(func, eval_str=True).parameters.values())[1:]]
-        arguments = [p for p in own if any(isinstance(m, typer.models.ArgumentInfo) for m in getattr(p.annotation, "__metadata__", ()))]
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in list(inspect.signature(func, eval_str=True).parameters.values())[1:]]
+        arguments = [p for p in own
+                     if any(isinstance(m, typer.models.ArgumentInfo) for m in getattr(p.annotation, "__metadata__", ()))]
         added = {n: inspect.Parameter(f"opt_{n}", inspect.Parameter.KEYWORD_ONLY, annotation=options[n][0], default=options[n][1])
                  for n in names}
         # --help order: the arguments, the shared options, the command's own options, -v, -q

@@ -35,7 +35,6 @@ __all__ = ["run_cells"]
 FEATURE_TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".fcs")
 
 
-
 def load_cells(section: Mapping[str, Any], *, seed: int) -> tuple[ad.AnnData, str, bool]:
     """Read or simulate the cells; returns ``(adata, dataset name, has_images)``."""
     from .. import datasets, io
