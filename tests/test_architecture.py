@@ -25,21 +25,7 @@ UPPER_LAYERS = ("tl", "pipeline", "report", "cli")
 #: Edges that break a rule only because of code owned by the pipeline-layer work (issue 16, build
 #: item 1: ``pipeline/``, ``cli.py``, ``report/``, ``translate/_pipeline.py``), as
 #: ``(importer, imported module)``. To be removed when the pipeline layer lands.
-PENDING_PIPELINE_LAYER: set[tuple[str, str]] = {
-    ("spatialclust.cli", "spatialclust.models._checkpoint"),  # public: spatialclust.models.check_checkpoint_path
-    ("spatialclust.cli", "spatialclust.pipeline._run"),
-    ("spatialclust.cli", "spatialclust.tl._simclr"),  # public: spatialclust.tl.SimCLREmbedder
-    ("spatialclust.cli", "spatialclust.translate._pipeline"),
-    ("spatialclust.pipeline._cells", "spatialclust.io._cells"),  # `_match_labels` is private to io
-    ("spatialclust.pipeline._cells", "spatialclust.tl._cell_cluster"),  # public: tl.SCAN_CRITERIA
-    ("spatialclust.pipeline._cells", "spatialclust.tl._cell_embed"),  # public: tl.CELL_EMBEDDINGS
-    ("spatialclust.pipeline._cells", "spatialclust.tl._cell_features"),  # public: tl.FEATURE_SETS
-    ("spatialclust.pipeline._cells", "spatialclust.tl._metric_learning"),  # public: tl.metric_learners
-    ("spatialclust.pipeline._run", "spatialclust.report._run"),
-    ("spatialclust.pipeline._run", "spatialclust.tl._cluster"),  # public: tl.record_clusters
-    ("spatialclust.translate._pipeline", "spatialclust.pl._translate"),  # public: pl.translation_maps, ...
-    ("spatialclust.translate._pipeline", "spatialclust.report"),
-}
+PENDING_PIPELINE_LAYER: set[tuple[str, str]] = set()
 
 PENDING = PENDING_PIPELINE_LAYER
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import spatialclust as sc
 from spatialclust.cli import app
-from spatialclust.pipeline import load_cells_config, run_cells
+from spatialclust.pipeline import load_config, run_cells
 
 torch = pytest.importorskip("torch")
 
@@ -84,10 +84,10 @@ def test_cells_run_on_tiff_folder_without_embeddings(tmp_path):
 
 def test_cells_config_rejects_unknown_keys_and_methods(tmp_path):
     with pytest.raises(ValueError, match="Unknown configuration key `cluster.resolutoin`"):
-        load_cells_config({"cluster": {"resolutoin": 1}})
+        load_config({"cluster": {"resolutoin": 1}}, pipeline="cells")
     with pytest.raises(ValueError, match="Invalid option `pca` for `metric_learning.methods`"):
-        load_cells_config({"metric_learning": {"methods": ["pca"]}})
+        load_config({"metric_learning": {"methods": ["pca"]}}, pipeline="cells")
     with pytest.raises(ValueError, match="Invalid option `clip` for `embedding\\[0\\].method`"):
-        load_cells_config({"embedding": ["clip"]})
+        load_config({"embedding": ["clip"]}, pipeline="cells")
     result = CliRunner().invoke(app, ["cells", "run", "-o", str(tmp_path / "x"), "--set", "cluster.resolution=-1"])
     assert result.exit_code == 1 and "cluster.resolution" in result.output

@@ -80,3 +80,17 @@ def test_overrides_of_a_free_form_mapping_add_up(tmp_path):
     assert config["input"]["read"] == {"bin_width": 5, "bin_unit": "Da", "mz_range": [400, 1000]}
     with pytest.raises(ConfigError, match="Unknown configuration key `input.reed`"):
         load_config(overrides=["input.reed.bin_width=5"])
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "data.npz"], ["train"], ["cells", "run"], ["translate", "train"], ["translate", "evaluate"],
+    ["translate", "predict", "model", "st.h5ad"],
+])
+def test_every_config_command_reports_a_bad_set_key_in_one_line(args, tmp_path):
+    """issue 16: one shared wrapper: the config is loaded before any work and an error is one line."""
+    out = tmp_path / "out"
+    result = runner.invoke(app, [*args, "-o", str(out), "--set", "nope.key=1", "-q"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: Unknown configuration key `nope`. Valid keys here are: `"), lines
+    assert not out.exists()

@@ -10,8 +10,7 @@ import typer
 
 from spatialclust._config import ConfigError, resolve_config
 from spatialclust.cli import app
-from spatialclust.pipeline import benchmark_plan, load_cells_config, load_config, parse_method_params
-from spatialclust.translate._pipeline import load_translate_config
+from spatialclust.pipeline import benchmark_plan, load_config, parse_method_params
 
 
 def test_several_overrides_of_a_free_form_section_add_up(tmp_path):
@@ -58,10 +57,10 @@ def _help_texts(command, path=()):
 _LOADERS = {
     ("run",): load_config,
     ("train",): load_config,
-    ("cells", "run"): lambda overrides: load_cells_config(overrides=overrides),
-    ("translate", "train"): lambda overrides: load_translate_config(overrides=overrides),
-    ("translate", "evaluate"): lambda overrides: load_translate_config(overrides=overrides),
-    ("translate", "predict"): lambda overrides: load_translate_config(overrides=overrides),
+    ("cells", "run"): lambda overrides: load_config(pipeline="cells", overrides=overrides),
+    ("translate", "train"): lambda overrides: load_config(pipeline="translate", overrides=overrides),
+    ("translate", "evaluate"): lambda overrides: load_config(pipeline="translate", overrides=overrides),
+    ("translate", "predict"): lambda overrides: load_config(pipeline="translate", overrides=overrides),
     ("benchmark",): lambda overrides: benchmark_plan(params=parse_method_params(overrides)),
 }
 
@@ -92,7 +91,7 @@ def test_every_set_example_in_the_help_texts_is_a_valid_override():
 
 @pytest.mark.parametrize(
     "resource, loader",
-    [("config.yaml", load_config), ("cells.yaml", lambda overrides: load_cells_config(overrides=overrides))],
+    [("config.yaml", load_config), ("cells.yaml", lambda overrides: load_config(pipeline="cells", overrides=overrides))],
 )
 def test_set_examples_in_the_packaged_configs_are_valid(resource, loader):
     text = resources.files("spatialclust.pipeline").joinpath(resource).read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import anndata as ad
 import numpy as np
@@ -13,7 +14,7 @@ import yaml
 import spatialclust as sc
 from spatialclust._config import ConfigError
 from spatialclust.pipeline import default_config, load_config, run_pipeline
-from spatialclust.pipeline._run import h5ad_safe
+from spatialclust.pipeline._cluster import h5ad_safe
 
 #: Small enough for a few seconds per run: 24x24 px, ~24 ion images with 13C isotopes.
 TINY = {
@@ -244,3 +245,30 @@ def test_darlc_run_keeps_its_model_and_its_own_clusters(tmp_path):
     assert adata.uns["X_darlc"]["checkpoint"] == "checkpoints/X_darlc"
     model = sc.tl.DARLCEmbedder.from_checkpoint(run / "checkpoints" / "X_darlc", device="cpu")
     np.testing.assert_array_equal(model.labels_, adata.var["cluster_darlc_own"].to_numpy())
+
+
+def test_every_file_of_a_run_is_named_in_the_run_directory_vocabulary(run_dir):
+    """issue 16: every run-directory name is a constant of `_rundir.py` (templates for per-key figures)."""
+    from spatialclust import _rundir
+
+    names = {value for name, value in vars(_rundir).items() if name.isupper() and isinstance(value, str)}
+    figures = [re.escape(name).replace(r"\{key\}", ".+").replace(r"\{name\}", ".+") for name in
+               (_rundir.CLUSTERING_FIGURE, _rundir.EMBEDDINGS_FIGURE)]
+    top = sorted(p.name for p in run_dir.iterdir())
+    assert {_rundir.CONFIG_FILE, _rundir.LOG_FILE, _rundir.MANIFEST_FILE, _rundir.REPORT_FILE, _rundir.RESULTS_FILE,
+            _rundir.CLUSTERS_FILE, _rundir.METRICS_FILE, _rundir.COMPARISON_FILE, _rundir.FIGURES_DIR} <= set(top)
+    assert set(top) <= names, sorted(set(top) - names)
+    drawn = sorted(p.name for p in (run_dir / _rundir.FIGURES_DIR).iterdir())
+    assert drawn and all(any(re.fullmatch(pattern, name) for pattern in figures) for name in drawn), drawn
+
+
+def test_one_loader_serves_every_pipeline():
+    from spatialclust.pipeline import PIPELINE_CONFIGS
+
+    assert set(PIPELINE_CONFIGS) == {"cluster", "cells", "translate"}
+    for name in PIPELINE_CONFIGS:
+        assert load_config(pipeline=name, seed=3)["seed"] == 3
+        with pytest.raises(ConfigError, match="Unknown configuration key `nope`"):
+            load_config({"nope": 1}, pipeline=name)
+    with pytest.raises(ValueError, match="Valid options are: `cluster`, `cells`, `translate`"):
+        load_config(pipeline="clustering")

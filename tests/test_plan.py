@@ -170,11 +170,15 @@ def test_constraints_accept_valid_values():
     [(load_config, {"preprocess": {"scale": "yes"}}, "`preprocess.scale` must be True or False; received 'yes'."),
      (load_config, {"evaluate": {"isotope_delta": 0}}, "`evaluate.isotope_delta` must be a positive number; received 0."),
      (load_config, {"report": {"dpi": 0}}, "`report.dpi` must be a positive integer; received 0."),
-     (sc.pipeline.load_cells_config, {"cluster": {"resolution": 0}},
+     (load_cells_config, {"cluster": {"resolution": 0}},
       "`cluster.resolution` must be a positive number or 'scan'; received 0."),
-     (sc.pipeline.load_cells_config, {"cluster": {"neighbors_method": "knn"}},
+     (load_cells_config, {"cluster": {"neighbors_method": "knn"}},
       "Invalid option `knn` for `cluster.neighbors_method`. Valid options are: `umap`, `gauss`.")],
 )
+def load_cells_config(config):
+    return load_config(config, pipeline="cells")
+
+
 def test_config_sections_are_declared(load, config, message):
     with pytest.raises(ConfigError) as info:
         load(config)

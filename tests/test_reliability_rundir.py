@@ -70,10 +70,10 @@ def test_pipeline_refuses_path_keys_before_any_work(tmp_path, override):
 
 
 def test_cells_config_refuses_path_keys():
-    from spatialclust.pipeline import load_cells_config
+    from spatialclust.pipeline import load_config
 
     with pytest.raises(ValueError, match=r"`embedding\[0\].key` must be a plain name"):
-        load_cells_config({"embedding": [{"method": "dino", "key": "../x"}]})
+        load_config({"embedding": [{"method": "dino", "key": "../x"}]}, pipeline="cells")
 
 
 def _save(path: Path) -> Path:

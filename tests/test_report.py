@@ -80,7 +80,7 @@ def test_headline_names_the_most_trustworthy_clustering():
     """The headline chooses by NMI, else label-free evidence (ties broken by the next), never by RIR."""
     import pandas as pd
 
-    from spatialclust.report._run import _overview
+    from spatialclust.report._cluster import _overview
 
     def clustering(nmi, recall, iso, rir):
         metrics = {"n_meaningful_clusters": 3, "partner_recall@10": recall, "isotopic_recall": iso, "rir": rir}

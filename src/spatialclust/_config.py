@@ -96,7 +96,7 @@ def resolve_config(
     # input.read.bin_unit=Da`) add up instead of the second being checked against the first
     combined: dict[str, Any] = {}
     for layer in layers:
-        combined = _deep_update(combined, layer)
+        combined = deep_update(combined, layer)
     return merge_config(defaults, combined)
 
 
@@ -118,12 +118,12 @@ def parse_override(assignment: str) -> dict[str, Any]:
     return update
 
 
-def _deep_update(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+def deep_update(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``update`` merged in, mapping by mapping; any other value replaces (lists too)."""
     result = dict(base)
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = _deep_update(result[key], value)
+            result[key] = deep_update(result[key], value)
         else:
             result[key] = copy.deepcopy(value)
     return result

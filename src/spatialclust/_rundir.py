@@ -34,9 +34,55 @@ from ._atomic import rename_new, replace
 from ._config import dump_config
 from ._logging import logger
 
+# The run-directory vocabulary: every file and folder name a pipeline writes, defined once here.
+# Every run directory
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "run.log"
 MANIFEST_FILE = "run.json"
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+CHECKPOINTS_DIR = "checkpoints"
+RESULTS_FILE = "results.h5ad"
+METRICS_FILE = "metrics.json"
+COMPARISON_FILE = "comparison.csv"
+# clustering (`spatialclust run`, `demo`)
+CLUSTERS_FILE = "clusters.csv"
+EMBEDDINGS_FILE = "embeddings.csv"
+#: Figure ``<name>`` of clustering ``<key>`` in ``figures/``.
+CLUSTERING_FIGURE = "{key}_{name}.png"
+#: Key of the run-level embedding figures, and their file names in ``figures/``.
+EMBEDDINGS = "embeddings"
+EMBEDDINGS_FIGURE = "embeddings_{name}.png"
+# cells (`spatialclust cells run`)
+CELLS_FILE = "cells.csv"
+#: Figures of one representation in ``figures/`` (its 2-D map, example cells per cluster).
+CELL_MAP_FIGURE = "{name}_map.png"
+CELL_EXAMPLES_FIGURE = "{name}_examples.png"
+# translation (`spatialclust translate train | evaluate | predict`)
+MODEL_DIR = "model"
+TARGETS_FILE = "targets.csv"
+PAIRING_FILE = "pairing.json"
+COMBINATIONS_FILE = "combinations.csv"
+TOP_GENES_FILE = "top_genes.csv"
+SIGNATURES_FILE = "signatures.csv"
+MAPS_FIGURE = "maps.png"
+FOLDS_FILE = "folds.csv"
+PRESENCE_SUMMARY_FILE = "presence_summary.csv"
+INTENSITY_SUMMARY_FILE = "intensity_summary.csv"
+BEST_PARAMS_FILE = "best_params.json"
+PREDICTED_FILE = "predicted.h5ad"
+PREDICTED_IMAGES_FIGURE = "images.png"
+PREDICTED_IMZML_FILE = "predicted.imzML"
+#: Per stage and model: grid-search results; per model row: cross-validated scores per metabolite.
+SEARCH_TABLE = "search_{stage}_{model}.csv"
+STAGE_TABLE = "{stage}_{model}.csv"
+#: Gene importance per source (attention, ridge), table and heat map.
+IMPORTANCE_TABLE = "importance_{source}.csv"
+IMPORTANCE_FIGURE = "importance_{source}.png"
+# benchmark (`spatialclust benchmark`)
+LEADERBOARD_CSV = "leaderboard.csv"
+LEADERBOARD_HTML = "leaderboard.html"
+SUMMARY_CSV = "summary.csv"
 #: ``run.json["marker"]`` of every run directory this package writes.
 RUN_MARKER = "spatialclust run directory"
 #: A temporary folder of a run on another host counts as abandoned after this many seconds.

@@ -1,19 +1,25 @@
 """The ``spatialclust`` command line: a thin layer over :mod:`spatialclust.pipeline`.
 
-Every command that computes something writes one run directory (``--output``) with the resolved
+Every computing command is a few lines inside one shared wrapper (:func:`command`: the shared
+options, logging, one-line errors): load its configuration (:func:`load`), then call its
+``pipeline.run_*`` function, which writes one run directory (``--output``) with the resolved
 ``config.yaml``, a ``run.log`` and its results; see ``docs/cli.md``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from . import __version__
+from . import __version__, pipeline
 from ._logging import logger, settings
 
 app = typer.Typer(
@@ -24,22 +30,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Shared options (casanovo style): the same spelling in every subcommand.
+# Shared options (casanovo style): the same spelling in every subcommand (added by :func:`command`).
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML configuration file.")]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory to create.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed for every random step.")]
+#: the --set help of a command, with one example key of that command's config
 _SET_HELP = "Override one config key (value read as YAML), repeatable, e.g. --set {example}"
-# one example per configuration, a key of that command's config (checked in tests/test_config.py)
-SetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", help=_SET_HELP.format(example="preprocess.winsorize=99"))
-]
-CellsSetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", help=_SET_HELP.format(example="cluster.resolution=scan"))
-]
-TranslateSetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", help=_SET_HELP.format(example="model.intensity=ridge"))
-]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug (and the traceback of an error).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only, no progress bars.")]
 
@@ -134,8 +130,9 @@ def version() -> None:
 config_app = typer.Typer(help="The commented default configurations of the commands.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-#: command -> packaged default configuration
-CONFIG_RESOURCES = {"run": "pipeline/config.yaml", "cells": "pipeline/cells.yaml", "translate": "translate/config.yaml"}
+#: command -> packaged default configuration (``run`` also serves ``demo`` and ``train``)
+CONFIG_RESOURCES = {command: pipeline.PIPELINE_CONFIGS[name][0] for command, name in
+                    (("run", "cluster"), ("cells", "cells"), ("translate", "translate"))}
 
 
 @config_app.command("show")
@@ -185,159 +182,169 @@ def datasets_path(
 _YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def _run_and_report(resolve_config, output: Path, *, overwrite: bool, command: str) -> None:
-    """Resolve the configuration, run the clustering pipeline into ``output`` and say where the
-    report is; every error becomes one line on stderr and exit status 1."""
-    from ._rundir import check_output_dir
-    from .pipeline import run_pipeline
+@dataclass(frozen=True)
+class Shared:
+    """The shared options of a computing command, as given (see :func:`command`)."""
 
-    files_only_mode()
-    report = (output / "report.html").resolve()
-    try:
-        config = resolve_config()
-        check_output_dir(output, overwrite=overwrite)
-        typer.echo(f"spatialclust {command}: the report will be written to {report}")
-        run_pipeline(config, output, overwrite=overwrite, command=command)
-    except Exception as err:  # noqa: BLE001 -- every error becomes one line (see fail)
-        fail(err)
-    typer.echo(f"Done. Open {report}")
+    output: Path
+    config: Optional[Path] = None
+    overrides: tuple[str, ...] = ()
+    overwrite: bool = False
+    seed: Optional[int] = None
 
 
-@app.command()
-def demo(
-    output: OutputOpt = None,
-    seed: SeedOpt = None,
-    overwrite: OverwriteOpt = False,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
+def command(
+    group: typer.Typer,
+    name: Optional[str] = None,
+    *,
+    output: str,
+    shared: Sequence[str] = ("config", "set", "overwrite", "seed"),
+    set_example: Optional[str] = None,
+    output_help: str = "Run directory to create.",
+):
+    """Register a computing command: its own parameters, the shared options ``shared`` (besides
+    ``--output``, ``-v`` and ``-q``, which every computing command takes) and one shared body.
+
+    The decorated function gets the shared options as a :class:`Shared` (first argument; ``output``
+    defaults to ``output``) and its own parameters by keyword, runs its pipeline and returns the
+    closing line. Around it: console logging (``-v``/``-q``), figures to files only, and every error
+    as one line (see :func:`fail`).
+    """
+    options = {
+        "output": (Annotated[Optional[Path], typer.Option("--output", "-o", help=output_help)], None),
+        "config": (ConfigOpt, None),
+        "set": (Annotated[Optional[list[str]], typer.Option("--set", help=_SET_HELP.format(example=set_example))], None),
+        "overwrite": (OverwriteOpt, False),
+        "seed": (SeedOpt, None),
+        "verbose": (VerboseOpt, 0),
+        "quiet": (QuietOpt, False),
+    }
+    names = ["output", *shared, "verbose", "quiet"]
+
+    def register(func: Callable[..., str]) -> Callable[..., None]:
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in list(inspect.signature(func, eval_str=True).parameters.values())[1:]]
+        arguments = [p for p in own
+                     if any(isinstance(m, typer.models.ArgumentInfo) for m in getattr(p.annotation, "__metadata__", ()))]
+        added = {n: inspect.Parameter(f"opt_{n}", inspect.Parameter.KEYWORD_ONLY, annotation=options[n][0], default=options[n][1])
+                 for n in names}
+        # --help order: the arguments, the shared options, the command's own options, -v, -q
+        params = [*arguments, *(added[n] for n in names[:-2]), *(p for p in own if p not in arguments),
+                  added["verbose"], added["quiet"]]
+
+        @functools.wraps(func)
+        def run_command(**kwargs: Any) -> None:
+            given = {n: kwargs.pop(f"opt_{n}") for n in names}
+            setup_logging(given.pop("verbose"), given.pop("quiet"))
+            files_only_mode()
+            opts = Shared(output=given.pop("output") or Path(output), overrides=tuple(given.pop("set", None) or ()), **given)
+            try:
+                done = func(opts, **kwargs)
+            except Exception as err:  # noqa: BLE001 -- every error becomes one line (see fail)
+                fail(err)
+            typer.echo(done)
+
+        run_command.__signature__ = inspect.Signature(params)  # what typer reads
+        run_command.__annotations__ = {p.name: p.annotation for p in params}
+        group.command(name)(run_command)
+        return run_command
+
+    return register
+
+
+def load(pipeline_name: str, opts: Shared, input_or_config: Optional[Path] = None) -> dict[str, Any]:
+    """The command's configuration (:func:`spatialclust.pipeline.load_config`): the YAML file given as
+    the argument or with ``--config``, the data file given as the argument, ``--seed`` and ``--set``."""
+    is_config = input_or_config is not None and input_or_config.suffix.lower() in _YAML_SUFFIXES
+    if is_config and opts.config is not None:
+        raise ValueError(f"Give the configuration either as the argument ({input_or_config}) or with --config ({opts.config}), not both.")
+    return pipeline.load_config(input_or_config if is_config else opts.config, pipeline=pipeline_name, seed=opts.seed,
+                                input_path=None if is_config else input_or_config, overrides=opts.overrides)
+
+
+def announce(command_name: str, opts: Shared) -> Path:
+    """Check the run directory before any work and say where the report will be; return that path."""
+    from ._rundir import REPORT_FILE, check_output_dir
+
+    report = (opts.output / REPORT_FILE).resolve()
+    check_output_dir(opts.output, overwrite=opts.overwrite)
+    typer.echo(f"spatialclust {command_name}: the report will be written to {report}")
+    return report
+
+
+def report_line(opts: Shared) -> str:
+    """The closing line of a command that writes a report."""
+    from ._rundir import REPORT_FILE
+
+    return f"Done. Open {(opts.output / REPORT_FILE).resolve()}"
+
+
+InputOrConfig = Annotated[Path, typer.Argument(help="Dataset (.imzML, .h5ad, .npz, .npy, .tif) or a YAML configuration.")]
+CLUSTER_SET = "preprocess.winsorize=99"  # one example per configuration, a key of it (checked in tests/test_config.py)
+
+
+@command(app, output="spatialclust_demo", shared=("overwrite", "seed"))
+def demo(opts: Shared) -> str:
     """Simulate an MSI dataset and run the default pipeline on it (regular and neural ion images x
     UMAP-DBSCAN and k-means, as in Zhang et al. 2024); writes a run directory with report.html."""
-    from .pipeline import load_config
+    config = load("cluster", opts)
+    report = announce("demo", opts)
+    pipeline.run_pipeline(config, opts.output, overwrite=opts.overwrite, command="demo")
+    return f"Done. Open {report}"
 
-    setup_logging(verbose, quiet)
-    _run_and_report(lambda: load_config(seed=seed), output or Path("spatialclust_demo"),
-                    overwrite=overwrite, command="demo")
 
-
-@app.command()
-def run(
-    input_or_config: Annotated[
-        Path, typer.Argument(help="Dataset (.imzML, .h5ad, .npz, .npy, .tif) or a YAML configuration.")
-    ],
-    config: ConfigOpt = None,
-    output: OutputOpt = None,
-    set_: SetOpt = None,
-    overwrite: OverwriteOpt = False,
-    seed: SeedOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
+@command(app, output="spatialclust_run", set_example=CLUSTER_SET)
+def run(opts: Shared, input_or_config: InputOrConfig) -> str:
     """Cluster the ion images of a dataset: every embedding x every clusterer of the configuration
     (defaults: spatialclust/pipeline/config.yaml), evaluated, plotted and reported in one run directory."""
-    from .pipeline import load_config
-
-    setup_logging(verbose, quiet)
-    is_config = input_or_config.suffix.lower() in _YAML_SUFFIXES
-    if is_config and config is not None:
-        fail(ValueError(f"Give the configuration either as the argument ({input_or_config}) or with --config ({config}), not both."))
-    _run_and_report(
-        lambda: load_config(
-            input_or_config if is_config else config,
-            input_path=None if is_config else input_or_config,
-            seed=seed,
-            overrides=set_ or (),
-        ),
-        output or Path("spatialclust_run"),
-        overwrite=overwrite,
-        command="run",
-    )
+    config = load("cluster", opts, input_or_config)
+    report = announce("run", opts)
+    pipeline.run_pipeline(config, opts.output, overwrite=opts.overwrite, command="run")
+    return f"Done. Open {report}"
 
 
-@app.command()
+@command(app, output="spatialclust_simclr", shared=("config", "set", "seed"), set_example=CLUSTER_SET,
+         output_help="Checkpoint directory to write (or resume).")
 def train(
+    opts: Shared,
     input_or_config: Annotated[
         Optional[Path],
         typer.Argument(help="Dataset (.imzML, .h5ad, .npz, .npy, .tif) or a YAML configuration; omitted: simulated data."),
     ] = None,
-    config: ConfigOpt = None,
-    output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Checkpoint directory to write (or resume).")
-    ] = None,
-    set_: SetOpt = None,
-    seed: SeedOpt = None,
     resume: Annotated[
         bool, typer.Option("--resume/--no-resume", help="Resume an unfinished training found in --output.")
     ] = True,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
+) -> str:
     """Train the SimCLR encoder of Hu et al. (2022) on the ion images of a dataset and write a checkpoint
     directory (model.safetensors + config.json). The input and preprocessing come from the run
     configuration; the training parameters from its `embedding` item with `method: simclr` (or --set
     'embedding=[{method: simclr, params: {epochs: 50}}]'). An interrupted training resumes from the
     last epoch saved in --output; a finished one is not retrained."""
-    from . import pp
-    from .models._checkpoint import check_checkpoint_path
-    from .pipeline import load_config
-    from .pipeline._run import load_input, preprocess
-    from .tl._simclr import SimCLREmbedder
-
-    setup_logging(verbose, quiet)
-    is_config = input_or_config is not None and input_or_config.suffix.lower() in _YAML_SUFFIXES
-    if is_config and config is not None:
-        fail(ValueError(f"Give the configuration either as the argument ({input_or_config}) or with --config ({config}), not both."))
-    output = output or Path("spatialclust_simclr")
-    try:
-        cfg = load_config(
-            input_or_config if is_config else config,
-            input_path=None if is_config else input_or_config,
-            seed=seed,
-            overrides=set_ or (),
-        )
-        check_checkpoint_path(output)
-        params = next((dict(item.get("params") or {}) for item in cfg["embedding"] if item["method"] == "simclr"), {})
-        params.setdefault("seed", cfg["seed"])
-        adata, name = load_input(cfg["input"], seed=cfg["seed"])
-        preprocess(adata, cfg["preprocess"])
-        images, mask = pp.feature_images(adata), pp.tissue_mask_image(adata)
-        typer.echo(f"spatialclust train: SimCLR on {images.shape[0]} ion images of {name}; checkpoint {output.resolve()}")
-        embedder = SimCLREmbedder(**{**params, "checkpoint": output, "resume": resume}).fit(images, mask=mask)
-    except Exception as err:  # noqa: BLE001
-        fail(err)
+    embedder = pipeline.run_train(load("cluster", opts, input_or_config), opts.output, resume=resume)
     losses = [h["loss"] for h in embedder.history_]
-    typer.echo(f"Done: {embedder.epochs_} epochs, final loss {losses[-1]:.4f}. Checkpoint: {output.resolve()}")
+    return f"Done: {embedder.epochs_} epochs, final loss {losses[-1]:.4f}. Checkpoint: {opts.output.resolve()}"
 
 
-@app.command()
+@command(app, output="spatialclust_benchmark", shared=("overwrite", "seed"))
 def benchmark(
+    opts: Shared,
     datasets: Annotated[Optional[list[str]], typer.Argument(
         help="`simulated:SEED`, a public MSI dataset (mouse_bladder) or data files (.imzML, .h5ad, .npz, ...); default simulated:0..4.")] = None,
-    output: OutputOpt = None,
     embedders: Annotated[Optional[str], typer.Option(help="Comma-separated embedders (default all; regular always).")] = None,
     clusterers: Annotated[Optional[str], typer.Option(help="Comma-separated clusterers (default all).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="A method parameter: --set simclr.epochs=20.")] = None,
     n_clusters: Annotated[Optional[int], typer.Option(help="Clusters (default: the true classes, else 20).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small data and short trainings (smoke test).")] = False,
     budget: Annotated[Optional[float], typer.Option(help="Seconds; then the remaining embedders are skipped.")] = None,
-    seed: SeedOpt = None,
-    overwrite: OverwriteOpt = False,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
+) -> str:
     """Benchmark every embedder x clusterer on a suite of datasets; writes leaderboard.csv/.html (see docs/cli.md)."""
-    from .pipeline import LEADERBOARD_HTML, parse_method_params, run_benchmark
+    from ._rundir import LEADERBOARD_HTML
 
-    setup_logging(verbose, quiet)
-    files_only_mode()
-    output = output or Path("spatialclust_benchmark")
     split = lambda text: None if text is None else [s.strip() for s in text.split(",") if s.strip()]  # noqa: E731
-    try:
-        run_benchmark(datasets, output, embedders=split(embedders), clusterers=split(clusterers), params=parse_method_params(set_ or ()),
-                      n_clusters=n_clusters, quick=quick, budget=budget, seed=0 if seed is None else seed, overwrite=overwrite)
-    except Exception as err:  # noqa: BLE001 -- every error becomes one line (see fail)
-        fail(err)
-    typer.echo(f"Done. Open {(output / LEADERBOARD_HTML).resolve()}")
+    pipeline.run_benchmark(datasets, opts.output, embedders=split(embedders), clusterers=split(clusterers),
+                           params=pipeline.parse_method_params(set_ or ()), n_clusters=n_clusters, quick=quick,
+                           budget=budget, seed=0 if opts.seed is None else opts.seed, overwrite=opts.overwrite)
+    return f"Done. Open {(opts.output / LEADERBOARD_HTML).resolve()}"
 
 
 cells_app = typer.Typer(
@@ -347,46 +354,21 @@ cells_app = typer.Typer(
 app.add_typer(cells_app, name="cells")
 
 
-@cells_app.command("run")
+@command(cells_app, "run", output="spatialclust_cells", set_example="cluster.resolution=scan")
 def cells_run(
+    opts: Shared,
     input_or_config: Annotated[
         Optional[Path],
         typer.Argument(help="TIFF per cell, a folder of TIFFs, an .h5ad, a .csv feature table, or a YAML "
                        "configuration; omitted: simulated cells."),
     ] = None,
-    config: ConfigOpt = None,
-    output: OutputOpt = None,
-    set_: CellsSetOpt = None,
-    overwrite: OverwriteOpt = False,
-    seed: SeedOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
+) -> str:
     """Classical features, metric learning, image embeddings, Leiden and purity for every representation
     (defaults: spatialclust/pipeline/cells.yaml), in one run directory with report.html."""
-    from ._rundir import check_output_dir
-    from .pipeline import load_cells_config, run_cells
-
-    files_only_mode()
-    setup_logging(verbose, quiet)
-    is_config = input_or_config is not None and input_or_config.suffix.lower() in _YAML_SUFFIXES
-    if is_config and config is not None:
-        fail(ValueError(f"Give the configuration either as the argument ({input_or_config}) or with --config ({config}), not both."))
-    output = output or Path("spatialclust_cells")
-    report = (output / "report.html").resolve()
-    try:
-        resolved = load_cells_config(
-            input_or_config if is_config else config,
-            input_path=None if is_config else input_or_config,
-            seed=seed,
-            overrides=set_ or (),
-        )
-        check_output_dir(output, overwrite=overwrite)
-        typer.echo(f"spatialclust cells run: the report will be written to {report}")
-        run_cells(resolved, output, overwrite=overwrite, command="cells run")
-    except Exception as err:  # noqa: BLE001
-        fail(err)
-    typer.echo(f"Done. Open {report}")
+    config = load("cells", opts, input_or_config)
+    report = announce("cells run", opts)
+    pipeline.run_cells(config, opts.output, overwrite=opts.overwrite, command="cells run")
+    return f"Done. Open {report}"
 
 
 translate_app = typer.Typer(
@@ -394,75 +376,37 @@ translate_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(translate_app, name="translate")
+TRANSLATE_SET = "model.intensity=ridge"
 
 
-def _translate(command: str, work, output: Path, config: Optional[Path], set_, seed, verbose: int, quiet: bool) -> None:
-    """Shared body of the translate commands: config, logging, one-line errors."""
-    from .translate._pipeline import load_translate_config
-
-    setup_logging(verbose, quiet)
-    try:
-        resolved = load_translate_config(config, seed=seed, overrides=set_ or ())
-        work(resolved)
-    except Exception as err:  # noqa: BLE001
-        fail(err)
-    typer.echo(f"Done. Open {(output / 'report.html').resolve() if command != 'predict' else output.resolve()}")
-
-
-@translate_app.command("train")
-def translate_train(
-    config: ConfigOpt = None,
-    output: OutputOpt = None,
-    set_: TranslateSetOpt = None,
-    overwrite: OverwriteOpt = False,
-    seed: SeedOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
+@command(translate_app, "train", output="spatialclust_translate", set_example=TRANSLATE_SET)
+def translate_train(opts: Shared) -> str:
     """Pair ST and MSI, fit the two-stage model (presence, then masked intensity) on all spots and save
-    it (run directory: model/, top_genes.csv, maps, report.html). Defaults: spatialclust/translate/config.yaml;
+    it (run directory: model/, top_genes.csv, maps, report.html). Defaults: spatialclust/pipeline/translate.yaml;
     no data in the config: the paired simulator."""
-    from .translate._pipeline import run_train
-
-    output = output or Path("spatialclust_translate")
-    _translate("train", lambda cfg: run_train(cfg, output, overwrite=overwrite), output, config, set_, seed, verbose, quiet)
+    pipeline.run_translate_train(load("translate", opts), opts.output, overwrite=opts.overwrite)
+    return report_line(opts)
 
 
-@translate_app.command("evaluate")
-def translate_evaluate(
-    config: ConfigOpt = None,
-    output: OutputOpt = None,
-    set_: TranslateSetOpt = None,
-    overwrite: OverwriteOpt = False,
-    seed: SeedOpt = None,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
+@command(translate_app, "evaluate", output="spatialclust_translate_eval", set_example=TRANSLATE_SET)
+def translate_evaluate(opts: Shared) -> str:
     """Cross-validate every stage-1 and stage-2 model and the mean/ridge baselines on spatially blocked
     folds or leave-one-section-out (cv.folds); tables and report.html in the run directory."""
-    from .translate._pipeline import run_evaluate
-
-    output = output or Path("spatialclust_translate_eval")
-    _translate("evaluate", lambda cfg: run_evaluate(cfg, output, overwrite=overwrite), output, config, set_, seed, verbose, quiet)
+    pipeline.run_translate_evaluate(load("translate", opts), opts.output, overwrite=opts.overwrite)
+    return report_line(opts)
 
 
-@translate_app.command("predict")
+@command(translate_app, "predict", output="spatialclust_translate_predict", shared=("config", "set", "overwrite"),
+         set_example=TRANSLATE_SET)
 def translate_predict(
+    opts: Shared,
     model: Annotated[Path, typer.Argument(help="Model directory written by `translate train` (<run>/model).")],
     st: Annotated[Path, typer.Argument(help="Spatial transcriptomics .h5ad to translate.")],
-    config: ConfigOpt = None,
-    output: OutputOpt = None,
-    set_: TranslateSetOpt = None,
-    overwrite: OverwriteOpt = False,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
+) -> str:
     """Predict synthetic MSI (spots x metabolites) for a new ST dataset: predicted.h5ad, images.png and
     predicted.imzML (predict.missing_genes sets what to do with genes the model needs but the data lacks)."""
-    from .translate._pipeline import run_predict
-
-    output = output or Path("spatialclust_translate_predict")
-    _translate("predict", lambda cfg: run_predict(model, st, output, config=cfg, overwrite=overwrite), output, config, set_, None, verbose, quiet)
+    pipeline.run_translate_predict(model, st, opts.output, config=load("translate", opts), overwrite=opts.overwrite)
+    return f"Done. Open {opts.output.resolve()}"
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from ._cells import (
     cell_image_stack,
     cell_images_to_adata,
+    match_cell_labels,
     read_cell_features,
     read_cell_images,
     read_cell_labels,
@@ -20,6 +21,7 @@ __all__ = [
     "read_legacy_st", "read_st_h5ad", "read_visium",
     "cell_image_stack",
     "cell_images_to_adata",
+    "match_cell_labels",
     "read_cell_features",
     "read_cell_images",
     "read_cell_labels",

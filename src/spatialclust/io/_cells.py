@@ -30,6 +30,7 @@ from .._logging import logger, progress
 __all__ = [
     "cell_image_stack",
     "cell_images_to_adata",
+    "match_cell_labels",
     "read_cell_features",
     "read_cell_images",
     "read_cell_labels",
@@ -187,7 +188,7 @@ def read_cell_labels(path: str | os.PathLike, *, id_column: str | None = None, l
     return pd.Series(table[label_column].values, index=pd.Index(ids.values, dtype=str), name=label_column)
 
 
-def _match_labels(labels: pd.Series, cell_ids: Sequence[str], source: str) -> pd.Series:
+def match_cell_labels(labels: pd.Series, cell_ids: Sequence[str], *, source: str) -> pd.Series:
     """Labels in the order of ``cell_ids``; ids of the label file that match no cell are an error."""
     unknown = labels.index.difference(pd.Index(cell_ids))
     if len(unknown):
@@ -284,7 +285,7 @@ def read_cell_images(
         source = repr(str(labels)) if isinstance(labels, (str, os.PathLike)) else "`labels`"
         table = labels if isinstance(labels, pd.Series) else read_cell_labels(labels, id_column=id_column, label_column=label_column)
         table.index = table.index.astype(str)
-        label_values = _match_labels(table, ids, source)
+        label_values = match_cell_labels(table, ids, source=source)
     adata = cell_images_to_adata(images, channels=channels, labels=label_values, obs_names=ids, pad_value=pad_value)
     adata.uns[_keys.SOURCE] = {
         "reader": "read_cell_images",

@@ -35,17 +35,14 @@ import pandas as pd
 
 from .. import _keys as K
 from .._compat import seed_everything
-from .._config import ConfigError, _deep_update, parse_override
+from .._config import ConfigError, deep_update, parse_override
 from .._logging import logger
-from .._rundir import run_directory
-from ._run import _own_clustering, load_input, preprocess, thinned_partners
+from .._rundir import LEADERBOARD_CSV, SUMMARY_CSV, run_directory
+from ._cluster import _own_clustering, load_input, preprocess, thinned_partners
 from ._config import default_config
 
-__all__ = ["LEADERBOARD_CSV", "LEADERBOARD_HTML", "SUMMARY_CSV", "PeakMemory", "benchmark_plan", "parse_method_params", "run_benchmark"]
+__all__ = ["PeakMemory", "benchmark_plan", "parse_method_params", "run_benchmark"]
 
-LEADERBOARD_CSV = "leaderboard.csv"
-LEADERBOARD_HTML = "leaderboard.html"
-SUMMARY_CSV = "summary.csv"
 
 #: The default suite: five seeds of the simulator.
 DEFAULT_DATASETS = ("simulated:0", "simulated:1", "simulated:2", "simulated:3", "simulated:4")
@@ -120,7 +117,7 @@ def parse_method_params(assignments: Sequence[str]) -> dict[str, dict[str, Any]]
         keys = [k.strip() for k in dotted.split(".")]
         if not sep or len(keys) < 2 or not all(keys):
             raise ConfigError(f"Parameter {assignment!r} must look like `method.param=value` (e.g. simclr.epochs=20).")
-        out = _deep_update(out, parse_override(assignment))
+        out = deep_update(out, parse_override(assignment))
     return out
 
 
@@ -170,7 +167,7 @@ def benchmark_plan(
     method_params: dict[str, dict[str, Any]] = {}
     for kind, registry, chosen in (("embedder", tl.embedders, chosen_embedders), ("clusterer", tl.clusterers, chosen_clusterers)):
         for name in chosen:
-            merged = _deep_update({**DEFAULT_PARAMS.get(name, {}), **(QUICK_PARAMS.get(name, {}) if quick else {})},
+            merged = deep_update({**DEFAULT_PARAMS.get(name, {}), **(QUICK_PARAMS.get(name, {}) if quick else {})},
                                   params.get(name, {}))
             factory = registry.get(name)
             accepted = inspect.signature(factory).parameters
@@ -378,56 +375,15 @@ def summarise(board: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["group", *order], ascending=[True] + [False] * len(order), kind="stable")
 
 
-def leaderboard_figure(part: pd.DataFrame) -> Any:
-    """Horizontal bars of one group's ranking score (accuracy, else isotopic recall), or None."""
-    import matplotlib.pyplot as plt
-
-    metric = next((c for c in ("accuracy", "isotopic_recall") if c in part and part[c].notna().any()), None)
-    if metric is None:
-        return None
-    rows = part[part[metric].notna()].iloc[::-1]  # best at the top
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.2))
-    colors = ["0.6" if e == BASELINE else "tab:blue" for e in rows["embedder"]]
-    sd = rows[f"{metric}_sd"].fillna(0.0) if f"{metric}_sd" in rows else None
-    ax.barh([f"{e} + {c}" for e, c in zip(rows["embedder"], rows["clusterer"])], rows[metric], xerr=sd, color=colors)
-    ax.set_xlabel(metric.replace("_", " "))
-    ax.set_xlim(0, 1)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
-
-
 def write_leaderboard(run_dir: Path, board: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
     """``leaderboard.csv`` (one row per dataset x embedder x clusterer), ``summary.csv`` (mean and
     sd over the datasets of a group) and ``leaderboard.html``; returns the summary."""
-    from ..report import Report
+    from ..report import write_leaderboard_report
 
     board.to_csv(run_dir / LEADERBOARD_CSV, index=False)
     summary = summarise(board)
     summary.to_csv(run_dir / SUMMARY_CSV, index=False)
-    report = Report("spatialclust benchmark", subtitle=f"{len(cfg['datasets'])} dataset(s), "
-                    f"{len(cfg['embedders'])} embedder(s) x {len(cfg['clusterers'])} clusterer(s)")
-    report.add_text("How to read it", (
-        "ACC is the Hungarian one-to-one clustering accuracy, NMI and ARI compare with the true classes "
-        "(simulated data only). Isotopic recall is the share of 13C isotope partners found in one cluster "
-        "(m/z shift 1.00336 and image correlation >= 0.85), RIR the Relative Isotope Ratio of seed 000 "
-        "(higher is better, but it rewards many clusters). Partner recall@k (per embedding, label-free): "
-        "each ion image gets a partner thinned to 10-50% of its raw counts; the share of images whose "
-        "partner is among their k nearest neighbours in the representation. 'own' is the clustering an embedder finds itself "
-        "(SimCLR's self-labeling, DARLC's mixture). Seconds are embedding + clustering; peak memory is the "
-        "resident memory above the start of the stage."
-    ))
-    for group, part in summary.groupby("group", sort=False):
-        shown = part.drop(columns="group")
-        report.add_table(f"Leaderboard: {group}", shown, float_format="{:.3f}",
-                         caption="Mean (and sd) over the datasets of the group; best first.")
-        figure = leaderboard_figure(part)
-        if figure is not None:
-            report.add_figure(None, figure, caption="The same ranking as a chart: mean over the datasets of the "
-                              "group with its sd; grey bars are the raw-image baseline (`regular`).")
-    report.add_table("Every run", board, float_format="{:.3f}")
-    report.add_params(dict(cfg), title="Configuration")
-    report.write(run_dir / LEADERBOARD_HTML)
+    write_leaderboard_report(run_dir, cfg, board=board, summary=summary, baseline=BASELINE)
     return summary
 
 

@@ -4,7 +4,8 @@ read (TIFF per cell / folder / h5ad / instrument-feature table, or simulate) -> 
 features -> scaling + PCA -> metric learning on a labelled subset (NCA, LMNN, MLKR, LFDA) ->
 image embeddings (channel-wise pretrained networks, DINO) + PCA + NCA -> Leiden per representation
 -> purity, NMI, ARI, silhouette, k-NN accuracy -> figures -> report, configured by
-``spatialclust/pipeline/cells.yaml`` (:func:`default_cells_config`).
+``spatialclust/pipeline/cells.yaml`` (loaded by :func:`~spatialclust.pipeline.load_config`
+with ``pipeline="cells"``); the report is built by :func:`spatialclust.report.write_cells_report`.
 """
 
 from __future__ import annotations
@@ -21,92 +22,17 @@ import pandas as pd
 
 from .. import _keys
 from .._compat import seed_everything
-from .._config import ConfigError, merge_config, packaged_defaults, resolve_config
+from .._config import ConfigError
 from .._logging import logger, progress
-from .._registry import invalid_option
-from .._rundir import run_directory
-from .._validation import POSITIVE, Interval, validate_sections
+from .._rundir import (
+    CELL_EXAMPLES_FIGURE, CELL_MAP_FIGURE, CELLS_FILE, CHECKPOINTS_DIR, COMPARISON_FILE, FIGURES_DIR, METRICS_FILE,
+    REPORT_FILE, RESULTS_FILE, run_directory,
+)
+from ._config import load_config
 
-__all__ = ["default_cells_config", "load_cells_config", "run_cells", "validate_cells_config"]
+__all__ = ["run_cells"]
 
-DEFAULTS_RESOURCE = "pipeline/cells.yaml"
-_EMBEDDING_ITEM = {"method": None, "params": {}, "key": None}
-RESULTS_FILE = "results.h5ad"
-CELLS_FILE = "cells.csv"
-METRICS_FILE = "metrics.json"
-COMPARISON_FILE = "comparison.csv"
-REPORT_FILE = "report.html"
-FIGURES_DIR = "figures"
 FEATURE_TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".fcs")
-
-
-def default_cells_config() -> dict[str, Any]:
-    """The packaged default configuration (``pipeline/cells.yaml``) as a dict."""
-    return packaged_defaults(DEFAULTS_RESOURCE)
-
-
-def load_cells_config(
-    config: str | Path | Mapping[str, Any] | None = None,
-    *,
-    overrides: Sequence[str] = (),
-    seed: int | None = None,
-    input_path: str | Path | None = None,
-) -> dict[str, Any]:
-    """Resolve a cells configuration: defaults <- ``config`` <- ``input_path``/``seed`` <- ``overrides``.
-
-    Raises
-    ------
-    ConfigError
-        Unknown key, unknown method or a value of the wrong kind (the message names the key).
-    """
-    return validate_cells_config(
-        resolve_config(default_cells_config(), config, overrides=overrides, seed=seed, input_path=input_path)
-    )
-
-
-def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a merged cells configuration and expand the ``embedding`` items."""
-    from ..tl._cell_embed import CELL_EMBEDDINGS
-    from ..tl._metric_learning import metric_learners
-
-    cfg = dict(config)
-    for where, methods in (("metric_learning.methods", cfg["metric_learning"]["methods"]),
-                           ("embedding_pca.metric_learning", cfg["embedding_pca"]["metric_learning"])):
-        if not isinstance(methods, list):
-            raise ConfigError(f"`{where}` must be a list of metric learners, got {methods!r}.")
-        for method in methods:
-            if method not in metric_learners:
-                raise ConfigError(str(invalid_option(method, where, metric_learners.names())))
-    items = cfg["embedding"] or []
-    if not isinstance(items, list):
-        raise ConfigError(f"`embedding` must be a list, got {items!r}.")
-    expanded = []
-    for i, item in enumerate(items):
-        entry = {"method": item} if isinstance(item, str) else item
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"`embedding[{i}]` must be a method name or a mapping, got {item!r}.")
-        entry = merge_config(_EMBEDDING_ITEM, entry, where=f"embedding[{i}]")
-        if entry["method"] not in CELL_EMBEDDINGS:
-            raise ConfigError(str(invalid_option(entry["method"], f"embedding[{i}].method", list(CELL_EMBEDDINGS))))
-        if not isinstance(entry["params"], Mapping):
-            raise ConfigError(f"`embedding[{i}].params` must be a mapping, got {entry['params']!r}.")
-        if entry["key"] is not None:
-            _keys.check_name(entry["key"], what=f"`embedding[{i}].key`")
-        expanded.append(entry)
-    cfg["embedding"] = expanded
-    from ..tl._cell_cluster import SCAN_CRITERIA
-    from ..tl._cell_features import FEATURE_SETS
-
-    validate_sections(cfg, {
-        "cluster.resolution": [POSITIVE, "scan"], "cluster.criterion": [*SCAN_CRITERIA],
-        "features.feature_set": [*FEATURE_SETS], "cluster.neighbors_method": ["umap", "gauss"],
-        "metric_learning.train_fraction": [Interval(float, 0, 1, closed="right"), None],
-    }, error=ConfigError)
-    return cfg
-
-
-# ----------------------------------------------------------------------------------------------
-# steps
 
 
 def load_cells(section: Mapping[str, Any], *, seed: int) -> tuple[ad.AnnData, str, bool]:
@@ -127,10 +53,9 @@ def load_cells(section: Mapping[str, Any], *, seed: int) -> tuple[ad.AnnData, st
     if path.suffix.lower() in FEATURE_TABLE_SUFFIXES:
         adata = io.read_cell_features(path, id_column=section["id_column"], label_column=section["label_column"])
         if labels is not None:
-            from ..io._cells import _match_labels, read_cell_labels
-
-            table = read_cell_labels(labels, id_column=section["id_column"], label_column=section["label_column"])
-            adata.obs[_keys.LABEL] = pd.Categorical(_match_labels(table, list(adata.obs_names), repr(str(labels))).values)
+            table = io.read_cell_labels(labels, id_column=section["id_column"], label_column=section["label_column"])
+            matched = io.match_cell_labels(table, list(adata.obs_names), source=repr(str(labels)))
+            adata.obs[_keys.LABEL] = pd.Categorical(matched.values)
         has_images = False
     elif path.suffix.lower() == ".h5ad":
         adata = ad.read_h5ad(path)
@@ -196,7 +121,7 @@ def build_representations(adata: ad.AnnData, cfg: Mapping[str, Any], run_dir: Pa
         if item["method"] == "dino":
             params.setdefault("seed", seed)
             if params.get("checkpoint") is None:
-                default_checkpoint = Path("checkpoints") / (item["key"] or "dino")
+                default_checkpoint = Path(CHECKPOINTS_DIR) / (item["key"] or "dino")
                 params["checkpoint"] = str(run_dir / default_checkpoint)
         start = time.perf_counter()
         before = set(adata.obsm)
@@ -217,7 +142,7 @@ def build_representations(adata: ad.AnnData, cfg: Mapping[str, Any], run_dir: Pa
 
 def cluster_and_evaluate(adata: ad.AnnData, reps: list[dict[str, Any]], cfg: Mapping[str, Any]) -> pd.DataFrame:
     """Leiden on every representation and the comparison table (one row per representation)."""
-    from .. import tl
+    from .. import metrics, tl
 
     c, label_key = cfg["cluster"], cfg["label_key"]
     rows = []
@@ -249,10 +174,8 @@ def cluster_and_evaluate(adata: ad.AnnData, reps: list[dict[str, Any]], cfg: Map
                 **_kmeans_scores(adata, rep["use_rep"], label_key, cfg["seed"]),
             })
         else:
-            from ..metrics import silhouette
-
             codes = adata.obs[key].cat.codes.to_numpy()
-            row.update({"silhouette": silhouette(np.asarray(adata.obsm[rep["use_rep"]]), codes) if codes.max() > 0 else None,
+            row.update({"silhouette": metrics.silhouette(np.asarray(adata.obsm[rep["use_rep"]]), codes) if codes.max() > 0 else None,
                         "n_clusters": int(codes.max()) + 1})
         row["seconds"] = round(rep["seconds"] + time.perf_counter() - start, 2)
         rows.append(row)
@@ -263,7 +186,7 @@ def _kmeans_scores(adata: ad.AnnData, use_rep: str, label_key: str, seed: int) -
     """Purity and NMI of k-means with k = the number of label classes (every representation at the same k)."""
     from sklearn.cluster import KMeans
 
-    from ..metrics import nmi, purity
+    from .. import metrics
 
     labels = adata.obs[label_key]
     known = labels.notna().to_numpy()
@@ -272,7 +195,7 @@ def _kmeans_scores(adata: ad.AnnData, use_rep: str, label_key: str, seed: int) -
         return {"purity_kmeans": None, "nmi_kmeans": None}
     codes = KMeans(k, n_init=10, random_state=seed).fit_predict(np.asarray(adata.obsm[use_rep], dtype=np.float64))
     truth = labels[known].astype(str).to_numpy()
-    return {"purity_kmeans": purity(truth, codes[known]), "nmi_kmeans": nmi(truth, codes[known])}
+    return {"purity_kmeans": metrics.purity(truth, codes[known]), "nmi_kmeans": metrics.nmi(truth, codes[known])}
 
 
 def make_cell_figures(
@@ -297,36 +220,17 @@ def make_cell_figures(
         else:
             basis = rep["use_rep"]
         colors = [key] + ([label_key] if label_key in adata.obs else [])
-        path = figures_dir / f"{safe}_map.png"
+        path = figures_dir / CELL_MAP_FIGURE.format(name=safe)
         pl.cell_scatter(adata, basis, color=colors, title=name, save=path, dpi=section["dpi"])
         out[name] = [("UMAP" if section["umap"] else "first two components", path)]
         if has_images:
-            path = figures_dir / f"{safe}_examples.png"
+            path = figures_dir / CELL_EXAMPLES_FIGURE.format(name=safe)
             pl.cell_examples(adata, key, n_examples=section["n_examples"], channels=section["channels"],
                              label_key=label_key if label_key in adata.obs else None, seed=cfg["seed"],
                              save=path, dpi=section["dpi"])
             out[name].append(("example cells per cluster", path))
         plt.close("all")
     return out
-
-
-def write_cell_report(run_dir: Path, cfg: Mapping[str, Any], comparison: pd.DataFrame, figures: Mapping[str, list],
-                      *, dataset: str, adata: ad.AnnData) -> None:
-    """``report.html``: parameters, comparison table (Tables 1 and 3 of Palli 2023), figures."""
-    from ..report import Report
-
-    report = Report("Cell-image phenotyping", subtitle=f"dataset: {dataset} ({adata.n_obs} cells, {adata.n_vars} features)")
-    report.add_table(
-        "Clustering of every representation", comparison,
-        caption="Leiden clusters (resolution chosen without labels) scored against the labels: purity (Palli 2023, "
-        "sec. 3.6), NMI, ARI, silhouette and leave-one-out k-NN accuracy; *_held_out: only cells not used to learn "
-        "the metric; *_kmeans: k-means with k = the number of classes, the same k for every representation.",
-    )
-    for name, items in figures.items():
-        for what, path in items:
-            report.add_figure(f"{name}: {what}", path)
-    report.add_params(cfg, title="Configuration")
-    report.write(run_dir / REPORT_FILE)
 
 
 def run_cells(
@@ -358,9 +262,10 @@ def run_cells(
     ``report.html``.
     """
     from .. import tl
-    from ._run import h5ad_safe
+    from ..report import write_cells_report
+    from ._cluster import write_results
 
-    cfg = load_cells_config(config)
+    cfg = load_config(config, pipeline="cells")
     output_dir = Path(output_dir)
     inputs = (cfg["input"]["path"], cfg["input"]["labels"])
     with run_directory(output_dir, cfg, command=command, overwrite=overwrite, inputs=inputs) as tmp:
@@ -374,10 +279,9 @@ def run_cells(
         figures = make_cell_figures(adata, reps, cfg, tmp / FIGURES_DIR, has_images=has_images)
         comparison.to_csv(tmp / COMPARISON_FILE, index=False)
         adata.obs.to_csv(tmp / CELLS_FILE)
-        metrics = {"dataset": dataset, "n_cells": int(adata.n_obs), "representations": comparison.to_dict(orient="records")}
-        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-        write_cell_report(tmp, cfg, comparison, figures, dataset=dataset, adata=adata)
-        adata.uns = h5ad_safe(dict(adata.uns))
-        adata.write_h5ad(tmp / RESULTS_FILE)
+        summary = {"dataset": dataset, "n_cells": int(adata.n_obs), "representations": comparison.to_dict(orient="records")}
+        (tmp / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+        write_cells_report(tmp, cfg, comparison=comparison, figures=figures, dataset=dataset, adata=adata)
+        write_results(tmp / RESULTS_FILE, adata)
         logger.info("Report: %s", (output_dir / REPORT_FILE).resolve())
     return output_dir

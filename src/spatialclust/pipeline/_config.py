@@ -1,27 +1,31 @@
-"""Resolve and validate a pipeline configuration (packaged defaults + user file + overrides).
+"""The one configuration loader of every pipeline: packaged defaults <- file <- ``--set``, validated.
 
-Mappings are merged with :func:`spatialclust._config.merge_config` (unknown keys rejected). The
-``embedding`` and ``cluster`` lists are validated item by item: every item gets the item defaults,
-unknown item keys are errors, and ``method`` must be a registered embedder/clusterer.
+Each pipeline has a packaged, commented default YAML file (:data:`PIPELINE_CONFIGS`) that lists every
+key; :func:`load_config` merges a user file or mapping and the command-line overrides onto it with
+:func:`spatialclust._config.resolve_config` (unknown keys rejected, naming the valid ones), then runs
+the pipeline's own checks (:func:`validate_config`, :func:`validate_cells_config`): values of the
+wrong kind and unknown methods fail here, before any work. The ``embedding`` and ``cluster`` lists
+are validated item by item: every item gets the item defaults, unknown item keys are errors, and
+``method`` must be a registered embedder/clusterer.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import _keys as K
 from .._config import ConfigError, merge_config, packaged_defaults, resolve_config
 from .._registry import invalid_option
 from .._validation import POSITIVE, SEED, Interval, validate_sections
-
-DEFAULTS_RESOURCE = "pipeline/config.yaml"
 
 _ITEM_DEFAULTS: dict[str, dict[str, Any]] = {
     "embedding": {"method": None, "params": {}, "key": None},
     "cluster": {"method": None, "params": {}, "key": None, "embeddings": None},
 }
+_CELLS_EMBEDDING_ITEM = {"method": None, "params": {}, "key": None}
 FIGURES = ("cluster_means", "spectrum", "embedding", "rgb_composite", "members")
 EMBEDDING_FIGURES = ("knn_purity", "representations", "ion_pairs")
 #: public datasets (`sc.datasets`) that load as one AnnData, for `input.dataset`
@@ -41,24 +45,32 @@ _CONSTRAINTS: dict[str, list[Any]] = {
 }
 
 
-def default_config() -> dict[str, Any]:
-    """The packaged default configuration (``pipeline/config.yaml``) as a dict."""
-    return packaged_defaults(DEFAULTS_RESOURCE)
+def _no_checks(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A pipeline whose keys and values are checked by the estimators it builds (translation)."""
+    return dict(config)
+
+
+def default_config(pipeline: str = "cluster") -> dict[str, Any]:
+    """The packaged default configuration of ``pipeline`` (see :data:`PIPELINE_CONFIGS`) as a dict."""
+    return packaged_defaults(_pipeline(pipeline)[0])
 
 
 def load_config(
     config: str | Path | Mapping[str, Any] | None = None,
     *,
+    pipeline: str = "cluster",
     overrides: Sequence[str] = (),
     seed: int | None = None,
     input_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Resolve a pipeline configuration: defaults <- ``config`` <- ``input_path``/``seed`` <- ``overrides``.
+    """Resolve the configuration of a pipeline: defaults <- ``config`` <- ``input_path``/``seed`` <- ``overrides``.
 
     Parameters
     ----------
     config
         A YAML file or a (partial) mapping; None: the defaults.
+    pipeline
+        ``cluster`` (``spatialclust run``, ``demo``, ``train``), ``cells`` or ``translate``.
     overrides
         ``"section.key=value"`` assignments (value parsed as YAML), applied last.
     seed
@@ -69,16 +81,21 @@ def load_config(
     Returns
     -------
     dict
-        The complete, validated configuration (``embedding``/``cluster`` items fully expanded).
+        The complete, validated configuration (list items such as ``embedding`` fully expanded).
 
     Raises
     ------
     ConfigError
         Unknown key, unknown method, or a value of the wrong kind; the message names the key.
     """
-    return validate_config(
-        resolve_config(default_config(), config, overrides=overrides, seed=seed, input_path=input_path)
-    )
+    resource, validate = _pipeline(pipeline)
+    return validate(resolve_config(packaged_defaults(resource), config, overrides=overrides, seed=seed, input_path=input_path))
+
+
+def _pipeline(name: str) -> tuple[str, Callable[[Mapping[str, Any]], dict[str, Any]]]:
+    if name not in PIPELINE_CONFIGS:
+        raise ValueError(_invalid(name, "pipeline", list(PIPELINE_CONFIGS)))
+    return PIPELINE_CONFIGS[name]
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,3 +178,49 @@ def _items(value: Any, section: str, registered: list[str]) -> list[dict[str, An
                 raise ConfigError(f"`{where}.embeddings` must be a list of embedding keys or null; got {embeddings!r}.")
         items.append(resolved)
     return items
+
+
+def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a merged cells configuration and expand the ``embedding`` items."""
+    from .. import tl
+
+    cfg = dict(config)
+    learners = tl.list_metric_learners()
+    for where, methods in (("metric_learning.methods", cfg["metric_learning"]["methods"]),
+                           ("embedding_pca.metric_learning", cfg["embedding_pca"]["metric_learning"])):
+        if not isinstance(methods, list):
+            raise ConfigError(f"`{where}` must be a list of metric learners, got {methods!r}.")
+        for method in methods:
+            if method not in learners:
+                raise ConfigError(_invalid(method, where, learners))
+    items = cfg["embedding"] or []
+    if not isinstance(items, list):
+        raise ConfigError(f"`embedding` must be a list, got {items!r}.")
+    expanded = []
+    for i, item in enumerate(items):
+        entry = {"method": item} if isinstance(item, str) else item
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"`embedding[{i}]` must be a method name or a mapping, got {item!r}.")
+        entry = merge_config(_CELLS_EMBEDDING_ITEM, entry, where=f"embedding[{i}]")
+        if entry["method"] not in tl.CELL_EMBEDDINGS:
+            raise ConfigError(_invalid(entry["method"], f"embedding[{i}].method", list(tl.CELL_EMBEDDINGS)))
+        if not isinstance(entry["params"], Mapping):
+            raise ConfigError(f"`embedding[{i}].params` must be a mapping, got {entry['params']!r}.")
+        if entry["key"] is not None:
+            K.check_name(entry["key"], what=f"`embedding[{i}].key`")
+        expanded.append(entry)
+    cfg["embedding"] = expanded
+    validate_sections(cfg, {
+        "cluster.resolution": [POSITIVE, "scan"], "cluster.criterion": [*tl.SCAN_CRITERIA],
+        "features.feature_set": [*tl.FEATURE_SETS], "cluster.neighbors_method": ["umap", "gauss"],
+        "metric_learning.train_fraction": [Interval(float, 0, 1, closed="right"), None],
+    }, error=ConfigError)
+    return cfg
+
+
+#: pipeline -> (packaged, commented default configuration; the pipeline's own checks)
+PIPELINE_CONFIGS: dict[str, tuple[str, Callable[[Mapping[str, Any]], dict[str, Any]]]] = {
+    "cluster": ("pipeline/config.yaml", validate_config),
+    "cells": ("pipeline/cells.yaml", validate_cells_config),
+    "translate": ("pipeline/translate.yaml", _no_checks),
+}

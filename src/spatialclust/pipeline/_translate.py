@@ -1,14 +1,16 @@
-"""Run the ST -> MSI translation from a configuration: train, evaluate (cross-validation), predict.
+"""The translation pipeline (ST -> MSI, seed 004): train, evaluate (cross-validation), predict.
 
-Used by ``spatialclust translate train|evaluate|predict``; every run writes a run directory with the
-resolved ``config.yaml``, ``run.log``, tables (CSV), figures (PNG), model checkpoint and ``report.html``.
+Used by ``spatialclust translate train|evaluate|predict``, configured by ``pipeline/translate.yaml``
+(:func:`~spatialclust.pipeline.load_config` with ``pipeline="translate"``); every run writes a run
+directory with the resolved ``config.yaml``, ``run.log``, tables (CSV), figures (PNG), model
+checkpoint and ``report.html`` (built by :mod:`spatialclust.report`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +18,17 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._config import merge_config, packaged_defaults, resolve_config
+from .. import translate as tr
 from .._keys import MZ, SECTION, SPATIAL
 from .._logging import logger
-from .._rundir import run_directory
-from ._anndata import expression_matrix, predict_msi
-from ._interpret import gene_importance, top_genes
-from ._pairing import concatenate_sections, pair
-from ._persist import load_translator, save_translator
-from ._selection import cross_validate, grid_search, row_name
-from ._cv import min_train_test_distance
-from ._models import create_intensity_model, create_presence_model
-from ._signatures import SignatureMask
-from ._targets import presence_targets
-from ._two_stage import TwoStageTranslator
+from .._rundir import (
+    COMBINATIONS_FILE, FOLDS_FILE, IMPORTANCE_FIGURE, IMPORTANCE_TABLE, INTENSITY_SUMMARY_FILE, MODEL_DIR, PAIRING_FILE,
+    BEST_PARAMS_FILE, PREDICTED_FILE, PREDICTED_IMAGES_FIGURE, PREDICTED_IMZML_FILE, PRESENCE_SUMMARY_FILE, SEARCH_TABLE,
+    SIGNATURES_FILE, STAGE_TABLE, TARGETS_FILE, TOP_GENES_FILE, run_directory,
+)
+from ._config import load_config
 
-__all__ = ["DEFAULT_GRIDS", "default_config", "load_paired", "load_translate_config", "run_evaluate", "run_predict", "run_train"]
+__all__ = ["DEFAULT_GRIDS", "load_paired", "run_translate_evaluate", "run_translate_predict", "run_translate_train"]
 
 #: Hyperparameter grids used by ``search.enabled`` when ``search.grids`` is empty.
 DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -49,17 +46,6 @@ def _file_stem(model: str) -> str:
     "logistic_x_mean_hurdle_uncalibrated" (letters, digits, '.', '+', '-' and '_' only)."""
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", model).strip("_")
 
-def default_config() -> dict[str, Any]:
-    """The packaged, commented default configuration (``translate/config.yaml``)."""
-    return packaged_defaults("translate/config.yaml")
-
-
-def load_translate_config(
-    path: str | Path | None = None, *, seed: int | None = None, overrides: Sequence[str] = ()
-) -> dict[str, Any]:
-    """Packaged defaults, updated by the YAML file ``path``, ``--set`` overrides and ``seed``."""
-    return resolve_config(default_config(), path, overrides=overrides, seed=seed)
-
 
 def _as_list(value) -> list:
     return [value] if isinstance(value, (str, Path)) else list(value)
@@ -73,7 +59,7 @@ def _inputs(config: Mapping[str, Any]) -> list[str | Path]:
 
 def load_paired(config: Mapping[str, Any]) -> tuple[ad.AnnData, ad.AnnData]:
     """Read (or simulate) ST + MSI per ``config["data"]`` and pair them per ``config["pairing"]``."""
-    from ..datasets import simulate_paired_st_msi
+    from .. import datasets
 
     data, pairing = config["data"], config["pairing"]
     landmarks = None
@@ -85,8 +71,8 @@ def load_paired(config: Mapping[str, Any]) -> tuple[ad.AnnData, ad.AnnData]:
         landmarks = (table[["msi_x", "msi_y"]].to_numpy(), table[["st_x", "st_y"]].to_numpy())
     kwargs = {"method": pairing["method"], "radius": pairing["radius"], "landmarks": landmarks, "nan_policy": pairing["nan_policy"]}
     if data["st"] is None and data["msi"] is None:
-        st, msi = simulate_paired_st_msi(seed=int(config["seed"]), **dict(data["simulate"]))
-        return pair(st, msi, **kwargs)
+        st, msi = datasets.simulate_paired_st_msi(seed=int(config["seed"]), **dict(data["simulate"]))
+        return tr.pair(st, msi, **kwargs)
     if data["st"] is None or data["msi"] is None:
         raise ValueError("`data.st` and `data.msi` must both be given (or both null for the simulator).")
     st_files, msi_files = _as_list(data["st"]), _as_list(data["msi"])
@@ -96,22 +82,22 @@ def load_paired(config: Mapping[str, Any]) -> tuple[ad.AnnData, ad.AnnData]:
         if not Path(f).is_file():
             raise FileNotFoundError(f"Input file {str(f)!r} does not exist.")
     if len(st_files) == 1:
-        return pair(ad.read_h5ad(st_files[0]), ad.read_h5ad(msi_files[0]), **kwargs)
+        return tr.pair(ad.read_h5ad(st_files[0]), ad.read_h5ad(msi_files[0]), **kwargs)
     sts = [ad.read_h5ad(f) for f in st_files]
     names = data["sections"] or [str(a.uns.get(SECTION, Path(f).stem)) for a, f in zip(sts, st_files)]
-    pairs = [pair(s, ad.read_h5ad(m), **kwargs) for s, m in zip(sts, msi_files)]
-    return concatenate_sections(pairs, names)
+    pairs = [tr.pair(s, ad.read_h5ad(m), **kwargs) for s, m in zip(sts, msi_files)]
+    return tr.concatenate_sections(pairs, names)
 
 
 def _arrays(config, st, msi):
     pre, tg = config["preprocessing"], config["targets"]
-    X = expression_matrix(st, transform=pre["expression_transform"])
-    raw = expression_matrix(msi, transform="none")
-    Y = expression_matrix(msi, transform=pre["intensity_transform"])
+    X = tr.expression_matrix(st, transform=pre["expression_transform"])
+    raw = tr.expression_matrix(msi, transform="none")
+    Y = tr.expression_matrix(msi, transform=pre["intensity_transform"])
     coords = np.asarray(st.obsm[SPATIAL], dtype=float)
     groups = st.obs[SECTION].astype(str).to_numpy() if SECTION in st.obs else None
     detection = tg["detection"]
-    presence, thresholds = presence_targets(raw, coords=coords, groups=groups, detection=detection, snr=tg["snr"], quantile=tg["quantile"])
+    presence, thresholds = tr.presence_targets(raw, coords=coords, groups=groups, detection=detection, snr=tg["snr"], quantile=tg["quantile"])
     clusters = None
     key = config["signatures"]["cluster_key"]
     if key is not None:
@@ -146,9 +132,16 @@ def _combination_params(config) -> dict[str, Any]:
     return {k: model[k] for k in ("combine", "calibration", "inner_splits", "spatial_context", "spatial_coordinates")}
 
 
-def run_train(config: Mapping[str, Any] | None, output: str | Path, *, overwrite: bool = False) -> Path:
-    """Fit the two-stage translator on all paired spots; save it with its report."""
-    config = merge_config(default_config(), config)
+def run_translate_train(config: str | Path | Mapping[str, Any] | None, output: str | Path, *, overwrite: bool = False) -> Path:
+    """Fit the two-stage translator on all paired spots; save it with its report (``spatialclust translate train``).
+
+    ``config``: a YAML file, a (partial) mapping or None (the defaults, ``pipeline/translate.yaml``).
+    Returns the run directory (``model/``, ``targets.csv``, ``pairing.json``, ``combinations.csv``,
+    ``top_genes.csv``, ``importance_*.csv|png``, ``signatures.csv``, ``maps.png``, ``report.html``).
+    """
+    from ..report import write_translate_train_report
+
+    config = load_config(config, pipeline="translate")
     with run_directory(output, config, command="translate train", overwrite=overwrite, inputs=_inputs(config)) as out:
         st, msi = load_paired(config)
         X, Y, presence, thresholds, coords, groups, clusters = _arrays(config, st, msi)
@@ -160,22 +153,22 @@ def run_train(config: Mapping[str, Any] | None, output: str | Path, *, overwrite
             grid = grids.get(f"{stage}.{name}")
             if not grid:
                 continue
-            factory = create_presence_model if stage == "presence" else create_intensity_model
+            factory = tr.create_presence_model if stage == "presence" else tr.create_intensity_model
             model_in = X
             if stage == "presence" and config["signatures"]["use"]:
                 sig = config["signatures"]
-                masker = SignatureMask(n_genes=sig["n_genes"], resolution=sig["resolution"], random_state=config["seed"])
+                masker = tr.SignatureMask(n_genes=sig["n_genes"], resolution=sig["resolution"], random_state=config["seed"])
                 model_in = np.hstack([X, masker.fit_transform(X, clusters=clusters)])
-            best, results = grid_search(
+            best, results = tr.grid_search(
                 factory(name, **params.get(f"{stage}.{name}", {})), model_in, presence if stage == "presence" else Y,
                 param_grid=grid, stage=stage, presence=presence, coords=coords, groups=groups,
                 n_splits=config["search"]["n_splits"], random_state=config["seed"],
             )
             searched[f"{stage}.{name}"] = best
             params.setdefault(f"{stage}.{name}", {}).update(best)
-            results.to_csv(out / f"search_{stage}_{name}.csv", index=False)
+            results.to_csv(out / SEARCH_TABLE.format(stage=stage, model=name), index=False)
         sig = config["signatures"]
-        model = TwoStageTranslator(
+        model = tr.TwoStageTranslator(
             names["presence"], names["intensity"],
             presence_params=params.get(f"presence.{names['presence']}"),
             intensity_params=params.get(f"intensity.{names['intensity']}"),
@@ -191,43 +184,49 @@ def run_train(config: Mapping[str, Any] | None, output: str | Path, *, overwrite
             "thresholds": thresholds.tolist(),
             "search": searched,
         }
-        save_translator(model, out / "model", metadata=metadata)
-        _targets_table(msi, presence, thresholds).to_csv(out / "targets.csv")
-        (out / "pairing.json").write_text(json.dumps(st.uns.get("pairing", {}), indent=2, default=str))
-        pd.DataFrame({"metabolite": model.metabolites_, "combination": model.combination_}).to_csv(out / "combinations.csv", index=False)
-        tops = _interpretation(model, X, Y, presence, out, n=config["report"]["top_genes"], coords=coords, groups=groups)
+        tr.save_translator(model, out / MODEL_DIR, metadata=metadata)
+        targets = _targets_table(msi, presence, thresholds)
+        targets.to_csv(out / TARGETS_FILE)
+        (out / PAIRING_FILE).write_text(json.dumps(st.uns.get("pairing", {}), indent=2, default=str))
+        pd.DataFrame({"metabolite": model.metabolites_, "combination": model.combination_}).to_csv(out / COMBINATIONS_FILE, index=False)
+        tops, importance_figures = _interpretation(model, X, Y, presence, out, n=config["report"]["top_genes"], coords=coords, groups=groups)
         fitted = model.predict(X, coords=coords, groups=groups)
         signatures = _signature_table(model)
         if signatures is not None:
-            signatures.to_csv(out / "signatures.csv", index=False)
-        _train_report(config, out, st, msi, Y, fitted, presence, thresholds, tops, signatures)
-    logger.info("translate train: model saved to %s", Path(output) / "model")
+            signatures.to_csv(out / SIGNATURES_FILE, index=False)
+        write_translate_train_report(
+            out, config, st=st, msi=msi, measured=Y, fitted=fitted, targets=targets, top_genes=tops, signatures=signatures,
+            fit_scores=tr.intensity_scores(Y, fitted, names=list(msi.var_names)), figures=importance_figures,
+        )
+    logger.info("translate train: model saved to %s", Path(output) / MODEL_DIR)
     return Path(output)
 
 
-def _interpretation(model, X, Y, presence, out: Path, *, n: int, coords=None, groups=None) -> pd.DataFrame:
-    """Top genes per metabolite from attention (transformer) and from ridge coefficients."""
+def _interpretation(model, X, Y, presence, out: Path, *, n: int, coords=None, groups=None) -> tuple[pd.DataFrame, list[Path]]:
+    """Top genes per metabolite from attention (transformer) and from ridge coefficients, and the
+    heat maps written."""
     import matplotlib.pyplot as plt
 
-    from ..pl._translate import importance_heatmap
+    from .. import pl
 
-    tables = []
+    tables, figures = [], []
     sources = []
     if hasattr(model.intensity_model_ or model.unmasked_model_, "attention"):
-        sources.append(("attention", gene_importance(model, X, source="attention", coords=coords, groups=groups)))
-    ridge = create_intensity_model("ridge").fit(X, Y, presence=presence)
-    sources.append(("ridge", gene_importance(ridge, genes=model.genes_, metabolites=model.metabolites_, source="coefficients")))
+        sources.append(("attention", tr.gene_importance(model, X, source="attention", coords=coords, groups=groups)))
+    ridge = tr.create_intensity_model("ridge").fit(X, Y, presence=presence)
+    sources.append(("ridge", tr.gene_importance(ridge, genes=model.genes_, metabolites=model.metabolites_, source="coefficients")))
     for source, importance in sources:
-        importance.to_csv(out / f"importance_{source}.csv")
-        table = top_genes(importance, n=n, absolute=source != "attention")
+        importance.to_csv(out / IMPORTANCE_TABLE.format(source=source))
+        table = tr.top_genes(importance, n=n, absolute=source != "attention")
         table.insert(0, "source", source)
         tables.append(table)
-        fig = importance_heatmap(importance, title=f"gene importance ({source})")
-        fig.savefig(out / f"importance_{source}.png", dpi=100, bbox_inches="tight")
+        fig = pl.importance_heatmap(importance, title=f"gene importance ({source})")
+        figures.append(out / IMPORTANCE_FIGURE.format(source=source))
+        fig.savefig(figures[-1], dpi=100, bbox_inches="tight")
         plt.close(fig)
     result = pd.concat(tables, ignore_index=True)
-    result.to_csv(out / "top_genes.csv", index=False)
-    return result
+    result.to_csv(out / TOP_GENES_FILE, index=False)
+    return result, figures
 
 
 def _signature_table(model) -> pd.DataFrame | None:
@@ -243,44 +242,17 @@ def _signature_table(model) -> pd.DataFrame | None:
     ])
 
 
-def _train_report(config, out, st, msi, Y, fitted, presence, thresholds, tops, signatures) -> None:
-    import matplotlib.pyplot as plt
+def run_translate_evaluate(config: str | Path | Mapping[str, Any] | None, output: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Cross-validate all stage-1/stage-2 models and baselines on spatial folds; write tables and
+    report (``spatialclust translate evaluate``); returns the result of :func:`spatialclust.translate.cross_validate`."""
+    from ..report import write_translate_evaluate_report
 
-    from ..pl._translate import translation_maps
-    from ..report import Report
-    from ._metrics import intensity_scores
-
-    report = Report("ST -> MSI translation: training", subtitle="Two-stage model (seed 004)")
-    report.add_params(config)
-    report.add_params(st.uns.get("pairing", {}), title="Pairing")
-    report.add_table("Presence targets", _targets_table(msi, presence, thresholds), index=True)
-    report.add_table("Fit on the training spots (not a held-out estimate; see `translate evaluate`)",
-                     intensity_scores(Y, fitted, names=list(msi.var_names)), index=True)
-    if signatures is not None:
-        report.add_table("Spatial clusters and signature genes (stage-1 mask)", signatures)
-    report.add_table("Top genes per metabolite", tops)
-    fig = translation_maps(st, Y, fitted, names=list(msi.var_names))
-    fig.savefig(out / "maps.png", dpi=90, bbox_inches="tight")
-    report.add_figure("Measured vs fitted metabolites", fig)
-    plt.close(fig)
-    for png in sorted(out.glob("importance_*.png")):
-        report.add_figure(png.stem, png)
-    report.write(out / "report.html")
-
-
-def run_evaluate(config: Mapping[str, Any] | None, output: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
-    """Cross-validate all stage-1/stage-2 models and baselines on spatial folds; write tables and report."""
-    import matplotlib.pyplot as plt
-
-    from ..pl._translate import translation_maps
-    from ..report import Report
-
-    config = merge_config(default_config(), config)
+    config = load_config(config, pipeline="translate")
     with run_directory(output, config, command="translate evaluate", overwrite=overwrite, inputs=_inputs(config)) as out:
         st, msi = load_paired(config)
         X, Y, presence, thresholds, coords, groups, clusters = _arrays(config, st, msi)
         cv, sig = config["cv"], config["signatures"]
-        result = cross_validate(
+        result = tr.cross_validate(
             X, Y, presence, coords=coords, groups=groups, folds=cv["folds"], n_splits=cv["n_splits"],
             block_size=cv["block_size"], buffer=cv["buffer"], presence_models=cv["presence_models"],
             intensity_models=cv["intensity_models"], inner_splits=config["model"]["inner_splits"],
@@ -289,67 +261,49 @@ def run_evaluate(config: Mapping[str, Any] | None, output: str | Path, *, overwr
             n_signature_genes=sig["n_genes"], resolution=sig["resolution"], names=list(msi.var_names),
             random_state=config["seed"],
         )
-        gaps = [min_train_test_distance(coords, tr, te, groups=groups) for tr, te in result["folds"]]
+        gaps = [tr.min_train_test_distance(coords, train, test, groups=groups) for train, test in result["folds"]]
         folds = pd.DataFrame({"fold": range(len(gaps)), "n_train": [len(t) for t, _ in result["folds"]],
                               "n_test": [len(t) for _, t in result["folds"]], "min_train_test_distance": gaps})
-        folds.to_csv(out / "folds.csv", index=False)
-        result["presence_summary"].to_csv(out / "presence_summary.csv", index=False)
-        result["intensity_summary"].to_csv(out / "intensity_summary.csv", index=False)
-        result["combinations"].to_csv(out / "combinations.csv", index=False)
-        for name, table in result["presence"].items():
-            table.to_csv(out / f"presence_{_file_stem(name)}.csv")
-        for name, table in result["intensity"].items():
-            table.to_csv(out / f"intensity_{_file_stem(name)}.csv")
+        folds.to_csv(out / FOLDS_FILE, index=False)
+        result["presence_summary"].to_csv(out / PRESENCE_SUMMARY_FILE, index=False)
+        result["intensity_summary"].to_csv(out / INTENSITY_SUMMARY_FILE, index=False)
+        result["combinations"].to_csv(out / COMBINATIONS_FILE, index=False)
+        for stage in ("presence", "intensity"):
+            for name, table in result[stage].items():
+                table.to_csv(out / STAGE_TABLE.format(stage=stage, model=_file_stem(name)))
         targets = _targets_table(msi, presence, thresholds)
-        targets.to_csv(out / "targets.csv")
-        (out / "best_params.json").write_text(json.dumps(result["best_params"], indent=2))
-        report = Report("ST -> MSI translation: cross-validation", subtitle=f"{cv['folds']} folds, held-out spots only")
-        report.add_params(config)
-        report.add_params(st.uns.get("pairing", {}), title="Pairing")
-        report.add_table("Presence targets", targets, index=True)
-        report.add_table("Folds", folds)
-        report.add_table("Stage 1: presence (macro / micro over metabolites)", result["presence_summary"])
-        report.add_table("Stage 2: intensity (macro / micro over metabolites)", result["intensity_summary"])
+        targets.to_csv(out / TARGETS_FILE)
+        (out / BEST_PARAMS_FILE).write_text(json.dumps(result["best_params"], indent=2))
         model = config["model"]
-        best_row = row_name(model["presence"], model["intensity"], model["combine"], model["calibration"])
-        if best_row in result["intensity"]:
-            report.add_table(f"Per metabolite (R², Pearson, Moran's I of the residuals): {best_row}", result["intensity"][best_row], index=True)
-            chosen = result["combinations"]
-            chosen = chosen[chosen.model == best_row]
-            if len(chosen):
-                report.add_table("Combination per metabolite chosen by inner CV (folds choosing each)",
-                                 pd.crosstab(chosen.metabolite, chosen.combination), index=True)
-            tested = result["tested"]
-            fig = translation_maps(st[tested], Y[tested], result["oof"][f"intensity_{best_row}"][tested], names=list(msi.var_names))
-            fig.savefig(out / "maps.png", dpi=90, bbox_inches="tight")
-            report.add_figure("Measured vs held-out predicted metabolites", fig)
-            plt.close(fig)
-        report.write(out / "report.html")
+        write_translate_evaluate_report(
+            out, config, st=st, msi=msi, measured=Y, targets=targets, folds=folds, result=result,
+            best_row=tr.row_name(model["presence"], model["intensity"], model["combine"], model["calibration"]),
+        )
     return result
 
 
-def run_predict(model_path: str | Path, st_path: str | Path, output: str | Path, *, config: Mapping[str, Any] | None = None,
-                overwrite: bool = False) -> ad.AnnData:
-    """Predict synthetic MSI for a new ST dataset: ``predicted.h5ad``, images, imzML."""
+def run_translate_predict(model_path: str | Path, st_path: str | Path, output: str | Path, *,
+                          config: str | Path | Mapping[str, Any] | None = None, overwrite: bool = False) -> ad.AnnData:
+    """Predict synthetic MSI for a new ST dataset (``spatialclust translate predict``): ``predicted.h5ad``,
+    ``images.png`` and ``predicted.imzML``; returns the predicted AnnData."""
     import matplotlib.pyplot as plt
 
-    from ..io import write_imzml
-    from ..pl._translate import metabolite_images
+    from .. import io, pl
 
-    config = merge_config(default_config(), config)
+    config = load_config(config, pipeline="translate")
     if not Path(st_path).is_file():
         raise FileNotFoundError(f"ST file {str(st_path)!r} does not exist.")
     with run_directory(output, config, command="translate predict", overwrite=overwrite, inputs=(model_path, st_path)) as out:
-        model, metadata = load_translator(model_path)
+        model, metadata = tr.load_translator(model_path)
         st = ad.read_h5ad(st_path)
-        result = predict_msi(model, st, metadata=metadata, missing_genes=config["predict"]["missing_genes"])
-        result.write_h5ad(out / "predicted.h5ad")
-        fig = metabolite_images(result)
-        fig.savefig(out / "images.png", dpi=90, bbox_inches="tight")
+        result = tr.predict_msi(model, st, metadata=metadata, missing_genes=config["predict"]["missing_genes"])
+        result.write_h5ad(out / PREDICTED_FILE)
+        fig = pl.metabolite_images(result)
+        fig.savefig(out / PREDICTED_IMAGES_FIGURE, dpi=90, bbox_inches="tight")
         plt.close(fig)
         if config["predict"]["imzml"]:
             if MZ in result.var:
-                write_imzml(result, out / "predicted.imzML")
+                io.write_imzml(result, out / PREDICTED_IMZML_FILE)
             else:
-                logger.warning("predict: the training MSI had no var['mz']; predicted.imzML is not written.")
+                logger.warning("predict: the training MSI had no var['mz']; %s is not written.", PREDICTED_IMZML_FILE)
     return result

@@ -1,4 +1,5 @@
-"""The clustering pipeline: read -> preprocess -> embed -> cluster -> evaluate -> figures -> report.
+"""The clustering pipeline (``spatialclust run``, ``demo``): read -> preprocess -> embed -> cluster ->
+evaluate -> figures -> report.
 
 Implements the four pipelines of Zhang et al. (2024, seed 000) (regular/neural ion images x
 UMAP-DBSCAN/k-means) and any other combination of registered embedders and clusterers, and writes
@@ -23,19 +24,15 @@ from .. import _keys as K
 from .._compat import seed_everything
 from .._config import ConfigError
 from .._logging import logger, progress
-from .._rundir import run_directory
+from .._rundir import (
+    CHECKPOINTS_DIR, CLUSTERING_FIGURE, CLUSTERS_FILE, COMPARISON_FILE, EMBEDDINGS, EMBEDDINGS_FIGURE, EMBEDDINGS_FILE,
+    FIGURES_DIR, METRICS_FILE, REPORT_FILE, RESULTS_FILE, run_directory,
+)
+from ..report import CLUSTERING_NAMES, clustering_title
 from ._config import load_config
 from ._plan import check_plan
-from ..report import CLUSTERING_NAMES, clustering_title
-from ..report._run import EMBEDDINGS, EMBEDDINGS_FILE
 
-RESULTS_FILE = "results.h5ad"
-CLUSTERS_FILE = "clusters.csv"
-METRICS_FILE = "metrics.json"
-COMPARISON_FILE = "comparison.csv"
-REPORT_FILE = "report.html"
-FIGURES_DIR = "figures"
-CHECKPOINTS_DIR = "checkpoints"
+__all__ = ["load_input", "preprocess", "run_pipeline", "write_results"]
 
 
 def run_pipeline(
@@ -102,7 +99,7 @@ def run_pipeline(
         seed_everything(seed)
         adata, dataset = load_input(cfg["input"], seed=seed)
         preprocess(adata, cfg["preprocess"])
-        # what cannot run on this many images fails before any work
+        # what cannot run on this many images fails before the first embedding starts
         for key, embedder in plans["embeddings"]:
             tl.check_n_images(embedder, adata.n_vars, where=f"Embedding `{key}`")
         for item in plans["clusterings"]:
@@ -146,11 +143,11 @@ def _own_clustering(adata: AnnData, key: str, embedder: Any, *, seconds: float) 
     labels = getattr(embedder, "labels_", None)
     if labels is None:
         return None
-    from ..tl._cluster import record_clusters
+    from .. import tl
 
     name = key.removeprefix("X_")
     cluster_key = f"cluster_{name}_own"
-    record_clusters(adata, cluster_key, labels, method="own", use_rep=key, params=adata.uns[key][K.PARAMS])
+    tl.record_clusters(adata, cluster_key, labels, method="own", use_rep=key, params=adata.uns[key][K.PARAMS])
     return {"key": cluster_key, "use_rep": key, "embedding": name, "method": "own", "estimator": None, "seconds": seconds}
 
 
@@ -374,7 +371,7 @@ def make_embedding_figures(
     dpi = cfg["report"]["dpi"]
     out = []
     for name in names:
-        path = figures_dir / f"{EMBEDDINGS}_{name}.png"
+        path = figures_dir / EMBEDDINGS_FIGURE.format(name=name)
         try:
             if name == "knn_purity":
                 ks = range(1, min(30, adata.n_vars - 1) + 1)
@@ -468,7 +465,7 @@ def make_figures(
         out[key] = []
         words = clustering_title(item)
         for name in section["figures"]:
-            path = figures_dir / K.check_name(f"{key}_{name}.png", what="A cluster key (in a figure file name)")
+            path = figures_dir / K.check_name(CLUSTERING_FIGURE.format(key=key, name=name), what="A cluster key (in a figure file name)")
             if name == "cluster_means":
                 pl.cluster_mean_images(adata, key, means=means[key], title=f"Cluster mean images: {words}", save=path, dpi=dpi)
             elif name == "spectrum":

@@ -17,7 +17,13 @@ import pandas as pd
 from anndata import AnnData
 
 from .._keys import check_name
+from .._rundir import (
+    CLUSTERING_FIGURE, CLUSTERS_FILE, COMPARISON_FILE, CONFIG_FILE, EMBEDDINGS, EMBEDDINGS_FIGURE, EMBEDDINGS_FILE,
+    FIGURES_DIR, LOG_FILE, MANIFEST_FILE, METRICS_FILE, REPORT_FILE, RESULTS_FILE, run_name,
+)
 from ._html import GalleryItem, Report, plain
+
+__all__ = ["CLUSTERING_NAMES", "clustering_title", "write_run_report"]
 
 FIGURE_CAPTIONS = {
     "cluster_means": "Mean image of every cluster: each member ion image is winsorised and scaled to [0, 1], "
@@ -37,10 +43,6 @@ FIGURE_CAPTIONS = {
     "an ion with its 13C isotope (same spatial pattern: should be high) and with an ion of another class.",
 }
 
-#: Key of the run-level embedding figures (as in the pipeline's ``figures/embeddings_<name>.png``).
-EMBEDDINGS = "embeddings"
-#: Table of linear evaluation accuracy and k-NN purity of every embedding.
-EMBEDDINGS_FILE = "embeddings.csv"
 
 _METRIC_COLUMNS = [
     ("n_clusters", "clusters"), ("n_meaningful_clusters", "meaningful"), ("noise_size", "noise"),
@@ -92,29 +94,30 @@ def write_run_report(
     """
     from .. import pl, pp
     from .._config import read_yaml
-    from .._rundir import run_name
 
     run_dir = Path(run_dir)
-    for name in ("metrics.json", "comparison.csv"):
+    for name in (METRICS_FILE, COMPARISON_FILE):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{str(run_dir / name)!r} does not exist; is {str(run_dir)!r} a run directory?")
-    summary = json.loads((run_dir / "metrics.json").read_text())
-    comparison = pd.read_csv(run_dir / "comparison.csv")
+    summary = json.loads((run_dir / METRICS_FILE).read_text())
+    comparison = pd.read_csv(run_dir / COMPARISON_FILE)
     if adata is None:
         import anndata
 
-        adata = anndata.read_h5ad(run_dir / "results.h5ad")
-    config = config if config is not None else read_yaml(run_dir / "config.yaml")
+        adata = anndata.read_h5ad(run_dir / RESULTS_FILE)
+    config = config if config is not None else read_yaml(run_dir / CONFIG_FILE)
     if correlations is None:
-        table = pd.read_csv(run_dir / "clusters.csv", index_col=0)
+        table = pd.read_csv(run_dir / CLUSTERS_FILE, index_col=0)
         correlations = {key: table[f"{key}_corr"].to_numpy() for key in summary["clusterings"]}
     if figures is None:
         figures = {
-            key: [(name, path) for name in names
-                  if (path := run_dir / "figures" / check_name(f"{key}_{name}.png", what="A figure name")).is_file()]
-            for key, names in [(k, config["report"]["figures"]) for k in summary["clusterings"]]
-            + [(EMBEDDINGS, config["report"].get("embedding_figures", []))]
+            key: [(name, path) for name in config["report"]["figures"]
+                  if (path := run_dir / FIGURES_DIR / check_name(CLUSTERING_FIGURE.format(key=key, name=name),
+                                                                what="A figure name")).is_file()]
+            for key in summary["clusterings"]
         }
+        figures[EMBEDDINGS] = [(name, path) for name in config["report"].get("embedding_figures", [])
+                               if (path := run_dir / FIGURES_DIR / EMBEDDINGS_FIGURE.format(name=name)).is_file()]
     section = config["report"]
 
     height, width = summary["grid"]
@@ -159,16 +162,18 @@ def write_run_report(
         ))
     report.add_params(config, title="Parameters (config.yaml)")
     report.add_text("Files", _FILES, pre=True)
-    return report.write(run_dir / "report.html")
+    return report.write(run_dir / REPORT_FILE)
 
 
-_FILES = """config.yaml      resolved configuration (re-run: spatialclust run config.yaml)
-run.log          debug log;  run.json: command, version, duration
-results.h5ad     preprocessed data, embeddings (varm), clusterings (var, uns)
-clusters.csv     feature (m/z) -> cluster in every clustering, with correlation to the cluster mean
-metrics.json     every metric of every clustering, per-cluster sizes and correlations
-comparison.csv   the comparison table above
-figures/*.png    the figures of this report"""
+_FILES = "\n".join(f"{name:<16} {what}" for name, what in (
+    (CONFIG_FILE, f"resolved configuration (re-run: spatialclust run {CONFIG_FILE})"),
+    (LOG_FILE, f"debug log;  {MANIFEST_FILE}: command, version, duration"),
+    (RESULTS_FILE, "preprocessed data, embeddings (varm), clusterings (var, uns)"),
+    (CLUSTERS_FILE, "feature (m/z) -> cluster in every clustering, with correlation to the cluster mean"),
+    (METRICS_FILE, "every metric of every clustering, per-cluster sizes and correlations"),
+    (COMPARISON_FILE, "the comparison table above"),
+    (f"{FIGURES_DIR}/*.png", "the figures of this report"),
+))
 
 
 #: Evidence for choosing a clustering, best first: (metric, label); truth beats label-free evidence.
