@@ -3,6 +3,7 @@ whole plan before any embedding is computed (issue 16)."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 
@@ -170,15 +171,11 @@ def test_constraints_accept_valid_values():
     [(load_config, {"preprocess": {"scale": "yes"}}, "`preprocess.scale` must be True or False; received 'yes'."),
      (load_config, {"evaluate": {"isotope_delta": 0}}, "`evaluate.isotope_delta` must be a positive number; received 0."),
      (load_config, {"report": {"dpi": 0}}, "`report.dpi` must be a positive integer; received 0."),
-     (load_cells_config, {"cluster": {"resolution": 0}},
+     (functools.partial(load_config, pipeline="cells"), {"cluster": {"resolution": 0}},
       "`cluster.resolution` must be a positive number or 'scan'; received 0."),
-     (load_cells_config, {"cluster": {"neighbors_method": "knn"}},
+     (functools.partial(load_config, pipeline="cells"), {"cluster": {"neighbors_method": "knn"}},
       "Invalid option `knn` for `cluster.neighbors_method`. Valid options are: `umap`, `gauss`.")],
 )
-def load_cells_config(config):
-    return load_config(config, pipeline="cells")
-
-
 def test_config_sections_are_declared(load, config, message):
     with pytest.raises(ConfigError) as info:
         load(config)
