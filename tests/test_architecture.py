@@ -22,14 +22,6 @@ LOWER_LAYERS = ("metrics", "pp", "io", "datasets")
 #: What a lower layer may never import; ``tl`` may import all of these but ``tl``.
 UPPER_LAYERS = ("tl", "pipeline", "report", "cli")
 
-#: Edges that break a rule only because of code owned by the pipeline-layer work (issue 16, build
-#: item 1: ``pipeline/``, ``cli.py``, ``report/``, ``translate/_pipeline.py``), as
-#: ``(importer, imported module)``. To be removed when the pipeline layer lands.
-PENDING_PIPELINE_LAYER: set[tuple[str, str]] = set()
-
-PENDING = PENDING_PIPELINE_LAYER
-
-
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -117,7 +109,7 @@ def _violations(rule) -> list[str]:
         f"{module} imports {target}"
         for module, targets in EDGES.items()
         for target in targets
-        if rule(module, target) and (module, target) not in PENDING
+        if rule(module, target)
     )
 
 
@@ -217,7 +209,7 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycle_between_modules():
     graph = {
-        m: {t for t in targets if t in MODULES and t != ROOT and (m, t) not in PENDING}
+        m: {t for t in targets if t in MODULES and t != ROOT}
         for m, targets in EDGES.items()
         if m != ROOT
     }
@@ -247,9 +239,3 @@ def test_import_spatialclust_never_imports_torch():
         if any(t == "torch" or t.startswith("torch.") for t, _ in imports_of(m, in_functions=False, external=True))
     )
     assert torch_users == []
-
-
-def test_pending_exceptions_still_exist():
-    """An exception whose import is gone must be deleted from its set (the rule then holds for it)."""
-    stale = sorted(f"{m} -> {t}" for m, t in PENDING if t not in EDGES.get(m, set()))
-    assert stale == [], f"remove from PENDING_PIPELINE_LAYER: {stale}"
