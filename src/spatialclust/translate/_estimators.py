@@ -69,15 +69,8 @@ def _log_constants(constants: dict[int, int], names=None) -> None:
         )
 
 
-class _LinearScores:
-    """Shared scaling + linear decision of the linear models."""
-
-    def _scale(self, X: np.ndarray) -> np.ndarray:
-        check_is_fitted(self, "coef_")
-        X = check_xy(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"`X` must have {self.n_features_in_} features, got {X.shape[1]}.")
-        return (X - self.x_mean_) / self.x_scale_
+class _Standardized:
+    """Input standardisation fitted on the training spots, shared by every stage-1 and stage-2 model."""
 
     def _fit_scaler(self, X: np.ndarray) -> np.ndarray:
         self.n_features_in_ = X.shape[1]
@@ -85,6 +78,17 @@ class _LinearScores:
         self.x_scale_ = X.std(axis=0)
         self.x_scale_[self.x_scale_ < 1e-12] = 1.0
         return (X - self.x_mean_) / self.x_scale_
+
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "x_mean_")
+        X = check_xy(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"`X` must have {self.n_features_in_} features, got {X.shape[1]}.")
+        return (X - self.x_mean_) / self.x_scale_
+
+
+class _LinearScores(_Standardized):
+    """Shared scaling + linear decision of the linear models."""
 
     def _linear(self, X: np.ndarray) -> np.ndarray:
         return self._scale(X) @ self.coef_.T + self.intercept_

@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._logging import logger
 from ._cv import validation_split
-from ._estimators import CONSTANT_LOGIT, _log_constants, _presence_rows, check_xy, constant_columns
+from ._estimators import CONSTANT_LOGIT, _log_constants, _presence_rows, _Standardized, check_xy, constant_columns
 
 __all__ = ["MLPIntensityRegressor", "MLPPresenceClassifier", "TransformerIntensityRegressor"]
 
@@ -26,7 +26,7 @@ __all__ = ["MLPIntensityRegressor", "MLPPresenceClassifier", "TransformerIntensi
 CPU_THREADS = 1
 
 
-class _TorchEstimator(BaseEstimator):
+class _TorchEstimator(_Standardized, BaseEstimator):
     """Shared training loop: AdamW, mini-batches, early stopping on a spatial validation split."""
 
     def _check_common(self) -> None:
@@ -39,20 +39,6 @@ class _TorchEstimator(BaseEstimator):
             raise ValueError(f"`dropout` must be in [0, 1), got {self.dropout!r}.")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"`validation_fraction` must be in (0, 1), got {self.validation_fraction!r}.")
-
-    def _fit_scaler(self, X: np.ndarray) -> np.ndarray:
-        self.n_features_in_ = X.shape[1]
-        self.x_mean_ = X.mean(axis=0)
-        self.x_scale_ = X.std(axis=0)
-        self.x_scale_[self.x_scale_ < 1e-12] = 1.0
-        return (X - self.x_mean_) / self.x_scale_
-
-    def _scale(self, X) -> np.ndarray:
-        check_is_fitted(self, "module_")
-        X = check_xy(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"`X` must have {self.n_features_in_} features, got {X.shape[1]}.")
-        return (X - self.x_mean_) / self.x_scale_
 
     def _train(self, module, loss_fn, Xs: np.ndarray, T: np.ndarray, W: np.ndarray, coords, groups) -> None:
 
@@ -121,7 +107,37 @@ class _TorchEstimator(BaseEstimator):
         return {"n_inputs": int(self.n_features_in_), "n_outputs": int(self.n_outputs_)}
 
 
-class MLPPresenceClassifier(_TorchEstimator, ClassifierMixin):
+def _mlp_init(*, dropout: float):
+    """The ``__init__`` of both MLP estimators: one parameter list, each estimator with its own
+    ``dropout`` default (scikit-learn reads an estimator's parameters from its ``__init__`` signature)."""
+
+    def __init__(self, hidden_sizes: tuple[int, ...] = (64,), dropout: float = dropout, weight_decay: float = 1e-3,
+                 lr: float = 3e-3, max_epochs: int = 200, patience: int = 20, batch_size: int = 128,
+                 validation_fraction: float = 0.2, random_state: int = 0, device: str = "auto") -> None:
+        self.hidden_sizes = hidden_sizes
+        self.dropout = dropout
+        self.weight_decay = weight_decay
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.device = device
+
+    return __init__
+
+
+class _MLP:
+    """The fully connected network of both MLP estimators."""
+
+    def build(self, n_inputs: int, n_outputs: int):
+        from ._nets import MLP
+
+        return MLP(n_inputs, n_outputs, tuple(self.hidden_sizes), self.dropout)
+
+
+class MLPPresenceClassifier(_MLP, _TorchEstimator, ClassifierMixin):
     """Stage 1: one network with a sigmoid output per metabolite (multi-label presence).
 
     Class imbalance: the binary cross-entropy of each metabolite weighs its positive spots by
@@ -143,24 +159,7 @@ class MLPPresenceClassifier(_TorchEstimator, ClassifierMixin):
         ``"auto"``, ``"cpu"``, ``"cuda"``, ...
     """
 
-    def __init__(self, hidden_sizes: tuple[int, ...] = (64,), dropout: float = 0.2, weight_decay: float = 1e-3, lr: float = 3e-3,
-                 max_epochs: int = 200, patience: int = 20, batch_size: int = 128, validation_fraction: float = 0.2,
-                 random_state: int = 0, device: str = "auto") -> None:
-        self.hidden_sizes = hidden_sizes
-        self.dropout = dropout
-        self.weight_decay = weight_decay
-        self.lr = lr
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.batch_size = batch_size
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
-        self.device = device
-
-    def build(self, n_inputs: int, n_outputs: int):
-        from ._nets import MLP
-
-        return MLP(n_inputs, n_outputs, tuple(self.hidden_sizes), self.dropout)
+    __init__ = _mlp_init(dropout=0.2)
 
     def fit(self, X, Y, *, coords=None, groups=None, **fit_params) -> MLPPresenceClassifier:
         import torch
@@ -234,30 +233,13 @@ class _NeuralRegressor(_TorchEstimator, RegressorMixin):
         return out * self.y_scale_ + self.y_mean_
 
 
-class MLPIntensityRegressor(_NeuralRegressor):
+class MLPIntensityRegressor(_MLP, _NeuralRegressor):
     """Stage 2 MLP baseline: expression -> all metabolite intensities.
 
     Parameters are those of :class:`MLPPresenceClassifier`.
     """
 
-    def __init__(self, hidden_sizes: tuple[int, ...] = (64,), dropout: float = 0.1, weight_decay: float = 1e-3, lr: float = 3e-3,
-                 max_epochs: int = 200, patience: int = 20, batch_size: int = 128, validation_fraction: float = 0.2,
-                 random_state: int = 0, device: str = "auto") -> None:
-        self.hidden_sizes = hidden_sizes
-        self.dropout = dropout
-        self.weight_decay = weight_decay
-        self.lr = lr
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.batch_size = batch_size
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
-        self.device = device
-
-    def build(self, n_inputs: int, n_outputs: int):
-        from ._nets import MLP
-
-        return MLP(n_inputs, n_outputs, tuple(self.hidden_sizes), self.dropout)
+    __init__ = _mlp_init(dropout=0.1)
 
 
 class TransformerIntensityRegressor(_NeuralRegressor):
