@@ -263,20 +263,43 @@ def knn_affinity(
     return knn.maximum(knn.T).tocsr()
 
 
-#: Up to this many images the Laplacian spectrum is computed densely (LAPACK, exact); above it by
-#: Lanczos iteration on the sparse graph (ARPACK), which never forms an ``(n, n)`` array.
+#: Up to this many images the Laplacian spectrum is computed densely (LAPACK, exact); above it per
+#: connected component by Lanczos iteration on the sparse graph (ARPACK), never as an ``(n, n)`` array.
 DENSE_EIGEN_MAX_IMAGES = 1_000
 
 
 def laplacian_eigenvalues(affinity: Any, *, n_eigenvalues: int) -> np.ndarray:
     """Smallest ``n_eigenvalues`` eigenvalues of the normalised Laplacian ``I - D^-1/2 A D^-1/2``.
 
-    Dense (exact) for at most :data:`DENSE_EIGEN_MAX_IMAGES` images; above, the largest
-    eigenvalues ``mu`` of the sparse ``D^-1/2 A D^-1/2`` by ARPACK, returned as ``1 - mu``.
+    Dense (exact) for at most :data:`DENSE_EIGEN_MAX_IMAGES` images. Above, the spectrum is the
+    union of the spectra of the graph's connected components (the Laplacian is block-diagonal):
+    each component's eigenvalue 0 is simple, which Lanczos iteration needs (it finds one copy of a
+    repeated eigenvalue, so one run on the whole graph would miss clusters), and each large
+    component's smallest eigenvalues are ``1 - mu`` for the largest eigenvalues ``mu`` of its
+    sparse ``D^-1/2 A D^-1/2`` (ARPACK).
     """
     A = sparse.csr_matrix(affinity, dtype=np.float64)
     n = A.shape[0]
     m = min(n_eigenvalues, n)
+    if n <= DENSE_EIGEN_MAX_IMAGES:
+        return _component_eigenvalues(A, m)
+    from scipy.sparse.csgraph import connected_components
+
+    n_components, component = connected_components(A, directed=False)
+    logger.info("Laplacian eigenvalues of a %d-image graph (%d connected components), sparse.", n, n_components)
+    order = np.argsort(component, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(component, minlength=n_components))])
+    eigenvalues = []
+    for c in range(n_components):
+        nodes = order[bounds[c] : bounds[c + 1]]
+        eigenvalues.append(_component_eigenvalues(A[nodes][:, nodes], min(m, nodes.size)))
+    return np.sort(np.concatenate(eigenvalues))[:m]
+
+
+def _component_eigenvalues(A: sparse.csr_matrix, m: int) -> np.ndarray:
+    """Smallest ``m`` normalised-Laplacian eigenvalues of ``A``: dense up to
+    :data:`DENSE_EIGEN_MAX_IMAGES` images, else ARPACK (exact only for a connected graph)."""
+    n = A.shape[0]
     deg = np.asarray(A.sum(axis=1)).ravel()
     inv_sqrt = np.zeros_like(deg)
     inv_sqrt[deg > 0] = 1.0 / np.sqrt(deg[deg > 0])
@@ -289,7 +312,6 @@ def laplacian_eigenvalues(affinity: Any, *, n_eigenvalues: int) -> np.ndarray:
         return eigh(np.eye(n) - M.toarray(), eigvals_only=True, subset_by_index=[0, m - 1])
     from scipy.sparse.linalg import eigsh
 
-    logger.info("Laplacian eigenvalues of a %d-image graph by Lanczos iteration (sparse).", n)
     v0 = np.random.default_rng(0).uniform(-1.0, 1.0, n)  # ARPACK's default start is random: fix it
     mu = eigsh(M.tocsr(), k=m, which="LA", return_eigenvectors=False, tol=1e-8, v0=v0)
     return np.sort(1.0 - mu)
