@@ -86,7 +86,8 @@ def test_silhouette_sampled_above_threshold(blobs, monkeypatch):
     assert sampled != full and abs(sampled - full) < 0.05
 
 
-@pytest.mark.slow  # compiles NN-descent's numba kernels once (tens of seconds)
+@pytest.mark.slow  # compiles NN-descent's numba kernels once (30 s; minutes on a loaded machine)
+@pytest.mark.timeout(900)
 def test_approximate_path_agrees_with_exact(blobs, monkeypatch):
     X, y = blobs
     exact_idx, exact_dist = _neighbors.nearest_neighbors(X, 10)

@@ -16,6 +16,11 @@ Small data: a neighbourhood size the data cannot hold (``n_neighbors``, ``min_sa
 ``min_cluster_size`` of 15 for 10 images) is reduced to half the images, with a warning; a fixed
 ``n_clusters`` above the number of images has no sensible reduction and is refused, by
 :func:`check_n_images` before any work in a pipeline.
+
+Scale: no clusterer forms an ``(n, n)`` matrix. kNN graphs are sparse (:func:`knn_graph`), exact
+up to :data:`spatialclust._neighbors.EXACT_KNN_MAX_IMAGES` images and NN-descent above; Laplacian
+eigenvalues are sparse above :data:`DENSE_EIGEN_MAX_IMAGES`; ``kmeans`` is mini-batch from
+:data:`MINIBATCH_KMEANS_MIN_IMAGES` (docs/methods.md, "Clustering at scale").
 """
 
 from __future__ import annotations
@@ -453,6 +458,8 @@ class KMeansClusterer(_Clusterer):
 
     As in Zhang et al. (2024, seed 000), who found 20 clusters best on both of their datasets;
     ``n_clusters="auto"`` estimates the number from the eigengap (:func:`estimate_n_clusters`).
+    From :data:`MINIBATCH_KMEANS_MIN_IMAGES` images on, mini-batch k-means (Sculley 2010) replaces
+    Lloyd's algorithm.
 
     Parameters
     ----------
