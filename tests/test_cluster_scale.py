@@ -4,6 +4,8 @@ with a known answer (thresholds forced low)."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 from scipy import sparse
@@ -75,6 +77,19 @@ def test_spectral_large_path_lobpcg_finds_the_blobs(blobs, monkeypatch):
     est = sc.tl.create_clusterer("spectral").fit(X)  # n_clusters="auto" from the sparse eigengap
     assert est.n_clusters_ == 4 and sc.metrics.ari(y, est.labels_) == 1.0
     assert sparse.issparse(est.affinity_matrix_)
+
+
+def test_igraph_leiden_above_threshold_finds_the_blobs(blobs, monkeypatch):
+    X, y = blobs
+    small = sc.tl.create_clusterer("leiden", resolution=0.5).fit(X)
+    monkeypatch.setattr(_cluster, "LEIDENALG_MAX_IMAGES", 10)
+    state = random.getstate()
+    large = sc.tl.create_clusterer("leiden", resolution=0.5).fit(X)
+    assert random.getstate() == state  # igraph's random generator restored, Python's untouched
+    assert sc.metrics.ari(y, large.labels_) == 1.0 == sc.metrics.ari(small.labels_, large.labels_)
+    assert large.modularity_ == pytest.approx(small.modularity_)
+    again = sc.tl.create_clusterer("leiden", resolution=0.5).fit(X)
+    np.testing.assert_array_equal(again.labels_, large.labels_)
 
 
 def test_silhouette_sampled_above_threshold(blobs, monkeypatch):
