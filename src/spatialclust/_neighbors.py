@@ -6,11 +6,12 @@ and the neighbourhood metrics (k-NN purity, k-NN accuracy). Nothing here allocat
 of ``working_memory``, or a tree), the approximate path is NN-descent (Dong, Moses & Li 2011) as
 implemented by ``pynndescent``, the library behind UMAP's neighbour search.
 
-Which path runs is decided by the number of images (:data:`EXACT_KNN_MAX_IMAGES`), measured in
-``benchmarks/bench_cluster_scale.py`` (shared 2-core machine, 64-dimensional features): exact
-search takes 0.6 s for 10^4 images and 42 s for 10^5 (it grows as ``n^2``); NN-descent takes
-about 2 s for 10^5 images plus a one-off ~30 s to compile its numba kernels in a new process,
-and finds 99 % of the exact 10 nearest neighbours of PCA features of simulated ion images.
+Which path runs is decided by the number of images (:data:`EXACT_KNN_MAX_IMAGES`), measured on
+the data of ``benchmarks/bench_cluster_scale.py`` (shared 2-core machine, one thread, 64 PCA
+features of simulated ion images): exact search takes 0.6 s for 10^4 images and 42 s for 10^5
+(it grows as ``n^2``); NN-descent takes about 2 s for 10^5 images plus a one-off 30 s (quiet
+machine) to compile its numba kernels in a new process, and finds 99 % of the exact 10 nearest
+neighbours (10^4 images; 66 % on isotropic Gaussian blobs in 64 dimensions, a worst case).
 """
 
 from __future__ import annotations
