@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._neighbors import nearest_neighbors
 from .._registry import invalid_option
 from .._validation import check_features
 from ._labels import NOISE, check_labels
@@ -72,11 +73,19 @@ def davies_bouldin(X: Any, labels: Any, *, metric: str = "euclidean") -> float:
     return float(ratio.max(axis=1).mean())
 
 
-def silhouette(X: Any, labels: Any, *, metric: str = "euclidean") -> float:
+#: Above this many images the silhouette is estimated on a random sample of this many images.
+SILHOUETTE_MAX_IMAGES = 20_000
+
+
+def silhouette(X: Any, labels: Any, *, metric: str = "euclidean", random_state: int | None = 0) -> float:
     """Mean silhouette coefficient ``(b - a) / max(a, b)`` (Rousseeuw 1987), noise excluded.
 
     ``a`` is the mean distance to the own cluster, ``b`` to the nearest other cluster; in [-1, 1],
     higher is better. ``metric`` is ``"euclidean"``, ``"cosine"`` or ``"pearson"`` (1 - r).
+
+    Its cost grows as ``n^2`` (scikit-learn computes the distances in row blocks, never an
+    ``(n, n)`` array); above :data:`SILHOUETTE_MAX_IMAGES` images it is the silhouette of that many
+    images drawn at random (seed ``random_state``; scikit-learn's ``sample_size``).
     """
     from sklearn.metrics import silhouette_score
 
@@ -86,7 +95,8 @@ def silhouette(X: Any, labels: Any, *, metric: str = "euclidean") -> float:
     arr, lab = _clustered(X, labels, metric_name="The silhouette")
     if np.unique(lab).size >= arr.shape[0]:
         raise ValueError(f"The silhouette needs fewer clusters than images; `labels` has {arr.shape[0]} clusters for {arr.shape[0]} images.")
-    return float(silhouette_score(arr, lab, metric=metrics[metric]))
+    sample = SILHOUETTE_MAX_IMAGES if arr.shape[0] > SILHOUETTE_MAX_IMAGES else None
+    return float(silhouette_score(arr, lab, metric=metrics[metric], sample_size=sample, random_state=random_state))
 
 
 def knn_purity(X: Any, labels: Any, *, ks: Iterable[int] = range(1, 31), metric: str = "cosine") -> dict[int, float]:
@@ -98,12 +108,13 @@ def knn_purity(X: Any, labels: Any, *, ks: Iterable[int] = range(1, 31), metric:
     the representations and the manual annotation as labels. Anchors labelled ``-1`` are skipped;
     neighbours labelled ``-1`` never match.
 
+    Neighbours are exact up to :data:`spatialclust._neighbors.EXACT_KNN_MAX_IMAGES` images and
+    approximate (NN-descent) above.
+
     Returns
     -------
     ``{k: purity}``.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     arr = check_features(X)
     n = arr.shape[0]
     lab = check_labels(labels, n=n)
@@ -118,7 +129,7 @@ def knn_purity(X: Any, labels: Any, *, ks: Iterable[int] = range(1, 31), metric:
     anchors = np.flatnonzero(lab != NOISE)
     if anchors.size == 0:
         raise ValueError("`labels` are all noise (-1): no anchor to score.")
-    _, idx = NearestNeighbors(n_neighbors=max(k_list), metric=metric).fit(arr).kneighbors()
+    idx, _ = nearest_neighbors(arr, max(k_list), metric=metric)
     match = lab[idx[anchors]] == lab[anchors, None]
     cum = np.cumsum(match, axis=1)
     return {k: float(cum[:, k - 1].sum() / (anchors.size * k)) for k in k_list}

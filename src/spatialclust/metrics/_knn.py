@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .._neighbors import nearest_neighbors
 from .._validation import check_features
 from ._labels import encode_classes
 
@@ -29,16 +30,16 @@ def knn_accuracy(X: Any, labels: Any, *, k: int = 5, metric: str = "euclidean") 
     k
         Number of neighbours, ``1 <= k < n``.
     metric
-        Any scikit-learn ``NearestNeighbors`` metric.
+        Any distance of scikit-learn's ``NearestNeighbors`` that pynndescent also knows
+        (``"euclidean"``, ``"cosine"``, ...). Neighbours are exact up to
+        :data:`spatialclust._neighbors.EXACT_KNN_MAX_IMAGES` samples, approximate (NN-descent) above.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     arr = check_features(X)
     n = arr.shape[0]
     codes = encode_classes(labels, name="labels", n=n)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < n:
         raise ValueError(f"`k` must be an integer in [1, n_samples - 1] = [1, {n - 1}]; received {k!r}.")
-    _, idx = NearestNeighbors(n_neighbors=int(k), metric=metric).fit(arr).kneighbors()
+    idx, _ = nearest_neighbors(arr, int(k), metric=metric)
     neighbour_codes = codes[idx]  # (n, k), nearest first
     n_classes = int(codes.max()) + 1
     votes = np.zeros((n, n_classes))
