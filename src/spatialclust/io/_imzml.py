@@ -10,6 +10,7 @@ bounded by the output matrix plus one chunk. pyimzml's ``ImzMLWriter`` writes fi
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import tempfile
@@ -37,8 +38,10 @@ from ._zarr import DEFAULT_CHUNKS, StorePlan, StoreWriter, read_imzml_store
 
 Unit = Literal["Da", "ppm"]
 
-#: Max number of (spectrum, bin) cells accumulated at once per chunk.
+#: Max number of (spectrum, bin) cells binned at once per chunk.
 _CHUNK_CELLS = 2**24
+#: Spectra whose first and last m/z are gathered at once by ``mz_extent``.
+_EXTENT_BLOCK = 1 << 16
 
 
 #: ``verify_checksum=None`` verifies the .ibd checksum up to this size.
@@ -302,7 +305,7 @@ def read_imzml(
         digest = pool.submit(file_digest, ibd, index.checksum[0]) if verify else None
         try:
             with _as_imzml_error(path):
-                spectra_io = _Spectra(index, np.memmap(ibd, dtype=np.uint8, mode="r"), path)
+                spectra_io = _Spectra(index, ibd, path)
                 shared_axis = spectra_io.shared_axis(spectra) if shared else None
                 extent = None
                 if peak_axis is None and bin_width is not None:
@@ -314,6 +317,7 @@ def read_imzml(
             shape = (len(spectra), len(bins.centers))
             sink = (StoreWriter(tmp_store, shape, chunks=store_chunks) if store is not None
                     else _SparseRows(shape) if sparse else _DenseRows(shape))
+            stack.callback(getattr(sink, "close", lambda: None))
             with _as_imzml_error(path):
                 tic, n_empty, n_negative = spectra_io.bin(
                     spectra, bins, shared_col, chunk_size=chunk_size, negative=negative, put=sink.put
@@ -360,26 +364,30 @@ def read_imzml(
 
 
 class _DenseRows:
-    """Collects binned blocks of rows into one dense float32 matrix."""
+    """Collects the binned cells of blocks of rows into one dense float32 matrix."""
 
     def __init__(self, shape: tuple[int, int]):
         self.X = np.zeros(shape, dtype=np.float32)
 
-    def put(self, start: int, block: np.ndarray) -> None:
-        self.X[start : start + len(block)] = block
+    def put(self, start: int, n_rows: int, cells: np.ndarray, sums: np.ndarray) -> None:
+        self.X[start : start + n_rows].reshape(-1)[cells] = sums
 
     def result(self) -> np.ndarray:
         return self.X
 
 
 class _SparseRows:
-    """Collects binned blocks of rows into one CSR matrix."""
+    """Collects the binned cells of blocks of rows into one CSR matrix."""
 
     def __init__(self, shape: tuple[int, int]):
         self.shape, self.blocks = shape, []
 
-    def put(self, start: int, block: np.ndarray) -> None:
-        self.blocks.append(sp.csr_matrix(block.astype(np.float32)))
+    def put(self, start: int, n_rows: int, cells: np.ndarray, sums: np.ndarray) -> None:
+        n_bins = self.shape[1]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(cells // n_bins, minlength=n_rows))])
+        block = sp.csr_matrix((sums.astype(np.float32), cells % n_bins, indptr), shape=(n_rows, n_bins))
+        block.eliminate_zeros()
+        self.blocks.append(block)
 
     def result(self) -> sp.csr_matrix:
         if not self.blocks:
@@ -448,10 +456,22 @@ def _verify_checksum(index: ImzMLIndex, ibd: Path, verify: bool | None) -> bool:
 
 
 class _Spectra:
-    """The spectra of a checked index, read from the memory-mapped ``.ibd``."""
+    """The spectra of a checked index, read from the memory-mapped ``.ibd``.
 
-    def __init__(self, index: ImzMLIndex, ibd_map: np.ndarray, path: Path):
-        self.index, self.map, self.path = index, ibd_map, path
+    The pages of each chunk are handed back to the kernel once it is binned (``MADV_DONTNEED``;
+    they stay in the page cache), so the resident memory of a pass is one chunk, not the file.
+    """
+
+    def __init__(self, index: ImzMLIndex, ibd: Path, path: Path):
+        self.index, self.path = index, path
+        with open(ibd, "rb") as fh:
+            self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def _release(self, lo: int, hi: int) -> None:
+        """Drop the mapped pages of bytes ``[lo, hi)`` from this process (a no-op where unsupported)."""
+        if hasattr(self.map, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            lo -= lo % mmap.PAGESIZE
+            self.map.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(self.map)) - lo)
 
     def _arrays(self, spectra: np.ndarray, kind: str) -> list[np.ndarray]:
         ix = self.index
@@ -459,7 +479,7 @@ class _Spectra:
             (ix.mz_offset, ix.mz_length, ix.mz_dtype) if kind == "mz" else (ix.int_offset, ix.int_length, ix.int_dtype)
         )
         buf = self.map
-        return [np.frombuffer(buf, dtype, count=int(length[i]), offset=int(offset[i])) for i in spectra]
+        return [np.frombuffer(buf, dtype, count=int(n), offset=int(o)) for o, n in zip(offset[spectra], length[spectra])]
 
     def shared_axis(self, spectra: np.ndarray) -> np.ndarray:
         """The m/z axis all non-empty spectra share (continuous mode)."""
@@ -471,7 +491,8 @@ class _Spectra:
         return mz
 
     def mz_extent(self, spectra: np.ndarray) -> tuple[float, float]:
-        """Smallest and largest m/z of a processed file, from the first and last value of each array.
+        """Smallest and largest m/z of a processed file, from the first and last value of each array
+        (gathered for blocks of spectra at once).
 
         (Finiteness and order of every m/z are checked when the spectra are binned.)"""
         ix = self.index
@@ -479,27 +500,40 @@ class _Spectra:
         if len(used) == 0:
             raise ImzMLError(f"All {len(spectra)} spectra of {str(self.path)!r} are empty.")
         size = ix.mz_dtype.itemsize
-        first = np.array([np.frombuffer(self.map, ix.mz_dtype, 1, int(o))[0] for o in ix.mz_offset[used]])
-        last = np.array([np.frombuffer(self.map, ix.mz_dtype, 1, int(o + (n - 1) * size))[0]
-                         for o, n in zip(ix.mz_offset[used], ix.mz_length[used])])
-        ends = np.concatenate([first, last]).astype(np.float64)
-        if not np.isfinite(ends).all():
-            bad = used[int(np.argmax(~np.isfinite(ends))) % len(used)]
-            raise ImzMLError(f"{str(self.path)!r}: spectrum {int(bad)} has non-finite m/z values.")
-        return float(first.min()), float(last.max())
+        data = np.frombuffer(self.map, np.uint8)
+        lo, hi = np.inf, -np.inf
+        for start in range(0, len(used), _EXTENT_BLOCK):
+            ids = used[start : start + _EXTENT_BLOCK]
+            first_at = ix.mz_offset[ids]
+            last_at = first_at + (ix.mz_length[ids] - 1) * size
+            ends = data[np.concatenate([first_at, last_at])[:, None] + np.arange(size)]
+            ends = ends.view(ix.mz_dtype).ravel().astype(np.float64)
+            self._release(int(first_at.min()), int(last_at.max()) + size)
+            if not np.isfinite(ends).all():
+                bad = ids[int(np.argmax(~np.isfinite(ends))) % len(ids)]
+                raise ImzMLError(f"{str(self.path)!r}: spectrum {int(bad)} has non-finite m/z values.")
+            lo, hi = min(lo, ends[: len(ids)].min()), max(hi, ends[len(ids) :].max())
+        return float(lo), float(hi)
 
     def bin(self, spectra: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, *, chunk_size: int,
             negative: str, put) -> tuple[np.ndarray, int, int]:
-        """One pass over the spectra; each chunk binned with a single bincount and handed to
-        ``put(first_row, block)`` in row order. Returns the TIC, the empty and the negative counts."""
+        """One pass over the spectra, a chunk at a time.
+
+        Each chunk's values are concatenated, given their bin by one binary search, and summed
+        per (spectrum, bin) by one ``np.add.reduceat`` over runs of equal cells: the cells are
+        already in order (spectra in order, m/z sorted within each spectrum, as checked), so no
+        sort and no dense float64 accumulator are needed. ``put(first_row, n_rows, cells, sums)``
+        receives the flat cell index (row * n_bins + column) and the float64 sum of every
+        non-empty cell of the chunk, in row order. Returns the TIC, the empty and the negative counts.
+        """
         ix, path = self.index, self.path
         n_bins, n = len(bins.centers), len(spectra)
         chunk = max(1, min(chunk_size, _CHUNK_CELLS // max(n_bins, 1)))
         tic = np.zeros(n, dtype=np.float64)
         n_empty = n_negative = 0
         floats = ix.int_dtype.kind == "f"
-        # a shared m/z axis: its column per value, outside all bins the extra column n_bins (dropped below)
-        shared_cols = None if shared_col is None else np.where(shared_col < 0, n_bins, shared_col)
+        mz_end = ix.mz_offset + ix.mz_length * ix.mz_dtype.itemsize
+        int_end = ix.int_offset + ix.int_length * ix.int_dtype.itemsize
         starts = range(0, n, chunk)
         for start in progress(starts, desc=f"Reading {path.name}", total=len(starts)):
             idx = spectra[start : start + chunk]
@@ -507,7 +541,7 @@ class _Spectra:
             used = lengths > 0
             n_empty += int((~used).sum())
             if not used.any():
-                put(start, np.zeros((len(idx), n_bins), dtype=np.float32))
+                put(start, len(idx), np.zeros(0, np.int64), np.zeros(0))
                 continue
             ids = idx[used]  # the spectra of the chunk's segments of concatenated values
             seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
@@ -532,16 +566,24 @@ class _Spectra:
                 if negative == "clip":
                     inten[below] = 0.0
             tic[start : start + len(idx)][used] = np.add.reduceat(inten, seg, dtype=np.float64)
-            if shared_cols is not None:
-                col = np.tile(shared_cols, len(ids))
+            if shared_col is not None:
+                col = np.tile(shared_col, len(ids))
             else:
                 mz = np.concatenate(self._arrays(ids, "mz")).astype(np.float64, copy=False)
                 _check_chunk_mz(mz, seg, ids, path)
-                col = bins.index(mz, outside=n_bins)
-            flat = np.repeat(np.nonzero(used)[0] * (n_bins + 1), lengths[used])
-            flat += col
-            binned = np.bincount(flat, weights=inten, minlength=len(idx) * (n_bins + 1))
-            put(start, binned.reshape(len(idx), n_bins + 1)[:, :n_bins])
+                col = bins.index(mz)
+            cells = np.repeat(np.nonzero(used)[0] * n_bins, lengths[used])
+            cells += col
+            inside = col >= 0
+            if not inside.all():
+                cells, inten = cells[inside], inten[inside]
+            if len(cells):  # cells are non-decreasing: each run of equal cells is one (spectrum, bin)
+                first = np.flatnonzero(np.concatenate([[True], cells[1:] != cells[:-1]]))
+                put(start, len(idx), cells[first], np.add.reduceat(inten, first, dtype=np.float64))
+            else:
+                put(start, len(idx), cells, np.zeros(0))
+            self._release(int(min(ix.mz_offset[ids].min(), ix.int_offset[ids].min())),
+                          int(max(mz_end[ids].max(), int_end[ids].max())))
         return tic, n_empty, n_negative
 
 
