@@ -16,6 +16,7 @@ import re
 import tempfile
 import warnings
 import xml.etree.ElementTree as ET
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ Unit = Literal["Da", "ppm"]
 
 #: Max number of (spectrum, bin) cells binned at once per chunk.
 _CHUNK_CELLS = 2**24
+#: Threads binning chunks at once (two chunks in memory).
+_BIN_THREADS = 2
 #: Spectra whose first and last m/z are gathered at once by ``mz_extent``.
 _EXTENT_BLOCK = 1 << 16
 
@@ -517,74 +520,87 @@ class _Spectra:
 
     def bin(self, spectra: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, *, chunk_size: int,
             negative: str, put) -> tuple[np.ndarray, int, int]:
-        """One pass over the spectra, a chunk at a time.
+        """One pass over the spectra, a chunk at a time, two chunks in flight on two threads
+        (NumPy releases the GIL in every large step).
 
-        Each chunk's values are concatenated, given their bin by one binary search, and summed
-        per (spectrum, bin) by one ``np.add.reduceat`` over runs of equal cells: the cells are
-        already in order (spectra in order, m/z sorted within each spectrum, as checked), so no
-        sort and no dense float64 accumulator are needed. ``put(first_row, n_rows, cells, sums)``
-        receives the flat cell index (row * n_bins + column) and the float64 sum of every
-        non-empty cell of the chunk, in row order. Returns the TIC, the empty and the negative counts.
+        ``put(first_row, n_rows, cells, sums)`` receives, in row order, the flat cell index
+        (row * n_bins + column) and the float64 sum of every non-empty cell of a chunk (see
+        :meth:`_bin_chunk`). Returns the TIC, the empty and the negative counts.
         """
-        ix, path = self.index, self.path
         n_bins, n = len(bins.centers), len(spectra)
         chunk = max(1, min(chunk_size, _CHUNK_CELLS // max(n_bins, 1)))
         tic = np.zeros(n, dtype=np.float64)
         n_empty = n_negative = 0
-        floats = ix.int_dtype.kind == "f"
-        mz_end = ix.mz_offset + ix.mz_length * ix.mz_dtype.itemsize
-        int_end = ix.int_offset + ix.int_length * ix.int_dtype.itemsize
         starts = range(0, n, chunk)
-        for start in progress(starts, desc=f"Reading {path.name}", total=len(starts)):
-            idx = spectra[start : start + chunk]
-            lengths = ix.int_length[idx]
-            used = lengths > 0
-            n_empty += int((~used).sum())
-            if not used.any():
-                put(start, len(idx), np.zeros(0, np.int64), np.zeros(0))
-                continue
-            ids = idx[used]  # the spectra of the chunk's segments of concatenated values
-            seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
-            inten = np.concatenate(self._arrays(ids, "int"))
-            low, high = inten.min(), inten.max()  # NaN propagates: both finite <=> all finite
-            if floats and not (np.isfinite(low) and np.isfinite(high)):
-                first = int(np.argmax(~np.isfinite(inten)))
-                raise ImzMLError(
-                    f"{str(path)!r}: {int((~np.isfinite(inten)).sum())} non-finite (NaN/inf) intensities, "
-                    f"first in spectrum {_spectrum_at(first, seg, ids)}."
-                )
-            if low < 0:
-                below = inten < 0
-                n_negative += int(below.sum())
-                if negative == "error":
-                    first = int(np.argmax(below))
-                    raise ImzMLError(
-                        f"{str(path)!r}: {int(below.sum())} negative intensities in this chunk, first in "
-                        f"spectrum {_spectrum_at(first, seg, ids)} ({inten[first]:.6g}). Pass negative='clip' (set to 0) "
-                        "or 'warn' (keep) if the file is expected to hold them (CLI: --set input.read.negative=clip)."
-                    )
-                if negative == "clip":
-                    inten[below] = 0.0
-            tic[start : start + len(idx)][used] = np.add.reduceat(inten, seg, dtype=np.float64)
-            if shared_col is not None:
-                col = np.tile(shared_col, len(ids))
-            else:
-                mz = np.concatenate(self._arrays(ids, "mz")).astype(np.float64, copy=False)
-                _check_chunk_mz(mz, seg, ids, path)
-                col = bins.index(mz)
-            cells = np.repeat(np.nonzero(used)[0] * n_bins, lengths[used])
-            cells += col
-            inside = col >= 0
-            if not inside.all():
-                cells, inten = cells[inside], inten[inside]
-            if len(cells):  # cells are non-decreasing: each run of equal cells is one (spectrum, bin)
-                first = np.flatnonzero(np.concatenate([[True], cells[1:] != cells[:-1]]))
-                put(start, len(idx), cells[first], np.add.reduceat(inten, first, dtype=np.float64))
-            else:
-                put(start, len(idx), cells, np.zeros(0))
-            self._release(int(min(ix.mz_offset[ids].min(), ix.int_offset[ids].min())),
-                          int(max(mz_end[ids].max(), int_end[ids].max())))
+        work = lambda start: self._bin_chunk(spectra[start : start + chunk], bins, shared_col, negative)  # noqa: E731
+        with ThreadPoolExecutor(max_workers=_BIN_THREADS) as pool:
+            pending: deque = deque()
+            for i, start in enumerate(progress(starts, desc=f"Reading {self.path.name}", total=len(starts))):
+                while len(pending) < _BIN_THREADS and i + len(pending) < len(starts):  # bounded look-ahead
+                    pending.append(pool.submit(work, starts[i + len(pending)]))
+                cells, sums, chunk_tic, empty, negatives = pending.popleft().result()
+                tic[start : start + len(chunk_tic)] = chunk_tic
+                n_empty, n_negative = n_empty + empty, n_negative + negatives
+                put(start, len(chunk_tic), cells, sums)
         return tic, n_empty, n_negative
+
+    def _bin_chunk(self, idx: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, negative: str):
+        """Bin the spectra ``idx``: their values are concatenated, given their bin by one binary
+        search, and summed per (spectrum, bin) by one ``np.add.reduceat`` over runs of equal cells.
+        The cells are already in order (spectra in order, m/z sorted within each spectrum, as
+        checked), so no sort and no dense accumulator are needed; the sums are float64, in value
+        order, as ``np.bincount`` adds them. Returns the cells, their sums, the TIC of each spectrum,
+        the number of empty spectra and of negative intensities."""
+        ix, path, n_bins = self.index, self.path, len(bins.centers)
+        lengths = ix.int_length[idx]
+        used = lengths > 0
+        tic = np.zeros(len(idx), dtype=np.float64)
+        if not used.any():
+            return np.zeros(0, np.int64), np.zeros(0), tic, len(idx), 0
+        ids = idx[used]  # the spectra of the chunk's segments of concatenated values
+        seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
+        inten = np.concatenate(self._arrays(ids, "int"))
+        low, high = inten.min(), inten.max()  # NaN propagates: both finite <=> all finite
+        if ix.int_dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
+            first = int(np.argmax(~np.isfinite(inten)))
+            raise ImzMLError(
+                f"{str(path)!r}: {int((~np.isfinite(inten)).sum())} non-finite (NaN/inf) intensities, "
+                f"first in spectrum {_spectrum_at(first, seg, ids)}."
+            )
+        n_negative = 0
+        if low < 0:
+            below = inten < 0
+            n_negative = int(below.sum())
+            if negative == "error":
+                first = int(np.argmax(below))
+                raise ImzMLError(
+                    f"{str(path)!r}: {n_negative} negative intensities in this chunk, first in "
+                    f"spectrum {_spectrum_at(first, seg, ids)} ({inten[first]:.6g}). Pass negative='clip' (set to 0) "
+                    "or 'warn' (keep) if the file is expected to hold them (CLI: --set input.read.negative=clip)."
+                )
+            if negative == "clip":
+                inten[below] = 0.0
+        tic[used] = np.add.reduceat(inten, seg, dtype=np.float64)
+        if shared_col is not None:
+            col = np.tile(shared_col, len(ids))
+        else:
+            mz = np.concatenate(self._arrays(ids, "mz")).astype(np.float64, copy=False)
+            _check_chunk_mz(mz, seg, ids, path)
+            col = bins.index(mz)
+        cells = np.repeat(np.nonzero(used)[0] * n_bins, lengths[used])
+        cells += col
+        inside = col >= 0
+        if not inside.all():
+            cells, inten = cells[inside], inten[inside]
+        sums = np.zeros(0)
+        if len(cells):  # cells are non-decreasing: each run of equal cells is one (spectrum, bin)
+            first = np.flatnonzero(np.concatenate([[True], cells[1:] != cells[:-1]]))
+            cells, sums = cells[first], np.add.reduceat(inten, first, dtype=np.float64)
+        end = lambda off, n, dtype: off[ids] + n[ids] * dtype.itemsize  # noqa: E731
+        self._release(int(min(ix.mz_offset[ids].min(), ix.int_offset[ids].min())),
+                      int(max(end(ix.mz_offset, ix.mz_length, ix.mz_dtype).max(),
+                              end(ix.int_offset, ix.int_length, ix.int_dtype).max())))
+        return cells, sums, tic, int((~used).sum()), n_negative
 
 
 def _spectrum_at(position: int, seg: np.ndarray, ids: np.ndarray) -> int:
