@@ -476,20 +476,29 @@ class _Spectra:
             lo -= lo % mmap.PAGESIZE
             self.map.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(self.map)) - lo)
 
-    def _arrays(self, spectra: np.ndarray, kind: str) -> list[np.ndarray]:
+    def _values(self, spectra: np.ndarray, kind: str) -> np.ndarray:
+        """The m/z or intensity arrays of ``spectra``, concatenated, gathered in one step.
+
+        The mapped file is viewed as overlapping values of ``dtype`` that start every ``unit``
+        bytes, ``unit`` the largest of 8, 4, 2, 1 (at most the value size) dividing every offset
+        (m/z arrays of 8-byte values after 4-byte intensities often start at odd multiples of 4)."""
         ix = self.index
         offset, length, dtype = (
             (ix.mz_offset, ix.mz_length, ix.mz_dtype) if kind == "mz" else (ix.int_offset, ix.int_length, ix.int_dtype)
         )
-        buf = self.map
-        return [np.frombuffer(buf, dtype, count=int(n), offset=int(o)) for o, n in zip(offset[spectra], length[spectra])]
+        offset, length = offset[spectra], length[spectra]
+        size = dtype.itemsize
+        unit = next(u for u in (8, 4, 2, 1) if u <= size and not np.any(offset % u))
+        view = np.ndarray(((len(self.map) - size) // unit + 1,), dtype=dtype, buffer=self.map, strides=(unit,))
+        first = offset // unit - np.concatenate([[0], np.cumsum(length)[:-1]]) * (size // unit)
+        return view[np.repeat(first, length) + np.arange(int(length.sum())) * (size // unit)]
 
     def shared_axis(self, spectra: np.ndarray) -> np.ndarray:
         """The m/z axis all non-empty spectra share (continuous mode)."""
         used = spectra[self.index.mz_length[spectra] > 0]
         if len(used) == 0:
             raise ImzMLError(f"All {len(spectra)} spectra of {str(self.path)!r} are empty.")
-        mz = self._arrays(used[:1], "mz")[0].astype(np.float64)
+        mz = self._values(used[:1], "mz").astype(np.float64)
         _check_chunk_mz(mz, np.zeros(1, np.int64), used[:1], self.path)
         return mz
 
@@ -559,7 +568,7 @@ class _Spectra:
             return np.zeros(0, np.int64), np.zeros(0), tic, len(idx), 0
         ids = idx[used]  # the spectra of the chunk's segments of concatenated values
         seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
-        inten = np.concatenate(self._arrays(ids, "int"))
+        inten = self._values(ids, "int")
         low, high = inten.min(), inten.max()  # NaN propagates: both finite <=> all finite
         if ix.int_dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
             first = int(np.argmax(~np.isfinite(inten)))
@@ -584,7 +593,7 @@ class _Spectra:
         if shared_col is not None:
             col = np.tile(shared_col, len(ids))
         else:
-            mz = np.concatenate(self._arrays(ids, "mz")).astype(np.float64, copy=False)
+            mz = self._values(ids, "mz").astype(np.float64, copy=False)
             _check_chunk_mz(mz, seg, ids, path)
             col = bins.index(mz)
         cells = np.repeat(np.nonzero(used)[0] * n_bins, lengths[used])
