@@ -186,3 +186,17 @@ def test_cli_convert(slide, tmp_path):
     assert bad.exit_code == 1 and "--chunks" in bad.output
     half = runner.invoke(app, ["convert", str(slide.imzml), str(tmp_path / "c.zarr"), "--mz-min", "200", "-q"])
     assert half.exit_code == 1 and "--mz-max" in half.output
+
+
+@pytest.mark.parametrize("cells_per_value", [0, 10**9])  # always the runs of equal cells / always bincount
+def test_both_binning_paths_identical(slide, tmp_path, monkeypatch, cells_per_value):
+    expected = read(slide)
+    monkeypatch.setattr(_imzml, "_DENSE_CELLS_PER_VALUE", cells_per_value)
+    for kwargs in ({"chunk_size": 37}, {"bin_width": 3.0, "bin_unit": "Da", "peaks": None}):
+        args = {"peaks": slide.mz, "tolerance": slide.tolerance, **kwargs}
+        dense = sc.io.read_imzml(slide.imzml, **args)
+        if "bin_width" not in kwargs:
+            np.testing.assert_array_equal(dense.X, expected.X)
+        np.testing.assert_array_equal(sc.io.read_imzml(slide.imzml, sparse=True, **args).X.toarray(), dense.X)
+        store = tmp_path / f"{len(kwargs)}{cells_per_value}.zarr"
+        np.testing.assert_array_equal(sc.io.read_imzml(slide.imzml, store=store, store_chunks=(50, 16), **args).X, dense.X)

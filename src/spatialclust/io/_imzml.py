@@ -16,7 +16,6 @@ import re
 import tempfile
 import warnings
 import xml.etree.ElementTree as ET
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -41,8 +40,8 @@ Unit = Literal["Da", "ppm"]
 
 #: Max number of (spectrum, bin) cells binned at once per chunk.
 _CHUNK_CELLS = 2**24
-#: Threads binning chunks at once (two chunks in memory).
-_BIN_THREADS = 2
+#: Chunks with at most this many (spectrum, bin) cells per value are binned by a dense bincount.
+_DENSE_CELLS_PER_VALUE = 4
 #: Spectra whose first and last m/z are gathered at once by ``mz_extent``.
 _EXTENT_BLOCK = 1 << 16
 
@@ -367,29 +366,38 @@ def read_imzml(
 
 
 class _DenseRows:
-    """Collects the binned cells of blocks of rows into one dense float32 matrix."""
+    """Collects binned chunks of rows into one dense float32 matrix."""
 
     def __init__(self, shape: tuple[int, int]):
         self.X = np.zeros(shape, dtype=np.float32)
 
-    def put(self, start: int, n_rows: int, cells: np.ndarray, sums: np.ndarray) -> None:
-        self.X[start : start + n_rows].reshape(-1)[cells] = sums
+    def put(self, start: int, n_rows: int, binned) -> None:
+        rows = self.X[start : start + n_rows]
+        if isinstance(binned, np.ndarray):
+            rows[:] = binned
+        else:
+            cells, sums = binned
+            rows.reshape(-1)[cells] = sums
 
     def result(self) -> np.ndarray:
         return self.X
 
 
 class _SparseRows:
-    """Collects the binned cells of blocks of rows into one CSR matrix."""
+    """Collects binned chunks of rows into one CSR matrix."""
 
     def __init__(self, shape: tuple[int, int]):
         self.shape, self.blocks = shape, []
 
-    def put(self, start: int, n_rows: int, cells: np.ndarray, sums: np.ndarray) -> None:
-        n_bins = self.shape[1]
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(cells // n_bins, minlength=n_rows))])
-        block = sp.csr_matrix((sums.astype(np.float32), cells % n_bins, indptr), shape=(n_rows, n_bins))
-        block.eliminate_zeros()
+    def put(self, start: int, n_rows: int, binned) -> None:
+        if isinstance(binned, np.ndarray):
+            block = sp.csr_matrix(binned.astype(np.float32))
+        else:
+            cells, sums = binned
+            n_bins = self.shape[1]
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(cells // n_bins, minlength=n_rows))])
+            block = sp.csr_matrix((sums.astype(np.float32), cells % n_bins, indptr), shape=(n_rows, n_bins))
+            block.eliminate_zeros()
         self.blocks.append(block)
 
     def result(self) -> sp.csr_matrix:
@@ -476,22 +484,23 @@ class _Spectra:
             lo -= lo % mmap.PAGESIZE
             self.map.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(self.map)) - lo)
 
-    def _values(self, spectra: np.ndarray, kind: str) -> np.ndarray:
-        """The m/z or intensity arrays of ``spectra``, concatenated, gathered in one step.
+    def _release_arrays(self, spectra: np.ndarray) -> None:
+        """Drop the mapped pages of the arrays of ``spectra``."""
+        ix = self.index
+        self._release(int(min(ix.mz_offset[spectra].min(), ix.int_offset[spectra].min())),
+                      int(max((ix.mz_offset[spectra] + ix.mz_length[spectra] * ix.mz_dtype.itemsize).max(),
+                              (ix.int_offset[spectra] + ix.int_length[spectra] * ix.int_dtype.itemsize).max())))
 
-        The mapped file is viewed as overlapping values of ``dtype`` that start every ``unit``
-        bytes, ``unit`` the largest of 8, 4, 2, 1 (at most the value size) dividing every offset
-        (m/z arrays of 8-byte values after 4-byte intensities often start at odd multiples of 4)."""
+    def _values(self, spectra: np.ndarray, kind: str) -> np.ndarray:
+        """The m/z or intensity arrays of ``spectra``, concatenated (one copy of each array; a
+        gather through an index array was slower for spectra of hundreds of values)."""
         ix = self.index
         offset, length, dtype = (
             (ix.mz_offset, ix.mz_length, ix.mz_dtype) if kind == "mz" else (ix.int_offset, ix.int_length, ix.int_dtype)
         )
-        offset, length = offset[spectra], length[spectra]
-        size = dtype.itemsize
-        unit = next(u for u in (8, 4, 2, 1) if u <= size and not np.any(offset % u))
-        view = np.ndarray(((len(self.map) - size) // unit + 1,), dtype=dtype, buffer=self.map, strides=(unit,))
-        first = offset // unit - np.concatenate([[0], np.cumsum(length)[:-1]]) * (size // unit)
-        return view[np.repeat(first, length) + np.arange(int(length.sum())) * (size // unit)]
+        buf = self.map
+        return np.concatenate([np.frombuffer(buf, dtype, count=int(n), offset=int(o))
+                               for o, n in zip(offset[spectra], length[spectra])])
 
     def shared_axis(self, spectra: np.ndarray) -> np.ndarray:
         """The m/z axis all non-empty spectra share (continuous mode)."""
@@ -529,43 +538,42 @@ class _Spectra:
 
     def bin(self, spectra: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, *, chunk_size: int,
             negative: str, put) -> tuple[np.ndarray, int, int]:
-        """One pass over the spectra, a chunk at a time, two chunks in flight on two threads
-        (NumPy releases the GIL in every large step).
+        """One pass over the spectra, a chunk at a time (see :meth:`_bin_chunk`).
 
-        ``put(first_row, n_rows, cells, sums)`` receives, in row order, the flat cell index
-        (row * n_bins + column) and the float64 sum of every non-empty cell of a chunk (see
-        :meth:`_bin_chunk`). Returns the TIC, the empty and the negative counts.
+        ``put(first_row, n_rows, binned)`` receives the chunks in row order: ``binned`` is
+        either a dense float64 (n_rows, n_bins) block or a pair (cells, sums) of the flat index
+        (row * n_bins + column) and the float64 sum of every non-empty cell. Returns
+        the TIC, the empty and the negative counts. (Binning two chunks at once on two threads
+        was slower on the shared 2-core machine: the GIL-bound parts serialise them.)
         """
         n_bins, n = len(bins.centers), len(spectra)
         chunk = max(1, min(chunk_size, _CHUNK_CELLS // max(n_bins, 1)))
         tic = np.zeros(n, dtype=np.float64)
         n_empty = n_negative = 0
         starts = range(0, n, chunk)
-        work = lambda start: self._bin_chunk(spectra[start : start + chunk], bins, shared_col, negative)  # noqa: E731
-        with ThreadPoolExecutor(max_workers=_BIN_THREADS) as pool:
-            pending: deque = deque()
-            for i, start in enumerate(progress(starts, desc=f"Reading {self.path.name}", total=len(starts))):
-                while len(pending) < _BIN_THREADS and i + len(pending) < len(starts):  # bounded look-ahead
-                    pending.append(pool.submit(work, starts[i + len(pending)]))
-                cells, sums, chunk_tic, empty, negatives = pending.popleft().result()
-                tic[start : start + len(chunk_tic)] = chunk_tic
-                n_empty, n_negative = n_empty + empty, n_negative + negatives
-                put(start, len(chunk_tic), cells, sums)
+        for start in progress(starts, desc=f"Reading {self.path.name}", total=len(starts)):
+            binned, chunk_tic, empty, negatives = self._bin_chunk(spectra[start : start + chunk], bins,
+                                                                  shared_col, negative)
+            tic[start : start + len(chunk_tic)] = chunk_tic
+            n_empty, n_negative = n_empty + empty, n_negative + negatives
+            put(start, len(chunk_tic), binned)
         return tic, n_empty, n_negative
 
     def _bin_chunk(self, idx: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, negative: str):
-        """Bin the spectra ``idx``: their values are concatenated, given their bin by one binary
-        search, and summed per (spectrum, bin) by one ``np.add.reduceat`` over runs of equal cells.
-        The cells are already in order (spectra in order, m/z sorted within each spectrum, as
-        checked), so no sort and no dense accumulator are needed; the sums are float64, in value
-        order, as ``np.bincount`` adds them. Returns the cells, their sums, the TIC of each spectrum,
-        the number of empty spectra and of negative intensities."""
+        """Bin the spectra ``idx``: their values are concatenated and given their bin by one
+        binary search; then, when the chunk has few (spectrum, bin) cells per value, one
+        ``np.bincount`` over all cells, otherwise (fine axes, sparse spectra: a dense accumulator
+        would dwarf the values) one ``np.add.reduceat`` over the runs of equal cells, which are
+        already in order (spectra in order, m/z sorted within each spectrum, as checked). Both add
+        in float64 in value order, so the sums are identical. Returns the non-empty cells (row *
+        n_bins + column), their sums, the TIC of each spectrum, the number of empty spectra and of
+        negative intensities."""
         ix, path, n_bins = self.index, self.path, len(bins.centers)
         lengths = ix.int_length[idx]
         used = lengths > 0
         tic = np.zeros(len(idx), dtype=np.float64)
         if not used.any():
-            return np.zeros(0, np.int64), np.zeros(0), tic, len(idx), 0
+            return (np.zeros(0, np.int64), np.zeros(0)), tic, len(idx), 0
         ids = idx[used]  # the spectra of the chunk's segments of concatenated values
         seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
         inten = self._values(ids, "int")
@@ -596,6 +604,16 @@ class _Spectra:
             mz = self._values(ids, "mz").astype(np.float64, copy=False)
             _check_chunk_mz(mz, seg, ids, path)
             col = bins.index(mz)
+        self._release_arrays(ids)  # the values are copies from here on
+        if len(idx) * (n_bins + 1) <= _DENSE_CELLS_PER_VALUE * len(inten):
+            # few cells per value: one bincount over the (spectrum, bin) grid, with an extra
+            # column for values outside every bin, then its non-zero cells
+            width = n_bins + 1
+            flat = np.repeat(np.nonzero(used)[0] * width, lengths[used])
+            flat += np.where(col < 0, n_bins, col)
+            binned = np.bincount(flat, weights=inten, minlength=len(idx) * width)
+            return binned.reshape(len(idx), width)[:, :n_bins], tic, int((~used).sum()), n_negative
+        # many cells per value (fine axes, sparse spectra): sum the runs of equal cells
         cells = np.repeat(np.nonzero(used)[0] * n_bins, lengths[used])
         cells += col
         inside = col >= 0
@@ -605,11 +623,7 @@ class _Spectra:
         if len(cells):  # cells are non-decreasing: each run of equal cells is one (spectrum, bin)
             first = np.flatnonzero(np.concatenate([[True], cells[1:] != cells[:-1]]))
             cells, sums = cells[first], np.add.reduceat(inten, first, dtype=np.float64)
-        end = lambda off, n, dtype: off[ids] + n[ids] * dtype.itemsize  # noqa: E731
-        self._release(int(min(ix.mz_offset[ids].min(), ix.int_offset[ids].min())),
-                      int(max(end(ix.mz_offset, ix.mz_length, ix.mz_dtype).max(),
-                              end(ix.int_offset, ix.int_length, ix.int_dtype).max())))
-        return cells, sums, tic, int((~used).sum()), n_negative
+        return (cells, sums), tic, int((~used).sum()), n_negative
 
 
 def _spectrum_at(position: int, seg: np.ndarray, ids: np.ndarray) -> int:

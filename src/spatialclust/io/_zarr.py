@@ -169,18 +169,25 @@ class StoreWriter:
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending: Future | None = None
 
-    def put(self, start: int, n_rows: int, cells: np.ndarray, sums: np.ndarray) -> None:
-        """Rows ``start:start+n_rows`` (in order): the flat cells ``row * n_cols + col`` (sorted) and their values."""
+    def put(self, start: int, n_rows: int, binned) -> None:
+        """Rows ``start:start+n_rows``, in order: a dense block, or the pair (flat cells
+        ``row * n_cols + col``, sorted; their values)."""
         if start != self.start + self.filled:
             raise RuntimeError(f"Rows must arrive in order: expected row {self.start + self.filled}, got {start}.")
         n_cols = self.X.shape[1]
-        row_of = cells // n_cols
+        dense = isinstance(binned, np.ndarray)
+        if not dense:
+            cells, sums = binned
+            row_of = cells // n_cols
         done = 0
         while done < n_rows:
             take = min(n_rows - done, len(self.buffers[0]) - self.filled)
-            lo, hi = np.searchsorted(row_of, [done, done + take])
-            flat = self.buffers[self.current].reshape(-1)
-            flat[cells[lo:hi] + (self.filled - done) * n_cols] = sums[lo:hi]
+            buffer = self.buffers[self.current]
+            if dense:
+                buffer[self.filled : self.filled + take] = binned[done : done + take]
+            else:
+                lo, hi = np.searchsorted(row_of, [done, done + take])
+                buffer.reshape(-1)[cells[lo:hi] + (self.filled - done) * n_cols] = sums[lo:hi]
             self.filled += take
             done += take
             if self.filled == len(self.buffers[0]):
