@@ -164,6 +164,8 @@ def test_sc_io_read_opens_a_store(slide, tmp_path):
     assert_same(sc.io.read(store), read(slide))
     with pytest.raises(ValueError, match="not a spatialclust imzML store"):
         sc.io.read_imzml_store(tmp_path)
+    with pytest.raises(ValueError, match=r"reader options \['bin_width'\] do not apply"):
+        sc.io.read(store, bin_width=5)
 
 
 def test_cli_convert(slide, tmp_path):
