@@ -3,9 +3,11 @@
 imzML (Schramm et al. 2012, J. Proteomics 75:5106) stores spectra in a binary ``.ibd`` file
 described by an XML ``.imzML`` file. ``read_imzml`` streams the XML once into an index of array
 offsets (:mod:`._imzml_index`, which also checks the index against the ``.ibd``), memory-maps the
-``.ibd``, and bins every chunk of spectra with one ``np.bincount`` instead of building each ion
+``.ibd``, and bins every chunk of spectra in one vectorised step instead of building each ion
 image separately (pyimzml's ``getionimage`` reads the whole file once per ion). Memory stays
-bounded by the output matrix plus one chunk. pyimzml's ``ImzMLWriter`` writes files.
+bounded by the output matrix plus one chunk; with ``store=...`` the binned chunks go to a chunked
+Zarr store instead (:mod:`._zarr`), and memory is a few chunks whatever the file size. pyimzml's
+``ImzMLWriter`` writes files.
 """
 
 from __future__ import annotations
@@ -211,7 +213,7 @@ def read_imzml(
     """Read an imzML file (continuous or processed) into an AnnData of binned ion images.
 
     The XML index is streamed once (:mod:`._imzml_index`), the ``.ibd`` is memory-mapped, and the
-    spectra are binned in chunks, each chunk with a single vectorised ``np.bincount``. Corrupt or
+    spectra are binned in chunks, each chunk with one ``np.bincount`` or ``np.add.reduceat``. Corrupt or
     inconsistent input raises :class:`ImzMLError`; nothing is returned silently wrong: the ``.ibd``
     must carry the UUID of its XML and match its declared SHA-1/MD5 checksum, every array must lie
     inside the file after the 16-byte header without overlapping another (the one m/z array shared
@@ -607,7 +609,7 @@ class _Spectra:
         self._release_arrays(ids)  # the values are copies from here on
         if len(idx) * (n_bins + 1) <= _DENSE_CELLS_PER_VALUE * len(inten):
             # few cells per value: one bincount over the (spectrum, bin) grid, with an extra
-            # column for values outside every bin, then its non-zero cells
+            # column for values outside every bin (dropped)
             width = n_bins + 1
             flat = np.repeat(np.nonzero(used)[0] * width, lengths[used])
             flat += np.where(col < 0, n_bins, col)
