@@ -600,25 +600,25 @@ class _Spectra:
             if negative == "clip":
                 inten[below] = 0.0
         tic[used] = np.add.reduceat(inten, seg, dtype=np.float64)
-        if shared_col is not None:
-            col = np.tile(shared_col, len(ids))
+        if shared_col is not None:  # values outside every bin: column n_bins
+            col = np.tile(np.where(shared_col < 0, n_bins, shared_col), len(ids))
         else:
             mz = self._values(ids, "mz").astype(np.float64, copy=False)
             _check_chunk_mz(mz, seg, ids, path)
-            col = bins.index(mz)
+            col = bins.index(mz, outside=n_bins)
         self._release_arrays(ids)  # the values are copies from here on
         if len(idx) * (n_bins + 1) <= _DENSE_CELLS_PER_VALUE * len(inten):
             # few cells per value: one bincount over the (spectrum, bin) grid, with an extra
             # column for values outside every bin (dropped)
             width = n_bins + 1
             flat = np.repeat(np.nonzero(used)[0] * width, lengths[used])
-            flat += np.where(col < 0, n_bins, col)
+            flat += col
             binned = np.bincount(flat, weights=inten, minlength=len(idx) * width)
             return binned.reshape(len(idx), width)[:, :n_bins], tic, int((~used).sum()), n_negative
         # many cells per value (fine axes, sparse spectra): sum the runs of equal cells
         cells = np.repeat(np.nonzero(used)[0] * n_bins, lengths[used])
         cells += col
-        inside = col >= 0
+        inside = col < n_bins
         if not inside.all():
             cells, inten = cells[inside], inten[inside]
         sums = np.zeros(0)
