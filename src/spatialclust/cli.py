@@ -230,6 +230,9 @@ def run(
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
     seed: SeedOpt = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        "--scheduler", help="Run the chunked steps on this dask scheduler (tcp://host:8786, or 'local' for a "
+        "LocalCluster); sets compute.scheduler.")] = None,
     verbose: VerboseOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
@@ -246,7 +249,7 @@ def run(
             input_or_config if is_config else config,
             input_path=None if is_config else input_or_config,
             seed=seed,
-            overrides=set_ or (),
+            overrides=[*(set_ or ()), *([f"compute.scheduler={scheduler}"] if scheduler else [])],
         ),
         output or Path("spatialclust_run"),
         overwrite=overwrite,

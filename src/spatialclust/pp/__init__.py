@@ -1,7 +1,7 @@
 """Preprocessing: feature-image view, normalisation, winsorising, scaling, tissue mask."""
 
-from ._images import feature_images, tissue_mask_image
-from ._matrix import preprocessing_steps
+from ._images import feature_images, intensity_matrix, tissue_mask_image, tissue_pixels
+from ._matrix import is_dask, preprocessing_steps
 from ._normalize import normalize_rms, normalize_tic
 from ._patches import PatchGrid, condition_images, extract_patches, patch_grid
 from ._preprocess import preprocess_ion_images
@@ -15,6 +15,8 @@ __all__: list[str] = [
     "condition_images",
     "extract_patches",
     "feature_images",
+    "intensity_matrix",
+    "is_dask",
     "normalize_rms",
     "normalize_tic",
     "otsu_threshold",
@@ -27,5 +29,6 @@ __all__: list[str] = [
     "scale_images",
     "tissue_mask",
     "tissue_mask_image",
+    "tissue_pixels",
     "winsorize",
 ]

@@ -96,6 +96,10 @@ def conditioning_params(embedder: Any) -> dict[str, Any] | None:
             "clip_percentile": embedder.clip_percentile, "contrast": embedder.contrast}
 
 
+#: Largest flattened regular embedding (entries) built from a chunked (dask) matrix without ``n_components``.
+_DENSE_LIMIT = 2**28
+
+
 @register_embedder("regular")
 class RegularEmbedder(ImageEmbedder):
     """The preprocessed image itself, flattened inside the tissue mask ("regular ion images").
@@ -105,6 +109,15 @@ class RegularEmbedder(ImageEmbedder):
     coordinate, so ``d`` = number of on-tissue pixels. Pixels outside the mask are dropped so that
     empty background does not dominate distances.
 
+    With ``n_components`` the flattened images are projected onto their ``n_components`` leading
+    singular vectors (a truncated, uncentred SVD, which keeps Euclidean distances and cosines of the
+    images up to the discarded spectrum) computed by randomized SVD (Halko, Martinsson & Tropp 2011,
+    "Finding structure with randomness", SIAM Review 53(2); ``dask.array.linalg.svd_compressed``):
+    a fixed-size input to k-means/UMAP whatever the number of pixels. On a chunked (dask) matrix
+    this streams over the pixel chunks (a few passes over the data, nothing larger than a chunk and
+    the ``(n_images, n_components)`` result in memory); it is required when the flattened images
+    of a chunked matrix would exceed ``_DENSE_LIMIT`` entries.
+
     Parameters
     ----------
     denoise, denoise_size, clip_percentile, contrast
@@ -113,14 +126,20 @@ class RegularEmbedder(ImageEmbedder):
         clip_percentile=99, contrast="minmax"`` was the best representation measured on the realistic
         simulator: k-means ACC 0.65-0.79 against 0.62-0.65 unconditioned, thinned-partner recall@10
         0.93-0.99 against 0.81-0.83 (docs/benchmarks.md, "Neural ion images on realistic data").
+    n_components
+        None (default): the flattened image. An integer: that many randomized-SVD components.
+    random_state
+        Seed of the randomized SVD.
     """
 
     def __init__(self, *, denoise: str | None = None, denoise_size: float = 3.0, clip_percentile: float | None = None,
-                 contrast: str | None = None) -> None:
+                 contrast: str | None = None, n_components: int | None = None, random_state: int = 0) -> None:
         self.denoise = denoise
         self.denoise_size = denoise_size
         self.clip_percentile = clip_percentile
         self.contrast = contrast
+        self.n_components = n_components
+        self.random_state = random_state
 
     def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
@@ -129,9 +148,51 @@ class RegularEmbedder(ImageEmbedder):
             from .. import pp
 
             arr = pp.condition_images(arr, mask=mask, **conditioning)
-        if mask is None:
-            return arr.reshape(arr.shape[0], -1)
-        return arr[:, mask]
+        flat = arr.reshape(arr.shape[0], -1) if mask is None else arr[:, mask]
+        if self.n_components is None:
+            return flat
+        import dask.array as da
+
+        return self.transform_pixels(da.from_array(flat.T, chunks=(_pixel_chunk(flat.shape[0]), -1)))
+
+    def transform_pixels(self, pixels: Any) -> np.ndarray:
+        """Regular embedding of a chunked ``(n_pixels, n_images)`` matrix (e.g. the on-tissue rows of a
+        dask ``X``), without building the images: float32 ``(n_images, d)``.
+
+        Without ``n_components`` the transposed matrix itself (refused above ``_DENSE_LIMIT``
+        entries); with it, the randomized SVD streaming over the pixel chunks.
+        """
+        n_pixels, n_images = pixels.shape
+        if conditioning_params(self) is not None:
+            raise ValueError("`RegularEmbedder` conditions whole images (denoise, clip_percentile, contrast); "
+                             "embed in-memory images for that (`sc.pp.feature_images`).")
+        if self.n_components is None:
+            if n_pixels * n_images > _DENSE_LIMIT:
+                raise ValueError(
+                    f"The regular embedding of {n_images} images x {n_pixels} on-tissue pixels would hold "
+                    f"{n_pixels * n_images * 4 / 2**30:.1f} GiB; set `n_components` (e.g. 50) for a fixed-size "
+                    "embedding by randomized SVD."
+                )
+            return np.ascontiguousarray(pixels.T.compute(), dtype=np.float32)
+        k = int(self.n_components)
+        if not 1 <= k <= min(n_pixels, n_images):
+            raise ValueError(f"`n_components` must lie in [1, min(n_pixels, n_images)] = [1, {min(n_pixels, n_images)}]; "
+                             f"received {self.n_components!r}.")
+        import dask.array as da
+
+        pixels = pixels.astype(np.float64).rechunk({1: -1})
+        # compute=True: every pass over the pixels recomputes them instead of holding them (larger than memory)
+        _, s, v = da.linalg.svd_compressed(pixels, k, n_power_iter=2, n_oversamples=20, seed=self.random_state,
+                                           compute=True)
+        s, v = da.compute(s, v)
+        return np.ascontiguousarray((v.T * s), dtype=np.float32)
+
+
+def _pixel_chunk(n_images: int) -> int:
+    """Pixels per chunk of an in-memory ``(n_pixels, n_images)`` matrix wrapped for the randomized SVD."""
+    from ..pp._images import _CHUNK_ENTRIES
+
+    return max(1, _CHUNK_ENTRIES // max(n_images, 1))
 
 
 def _method_name(method: str | ImageEmbedder) -> str:
@@ -196,11 +257,16 @@ def embed(
     key = key_added or _keys.embedding_key(name)
 
     adata = adata.copy() if copy else adata
-    images = pp.feature_images(adata, layer=layer)
-    mask = pp.tissue_mask_image(adata)
-    pixel_size = adata.uns.get(_keys.GRID, {}).get("pixel_size")
-    logger.info("Embedding %d feature images of %s with `%s`.", images.shape[0], images.shape[1:], name)
-    vectors = np.asarray(embedder.fit_transform(images, mask=mask, pixel_size=pixel_size), dtype=np.float32)
+    matrix = pp.intensity_matrix(adata, layer)
+    if pp.is_dask(matrix) and isinstance(embedder, RegularEmbedder) and conditioning_params(embedder) is None:
+        logger.info("Embedding %d feature images of a chunked matrix with `%s`.", adata.n_vars, name)
+        vectors = embedder.transform_pixels(pp.tissue_pixels(adata, matrix))
+    else:
+        images = pp.feature_images(adata, layer=layer)
+        mask = pp.tissue_mask_image(adata)
+        pixel_size = adata.uns.get(_keys.GRID, {}).get("pixel_size")
+        logger.info("Embedding %d feature images of %s with `%s`.", images.shape[0], images.shape[1:], name)
+        vectors = np.asarray(embedder.fit_transform(images, mask=mask, pixel_size=pixel_size), dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != adata.n_vars:
         raise RuntimeError(f"Embedder `{name}` returned shape {vectors.shape}; expected ({adata.n_vars}, d).")
     adata.varm[key] = vectors
