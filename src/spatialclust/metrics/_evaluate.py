@@ -101,7 +101,7 @@ def evaluate_clustering(
     """
     from .. import pp
     from ..pp._images import pixel_coordinates
-    from ..tl._embed import RegularEmbedder
+    from ..tl._embed import _DENSE_LIMIT, RegularEmbedder
 
     if key not in adata.var:
         raise KeyError(f"`key`={key!r} is not a column of `adata.var`; run `sc.tl.cluster(adata, key_added={key!r})` first.")
@@ -120,17 +120,26 @@ def evaluate_clustering(
     if out["n_clusters"] == 0:
         logger.warning("Clustering `%s` labels all %d images noise; most metrics are undefined.", key, labels.size)
 
-    images = None
-    if rep is None or _keys.MZ in adata.var:
+    images, acquired = None, None
+    matrix = pp.intensity_matrix(adata, layer)
+    if pp.is_dask(matrix):  # a chunked matrix: its pixels (every acquired one) are streamed, never imaged
+        images = matrix.T
+        if rep is None:
+            pixels = pp.tissue_pixels(adata, matrix)
+            fixed = pixels.shape[0] * pixels.shape[1] > _DENSE_LIMIT
+            rep = RegularEmbedder(n_components=100 if fixed else None, random_state=random_state).transform_pixels(pixels)
+            if fixed:
+                logger.info("Internal metrics of `%s` on 100 randomized-SVD components of the regular images.", key)
+    elif rep is None or _keys.MZ in adata.var:
         images = pp.feature_images(adata, layer=layer)
-    if rep is None:
-        rep = RegularEmbedder().fit_transform(images, mask=pp.tissue_mask_image(adata))
-
-    # isotopes (seed 000, seed 001); seed 000 correlates the whole ion images: every acquired pixel
-    if _keys.MZ in adata.var:
         x, y = pixel_coordinates(adata)
         acquired = np.zeros(images.shape[1:], dtype=bool)
         acquired[y, x] = True
+        if rep is None:
+            rep = RegularEmbedder().fit_transform(images, mask=pp.tissue_mask_image(adata))
+
+    # isotopes (seed 000, seed 001); seed 000 correlates the whole ion images: every acquired pixel
+    if _keys.MZ in adata.var:
         pairs = isotope_pairs(adata.var[_keys.MZ].to_numpy(), images, delta=isotope_delta, unit=isotope_unit,
                               min_corr=isotope_min_corr, mask=acquired)
         rir = relative_isotope_ratio(labels, pairs, n_boot=n_boot, random_state=random_state)
