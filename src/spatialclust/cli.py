@@ -468,6 +468,50 @@ def translate_predict(
     _translate("predict", lambda cfg: run_predict(model, st, output, config=cfg, overwrite=overwrite), output, config, set_, None, verbose, quiet)
 
 
+@app.command()
+def convert(
+    imzml: Annotated[Path, typer.Argument(help="The .imzML file (its .ibd next to it).")],
+    store: Annotated[Path, typer.Argument(help="The .zarr store to write (chunked, readable by anndata).")],
+    bin_width: Annotated[Optional[float], typer.Option(help="Regular m/z axis of this width (in --bin-unit).")] = None,
+    bin_unit: Annotated[str, typer.Option(help="ppm or Da.")] = "ppm",
+    peaks: Annotated[Optional[Path], typer.Option(help="Text file of m/z values (one per line): bin onto peak windows.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Half-width of the peak windows (in --tolerance-unit).")] = 0.005,
+    tolerance_unit: Annotated[str, typer.Option(help="Da or ppm.")] = "Da",
+    mz_min: Annotated[Optional[float], typer.Option(help="Smallest m/z kept (with --mz-max).")] = None,
+    mz_max: Annotated[Optional[float], typer.Option(help="Largest m/z kept (with --mz-min).")] = None,
+    chunks: Annotated[str, typer.Option(help="Pixels,m/z per Zarr chunk.")] = "4096,64",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild a store made from another file or binning.")] = False,
+    verbose: VerboseOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Stream an imzML file once into a chunked Zarr store (`run`, `sc.io.read` open it lazily); a store
+    already built from the same file with the same binning is reused."""
+    import numpy as np
+
+    from .io import read_imzml
+
+    setup_logging(verbose, quiet)
+    try:
+        if (mz_min is None) != (mz_max is None):
+            raise ValueError("Give both --mz-min and --mz-max, or neither.")
+        parts = chunks.split(",")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"--chunks must be two positive integers 'pixels,mz', got {chunks!r}.")
+        peak_list = None
+        if peaks is not None:
+            if not peaks.is_file():
+                raise FileNotFoundError(f"--peaks file {str(peaks)!r} does not exist.")
+            peak_list = np.atleast_1d(np.loadtxt(peaks, dtype=np.float64, ndmin=1))
+        adata = read_imzml(
+            imzml, bin_width=bin_width, bin_unit=bin_unit, peaks=peak_list, tolerance=tolerance,
+            tolerance_unit=tolerance_unit, mz_range=None if mz_min is None else (mz_min, mz_max),
+            store=store, overwrite_store=overwrite, store_chunks=tuple(int(p) for p in parts),
+        )
+    except Exception as err:  # noqa: BLE001
+        fail(err)
+    typer.echo(f"Done: {adata.n_obs} spectra x {adata.n_vars} m/z in {store.resolve()}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -14,6 +14,7 @@ from ._metaspace import colocalization_tables, cosine_colocalization, read_metas
 from ._read import read
 from ._spatialdata import read_spatialdata, write_spatialdata
 from ._st import read_legacy_st, read_st_h5ad, read_visium
+from ._zarr import is_imzml_store, read_imzml_store
 
 __all__ = [
     "read_legacy_st", "read_st_h5ad", "read_visium",
@@ -25,4 +26,5 @@ __all__ = [
     "read_fcs",
     "ImzMLError", "NegativeIntensityWarning", "images_to_adata", "read", "read_imzml", "read_ion_images", "write_imzml",
     "colocalization_tables", "cosine_colocalization", "read_metaspace", "write_metaspace_colocalization",
-    "read_spatialdata", "write_spatialdata"]
+    "read_spatialdata", "write_spatialdata",
+    "is_imzml_store", "read_imzml_store"]

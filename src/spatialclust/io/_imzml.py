@@ -16,7 +16,7 @@ import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,10 +28,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import _keys as K
+from .._atomic import atomic_path
 from .._compat import require
 from .._logging import logger, progress
 from ._images import feature_names_from_mz
 from ._imzml_index import ImzMLError, ImzMLIndex, check_binary, file_digest, parse_index
+from ._zarr import DEFAULT_CHUNKS, StorePlan, StoreWriter, read_imzml_store
 
 Unit = Literal["Da", "ppm"]
 
@@ -197,6 +199,9 @@ def read_imzml(
     verify_checksum: bool | None = None,
     negative: Literal["error", "warn", "clip"] = "error",
     max_grid_ratio: float | None = 10.0,
+    store: str | os.PathLike | None = None,
+    overwrite_store: bool = False,
+    store_chunks: tuple[int, int] = DEFAULT_CHUNKS,
 ) -> ad.AnnData:
     """Read an imzML file (continuous or processed) into an AnnData of binned ion images.
 
@@ -242,12 +247,24 @@ def read_imzml(
         Refuse a pixel grid (bounding box of the coordinates) with more than this many cells per
         spectrum (grids of up to 65,536 cells are always allowed), which is what one stray or
         corrupt coordinate produces. ``None`` allows any grid.
+    store
+        A ``.zarr`` directory: stream the binned spectra into this chunked Zarr store instead of
+        memory (see :mod:`._zarr`) and return an AnnData whose ``X`` is a lazy dask array backed
+        by it. A store already built from the same file (size, modification time, UUID) with the
+        same binning is reused without reading the imzML; one built otherwise raises a
+        ``ValueError`` saying what differs. The store is written under a temporary name and
+        renamed when complete, so an interrupted conversion never leaves a store behind.
+    overwrite_store
+        Rebuild a ``store`` that was built from another file or with other binning parameters.
+    store_chunks
+        ``(pixels, m/z)`` of one Zarr chunk of ``X``: one block of spectra and one ion image
+        each read a few chunks.
 
     Without ``bin_width`` and ``peaks``, a continuous file keeps its own m/z axis.
 
     Returns
     -------
-    AnnData with ``X`` float32 (pixels x m/z), ``var["mz"]`` (bin centres or peaks),
+    AnnData with ``X`` float32 (pixels x m/z; a dask array with ``store``), ``var["mz"]`` (bin centres or peaks),
     ``obsm["spatial"]`` (integer x, y from 0), ``obs["tic"]`` (sum of each raw spectrum),
     ``uns["grid"]`` (shape, pixel size in µm from the file) and ``uns["source"]``
     (file, mode, origin, empty spectra, checksum verified, binning).
@@ -263,12 +280,25 @@ def read_imzml(
             raise ValueError(f"`mz_range` must be (min, max) with min < max, got {mz_range}.")
     peak_axis = None if peaks is None else peak_bins(np.asarray(peaks), tolerance, tolerance_unit)
     ibd = _find_ibd(path)
+    if store is not None:
+        if sparse:
+            raise ValueError("`sparse=True` cannot be combined with `store`: the store holds a chunked dense array "
+                             "(compressed, so zero cells take little space).")
+        params = {"bin_width": bin_width, "bin_unit": bin_unit, "peaks": None if peak_axis is None else peak_axis.centers,
+                  "tolerance": tolerance, "tolerance_unit": tolerance_unit, "mz_range": mz_range, "z": z,
+                  "negative": negative}
+        plan = StorePlan(store, path, ibd, params=params, chunks=store_chunks, overwrite=overwrite_store)
+        if plan.reusable():
+            logger.info("Reusing the Zarr store %s of %s (same file, same binning).", plan.store, path.name)
+            return read_imzml_store(plan.store)
     with _as_imzml_error(path):
         index = parse_index(path)
         shared = check_binary(index, path, ibd)
     spectra, spatial, geometry = _grid(index, path, z, max_grid_ratio)
     verify = _verify_checksum(index, ibd, verify_checksum)
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the checksum is computed while the spectra are read
+    with ExitStack() as stack:
+        tmp_store = None if store is None else stack.enter_context(atomic_path(plan.store, overwrite=True))
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))  # checksum computed while spectra are read
         digest = pool.submit(file_digest, ibd, index.checksum[0]) if verify else None
         try:
             with _as_imzml_error(path):
@@ -281,46 +311,80 @@ def read_imzml(
                 path, peak_axis=peak_axis, bin_width=bin_width, bin_unit=bin_unit, extent=extent,
                 shared_axis=shared_axis, mz_range=mz_range, tolerance=tolerance, tolerance_unit=tolerance_unit,
             )
+            shape = (len(spectra), len(bins.centers))
+            sink = (StoreWriter(tmp_store, shape, chunks=store_chunks) if store is not None
+                    else _SparseRows(shape) if sparse else _DenseRows(shape))
             with _as_imzml_error(path):
-                X, tic, n_empty, n_negative = spectra_io.bin(
-                    spectra, bins, shared_col, sparse=sparse, chunk_size=chunk_size, negative=negative
+                tic, n_empty, n_negative = spectra_io.bin(
+                    spectra, bins, shared_col, chunk_size=chunk_size, negative=negative, put=sink.put
                 )
         except ImzMLError as err:  # a corrupt value is most clearly reported as a checksum mismatch
             _check_digest(digest, index, path, ibd, cause=err)
             raise
         _check_digest(digest, index, path, ibd)
 
-    if n_empty == len(spectra):
-        raise ImzMLError(f"All {n_empty} spectra of {str(path)!r} are empty.")
-    if n_empty:
-        logger.warning("%d of %d spectra of %s are empty (all-zero pixels).", n_empty, len(spectra), path.name)
-    if n_negative and negative == "warn":
-        warnings.warn(NegativeIntensityWarning(f"{str(path)!r} has {n_negative} negative intensities (kept)."),
-                      stacklevel=2)
-    elif n_negative:
-        logger.info("Set %d negative intensities of %s to 0.", n_negative, path.name)
-    obs = pd.DataFrame(
-        {K.TIC: tic}, index=pd.Index([f"{x}_{y}" for x, y in spatial], name="pixel")
-    )
-    var = pd.DataFrame({K.MZ: bins.centers}, index=pd.Index(feature_names_from_mz(bins.centers)))
-    adata = ad.AnnData(X=X, obs=obs, var=var)
-    adata.obsm[K.SPATIAL] = spatial
-    adata.uns[K.GRID] = geometry["grid"]
-    adata.uns[K.SOURCE] = {
-        "file": str(path),
-        "reader": "read_imzml",
-        "mode": "continuous" if shared else "processed",
-        "origin": geometry["origin"],
-        "n_empty_spectra": int(n_empty),
-        "checksum_verified": bool(verify),
-        "mz_range": None if mz_range is None else [float(v) for v in mz_range],
-        **binning,
-    }
+        if n_empty == len(spectra):
+            raise ImzMLError(f"All {n_empty} spectra of {str(path)!r} are empty.")
+        if n_empty:
+            logger.warning("%d of %d spectra of %s are empty (all-zero pixels).", n_empty, len(spectra), path.name)
+        if n_negative and negative == "warn":
+            warnings.warn(NegativeIntensityWarning(f"{str(path)!r} has {n_negative} negative intensities (kept)."),
+                          stacklevel=2)
+        elif n_negative:
+            logger.info("Set %d negative intensities of %s to 0.", n_negative, path.name)
+        obs = pd.DataFrame(
+            {K.TIC: tic}, index=pd.Index([f"{x}_{y}" for x, y in spatial], name="pixel")
+        )
+        var = pd.DataFrame({K.MZ: bins.centers}, index=pd.Index(feature_names_from_mz(bins.centers)))
+        adata = ad.AnnData(X=sink.result(), obs=obs, var=var)
+        adata.obsm[K.SPATIAL] = spatial
+        adata.uns[K.GRID] = geometry["grid"]
+        adata.uns[K.SOURCE] = {
+            "file": str(path),
+            "reader": "read_imzml",
+            "mode": "continuous" if shared else "processed",
+            "origin": geometry["origin"],
+            "n_empty_spectra": int(n_empty),
+            "checksum_verified": bool(verify),
+            "mz_range": None if mz_range is None else [float(v) for v in mz_range],
+            **binning,
+        }
+        if store is not None:
+            sink.finish(adata, plan)
     logger.info(
-        "Read %s: %d spectra -> %d m/z bins on a %d x %d grid",
+        "Read %s: %d spectra -> %d m/z bins on a %d x %d grid%s",
         path.name, adata.n_obs, adata.n_vars, *geometry["grid"]["shape"],
+        "" if store is None else f", stored in {plan.store}",
     )
-    return adata
+    return adata if store is None else read_imzml_store(plan.store)
+
+
+class _DenseRows:
+    """Collects binned blocks of rows into one dense float32 matrix."""
+
+    def __init__(self, shape: tuple[int, int]):
+        self.X = np.zeros(shape, dtype=np.float32)
+
+    def put(self, start: int, block: np.ndarray) -> None:
+        self.X[start : start + len(block)] = block
+
+    def result(self) -> np.ndarray:
+        return self.X
+
+
+class _SparseRows:
+    """Collects binned blocks of rows into one CSR matrix."""
+
+    def __init__(self, shape: tuple[int, int]):
+        self.shape, self.blocks = shape, []
+
+    def put(self, start: int, block: np.ndarray) -> None:
+        self.blocks.append(sp.csr_matrix(block.astype(np.float32)))
+
+    def result(self) -> sp.csr_matrix:
+        if not self.blocks:
+            return sp.csr_matrix(self.shape, dtype=np.float32)
+        return sp.vstack(self.blocks, format="csr")
 
 
 def _mz_axis(path, *, peak_axis, bin_width, bin_unit, extent, shared_axis, mz_range, tolerance, tolerance_unit):
@@ -424,14 +488,13 @@ class _Spectra:
             raise ImzMLError(f"{str(self.path)!r}: spectrum {int(bad)} has non-finite m/z values.")
         return float(first.min()), float(last.max())
 
-    def bin(self, spectra: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, *, sparse: bool,
-            chunk_size: int, negative: str):
-        """One pass over the spectra; each chunk binned with a single bincount."""
+    def bin(self, spectra: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, *, chunk_size: int,
+            negative: str, put) -> tuple[np.ndarray, int, int]:
+        """One pass over the spectra; each chunk binned with a single bincount and handed to
+        ``put(first_row, block)`` in row order. Returns the TIC, the empty and the negative counts."""
         ix, path = self.index, self.path
         n_bins, n = len(bins.centers), len(spectra)
         chunk = max(1, min(chunk_size, _CHUNK_CELLS // max(n_bins, 1)))
-        X = None if sparse else np.zeros((n, n_bins), dtype=np.float32)
-        blocks: list[sp.csr_matrix] = []
         tic = np.zeros(n, dtype=np.float64)
         n_empty = n_negative = 0
         floats = ix.int_dtype.kind == "f"
@@ -444,8 +507,7 @@ class _Spectra:
             used = lengths > 0
             n_empty += int((~used).sum())
             if not used.any():
-                if sparse:
-                    blocks.append(sp.csr_matrix((len(idx), n_bins), dtype=np.float32))
+                put(start, np.zeros((len(idx), n_bins), dtype=np.float32))
                 continue
             ids = idx[used]  # the spectra of the chunk's segments of concatenated values
             seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
@@ -479,14 +541,8 @@ class _Spectra:
             flat = np.repeat(np.nonzero(used)[0] * (n_bins + 1), lengths[used])
             flat += col
             binned = np.bincount(flat, weights=inten, minlength=len(idx) * (n_bins + 1))
-            binned = binned.reshape(len(idx), n_bins + 1)[:, :n_bins]
-            if sparse:
-                blocks.append(sp.csr_matrix(binned.astype(np.float32)))
-            else:
-                X[start : start + len(idx)] = binned
-        if sparse:
-            X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((n, n_bins), dtype=np.float32)
-        return X, tic, n_empty, n_negative
+            put(start, binned.reshape(len(idx), n_bins + 1)[:, :n_bins])
+        return tic, n_empty, n_negative
 
 
 def _spectrum_at(position: int, seg: np.ndarray, ids: np.ndarray) -> int:

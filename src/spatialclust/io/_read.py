@@ -15,12 +15,14 @@ from ._imzml import read_imzml
 from ._metaspace import METASPACE_PIXEL_X, is_metaspace_anndata, metaspace_to_adata
 from ._spatialdata import read_spatialdata
 from ._st import read_st_h5ad, read_visium
+from ._zarr import is_imzml_store, read_imzml_store
 
 
 def read(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
     """Read a spatial dataset, choosing the reader from the file type.
 
-    ``.imzML`` -> :func:`read_imzml`; a ``.zarr`` SpatialData store -> :func:`read_spatialdata`; ``.npz``/``.npy``/``.tif``/``.tiff`` -> :func:`read_ion_images`;
+    ``.imzML`` -> :func:`read_imzml`; a ``.zarr`` imzML store (``read_imzml(..., store=...)``) ->
+    :func:`read_imzml_store` (lazy); another ``.zarr`` (SpatialData) -> :func:`read_spatialdata`; ``.npz``/``.npy``/``.tif``/``.tiff`` -> :func:`read_ion_images`;
     a folder -> :func:`read_visium` (Space Ranger output); ``.h5ad`` -> as stored when it already
     follows the data model (integer ``obsm["spatial"]`` grid and ``uns["grid"]``), as a METASPACE
     dataset (:func:`read_metaspace`) when in metaspace-converter's layout, otherwise
@@ -31,6 +33,8 @@ def read(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
     if not path.exists():
         raise FileNotFoundError(f"Input {str(path)!r} does not exist.")
     if path.suffix.lower() == ".zarr":
+        if is_imzml_store(path):
+            return read_imzml_store(path, **kwargs)
         return read_spatialdata(path, **kwargs)
     suffix = path.suffix.lower()
     if path.is_dir():
