@@ -124,7 +124,11 @@ def evaluate_clustering(
     matrix = pp.intensity_matrix(adata, layer)
     if pp.is_dask(matrix):  # a chunked matrix: its pixels (every acquired one) are streamed, never imaged
         images = matrix.T
-        if rep is None:
+        regular = [k for k in adata.varm if isinstance(adata.uns.get(k), dict) and adata.uns[k].get("method") == "regular"]
+        if rep is None and regular:  # the regular embedding of this dataset, computed already
+            rep = np.asarray(adata.varm[regular[0]])
+            logger.info("Internal metrics of `%s` on the regular embedding `%s`.", key, regular[0])
+        elif rep is None:
             pixels = pp.tissue_pixels(adata, matrix)
             fixed = pixels.shape[0] * pixels.shape[1] > _DENSE_LIMIT
             rep = RegularEmbedder(n_components=100 if fixed else None, random_state=random_state).transform_pixels(pixels)

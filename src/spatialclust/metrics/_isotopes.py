@@ -147,14 +147,10 @@ def _correlations(arr: np.ndarray, cand_i: np.ndarray, cand_j: np.ndarray, *, ba
 
 def _chunked_correlations(arr: Any, cand_i: np.ndarray, cand_j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_correlations` of a dask ``(n_images, n_pixels)`` array in two passes over its pixel chunks
-    (the means, then the centred sums of squares and of the candidate products)."""
+    (the means, then the centred sums of squares and of the candidate products), in the array's own chunks."""
     import dask.array as da
 
-    from ..pp._images import _CHUNK_ENTRIES
-
-    n_images, n_pixels = arr.shape
-    rows = max(1, _CHUNK_ENTRIES // (n_images + 2 * cand_i.size))
-    pixels = arr.T.astype(np.float64).rechunk({0: rows, 1: -1})
+    pixels = arr.T.astype(np.float64)
     mean = pixels.mean(axis=0).compute()
     if not np.isfinite(mean).all():
         raise ValueError("`images` contains NaN or infinite values.")

@@ -180,7 +180,7 @@ class RegularEmbedder(ImageEmbedder):
                              f"received {self.n_components!r}.")
         import dask.array as da
 
-        pixels = pixels.astype(np.float64).rechunk({1: -1})
+        pixels = pixels.astype(np.float64)  # any chunking: the passes are matrix products summed over chunks
         # compute=True: every pass over the pixels recomputes them instead of holding them (larger than memory)
         _, s, v = da.linalg.svd_compressed(pixels, k, n_power_iter=2, n_oversamples=20, seed=self.random_state,
                                            compute=True)
