@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from . import _keys as K
 from ._config import ConfigError
 from ._logging import logger
 
@@ -98,19 +99,41 @@ def compute_context(section: Mapping[str, Any] | None = None) -> Iterator[Any]:
         yield client
 
 
-def chunked(adata: AnnData, chunk_pixels: int | None) -> None:
-    """Hold ``X`` (and every layer) as a dask array of ``chunk_pixels`` pixels per chunk (None: as it is).
+#: Pixels per chunk of a dask ``X`` re-opened from its Zarr store (see :func:`chunked`).
+STORE_CHUNK_PIXELS = 65536
 
-    A matrix that already is a dask array (e.g. read from a Zarr store) is rechunked along the
-    pixels; a numpy matrix is wrapped (its memory is not freed: this is for running the chunked
-    steps on data that fits, e.g. on a cluster); a sparse matrix is densified first.
+
+def chunked(adata: AnnData, chunk_pixels: int | None) -> None:
+    """Hold ``X`` (and every layer) as a dask array of ``chunk_pixels`` pixels per chunk.
+
+    A dask ``X`` read from a Zarr store (``uns["source"]["store"]``) is re-opened from the store in
+    chunks of ``chunk_pixels`` (default :data:`STORE_CHUNK_PIXELS`) pixels x the store's m/z chunk:
+    blocks of both few pixels and few m/z, so that per-image statistics (which need every pixel of
+    an image) read a band of m/z chunks and per-pixel products sum small partial results, both
+    without ever holding the matrix (rechunking a lazy array of whole spectra into whole images
+    would). Another dask matrix is rechunked along the pixels; a numpy matrix is wrapped (its memory
+    is not freed: this is for running the chunked steps on data that fits, e.g. on a cluster); a
+    sparse matrix is densified first. ``chunk_pixels=None`` leaves an in-memory matrix as it is.
     """
-    if chunk_pixels is None:
-        return
     import dask.array as da
 
+    from .pp import is_dask
+
+    store = adata.uns.get(K.SOURCE, {}).get("store") if isinstance(adata.uns.get(K.SOURCE), Mapping) else None
+    if store is not None and is_dask(adata.X) and adata.X.name.startswith("from-zarr"):
+        import zarr
+
+        array = zarr.open_array(f"{store}/X", mode="r")
+        if array.shape == adata.shape:
+            rows = chunk_pixels or STORE_CHUNK_PIXELS
+            adata.X = da.from_zarr(array, chunks=(-(-rows // array.chunks[0]) * array.chunks[0], array.chunks[1]))
+            logger.info("X read from %s in chunks of %s (pixels, m/z).", store, adata.X.chunksize)
+            return
+    if chunk_pixels is None:
+        return
+
     def to_dask(matrix: Any) -> Any:
-        if hasattr(matrix, "chunks") and hasattr(matrix, "compute"):
+        if is_dask(matrix):
             return matrix.rechunk({0: chunk_pixels})
         dense = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
         return da.from_array(dense, chunks=(chunk_pixels, -1))

@@ -166,14 +166,13 @@ def scale_images(
 def _image_summary(block: np.ndarray) -> np.ndarray:
     """Per column of ``block``: number of non-zero pixels, minimum and maximum of the finite values,
     all-finite flag (rows 0 to 3)."""
-    block = block.astype(np.float64)
     ok = np.isfinite(block)
-    return np.vstack([
-        np.count_nonzero(block, axis=0),
-        np.where(ok, block, np.inf).min(axis=0, initial=np.inf),
-        np.where(ok, block, -np.inf).max(axis=0, initial=-np.inf),
-        ok.all(axis=0),
-    ])
+    if ok.all():  # the usual case: no masked copies of the block
+        minimum, maximum = block.min(axis=0, initial=np.inf), block.max(axis=0, initial=-np.inf)
+    else:
+        minimum = np.where(ok, block, np.inf).min(axis=0, initial=np.inf)
+        maximum = np.where(ok, block, -np.inf).max(axis=0, initial=-np.inf)
+    return np.vstack([np.count_nonzero(block, axis=0), minimum, maximum, ok.all(axis=0)]).astype(np.float64)
 
 
 def remove_empty_features(
