@@ -39,6 +39,13 @@ def standardized_images(
     Percentiles and ranges are taken over on-tissue pixels (:func:`spatialclust.pp.tissue_mask_image`);
     off-tissue grid cells are 0. ``winsorize=None`` skips winsorising (only scales).
     """
+    return pp.feature_images(_standardized(adata, features, layer=layer, winsorize=winsorize), layer=layer)
+
+
+def _standardized(adata: AnnData, features: Sequence[int] | np.ndarray, *, layer: str | None,
+                  winsorize: float | None) -> AnnData:
+    """A copy of the ``features`` of ``adata`` winsorised and scaled as in :func:`standardized_images`
+    (lazily for a dask matrix, whose statistics only are computed)."""
     subset = adata[:, np.asarray(features, dtype=np.int64)]
     # The pp steps log at INFO that they changed the data; here they only change a private copy
     # made for display, so their messages would mislead (and repeat for every chunk).
@@ -52,7 +59,7 @@ def standardized_images(
             subset = pp.scale_images(subset, layer=layer, copy=True)
     finally:
         logger.setLevel(level)
-    return pp.feature_images(subset, layer=layer)
+    return subset
 
 
 def index_chunks(indices: np.ndarray, *, n_pixels: int) -> Iterator[np.ndarray]:
@@ -167,17 +174,7 @@ def _chunked_members(
 ) -> tuple[Any, np.ndarray]:
     """The standardised images of ``selected`` as a lazy float64 dask ``(n_obs, n_selected)`` matrix
     (statistics computed, values not) and their one-hot cluster membership ``(n_selected, n_clusters)``."""
-    subset = adata[:, selected]
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))  # as in standardized_images
-    try:
-        if winsorize is not None:
-            subset = pp.winsorize(subset, percentile=winsorize, layer=layer, copy=True)
-            pp.scale_images(subset, layer=layer)
-        else:
-            subset = pp.scale_images(subset, layer=layer, copy=True)
-    finally:
-        logger.setLevel(level)
+    subset = _standardized(adata, selected, layer=layer, winsorize=winsorize)
     onehot = (labels[selected][:, None] == clusters[None, :]).astype(np.float64)
     return pp.intensity_matrix(subset, layer).astype(np.float64), onehot
 
