@@ -157,3 +157,21 @@ def test_local_cluster_gives_the_clusters_of_the_local_run(tmp_path):
     np.testing.assert_allclose(found["cluster_regular_kmeans_corr"], expected["cluster_regular_kmeans_corr"], atol=1e-4)
     resolved = (tmp_path / "cluster" / "config.yaml").read_text()
     assert "scheduler: local" in resolved and "chunk_pixels: 128" in resolved
+
+
+def test_a_store_is_reopened_in_blocks_of_pixels_and_mz(tmp_path):
+    """An imzML converted to a Zarr store: X re-opened in (pixels, m/z) blocks, preprocessed like the file in memory."""
+    from spatialclust._compute import STORE_CHUNK_PIXELS
+
+    source = sc.datasets.simulate_msi(shape=(24, 24), n_patterns=3, ions_per_pattern=5, n_matrix_ions=2, seed=1)
+    path = tmp_path / "tiny.imzML"
+    sc.io.write_imzml(source, path, mode="continuous")
+    memory = sc.io.read_imzml(path)
+    lazy = sc.io.read_imzml(path, store=tmp_path / "tiny.zarr", store_chunks=(64, 8))
+    chunked(lazy, None)
+    assert lazy.X.chunksize == (min(STORE_CHUNK_PIXELS, lazy.n_obs), 8)
+    chunked(lazy, 128)  # 128 pixels x the store's 8 m/z
+    assert lazy.X.chunks[0][0] == 128 and lazy.X.chunksize[1] == 8
+    for adata in (memory, lazy):
+        sc.pp.preprocess_ion_images(adata)
+    np.testing.assert_allclose(lazy.X.compute(), memory.X, rtol=1e-5, atol=1e-6)
