@@ -75,7 +75,7 @@ def test_regular_embedding_of_a_chunked_matrix(data, tmp_path):
         sc.tl.embed(adata, "regular", n_components=10, key_added="X_svd")
     np.testing.assert_allclose(lazy.varm["X_regular"], memory.varm["X_regular"], rtol=1e-5, atol=1e-6)
     assert memory.varm["X_svd"].shape == (data.n_vars if memory.n_vars == data.n_vars else memory.n_vars, 10)
-    np.testing.assert_allclose(lazy.varm["X_svd"], memory.varm["X_svd"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(lazy.varm["X_svd"], memory.varm["X_svd"], rtol=1e-4, atol=1e-4)
     # the truncated SVD keeps the distances between images up to the discarded spectrum
     full = np.linalg.norm(memory.varm["X_regular"][:, None] - memory.varm["X_regular"][None], axis=-1)
     reduced = np.linalg.norm(memory.varm["X_svd"][:, None] - memory.varm["X_svd"][None], axis=-1)

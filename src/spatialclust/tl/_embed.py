@@ -112,7 +112,7 @@ class RegularEmbedder(ImageEmbedder):
     With ``n_components`` the flattened images are projected onto their ``n_components`` leading
     singular vectors (a truncated, uncentred SVD, which keeps Euclidean distances and cosines of the
     images up to the discarded spectrum) computed by randomized SVD (Halko, Martinsson & Tropp 2011,
-    "Finding structure with randomness", SIAM Review 53(2); ``dask.array.linalg.svd_compressed``):
+    "Finding structure with randomness", SIAM Review 53(2); :func:`_randomized_svd`):
     a fixed-size input to k-means/UMAP whatever the number of pixels. On a chunked (dask) matrix
     this streams over the pixel chunks (a few passes over the data, nothing larger than a chunk and
     the ``(n_images, n_components)`` result in memory); it is required when the flattened images
@@ -149,11 +149,8 @@ class RegularEmbedder(ImageEmbedder):
 
             arr = pp.condition_images(arr, mask=mask, **conditioning)
         flat = arr.reshape(arr.shape[0], -1) if mask is None else arr[:, mask]
-        if self.n_components is None:
-            return flat
-        import dask.array as da
-
-        return self.transform_pixels(da.from_array(flat.T, chunks=(_pixel_chunk(flat.shape[0]), -1)))
+        return flat if self.n_components is None else _randomized_svd(flat.T, self._components(flat.T.shape),
+                                                                        seed=self.random_state)
 
     def transform_pixels(self, pixels: Any) -> np.ndarray:
         """Regular embedding of a chunked ``(n_pixels, n_images)`` matrix (e.g. the on-tissue rows of a
@@ -174,25 +171,52 @@ class RegularEmbedder(ImageEmbedder):
                     "embedding by randomized SVD."
                 )
             return np.ascontiguousarray(pixels.T.compute(), dtype=np.float32)
+        return _randomized_svd(pixels, self._components(pixels.shape), seed=self.random_state)
+
+    def _components(self, shape: tuple[int, int]) -> int:
+        """``n_components``, checked against the ``(n_pixels, n_images)`` matrix."""
         k = int(self.n_components)
-        if not 1 <= k <= min(n_pixels, n_images):
-            raise ValueError(f"`n_components` must lie in [1, min(n_pixels, n_images)] = [1, {min(n_pixels, n_images)}]; "
+        if not 1 <= k <= min(shape):
+            raise ValueError(f"`n_components` must lie in [1, min(n_pixels, n_images)] = [1, {min(shape)}]; "
                              f"received {self.n_components!r}.")
+        return k
+
+
+def _randomized_svd(pixels: Any, k: int, *, seed: int, n_oversamples: int = 20, n_power_iter: int = 2) -> np.ndarray:
+    """Image-side factor ``V S`` of the ``k`` leading singular triplets of a ``(n_pixels, n_images)``
+    matrix (numpy or dask), float32 ``(n_images, k)``.
+
+    Halko et al. (2011), Algorithm 4.4 (randomized subspace iteration): ``Y = A Ω``, ``n_power_iter``
+    times ``Y = A (Aᵀ Y)`` with re-orthonormalisation, then the SVD of ``Qᵀ A``. The random test matrix
+    ``Ω`` is drawn once on the image side (``n_images x (k + n_oversamples)``), so the result does not
+    depend on how the matrix is chunked (in memory or over a Zarr store); each product is one pass
+    over the pixel chunks, partial sums are ``(pixels per chunk, k + n_oversamples)`` and only
+    ``n_pixels x (k + n_oversamples)`` floats are held. Signs: the largest entry of every singular
+    vector is positive.
+    """
+    chunked = hasattr(pixels, "compute") and hasattr(pixels, "chunks")
+    n_pixels, n_images = pixels.shape
+    width = min(k + n_oversamples, n_pixels, n_images)
+    pixels = pixels.astype(np.float64)
+
+    def times(left: np.ndarray | None, right: np.ndarray | None) -> np.ndarray:
+        """``left @ pixels`` or ``pixels @ right``, computed (one pass over a dask matrix)."""
+        if not chunked:
+            return left @ pixels if left is not None else pixels @ right
         import dask.array as da
 
-        pixels = pixels.astype(np.float64)  # any chunking: the passes are matrix products summed over chunks
-        # compute=True: every pass over the pixels recomputes them instead of holding them (larger than memory)
-        _, s, v = da.linalg.svd_compressed(pixels, k, n_power_iter=2, n_oversamples=20, seed=self.random_state,
-                                           compute=True)
-        s, v = da.compute(s, v)
-        return np.ascontiguousarray((v.T * s), dtype=np.float32)
+        if left is not None:
+            return (da.from_array(left, chunks=(-1, pixels.chunks[0])) @ pixels).compute()
+        return (pixels @ right).compute()
 
-
-def _pixel_chunk(n_images: int) -> int:
-    """Pixels per chunk of an in-memory ``(n_pixels, n_images)`` matrix wrapped for the randomized SVD."""
-    from ..pp._images import _CHUNK_ENTRIES
-
-    return max(1, _CHUNK_ENTRIES // max(n_images, 1))
+    omega = np.random.default_rng(seed).standard_normal((n_images, width))
+    basis = np.linalg.qr(times(None, omega))[0]
+    for _ in range(n_power_iter):
+        image_basis = np.linalg.qr(times(basis.T, None).T)[0]
+        basis = np.linalg.qr(times(None, image_basis))[0]
+    _, s, vt = np.linalg.svd(times(basis.T, None), full_matrices=False)
+    vt = vt[:k] * np.sign(vt[np.arange(k), np.abs(vt[:k]).argmax(axis=1)])[:, None]
+    return np.ascontiguousarray(vt.T * s[:k], dtype=np.float32)
 
 
 def _method_name(method: str | ImageEmbedder) -> str:
