@@ -85,6 +85,14 @@ _HEADER = """<?xml version="1.0" encoding="ISO-8859-1"?>
   <run defaultInstrumentConfigurationRef="IC1" id="whole_slide">
     <spectrumList count="{n}" defaultDataProcessingRef="simulation">
 """
+_ARRAY = """          <binaryDataArray encodedLength="0">
+            <referenceableParamGroupRef ref="{ref}"/>
+            <cvParam accession="IMS:1000103" cvRef="IMS" name="external array length" value="{{{kind}_n}}"/>
+            <cvParam accession="IMS:1000104" cvRef="IMS" name="external encoded length" value="{{{kind}_b}}"/>
+            <cvParam accession="IMS:1000102" cvRef="IMS" name="external offset" value="{{{kind}_o}}"/>
+            <binary/>
+          </binaryDataArray>
+"""
 _SPECTRUM = """      <spectrum defaultArrayLength="0" id="spectrum={i}" index="{i}">
         <scanList count="1">
           <cvParam accession="MS:1000795" cvRef="MS" name="no combination"/>
@@ -94,21 +102,7 @@ _SPECTRUM = """      <spectrum defaultArrayLength="0" id="spectrum={i}" index="{
           </scan>
         </scanList>
         <binaryDataArrayList count="2">
-          <binaryDataArray encodedLength="0">
-            <referenceableParamGroupRef ref="mzArray"/>
-            <cvParam accession="IMS:1000103" cvRef="IMS" name="external array length" value="{mz_n}"/>
-            <cvParam accession="IMS:1000104" cvRef="IMS" name="external encoded length" value="{mz_b}"/>
-            <cvParam accession="IMS:1000102" cvRef="IMS" name="external offset" value="{mz_o}"/>
-            <binary/>
-          </binaryDataArray>
-          <binaryDataArray encodedLength="0">
-            <referenceableParamGroupRef ref="intensityArray"/>
-            <cvParam accession="IMS:1000103" cvRef="IMS" name="external array length" value="{int_n}"/>
-            <cvParam accession="IMS:1000104" cvRef="IMS" name="external encoded length" value="{int_b}"/>
-            <cvParam accession="IMS:1000102" cvRef="IMS" name="external offset" value="{int_o}"/>
-            <binary/>
-          </binaryDataArray>
-        </binaryDataArrayList>
+""" + _ARRAY.format(ref="mzArray", kind="mz") + _ARRAY.format(ref="intensityArray", kind="int") + """        </binaryDataArrayList>
       </spectrum>
 """
 _FOOTER = """    </spectrumList>

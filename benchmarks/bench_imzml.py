@@ -23,6 +23,15 @@ Reader speed (``--reader``, same file, same run, warm page cache, best of ``--re
     python benchmarks/bench_imzml.py                 # 200 x 200 pixels, 1,000 m/z
     python benchmarks/bench_imzml.py --size 60 --n-mz 200 --baseline-mz 10   # quick
     python benchmarks/bench_imzml.py --reader-only --repeat 3 --json reader.json  # reader speed only
+
+Zarr store (``--store``): a simulated whole-slide processed file (``_whole_slide.py``, written
+chunk by chunk) of ``--pixels`` spectra binned onto ``--n-bins`` peak windows is converted to a
+chunked Zarr store (``read_imzml(..., store=...)``) in a child process, whose wall time and peak
+resident memory (``ru_maxrss``) are reported next to one raw read of the ``.ibd``; then the
+load time of single ion images and of one block of spectra from the store (directly with zarr,
+and through the lazy dask ``X``), and the time to reopen (reuse) the store:
+
+    python benchmarks/bench_imzml.py --store --pixels 500000 --n-bins 8000 --json store.json
 """
 
 from __future__ import annotations
@@ -176,6 +185,80 @@ def reader_speed(path: Path, targets: np.ndarray, tol: float, repeat: int) -> di
     }
 
 
+_CONVERT = """
+import resource, sys, time
+import numpy as np
+import spatialclust as sc
+from spatialclust._logging import settings
+settings["show_progress_bar"] = False
+t0 = time.perf_counter()
+adata = sc.io.read_imzml(sys.argv[1], peaks=np.load(sys.argv[2]), tolerance=float(sys.argv[3]), store=sys.argv[4],
+                         verify_checksum=False)
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, adata.n_obs, adata.n_vars)
+"""
+
+
+def store_speed(tmp: Path, *, pixels: int, n_bins: int, peaks_per_spectrum: int, repeat: int) -> dict:
+    """Convert a simulated whole-slide file to a Zarr store; time ion images and blocks of spectra from it."""
+    import subprocess
+    import sys
+
+    import zarr
+
+    import spatialclust as sc
+    from _whole_slide import write_whole_slide
+
+    t0 = time.perf_counter()
+    slide = write_whole_slide(tmp / "slide.imzML", n_pixels=pixels, n_bins=n_bins,
+                              peaks_per_spectrum=peaks_per_spectrum)
+    t_write = time.perf_counter() - t0
+    ibd = slide.imzml.with_suffix(".ibd")
+    np.save(tmp / "mz.npy", slide.mz)
+    store = tmp / "slide.zarr"
+    t0 = time.perf_counter()
+    ibd.read_bytes()
+    t_raw = time.perf_counter() - t0
+    out = subprocess.run([sys.executable, "-c", _CONVERT, str(slide.imzml), str(tmp / "mz.npy"), str(slide.tolerance),
+                          str(store)], check=True, capture_output=True, text=True).stdout.split()
+    t_convert, rss_kb = float(out[0]), int(out[1])
+    t0 = time.perf_counter()
+    adata = sc.io.read(store)  # reuse: opens the store, reads no spectrum
+    t_open = time.perf_counter() - t0
+    X = zarr.open_group(store, mode="r")["X"]
+    rng = np.random.default_rng(0)
+    ions = rng.choice(n_bins, size=repeat, replace=False)
+    t_ion = []
+    t_ion_dask = []
+    for j in ions:
+        t0 = time.perf_counter()
+        direct = X[:, int(j)]
+        t_ion.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        lazy = adata.X[:, int(j)].compute()
+        t_ion_dask.append(time.perf_counter() - t0)
+        assert np.array_equal(direct, lazy)
+    rows = X.chunks[0]
+    t_block = []
+    for b in rng.choice(pixels // rows, size=min(repeat, pixels // rows), replace=False):
+        t0 = time.perf_counter()
+        adata.X[int(b) * rows : (int(b) + 1) * rows].compute()
+        t_block.append(time.perf_counter() - t0)
+    store_bytes = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
+    return {
+        "pixels": pixels, "n_bins": n_bins, "peaks_per_spectrum": peaks_per_spectrum,
+        "ibd_GB": round(ibd.stat().st_size / 1e9, 2), "xml_GB": round(slide.imzml.stat().st_size / 1e9, 2),
+        "dense_float32_GB": round(pixels * n_bins * 4 / 1e9, 1), "store_GB": round(store_bytes / 1e9, 2),
+        "chunks": list(X.chunks), "write_whole_slide_s": round(t_write, 1),
+        "raw_ibd_read_s": round(t_raw, 2), "convert_s": round(t_convert, 1),
+        "convert_x_raw_read": round(t_convert / t_raw, 1), "convert_spectra_per_s": round(pixels / t_convert),
+        "convert_peak_rss_GB": round(rss_kb / 1e6, 2), "reopen_store_s": round(t_open, 2),
+        "ion_image_zarr_s_median": round(float(np.median(t_ion)), 3), "ion_image_zarr_s_max": round(max(t_ion), 3),
+        "ion_image_dask_s_median": round(float(np.median(t_ion_dask)), 3),
+        "ion_image_dask_s_max": round(max(t_ion_dask), 3),
+        f"block_of_{rows}_spectra_dask_s_median": round(float(np.median(t_block)), 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=200, help="image width = height in pixels")
@@ -187,11 +270,24 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="reader timings: best of this many runs")
     parser.add_argument("--reader-only", action="store_true", help="only the reader speed comparison")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--store", action="store_true", help="only the Zarr store benchmark (whole-slide file)")
+    parser.add_argument("--pixels", type=int, default=500_000, help="--store: spectra of the whole-slide file")
+    parser.add_argument("--n-bins", type=int, default=8_000, help="--store: target m/z (features)")
+    parser.add_argument("--peaks-per-spectrum", type=int, default=300, help="--store: mean peaks per spectrum")
+    parser.add_argument("--tmp", type=Path, help="--store: folder for the files (default: a temporary one)")
     args = parser.parse_args()
 
     from spatialclust._logging import settings
 
     settings["show_progress_bar"] = False
+    if args.store:
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            result = {"store": store_speed(Path(tmp), pixels=args.pixels, n_bins=args.n_bins,
+                                           peaks_per_spectrum=args.peaks_per_spectrum, repeat=max(args.repeat, 5))}
+        print(json.dumps(result, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.imzML"
         t0 = time.perf_counter()

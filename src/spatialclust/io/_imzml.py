@@ -3,13 +3,16 @@
 imzML (Schramm et al. 2012, J. Proteomics 75:5106) stores spectra in a binary ``.ibd`` file
 described by an XML ``.imzML`` file. ``read_imzml`` streams the XML once into an index of array
 offsets (:mod:`._imzml_index`, which also checks the index against the ``.ibd``), memory-maps the
-``.ibd``, and bins every chunk of spectra with one ``np.bincount`` instead of building each ion
+``.ibd``, and bins every chunk of spectra in one vectorised step instead of building each ion
 image separately (pyimzml's ``getionimage`` reads the whole file once per ion). Memory stays
-bounded by the output matrix plus one chunk. pyimzml's ``ImzMLWriter`` writes files.
+bounded by the output matrix plus one chunk; with ``store=...`` the binned chunks go to a chunked
+Zarr store instead (:mod:`._zarr`), and memory is a few chunks whatever the file size. pyimzml's
+``ImzMLWriter`` writes files.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import tempfile
@@ -37,8 +40,12 @@ from ._zarr import DEFAULT_CHUNKS, StorePlan, StoreWriter, read_imzml_store
 
 Unit = Literal["Da", "ppm"]
 
-#: Max number of (spectrum, bin) cells accumulated at once per chunk.
+#: Max number of (spectrum, bin) cells binned at once per chunk.
 _CHUNK_CELLS = 2**24
+#: Chunks with at most this many (spectrum, bin) cells per value are binned by a dense bincount.
+_DENSE_CELLS_PER_VALUE = 4
+#: Spectra whose first and last m/z are gathered at once by ``mz_extent``.
+_EXTENT_BLOCK = 1 << 16
 
 
 #: ``verify_checksum=None`` verifies the .ibd checksum up to this size.
@@ -206,7 +213,7 @@ def read_imzml(
     """Read an imzML file (continuous or processed) into an AnnData of binned ion images.
 
     The XML index is streamed once (:mod:`._imzml_index`), the ``.ibd`` is memory-mapped, and the
-    spectra are binned in chunks, each chunk with a single vectorised ``np.bincount``. Corrupt or
+    spectra are binned in chunks, each chunk with one ``np.bincount`` or ``np.add.reduceat``. Corrupt or
     inconsistent input raises :class:`ImzMLError`; nothing is returned silently wrong: the ``.ibd``
     must carry the UUID of its XML and match its declared SHA-1/MD5 checksum, every array must lie
     inside the file after the 16-byte header without overlapping another (the one m/z array shared
@@ -302,7 +309,7 @@ def read_imzml(
         digest = pool.submit(file_digest, ibd, index.checksum[0]) if verify else None
         try:
             with _as_imzml_error(path):
-                spectra_io = _Spectra(index, np.memmap(ibd, dtype=np.uint8, mode="r"), path)
+                spectra_io = _Spectra(index, ibd, path)
                 shared_axis = spectra_io.shared_axis(spectra) if shared else None
                 extent = None
                 if peak_axis is None and bin_width is not None:
@@ -314,6 +321,7 @@ def read_imzml(
             shape = (len(spectra), len(bins.centers))
             sink = (StoreWriter(tmp_store, shape, chunks=store_chunks) if store is not None
                     else _SparseRows(shape) if sparse else _DenseRows(shape))
+            stack.callback(getattr(sink, "close", lambda: None))
             with _as_imzml_error(path):
                 tic, n_empty, n_negative = spectra_io.bin(
                     spectra, bins, shared_col, chunk_size=chunk_size, negative=negative, put=sink.put
@@ -360,26 +368,39 @@ def read_imzml(
 
 
 class _DenseRows:
-    """Collects binned blocks of rows into one dense float32 matrix."""
+    """Collects binned chunks of rows into one dense float32 matrix."""
 
     def __init__(self, shape: tuple[int, int]):
         self.X = np.zeros(shape, dtype=np.float32)
 
-    def put(self, start: int, block: np.ndarray) -> None:
-        self.X[start : start + len(block)] = block
+    def put(self, start: int, n_rows: int, binned) -> None:
+        rows = self.X[start : start + n_rows]
+        if isinstance(binned, np.ndarray):
+            rows[:] = binned
+        else:
+            cells, sums = binned
+            rows.reshape(-1)[cells] = sums
 
     def result(self) -> np.ndarray:
         return self.X
 
 
 class _SparseRows:
-    """Collects binned blocks of rows into one CSR matrix."""
+    """Collects binned chunks of rows into one CSR matrix."""
 
     def __init__(self, shape: tuple[int, int]):
         self.shape, self.blocks = shape, []
 
-    def put(self, start: int, block: np.ndarray) -> None:
-        self.blocks.append(sp.csr_matrix(block.astype(np.float32)))
+    def put(self, start: int, n_rows: int, binned) -> None:
+        if isinstance(binned, np.ndarray):
+            block = sp.csr_matrix(binned.astype(np.float32))
+        else:
+            cells, sums = binned
+            n_bins = self.shape[1]
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(cells // n_bins, minlength=n_rows))])
+            block = sp.csr_matrix((sums.astype(np.float32), cells % n_bins, indptr), shape=(n_rows, n_bins))
+            block.eliminate_zeros()
+        self.blocks.append(block)
 
     def result(self) -> sp.csr_matrix:
         if not self.blocks:
@@ -448,30 +469,53 @@ def _verify_checksum(index: ImzMLIndex, ibd: Path, verify: bool | None) -> bool:
 
 
 class _Spectra:
-    """The spectra of a checked index, read from the memory-mapped ``.ibd``."""
+    """The spectra of a checked index, read from the memory-mapped ``.ibd``.
 
-    def __init__(self, index: ImzMLIndex, ibd_map: np.ndarray, path: Path):
-        self.index, self.map, self.path = index, ibd_map, path
+    The pages of each chunk are handed back to the kernel once it is binned (``MADV_DONTNEED``;
+    they stay in the page cache), so the resident memory of a pass is one chunk, not the file.
+    """
 
-    def _arrays(self, spectra: np.ndarray, kind: str) -> list[np.ndarray]:
+    def __init__(self, index: ImzMLIndex, ibd: Path, path: Path):
+        self.index, self.path = index, path
+        with open(ibd, "rb") as fh:
+            self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def _release(self, lo: int, hi: int) -> None:
+        """Drop the mapped pages of bytes ``[lo, hi)`` from this process (a no-op where unsupported)."""
+        if hasattr(self.map, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            lo -= lo % mmap.PAGESIZE
+            self.map.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(self.map)) - lo)
+
+    def _release_arrays(self, spectra: np.ndarray) -> None:
+        """Drop the mapped pages of the arrays of ``spectra``."""
+        ix = self.index
+        self._release(int(min(ix.mz_offset[spectra].min(), ix.int_offset[spectra].min())),
+                      int(max((ix.mz_offset[spectra] + ix.mz_length[spectra] * ix.mz_dtype.itemsize).max(),
+                              (ix.int_offset[spectra] + ix.int_length[spectra] * ix.int_dtype.itemsize).max())))
+
+    def _values(self, spectra: np.ndarray, kind: str) -> np.ndarray:
+        """The m/z or intensity arrays of ``spectra``, concatenated (one copy of each array; a
+        gather through an index array was slower for spectra of hundreds of values)."""
         ix = self.index
         offset, length, dtype = (
             (ix.mz_offset, ix.mz_length, ix.mz_dtype) if kind == "mz" else (ix.int_offset, ix.int_length, ix.int_dtype)
         )
         buf = self.map
-        return [np.frombuffer(buf, dtype, count=int(length[i]), offset=int(offset[i])) for i in spectra]
+        return np.concatenate([np.frombuffer(buf, dtype, count=int(n), offset=int(o))
+                               for o, n in zip(offset[spectra], length[spectra])])
 
     def shared_axis(self, spectra: np.ndarray) -> np.ndarray:
         """The m/z axis all non-empty spectra share (continuous mode)."""
         used = spectra[self.index.mz_length[spectra] > 0]
         if len(used) == 0:
             raise ImzMLError(f"All {len(spectra)} spectra of {str(self.path)!r} are empty.")
-        mz = self._arrays(used[:1], "mz")[0].astype(np.float64)
+        mz = self._values(used[:1], "mz").astype(np.float64)
         _check_chunk_mz(mz, np.zeros(1, np.int64), used[:1], self.path)
         return mz
 
     def mz_extent(self, spectra: np.ndarray) -> tuple[float, float]:
-        """Smallest and largest m/z of a processed file, from the first and last value of each array.
+        """Smallest and largest m/z of a processed file, from the first and last value of each array
+        (gathered for blocks of spectra at once).
 
         (Finiteness and order of every m/z are checked when the spectra are binned.)"""
         ix = self.index
@@ -479,70 +523,109 @@ class _Spectra:
         if len(used) == 0:
             raise ImzMLError(f"All {len(spectra)} spectra of {str(self.path)!r} are empty.")
         size = ix.mz_dtype.itemsize
-        first = np.array([np.frombuffer(self.map, ix.mz_dtype, 1, int(o))[0] for o in ix.mz_offset[used]])
-        last = np.array([np.frombuffer(self.map, ix.mz_dtype, 1, int(o + (n - 1) * size))[0]
-                         for o, n in zip(ix.mz_offset[used], ix.mz_length[used])])
-        ends = np.concatenate([first, last]).astype(np.float64)
-        if not np.isfinite(ends).all():
-            bad = used[int(np.argmax(~np.isfinite(ends))) % len(used)]
-            raise ImzMLError(f"{str(self.path)!r}: spectrum {int(bad)} has non-finite m/z values.")
-        return float(first.min()), float(last.max())
+        data = np.frombuffer(self.map, np.uint8)
+        lo, hi = np.inf, -np.inf
+        for start in range(0, len(used), _EXTENT_BLOCK):
+            ids = used[start : start + _EXTENT_BLOCK]
+            first_at = ix.mz_offset[ids]
+            last_at = first_at + (ix.mz_length[ids] - 1) * size
+            ends = data[np.concatenate([first_at, last_at])[:, None] + np.arange(size)]
+            ends = ends.view(ix.mz_dtype).ravel().astype(np.float64)
+            self._release(int(first_at.min()), int(last_at.max()) + size)
+            if not np.isfinite(ends).all():
+                bad = ids[int(np.argmax(~np.isfinite(ends))) % len(ids)]
+                raise ImzMLError(f"{str(self.path)!r}: spectrum {int(bad)} has non-finite m/z values.")
+            lo, hi = min(lo, ends[: len(ids)].min()), max(hi, ends[len(ids) :].max())
+        return float(lo), float(hi)
 
     def bin(self, spectra: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, *, chunk_size: int,
             negative: str, put) -> tuple[np.ndarray, int, int]:
-        """One pass over the spectra; each chunk binned with a single bincount and handed to
-        ``put(first_row, block)`` in row order. Returns the TIC, the empty and the negative counts."""
-        ix, path = self.index, self.path
+        """One pass over the spectra, a chunk at a time (see :meth:`_bin_chunk`).
+
+        ``put(first_row, n_rows, binned)`` receives the chunks in row order: ``binned`` is
+        either a dense float64 (n_rows, n_bins) block or a pair (cells, sums) of the flat index
+        (row * n_bins + column) and the float64 sum of every non-empty cell. Returns
+        the TIC, the empty and the negative counts. (Binning two chunks at once on two threads
+        was slower on the shared 2-core machine: the GIL-bound parts serialise them.)
+        """
         n_bins, n = len(bins.centers), len(spectra)
         chunk = max(1, min(chunk_size, _CHUNK_CELLS // max(n_bins, 1)))
         tic = np.zeros(n, dtype=np.float64)
         n_empty = n_negative = 0
-        floats = ix.int_dtype.kind == "f"
-        # a shared m/z axis: its column per value, outside all bins the extra column n_bins (dropped below)
-        shared_cols = None if shared_col is None else np.where(shared_col < 0, n_bins, shared_col)
         starts = range(0, n, chunk)
-        for start in progress(starts, desc=f"Reading {path.name}", total=len(starts)):
-            idx = spectra[start : start + chunk]
-            lengths = ix.int_length[idx]
-            used = lengths > 0
-            n_empty += int((~used).sum())
-            if not used.any():
-                put(start, np.zeros((len(idx), n_bins), dtype=np.float32))
-                continue
-            ids = idx[used]  # the spectra of the chunk's segments of concatenated values
-            seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
-            inten = np.concatenate(self._arrays(ids, "int"))
-            low, high = inten.min(), inten.max()  # NaN propagates: both finite <=> all finite
-            if floats and not (np.isfinite(low) and np.isfinite(high)):
-                first = int(np.argmax(~np.isfinite(inten)))
-                raise ImzMLError(
-                    f"{str(path)!r}: {int((~np.isfinite(inten)).sum())} non-finite (NaN/inf) intensities, "
-                    f"first in spectrum {_spectrum_at(first, seg, ids)}."
-                )
-            if low < 0:
-                below = inten < 0
-                n_negative += int(below.sum())
-                if negative == "error":
-                    first = int(np.argmax(below))
-                    raise ImzMLError(
-                        f"{str(path)!r}: {int(below.sum())} negative intensities in this chunk, first in "
-                        f"spectrum {_spectrum_at(first, seg, ids)} ({inten[first]:.6g}). Pass negative='clip' (set to 0) "
-                        "or 'warn' (keep) if the file is expected to hold them (CLI: --set input.read.negative=clip)."
-                    )
-                if negative == "clip":
-                    inten[below] = 0.0
-            tic[start : start + len(idx)][used] = np.add.reduceat(inten, seg, dtype=np.float64)
-            if shared_cols is not None:
-                col = np.tile(shared_cols, len(ids))
-            else:
-                mz = np.concatenate(self._arrays(ids, "mz")).astype(np.float64, copy=False)
-                _check_chunk_mz(mz, seg, ids, path)
-                col = bins.index(mz, outside=n_bins)
-            flat = np.repeat(np.nonzero(used)[0] * (n_bins + 1), lengths[used])
-            flat += col
-            binned = np.bincount(flat, weights=inten, minlength=len(idx) * (n_bins + 1))
-            put(start, binned.reshape(len(idx), n_bins + 1)[:, :n_bins])
+        for start in progress(starts, desc=f"Reading {self.path.name}", total=len(starts)):
+            binned, chunk_tic, empty, negatives = self._bin_chunk(spectra[start : start + chunk], bins,
+                                                                  shared_col, negative)
+            tic[start : start + len(chunk_tic)] = chunk_tic
+            n_empty, n_negative = n_empty + empty, n_negative + negatives
+            put(start, len(chunk_tic), binned)
         return tic, n_empty, n_negative
+
+    def _bin_chunk(self, idx: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, negative: str):
+        """Bin the spectra ``idx``: their values are concatenated and given their bin by one
+        binary search; then, when the chunk has few (spectrum, bin) cells per value, one
+        ``np.bincount`` over all cells, otherwise (fine axes, sparse spectra: a dense accumulator
+        would dwarf the values) one ``np.add.reduceat`` over the runs of equal cells, which are
+        already in order (spectra in order, m/z sorted within each spectrum, as checked). Both add
+        in float64 in value order, so the sums are identical. Returns the non-empty cells (row *
+        n_bins + column), their sums, the TIC of each spectrum, the number of empty spectra and of
+        negative intensities."""
+        ix, path, n_bins = self.index, self.path, len(bins.centers)
+        lengths = ix.int_length[idx]
+        used = lengths > 0
+        tic = np.zeros(len(idx), dtype=np.float64)
+        if not used.any():
+            return (np.zeros(0, np.int64), np.zeros(0)), tic, len(idx), 0
+        ids = idx[used]  # the spectra of the chunk's segments of concatenated values
+        seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
+        inten = self._values(ids, "int")
+        low, high = inten.min(), inten.max()  # NaN propagates: both finite <=> all finite
+        if ix.int_dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
+            first = int(np.argmax(~np.isfinite(inten)))
+            raise ImzMLError(
+                f"{str(path)!r}: {int((~np.isfinite(inten)).sum())} non-finite (NaN/inf) intensities, "
+                f"first in spectrum {_spectrum_at(first, seg, ids)}."
+            )
+        n_negative = 0
+        if low < 0:
+            below = inten < 0
+            n_negative = int(below.sum())
+            if negative == "error":
+                first = int(np.argmax(below))
+                raise ImzMLError(
+                    f"{str(path)!r}: {n_negative} negative intensities in this chunk, first in "
+                    f"spectrum {_spectrum_at(first, seg, ids)} ({inten[first]:.6g}). Pass negative='clip' (set to 0) "
+                    "or 'warn' (keep) if the file is expected to hold them (CLI: --set input.read.negative=clip)."
+                )
+            if negative == "clip":
+                inten[below] = 0.0
+        tic[used] = np.add.reduceat(inten, seg, dtype=np.float64)
+        if shared_col is not None:
+            col = np.tile(shared_col, len(ids))
+        else:
+            mz = self._values(ids, "mz").astype(np.float64, copy=False)
+            _check_chunk_mz(mz, seg, ids, path)
+            col = bins.index(mz)
+        self._release_arrays(ids)  # the values are copies from here on
+        if len(idx) * (n_bins + 1) <= _DENSE_CELLS_PER_VALUE * len(inten):
+            # few cells per value: one bincount over the (spectrum, bin) grid, with an extra
+            # column for values outside every bin (dropped)
+            width = n_bins + 1
+            flat = np.repeat(np.nonzero(used)[0] * width, lengths[used])
+            flat += np.where(col < 0, n_bins, col)
+            binned = np.bincount(flat, weights=inten, minlength=len(idx) * width)
+            return binned.reshape(len(idx), width)[:, :n_bins], tic, int((~used).sum()), n_negative
+        # many cells per value (fine axes, sparse spectra): sum the runs of equal cells
+        cells = np.repeat(np.nonzero(used)[0] * n_bins, lengths[used])
+        cells += col
+        inside = col >= 0
+        if not inside.all():
+            cells, inten = cells[inside], inten[inside]
+        sums = np.zeros(0)
+        if len(cells):  # cells are non-decreasing: each run of equal cells is one (spectrum, bin)
+            first = np.flatnonzero(np.concatenate([[True], cells[1:] != cells[:-1]]))
+            cells, sums = cells[first], np.add.reduceat(inten, first, dtype=np.float64)
+        return (cells, sums), tic, int((~used).sum()), n_negative
 
 
 def _spectrum_at(position: int, seg: np.ndarray, ids: np.ndarray) -> int:

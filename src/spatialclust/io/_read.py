@@ -34,7 +34,10 @@ def read(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
         raise FileNotFoundError(f"Input {str(path)!r} does not exist.")
     if path.suffix.lower() == ".zarr":
         if is_imzml_store(path):
-            return read_imzml_store(path, **kwargs)
+            if kwargs:
+                raise ValueError(f"{str(path)!r} is an imzML Zarr store, binned when it was written: reader options "
+                                 f"{sorted(kwargs)} do not apply (rebuild it with read_imzml(..., store=...)).")
+            return read_imzml_store(path)
         return read_spatialdata(path, **kwargs)
     suffix = path.suffix.lower()
     if path.is_dir():
