@@ -76,7 +76,7 @@ def test_embed_writes_varm_and_uns(adata, images):
     assert adata.uns[key]["method"] == "regular"
     # the recorded parameters are the embedder's (no conditioning: the paper's regular ion images)
     assert adata.uns[key][_keys.PARAMS] == {"clip_percentile": "None", "contrast": "None", "denoise": "None",
-                                            "denoise_size": 3.0}
+                                            "denoise_size": 3.0, "n_components": "None", "random_state": 0}
 
 
 def test_embed_key_added_copy_and_instance(adata):

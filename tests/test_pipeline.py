@@ -41,7 +41,7 @@ def test_default_config_is_complete_and_commented():
 
     text = resources.files("spatialclust.pipeline").joinpath("config.yaml").read_text()
     config = default_config()
-    assert set(config) == {"seed", "input", "preprocess", "embedding", "cluster", "evaluate", "report"}
+    assert set(config) == {"seed", "input", "compute", "preprocess", "embedding", "cluster", "evaluate", "report"}
     # every key of every mapping section is explained by a comment in the packaged file
     assert text.count("\n#") + text.count("  #") > 60
     resolved = load_config()

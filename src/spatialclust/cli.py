@@ -13,6 +13,7 @@ import inspect
 import logging
 import traceback
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -293,10 +294,17 @@ def demo(opts: Shared) -> str:
     return f"Done. Open {report}"
 
 
+SchedulerOpt = Annotated[Optional[str], typer.Option(
+    "--scheduler", help="Run the chunked steps on this dask scheduler (tcp://host:8786, or 'local' for a "
+    "LocalCluster); sets compute.scheduler.")]
+
+
 @command(app, output="spatialclust_run", set_example=CLUSTER_SET)
-def run(opts: Shared, input_or_config: InputOrConfig) -> str:
+def run(opts: Shared, input_or_config: InputOrConfig, scheduler: SchedulerOpt = None) -> str:
     """Cluster the ion images of a dataset: every embedding x every clusterer of the configuration
     (defaults: spatialclust/pipeline/config.yaml), evaluated, plotted and reported in one run directory."""
+    if scheduler:
+        opts = dataclasses.replace(opts, overrides=(*opts.overrides, f"compute.scheduler={scheduler}"))
     config = load("cluster", opts, input_or_config)
     report = announce("run", opts)
     pipeline.run_pipeline(config, opts.output, overwrite=opts.overwrite, command="run")

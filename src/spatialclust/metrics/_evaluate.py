@@ -119,17 +119,31 @@ def evaluate_clustering(
     if out["n_clusters"] == 0:
         logger.warning("Clustering `%s` labels all %d images noise; most metrics are undefined.", key, labels.size)
 
-    images = None
-    if rep is None or _keys.MZ in adata.var:
+    images, acquired = None, None
+    matrix = pp.intensity_matrix(adata, layer)
+    if pp.is_dask(matrix):  # a chunked matrix: its pixels (every acquired one) are streamed, never imaged
+        images = matrix.T
+        regular = [k for k in adata.varm if isinstance(adata.uns.get(k), dict) and adata.uns[k].get("method") == "regular"]
+        if rep is None and regular:  # the regular embedding of this dataset, computed already
+            rep = np.asarray(adata.varm[regular[0]])
+            logger.info("Internal metrics of `%s` on the regular embedding `%s`.", key, regular[0])
+        elif rep is None:
+            pixels = pp.tissue_pixels(adata, matrix)
+            fixed = pixels.shape[0] * pixels.shape[1] > pp.DENSE_MAX_ENTRIES
+            regular = registry("embedder").create("regular", n_components=100 if fixed else None, random_state=random_state)
+            rep = regular.transform_pixels(pixels)
+            if fixed:
+                logger.info("Internal metrics of `%s` on 100 randomized-SVD components of the regular images.", key)
+    elif rep is None or _keys.MZ in adata.var:
         images = pp.feature_images(adata, layer=layer)
-    if rep is None:
-        rep = registry("embedder").create("regular").fit_transform(images, mask=pp.tissue_mask_image(adata))
-
-    # isotopes (seed 000, seed 001); seed 000 correlates the whole ion images: every acquired pixel
-    if _keys.MZ in adata.var:
         x, y = pp.pixel_coordinates(adata)
         acquired = np.zeros(images.shape[1:], dtype=bool)
         acquired[y, x] = True
+        if rep is None:
+            rep = registry("embedder").create("regular").fit_transform(images, mask=pp.tissue_mask_image(adata))
+
+    # isotopes (seed 000, seed 001); seed 000 correlates the whole ion images: every acquired pixel
+    if _keys.MZ in adata.var:
         pairs = isotope_pairs(adata.var[_keys.MZ].to_numpy(), images, delta=isotope_delta, unit=isotope_unit,
                               min_corr=isotope_min_corr, mask=acquired)
         rir = relative_isotope_ratio(labels, pairs, n_boot=n_boot, random_state=random_state)

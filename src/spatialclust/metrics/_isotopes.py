@@ -46,7 +46,9 @@ def isotope_pairs(
     mz
         m/z of every image, shape ``(n_images,)`` (any order).
     images
-        Ion images ``(n_images, H, W)`` or flattened ``(n_images, n_pixels)``.
+        Ion images ``(n_images, H, W)`` or flattened ``(n_images, n_pixels)``; also a dask array
+        (e.g. ``X.T`` of a chunked dataset), whose correlations are computed for the m/z candidate
+        pairs only, in two passes over its pixel chunks.
     delta
         Tolerance of the mass difference, in ``unit``.
     unit
@@ -70,7 +72,8 @@ def isotope_pairs(
         raise ValueError(f"`mz` must be 1-D (one m/z per image); received shape {mzs.shape}.")
     if not np.isfinite(mzs).all():
         raise ValueError("`mz` contains NaN or infinite values.")
-    arr = np.asarray(images)
+    chunked = hasattr(images, "compute") and hasattr(images, "chunks")  # a dask array stays lazy
+    arr = images if chunked else np.asarray(images)
     if arr.ndim not in (2, 3) or arr.shape[0] != mzs.size:
         raise ValueError(f"`images` must have shape ({mzs.size}, H, W) or ({mzs.size}, n_pixels) to match `mz`; received {arr.shape}.")
     arr = arr.reshape(arr.shape[0], -1)
@@ -85,9 +88,26 @@ def isotope_pairs(
         raise ValueError(f"`delta` must be a positive tolerance; received {delta!r}.")
     if not -1.0 <= min_corr <= 1.0:
         raise ValueError(f"`min_corr` must lie in [-1, 1]; received {min_corr!r}.")
-    if not np.isfinite(arr).all():
+    if not chunked and not np.isfinite(arr).all():  # chunked: checked on the statistics, in their one pass
         raise ValueError("`images` contains NaN or infinite values.")
 
+    cand_i, cand_j = _candidate_pairs(mzs, delta=delta, unit=unit, mass_shift=mass_shift)
+    if cand_i.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if chunked:
+        corr, constant = _chunked_correlations(arr, cand_i, cand_j)
+    else:
+        corr, constant = _correlations(arr, cand_i, cand_j, batch_size=batch_size)
+    n_const = int(constant[np.unique(np.concatenate([cand_i, cand_j]))].sum())
+    if n_const:
+        logger.info("%d candidate isotope images are constant (correlation undefined) and form no pair.", n_const)
+    good = corr >= min_corr
+    pairs = np.stack([cand_i[good], cand_j[good]], axis=1).astype(np.int64)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
+def _candidate_pairs(mzs: np.ndarray, *, delta: float, unit: str, mass_shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Image indices ``(i, j)`` whose m/z differ by ``mass_shift`` within ``delta`` (m/z-sorted neighbours only)."""
     order = np.argsort(mzs, kind="stable")
     sorted_mz = mzs[order]
     tol = delta * 1e-6 * (sorted_mz + mass_shift) if unit == "ppm" else np.full_like(sorted_mz, delta)
@@ -100,13 +120,18 @@ def isotope_pairs(
     diff = sorted_mz[second] - sorted_mz[first]
     tol_j = delta * 1e-6 * sorted_mz[second] if unit == "ppm" else delta
     keep = (np.abs(diff - mass_shift) <= tol_j) & (second != first)
-    cand_i, cand_j = order[first[keep]], order[second[keep]]
-    if cand_i.size == 0:
-        return np.zeros((0, 2), dtype=np.int64)
+    return order[first[keep]], order[second[keep]]
 
+
+def _constant(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return std <= 1e-12 * np.maximum(1.0, np.abs(mean))
+
+
+def _correlations(arr: np.ndarray, cand_i: np.ndarray, cand_j: np.ndarray, *, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson correlation of every candidate pair (-inf where undefined) and the constant-image flags."""
     mean = arr.mean(axis=1, dtype=np.float64)
     std = arr.std(axis=1, dtype=np.float64)
-    constant = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
+    constant = _constant(mean, std)
     corr = np.full(cand_i.size, -np.inf)
     for start in range(0, cand_i.size, batch_size):
         a, b = cand_i[start : start + batch_size], cand_j[start : start + batch_size]
@@ -117,12 +142,26 @@ def isotope_pairs(
         za = (arr[a] - mean[a, None]) / std[a, None]
         zb = (arr[b] - mean[b, None]) / std[b, None]
         corr[start : start + batch_size][ok] = np.einsum("ij,ij->i", za, zb) / arr.shape[1]
-    n_const = int(constant[np.unique(np.concatenate([cand_i, cand_j]))].sum())
-    if n_const:
-        logger.info("%d candidate isotope images are constant (correlation undefined) and form no pair.", n_const)
-    good = corr >= min_corr
-    pairs = np.stack([cand_i[good], cand_j[good]], axis=1).astype(np.int64)
-    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    return corr, constant
+
+
+def _chunked_correlations(arr: Any, cand_i: np.ndarray, cand_j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_correlations` of a dask ``(n_images, n_pixels)`` array in two passes over its pixel chunks
+    (the means, then the centred sums of squares and of the candidate products), in the array's own chunks."""
+    import dask.array as da
+
+    pixels = arr.T.astype(np.float64)
+    mean = pixels.mean(axis=0).compute()
+    if not np.isfinite(mean).all():
+        raise ValueError("`images` contains NaN or infinite values.")
+    centred = pixels - mean
+    variance, products = da.compute((centred * centred).mean(axis=0), (centred[:, cand_i] * centred[:, cand_j]).mean(axis=0))
+    std = np.sqrt(variance)
+    constant = _constant(mean, std)
+    ok = ~(constant[cand_i] | constant[cand_j])
+    corr = np.full(cand_i.size, -np.inf)
+    corr[ok] = products[ok] / (std[cand_i[ok]] * std[cand_j[ok]])
+    return corr, constant
 
 
 def _check_pairs(pairs: Any, n: int) -> np.ndarray:

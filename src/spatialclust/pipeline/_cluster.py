@@ -22,6 +22,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._compat import seed_everything
+from .._compute import check_compute, chunked, compute_context
 from .._config import ConfigError
 from .._logging import logger, progress
 from .._rundir import (
@@ -93,11 +94,14 @@ def run_pipeline(
     check_plan(cfg)  # every embedder's and clusterer's parameters, before the data are read (issue 16)
     output_dir = Path(output_dir)
     plans = _plan(cfg)  # builds every estimator first: bad parameters fail before any work
+    compute = check_compute(cfg["compute"])
     inputs = (cfg["input"]["path"], cfg["report"]["histology"])
-    with run_directory(output_dir, cfg, command=command, overwrite=overwrite, inputs=inputs) as tmp:
+    with run_directory(output_dir, cfg, command=command, overwrite=overwrite, inputs=inputs) as tmp, \
+            compute_context(compute):
         seed = cfg["seed"]
         seed_everything(seed)
         adata, dataset = load_input(cfg["input"], seed=seed)
+        chunked(adata, compute["chunk_pixels"])
         preprocess(adata, cfg["preprocess"])
         # what cannot run on this many images fails before the first embedding starts
         for key, embedder in plans["embeddings"]:
@@ -254,10 +258,13 @@ def preprocess(adata: AnnData, section: Mapping[str, Any]) -> None:
 def thinned_partners(adata: AnnData, embeddings: list, cfg: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """Partner recall@1/@10 of every embedding on abundance-thinned partners of the raw counts
     (:func:`spatialclust.metrics.thinned_partner_check`, each embedder as fitted in the run);
-    empty without ``layers["raw"]``."""
-    from .. import metrics
+    empty without ``layers["raw"]`` and for a chunked (dask) X."""
+    from .. import metrics, pp
 
     if K.RAW not in adata.layers:
+        return {}
+    if pp.is_dask(adata.layers[K.RAW]):  # the check re-preprocesses thinned images in memory
+        logger.info("Chunked X: no thinned-partner check (it needs the images in memory).")
         return {}
     section = cfg["preprocess"]
     preprocess = {name: section[name] for name in ("normalize", "winsorize", "scale", "tissue_only")}

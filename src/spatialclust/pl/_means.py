@@ -5,18 +5,22 @@ a cluster "by first winsorizing each ion image ..., followed by stratified avera
 images per cluster". Here every member image is winsorised at the upper ``winsorize`` percentile
 and scaled to [0, 1] (the paper's regular-ion-image standardisation, so bright ions do not dominate
 the mean), then the members of each cluster are averaged. Images are built a chunk of features at a
-time, so memory stays bounded by the output even for thousands of ion images.
+time, so memory stays bounded by the output even for thousands of ion images. A chunked (dask)
+matrix is never imaged: the sums over the members are one dask matrix product streaming over its
+pixel chunks (:func:`_chunked_sums`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from anndata import AnnData
 
 from .. import pp
+from ..pp._images import _CHUNK_ENTRIES, pixel_coordinates
 from .._logging import logger
 from ._utils import cluster_labels
 
@@ -35,6 +39,13 @@ def standardized_images(
     Percentiles and ranges are taken over on-tissue pixels (:func:`spatialclust.pp.tissue_mask_image`);
     off-tissue grid cells are 0. ``winsorize=None`` skips winsorising (only scales).
     """
+    return pp.feature_images(_standardized(adata, features, layer=layer, winsorize=winsorize), layer=layer)
+
+
+def _standardized(adata: AnnData, features: Sequence[int] | np.ndarray, *, layer: str | None,
+                  winsorize: float | None) -> AnnData:
+    """A copy of the ``features`` of ``adata`` winsorised and scaled as in :func:`standardized_images`
+    (lazily for a dask matrix, whose statistics only are computed)."""
     subset = adata[:, np.asarray(features, dtype=np.int64)]
     # The pp steps log at INFO that they changed the data; here they only change a private copy
     # made for display, so their messages would mislead (and repeat for every chunk).
@@ -48,13 +59,15 @@ def standardized_images(
             subset = pp.scale_images(subset, layer=layer, copy=True)
     finally:
         logger.setLevel(level)
-    return pp.feature_images(subset, layer=layer)
+    return subset
 
 
-def index_chunks(indices: np.ndarray) -> Iterator[np.ndarray]:
-    """Split feature ``indices`` into chunks of ``_CHUNK`` (images are built one chunk at a time)."""
-    for start in range(0, len(indices), _CHUNK):
-        yield indices[start : start + _CHUNK]
+def index_chunks(indices: np.ndarray, *, n_pixels: int) -> Iterator[np.ndarray]:
+    """Split feature ``indices`` into chunks of at most ``_CHUNK`` images of ``n_pixels`` pixels, and at
+    most ``pp``'s chunk budget of entries (images are built one chunk at a time)."""
+    size = max(1, min(_CHUNK, _CHUNK_ENTRIES // max(n_pixels, 1)))
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]
 
 
 def cluster_means(
@@ -93,7 +106,12 @@ def cluster_means(
     sums = np.zeros((len(clusters), height, width), dtype=np.float64)
     position = {int(c): i for i, c in enumerate(clusters)}
     selected = np.flatnonzero(np.isin(labels, clusters))
-    for chunk in index_chunks(selected):
+    if pp.is_dask(pp.intensity_matrix(adata, layer)):
+        x, y = pixel_coordinates(adata)
+        pixels, onehot = _chunked_members(adata, selected, labels, clusters, layer=layer, winsorize=winsorize)
+        sums[:, y, x] = (pixels @ onehot).compute().T
+        selected = selected[:0]  # summed above
+    for chunk in index_chunks(selected, n_pixels=height * width):
         images = standardized_images(adata, chunk, layer=layer, winsorize=winsorize)
         rows = np.array([position[int(c)] for c in labels[chunk]], dtype=np.int64)
         np.add.at(sums, rows, images)
@@ -137,7 +155,10 @@ def mean_image_correlation(
     position = {int(c): i for i, c in enumerate(clusters)}
     out = np.full(adata.n_vars, np.nan)
     selected = np.flatnonzero(np.isin(labels, clusters))
-    for chunk in index_chunks(selected):
+    if pp.is_dask(pp.intensity_matrix(adata, layer)):
+        out[selected] = _chunked_correlation(adata, selected, labels, clusters, centred, layer=layer, winsorize=winsorize)
+        selected = selected[:0]
+    for chunk in index_chunks(selected, n_pixels=mask.size):
         values = standardized_images(adata, chunk, layer=layer, winsorize=winsorize)[:, mask].astype(np.float64)
         values -= values.mean(axis=1, keepdims=True)
         reference = centred[[position[int(c)] for c in labels[chunk]]]
@@ -145,3 +166,33 @@ def mean_image_correlation(
         with np.errstate(invalid="ignore", divide="ignore"):
             out[chunk] = np.where(denominator > 0, (values * reference).sum(axis=1) / denominator, np.nan)
     return out
+
+
+def _chunked_members(
+    adata: AnnData, selected: np.ndarray, labels: np.ndarray, clusters: np.ndarray, *, layer: str | None,
+    winsorize: float | None,
+) -> tuple[Any, np.ndarray]:
+    """The standardised images of ``selected`` as a lazy float64 dask ``(n_obs, n_selected)`` matrix
+    (statistics computed, values not) and their one-hot cluster membership ``(n_selected, n_clusters)``."""
+    subset = _standardized(adata, selected, layer=layer, winsorize=winsorize)
+    onehot = (labels[selected][:, None] == clusters[None, :]).astype(np.float64)
+    return pp.intensity_matrix(subset, layer).astype(np.float64), onehot
+
+
+def _chunked_correlation(
+    adata: AnnData, selected: np.ndarray, labels: np.ndarray, clusters: np.ndarray, centred: np.ndarray, *,
+    layer: str | None, winsorize: float | None,
+) -> np.ndarray:
+    """:func:`mean_image_correlation` of ``selected`` for a dask matrix: two passes over the on-tissue
+    pixels (the image means, then the centred sums of squares and the products with the centred means)."""
+    import dask.array as da
+
+    pixels, onehot = _chunked_members(adata, selected, labels, clusters, layer=layer, winsorize=winsorize)
+    subset = adata[:, selected]
+    values = pp.tissue_pixels(subset, pixels)  # rows in the order of the mask's pixels, as `centred`
+    means = values.mean(axis=0).compute()
+    squares, products = da.compute(((values - means) ** 2).sum(axis=0), values.T @ centred.T)
+    own = products[np.arange(selected.size), onehot.argmax(axis=1)]  # with the centred mean of its cluster
+    denominator = np.sqrt(squares) * np.linalg.norm(centred, axis=1)[onehot.argmax(axis=1)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, own / denominator, np.nan)

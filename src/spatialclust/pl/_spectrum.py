@@ -16,9 +16,12 @@ from ._utils import cluster_colors, cluster_labels, finish
 
 def mean_spectrum(adata: AnnData, *, layer: str | None = None) -> np.ndarray:
     """Mean intensity of every feature over the on-tissue pixels, float64 ``(n_vars,)``."""
+    matrix = pp.intensity_matrix(adata, layer)
+    if pp.is_dask(matrix):  # one pass over the pixel chunks
+        return np.asarray(pp.tissue_pixels(adata, matrix).astype(np.float64).mean(axis=0).compute())
     mask = pp.tissue_mask_image(adata)
     out = np.empty(adata.n_vars)
-    for chunk in index_chunks(np.arange(adata.n_vars)):
+    for chunk in index_chunks(np.arange(adata.n_vars), n_pixels=mask.size):
         out[chunk] = pp.feature_images(adata, layer=layer, features=chunk)[:, mask].mean(axis=1)
     return out
 

@@ -1,7 +1,7 @@
 """Preprocessing: feature-image view, normalisation, winsorising, scaling, tissue mask."""
 
-from ._images import feature_images, pixel_coordinates, tissue_mask_image
-from ._matrix import preprocessing_steps
+from ._images import feature_images, intensity_matrix, pixel_coordinates, tissue_mask_image, tissue_pixels
+from ._matrix import DENSE_MAX_ENTRIES, is_dask, preprocessing_steps
 from ._normalize import normalize_rms, normalize_tic
 from ._patches import CONDITIONING_CONSTRAINTS, CONTRASTS, DENOISERS, MAX_UPSAMPLE, PatchGrid, condition_images, extract_patches, patch_grid
 from ._preprocess import preprocess_ion_images
@@ -11,6 +11,7 @@ from ._standardize import remove_empty_features, scale_images, winsorize
 from ._tissue import otsu_threshold, tissue_mask
 
 __all__: list[str] = [
+    "DENSE_MAX_ENTRIES",
     "CONDITIONING_CONSTRAINTS",
     "CONTRASTS",
     "DENOISERS",
@@ -19,6 +20,8 @@ __all__: list[str] = [
     "condition_images",
     "extract_patches",
     "feature_images",
+    "intensity_matrix",
+    "is_dask",
     "normalize_rms",
     "normalize_tic",
     "otsu_threshold",
@@ -32,5 +35,6 @@ __all__: list[str] = [
     "scale_images",
     "tissue_mask",
     "tissue_mask_image",
+    "tissue_pixels",
     "winsorize",
 ]

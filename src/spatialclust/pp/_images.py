@@ -204,3 +204,20 @@ def tissue_mask_image(adata: AnnData) -> np.ndarray:
     else:
         mask[y, x] = True
     return mask
+
+
+def tissue_pixels(adata: AnnData, matrix=None):
+    """The on-tissue rows of ``matrix`` (default ``adata.X``) in the order of the pixels of
+    :func:`tissue_mask_image` (row-major on the grid): ``images[:, mask].T`` without building the images.
+
+    Works for every matrix type; a dask matrix stays lazy (a slice or a row selection of its chunks).
+    """
+    matrix = intensity_matrix(adata) if matrix is None else matrix
+    height, width = grid_shape(adata)
+    x, y = pixel_coordinates(adata)
+    rows = np.asarray(adata.obs[K.TISSUE], dtype=bool) if K.TISSUE in adata.obs else np.ones(adata.n_obs, dtype=bool)
+    selected = np.flatnonzero(rows)
+    order = selected[np.argsort(y[selected] * width + x[selected], kind="stable")]
+    if np.array_equal(order, selected):  # pixels already in grid order (the usual case): no reordering
+        return matrix if selected.size == adata.n_obs else matrix[rows]
+    return matrix[order]

@@ -3,6 +3,12 @@
 Per-feature statistics are computed chunk by chunk of features (see
 :func:`~spatialclust.pp._images.feature_chunks`); element-wise per-feature and per-pixel transforms
 are applied in place for numpy and scipy sparse matrices and lazily for dask arrays.
+
+A dask matrix (e.g. ``dask.array.from_zarr`` of a chunked store) is never loaded as a whole: a
+per-feature statistic rechunks it into column blocks of at most ``_CHUNK_ENTRIES`` entries (every
+pixel of a few images) and computes the statistic of every block as one dask graph, so peak
+memory is bounded by the chunk sizes, and the same code runs on the threads of this process or on
+a ``dask.distributed`` cluster (:func:`spatialclust._compute.compute_context`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._logging import logger
-from ._images import dense_columns, feature_chunks, intensity_matrix
+from ._images import _CHUNK_ENTRIES, dense_columns, feature_chunks, intensity_matrix
 
 
 def start(adata: AnnData, copy: bool) -> AnnData:
@@ -30,6 +36,11 @@ def start(adata: AnnData, copy: bool) -> AnnData:
     if adata.is_view:
         adata._init_as_actual(adata.copy())
     return adata
+
+
+#: Largest dense matrix (entries) built from a chunked (dask) matrix: beyond it a flattened regular
+#: embedding needs ``n_components`` (randomized SVD) and metrics reduce the images first.
+DENSE_MAX_ENTRIES = 2**28
 
 
 def is_dask(matrix: Any) -> bool:
@@ -88,10 +99,10 @@ def check_finite(adata: AnnData, layer: str | None = None) -> None:
         bad_entries = ~np.isfinite(coo.data)
         n_bad = int(bad_entries.sum())
         bad_features = np.unique(coo.col[bad_entries])
-    elif is_dask(matrix):
+    elif is_dask(matrix):  # one pass over the data; the count only when something is wrong
         finite = np.isfinite(matrix)
-        n_bad = int((~finite).sum().compute())
         bad_features = np.flatnonzero(~np.asarray(finite.all(axis=0).compute()))
+        n_bad = int((~finite[:, bad_features]).sum().compute()) if bad_features.size else 0
     else:
         finite = np.isfinite(matrix)
         n_bad = int(finite.size - np.count_nonzero(finite))
@@ -120,15 +131,36 @@ def tissue_rows(adata: AnnData) -> np.ndarray:
 def column_statistic(
     matrix, rows: np.ndarray | None, statistic: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
-    """``statistic(block)`` (reducing axis 0) of every column over ``rows``, chunk by chunk of features."""
+    """``statistic(block)`` (reducing axis 0) of every column over ``rows``, chunk by chunk of features.
+
+    ``statistic`` takes a dense float32 ``(n_rows, n_columns)`` block and returns ``(n_columns,)``
+    values, or ``(n_values, n_columns)`` for several statistics at once; the result is float64 of
+    that shape for all columns. A dask matrix is rechunked into column blocks holding every selected
+    pixel (at most ``_CHUNK_ENTRIES`` entries each) and the blocks are reduced in one dask compute.
+    """
     n_obs, n_vars = matrix.shape
-    out = np.empty(n_vars, dtype=np.float64)
+    if is_dask(matrix):
+        import dask
+
+        selected = matrix if rows is None else matrix[rows]
+        width = max(1, min(_CHUNK_ENTRIES // max(selected.shape[0], 1), n_vars))
+        blocks = selected.astype(np.float32).rechunk({0: -1, 1: width}).to_delayed().ravel()
+        parts = dask.compute(*(dask.delayed(_block_statistic)(block, statistic) for block in blocks))
+        return np.concatenate(parts, axis=-1) if parts else np.zeros(0)
+    out = None
     for chunk in feature_chunks(n_obs, np.arange(n_vars)):
         block = dense_columns(matrix, slice(chunk[0], chunk[-1] + 1))
         if rows is not None:
             block = block[rows]
-        out[chunk] = statistic(block)
-    return out
+        values = _block_statistic(block, statistic)
+        if out is None:
+            out = np.empty(values.shape[:-1] + (n_vars,), dtype=np.float64)
+        out[..., chunk] = values
+    return np.zeros(0) if out is None else out
+
+
+def _block_statistic(block: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    return np.asarray(statistic(np.asarray(block)), dtype=np.float64)
 
 
 def transform_columns(matrix, func: Callable[..., np.ndarray], *params: np.ndarray):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from anndata import AnnData
 
 from .._logging import logger
-from ._images import dense_columns, feature_chunks, intensity_matrix
+from ._images import intensity_matrix
 from ._matrix import (
     check_finite,
     column_statistic,
     float_matrix,
-    is_dask,
     record_step,
     set_matrix,
     start,
@@ -73,16 +74,9 @@ def winsorize(
     check_finite(adata, layer)
     matrix = float_matrix(adata, layer)
     rows = _statistic_rows(adata, tissue_only)
-    sparse_counts: list[int] = []
-
-    def thresholds_of(block: np.ndarray) -> np.ndarray:
-        thresholds, n_sparse = _winsorize_thresholds(block, percentile)
-        sparse_counts.append(n_sparse)
-        return thresholds
-
-    thresholds = column_statistic(matrix, rows, thresholds_of).astype(matrix.dtype)
-    set_matrix(adata, layer, transform_columns(matrix, np.minimum, thresholds))
-    n_sparse = sum(sparse_counts)
+    thresholds, sparse = column_statistic(matrix, rows, partial(_winsorize_thresholds, percentile=percentile))
+    set_matrix(adata, layer, transform_columns(matrix, np.minimum, thresholds.astype(matrix.dtype)))
+    n_sparse = int(sparse.sum())
     logger.info("Winsorised %d feature images above their %gth percentile.", adata.n_vars, percentile)
     if n_sparse:
         logger.info(
@@ -98,8 +92,8 @@ def winsorize(
     return adata if copy else None
 
 
-def _winsorize_thresholds(block: np.ndarray, percentile: float) -> tuple[np.ndarray, int]:
-    """Per-column winsorising threshold of ``block`` and the number of sparse columns.
+def _winsorize_thresholds(block: np.ndarray, *, percentile: float) -> np.ndarray:
+    """Per-column winsorising threshold of ``block`` (row 0) and whether the column is sparse (row 1).
 
     The ``percentile`` of every column; for a non-constant column whose percentile does not exceed
     its minimum (clipping there would make it constant), the ``percentile`` of its values above
@@ -111,7 +105,11 @@ def _winsorize_thresholds(block: np.ndarray, percentile: float) -> tuple[np.ndar
     for j in np.flatnonzero(sparse):
         column = block[:, j]
         thresholds[j] = np.percentile(column[column > minimum[j]], percentile)
-    return thresholds, int(sparse.sum())
+    return np.vstack([thresholds, sparse])
+
+
+def _min_max(block: np.ndarray) -> np.ndarray:
+    return np.vstack([block.min(axis=0), block.max(axis=0)])
 
 
 def _min_max_scale(values, minimum, inverse_range):
@@ -149,8 +147,7 @@ def scale_images(
     check_finite(adata, layer)
     matrix = float_matrix(adata, layer)
     rows = _statistic_rows(adata, tissue_only)
-    minimum = column_statistic(matrix, rows, lambda block: block.min(axis=0))
-    maximum = column_statistic(matrix, rows, lambda block: block.max(axis=0))
+    minimum, maximum = column_statistic(matrix, rows, _min_max)
     spread = maximum - minimum
     constant = spread <= 0
     inverse = np.where(constant, 0.0, 1.0 / np.where(constant, 1.0, spread))
@@ -166,24 +163,16 @@ def scale_images(
     return adata if copy else None
 
 
-def _image_summary(matrix, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per feature, over ``rows`` (None: all pixels): number of non-zero pixels, minimum and maximum
-    of the finite values, all-finite flag."""
-    n_obs, n_vars = matrix.shape
-    nonzero = np.zeros(n_vars, dtype=np.int64)
-    minimum = np.zeros(n_vars)
-    maximum = np.zeros(n_vars)
-    finite = np.ones(n_vars, dtype=bool)
-    for chunk in feature_chunks(n_obs, np.arange(n_vars)):
-        block = dense_columns(matrix, slice(chunk[0], chunk[-1] + 1)).astype(np.float64)
-        if rows is not None:
-            block = block[rows]
-        finite[chunk] = np.isfinite(block).all(axis=0)
-        nonzero[chunk] = np.count_nonzero(block, axis=0)
-        ok = np.isfinite(block)
-        minimum[chunk] = np.where(ok, block, np.inf).min(axis=0, initial=np.inf)
-        maximum[chunk] = np.where(ok, block, -np.inf).max(axis=0, initial=-np.inf)
-    return nonzero, minimum, maximum, finite
+def _image_summary(block: np.ndarray) -> np.ndarray:
+    """Per column of ``block``: number of non-zero pixels, minimum and maximum of the finite values,
+    all-finite flag (rows 0 to 3)."""
+    ok = np.isfinite(block)
+    if ok.all():  # the usual case: no masked copies of the block
+        minimum, maximum = block.min(axis=0, initial=np.inf), block.max(axis=0, initial=-np.inf)
+    else:
+        minimum = np.where(ok, block, np.inf).min(axis=0, initial=np.inf)
+        maximum = np.where(ok, block, -np.inf).max(axis=0, initial=-np.inf)
+    return np.vstack([np.count_nonzero(block, axis=0), minimum, maximum, ok.all(axis=0)]).astype(np.float64)
 
 
 def remove_empty_features(
@@ -218,10 +207,9 @@ def remove_empty_features(
     if int(min_nonzero) != min_nonzero or min_nonzero < 0:
         raise ValueError(f"`min_nonzero` must be a non-negative integer, got {min_nonzero!r}.")
     adata = start(adata, copy)
-    matrix = intensity_matrix(adata, layer)
-    if is_dask(matrix):
-        matrix = matrix.persist()
-    nonzero, minimum, maximum, finite = _image_summary(matrix, _statistic_rows(adata, tissue_only))
+    summary = column_statistic(intensity_matrix(adata, layer), _statistic_rows(adata, tissue_only), _image_summary)
+    nonzero, minimum, maximum = summary[0], summary[1], summary[2]
+    finite = summary[3].astype(bool)
     drop = (nonzero < min_nonzero) | (maximum <= minimum) | ~finite
     removed = [str(name) for name in adata.var_names[drop]]
     if drop.any():

@@ -20,8 +20,8 @@ from sklearn.base import BaseEstimator
 from .. import _keys
 from .._logging import logger
 from .._registry import Registry
-from .._validation import ValidatedParams
-from ..pp import CONDITIONING_CONSTRAINTS
+from .._validation import RANDOM_STATE, Interval, ValidatedParams
+from ..pp import CONDITIONING_CONSTRAINTS, DENSE_MAX_ENTRIES
 
 embedders: Registry[ImageEmbedder] = Registry("embedder")
 """Registry of image embedders (name -> :class:`ImageEmbedder` subclass)."""
@@ -109,6 +109,15 @@ class RegularEmbedder(ImageEmbedder):
     coordinate, so ``d`` = number of on-tissue pixels. Pixels outside the mask are dropped so that
     empty background does not dominate distances.
 
+    With ``n_components`` the flattened images are projected onto their ``n_components`` leading
+    singular vectors (a truncated, uncentred SVD, which keeps Euclidean distances and cosines of the
+    images up to the discarded spectrum) computed by randomized SVD (Halko, Martinsson & Tropp 2011,
+    "Finding structure with randomness", SIAM Review 53(2); :func:`_randomized_svd`):
+    a fixed-size input to k-means/UMAP whatever the number of pixels. On a chunked (dask) matrix
+    this streams over the pixel chunks (a few passes over the data, nothing larger than a chunk and
+    the ``(n_images, n_components)`` result in memory); it is required when the flattened images
+    of a chunked matrix would exceed ``DENSE_MAX_ENTRIES`` entries.
+
     Parameters
     ----------
     denoise, denoise_size, clip_percentile, contrast
@@ -117,16 +126,24 @@ class RegularEmbedder(ImageEmbedder):
         clip_percentile=99, contrast="minmax"`` was the best representation measured on the realistic
         simulator: k-means ACC 0.65-0.79 against 0.62-0.65 unconditioned, thinned-partner recall@10
         0.93-0.99 against 0.81-0.83 (docs/benchmarks.md, "Neural ion images on realistic data").
+    n_components
+        None (default): the flattened image. An integer: that many randomized-SVD components.
+    random_state
+        Seed of the randomized SVD.
     """
 
-    _parameter_constraints: ClassVar[dict[str, list]] = CONDITIONING_CONSTRAINTS
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        **CONDITIONING_CONSTRAINTS, "n_components": [Interval(int, 1), None], "random_state": [RANDOM_STATE],
+    }
 
     def __init__(self, *, denoise: str | None = None, denoise_size: float = 3.0, clip_percentile: float | None = None,
-                 contrast: str | None = None) -> None:
+                 contrast: str | None = None, n_components: int | None = None, random_state: int = 0) -> None:
         self.denoise = denoise
         self.denoise_size = denoise_size
         self.clip_percentile = clip_percentile
         self.contrast = contrast
+        self.n_components = n_components
+        self.random_state = random_state
 
     def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
@@ -135,9 +152,75 @@ class RegularEmbedder(ImageEmbedder):
             from .. import pp
 
             arr = pp.condition_images(arr, mask=mask, **conditioning)
-        if mask is None:
-            return arr.reshape(arr.shape[0], -1)
-        return arr[:, mask]
+        flat = arr.reshape(arr.shape[0], -1) if mask is None else arr[:, mask]
+        return flat if self.n_components is None else _randomized_svd(flat.T, self._components(flat.T.shape),
+                                                                        seed=self.random_state)
+
+    def transform_pixels(self, pixels: Any) -> np.ndarray:
+        """Regular embedding of a chunked ``(n_pixels, n_images)`` matrix (e.g. the on-tissue rows of a
+        dask ``X``), without building the images: float32 ``(n_images, d)``.
+
+        Without ``n_components`` the transposed matrix itself (refused above ``DENSE_MAX_ENTRIES``
+        entries); with it, the randomized SVD streaming over the pixel chunks.
+        """
+        n_pixels, n_images = pixels.shape
+        if conditioning_params(self) is not None:
+            raise ValueError("`RegularEmbedder` conditions whole images (denoise, clip_percentile, contrast); "
+                             "embed in-memory images for that (`sc.pp.feature_images`).")
+        if self.n_components is None:
+            if n_pixels * n_images > DENSE_MAX_ENTRIES:
+                raise ValueError(
+                    f"The regular embedding of {n_images} images x {n_pixels} on-tissue pixels would hold "
+                    f"{n_pixels * n_images * 4 / 2**30:.1f} GiB; set `n_components` (e.g. 50) for a fixed-size "
+                    "embedding by randomized SVD."
+                )
+            return np.ascontiguousarray(pixels.T.compute(), dtype=np.float32)
+        return _randomized_svd(pixels, self._components(pixels.shape), seed=self.random_state)
+
+    def _components(self, shape: tuple[int, int]) -> int:
+        """``n_components``, checked against the ``(n_pixels, n_images)`` matrix."""
+        k = int(self.n_components)
+        if not 1 <= k <= min(shape):
+            raise ValueError(f"`n_components` must lie in [1, min(n_pixels, n_images)] = [1, {min(shape)}]; "
+                             f"received {self.n_components!r}.")
+        return k
+
+
+def _randomized_svd(pixels: Any, k: int, *, seed: int, n_oversamples: int = 20, n_power_iter: int = 2) -> np.ndarray:
+    """Image-side factor ``V S`` of the ``k`` leading singular triplets of a ``(n_pixels, n_images)``
+    matrix (numpy or dask), float32 ``(n_images, k)``.
+
+    Halko et al. (2011), Algorithm 4.4 (randomized subspace iteration): ``Y = A Ω``, ``n_power_iter``
+    times ``Y = A (Aᵀ Y)`` with re-orthonormalisation, then the SVD of ``Qᵀ A``. The random test matrix
+    ``Ω`` is drawn once on the image side (``n_images x (k + n_oversamples)``), so the result does not
+    depend on how the matrix is chunked (in memory or over a Zarr store); each product is one pass
+    over the pixel chunks, partial sums are ``(pixels per chunk, k + n_oversamples)`` and only
+    ``n_pixels x (k + n_oversamples)`` floats are held. Signs: the largest entry of every singular
+    vector is positive.
+    """
+    chunked = hasattr(pixels, "compute") and hasattr(pixels, "chunks")
+    n_pixels, n_images = pixels.shape
+    width = min(k + n_oversamples, n_pixels, n_images)
+    pixels = pixels.astype(np.float64)
+
+    def times(left: np.ndarray | None, right: np.ndarray | None) -> np.ndarray:
+        """``left @ pixels`` or ``pixels @ right``, computed (one pass over a dask matrix)."""
+        if not chunked:
+            return left @ pixels if left is not None else pixels @ right
+        import dask.array as da
+
+        if left is not None:
+            return (da.from_array(left, chunks=(-1, pixels.chunks[0])) @ pixels).compute()
+        return (pixels @ right).compute()
+
+    omega = np.random.default_rng(seed).standard_normal((n_images, width))
+    basis = np.linalg.qr(times(None, omega))[0]
+    for _ in range(n_power_iter):
+        image_basis = np.linalg.qr(times(basis.T, None).T)[0]
+        basis = np.linalg.qr(times(None, image_basis))[0]
+    _, s, vt = np.linalg.svd(times(basis.T, None), full_matrices=False)
+    vt = vt[:k] * np.sign(vt[np.arange(k), np.abs(vt[:k]).argmax(axis=1)])[:, None]
+    return np.ascontiguousarray(vt.T * s[:k], dtype=np.float32)
 
 
 def _method_name(method: str | ImageEmbedder) -> str:
@@ -202,11 +285,16 @@ def embed(
     key = key_added or _keys.embedding_key(name)
 
     adata = adata.copy() if copy else adata
-    images = pp.feature_images(adata, layer=layer)
-    mask = pp.tissue_mask_image(adata)
-    pixel_size = adata.uns.get(_keys.GRID, {}).get("pixel_size")
-    logger.info("Embedding %d feature images of %s with `%s`.", images.shape[0], images.shape[1:], name)
-    vectors = np.asarray(embedder.fit_transform(images, mask=mask, pixel_size=pixel_size), dtype=np.float32)
+    matrix = pp.intensity_matrix(adata, layer)
+    if pp.is_dask(matrix) and isinstance(embedder, RegularEmbedder) and conditioning_params(embedder) is None:
+        logger.info("Embedding %d feature images of a chunked matrix with `%s`.", adata.n_vars, name)
+        vectors = embedder.transform_pixels(pp.tissue_pixels(adata, matrix))
+    else:
+        images = pp.feature_images(adata, layer=layer)
+        mask = pp.tissue_mask_image(adata)
+        pixel_size = adata.uns.get(_keys.GRID, {}).get("pixel_size")
+        logger.info("Embedding %d feature images of %s with `%s`.", images.shape[0], images.shape[1:], name)
+        vectors = np.asarray(embedder.fit_transform(images, mask=mask, pixel_size=pixel_size), dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != adata.n_vars:
         raise RuntimeError(f"Embedder `{name}` returned shape {vectors.shape}; expected ({adata.n_vars}, d).")
     adata.varm[key] = vectors

@@ -1,0 +1,144 @@
+"""Where the chunked (dask) steps run: dask's threads in this process, a LocalCluster, or a cluster.
+
+Every step of the pipeline that meets a dask matrix (e.g. ``X`` read from a chunked Zarr store)
+builds dask graphs and calls ``dask.compute``; :func:`compute_context` decides which scheduler
+computes them. Inside it a ``dask.distributed.Client`` is the default scheduler, so the same code
+computes locally or on a cluster (started as in docs/scale.md: ``dask scheduler`` / ``dask worker``
+or dask-jobqueue's ``SLURMCluster``).
+
+>>> from spatialclust._compute import compute_context
+>>> with compute_context({"scheduler": None}):  # doctest: +SKIP
+...     sc.pp.preprocess_ion_images(adata)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+
+from . import _keys as K
+from ._config import ConfigError
+from ._logging import logger
+
+#: Keys of the ``compute`` section of a run configuration and their defaults.
+COMPUTE_DEFAULTS: dict[str, Any] = {"scheduler": None, "n_workers": None, "threads_per_worker": None,
+                                    "chunk_pixels": None}
+#: ``scheduler`` value that starts a ``dask.distributed.LocalCluster`` on this machine.
+LOCAL = "local"
+
+
+def check_compute(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``compute`` section validated (unknown keys, types), with defaults filled in.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, what was expected and what was found.
+    """
+    unknown = sorted(set(section) - set(COMPUTE_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {unknown} in `compute`; valid keys are: {sorted(COMPUTE_DEFAULTS)}.")
+    out = {**COMPUTE_DEFAULTS, **section}
+    scheduler = out["scheduler"]
+    if scheduler is not None and not (isinstance(scheduler, str) and scheduler.strip()):
+        raise ConfigError(f"`compute.scheduler` must be null, {LOCAL!r} or a scheduler address such as "
+                          f"'tcp://host:8786'; got {scheduler!r}.")
+    for key in ("n_workers", "threads_per_worker", "chunk_pixels"):
+        value = out[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"`compute.{key}` must be a positive integer or null; got {value!r}.")
+    if scheduler not in (None, LOCAL) and (out["n_workers"] or out["threads_per_worker"]):
+        raise ConfigError("`compute.n_workers` and `compute.threads_per_worker` size a LocalCluster "
+                          f"(`compute.scheduler: {LOCAL}`); the cluster at {scheduler!r} is sized where it is started.")
+    return out
+
+
+@contextmanager
+def compute_context(section: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    """Run the dask computations inside on the scheduler of a ``compute`` section.
+
+    Parameters
+    ----------
+    section
+        ``scheduler``: None (dask's threads in this process; no cluster), ``"local"`` (a
+        ``LocalCluster`` of ``n_workers`` processes with ``threads_per_worker`` threads each, closed
+        on exit) or the address of a running scheduler (``"tcp://host:8786"``). ``chunk_pixels`` is
+        used by :func:`chunked`.
+
+    Yields
+    ------
+    The ``dask.distributed.Client`` (None with the threads of this process).
+    """
+    section = check_compute(section or {})
+    scheduler = section["scheduler"]
+    if scheduler is None:
+        yield None
+        return
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as err:  # pragma: no cover - distributed is a dependency
+        raise ImportError("A dask cluster needs dask.distributed: `pip install 'dask[distributed]'`.") from err
+    if scheduler == LOCAL:
+        with LocalCluster(n_workers=section["n_workers"], threads_per_worker=section["threads_per_worker"],
+                          processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+            logger.info("Computing on a LocalCluster of %d worker(s).", len(cluster.workers))
+            yield client
+        return
+    try:
+        client = Client(scheduler, timeout="30s")
+    except OSError as err:
+        raise ConnectionError(f"`compute.scheduler`: no dask scheduler answers at {scheduler!r} ({err}). Start one "
+                              "(`dask scheduler`, then `dask worker ADDRESS`; see docs/scale.md).") from err
+    with client:
+        logger.info("Computing on the dask cluster at %s (%d worker(s)).", scheduler,
+                    len(client.scheduler_info()["workers"]))
+        yield client
+
+
+#: Pixels per chunk of a dask ``X`` re-opened from its Zarr store (see :func:`chunked`).
+STORE_CHUNK_PIXELS = 65536
+
+
+def chunked(adata: AnnData, chunk_pixels: int | None) -> None:
+    """Hold ``X`` (and every layer) as a dask array of ``chunk_pixels`` pixels per chunk.
+
+    A dask ``X`` read from a Zarr store (``uns["source"]["store"]``) is re-opened from the store in
+    chunks of ``chunk_pixels`` (default :data:`STORE_CHUNK_PIXELS`) pixels x the store's m/z chunk:
+    blocks of both few pixels and few m/z, so that per-image statistics (which need every pixel of
+    an image) read a band of m/z chunks and per-pixel products sum small partial results, both
+    without ever holding the matrix (rechunking a lazy array of whole spectra into whole images
+    would). Another dask matrix is rechunked along the pixels; a numpy matrix is wrapped (its memory
+    is not freed: this is for running the chunked steps on data that fits, e.g. on a cluster); a
+    sparse matrix is densified first. ``chunk_pixels=None`` leaves an in-memory matrix as it is.
+    """
+    import dask.array as da
+
+    from .pp import is_dask
+
+    store = adata.uns.get(K.SOURCE, {}).get("store") if isinstance(adata.uns.get(K.SOURCE), Mapping) else None
+    if store is not None and is_dask(adata.X) and adata.X.name.startswith("from-zarr"):
+        import zarr
+
+        array = zarr.open_array(f"{store}/X", mode="r")
+        if array.shape == adata.shape:
+            rows = chunk_pixels or STORE_CHUNK_PIXELS
+            adata.X = da.from_zarr(array, chunks=(-(-rows // array.chunks[0]) * array.chunks[0], array.chunks[1]))
+            logger.info("X read from %s in chunks of %s (pixels, m/z).", store, adata.X.chunksize)
+            return
+    if chunk_pixels is None:
+        return
+
+    def to_dask(matrix: Any) -> Any:
+        if is_dask(matrix):
+            return matrix.rechunk({0: chunk_pixels})
+        dense = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+        return da.from_array(dense, chunks=(chunk_pixels, -1))
+
+    adata.X = to_dask(adata.X)
+    for name in list(adata.layers):
+        adata.layers[name] = to_dask(adata.layers[name])
+    logger.info("X held as a dask array in chunks of %d pixels (%d chunks).", chunk_pixels, adata.X.numblocks[0])
