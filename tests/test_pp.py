@@ -68,7 +68,7 @@ def test_feature_images_orientation_and_fill():
 def test_feature_images_subset_and_chunks(stack, monkeypatch):
     from spatialclust.pp import _images
 
-    monkeypatch.setattr(_images, "_CHUNK_ENTRIES", 50)  # 42 pixels -> one feature per chunk
+    monkeypatch.setattr(_images, "CHUNK_ENTRIES", 50)  # 42 pixels -> one feature per chunk
     adata = _grid_adata(stack)
     np.testing.assert_array_equal(sc.pp.feature_images(adata, features=["f3", "f1"]), stack[[3, 1]])
     np.testing.assert_array_equal(sc.pp.feature_images(adata, features=[4]), stack[[4]])

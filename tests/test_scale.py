@@ -53,7 +53,7 @@ def test_chunked_statistics_never_hold_the_matrix(data, monkeypatch):
 
     adata = sc.datasets.simulate_msi(seed=0)  # 4096 pixels x 140 m/z
     n_obs, n_vars = adata.shape
-    monkeypatch.setattr(matrix_module, "_CHUNK_ENTRIES", n_obs * 4)  # column blocks of 4 images
+    monkeypatch.setattr(matrix_module, "CHUNK_ENTRIES", n_obs * 4)  # column blocks of 4 images
     adata.X = da.from_array(np.asarray(adata.X), chunks=(256, 16))
     largest = []
 
@@ -93,7 +93,7 @@ def test_regular_embedding_errors(data, monkeypatch):
     chunked(adata, 256)
     with pytest.raises(ValueError, match=r"`n_components` must lie in \[1, "):
         sc.tl.embed(adata, "regular", n_components=10_000)
-    monkeypatch.setattr(embed_module, "_DENSE_LIMIT", 100)
+    monkeypatch.setattr(embed_module, "DENSE_MAX_ENTRIES", 100)
     with pytest.raises(ValueError, match="set `n_components`"):
         sc.tl.embed(adata, "regular")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import dataclasses
 import traceback
 from collections.abc import Callable, Sequence
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional

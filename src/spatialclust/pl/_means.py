@@ -20,7 +20,6 @@ import numpy as np
 from anndata import AnnData
 
 from .. import pp
-from ..pp._images import _CHUNK_ENTRIES, pixel_coordinates
 from .._logging import logger
 from ._utils import cluster_labels
 
@@ -65,7 +64,7 @@ def _standardized(adata: AnnData, features: Sequence[int] | np.ndarray, *, layer
 def index_chunks(indices: np.ndarray, *, n_pixels: int) -> Iterator[np.ndarray]:
     """Split feature ``indices`` into chunks of at most ``_CHUNK`` images of ``n_pixels`` pixels, and at
     most ``pp``'s chunk budget of entries (images are built one chunk at a time)."""
-    size = max(1, min(_CHUNK, _CHUNK_ENTRIES // max(n_pixels, 1)))
+    size = max(1, min(_CHUNK, pp.CHUNK_ENTRIES // max(n_pixels, 1)))
     for start in range(0, len(indices), size):
         yield indices[start : start + size]
 
@@ -107,7 +106,7 @@ def cluster_means(
     position = {int(c): i for i, c in enumerate(clusters)}
     selected = np.flatnonzero(np.isin(labels, clusters))
     if pp.is_dask(pp.intensity_matrix(adata, layer)):
-        x, y = pixel_coordinates(adata)
+        x, y = pp.pixel_coordinates(adata)
         pixels, onehot = _chunked_members(adata, selected, labels, clusters, layer=layer, winsorize=winsorize)
         sums[:, y, x] = (pixels @ onehot).compute().T
         selected = selected[:0]  # summed above

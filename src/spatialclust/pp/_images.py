@@ -17,7 +17,7 @@ from .. import _keys as K
 from .._logging import logger
 
 #: Upper bound on the number of matrix entries densified at once by :func:`feature_images`.
-_CHUNK_ENTRIES = 2**24
+CHUNK_ENTRIES = 2**24
 
 
 def grid_shape(adata: AnnData) -> tuple[int, int]:
@@ -133,8 +133,8 @@ def dense_columns(matrix, columns: np.ndarray | slice) -> np.ndarray:
 
 
 def feature_chunks(n_obs: int, indices: np.ndarray) -> list[np.ndarray]:
-    """Split feature ``indices`` into chunks of at most ``_CHUNK_ENTRIES`` dense entries."""
-    size = max(1, _CHUNK_ENTRIES // max(n_obs, 1))
+    """Split feature ``indices`` into chunks of at most ``CHUNK_ENTRIES`` dense entries."""
+    size = max(1, CHUNK_ENTRIES // max(n_obs, 1))
     return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 

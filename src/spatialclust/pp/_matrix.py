@@ -5,7 +5,7 @@ Per-feature statistics are computed chunk by chunk of features (see
 are applied in place for numpy and scipy sparse matrices and lazily for dask arrays.
 
 A dask matrix (e.g. ``dask.array.from_zarr`` of a chunked store) is never loaded as a whole: a
-per-feature statistic rechunks it into column blocks of at most ``_CHUNK_ENTRIES`` entries (every
+per-feature statistic rechunks it into column blocks of at most ``CHUNK_ENTRIES`` entries (every
 pixel of a few images) and computes the statistic of every block as one dask graph, so peak
 memory is bounded by the chunk sizes, and the same code runs on the threads of this process or on
 a ``dask.distributed`` cluster (:func:`spatialclust._compute.compute_context`).
@@ -22,7 +22,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._logging import logger
-from ._images import _CHUNK_ENTRIES, dense_columns, feature_chunks, intensity_matrix
+from ._images import CHUNK_ENTRIES, dense_columns, feature_chunks, intensity_matrix
 
 
 def start(adata: AnnData, copy: bool) -> AnnData:
@@ -136,14 +136,14 @@ def column_statistic(
     ``statistic`` takes a dense float32 ``(n_rows, n_columns)`` block and returns ``(n_columns,)``
     values, or ``(n_values, n_columns)`` for several statistics at once; the result is float64 of
     that shape for all columns. A dask matrix is rechunked into column blocks holding every selected
-    pixel (at most ``_CHUNK_ENTRIES`` entries each) and the blocks are reduced in one dask compute.
+    pixel (at most ``CHUNK_ENTRIES`` entries each) and the blocks are reduced in one dask compute.
     """
     n_obs, n_vars = matrix.shape
     if is_dask(matrix):
         import dask
 
         selected = matrix if rows is None else matrix[rows]
-        width = max(1, min(_CHUNK_ENTRIES // max(selected.shape[0], 1), n_vars))
+        width = max(1, min(CHUNK_ENTRIES // max(selected.shape[0], 1), n_vars))
         blocks = selected.astype(np.float32).rechunk({0: -1, 1: width}).to_delayed().ravel()
         parts = dask.compute(*(dask.delayed(_block_statistic)(block, statistic) for block in blocks))
         return np.concatenate(parts, axis=-1) if parts else np.zeros(0)
