@@ -152,7 +152,8 @@ CONDITIONINGS: dict[str, dict] = {
 #: Ablation variants: (SimCLR parameters, self-labeling parameters) changed from the defaults.
 #: Variants that change only self-labeling reuse the SimCLR model of the defaults.
 ABLATIONS: dict[str, tuple[dict, dict]] = {
-    "defaults (authors' code)": ({}, {}),
+    "defaults (authors' code + Gaussian conditioning)": ({}, {}),
+    "no conditioning (the paper's input, before)": ({"denoise": None, "clip_percentile": None, "contrast": None}, {}),
     "augmentation p=0.8, blur sigma 0.1-2 (before)": ({"augmentation": {"p": 0.8, "blur_sigma": (0.1, 2.0)}}, {}),
     "lr 3e-4 (before)": ({"lr": 3e-4}, {}),
     "batch 64 (before)": ({"batch_size": 64}, {}),
@@ -223,12 +224,12 @@ def ablation(args) -> dict:
         trained: dict = {}
         for variant in args.variants:
             simclr_params, sl_params = ABLATIONS[variant]
-            cache = json.dumps(simclr_params, sort_keys=True, default=str)
+            embedder = SimCLREmbedder(args.backbone, epochs=args.epochs, image_size=args.image_size, seed=seed, **simclr_params)
+            cache = json.dumps(embedder.get_params(), sort_keys=True, default=str)  # a variant equal to the defaults is trained once
             row: dict = {}
             if cache not in trained:
                 start = _timer()
-                embedder = SimCLREmbedder(args.backbone, epochs=args.epochs, image_size=args.image_size, seed=seed,
-                                          **simclr_params).fit(images, mask=mask)
+                embedder.fit(images, mask=mask)
                 features = embedder.transform(images, mask=mask)
                 trained[cache] = (embedder, features, _since(start))
                 row.update(_feature_variants(embedder, features, truth, k, seed))

@@ -28,6 +28,7 @@ from spatialclust.models._transforms import (  # noqa: E402
 from spatialclust.tl import SimCLREmbedder  # noqa: E402
 
 FAST = {"backbone": "test_tiny", "batch_size": 8, "image_size": None, "lr": 3e-3, "device": "cpu"}
+NO_CONDITIONING = {"denoise": None, "clip_percentile": None, "contrast": None}
 
 
 def blob_images(n: int = 16, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -295,7 +296,9 @@ def test_conditioning_is_applied_before_the_views_and_at_transform(images, monke
         model.transform(images), encode(model.model_.encoder, conditioned, image_size=embedder.image_size_, device="cpu"),
         rtol=1e-5, atol=1e-6,
     )
-    assert SimCLREmbedder(**FAST).condition(images) is images  # no conditioning: the images as given
+    assert SimCLREmbedder(**FAST, **NO_CONDITIONING).condition(images) is images  # the images as given
+    default = sc.pp.condition_images(images, denoise="gaussian", denoise_size=3.0, clip_percentile=99.0, contrast="minmax")
+    np.testing.assert_array_equal(SimCLREmbedder(**FAST).condition(images), default)  # the measured default
 
 
 def test_checkpoint_reapplies_its_conditioning(images, tmp_path, monkeypatch):
@@ -310,13 +313,14 @@ def test_checkpoint_reapplies_its_conditioning(images, tmp_path, monkeypatch):
     same = SimCLREmbedder(**FAST, epochs=1, checkpoint=path, **CONDITIONING).fit(images)
     np.testing.assert_allclose(same.transform(images), embedder.transform(images), rtol=1e-5, atol=1e-6)
     with pytest.raises(CheckpointError, match="was trained on images conditioned with"):
-        SimCLREmbedder(**FAST, epochs=1, checkpoint=path).fit(images)  # unconditioned images
+        SimCLREmbedder(**FAST, epochs=1, checkpoint=path, **NO_CONDITIONING).fit(images)
     with pytest.raises(CheckpointError, match="this embedder conditions them with"):
         SimCLREmbedder.from_checkpoint(path, device="cpu", contrast="rank")
 
 
-def test_checkpoint_without_conditioning_field_means_none(trained, images, tmp_path):
-    embedder, path = trained
+def test_checkpoint_without_conditioning_field_means_none(images, tmp_path):
+    path = tmp_path / "ckpt"
+    embedder = SimCLREmbedder(**FAST, epochs=1, checkpoint=path, **NO_CONDITIONING).fit(images)
     old = tmp_path / "old"
     old.mkdir()
     for file in path.iterdir():
