@@ -28,6 +28,7 @@ from spatialclust.models._transforms import (  # noqa: E402
 from spatialclust.tl import SimCLREmbedder  # noqa: E402
 
 FAST = {"backbone": "test_tiny", "batch_size": 8, "image_size": None, "lr": 3e-3, "device": "cpu"}
+NO_CONDITIONING = {"denoise": None, "clip_percentile": None, "contrast": None}
 
 
 def blob_images(n: int = 16, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -259,11 +260,77 @@ def test_fewer_images_than_batch_size_and_single_image(images, caplog):
 @pytest.mark.parametrize(
     ("param", "value", "message"),
     [("temperature", 0.0, "`temperature` must be a positive number"), ("epochs", 0, "`epochs` must be an integer >= 1"),
-     ("batch_size", 1, "`batch_size` must be an integer >= 2"), ("image_size", "big", "`image_size` must be")],
+     ("batch_size", 1, "`batch_size` must be an integer >= 2"), ("image_size", "big", "`image_size` must be"),
+     ("denoise", "bilateral", "Invalid option `bilateral` for `denoise`"), ("contrast", "gamma", "Invalid option `gamma` for `contrast`"),
+     ("clip_percentile", 150.0, "`clip_percentile` must be in")],
 )
 def test_bad_parameters_are_named(images, param, value, message):
     with pytest.raises(ValueError, match=message):
         SimCLREmbedder(**{**FAST, "epochs": 1, param: value}).fit(images)
+
+
+CONDITIONING = {"denoise": "median", "denoise_size": 3.0, "clip_percentile": 90.0, "contrast": "minmax"}
+
+
+def test_conditioning_is_applied_before_the_views_and_at_transform(images, monkeypatch):
+    from spatialclust.models import encode
+
+    conditioned = sc.pp.condition_images(images, **CONDITIONING)
+    assert not np.allclose(conditioned, images)
+    seen = []
+    original = SimCLREmbedder._train_epoch
+    monkeypatch.setattr(SimCLREmbedder, "_train_epoch",
+                        lambda self, data, *args: seen.append(data.numpy().copy()) or original(self, data, *args))
+    embedder = SimCLREmbedder(**FAST, epochs=1, **CONDITIONING).fit(images)
+    np.testing.assert_array_equal(seen[0], conditioned)  # the views are drawn from the conditioned images
+    np.testing.assert_array_equal(embedder.condition(images), conditioned)
+    features = embedder.transform(images)
+    expected = encode(embedder.model_.encoder, conditioned, image_size=embedder.image_size_, device="cpu")
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+    raw = encode(embedder.model_.encoder, images, image_size=embedder.image_size_, device="cpu")
+    assert not np.allclose(features, raw, atol=1e-4)
+    # self-labeling starts from the same conditioned images
+    labels = np.arange(images.shape[0]) % 2
+    model = sc.tl.SelfLabelingClassifier(embedder, epochs=1, seed=0, device="cpu").fit(images, labels)
+    np.testing.assert_allclose(
+        model.transform(images), encode(model.model_.encoder, conditioned, image_size=embedder.image_size_, device="cpu"),
+        rtol=1e-5, atol=1e-6,
+    )
+    assert SimCLREmbedder(**FAST, **NO_CONDITIONING).condition(images) is images  # the images as given
+    default = sc.pp.condition_images(images, denoise="gaussian", denoise_size=3.0, clip_percentile=99.0, contrast="minmax")
+    np.testing.assert_array_equal(SimCLREmbedder(**FAST).condition(images), default)  # the measured default
+
+
+def test_checkpoint_reapplies_its_conditioning(images, tmp_path, monkeypatch):
+    path = tmp_path / "ckpt"
+    embedder = SimCLREmbedder(**FAST, epochs=1, checkpoint=path, **CONDITIONING).fit(images)
+    config = json.loads((path / CONFIG_FILE).read_text())
+    assert config["preprocessing"]["conditioning"] == CONDITIONING
+    loaded = SimCLREmbedder.from_checkpoint(path, device="cpu")
+    assert {name: getattr(loaded, name) for name in CONDITIONING} == CONDITIONING
+    np.testing.assert_allclose(loaded.transform(images), embedder.transform(images), rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(SimCLREmbedder, "_train_epoch", lambda *args: pytest.fail("a finished checkpoint must not be retrained"))
+    same = SimCLREmbedder(**FAST, epochs=1, checkpoint=path, **CONDITIONING).fit(images)
+    np.testing.assert_allclose(same.transform(images), embedder.transform(images), rtol=1e-5, atol=1e-6)
+    with pytest.raises(CheckpointError, match="was trained on images conditioned with"):
+        SimCLREmbedder(**FAST, epochs=1, checkpoint=path, **NO_CONDITIONING).fit(images)
+    with pytest.raises(CheckpointError, match="this embedder conditions them with"):
+        SimCLREmbedder.from_checkpoint(path, device="cpu", contrast="rank")
+
+
+def test_checkpoint_without_conditioning_field_means_none(images, tmp_path):
+    path = tmp_path / "ckpt"
+    embedder = SimCLREmbedder(**FAST, epochs=1, checkpoint=path, **NO_CONDITIONING).fit(images)
+    old = tmp_path / "old"
+    old.mkdir()
+    for file in path.iterdir():
+        (old / file.name).write_bytes(file.read_bytes())
+    config = json.loads((old / CONFIG_FILE).read_text())
+    assert config["preprocessing"].pop("conditioning") is None
+    (old / CONFIG_FILE).write_text(json.dumps(config))
+    loaded = SimCLREmbedder.from_checkpoint(old, device="cpu")
+    assert loaded.denoise is None and loaded.clip_percentile is None and loaded.contrast is None
+    np.testing.assert_allclose(loaded.transform(images), embedder.transform(images), rtol=1e-5, atol=1e-6)
 
 
 def test_embed_writes_varm_and_checkpoint(images, tmp_path):

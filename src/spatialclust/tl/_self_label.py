@@ -122,6 +122,10 @@ class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
         True if no image passed the threshold in an epoch and training stopped.
     model_ : torch.nn.Module
         Fine-tuned encoder + classifier (``model_.encoder``, ``model_.head``).
+    embedder_ : SimCLREmbedder
+        The SimCLR embedder started from; its input conditioning
+        (:meth:`SimCLREmbedder.condition`) is applied to every image given to ``fit``,
+        ``predict_proba`` and ``transform``.
     """
 
     _parameter_constraints: ClassVar[dict[str, list]] = {
@@ -267,6 +271,8 @@ class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
         labelled = init >= 0
 
         embedder = self._resolve_embedder()
+        self.embedder_ = embedder
+        arr = embedder.condition(arr, mask=mask)  # the SimCLR embedder's input conditioning, if any
         self.device_ = resolve_device(self.device)
         self.image_size_ = embedder.image_size_
         encoder = _copy.deepcopy(embedder.model_.encoder).to(self.device_)
@@ -399,6 +405,7 @@ class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
         if not hasattr(self, "model_"):
             raise RuntimeError("This SelfLabelingClassifier is not fitted yet; call `fit` first.")
         arr, mask = check_images(images, mask=mask)
+        arr = self.embedder_.condition(arr, mask=mask)
         data = torch.from_numpy(arr if mask is None else arr * mask).to(self.device_)
         return self._probabilities(data)
 
@@ -413,7 +420,7 @@ class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
         from ..models import encode
 
         arr, mask = check_images(images, mask=mask)
-        return encode(self.model_.encoder, arr, image_size=self.image_size_, device=self.device_, mask=mask)
+        return encode(self.model_.encoder, self.embedder_.condition(arr, mask=mask), image_size=self.image_size_, device=self.device_, mask=mask)
 
 
 def _embedding_checkpoint(adata: ad.AnnData, use_rep: str) -> str | None:
