@@ -44,6 +44,7 @@ from ._registry import invalid_option
 
 __all__ = [
     "AUGMENTATION_STRENGTHS",
+    "GEOMETRY_CONSTRAINTS",
     "MIN_IMAGES",
     "NON_NEGATIVE",
     "POSITIVE",
@@ -367,6 +368,13 @@ AUGMENTATION_STRENGTHS: dict[str, dict[str, object]] = {
     "strong": {"p": 1.0, "blur_sigma": (0.1, 2.0), "noise_sigma": (0.001, 0.4), "intensity": 0.5},
 }
 _STRENGTH_KEYS = ("p", "blur_sigma", "noise_sigma", "intensity", "counts", "gamma")
+
+
+#: Constraints of the geometric augmentations that SimCLR and self-labeling share (their views,
+#: :func:`spatialclust.models.simclr_views` and :func:`spatialclust.models.self_labeling_views`).
+GEOMETRY_CONSTRAINTS: dict[str, list] = {
+    "rotation": [NON_NEGATIVE], "translation": [NON_NEGATIVE], "resized_crop": [bool],
+}
 
 
 def augmentation_strength(strength: str | Mapping[str, object]) -> dict[str, object]:

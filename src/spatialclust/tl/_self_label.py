@@ -33,7 +33,7 @@ from sklearn.base import BaseEstimator
 from .. import _keys
 from .._compat import resolve_device
 from .._logging import logger, progress
-from .._validation import NON_NEGATIVE, POSITIVE, SEED, Check, Interval, ValidatedParams, augmentation_strength
+from .._validation import GEOMETRY_CONSTRAINTS, NON_NEGATIVE, POSITIVE, SEED, Check, Interval, ValidatedParams, augmentation_strength
 from ._embed import _plain_params, check_images, embedders
 from ._training import resolve_batch_size
 
@@ -133,8 +133,8 @@ class SelfLabelingClassifier(ValidatedParams, BaseEstimator):
         "confident_fraction": [Interval(float, 0, 1, closed="right", description="a probability in (0, 1]")],
         "epochs": [Interval(int, 0), "auto"], "init_epochs": [Interval(int, 0)], "batch_size": [Interval(int, 1), "auto"],
         "lr": [POSITIVE], "init_lr": [POSITIVE], "weight_decay": [NON_NEGATIVE], "class_balancing": [bool],
-        "weak": [Check(augmentation_strength)], "strong": [Check(augmentation_strength)], "rotation": [NON_NEGATIVE],
-        "translation": [NON_NEGATIVE], "resized_crop": [bool], "device": [str], "mixed_precision": [bool], "seed": [SEED],
+        "weak": [Check(augmentation_strength)], "strong": [Check(augmentation_strength)], **GEOMETRY_CONSTRAINTS,
+        "device": [str], "mixed_precision": [bool], "seed": [SEED],
     }
 
     def __init__(

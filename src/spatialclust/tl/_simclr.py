@@ -19,7 +19,7 @@ import numpy as np
 
 from .._compat import resolve_device
 from .._logging import logger, progress
-from .._validation import NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength, validate_params
+from .._validation import GEOMETRY_CONSTRAINTS, NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength, validate_params
 from ..pp import CONDITIONING_CONSTRAINTS
 from ._embed import ImageEmbedder, check_images, conditioning_params, register_embedder
 from ._training import resolve_batch_size
@@ -172,7 +172,7 @@ class SimCLREmbedder(ImageEmbedder):
         "lr": [POSITIVE], "weight_decay": [NON_NEGATIVE], "temperature": [POSITIVE], "projection_dim": [Interval(int, 1)],
         "hidden_dim": [Interval(int, 1), None], "image_size": IMAGE_SIZE,
         "augmentation": [Check(augmentation_strength)], "blur": [bool], "noise": [bool], "intensity": [bool],
-        "rotation": [NON_NEGATIVE], "translation": [NON_NEGATIVE], "resized_crop": [bool],
+        **GEOMETRY_CONSTRAINTS,
         "checkpoint": [str, os.PathLike, None], "resume": [bool], "save_every": [Interval(int, 1)], "device": [str],
         "mixed_precision": [bool], "seed": [SEED], "self_label": [bool], "n_clusters": [Interval(int, 1), "auto"],
         "self_label_params": [dict, None], **CONDITIONING_CONSTRAINTS,
