@@ -175,7 +175,8 @@ def slide(args: argparse.Namespace) -> list[dict]:
             store, conversion = convert(slide_, folder)
             written = {"write_imzml_seconds": round(write_seconds, 1), "convert": conversion}
         else:
-            (folder, store), written = reused, {"reused_store": str(store)}
+            folder, store = reused
+            written = {"reused_store": str(store)}
         result = run(config(folder / "chunked.yaml", store, read={}, components=args.components, seed=args.seed),
                      folder / "run_chunked")
         rows.append({"pixels": n_pixels, "bins": args.bins, "dense_matrix_gb": round(n_pixels * args.bins * 4 / 2**30, 2),

@@ -205,6 +205,7 @@ def _chunked_correlation(
 
 def _centred_sums(block: np.ndarray, means: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Per column of ``block`` (pixels x images): the sum of squares of its values centred by ``means``,
-    then the products of its values with every column of ``reference`` (pixels x clusters): ``(1, n_images, 1 + n_clusters)``."""
+    then the products of its values with every column of ``reference`` (pixels x clusters):
+    ``(1, n_images, 1 + n_clusters)``."""
     centred = block - means
     return np.concatenate([(centred**2).sum(axis=0)[:, None], block.T @ reference], axis=1)[None]
