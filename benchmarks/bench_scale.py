@@ -17,7 +17,8 @@ configuration with the full flattened regular images (today's default, in memory
 clusters the reduction is measured against.
 
 ``slide`` (the chunked path at growing size): for every ``--pixels`` value, write the file, convert
-it and run it; peak RSS should stay flat as the data grow.
+it and run it (``--reuse``: on the store a ``--keep`` run left in ``--workdir``); peak RSS should stay
+flat as the data grow.
 
     python benchmarks/bench_scale.py compare --pixels 40000 --bins 2000
     python benchmarks/bench_scale.py slide --pixels 50000 100000 200000 --bins 8000
@@ -61,7 +62,7 @@ def timed(command: list[str], log: Path) -> dict[str, float]:
 
 
 def slide_file(workdir: Path, n_pixels: int, n_bins: int, seed: int):
-    """The simulated file of this size (written once) and its peak list for ``--peaks``."""
+    """The simulated file of this size and its peak list for ``--peaks``."""
     folder = workdir / f"slide_{n_pixels}x{n_bins}"
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -69,6 +70,13 @@ def slide_file(workdir: Path, n_pixels: int, n_bins: int, seed: int):
     write_seconds = time.perf_counter() - started
     np.savetxt(folder / "peaks.txt", slide.mz, fmt="%.6f")
     return slide, folder, write_seconds
+
+
+def reused_store(workdir: Path, n_pixels: int, n_bins: int) -> tuple[Path, Path] | None:
+    """The folder and Zarr store of an earlier ``slide`` run of this size (``--reuse``), or None."""
+    folder = workdir / f"slide_{n_pixels}x{n_bins}"
+    store = folder / "slide.zarr"
+    return (folder, store) if (store / "X").is_dir() else None
 
 
 def config(path: Path, input_path: Path, *, read: dict, components: int | None, seed: int) -> Path:
@@ -161,14 +169,20 @@ def compare(args: argparse.Namespace) -> dict:
 def slide(args: argparse.Namespace) -> list[dict]:
     rows = []
     for n_pixels in args.pixels:
-        slide_, folder, write_seconds = slide_file(args.workdir, n_pixels, args.bins, args.seed)
-        store, conversion = convert(slide_, folder)
+        reused = reused_store(args.workdir, n_pixels, args.bins) if args.reuse else None
+        if reused is None:
+            slide_, folder, write_seconds = slide_file(args.workdir, n_pixels, args.bins, args.seed)
+            store, conversion = convert(slide_, folder)
+            written = {"write_imzml_seconds": round(write_seconds, 1), "convert": conversion}
+        else:
+            folder, store = reused
+            written = {"reused_store": str(store)}
         result = run(config(folder / "chunked.yaml", store, read={}, components=args.components, seed=args.seed),
                      folder / "run_chunked")
         rows.append({"pixels": n_pixels, "bins": args.bins, "dense_matrix_gb": round(n_pixels * args.bins * 4 / 2**30, 2),
-                     "write_imzml_seconds": round(write_seconds, 1), "convert": conversion, "run": result})
+                     **written, "run": result})
         print(json.dumps(rows[-1]), flush=True)
-        if not args.keep:
+        if not args.keep and reused is None:  # a reused store stays
             shutil.rmtree(folder)
     return rows
 
@@ -181,6 +195,8 @@ def main() -> None:
     parser.add_argument("--components", type=int, default=50, help="randomized-SVD components of the regular embedding")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_scale"))
     parser.add_argument("--keep", action="store_true", help="keep the files of every size (slide mode)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="slide mode: run on the Zarr store a kept earlier run wrote in --workdir, if any")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()

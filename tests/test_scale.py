@@ -175,3 +175,23 @@ def test_a_store_is_reopened_in_blocks_of_pixels_and_mz(tmp_path):
     for adata in (memory, lazy):
         sc.pp.preprocess_ion_images(adata)
     np.testing.assert_allclose(lazy.X.compute(), memory.X, rtol=1e-5, atol=1e-6)
+
+
+def test_report_thumbnails_are_bounded_whatever_the_slide_size():
+    from spatialclust.report._cluster import THUMBNAIL_MAX_PX, thumbnail
+
+    rng = np.random.default_rng(0)
+    small = rng.random((32, 40)).astype(np.float32)
+    mask = np.ones(small.shape, dtype=bool)
+    mask[:4] = False
+    np.testing.assert_array_equal(thumbnail(small, mask), np.where(mask, small, np.nan))  # small: as it was
+    slide = rng.random((700, 300))
+    tissue = np.zeros(slide.shape, dtype=bool)
+    tissue[:, :147] = True
+    thumb = thumbnail(slide, tissue)
+    factor = -(-700 // THUMBNAIL_MAX_PX)  # 6: blocks of 6 x 6 pixels
+    assert thumb.shape == (-(-700 // factor), -(-300 // factor)) and max(thumb.shape) <= THUMBNAIL_MAX_PX
+    np.testing.assert_allclose(thumb[0, 0], slide[:6, :6].mean())
+    np.testing.assert_allclose(thumb[0, 24], slide[:6, 144:147].mean())  # a block half on tissue: its tissue mean
+    assert np.isnan(thumb[:, 25:]).all() and np.isfinite(thumb[:, :25]).all()
+    assert np.isfinite(thumb[-1, 0])  # the last block row is partial (700 = 116 x 6 + 4)

@@ -127,7 +127,8 @@ def run_pipeline(
         partners = thinned_partners(adata, plans["embeddings"], cfg)
         results = evaluate(adata, clusterings, cfg, dataset=dataset, partners=partners)
         write_tables(tmp, adata, results)
-        figures = make_figures(tmp / FIGURES_DIR, adata, clusterings, cfg["report"], means=results["means"])
+        figures = make_figures(tmp / FIGURES_DIR, adata, clusterings, cfg["report"], means=results["means"],
+                               correlations=results["correlations"])
         table = embedding_table(adata, [key for key, _ in plans["embeddings"]], truth=results["truth"], seed=seed)
         if table is not None:
             table.to_csv(tmp / EMBEDDINGS_FILE, index=False)
@@ -454,8 +455,10 @@ def make_figures(
     section: Mapping[str, Any],
     *,
     means: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    correlations: Mapping[str, np.ndarray],
 ) -> dict[str, list[tuple[str, Path]]]:
-    """Figures of every clustering (``section["figures"]``); returns ``{key: [(figure name, path)]}``."""
+    """Figures of every clustering (``section["figures"]``) from the cluster means and member correlations
+    of :func:`evaluate`; returns ``{key: [(figure name, path)]}``."""
     import matplotlib.pyplot as plt
 
     from .. import pl
@@ -485,12 +488,13 @@ def make_figures(
                     logger.warning("%s has no clusters; no RGB composite.", key)
                     continue
                 pl.rgb_composite(adata, key, section["rgb_clusters"], histology=section["histology"],
-                                 winsorize=section["winsorize"], save=path, dpi=dpi)
+                                 winsorize=section["winsorize"], means=means[key], save=path, dpi=dpi)
             elif name == "members":
                 if not len(ids):
                     continue
                 largest = int(ids[np.argmax([(labels == c).sum() for c in ids])])
-                pl.cluster_members(adata, key, largest, winsorize=section["winsorize"], title=words, save=path, dpi=dpi)
+                pl.cluster_members(adata, key, largest, winsorize=section["winsorize"], title=words, means=means[key],
+                                   correlation=correlations[key], save=path, dpi=dpi)
             plt.close("all")
             out[key].append((name, path))
     return out

@@ -11,7 +11,7 @@ from ._cells import cell_composite, cell_examples, cell_scatter
 from ._embedding import embedding
 from ..io import read_histology  # the reader lives in io; kept as sc.pl.read_histology
 from ._images import cluster_mean_images, cluster_members, distinct_clusters, rgb_composite
-from ._means import cluster_means, mean_image_correlation, standardized_images
+from ._means import cluster_means, index_chunks, mean_image_correlation, standardized_images
 from ._spectrum import mean_spectrum, spectrum
 from ._ssl import ion_pair_similarity, knn_purity_curve, representations, self_labeling_history
 from ._translate import importance_heatmap, metabolite_images, translation_maps
@@ -29,6 +29,7 @@ __all__ = [
     "embedding",
     "feature_labels",
     "importance_heatmap",
+    "index_chunks",
     "ion_pair_similarity",
     "knn_purity_curve",
     "mean_image_correlation",

@@ -140,6 +140,8 @@ def cluster_members(
     panel_size: float = 1.6,
     cmap: str = "viridis",
     title: str | None = None,
+    means: tuple[np.ndarray, np.ndarray] | None = None,
+    correlation: np.ndarray | None = None,
     save: str | Path | None = None,
     dpi: int = 150,
 ) -> Any:
@@ -160,6 +162,10 @@ def cluster_members(
         Show at most this many members.
     ncols, panel_size
         Panels per row and panel width in inches.
+    means, correlation
+        The outputs of :func:`cluster_means` (with the noise mean for ``cluster=-1``) and
+        :func:`mean_image_correlation` for the same arguments, to avoid computing them again (each
+        is a pass over the data).
 
     Returns
     -------
@@ -170,11 +176,14 @@ def cluster_members(
         raise ValueError(f"`cluster`={cluster!r} is not a cluster of `var[{key!r}]`; found {sorted(set(labels.tolist()))}.")
     if int(max_images) != max_images or max_images < 1:
         raise ValueError(f"`max_images` must be a positive integer; received {max_images!r}.")
-    means = cluster_means(adata, key, layer=layer, winsorize=winsorize, include_noise=cluster < 0)
+    if means is None or (cluster < 0 and cluster not in means[0]):
+        means = cluster_means(adata, key, layer=layer, winsorize=winsorize, include_noise=cluster < 0)
     ids, mean_images = means
     members = np.flatnonzero(labels == cluster)
     if cluster >= 0:
-        corr = mean_image_correlation(adata, key, layer=layer, winsorize=winsorize, means=means)[members]
+        if correlation is None:
+            correlation = mean_image_correlation(adata, key, layer=layer, winsorize=winsorize, means=means)
+        corr = np.asarray(correlation)[members]
         order = np.argsort(-np.nan_to_num(corr, nan=-2.0), kind="stable")
         members, corr = members[order], corr[order]
     else:
@@ -233,6 +242,7 @@ def rgb_composite(
     layer: str | None = None,
     winsorize: float | None = 95.0,
     panel_size: float = 3.0,
+    means: tuple[np.ndarray, np.ndarray] | None = None,
     save: str | Path | None = None,
     dpi: int = 150,
 ) -> Any:
@@ -256,6 +266,8 @@ def rgb_composite(
         Opacity of the composite over the histology where the cluster images are brightest.
     panel_size
         Panel width in inches.
+    means
+        The output of :func:`cluster_means` for the same arguments, to avoid computing it again.
 
     Returns
     -------
@@ -267,7 +279,7 @@ def rgb_composite(
     if not 0 <= alpha <= 1:
         raise ValueError(f"`alpha` must be in [0, 1]; received {alpha!r}.")
     labels = cluster_labels(adata, key)
-    ids, means = cluster_means(adata, key, layer=layer, winsorize=winsorize)
+    ids, means = means if means is not None else cluster_means(adata, key, layer=layer, winsorize=winsorize)
     if clusters is None:
         if len(ids) == 0:
             raise ValueError(f"`var[{key!r}]` has no clusters (only noise); an RGB composite needs at least one.")

@@ -190,8 +190,22 @@ def _chunked_correlation(
     subset = adata[:, selected]
     values = pp.tissue_pixels(subset, pixels)  # rows in the order of the mask's pixels, as `centred`
     means = values.mean(axis=0).compute()
-    squares, products = da.compute(((values - means) ** 2).sum(axis=0), values.T @ centred.T)
+    # Both sums of the second pass from every block at once: computing them as two dask reductions
+    # sharing `values` kept many of its blocks alive between the two (measured: 2.4x the peak memory).
+    reference = da.from_array(centred.T, chunks=(values.chunks[0], -1))
+    sums = da.blockwise(_centred_sums, "ijk", values, "ij", means, "j", reference, "ik",
+                        adjust_chunks={"i": 1, "k": lambda n: n + 1}, dtype=np.float64, concatenate=False)
+    sums = sums.sum(axis=0).compute()
+    squares, products = sums[:, 0], sums[:, 1:]
     own = products[np.arange(selected.size), onehot.argmax(axis=1)]  # with the centred mean of its cluster
     denominator = np.sqrt(squares) * np.linalg.norm(centred, axis=1)[onehot.argmax(axis=1)]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, own / denominator, np.nan)
+
+
+def _centred_sums(block: np.ndarray, means: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per column of ``block`` (pixels x images): the sum of squares of its values centred by ``means``,
+    then the products of its values with every column of ``reference`` (pixels x clusters):
+    ``(1, n_images, 1 + n_clusters)``."""
+    centred = block - means
+    return np.concatenate([(centred**2).sum(axis=0)[:, None], block.T @ reference], axis=1)[None]

@@ -243,20 +243,23 @@ def _member_galleries(
         members = np.flatnonzero(labels == cluster)
         order = np.argsort(-np.nan_to_num(correlation[members], nan=-2.0), kind="stable")
         shown[cluster] = members[order][: section["max_thumbnails"]]
-    # all thumbnails of this clustering in one pass over the data
+    # the thumbnails of this clustering, a chunk of images at a time, each reduced to thumbnail size
     every = np.concatenate(list(shown.values()))
-    images = dict(zip(every.tolist(), pl.standardized_images(adata, every, winsorize=section["winsorize"])))
+    images = {}
+    for chunk in pl.index_chunks(every, n_pixels=mask.size):
+        standardized = pl.standardized_images(adata, chunk, winsorize=section["winsorize"])
+        images.update((int(index), thumbnail(image, mask)) for index, image in zip(chunk, standardized))
     for cluster in clusters:
         members = np.flatnonzero(labels == cluster)
         corr = correlation[members]
         items = []
         if cluster >= 0:
             mean = mean_images[int(np.flatnonzero(ids == cluster)[0])]
-            items.append(GalleryItem(np.where(mask, mean, np.nan), label="mean", title=f"mean of cluster {cluster}"))
+            items.append(GalleryItem(thumbnail(mean, mask), label="mean", title=f"mean of cluster {cluster}"))
         for index in shown[cluster]:
             r = correlation[index]
             label = names[index] + ("" if not np.isfinite(r) else f" r={r:.2f}")
-            items.append(GalleryItem(np.where(mask, images[int(index)], np.nan), label=label,
+            items.append(GalleryItem(images[int(index)], label=label,
                                      title=str(adata.var_names[index])))
         finite = corr[np.isfinite(corr)]
         what = "noise" if cluster < 0 else f"cluster {cluster}"
@@ -264,3 +267,25 @@ def _member_galleries(
         more = f"; {len(shown[cluster])} shown" if len(shown[cluster]) < len(members) else ""
         report.add_gallery(f"{key} {what}: {len(members)} images{mean_r}{more}", items, collapsed=True)
 
+
+
+#: Longest side of a report thumbnail in pixels (twice the width it is shown at, for sharp screens).
+THUMBNAIL_MAX_PX = 128
+
+
+def thumbnail(image: np.ndarray, mask: np.ndarray, *, max_px: int = THUMBNAIL_MAX_PX) -> np.ndarray:
+    """``image`` inside the tissue ``mask`` (NaN outside), reduced to at most ``max_px`` pixels per side
+    by averaging square blocks of on-tissue pixels (a block without tissue is NaN); images that small
+    already are returned at full size. Keeps the report of a whole slide small (its thumbnails are
+    what it holds in memory and embeds), whatever the number of pixels."""
+    factor = -(-max(image.shape) // max_px)
+    if factor <= 1:
+        return np.where(mask, image, np.nan)
+    height, width = (-(-n // factor) * factor for n in image.shape)
+    sums = np.zeros((height, width))
+    counts = np.zeros((height, width))
+    sums[: image.shape[0], : image.shape[1]] = np.where(mask, image, 0.0)
+    counts[: image.shape[0], : image.shape[1]] = mask
+    shape = (height // factor, factor, width // factor, factor)
+    sums, counts = sums.reshape(shape).sum(axis=(1, 3)), counts.reshape(shape).sum(axis=(1, 3))
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
