@@ -187,7 +187,7 @@ _YAML_SUFFIXES = (".yaml", ".yml")
 class Shared:
     """The shared options of a computing command, as given (see :func:`command`)."""
 
-    output: Path
+    output: Optional[Path] = None  # None: a command that writes no run directory (``output=None``)
     config: Optional[Path] = None
     overrides: tuple[str, ...] = ()
     overwrite: bool = False
@@ -198,13 +198,14 @@ def command(
     group: typer.Typer,
     name: Optional[str] = None,
     *,
-    output: str,
+    output: Optional[str],
     shared: Sequence[str] = ("config", "set", "overwrite", "seed"),
     set_example: Optional[str] = None,
     output_help: str = "Run directory to create.",
 ):
     """Register a computing command: its own parameters, the shared options ``shared`` (besides
-    ``--output``, ``-v`` and ``-q``, which every computing command takes) and one shared body.
+    ``--output``, ``-v`` and ``-q``, which every computing command takes; ``output=None``: a command
+    that writes no run directory, without ``--output``) and one shared body.
 
     The decorated function gets the shared options as a :class:`Shared` (first argument; ``output``
     defaults to ``output``) and its own parameters by keyword, runs its pipeline and returns the
@@ -220,7 +221,7 @@ def command(
         "verbose": (VerboseOpt, 0),
         "quiet": (QuietOpt, False),
     }
-    names = ["output", *shared, "verbose", "quiet"]
+    names = [*(["output"] if output else []), *shared, "verbose", "quiet"]
 
     def register(func: Callable[..., str]) -> Callable[..., None]:
         own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
@@ -238,7 +239,8 @@ def command(
             given = {n: kwargs.pop(f"opt_{n}") for n in names}
             setup_logging(given.pop("verbose"), given.pop("quiet"))
             files_only_mode()
-            opts = Shared(output=given.pop("output") or Path(output), overrides=tuple(given.pop("set", None) or ()), **given)
+            opts = Shared(output=given.pop("output", None) or (Path(output) if output else None),
+                          overrides=tuple(given.pop("set", None) or ()), **given)
             try:
                 done = func(opts, **kwargs)
             except Exception as err:  # noqa: BLE001 -- every error becomes one line (see fail)
@@ -417,8 +419,9 @@ def translate_predict(
     return f"Done. Open {opts.output.resolve()}"
 
 
-@app.command()
+@command(app, output=None, shared=())
 def convert(
+    opts: Shared,
     imzml: Annotated[Path, typer.Argument(help="The .imzML file (its .ibd next to it).")],
     store: Annotated[Path, typer.Argument(help="The .zarr store to write (chunked, readable by anndata).")],
     bin_width: Annotated[Optional[float], typer.Option(help="Regular m/z axis of this width (in --bin-unit).")] = None,
@@ -430,35 +433,29 @@ def convert(
     mz_max: Annotated[Optional[float], typer.Option(help="Largest m/z kept (with --mz-min).")] = None,
     chunks: Annotated[str, typer.Option(help="Pixels,m/z per Zarr chunk.")] = "4096,64",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild a store made from another file or binning.")] = False,
-    verbose: VerboseOpt = 0,
-    quiet: QuietOpt = False,
-) -> None:
+) -> str:
     """Stream an imzML file once into a chunked Zarr store (`run`, `sc.io.read` open it lazily); a store
     already built from the same file with the same binning is reused."""
     import numpy as np
 
     from .io import read_imzml
 
-    setup_logging(verbose, quiet)
-    try:
-        if (mz_min is None) != (mz_max is None):
-            raise ValueError("Give both --mz-min and --mz-max, or neither.")
-        parts = chunks.split(",")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"--chunks must be two positive integers 'pixels,mz', got {chunks!r}.")
-        peak_list = None
-        if peaks is not None:
-            if not peaks.is_file():
-                raise FileNotFoundError(f"--peaks file {str(peaks)!r} does not exist.")
-            peak_list = np.atleast_1d(np.loadtxt(peaks, dtype=np.float64, ndmin=1))
-        adata = read_imzml(
-            imzml, bin_width=bin_width, bin_unit=bin_unit, peaks=peak_list, tolerance=tolerance,
-            tolerance_unit=tolerance_unit, mz_range=None if mz_min is None else (mz_min, mz_max),
-            store=store, overwrite_store=overwrite, store_chunks=tuple(int(p) for p in parts),
-        )
-    except Exception as err:  # noqa: BLE001
-        fail(err)
-    typer.echo(f"Done: {adata.n_obs} spectra x {adata.n_vars} m/z in {store.resolve()}")
+    if (mz_min is None) != (mz_max is None):
+        raise ValueError("Give both --mz-min and --mz-max, or neither.")
+    parts = chunks.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"--chunks must be two positive integers 'pixels,mz', got {chunks!r}.")
+    peak_list = None
+    if peaks is not None:
+        if not peaks.is_file():
+            raise FileNotFoundError(f"--peaks file {str(peaks)!r} does not exist.")
+        peak_list = np.atleast_1d(np.loadtxt(peaks, dtype=np.float64, ndmin=1))
+    adata = read_imzml(
+        imzml, bin_width=bin_width, bin_unit=bin_unit, peaks=peak_list, tolerance=tolerance,
+        tolerance_unit=tolerance_unit, mz_range=None if mz_min is None else (mz_min, mz_max),
+        store=store, overwrite_store=overwrite, store_chunks=tuple(int(p) for p in parts),
+    )
+    return f"Done: {adata.n_obs} spectra x {adata.n_vars} m/z in {store.resolve()}"
 
 
 def main() -> None:
