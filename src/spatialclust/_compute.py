@@ -13,6 +13,7 @@ or dask-jobqueue's ``SLURMCluster``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -104,8 +105,10 @@ def compute_context(section: Mapping[str, Any] | None = None) -> Iterator[Any]:
 MMAP_THRESHOLD = 1 << 20
 
 
+@functools.cache
 def return_freed_memory() -> None:
-    """Have glibc's allocator give the blocks of freed chunks back to the system (no-op elsewhere).
+    """Have glibc's allocator give the blocks of freed chunks back to the system (no-op elsewhere);
+    set once per process.
 
     The chunked steps allocate and free many blocks of a few MB from several threads; glibc's
     default keeps freed blocks below a growing threshold (up to 32 MB) in per-thread arenas, so the

@@ -16,6 +16,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .._logging import logger
 from .._registry import invalid_option
+from ..pp import is_dask
 from ._labels import NOISE, check_labels
 
 #: Mass difference between 13C and 12C in Da (the M+1 isotope shift of a singly charged ion).
@@ -72,7 +73,7 @@ def isotope_pairs(
         raise ValueError(f"`mz` must be 1-D (one m/z per image); received shape {mzs.shape}.")
     if not np.isfinite(mzs).all():
         raise ValueError("`mz` contains NaN or infinite values.")
-    chunked = hasattr(images, "compute") and hasattr(images, "chunks")  # a dask array stays lazy
+    chunked = is_dask(images)  # a dask array stays lazy
     arr = images if chunked else np.asarray(images)
     if arr.ndim not in (2, 3) or arr.shape[0] != mzs.size:
         raise ValueError(f"`images` must have shape ({mzs.size}, H, W) or ({mzs.size}, n_pixels) to match `mz`; received {arr.shape}.")
