@@ -90,13 +90,81 @@ def test_per_metabolite_choice_masks_only_where_it_helps():
         X[train], Y[train], presence=presence[train], coords=coords[train], groups=groups[train], metabolites=["step", "coin"]
     )
     assert model.combination_[0] in ("hurdle", "mask") and model.combination_[1] == "none"
-    assert model.inner_mse_["none"][1] < model.inner_mse_["hurdle"][1]
-    assert model.inner_mse_["none"][0] > 2 * min(model.inner_mse_["hurdle"][0], model.inner_mse_["mask"][0])
+    assert model.inner_mse_["none"][1] < model.inner_mse_["hurdle/platt"][1]
+    assert model.inner_mse_["none"][0] > 2 * min(model.inner_mse_["hurdle/platt"][0], model.inner_mse_["mask"][0])
     ours = ((model.predict(X[test]) - Y[test]) ** 2).mean(0)
     unmasked = ((LinearIntensityRegressor("ridge").fit(X[train], Y[train]).predict(X[test]) - Y[test]) ** 2).mean(0)
     assert ours[0] < 0.5 * unmasked[0] and ours[1] <= unmasked[1] * 1.001
     # metabolite 1 comes from the unmasked model exactly
     np.testing.assert_allclose(model.predict(X[test])[:, 1], model.unmasked_model_.predict(X[test])[:, 1])
+    chosen = TwoStageTranslator("logistic", "ridge", calibration="auto", signature_mask=False).fit(
+        X[train], Y[train], presence=presence[train], coords=coords[train], groups=groups[train])
+    assert chosen.combination_[0] in ("hurdle", "mask") and chosen.combination_[1] == "none"
+    assert set(chosen.calibration_) <= set(sc.translate.CALIBRATIONS)
+
+
+def test_choice_rule_sends_ties_and_near_ties_to_the_unmasked_model():
+    """Per-fold inner errors: a gain within one standard error (or none at all) keeps ``none``; a
+    consistent gain picks the candidate; the calibration is that of the best hurdle."""
+    none = np.array([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    errors = {
+        "none": none,
+        "hurdle/platt": none - np.array([[0.5, 0.0, 0.3, 0.0], [0.5, 0.0, -0.25, 0.0], [0.5, 0.0, 0.1, 0.0]]),
+        "hurdle/isotonic": none - np.array([[0.6, 0.0, 0.0, 0.0], [0.4, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0]]),
+        "hurdle/none": none + 0.1,
+        "mask": none - np.array([[0.0, 0.0, 0.0, 0.2], [0.0, 0.0, 0.0, 0.21], [0.0, 0.0, 0.0, 0.19]]),
+    }
+    # metabolite 0: consistent gain 0.5 (platt: SE 0 wins over isotonic's noisier 0.5); 1: tie;
+    # 2: mean gain 0.05 with SE 0.16 (a near-tie); 3: consistent gain of the mask
+    combination, calibration = sc.translate.choose_combinations(errors)
+    assert combination == ["hurdle", "none", "none", "mask"]
+    assert calibration[0] in ("platt", "isotonic") and calibration[2] == "platt"
+    assert sc.translate.choose_combinations(errors, tolerance=0.0)[0][2] == "hurdle"
+    assert sc.translate.choose_combinations(errors, calibrations=["none"])[0] == ["none", "none", "none", "mask"]
+    with pytest.raises(ValueError, match="Invalid option `sigmoid` for `calibration`"):
+        sc.translate.choose_combinations(errors, calibrations=["sigmoid"])
+
+
+@pytest.mark.parametrize("stage1", ["prevalence", "logistic"])
+@pytest.mark.parametrize("calibration", ["platt", "auto"])
+def test_auto_is_exactly_the_unmasked_stage_2_where_masking_cannot_help(stage1, calibration):
+    """The guarantee: where presence carries nothing a mask could use, ``combine="auto"`` predicts
+    exactly what the unmasked stage 2 (fitted on all training spots) predicts. Three cases: every
+    metabolite present everywhere; presence labels that are coin flips independent of genes and
+    intensities; and coin flips whose rate shifts between sections while the intensity carries an
+    offset when present (the brain's failure mode for the prevalence stage 1: a calibration map
+    fitted on the inner scores it was scored on learnt each inner section's prevalence)."""
+    rng = np.random.default_rng(3)
+    coords, groups = _grid(14, n_sections=4)
+    n = len(coords)
+    X = rng.normal(size=(n, 3))
+    linear = 1.0 + X @ np.array([1.0, -0.5, 0.3])
+    rate = np.repeat([0.2, 0.8, 0.35, 0.65], n // 4)
+    shifted = (rng.random(n) < rate).astype(int)
+    presence = np.column_stack([np.ones(n, dtype=int), rng.integers(0, 2, n), shifted])
+    Y = np.column_stack([linear, linear + 0.5, linear + 1.5 * shifted]) + rng.normal(0, 0.1, (n, 3))
+    train, test = groups != "s3", groups == "s3"
+    model = TwoStageTranslator(stage1, "ridge", calibration=calibration, signature_mask=False).fit(
+        X[train], Y[train], presence=presence[train], coords=coords[train], groups=groups[train])
+    assert model.combination_ == ["none", "none", "none"], model.inner_mse_
+    unmasked = LinearIntensityRegressor("ridge").fit(X[train], Y[train]).predict(X[test])
+    np.testing.assert_allclose(model.predict(X[test]), unmasked, rtol=1e-10, atol=1e-10)
+
+
+def test_isotonic_and_raw_calibration():
+    """Isotonic: a monotone map onto the empirical frequencies; ``none``: the sigmoid of the raw score."""
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(2000, 2))
+    labels = (rng.random((2000, 2)) < np.column_stack([(scores[:, 0] > 0) * 0.8 + 0.1, np.full(2000, 0.3)])).astype(int)
+    fit = sc.translate.fit_calibration(scores, labels, ["isotonic", "none"])
+    p = sc.translate.calibrated_probability(scores, fit["methods"], slope=fit["slope"], intercept=fit["intercept"], knots=fit["knots"])
+    order = np.argsort(scores[:, 0])
+    assert (np.diff(p[order, 0]) >= -1e-12).all() and p[:, 0].min() >= 0 and p[:, 0].max() <= 1
+    assert abs(p[scores[:, 0] > 0.5, 0].mean() - 0.9) < 0.05 and abs(p[scores[:, 0] < -0.5, 0].mean() - 0.1) < 0.05
+    np.testing.assert_allclose(p[:, 1], 1 / (1 + np.exp(-scores[:, 1])))
+    assert fit["knots"][1] is None
+    with pytest.raises(ValueError, match="Invalid option `beta` for `calibration`"):
+        sc.translate.fit_calibration(scores, labels, ["beta", "none"])
 
 
 def test_spatial_context_features_and_morans_i():
@@ -152,3 +220,25 @@ def test_transformer_module_tokens_scale_with_genes():
     assert attention.shape == (4, 3, 200)
     np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
     assert reg.predict(X).shape == Y.shape
+
+
+@pytest.mark.parametrize("calibration", ["platt", "auto"])
+def test_prevalence_stage_1_across_batches_keeps_the_unmasked_model(calibration):
+    """The mouse brain's failure, in small: two batches of sections, metabolites absent in one and
+    present in the other, and a gene that shifts with the batch. The prevalence stage 1 gives one
+    constant score per inner fold; a calibration map fitted on those same scores read each inner
+    fold's prevalence off them, so the inner CV chose the hurdle, which doubled the held-out MSE
+    (unmasked ridge reads the batch from the gene). Cross-fitted, the choice keeps the unmasked model."""
+    rng = np.random.default_rng(0)
+    coords, groups = _grid(10, n_sections=6)
+    n = len(coords)
+    batch = np.repeat([0, 0, 0, 1, 1, 1], n // 6)
+    X = rng.normal(size=(n, 3))
+    X[:, 0] += 2 * batch
+    presence = (rng.random((n, 2)) < np.where(batch == 1, 0.95, 0.05)[:, None]).astype(int)
+    Y = 1 + 10 * presence + 0.5 * X[:, 1:] + rng.normal(0, 0.3, (n, 2))
+    train, test = groups != "s5", groups == "s5"
+    model = TwoStageTranslator("prevalence", "ridge", calibration=calibration, signature_mask=False).fit(
+        X[train], Y[train], presence=presence[train], coords=coords[train], groups=groups[train])
+    assert model.combination_ == ["none", "none"], model.inner_mse_
+    np.testing.assert_allclose(model.predict(X[test]), LinearIntensityRegressor("ridge").fit(X[train], Y[train]).predict(X[test]))

@@ -129,7 +129,7 @@ def _model_params(config) -> dict[str, dict[str, Any]]:
 def _combination_params(config) -> dict[str, Any]:
     """Translator parameters of the ``model`` section beyond the two stage names."""
     model = config["model"]
-    return {k: model[k] for k in ("combine", "calibration", "inner_splits", "spatial_context", "spatial_coordinates")}
+    return {k: model[k] for k in ("combine", "calibration", "inner_splits", "choice_tolerance", "spatial_context", "spatial_coordinates")}
 
 
 def run_translate_train(config: str | Path | Mapping[str, Any] | None, output: str | Path, *, overwrite: bool = False) -> Path:
@@ -256,6 +256,7 @@ def run_translate_evaluate(config: str | Path | Mapping[str, Any] | None, output
             X, Y, presence, coords=coords, groups=groups, folds=cv["folds"], n_splits=cv["n_splits"],
             block_size=cv["block_size"], buffer=cv["buffer"], presence_models=cv["presence_models"],
             intensity_models=cv["intensity_models"], inner_splits=config["model"]["inner_splits"],
+            choice_tolerance=config["model"]["choice_tolerance"],
             spatial_context=config["model"]["spatial_context"], spatial_coordinates=config["model"]["spatial_coordinates"],
             model_params=_model_params(config), search=_grids(config), signature_mask=sig["use"], clusters=clusters,
             n_signature_genes=sig["n_genes"], resolution=sig["resolution"], names=list(msi.var_names),

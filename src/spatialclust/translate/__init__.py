@@ -18,14 +18,15 @@ from ._models import create_intensity_model, create_presence_model, list_intensi
 from ._neural import MLPIntensityRegressor, MLPPresenceClassifier, TransformerIntensityRegressor
 from ._pairing import affine_from_landmarks, concatenate_sections, pair
 from ._persist import load_translator, save_translator
-from ._calibration import fit_platt, platt_probability
+from ._calibration import CALIBRATIONS, calibrated_probability, fit_calibration, fit_platt, platt_probability
 from ._selection import cross_validate, grid_search, row_name
 from ._signatures import SignatureMask
 from ._spatial import morans_i, neighbourhood_mean, spatial_features, spot_graph
 from ._targets import detection_thresholds, noise_level, presence_targets
-from ._two_stage import COMBINATIONS, TwoStageTranslator, absent_levels, choose_combinations, combine_stages
+from ._two_stage import COMBINATIONS, TwoStageTranslator, absent_levels, choose_combinations, combine_stages, inner_errors
 
 __all__ = [
+    "CALIBRATIONS",
     "COMBINATIONS",
     "LinearIntensityRegressor",
     "LinearPresenceClassifier",
@@ -37,6 +38,7 @@ __all__ = [
     "TwoStageTranslator",
     "absent_levels",
     "affine_from_landmarks",
+    "calibrated_probability",
     "choose_combinations",
     "combine_stages",
     "concatenate_sections",
@@ -45,10 +47,12 @@ __all__ = [
     "cross_validate",
     "detection_thresholds",
     "expression_matrix",
+    "fit_calibration",
     "fit_platt",
     "gene_importance",
     "grid_coordinates",
     "grid_search",
+    "inner_errors",
     "intensity_scores",
     "list_intensity_models",
     "list_presence_models",

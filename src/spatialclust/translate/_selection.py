@@ -12,13 +12,13 @@ from sklearn.base import clone
 from sklearn.model_selection import ParameterGrid
 
 from .._logging import logger, progress
-from ._calibration import fit_platt, platt_probability, sigmoid
+from ._calibration import CALIBRATIONS, calibrated_probability, fit_calibration
 from ._cv import inner_folds, spatial_folds
 from ._metrics import intensity_scores, presence_scores
 from ._models import create_intensity_model, create_presence_model
 from ._signatures import SignatureMask
 from ._spatial import spatial_features
-from ._two_stage import absent_levels, choose_combinations, combine_stages, intensity_out_of_fold, presence_out_of_fold
+from ._two_stage import absent_levels, choose_combinations, combine_stages, inner_errors, intensity_out_of_fold, presence_out_of_fold
 
 __all__ = ["cross_validate", "grid_search", "row_name"]
 
@@ -98,14 +98,27 @@ def grid_search(
     return best, results
 
 
-def row_name(presence_model: str, intensity_model: str, combine: str = "auto", calibration: str = "platt") -> str:
-    """Row of :func:`cross_validate`'s intensity tables for a two-stage configuration."""
-    if combine == "auto":
-        return f"{presence_model} x {intensity_model}" + ("" if calibration == "platt" else " [auto, uncalibrated]")
+#: Calibrations of the rows of :func:`cross_validate` (``auto``: chosen per metabolite).
+_ROW_CALIBRATIONS = ("auto", *CALIBRATIONS)
+
+
+def row_name(presence_model: str | None, intensity_model: str, combine: str = "auto", calibration: str = "auto") -> str:
+    """Row of :func:`cross_validate`'s intensity tables for a two-stage configuration.
+
+    ``P x M`` is the package default (``combine="auto"``, ``calibration="auto"``); other
+    calibrations of ``auto`` read ``P x M [auto, platt]``; the fixed hurdle reads ``P x M [hurdle]``
+    with Platt calibration and ``P x M [hurdle, <calibration>]`` otherwise.
+    """
     if combine == "none":
         return f"{intensity_model} (unmasked)"
-    suffix = "" if combine == "mask" or calibration == "platt" else ", uncalibrated"
-    return f"{presence_model} x {intensity_model} [{combine}{suffix}]"
+    label = "uncalibrated" if calibration == "none" else calibration
+    if combine == "mask":
+        suffix = " [mask]"
+    elif combine == "auto":
+        suffix = "" if calibration == "auto" else f" [auto, {label}]"
+    else:
+        suffix = " [hurdle]" if calibration == "platt" else f" [hurdle, {label}]"
+    return f"{presence_model} x {intensity_model}{suffix}"
 
 
 def cross_validate(
@@ -124,6 +137,7 @@ def cross_validate(
     model_params: Mapping[str, Mapping[str, Any]] | None = None,
     search: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
     inner_splits: int = 3,
+    choice_tolerance: float = 1.0,
     spatial_context: int = 0,
     spatial_coordinates: bool = False,
     signature_mask: bool = True,
@@ -139,14 +153,17 @@ def cross_validate(
     Out-of-fold predictions of every held-out spot are pooled over the folds and scored once
     (per metabolite, micro and macro; Moran's I of the residuals per metabolite). Within every outer
     fold each model is fitted once on the training spots, plus ``inner_splits`` times on inner folds of
-    the training spots (out-of-fold scores for the Platt calibration and for the per-metabolite choice of
+    the training spots (out-of-fold scores for the calibration and for the per-metabolite choices of
     :class:`~spatialclust.translate.TwoStageTranslator` with ``combine="auto"``); every pair is then
-    combined from these shared fits, exactly as the translator combines its own.
+    combined from these shared fits, exactly as the translator combines its own. Nothing of the
+    held-out spots enters a choice.
 
     Intensity rows (see :func:`row_name`): ``mean (baseline)`` and ``ridge (baseline)`` (unmasked, on
     the expression alone); ``M (unmasked)`` (stage 2 on all spots, with spatial context when on);
-    for every stage-1 model ``P`` and stage-2 model ``M``: ``P x M`` (per-metabolite choice, calibrated),
-    ``P x M [hurdle]``, ``P x M [hurdle, uncalibrated]``, ``P x M [mask]`` (the seed's hard mask); and
+    for every stage-1 model ``P`` and stage-2 model ``M``: ``P x M`` (per-metabolite choice of the
+    combination and the calibration), ``P x M [auto, <calibration>]`` (choice of the combination with
+    one calibration), ``P x M [hurdle]`` (Platt), ``P x M [hurdle, <calibration>]`` (``auto``,
+    ``isotonic``, ``uncalibrated``), ``P x M [mask]`` (the seed's hard mask); and
     ``true presence x M [mask]``, the upper bound for stage 1.
 
     Parameters
@@ -166,6 +183,8 @@ def cross_validate(
         training spots of every fold (nested cross-validation).
     inner_splits
         Inner folds per outer fold (calibration and per-metabolite choice).
+    choice_tolerance
+        See :class:`~spatialclust.translate.TwoStageTranslator`.
     spatial_context, spatial_coordinates
         Spatial-context input of both stages (see :class:`~spatialclust.translate.TwoStageTranslator`).
     signature_mask, clusters, signatures, n_signature_genes, resolution
@@ -182,7 +201,7 @@ def cross_validate(
     table with ``mse``, ``r2``, ``pearson``, ``morans_i``), ``presence_summary`` and
     ``intensity_summary`` (macro/micro rows of every model; the presence summary also has
     ``roc_auc_macro_per_fold``, the macro ROC AUC within each fold averaged over folds),
-    ``combinations`` (long table: pair, fold, metabolite, chosen combination), ``folds`` (list of
+    ``combinations`` (long table: pair, fold, metabolite, chosen combination and calibration), ``folds`` (list of
     (train, test)), ``oof`` (out-of-fold predictions: ``presence_<model>``, ``intensity_<row>``),
     ``tested`` and ``best_params`` (per fold, when ``search``).
     """
@@ -197,7 +216,8 @@ def cross_validate(
     pairs = [(p, i) for p in presence_models for i in intensity_models]
     intensity_rows = ["mean (baseline)", "ridge (baseline)"] + [row_name(None, i, "none") for i in intensity_models]
     for p, i in pairs:
-        intensity_rows += [row_name(p, i), row_name(p, i, "hurdle"), row_name(p, i, "hurdle", "none"), row_name(p, i, "mask")]
+        intensity_rows += [row_name(p, i, combine, c) for combine in ("auto", "hurdle") for c in _ROW_CALIBRATIONS]
+        intensity_rows.append(row_name(p, i, "mask"))
     intensity_rows += [f"true presence x {i} [mask]" for i in intensity_models]
     oof_intensity = {r: np.zeros((n, m)) for r in intensity_rows}
     tested = np.zeros(n, dtype=bool)
@@ -242,9 +262,7 @@ def cross_validate(
             fitted = _fit(model, S[train], Ptr, None, ctr, gtr, "presence")
             scores, labels = fitted.decision_function(S[test]), fitted.predict(S[test])
             inner_scores, inner_labels = presence_out_of_fold(lambda: clone(model), S[train], Ptr, inner, coords=ctr, groups=gtr)
-            slope, intercept = fit_platt(inner_scores, Ptr)
-            stage1[name] = {"labels": labels, "platt": platt_probability(scores, slope, intercept), "raw": sigmoid(scores),
-                            "inner_labels": inner_labels, "inner_platt": platt_probability(inner_scores, slope, intercept)}
+            stage1[name] = {"labels": labels, "scores": scores, "inner_scores": inner_scores, "inner_labels": inner_labels}
             oof_score[name][test], oof_presence[name][test] = scores, labels
             fold_table = presence_scores(presence[test], labels, scores)
             per_fold_auc.setdefault(name, []).append(fold_table.loc["macro", "roc_auc"])
@@ -261,24 +279,21 @@ def cross_validate(
             oof_intensity[f"true presence x {name} [mask]"][test] = present * presence[test]
             for p in presence_models:
                 s1 = stage1[p]
-                hurdle = {"platt": None, "raw": None}
-                for cal in hurdle:
-                    hurdle[cal] = combine_stages(["hurdle"] * m, probability=s1[cal], label=s1["labels"], present=present,
-                                                 unmasked=None, absent_level=absent)
-                candidates = {
-                    "none": inner_unmasked,
-                    "hurdle": combine_stages(["hurdle"] * m, probability=s1["inner_platt"], label=s1["inner_labels"],
-                                             present=inner_present, unmasked=None, absent_level=absent),
-                    "mask": s1["inner_labels"] * inner_present,
-                }
-                choice = choose_combinations(Ytr, candidates)
-                choices += [{"model": row_name(p, name), "fold": k, "metabolite": metabolite_names[j], "combination": c}
-                            for j, c in enumerate(choice)]
-                oof_intensity[row_name(p, name)][test] = combine_stages(
-                    choice, probability=s1["platt"], label=s1["labels"], present=present, unmasked=unmasked, absent_level=absent
-                )
-                oof_intensity[row_name(p, name, "hurdle")][test] = hurdle["platt"]
-                oof_intensity[row_name(p, name, "hurdle", "none")][test] = hurdle["raw"]
+                errors = inner_errors(Ytr, Ptr, scores=s1["inner_scores"], labels=s1["inner_labels"], present=inner_present,
+                                      unmasked=inner_unmasked, folds=inner)
+                for cal in _ROW_CALIBRATIONS:
+                    calibrations = CALIBRATIONS if cal == "auto" else (cal,)
+                    choice, methods = choose_combinations(errors, calibrations=calibrations, tolerance=choice_tolerance)
+                    fit = fit_calibration(s1["inner_scores"], Ptr, methods)
+                    probability = calibrated_probability(s1["scores"], fit["methods"], slope=fit["slope"], intercept=fit["intercept"],
+                                                         knots=fit["knots"])
+                    for combine, combination in (("auto", choice), ("hurdle", ["hurdle"] * m)):
+                        oof_intensity[row_name(p, name, combine, cal)][test] = combine_stages(
+                            combination, probability=probability, label=s1["labels"], present=present, unmasked=unmasked,
+                            absent_level=absent)
+                    if cal == "auto":
+                        choices += [{"model": row_name(p, name), "fold": k, "metabolite": metabolite_names[j], "combination": c,
+                                     "calibration": methods[j]} for j, c in enumerate(choice)]
                 oof_intensity[row_name(p, name, "mask")][test] = s1["labels"] * present
         tested[test] = True
         best_params.append(fold_best)
@@ -299,7 +314,7 @@ def cross_validate(
         "intensity": intensity_tables,
         "presence_summary": presence_summary,
         "intensity_summary": _summary(intensity_tables, ["mse", "r2", "pearson", "morans_i"]),
-        "combinations": pd.DataFrame(choices, columns=["model", "fold", "metabolite", "combination"]),
+        "combinations": pd.DataFrame(choices, columns=["model", "fold", "metabolite", "combination", "calibration"]),
         "folds": fold_list,
         "oof": {**{f"presence_{k}": v for k, v in oof_presence.items()}, **{f"intensity_{k}": v for k, v in oof_intensity.items()}},
         "tested": tested,

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._logging import logger
 from .._registry import invalid_option
-from ._calibration import fit_platt, platt_probability, sigmoid
+from ._calibration import CALIBRATIONS, calibrated_probability, fit_calibration
 from ._cv import inner_folds
 from ._estimators import check_xy
 from ._models import create_intensity_model, create_presence_model
@@ -26,6 +26,7 @@ __all__ = [
     "absent_levels",
     "choose_combinations",
     "combine_stages",
+    "inner_errors",
     "intensity_out_of_fold",
     "presence_out_of_fold",
 ]
@@ -35,7 +36,7 @@ __all__ = [
 #: calibrated presence probability ``p``); ``mask``: the seed's ``1[present] * mu_present``.
 COMBINATIONS = ("none", "hurdle", "mask")
 _COMBINE = ("auto", *COMBINATIONS)
-_CALIBRATION = ("platt", "none")
+_CALIBRATION = ("auto", *CALIBRATIONS)
 
 
 def combine_stages(choice: Sequence[str], *, probability: np.ndarray, label: np.ndarray, present: np.ndarray | None,
@@ -79,13 +80,69 @@ def combine_stages(choice: Sequence[str], *, probability: np.ndarray, label: np.
     return out
 
 
-def choose_combinations(Y: np.ndarray, candidates: Mapping[str, np.ndarray]) -> list[str]:
-    """Per metabolite, the candidate with the smallest MSE against ``Y`` (earlier candidates win ties,
-    so list ``none`` first: masking must earn its place)."""
-    names = list(candidates)
-    mse = np.stack([((candidates[c] - Y) ** 2).mean(0) for c in names])
-    best = np.argmin(mse, axis=0)  # first minimum: ties go to the earlier candidate
-    return [names[int(i)] for i in best]
+def inner_errors(Y: np.ndarray, presence: np.ndarray, *, scores: np.ndarray, labels: np.ndarray, present: np.ndarray,
+                 unmasked: np.ndarray, folds, calibrations: Sequence[str] = CALIBRATIONS) -> dict[str, np.ndarray]:
+    """Per-fold MSE ``(n_folds, n_metabolites)`` of every candidate combination on inner folds.
+
+    ``scores``, ``labels``, ``present`` and ``unmasked`` are the inner out-of-fold predictions of
+    stage 1 (decision scores, 0/1) and stage 2 (fitted on present spots / on all spots) over
+    ``folds``. The hurdle of a held-out inner fold uses a calibration map and absent level fitted on
+    the other inner folds only (cross-fitting): a map fitted on the same scores it is scored on would
+    see the held-out fold's prevalence. Candidates: ``none``, ``hurdle/<calibration>`` for every
+    calibration in ``calibrations`` (:data:`CALIBRATIONS`) and ``mask``.
+    """
+    m = Y.shape[1]
+    names = ["none", *[f"hurdle/{c}" for c in calibrations], "mask"]
+    errors = {c: np.zeros((len(folds), m)) for c in names}
+    for k, (tr, te) in enumerate(folds):
+        def mse(prediction, te=te):
+            return ((prediction - Y[te]) ** 2).mean(0)
+
+        errors["none"][k] = mse(unmasked[te])
+        errors["mask"][k] = mse(labels[te] * present[te])
+        absent = absent_levels(Y[tr], presence[tr])
+        for c in calibrations:
+            fit = fit_calibration(scores[tr], presence[tr], [c] * m)
+            probability = calibrated_probability(scores[te], fit["methods"], slope=fit["slope"], intercept=fit["intercept"],
+                                                 knots=fit["knots"])
+            errors[f"hurdle/{c}"][k] = mse(combine_stages(["hurdle"] * m, probability=probability, label=labels[te],
+                                                          present=present[te], unmasked=None, absent_level=absent))
+    return errors
+
+
+def choose_combinations(errors: Mapping[str, np.ndarray], *, calibrations: Sequence[str] = CALIBRATIONS,
+                        tolerance: float = 1.0) -> tuple[list[str], list[str]]:
+    """Per metabolite, the combination and the calibration from the inner per-fold errors of :func:`inner_errors`.
+
+    The unmasked stage 2 (``none``) is the default: a ``hurdle`` (with one of ``calibrations``) or
+    ``mask`` replaces it only where its mean gain over the inner folds (MSE of ``none`` minus its MSE)
+    is positive and exceeds ``tolerance`` standard errors of that gain over the folds; among the
+    candidates that pass, the largest mean gain wins. Ties and near-ties therefore go to the unmasked
+    model (a one-standard-error rule). The calibration of each metabolite is the one of its best hurdle
+    (kept for its presence probabilities even where the hurdle is not chosen).
+
+    Returns
+    -------
+    ``(combination, calibration)``, one entry per metabolite each.
+    """
+    calibrations = list(calibrations)
+    unknown = sorted(set(calibrations) - set(CALIBRATIONS))
+    if unknown or not calibrations:
+        raise invalid_option(unknown[0] if unknown else "", "calibration", CALIBRATIONS)
+    names = [f"hurdle/{c}" for c in calibrations] + ["mask"]
+    gain = np.stack([errors["none"] - errors[c] for c in names])  # (candidates, folds, metabolites)
+    mean = gain.mean(1)
+    se = gain.std(1, ddof=1) / np.sqrt(gain.shape[1])
+    passes = (mean > 0) & (mean > tolerance * se)
+    calibration = [calibrations[int(i)] for i in mean[: len(calibrations)].argmax(0)]
+    combination = []
+    for j in range(mean.shape[1]):
+        if not passes[:, j].any():
+            combination.append("none")
+            continue
+        best = int(np.where(passes[:, j], mean[:, j], -np.inf).argmax())
+        combination.append("mask" if best == len(calibrations) else "hurdle")
+    return combination, calibration
 
 
 def absent_levels(Y: np.ndarray, presence: np.ndarray) -> np.ndarray:
@@ -135,9 +192,12 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
     ``p * mu_present + (1 - p) * mu_absent`` with ``p`` the Platt-calibrated presence probability
     (the hurdle / two-part model of zero-inflated data, Cragg 1971, Econometrica), the seed's hard
     **mask**, or **none** (stage 2 fitted on all spots). With ``combine="auto"`` the combination of
-    each metabolite is chosen by inner cross-validation on the training spots (smallest out-of-fold
-    MSE, ``none`` on ties), so the model is not worse than its own unmasked stage 2 wherever the inner
-    estimate holds.
+    each metabolite is chosen by inner cross-validation on the training spots only
+    (:func:`inner_errors`, :func:`choose_combinations`): the unmasked stage 2 is always a candidate and
+    the default, and a hurdle or mask replaces it only where it beats it by more than
+    ``choice_tolerance`` standard errors over the inner folds, with the calibration map of every inner
+    fold fitted on the other inner folds. So the model is not worse than its own unmasked stage 2 in
+    expectation; where masking cannot help it *is* the unmasked stage 2.
 
     Parameters
     ----------
@@ -150,10 +210,15 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
     combine
         ``"auto"`` (per metabolite by inner CV), ``"hurdle"``, ``"mask"`` (the seed) or ``"none"``.
     calibration
-        ``"platt"`` (sigmoid of the decision score fitted on inner out-of-fold scores) or ``"none"``
-        (sigmoid of the raw decision score: the model's own probability for logistic and MLP).
+        ``"platt"`` (sigmoid of the decision score fitted on inner out-of-fold scores),
+        ``"isotonic"`` (monotone map fitted on them), ``"none"`` (sigmoid of the raw decision score:
+        the model's own probability for logistic and MLP) or ``"auto"`` (per metabolite, the one whose
+        hurdle has the smallest cross-fitted inner MSE).
     inner_splits
-        Inner folds for calibration and the ``auto`` choice (whole sections when there are >= 3).
+        Inner folds for calibration and the ``auto`` choices (whole sections when there are >= 3).
+    choice_tolerance
+        Standard errors (of the inner per-fold gain) by which a hurdle or mask must beat the unmasked
+        stage 2 to be chosen with ``combine="auto"`` (0: any positive mean gain).
     spatial_context
         Neighbours averaged into the spatial-context input (0: off): both stages get the expression
         and its mean over the spot and its ``spatial_context`` nearest spots (same section); needs
@@ -179,12 +244,17 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         spots (None when no metabolite uses ``none``).
     combination_
         Combination of every metabolite (list of str).
+    calibration_
+        Calibration of every metabolite (list of str, :data:`CALIBRATIONS`).
     calibration_slope_, calibration_intercept_
-        Platt map per metabolite (slope 1, intercept 0 without calibration).
+        Platt map per metabolite (slope 1, intercept 0 for ``none`` and ``isotonic``).
+    calibration_knots_
+        Isotonic map per metabolite as ``[scores, probabilities]`` knots (None for the others).
     absent_level_
         Mean training intensity of the absent spots per metabolite.
     inner_mse_
-        ``{combination: (n_metabolites,) out-of-fold MSE}`` behind the ``auto`` choice (None otherwise).
+        ``{candidate: (n_metabolites,) mean inner-fold MSE}`` behind the ``auto`` choices (candidates of
+        :func:`inner_errors`; None when nothing was chosen).
     signatures_
         Fitted :class:`SignatureMask` (None without ``signature_mask``).
     thresholds_
@@ -205,6 +275,7 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         combine: str = "auto",
         calibration: str = "platt",
         inner_splits: int = 3,
+        choice_tolerance: float = 1.0,
         spatial_context: int = 0,
         spatial_coordinates: bool = False,
         signature_mask: bool = True,
@@ -222,6 +293,7 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         self.combine = combine
         self.calibration = calibration
         self.inner_splits = inner_splits
+        self.choice_tolerance = choice_tolerance
         self.spatial_context = spatial_context
         self.spatial_coordinates = spatial_coordinates
         self.signature_mask = signature_mask
@@ -250,6 +322,8 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
             raise invalid_option(self.calibration, "calibration", _CALIBRATION)
         if int(self.spatial_context) != self.spatial_context or self.spatial_context < 0:
             raise ValueError(f"`spatial_context` must be an integer >= 0 (neighbours averaged), got {self.spatial_context!r}.")
+        if not (isinstance(self.choice_tolerance, (int, float)) and self.choice_tolerance >= 0):
+            raise ValueError(f"`choice_tolerance` must be a number >= 0 (standard errors), got {self.choice_tolerance!r}.")
         if self.spatial_coordinates and not self.spatial_context:
             raise ValueError("`spatial_coordinates=True` needs `spatial_context` > 0.")
 
@@ -320,24 +394,26 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         self.absent_level_ = absent_levels(Y, presence)
         self.inner_mse_ = None
         m = Y.shape[1]
-        self.calibration_slope_, self.calibration_intercept_ = np.ones(m), np.zeros(m)
         choice = [self.combine] * m
-        if self.calibration == "platt" or self.combine == "auto":
+        calibration = [self.calibration] * m
+        scores = None
+        if self.calibration != "none" or self.combine == "auto":
             folds = inner_folds(coords, len(X), groups=groups, n_splits=self.inner_splits, random_state=self.random_state)
             scores, labels = presence_out_of_fold(lambda: self._build("presence"), S, presence, folds, **spatial)
-            if self.calibration == "platt":
-                self.calibration_slope_, self.calibration_intercept_ = fit_platt(scores, presence)
-            if self.combine == "auto":
+            if "auto" in (self.combine, self.calibration):
                 present, unmasked = intensity_out_of_fold(lambda: self._build("intensity"), F, Y, presence, folds, **spatial)
-                candidates = {
-                    "none": unmasked,
-                    "hurdle": combine_stages(["hurdle"] * m, probability=self._probability(scores), label=labels,
-                                             present=present, unmasked=None, absent_level=self.absent_level_),
-                    "mask": labels * present,
-                }
-                self.inner_mse_ = {k: ((v - Y) ** 2).mean(0) for k, v in candidates.items()}
-                choice = choose_combinations(Y, candidates)
-                logger.info("two-stage combination per metabolite (inner CV): %s", dict(zip(self.metabolites_ or range(m), choice)))
+                calibrations = CALIBRATIONS if self.calibration == "auto" else (self.calibration,)
+                errors = inner_errors(Y, presence, scores=scores, labels=labels, present=present, unmasked=unmasked,
+                                      folds=folds, calibrations=calibrations)
+                self.inner_mse_ = {k: v.mean(0) for k, v in errors.items()}
+                auto, calibration = choose_combinations(errors, calibrations=calibrations, tolerance=self.choice_tolerance)
+                if self.combine == "auto":
+                    choice = auto
+                    logger.info("two-stage combination per metabolite (inner CV): %s",
+                                dict(zip(self.metabolites_ or range(m), zip(choice, calibration))))
+        fit = fit_calibration(scores if scores is not None else np.zeros(presence.shape), presence, calibration)
+        self.calibration_ = fit["methods"]
+        self.calibration_slope_, self.calibration_intercept_, self.calibration_knots_ = fit["slope"], fit["intercept"], fit["knots"]
         self.combination_ = [str(c) for c in choice]
         self.presence_model_ = self._build("presence").fit(S, presence, **spatial)
         self.intensity_model_ = (
@@ -347,9 +423,8 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         return self
 
     def _probability(self, scores: np.ndarray) -> np.ndarray:
-        if self.calibration == "platt":
-            return platt_probability(scores, self.calibration_slope_, self.calibration_intercept_)
-        return sigmoid(scores)
+        return calibrated_probability(scores, self.calibration_, slope=self.calibration_slope_,
+                                      intercept=self.calibration_intercept_, knots=self.calibration_knots_)
 
     def _inputs(self, X: np.ndarray, *, coords=None, groups=None, clusters=None) -> tuple[np.ndarray, np.ndarray]:
         """``(F, S)``: stage-2 input (expression [+ spatial context]) and stage-1 input (F [+ signature mask])."""
