@@ -242,3 +242,17 @@ def test_prevalence_stage_1_across_batches_keeps_the_unmasked_model(calibration)
         X[train], Y[train], presence=presence[train], coords=coords[train], groups=groups[train])
     assert model.combination_ == ["none", "none"], model.inner_mse_
     np.testing.assert_allclose(model.predict(X[test]), LinearIntensityRegressor("ridge").fit(X[train], Y[train]).predict(X[test]))
+
+
+def test_isotonic_and_auto_calibration_survive_a_checkpoint(tmp_path):
+    st, msi = sc.datasets.simulate_paired_st_msi(n_sections=1, shape=(12, 12), n_genes=12, n_metabolites=3, seed=5)
+    X, Y = np.log1p(np.asarray(st.X, dtype=float)), np.log1p(np.asarray(msi.X, dtype=float))
+    coords = np.asarray(st.obsm[SPATIAL], dtype=float)
+    for calibration in ("isotonic", "auto"):
+        model = TwoStageTranslator("logistic", "ridge", combine="hurdle", calibration=calibration, signature_mask=False).fit(X, Y, coords=coords)
+        assert len(model.calibration_) == 3 and (calibration == "auto" or model.calibration_ == ["isotonic"] * 3)
+        sc.translate.save_translator(model, tmp_path / calibration)
+        loaded, _ = sc.translate.load_translator(tmp_path / calibration)
+        np.testing.assert_allclose(loaded.presence_probability(X), model.presence_probability(X))
+        np.testing.assert_allclose(loaded.predict(X), model.predict(X))
+        assert loaded.calibration_ == model.calibration_
