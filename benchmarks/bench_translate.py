@@ -96,7 +96,7 @@ def evaluate(X, Y, presence, coords, groups, folds, args, *, presence_models, in
     result = sc.translate.cross_validate(
         X, Y, presence, coords=coords, groups=groups, folds=folds, n_splits=5, model_params=neural_params(args),
         presence_models=presence_models, intensity_models=intensity_models, spatial_context=spatial_context,
-        names=names, random_state=args.seed,
+        choice_tolerance=args.choice_tolerance, names=names, random_state=args.seed,
     )
     return result, time.time() - start
 
@@ -255,7 +255,7 @@ def run_defaults(args) -> str:
     import torch
 
     parts = []
-    for name in ("brain", "lung"):
+    for name in args.real.split(","):
         loaded = load(name, args)
         if loaded is None:
             parts.append(f"### {name}: skipped (data folder not found under {args.data})\n")
@@ -322,6 +322,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["simulated", "gated", "lung", "brain", "genes", "split", "defaults", "timing", "all"], default="gated")
     parser.add_argument("--data", default=str(DATA), help="folder with st_msi_lung_godfrey/ and st_msi_mouse_brain_vicari/")
+    parser.add_argument("--real", default="brain,lung", help="real datasets of --dataset defaults")
     parser.add_argument("--gated-side", type=int, default=None, help="side of the gated sections (default 40)")
     parser.add_argument("--brain-features", choices=["5feat", "10feat"], default="5feat")
     parser.add_argument("--presence-models", default="prevalence,logistic,svm,mlp")
@@ -331,6 +332,7 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=6, help="spatial-context ablation: neighbours (0: skip)")
     parser.add_argument("--max-epochs", type=int, default=60, help="epochs of the neural models (early stopping)")
     parser.add_argument("--n-tokens", type=int, default=32, help="gene-module tokens of the transformer")
+    parser.add_argument("--choice-tolerance", type=float, default=1.0, help="standard errors a mask must gain to be chosen")
     parser.add_argument("--snr", type=float, default=3.0, help="detection threshold = snr x noise level")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")

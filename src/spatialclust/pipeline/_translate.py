@@ -188,7 +188,8 @@ def run_translate_train(config: str | Path | Mapping[str, Any] | None, output: s
         targets = _targets_table(msi, presence, thresholds)
         targets.to_csv(out / TARGETS_FILE)
         (out / PAIRING_FILE).write_text(json.dumps(st.uns.get("pairing", {}), indent=2, default=str))
-        pd.DataFrame({"metabolite": model.metabolites_, "combination": model.combination_}).to_csv(out / COMBINATIONS_FILE, index=False)
+        pd.DataFrame({"metabolite": model.metabolites_, "combination": model.combination_,
+                      "calibration": model.calibration_}).to_csv(out / COMBINATIONS_FILE, index=False)
         tops, importance_figures = _interpretation(model, X, Y, presence, out, n=config["report"]["top_genes"], coords=coords, groups=groups)
         fitted = model.predict(X, coords=coords, groups=groups)
         signatures = _signature_table(model)

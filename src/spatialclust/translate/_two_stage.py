@@ -213,7 +213,8 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         ``"platt"`` (sigmoid of the decision score fitted on inner out-of-fold scores),
         ``"isotonic"`` (monotone map fitted on them), ``"none"`` (sigmoid of the raw decision score:
         the model's own probability for logistic and MLP) or ``"auto"`` (per metabolite, the one whose
-        hurdle has the smallest cross-fitted inner MSE).
+        hurdle has the smallest cross-fitted inner MSE; the default: best or within 0.002 macro R² of
+        the best single calibration on the brain, lung and gated benchmarks, docs/benchmarks.md).
     inner_splits
         Inner folds for calibration and the ``auto`` choices (whole sections when there are >= 3).
     choice_tolerance
@@ -273,7 +274,7 @@ class TwoStageTranslator(RegressorMixin, BaseEstimator):
         presence_params: Mapping[str, Any] | None = None,
         intensity_params: Mapping[str, Any] | None = None,
         combine: str = "auto",
-        calibration: str = "platt",
+        calibration: str = "auto",
         inner_splits: int = 3,
         choice_tolerance: float = 1.0,
         spatial_context: int = 0,
