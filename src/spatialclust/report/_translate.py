@@ -94,8 +94,8 @@ def write_translate_evaluate_report(
         chosen = result["combinations"]
         chosen = chosen[chosen.model == best_row]
         if len(chosen):
-            report.add_table("Combination per metabolite chosen by inner CV (folds choosing each)",
-                             pd.crosstab(chosen.metabolite, chosen.combination), index=True)
+            report.add_table("Combination / calibration per metabolite chosen by inner CV (folds choosing each)",
+                             pd.crosstab(chosen.metabolite, chosen.combination + " / " + chosen.calibration), index=True)
         tested = result["tested"]
         _maps(report, run_dir, "Measured vs held-out predicted metabolites", st[tested], measured[tested],
               result["oof"][f"intensity_{best_row}"][tested], list(msi.var_names))
