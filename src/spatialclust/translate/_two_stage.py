@@ -95,18 +95,17 @@ def inner_errors(Y: np.ndarray, presence: np.ndarray, *, scores: np.ndarray, lab
     names = ["none", *[f"hurdle/{c}" for c in calibrations], "mask"]
     errors = {c: np.zeros((len(folds), m)) for c in names}
     for k, (tr, te) in enumerate(folds):
-        def mse(prediction, te=te):
-            return ((prediction - Y[te]) ** 2).mean(0)
-
-        errors["none"][k] = mse(unmasked[te])
-        errors["mask"][k] = mse(labels[te] * present[te])
+        target = Y[te]
+        errors["none"][k] = ((unmasked[te] - target) ** 2).mean(0)
+        errors["mask"][k] = ((labels[te] * present[te] - target) ** 2).mean(0)
         absent = absent_levels(Y[tr], presence[tr])
         for c in calibrations:
             fit = fit_calibration(scores[tr], presence[tr], [c] * m)
             probability = calibrated_probability(scores[te], fit["methods"], slope=fit["slope"], intercept=fit["intercept"],
                                                  knots=fit["knots"])
-            errors[f"hurdle/{c}"][k] = mse(combine_stages(["hurdle"] * m, probability=probability, label=labels[te],
-                                                          present=present[te], unmasked=None, absent_level=absent))
+            hurdle = combine_stages(["hurdle"] * m, probability=probability, label=labels[te], present=present[te],
+                                    unmasked=None, absent_level=absent)
+            errors[f"hurdle/{c}"][k] = ((hurdle - target) ** 2).mean(0)
     return errors
 
 
