@@ -68,7 +68,7 @@ class _Bins:
     closed: bool  # True: peak windows (both ends inclusive, like pyimzml's getionimage)
 
     @cached_property
-    def _edges(self) -> np.ndarray:
+    def edges(self) -> np.ndarray:
         """``lower[0], end[0], lower[1], end[1], ...`` with half-open ends; non-decreasing for these axes."""
         end = np.nextafter(self.upper, np.inf) if self.closed else self.upper
         edges = np.stack([self.lower, end], axis=1).ravel()
@@ -79,7 +79,7 @@ class _Bins:
     def index(self, mz: np.ndarray, *, outside: int = -1) -> np.ndarray:
         """Bin index of every m/z value, ``outside`` for values outside all bins (one binary search;
         NumPy's search is fast for keys sorted within each spectrum, faster than a lookup table)."""
-        j = np.searchsorted(self._edges, mz, side="right")  # odd: inside bin j // 2
+        j = np.searchsorted(self.edges, mz, side="right")  # odd: inside bin j // 2
         return np.where(j & 1, j >> 1, outside)
 
 
@@ -479,6 +479,17 @@ class _Spectra:
         self.index, self.path = index, path
         with open(ibd, "rb") as fh:
             self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        # arrays may start at any byte: one view of the file per alignment, and where each array lies in it
+        self.mz_views, self.mz_view, self.mz_at = self._aligned(index.mz_offset, index.mz_dtype)
+        self.int_views, self.int_view, self.int_at = self._aligned(index.int_offset, index.int_dtype)
+
+    def _aligned(self, offsets: np.ndarray, dtype: np.dtype):
+        """The views of the mapped file as ``dtype`` starting at bytes ``0 .. itemsize - 1``; the view
+        and the element at which each of ``offsets`` lies."""
+        size = dtype.itemsize
+        views = tuple(np.frombuffer(self.map, dtype, count=(len(self.map) - k) // size, offset=k) for k in range(size))
+        view = offsets % size
+        return views, view, (offsets - view) // size
 
     def _release(self, lo: int, hi: int) -> None:
         """Drop the mapped pages of bytes ``[lo, hi)`` from this process (a no-op where unsupported)."""
@@ -543,7 +554,7 @@ class _Spectra:
         """One pass over the spectra, a chunk at a time (see :meth:`_bin_chunk`).
 
         ``put(first_row, n_rows, binned)`` receives the chunks in row order: ``binned`` is
-        either a dense float64 (n_rows, n_bins) block or a pair (cells, sums) of the flat index
+        either a dense float32 (n_rows, n_bins) block or a pair (cells, sums) of the flat index
         (row * n_bins + column) and the float64 sum of every non-empty cell. Returns
         the TIC, the empty and the negative counts. (Binning two chunks at once on two threads
         was slower on the shared 2-core machine: the GIL-bound parts serialise them.)
@@ -562,70 +573,58 @@ class _Spectra:
         return tic, n_empty, n_negative
 
     def _bin_chunk(self, idx: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, negative: str):
-        """Bin the spectra ``idx``: their values are concatenated and given their bin by one
-        binary search; then, when the chunk has few (spectrum, bin) cells per value, one
-        ``np.bincount`` over all cells, otherwise (fine axes, sparse spectra: a dense accumulator
-        would dwarf the values) one ``np.add.reduceat`` over the runs of equal cells, which are
-        already in order (spectra in order, m/z sorted within each spectrum, as checked). Both add
-        in float64 in value order, so the sums are identical. Returns the non-empty cells (row *
-        n_bins + column), their sums, the TIC of each spectrum, the number of empty spectra and of
-        negative intensities."""
-        ix, path, n_bins = self.index, self.path, len(bins.centers)
-        lengths = ix.int_length[idx]
+        """Bin the spectra ``idx`` with the compiled binner (:func:`._imzml_kernels.bin_spectra`: one
+        merge-style walk per spectrum over the mapped file, sums in float64 in value order), into a
+        dense block when the chunk has few (spectrum, bin) cells per value, otherwise into the
+        non-empty cells (fine axes, sparse spectra: a dense block would dwarf the values). Returns
+        the block or the pair (cells: row * n_bins + column, in order; float64 sums), the TIC of
+        each spectrum, the number of empty spectra and of negative intensities."""
+        from . import _imzml_kernels as kernels
+
+        n_bins = len(bins.centers)
+        lengths = self.index.int_length[idx]
+        n_values = int(lengths.sum())
+        dense = len(idx) * (n_bins + 1) <= _DENSE_CELLS_PER_VALUE * n_values
+        block = np.zeros((len(idx), n_bins) if dense else (0, 0), dtype=np.float32)
+        cells = np.empty(0 if dense else n_values, dtype=np.int64)
+        sums = np.empty(len(cells), dtype=np.float64)
+        tic = np.empty(len(idx), dtype=np.float64)
+        status, where, n_cells, n_negative = kernels.bin_spectra(
+            self.mz_views, self.mz_view[idx], self.mz_at[idx], self.int_views, self.int_view[idx], self.int_at[idx],
+            lengths, bins.edges, np.zeros(0, np.int64) if shared_col is None else shared_col,
+            negative == "error", negative == "clip", block, cells, sums, tic,
+        )
         used = lengths > 0
-        tic = np.zeros(len(idx), dtype=np.float64)
-        if not used.any():
-            return (np.zeros(0, np.int64), np.zeros(0)), tic, len(idx), 0
-        ids = idx[used]  # the spectra of the chunk's segments of concatenated values
-        seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
+        if status != kernels.BIN_OK:
+            self._explain(idx[used], lengths[used], shared_col is not None, negative)
+            raise ImzMLError(f"{str(self.path)!r}: spectrum {int(idx[where])} has {kernels.BIN_PROBLEMS[status]}.")
+        if used.any():
+            self._release_arrays(idx[used])
+        binned = block if dense else (cells[:n_cells], sums[:n_cells])
+        return binned, tic, int((~used).sum()), int(n_negative)
+
+    def _explain(self, ids: np.ndarray, lengths: np.ndarray, shared: bool, negative: str) -> None:
+        """Raise the :class:`ImzMLError` that says what is wrong with the values of spectra ``ids``
+        (non-finite or negative intensities, non-finite or unsorted m/z), counted over all of them."""
+        path = self.path
+        seg = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         inten = self._values(ids, "int")
-        low, high = inten.min(), inten.max()  # NaN propagates: both finite <=> all finite
-        if ix.int_dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
+        if self.index.int_dtype.kind == "f" and not np.isfinite(inten).all():
             first = int(np.argmax(~np.isfinite(inten)))
             raise ImzMLError(
                 f"{str(path)!r}: {int((~np.isfinite(inten)).sum())} non-finite (NaN/inf) intensities, "
                 f"first in spectrum {_spectrum_at(first, seg, ids)}."
             )
-        n_negative = 0
-        if low < 0:
-            below = inten < 0
-            n_negative = int(below.sum())
-            if negative == "error":
-                first = int(np.argmax(below))
-                raise ImzMLError(
-                    f"{str(path)!r}: {n_negative} negative intensities in this chunk, first in "
-                    f"spectrum {_spectrum_at(first, seg, ids)} ({inten[first]:.6g}). Pass negative='clip' (set to 0) "
-                    "or 'warn' (keep) if the file is expected to hold them (CLI: --set input.read.negative=clip)."
-                )
-            if negative == "clip":
-                inten[below] = 0.0
-        tic[used] = np.add.reduceat(inten, seg, dtype=np.float64)
-        if shared_col is not None:  # values outside every bin: column n_bins
-            col = np.tile(np.where(shared_col < 0, n_bins, shared_col), len(ids))
-        else:
-            mz = self._values(ids, "mz").astype(np.float64, copy=False)
-            _check_chunk_mz(mz, seg, ids, path)
-            col = bins.index(mz, outside=n_bins)
-        self._release_arrays(ids)  # the values are copies from here on
-        if len(idx) * (n_bins + 1) <= _DENSE_CELLS_PER_VALUE * len(inten):
-            # few cells per value: one bincount over the (spectrum, bin) grid, with an extra
-            # column for values outside every bin (dropped)
-            width = n_bins + 1
-            flat = np.repeat(np.nonzero(used)[0] * width, lengths[used])
-            flat += col
-            binned = np.bincount(flat, weights=inten, minlength=len(idx) * width)
-            return binned.reshape(len(idx), width)[:, :n_bins], tic, int((~used).sum()), n_negative
-        # many cells per value (fine axes, sparse spectra): sum the runs of equal cells
-        cells = np.repeat(np.nonzero(used)[0] * n_bins, lengths[used])
-        cells += col
-        inside = col < n_bins
-        if not inside.all():
-            cells, inten = cells[inside], inten[inside]
-        sums = np.zeros(0)
-        if len(cells):  # cells are non-decreasing: each run of equal cells is one (spectrum, bin)
-            first = np.flatnonzero(np.concatenate([[True], cells[1:] != cells[:-1]]))
-            cells, sums = cells[first], np.add.reduceat(inten, first, dtype=np.float64)
-        return (cells, sums), tic, int((~used).sum()), n_negative
+        below = inten < 0
+        if negative == "error" and below.any():
+            first = int(np.argmax(below))
+            raise ImzMLError(
+                f"{str(path)!r}: {int(below.sum())} negative intensities in this chunk, first in "
+                f"spectrum {_spectrum_at(first, seg, ids)} ({inten[first]:.6g}). Pass negative='clip' (set to 0) "
+                "or 'warn' (keep) if the file is expected to hold them (CLI: --set input.read.negative=clip)."
+            )
+        if not shared:
+            _check_chunk_mz(self._values(ids, "mz").astype(np.float64, copy=False), seg, ids, path)
 
 
 def _spectrum_at(position: int, seg: np.ndarray, ids: np.ndarray) -> int:

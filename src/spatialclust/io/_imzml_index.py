@@ -17,6 +17,7 @@ lengths, overlaps and the declared SHA-1/MD5 checksum.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -296,8 +297,75 @@ def _feed(pull: ET.XMLPullParser, data: bytes, path: Path) -> list:
         raise ImzMLError(f"{str(path)!r} is not a valid imzML file: {err}") from err
 
 
-def parse_index(path: Path) -> ImzMLIndex:
-    """Stream the imzML XML once and return its :class:`ImzMLIndex` (header and spectrum list checked)."""
+def _scan_streamed(fh, buf: bytes, pats: dict[str, re.Pattern], prefix: bytes, groups: dict[str, str],
+                   path: Path) -> tuple[dict[str, np.ndarray], bytes]:
+    """The spectrum list read from ``buf`` and then ``fh`` in blocks by the general parser, and the
+    XML from its ``</spectrumList>`` on."""
+    scanner = _SpectrumScanner(pats, groups, path)
+    close = b"</" + prefix + b"spectrum"
+    while (end := pats["list_end"].search(buf)) is None:
+        cut = buf.rfind(close)
+        gt = buf.find(b">", cut)
+        if cut >= 0 and gt >= 0 and not buf[cut + len(close) : gt].strip():
+            scanner.add(buf[: gt + 1])
+            buf = buf[gt + 1 :]
+        block = fh.read(_BLOCK)
+        if not block:
+            raise ImzMLError(
+                f"{str(path)!r} is truncated: the XML ends inside the spectrum list (no </spectrumList>)."
+            )
+        buf += block
+    scanner.add(buf[: end.start()])
+    return scanner.result(), buf[end.start() :] + fh.read()
+
+
+def _scan_mapped(path: Path, list_at: int, prefix: bytes, groups: dict[str, str],
+                 count: int | None) -> tuple[dict[str, np.ndarray], bytes] | None:
+    """The spectrum list from ``list_at`` on, scanned by the compiled scanner over the memory-mapped
+    XML, and the XML from its ``</spectrumList>`` on; ``None`` (logged) where the file has a layout
+    the scanner does not read, which the general parser then reads (or rejects)."""
+    from . import _imzml_kernels as kernels
+
+    if count is None:
+        logger.debug("%s: the spectrum list declares no count; read by the general parser.", path.name)
+        return None
+    coords = np.ones((count, 3), dtype=np.int64)  # z = 1 when absent, as pyimzml
+    arrays = np.full((count, 2, 3), -1, dtype=np.int64)  # (spectrum, m/z or intensity, offset/length/bytes)
+    ids = {"mz": [], "int": []}
+    for name, kind in groups.items():
+        ids[kind].append(name.encode("utf-8"))
+    group_ids = [g for kind in ("mz", "int") for g in ids[kind]]
+    as_bytes = lambda parts: np.frombuffer(b"".join(parts) or b"\0", dtype=np.uint8)  # noqa: E731
+    starts = lambda parts: np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)  # noqa: E731
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        buf = np.frombuffer(mapped, dtype=np.uint8)
+        try:
+            status, at = kernels.scan_spectrum_list(
+                buf, list_at, np.frombuffer(prefix or b"\0", np.uint8)[: len(prefix)],
+                as_bytes(kernels.ELEMENTS), starts(kernels.ELEMENTS), as_bytes(group_ids), starts(group_ids),
+                np.array([0] * len(ids["mz"]) + [1] * len(ids["int"]), dtype=np.int64), coords, arrays,
+            )
+        finally:
+            del buf  # the map cannot close while a NumPy view of it exists
+        tail = mapped[at:] if status == 0 else b""
+    if status != 0:
+        logger.debug("%s: %s (near byte %d); read by the general parser.", path.name, kernels.SCAN_REASONS[status], at)
+        return None
+    logger.debug("%s: spectrum list read by the compiled scanner.", path.name)
+    found = {"x": coords[:, 0], "y": coords[:, 1], "z": coords[:, 2]}
+    for k, kind in enumerate(("mz", "int")):
+        found[f"{kind}_offset"], found[f"{kind}_length"], found[f"{kind}_bytes"] = arrays[:, k].T.copy()
+    return found, tail
+
+
+def parse_index(path: Path, *, compiled: bool = True) -> ImzMLIndex:
+    """Read the imzML XML once and return its :class:`ImzMLIndex` (header and spectrum list checked).
+
+    The spectrum list is scanned by a compiled scanner over the memory-mapped file where its layout
+    is the plain one every writer we know produces (``compiled=True``, the default), otherwise
+    (comments, unusual attribute forms, ...) streamed in blocks through the general regular-expression
+    parser; both give the same index, and any layout the scanner does not read goes to the general one.
+    """
     list_start = re.compile(rb"<(\w+:)?spectrumList[\s>]")
     with open(path, "rb") as fh:
         head = b""
@@ -318,28 +386,17 @@ def parse_index(path: Path) -> ImzMLIndex:
         if not events:
             raise ImzMLError(f"{str(path)!r} is not a valid imzML file: no XML element before <spectrumList>.")
         info = _Header(events[0][1], path)
-        scanner = _SpectrumScanner(pats, info.groups, path)
-        close = b"</" + prefix + b"spectrum"
-        while (end := pats["list_end"].search(buf)) is None:
-            cut = buf.rfind(close)
-            gt = buf.find(b">", cut)
-            if cut >= 0 and gt >= 0 and not buf[cut + len(close) : gt].strip():
-                scanner.add(buf[: gt + 1])
-                buf = buf[gt + 1 :]
-            block = fh.read(_BLOCK)
-            if not block:
-                raise ImzMLError(
-                    f"{str(path)!r} is truncated: the XML ends inside the spectrum list (no </spectrumList>)."
-                )
-            buf += block
-        scanner.add(buf[: end.start()])
-        tail = buf[end.start() :] + fh.read()
+        scanned = (_scan_mapped(path, tag_end + 1, prefix, info.groups, None if count is None else int(count.group(1)))
+                   if compiled else None)
+        if scanned is not None:
+            found, tail = scanned
+        else:
+            found, tail = _scan_streamed(fh, buf, pats, prefix, info.groups, path)
     _feed(pull, list_tag + tail, path)
     try:
         pull.close()
     except ET.ParseError as err:
         raise ImzMLError(f"{str(path)!r} is not a valid imzML file (truncated?): {err}") from err
-    found = scanner.result()
     n = len(found["x"])
     if count is not None and int(count.group(1)) != n:
         raise ImzMLError(
