@@ -18,6 +18,7 @@ import re
 import tempfile
 import warnings
 import xml.etree.ElementTree as ET
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ Unit = Literal["Da", "ppm"]
 _CHUNK_CELLS = 2**24
 #: Chunks with at most this many (spectrum, bin) cells per value are binned by a dense bincount.
 _DENSE_CELLS_PER_VALUE = 4
+#: Chunks of spectra binned at once (on threads: the compiled binner releases the GIL).
+_BIN_THREADS = 2
 #: Spectra whose first and last m/z are gathered at once by ``mz_extent``.
 _EXTENT_BLOCK = 1 << 16
 
@@ -324,7 +327,7 @@ def read_imzml(
             stack.callback(getattr(sink, "close", lambda: None))
             with _as_imzml_error(path):
                 tic, n_empty, n_negative = spectra_io.bin(
-                    spectra, bins, shared_col, chunk_size=chunk_size, negative=negative, put=sink.put
+                    spectra, bins, shared_col, chunk_size=chunk_size, negative=negative, sink=sink
                 )
         except ImzMLError as err:  # a corrupt value is most clearly reported as a checksum mismatch
             _check_digest(digest, index, path, ibd, cause=err)
@@ -374,12 +377,15 @@ class _DenseRows:
         self.X = np.zeros(shape, dtype=np.float32)
 
     def put(self, start: int, n_rows: int, binned) -> None:
-        rows = self.X[start : start + n_rows]
+        rows = self.rows(start, n_rows)
         if isinstance(binned, np.ndarray):
             rows[:] = binned
         else:
             cells, sums = binned
             rows.reshape(-1)[cells] = sums
+
+    def rows(self, start: int, n_rows: int) -> np.ndarray:
+        return self.X[start : start + n_rows]
 
     def result(self) -> np.ndarray:
         return self.X
@@ -550,42 +556,65 @@ class _Spectra:
         return float(lo), float(hi)
 
     def bin(self, spectra: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, *, chunk_size: int,
-            negative: str, put) -> tuple[np.ndarray, int, int]:
-        """One pass over the spectra, a chunk at a time (see :meth:`_bin_chunk`).
+            negative: str, sink) -> tuple[np.ndarray, int, int]:
+        """One pass over the spectra, a chunk at a time (see :meth:`_bin_chunk`), ``_BIN_THREADS``
+        chunks at once (the compiled binner releases the GIL).
 
-        ``put(first_row, n_rows, binned)`` receives the chunks in row order: ``binned`` is
+        ``sink.put(first_row, n_rows, binned)`` receives the chunks in row order: ``binned`` is
         either a dense float32 (n_rows, n_bins) block or a pair (cells, sums) of the flat index
-        (row * n_bins + column) and the float64 sum of every non-empty cell. Returns
-        the TIC, the empty and the negative counts. (Binning two chunks at once on two threads
-        was slower on the shared 2-core machine: the GIL-bound parts serialise them.)
+        (row * n_bins + column) and the float64 sum of every non-empty cell. A sink with a
+        ``rows(first_row, n_rows)`` method (the dense in-memory matrix) has its dense chunks
+        binned straight into the zeroed rows it returns instead (no block to allocate and copy).
+        Returns the TIC, the empty and the negative counts.
         """
         n_bins, n = len(bins.centers), len(spectra)
         chunk = max(1, min(chunk_size, _CHUNK_CELLS // max(n_bins, 1)))
         tic = np.zeros(n, dtype=np.float64)
         n_empty = n_negative = 0
+        rows = getattr(sink, "rows", None)
         starts = range(0, n, chunk)
-        for start in progress(starts, desc=f"Reading {self.path.name}", total=len(starts)):
-            binned, chunk_tic, empty, negatives = self._bin_chunk(spectra[start : start + chunk], bins,
-                                                                  shared_col, negative)
+        pending: deque = deque()
+
+        def take() -> None:
+            nonlocal n_empty, n_negative
+            start, future = pending.popleft()
+            binned, chunk_tic, empty, negatives = future.result()
             tic[start : start + len(chunk_tic)] = chunk_tic
             n_empty, n_negative = n_empty + empty, n_negative + negatives
-            put(start, len(chunk_tic), binned)
+            if binned is not None:
+                sink.put(start, len(chunk_tic), binned)
+
+        with ThreadPoolExecutor(max_workers=_BIN_THREADS) as pool:
+            try:
+                for start in progress(starts, desc=f"Reading {self.path.name}", total=len(starts)):
+                    ids = spectra[start : start + chunk]
+                    out = None if rows is None else lambda n_rows, start=start: rows(start, n_rows)
+                    pending.append((start, pool.submit(self._bin_chunk, ids, bins, shared_col, negative, out)))
+                    if len(pending) == _BIN_THREADS:
+                        take()
+                while pending:
+                    take()
+            finally:
+                for _, future in pending:  # after an error: do not start the chunks not yet begun
+                    future.cancel()
         return tic, n_empty, n_negative
 
-    def _bin_chunk(self, idx: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, negative: str):
+    def _bin_chunk(self, idx: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, negative: str, out=None):
         """Bin the spectra ``idx`` with the compiled binner (:func:`._imzml_kernels.bin_spectra`: one
         merge-style walk per spectrum over the mapped file, sums in float64 in value order), into a
         dense block when the chunk has few (spectrum, bin) cells per value, otherwise into the
         non-empty cells (fine axes, sparse spectra: a dense block would dwarf the values). Returns
         the block or the pair (cells: row * n_bins + column, in order; float64 sums), the TIC of
-        each spectrum, the number of empty spectra and of negative intensities."""
+        each spectrum, the number of empty spectra and of negative intensities. ``out(n_rows)``, if
+        given, returns the zeroed rows to bin a dense chunk into (the block returned is then None)."""
         from . import _imzml_kernels as kernels
 
         n_bins = len(bins.centers)
         lengths = self.index.int_length[idx]
         n_values = int(lengths.sum())
         dense = len(idx) * (n_bins + 1) <= _DENSE_CELLS_PER_VALUE * n_values
-        block = np.zeros((len(idx), n_bins) if dense else (0, 0), dtype=np.float32)
+        in_place = dense and out is not None
+        block = out(len(idx)) if in_place else np.zeros((len(idx), n_bins) if dense else (0, 0), dtype=np.float32)
         cells = np.empty(0 if dense else n_values, dtype=np.int64)
         sums = np.empty(len(cells), dtype=np.float64)
         tic = np.empty(len(idx), dtype=np.float64)
@@ -600,7 +629,7 @@ class _Spectra:
             raise ImzMLError(f"{str(self.path)!r}: spectrum {int(idx[where])} has {kernels.BIN_PROBLEMS[status]}.")
         if used.any():
             self._release_arrays(idx[used])
-        binned = block if dense else (cells[:n_cells], sums[:n_cells])
+        binned = None if in_place else block if dense else (cells[:n_cells], sums[:n_cells])
         return binned, tic, int((~used).sum()), int(n_negative)
 
     def _explain(self, ids: np.ndarray, lengths: np.ndarray, shared: bool, negative: str) -> None:
