@@ -222,7 +222,7 @@ def reader_speed(path: Path, targets: np.ndarray, tol: float, repeat: int, basel
     def binning():
         sink = _DenseRows((index.n_spectra, len(targets)))
         _Spectra(index, ibd, path).bin(np.arange(index.n_spectra), bins, None, chunk_size=1024, negative="error",
-                                       sink=sink)
+                                       put=sink.put, rows=sink.rows)
         return sink.result()
 
     binned, t_binning = best(binning)

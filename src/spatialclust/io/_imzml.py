@@ -79,6 +79,13 @@ class _Bins:
             raise ValueError("m/z bins must be sorted and must not overlap.")
         return edges
 
+    @cached_property
+    def table(self) -> tuple[np.ndarray, float, float]:
+        """The lookup table of the compiled binner (:func:`._imzml_kernels.edge_table`)."""
+        from ._imzml_kernels import edge_table
+
+        return edge_table(self.edges)
+
     def index(self, mz: np.ndarray, *, outside: int = -1) -> np.ndarray:
         """Bin index of every m/z value, ``outside`` for values outside all bins (one binary search;
         NumPy's search is fast for keys sorted within each spectrum, faster than a lookup table)."""
@@ -185,7 +192,9 @@ def _grid(index: ImzMLIndex, path: Path, z: int | None, max_grid_ratio: float | 
             "max_grid_ratio=None (CLI: --set input.read.max_grid_ratio=null) to allow a sparse grid."
         )
     spatial = xy - lo
-    if len(np.unique(spatial, axis=0)) != n:
+    # one integer per cell where the grid fits in int64
+    key = spatial[:, 1] * width + spatial[:, 0] if cells < 2**62 else None
+    if len(np.unique(spatial, axis=0) if key is None else np.unique(key)) != n:
         raise ImzMLError(f"{str(path)!r} has several spectra at the same (x, y) position.")
     px, py = index.pixel_size
     if px is not None and py is not None and not np.isclose(px, py):
@@ -327,7 +336,8 @@ def read_imzml(
             stack.callback(getattr(sink, "close", lambda: None))
             with _as_imzml_error(path):
                 tic, n_empty, n_negative = spectra_io.bin(
-                    spectra, bins, shared_col, chunk_size=chunk_size, negative=negative, sink=sink
+                    spectra, bins, shared_col, chunk_size=chunk_size, negative=negative, put=sink.put,
+                    rows=getattr(sink, "rows", None),
                 )
         except ImzMLError as err:  # a corrupt value is most clearly reported as a checksum mismatch
             _check_digest(digest, index, path, ibd, cause=err)
@@ -344,7 +354,7 @@ def read_imzml(
         elif n_negative:
             logger.info("Set %d negative intensities of %s to 0.", n_negative, path.name)
         obs = pd.DataFrame(
-            {K.TIC: tic}, index=pd.Index([f"{x}_{y}" for x, y in spatial], name="pixel")
+            {K.TIC: tic}, index=pd.Index([f"{x}_{y}" for x, y in spatial.tolist()], name="pixel")
         )
         var = pd.DataFrame({K.MZ: bins.centers}, index=pd.Index(feature_names_from_mz(bins.centers)))
         adata = ad.AnnData(X=sink.result(), obs=obs, var=var)
@@ -556,22 +566,21 @@ class _Spectra:
         return float(lo), float(hi)
 
     def bin(self, spectra: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, *, chunk_size: int,
-            negative: str, sink) -> tuple[np.ndarray, int, int]:
+            negative: str, put, rows=None) -> tuple[np.ndarray, int, int]:
         """One pass over the spectra, a chunk at a time (see :meth:`_bin_chunk`), ``_BIN_THREADS``
         chunks at once (the compiled binner releases the GIL).
 
-        ``sink.put(first_row, n_rows, binned)`` receives the chunks in row order: ``binned`` is
+        ``put(first_row, n_rows, binned)`` receives the chunks in row order: ``binned`` is
         either a dense float32 (n_rows, n_bins) block or a pair (cells, sums) of the flat index
-        (row * n_bins + column) and the float64 sum of every non-empty cell. A sink with a
-        ``rows(first_row, n_rows)`` method (the dense in-memory matrix) has its dense chunks
-        binned straight into the zeroed rows it returns instead (no block to allocate and copy).
+        (row * n_bins + column) and the float64 sum of every non-empty cell. With
+        ``rows(first_row, n_rows)`` (the dense in-memory matrix: its zeroed rows), dense chunks
+        are binned straight into those rows instead (no block to allocate and copy, no ``put``).
         Returns the TIC, the empty and the negative counts.
         """
         n_bins, n = len(bins.centers), len(spectra)
         chunk = max(1, min(chunk_size, _CHUNK_CELLS // max(n_bins, 1)))
         tic = np.zeros(n, dtype=np.float64)
         n_empty = n_negative = 0
-        rows = getattr(sink, "rows", None)
         starts = range(0, n, chunk)
         pending: deque = deque()
 
@@ -582,7 +591,7 @@ class _Spectra:
             tic[start : start + len(chunk_tic)] = chunk_tic
             n_empty, n_negative = n_empty + empty, n_negative + negatives
             if binned is not None:
-                sink.put(start, len(chunk_tic), binned)
+                put(start, len(chunk_tic), binned)
 
         with ThreadPoolExecutor(max_workers=_BIN_THREADS) as pool:
             try:
@@ -620,7 +629,7 @@ class _Spectra:
         tic = np.empty(len(idx), dtype=np.float64)
         status, where, n_cells, n_negative = kernels.bin_spectra(
             self.mz_views, self.mz_view[idx], self.mz_at[idx], self.int_views, self.int_view[idx], self.int_at[idx],
-            lengths, bins.edges, np.zeros(0, np.int64) if shared_col is None else shared_col,
+            lengths, bins.edges, *bins.table, np.zeros(0, np.int64) if shared_col is None else shared_col,
             negative == "error", negative == "clip", block, cells, sums, tic,
         )
         used = lengths > 0

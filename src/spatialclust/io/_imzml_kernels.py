@@ -324,6 +324,18 @@ def scan_spectrum_list(buf, start, prefix, names, name_start, group_ids, group_s
 
 # --- binning -------------------------------------------------------------------------------------
 
+def edge_table(edges: np.ndarray, *, cells_per_edge: int = 8, max_cells: int = 1 << 20):
+    """``(table, lo, inverse_width)`` for :func:`bin_spectra`: the range of ``edges`` cut into
+    uniform cells, and for each cell the number of edges up to the start of the cell before it
+    (a lower bound of the count for any m/z the cell computation can put into the cell, whatever
+    its rounding); any layout of the edges is correct, clustered ones only need more galloping."""
+    lo, hi = float(edges[0]), float(edges[-1])
+    n = int(min(max(cells_per_edge * len(edges), 1), max_cells))
+    width = (hi - lo) / n if hi > lo else 1.0
+    starts = lo + width * (np.arange(n) - 1)
+    return np.searchsorted(edges, starts, side="right").astype(np.int64), lo, 1.0 / width
+
+
 #: ``bin_spectra`` statuses: 0, or a problem (what the spectrum it is found in has, by status).
 BIN_PROBLEMS = ("no problem", "non-finite intensities", "negative intensities", "non-finite m/z values",
                 "m/z values not sorted in increasing order")
@@ -331,15 +343,16 @@ BIN_OK, BIN_NONFINITE_INTENSITY, BIN_NEGATIVE, BIN_NONFINITE_MZ, BIN_UNSORTED_MZ
 
 
 @_compile
-def bin_spectra(mz_views, mz_view, mz_at, int_views, int_view, int_at, lengths, edges, shared_col, negative_error,
-                clip, dense, cells, sums, tic):
+def bin_spectra(mz_views, mz_view, mz_at, int_views, int_view, int_at, lengths, edges, table, lo, inverse_width,
+                shared_col, negative_error, clip, dense, cells, sums, tic):
     """Bin spectra onto sorted, non-overlapping bins, each spectrum in one merge-style walk.
 
     Spectrum ``s`` has ``lengths[s]`` values, its m/z at ``mz_views[mz_view[s]][mz_at[s]:]`` and
     its intensities at ``int_views[int_view[s]][int_at[s]:]`` (one view of the mapped file per
     byte alignment). A value at m/z ``m`` falls into bin ``j // 2`` when ``j``, the number of
-    ``edges`` (``lower[0], end[0], lower[1], ...``, half-open) up to ``m``, is odd; ``j`` only
-    grows within a spectrum, so it is found by galloping from the previous value's ``j``. With
+    ``edges`` (``lower[0], end[0], lower[1], ...``, half-open) up to ``m``, is odd. ``j`` is found
+    by galloping up from ``table[c]``, a lower bound of it for every m/z of the uniform cell
+    ``c = (m - lo) * inverse_width`` (:func:`edge_table`); usually no step or one is needed. With
     a non-empty ``shared_col`` (continuous mode) value ``i`` of every spectrum goes to column
     ``shared_col[i]`` (-1: none) and the m/z are not read. Values of one bin are consecutive
     (sorted m/z, sorted bins): each bin's sum is added up in float64 in value order and
@@ -352,6 +365,7 @@ def bin_spectra(mz_views, mz_view, mz_at, int_views, int_view, int_at, lengths, 
     """
     n_edges = len(edges)
     n_bins = n_edges // 2
+    n_table = len(table)
     use_shared = len(shared_col) > 0
     to_dense = dense.shape[0] > 0
     n_cells = 0
@@ -366,7 +380,6 @@ def bin_spectra(mz_views, mz_view, mz_at, int_views, int_view, int_at, lengths, 
         ia = int_at[s]
         mv = mz_views[mz_view[s]]
         ma = mz_at[s]
-        j = 0
         previous = -np.inf
         current = -1
         acc = 0.0
@@ -390,23 +403,25 @@ def bin_spectra(mz_views, mz_view, mz_at, int_views, int_view, int_at, lengths, 
                 if m < previous:
                     return BIN_UNSORTED_MZ, s, n_cells, n_negative
                 previous = m
-                if j < n_edges and edges[j] <= m:  # gallop, then bisect, to the first edge above m
-                    lo = j  # edges[lo] <= m
+                x = (m - lo) * inverse_width  # the lookup table: a lower bound of j, then gallop
+                j = table[0 if x < 0 else n_table - 1 if x >= n_table else int(x)]
+                if j < n_edges and edges[j] <= m:
+                    lo_j = j  # edges[lo_j] <= m
                     hi = j + 1
                     step = 1
                     while hi < n_edges and edges[hi] <= m:
-                        lo = hi
+                        lo_j = hi
                         step *= 2
-                        hi = lo + step
+                        hi = lo_j + step
                     hi = min(hi, n_edges)
-                    lo += 1
-                    while lo < hi:
-                        mid = (lo + hi) >> 1
+                    lo_j += 1
+                    while lo_j < hi:
+                        mid = (lo_j + hi) >> 1
                         if edges[mid] <= m:
-                            lo = mid + 1
+                            lo_j = mid + 1
                         else:
                             hi = mid
-                    j = lo
+                    j = lo_j
                 col = j >> 1 if j & 1 else -1
             if col != current:
                 if current >= 0:
