@@ -445,8 +445,8 @@ def _edit_list(kind, rng, xml: bytes) -> bytes:
     if kind == "insert":
         return xml[:at] + bytes([rng.choice(list(b"<>/\"' x5-"))]) + xml[at:]
     if kind == "stray_accession":
-        return xml[:at] + rng.choice([b'IMS:1000102"', b" IMS:1000050' ", b'<cvParam accession="IMS:1000051" value="3"/>'])\
-            + xml[at:]
+        stray = [b'IMS:1000102"', b" IMS:1000050' ", b'<cvParam accession="IMS:1000051" value="3"/>']
+        return xml[:at] + stray[int(rng.integers(len(stray)))] + xml[at:]
     lines = xml[lo:hi].split(b"\n")
     i = int(rng.integers(1, len(lines) - 1))
     if kind == "duplicate_line":

@@ -52,14 +52,24 @@ _VALUE_NAME = np.frombuffer(b"value", dtype=np.uint8)
 _REF_NAME = np.frombuffer(b"ref", dtype=np.uint8)
 
 
+_SPACE = np.zeros(256, np.bool_)
+_SPACE[[32, 10, 13, 9]] = True
+_NAME = np.zeros(256, np.bool_)  # [A-Za-z0-9_:.-]
+_NAME[[*range(97, 123), *range(65, 91), *range(48, 59), 95, 46, 45]] = True
+_WORD = _NAME.copy()  # [A-Za-z0-9_]
+_WORD[[58, 46, 45]] = False
+_VALUE_STOP = np.zeros(256, np.bool_)  # where the scan of an attribute value stops: < I " '
+_VALUE_STOP[[60, 73, 34, 39]] = True
+
+
 @numba.njit
 def _is_space(c) -> bool:
-    return c == 32 or c == 10 or c == 13 or c == 9
+    return _SPACE[c]
 
 
 @numba.njit
-def _is_name(c) -> bool:  # [A-Za-z0-9_:.-]
-    return (97 <= c <= 122) or (65 <= c <= 90) or (48 <= c <= 58) or c == 95 or c == 46 or c == 45
+def _is_name(c) -> bool:
+    return _NAME[c]
 
 
 @numba.njit
@@ -203,7 +213,7 @@ def scan_spectrum_list(buf, start, prefix, names, name_start, group_ids, group_s
         value_at = value_end = -1
         ref_at = ref_end = -1
         n_attributes = 0
-        plain_names = True  # attribute names in [A-Za-z0-9_] only (and "xmlns:...")
+        plain_names = True  # attribute names in [A-Za-z0-9_] only, as the general parser's patterns
         self_closing = False
         while True:
             space = i
@@ -225,9 +235,7 @@ def scan_spectrum_list(buf, start, prefix, names, name_start, group_ids, group_s
                 return _SYNTAX, i
             attr_at = i
             while i < size and _is_name(buf[i]):
-                c = buf[i]
-                if c == 58 or c == 46 or c == 45:
-                    plain_names = False
+                plain_names &= _WORD[buf[i]]
                 i += 1
             attr_len = i - attr_at
             if attr_len == 0 or i + 1 >= size or buf[i] != 61 or not (buf[i + 1] == 34 or buf[i + 1] == 39):
@@ -236,8 +244,14 @@ def scan_spectrum_list(buf, start, prefix, names, name_start, group_ids, group_s
             i += 2
             at = i
             is_accession = kind == _CVPARAM and attr_len == 9 and _same(buf, attr_at, 9, _ACCESSION, 0)
-            while i < size and buf[i] != quote:
+            while True:  # the value: up to its closing quote, stopping at '<', 'I' and quotes
+                while i < size and not _VALUE_STOP[buf[i]]:
+                    i += 1
+                if i >= size:
+                    return _EOF, i
                 c = buf[i]
+                if c == quote:
+                    break
                 if c == 60:
                     return _SYNTAX, i
                 if c == 73:  # 'I': an accession the general parser would take for a coordinate/offset?
@@ -247,8 +261,6 @@ def scan_spectrum_list(buf, start, prefix, names, name_start, group_ids, group_s
                             return _STRAY, i
                         code = k
                 i += 1
-            if i >= size:
-                return _EOF, i
             n_attributes += 1
             if kind == _CVPARAM and attr_len == 5 and _same(buf, attr_at, 5, _VALUE_NAME, 0):
                 if value_at >= 0:
