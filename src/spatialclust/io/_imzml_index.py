@@ -319,6 +319,12 @@ def _scan_streamed(fh, buf: bytes, pats: dict[str, re.Pattern], prefix: bytes, g
     return scanner.result(), buf[end.start() :] + fh.read()
 
 
+def _packed(names: list[bytes] | tuple[bytes, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``names`` as one uint8 array and the start of each (and the end of the last)."""
+    starts = np.cumsum([0] + [len(n) for n in names]).astype(np.int64)
+    return np.frombuffer(b"".join(names), dtype=np.uint8), starts
+
+
 def _scan_mapped(path: Path, list_at: int, prefix: bytes, groups: dict[str, str],
                  count: int | None) -> tuple[dict[str, np.ndarray], bytes] | None:
     """The spectrum list from ``list_at`` on, scanned by the compiled scanner over the memory-mapped
@@ -331,20 +337,14 @@ def _scan_mapped(path: Path, list_at: int, prefix: bytes, groups: dict[str, str]
         return None
     coords = np.ones((count, 3), dtype=np.int64)  # z = 1 when absent, as pyimzml
     arrays = np.full((count, 2, 3), -1, dtype=np.int64)  # (spectrum, m/z or intensity, offset/length/bytes)
-    ids = {"mz": [], "int": []}
-    for name, kind in groups.items():
-        ids[kind].append(name.encode("utf-8"))
-    group_ids = [g for kind in ("mz", "int") for g in ids[kind]]
-    as_bytes = lambda parts: np.frombuffer(b"".join(parts) or b"\0", dtype=np.uint8)  # noqa: E731
-    starts = lambda parts: np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)  # noqa: E731
+    group_ids = [name.encode("utf-8") for name in groups]  # compared as written, as the general parser does
+    group_kind = np.array([groups[name] == "int" for name in groups], dtype=np.int64)  # 0 m/z, 1 intensity
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         buf = np.frombuffer(mapped, dtype=np.uint8)
         try:
-            status, at = kernels.scan_spectrum_list(
-                buf, list_at, np.frombuffer(prefix or b"\0", np.uint8)[: len(prefix)],
-                as_bytes(kernels.ELEMENTS), starts(kernels.ELEMENTS), as_bytes(group_ids), starts(group_ids),
-                np.array([0] * len(ids["mz"]) + [1] * len(ids["int"]), dtype=np.int64), coords, arrays,
-            )
+            status, at = kernels.scan_spectrum_list(buf, list_at, np.frombuffer(prefix, np.uint8),
+                                                    *_packed(kernels.ELEMENTS), *_packed(group_ids), group_kind,
+                                                    coords, arrays)
         finally:
             del buf  # the map cannot close while a NumPy view of it exists
         tail = mapped[at:] if status == 0 else b""

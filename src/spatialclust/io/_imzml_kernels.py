@@ -348,6 +348,17 @@ def edge_table(edges: np.ndarray, *, cells_per_edge: int = 8, max_cells: int = 1
     return np.searchsorted(edges, starts, side="right").astype(np.int64), lo, 1.0 / width
 
 
+@numba.njit
+def _put_sum(s, col, total, n_bins, dense, cells, sums, n_cells):
+    """Write the sum of bin ``col`` of spectrum ``s`` (see :func:`bin_spectra`); the new cell count."""
+    if dense.shape[0] > 0:
+        dense[s, col] = total
+        return n_cells
+    cells[n_cells] = s * n_bins + col
+    sums[n_cells] = total
+    return n_cells + 1
+
+
 #: ``bin_spectra`` statuses: 0, or a problem (what the spectrum it is found in has, by status).
 BIN_PROBLEMS = ("no problem", "non-finite intensities", "negative intensities", "non-finite m/z values",
                 "m/z values not sorted in increasing order")
@@ -379,7 +390,6 @@ def bin_spectra(mz_views, mz_view, mz_at, int_views, int_view, int_at, lengths, 
     n_bins = n_edges // 2
     n_table = len(table)
     use_shared = len(shared_col) > 0
-    to_dense = dense.shape[0] > 0
     n_cells = 0
     n_negative = 0
     for s in range(len(lengths)):
@@ -437,22 +447,12 @@ def bin_spectra(mz_views, mz_view, mz_at, int_views, int_view, int_at, lengths, 
                 col = j >> 1 if j & 1 else -1
             if col != current:
                 if current >= 0:
-                    if to_dense:
-                        dense[s, current] = acc
-                    else:
-                        cells[n_cells] = s * n_bins + current
-                        sums[n_cells] = acc
-                        n_cells += 1
+                    n_cells = _put_sum(s, current, acc, n_bins, dense, cells, sums, n_cells)
                 current = col
                 acc = 0.0
             acc += v
         if current >= 0:
-            if to_dense:
-                dense[s, current] = acc
-            else:
-                cells[n_cells] = s * n_bins + current
-                sums[n_cells] = acc
-                n_cells += 1
+            n_cells = _put_sum(s, current, acc, n_bins, dense, cells, sums, n_cells)
         tic[s] = total
     return BIN_OK, np.int64(-1), n_cells, n_negative
 
