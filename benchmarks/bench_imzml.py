@@ -12,13 +12,20 @@ Both run in the same process; images are compared for the m/z the baseline compu
 Peak memory is measured with ``tracemalloc`` (NumPy allocations included) in a second,
 untimed call of each method.
 
-Reader speed (``--reader``, same file, same run, warm page cache, best of ``--repeat``):
+Reader speed (``--reader-only``, same file, same run, warm page cache, best of ``--repeat``; wall
+and process CPU time):
 
 * ``raw_ibd_read``: reading the ``.ibd`` bytes once (``Path.read_bytes``), the floor;
-* ``read_imzml`` with and without the SHA-1 check (streaming XML index + memory-mapped ``.ibd``);
-* ``pyimzml_reader``: the previous reader, pyimzml's ``ImzMLParser`` (XML) + ``getspectrum`` per
-  spectrum, binned the same way (one ``np.bincount`` per chunk); must give identical data;
-* the XML index alone: pyimzml's ``ImzMLParser`` vs ``parse_index``.
+* ``read_imzml`` with and without the SHA-1 check (compiled XML scanner + compiled binner over
+  the memory-mapped ``.ibd``), and ``before_*``: ``read_imzml`` of another source tree
+  (``--baseline-src``, e.g. main before a change) in a child process on the same file;
+* ``pyimzml_reader``: pyimzml's ``ImzMLParser`` (XML) + ``getspectrum`` per spectrum, binned
+  the same way (one ``np.bincount`` per chunk); must give identical data;
+* the XML index alone (``parse_index``: compiled scanner, its general parser, pyimzml's
+  ``ImzMLParser``) and the binning alone;
+* the first call in a fresh process with an empty numba cache (compiling) and with the cache.
+
+``--file-dir`` keeps the simulated file (and reuses it on the next run).
 
     python benchmarks/bench_imzml.py                 # 200 x 200 pixels, 1,000 m/z
     python benchmarks/bench_imzml.py --size 60 --n-mz 200 --baseline-mz 10   # quick

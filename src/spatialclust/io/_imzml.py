@@ -1,11 +1,11 @@
-"""imzML <-> AnnData, with single-pass vectorised binning.
+"""imzML <-> AnnData, with single-pass compiled binning.
 
 imzML (Schramm et al. 2012, J. Proteomics 75:5106) stores spectra in a binary ``.ibd`` file
-described by an XML ``.imzML`` file. ``read_imzml`` streams the XML once into an index of array
+described by an XML ``.imzML`` file. ``read_imzml`` reads the XML once into an index of array
 offsets (:mod:`._imzml_index`, which also checks the index against the ``.ibd``), memory-maps the
-``.ibd``, and bins every chunk of spectra in one vectorised step instead of building each ion
-image separately (pyimzml's ``getionimage`` reads the whole file once per ion). Memory stays
-bounded by the output matrix plus one chunk; with ``store=...`` the binned chunks go to a chunked
+``.ibd``, and bins every chunk of spectra in one compiled pass (:mod:`._imzml_kernels`) instead of
+building each ion image separately (pyimzml's ``getionimage`` reads the whole file once per ion).
+Memory stays bounded by the output matrix plus two chunks; with ``store=...`` the binned chunks go to a chunked
 Zarr store instead (:mod:`._zarr`), and memory is a few chunks whatever the file size. pyimzml's
 ``ImzMLWriter`` writes files.
 """
@@ -43,7 +43,7 @@ Unit = Literal["Da", "ppm"]
 
 #: Max number of (spectrum, bin) cells binned at once per chunk.
 _CHUNK_CELLS = 2**24
-#: Chunks with at most this many (spectrum, bin) cells per value are binned by a dense bincount.
+#: Chunks with at most this many (spectrum, bin) cells per value are binned into a dense block.
 _DENSE_CELLS_PER_VALUE = 4
 #: Chunks of spectra binned at once (on threads: the compiled binner releases the GIL).
 _BIN_THREADS = 2
@@ -224,8 +224,8 @@ def read_imzml(
 ) -> ad.AnnData:
     """Read an imzML file (continuous or processed) into an AnnData of binned ion images.
 
-    The XML index is streamed once (:mod:`._imzml_index`), the ``.ibd`` is memory-mapped, and the
-    spectra are binned in chunks, each chunk with one ``np.bincount`` or ``np.add.reduceat``. Corrupt or
+    The XML index is read once (:mod:`._imzml_index`), the ``.ibd`` is memory-mapped, and the
+    spectra are binned in chunks, each in one compiled walk over its spectra (two chunks at once). Corrupt or
     inconsistent input raises :class:`ImzMLError`; nothing is returned silently wrong: the ``.ibd``
     must carry the UUID of its XML and match its declared SHA-1/MD5 checksum, every array must lie
     inside the file after the 16-byte header without overlapping another (the one m/z array shared

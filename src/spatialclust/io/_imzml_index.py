@@ -3,12 +3,14 @@
 imzML (Schramm et al. 2012, J. Proteomics 75:5106) is mzML XML whose ``<spectrum>`` elements point
 into a binary ``.ibd`` file that starts with a 16-byte UUID. The XML holds ~2 kB per spectrum, so
 parsing it is a large part of reading a file. The header (everything outside ``<spectrumList>``) is
-small and parsed as XML; the spectrum list is streamed in blocks and scanned with a few compiled
-regular expressions, whose matches are assigned to spectra and arrays by their position (mzML fixes
-the order: scan coordinates before the binary data arrays). Every count is cross-checked (one
-x and y per spectrum, one offset and length per array, one m/z and one intensity array per spectrum,
-the declared number of spectra), so a layout the scanner does not understand is an error, never a
-silent misreading.
+small and parsed as XML. The spectrum list is read by a compiled scanner over the memory-mapped
+file (:func:`._imzml_kernels.scan_spectrum_list`) where its layout is the plain one writers
+produce; any other layout goes to the general parser, which streams the list in blocks and scans
+it with a few compiled regular expressions, whose matches are assigned to spectra and arrays by
+their position (mzML fixes the order: scan coordinates before the binary data arrays). Every count
+is cross-checked (one x and y per spectrum, one offset and length per array, one m/z and one
+intensity array per spectrum, the declared number of spectra), so a layout neither understands is
+an error, never a silent misreading; both give the same index (tests).
 
 :func:`check_binary` then checks every array against the ``.ibd``: UUID, header, file size,
 lengths, overlaps and the declared SHA-1/MD5 checksum.

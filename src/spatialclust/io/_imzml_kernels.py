@@ -336,7 +336,7 @@ def scan_spectrum_list(buf, start, prefix, names, name_start, group_ids, group_s
 
 # --- binning -------------------------------------------------------------------------------------
 
-def edge_table(edges: np.ndarray, *, cells_per_edge: int = 8, max_cells: int = 1 << 20):
+def edge_table(edges: np.ndarray, *, cells_per_edge: int = 4, max_cells: int = 1 << 20):
     """``(table, lo, inverse_width)`` for :func:`bin_spectra`: the range of ``edges`` cut into
     uniform cells, and for each cell the number of edges up to the start of the cell before it
     (a lower bound of the count for any m/z the cell computation can put into the cell, whatever
