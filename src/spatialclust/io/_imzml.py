@@ -310,15 +310,24 @@ def read_imzml(
         if plan.reusable():
             logger.info("Reusing the Zarr store %s of %s (same file, same binning).", plan.store, path.name)
             return read_imzml_store(plan.store)
-    with _as_imzml_error(path):
-        index = parse_index(path)
-        shared = check_binary(index, path, ibd)
-    spectra, spatial, geometry = _grid(index, path, z, max_grid_ratio)
-    verify = _verify_checksum(index, ibd, verify_checksum)
     with ExitStack() as stack:
+        # the checksum is computed in a thread from the moment the XML header declares it, while the
+        # spectrum list is read and the spectra are binned; after an error nothing waits for it
+        pool = ThreadPoolExecutor(max_workers=1)
+        stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+        digest = None
+
+        def start_digest(checksum: tuple[str, str] | None) -> None:
+            nonlocal digest
+            if _verify_checksum(checksum, ibd, verify_checksum):
+                digest = pool.submit(file_digest, ibd, checksum[0])
+
+        with _as_imzml_error(path):
+            index = parse_index(path, on_checksum=start_digest)
+            shared = check_binary(index, path, ibd)
+        spectra, spatial, geometry = _grid(index, path, z, max_grid_ratio)
+        verify = digest is not None
         tmp_store = None if store is None else stack.enter_context(atomic_path(plan.store, overwrite=True))
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))  # checksum computed while spectra are read
-        digest = pool.submit(file_digest, ibd, index.checksum[0]) if verify else None
         try:
             with _as_imzml_error(path):
                 spectra_io = _Spectra(index, ibd, path)
@@ -471,10 +480,10 @@ def _check_digest(digest, index: ImzMLIndex, path: Path, ibd: Path, cause: Excep
     ) from cause
 
 
-def _verify_checksum(index: ImzMLIndex, ibd: Path, verify: bool | None) -> bool:
+def _verify_checksum(checksum: tuple[str, str] | None, ibd: Path, verify: bool | None) -> bool:
     if verify is False:
         return False
-    if index.checksum is None:
+    if checksum is None:
         (logger.warning if verify else logger.debug)("%s declares no .ibd checksum; not verified.", ibd.name)
         return False
     if verify is None and ibd.stat().st_size > _CHECKSUM_AUTO_BYTES:

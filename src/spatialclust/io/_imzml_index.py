@@ -22,6 +22,7 @@ import hashlib
 import mmap
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -360,13 +361,16 @@ def _scan_mapped(path: Path, list_at: int, prefix: bytes, groups: dict[str, str]
     return found, tail
 
 
-def parse_index(path: Path, *, compiled: bool = True) -> ImzMLIndex:
+def parse_index(path: Path, *, compiled: bool = True,
+                on_checksum: Callable[[tuple[str, str] | None], None] | None = None) -> ImzMLIndex:
     """Read the imzML XML once and return its :class:`ImzMLIndex` (header and spectrum list checked).
 
     The spectrum list is scanned by a compiled scanner over the memory-mapped file where its layout
     is the plain one every writer we know produces (``compiled=True``, the default), otherwise
     (comments, unusual attribute forms, ...) streamed in blocks through the general regular-expression
     parser; both give the same index, and any layout the scanner does not read goes to the general one.
+    ``on_checksum`` is called with the ``.ibd`` checksum the header declares (``(algorithm, hex digest)``
+    or ``None``) as soon as the header is parsed, before the spectrum list.
     """
     list_start = re.compile(rb"<(\w+:)?spectrumList[\s>]")
     with open(path, "rb") as fh:
@@ -388,6 +392,8 @@ def parse_index(path: Path, *, compiled: bool = True) -> ImzMLIndex:
         if not events:
             raise ImzMLError(f"{str(path)!r} is not a valid imzML file: no XML element before <spectrumList>.")
         info = _Header(events[0][1], path)
+        if on_checksum is not None:
+            on_checksum(info.checksum)
         scanned = (_scan_mapped(path, tag_end + 1, prefix, info.groups, None if count is None else int(count.group(1)))
                    if compiled else None)
         if scanned is not None:
