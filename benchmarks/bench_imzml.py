@@ -12,13 +12,20 @@ Both run in the same process; images are compared for the m/z the baseline compu
 Peak memory is measured with ``tracemalloc`` (NumPy allocations included) in a second,
 untimed call of each method.
 
-Reader speed (``--reader``, same file, same run, warm page cache, best of ``--repeat``):
+Reader speed (``--reader-only``, same file, same run, warm page cache, best of ``--repeat``; wall
+and process CPU time):
 
 * ``raw_ibd_read``: reading the ``.ibd`` bytes once (``Path.read_bytes``), the floor;
-* ``read_imzml`` with and without the SHA-1 check (streaming XML index + memory-mapped ``.ibd``);
-* ``pyimzml_reader``: the previous reader, pyimzml's ``ImzMLParser`` (XML) + ``getspectrum`` per
-  spectrum, binned the same way (one ``np.bincount`` per chunk); must give identical data;
-* the XML index alone: pyimzml's ``ImzMLParser`` vs ``parse_index``.
+* ``read_imzml`` with and without the SHA-1 check (compiled XML scanner + compiled binner over
+  the memory-mapped ``.ibd``), and ``before_*``: ``read_imzml`` of another source tree
+  (``--baseline-src``, e.g. main before a change) in a child process on the same file;
+* ``pyimzml_reader``: pyimzml's ``ImzMLParser`` (XML) + ``getspectrum`` per spectrum, binned
+  the same way (one ``np.bincount`` per chunk); must give identical data;
+* the XML index alone (``parse_index``: compiled scanner, its general parser, pyimzml's
+  ``ImzMLParser``) and the binning alone;
+* the first call in a fresh process with an empty numba cache (compiling) and with the cache.
+
+``--file-dir`` keeps the simulated file (and reuses it on the next run).
 
     python benchmarks/bench_imzml.py                 # 200 x 200 pixels, 1,000 m/z
     python benchmarks/bench_imzml.py --size 60 --n-mz 200 --baseline-mz 10   # quick
@@ -131,39 +138,114 @@ def pyimzml_reader(path: Path, targets: np.ndarray, tol: float, chunk: int = 102
         parser.m.close()
 
 
-def reader_speed(path: Path, targets: np.ndarray, tol: float, repeat: int) -> dict:
-    """Spectra/s of the readers and their time as a multiple of one raw read of the .ibd bytes."""
+_FIRST_CALLS = """
+import sys, time
+import numpy as np
+import spatialclust as sc
+from spatialclust._logging import settings
+settings["show_progress_bar"] = False
+times = []
+for _ in range(2):
+    t0 = time.perf_counter()
+    sc.io.read_imzml(sys.argv[1], peaks=np.load(sys.argv[2]), tolerance=float(sys.argv[3]), verify_checksum=False)
+    times.append(time.perf_counter() - t0)
+print(*times)
+"""
+
+_BEST_OF = """
+import sys, time
+import numpy as np
+import spatialclust as sc
+from spatialclust._logging import settings
+settings["show_progress_bar"] = False
+out = []
+for verify in (False, True):
+    times, cpu = [], []
+    for _ in range(int(sys.argv[4])):
+        t0, c0 = time.perf_counter(), time.process_time()
+        sc.io.read_imzml(sys.argv[1], peaks=np.load(sys.argv[2]), tolerance=float(sys.argv[3]), verify_checksum=verify)
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    out += [min(times), min(cpu)]
+print(*out)
+"""
+
+
+def _child(script: str, *args, env: dict | None = None) -> list[float]:
+    """Run ``script`` in a fresh Python process; the numbers it prints."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", script, *map(str, args)], check=True, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}).stdout.split()
+    return [float(v) for v in out]
+
+
+def reader_speed(path: Path, targets: np.ndarray, tol: float, repeat: int, baseline_src: Path | None = None) -> dict:
+    """Spectra/s of the readers and their time as a multiple of one raw read of the .ibd bytes.
+
+    ``baseline_src``: a ``src`` folder of another version of spatialclust (e.g. main before a
+    change), whose ``read_imzml`` is timed on the same file in a child process ("before").
+    """
     import hashlib
+    import os
 
     from pyimzml.ImzMLParser import ImzMLParser
 
     import spatialclust as sc
-    from spatialclust.io._imzml_index import parse_index
+    from spatialclust.io._imzml import _DenseRows, _Spectra, peak_bins
+    from spatialclust.io._imzml_index import check_binary, parse_index
 
     ibd = path.with_suffix(".ibd")
+    np.save(path.with_suffix(".targets.npy"), targets)
 
-    def best(func):
-        times = []
+    cpu = {}  # process CPU time (all threads) of the best run of each method: less sensitive to the load
+
+    def best(func, name=None):
+        times, cpu_times = [], []
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = func()
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
+        if name:
+            cpu[name] = min(cpu_times)
         return out, min(times)
 
+    with tempfile.TemporaryDirectory() as cache:  # first calls: compiling (empty cache), then loading the cache
+        t_cold = _child(_FIRST_CALLS, path, path.with_suffix(".targets.npy"), tol, env={"NUMBA_CACHE_DIR": cache})
+        t_cached = _child(_FIRST_CALLS, path, path.with_suffix(".targets.npy"), tol, env={"NUMBA_CACHE_DIR": cache})
     ibd.read_bytes()  # warm the page cache for every method alike
-    _, t_raw = best(ibd.read_bytes)
-    new, t_new = best(lambda: sc.io.read_imzml(path, peaks=targets, tolerance=tol, verify_checksum=False))
-    _, t_new_sha = best(lambda: sc.io.read_imzml(path, peaks=targets, tolerance=tol, verify_checksum=True))
+    sc.io.read_imzml(path, peaks=targets, tolerance=tol, verify_checksum=False)  # and the compiled code
+    _, t_raw = best(ibd.read_bytes, "raw")
+    new, t_new = best(lambda: sc.io.read_imzml(path, peaks=targets, tolerance=tol, verify_checksum=False), "new")
+    _, t_new_sha = best(lambda: sc.io.read_imzml(path, peaks=targets, tolerance=tol, verify_checksum=True), "sha")
+    before = None
+    if baseline_src is not None:
+        before = _child(_BEST_OF, path, path.with_suffix(".targets.npy"), tol, repeat,
+                        env={"PYTHONPATH": str(baseline_src)})
     old, t_old = best(lambda: pyimzml_reader(path, targets, tol))
     _, t_sha1 = best(lambda: hashlib.sha1(ibd.read_bytes()).hexdigest())
-    index, t_index = best(lambda: parse_index(path))
+    index, t_index = best(lambda: parse_index(path), "index")
+    general, t_index_general = best(lambda: parse_index(path, compiled=False), "general")
+    check_binary(index, path, ibd)
+    bins = peak_bins(targets, tol, "Da")
+
+    def binning():
+        sink = _DenseRows((index.n_spectra, len(targets)))
+        _Spectra(index, ibd, path).bin(np.arange(index.n_spectra), bins, None, chunk_size=1024, negative="error",
+                                       put=sink.put, rows=sink.rows)
+        return sink.result()
+
+    binned, t_binning = best(binning, "binning")
 
     def pyimzml_index():
         ImzMLParser(str(path)).m.close()
 
     _, t_pyimzml_index = best(pyimzml_index)
     n = index.n_spectra
-    return {
+    result = {
         "spectra": n,
         "ibd_MB": round(ibd.stat().st_size / 1e6, 1),
         "xml_MB": round(path.stat().st_size / 1e6, 1),
@@ -174,15 +256,37 @@ def reader_speed(path: Path, targets: np.ndarray, tol: float, repeat: int) -> di
         "pyimzml_reader_s": round(t_old, 3),
         "sha1_of_ibd_s": round(t_sha1, 3),
         "xml_index_s": round(t_index, 3),
+        "xml_index_general_parser_s": round(t_index_general, 3),
         "pyimzml_xml_index_s": round(t_pyimzml_index, 3),
+        "binning_s": round(t_binning, 3),
+        "first_call_compiling_s": round(t_cold[0], 2),
+        "first_call_cached_s": round(t_cached[0], 2),
+        "second_call_s": round(t_cached[1], 2),
         "read_imzml_spectra_per_s": round(n / t_new),
         "read_imzml_sha1_spectra_per_s": round(n / t_new_sha),
         "pyimzml_reader_spectra_per_s": round(n / t_old),
         "read_imzml_x_raw_read": round(t_new / t_raw, 2),
         "read_imzml_sha1_x_raw_read": round(t_new_sha / t_raw, 2),
+        "xml_index_x_raw_read": round(t_index / t_raw, 2),
+        "binning_x_raw_read": round(t_binning / t_raw, 2),
         "pyimzml_reader_x_raw_read": round(t_old / t_raw, 2),
+        "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+        "cpu_x_raw_read": {k: round(v / cpu["raw"], 2) for k, v in cpu.items()},
         "identical_to_pyimzml_reader": bool(np.array_equal(new.X, old)),
+        "binning_alone_identical": bool(np.array_equal(binned, new.X)),
+        "index_equal_to_general_parser": all(
+            np.array_equal(getattr(index, f), getattr(general, f)) for f in ("mz_offset", "mz_length", "int_offset",
+                                                                             "int_length", "coords")),
     }
+    if before is not None:
+        result.update({
+            "before_read_imzml_s": round(before[0], 3),
+            "before_spectra_per_s": round(n / before[0]), "before_x_raw_read": round(before[0] / t_raw, 2),
+            "before_sha1_x_raw_read": round(before[2] / t_raw, 2), "before_sha1_read_imzml_s": round(before[2], 3),
+            "before_cpu_x_raw_read": round(before[1] / cpu["raw"], 2),
+            "before_sha1_cpu_x_raw_read": round(before[3] / cpu["raw"], 2),
+        })
+    return result
 
 
 _CONVERT = """
@@ -279,6 +383,10 @@ def main() -> None:
     parser.add_argument("--n-bins", type=int, default=8_000, help="--store: target m/z (features)")
     parser.add_argument("--peaks-per-spectrum", type=int, default=300, help="--store: mean peaks per spectrum")
     parser.add_argument("--tmp", type=Path, help="--store: folder for the files (default: a temporary one)")
+    parser.add_argument("--file-dir", type=Path,
+                        help="reader: write the simulated file here and reuse it when it is there already")
+    parser.add_argument("--baseline-src", type=Path,
+                        help="reader: also time read_imzml of this other spatialclust src folder (before a change)")
     args = parser.parse_args()
 
     from spatialclust._logging import settings
@@ -293,12 +401,18 @@ def main() -> None:
             args.json.write_text(json.dumps(result, indent=2))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.imzML"
+        folder = args.file_dir or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"bench_{args.size}_{args.n_mz}_{args.noise_peaks}_{args.seed}.imzML"
         t0 = time.perf_counter()
-        targets = make_file(path, size=args.size, n_mz=args.n_mz, noise_peaks=args.noise_peaks, seed=args.seed)
-        print(f"wrote {path.name}: {args.size}x{args.size} px, {len(targets)} target m/z, "
-              f"{(path.with_suffix('.ibd').stat().st_size) / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s")
-        reader = reader_speed(path, targets, args.tolerance, args.repeat)
+        if path.with_suffix(".targets.npy").is_file():
+            targets = np.load(path.with_suffix(".targets.npy"))
+            print(f"reusing {path}")
+        else:
+            targets = make_file(path, size=args.size, n_mz=args.n_mz, noise_peaks=args.noise_peaks, seed=args.seed)
+            print(f"wrote {path.name}: {args.size}x{args.size} px, {len(targets)} target m/z, "
+                  f"{(path.with_suffix('.ibd').stat().st_size) / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s")
+        reader = reader_speed(path, targets, args.tolerance, args.repeat, args.baseline_src)
         print(json.dumps({"reader": reader}, indent=2))
         if args.reader_only:
             if args.json:

@@ -3,6 +3,7 @@ pyimzml as the reference, and a bounded mutation fuzzer (issue 13 items 4-6 and 
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
@@ -76,6 +77,12 @@ def _write_at(path, offset, values):
 # --- pyimzml is the reference -------------------------------------------------------------------
 
 
+def _assert_same_index(a, b):
+    for field in a.__dataclass_fields__:
+        x, y = getattr(a, field), getattr(b, field)
+        assert (np.array_equal(x, y) and x.dtype == y.dtype) if isinstance(x, np.ndarray) else x == y, field
+
+
 def _reference(path, peaks=None, tol=0.01):
     """Per-spectrum binning with pyimzml's parser: native axis, or sums within peak +- tol."""
     parser = ImzMLParser(str(path))
@@ -95,6 +102,7 @@ def _reference(path, peaks=None, tol=0.01):
 
 def _assert_index_equals_pyimzml(path):
     ours = parse_index(path)
+    _assert_same_index(ours, parse_index(path, compiled=False))  # the compiled scanner = the general parser
     parser = ImzMLParser(str(path))
     try:
         np.testing.assert_array_equal(ours.mz_offset, parser.mzOffsets)
@@ -158,8 +166,9 @@ def test_unaligned_offsets_equal_to_pyimzml(adata, tmp_path, shift):
 
 
 @pytest.mark.parametrize("variant", ["single_quotes", "value_first", "comments", "prefix", "no_encoded_length"])
-def test_xml_layouts_equal_to_pyimzml(adata, tmp_path, variant):
-    """Layouts other writers produce: the index equals pyimzml's and the data the original's."""
+def test_xml_layouts_equal_to_pyimzml(adata, tmp_path, variant, caplog):
+    """Layouts other writers produce: the index equals pyimzml's and the data the original's; all
+    but the comments are read by the compiled scanner, the comments by the general parser."""
     path = write(adata, tmp_path, "processed")
     original = read(path)
     text = path.read_text()
@@ -177,7 +186,11 @@ def test_xml_layouts_equal_to_pyimzml(adata, tmp_path, variant):
     path.write_text(text)
     if variant != "prefix":  # pyimzml does not read namespace prefixes other than the default
         _assert_index_equals_pyimzml(path)
-    assert same(read(path), original)
+    with caplog.at_level(logging.DEBUG, logger="spatialclust"):
+        assert same(read(path), original)
+    taken = "general parser" if variant == "comments" else "compiled scanner"
+    assert re.search(rf"spectrum list .*{taken}|{taken}.* spectrum list|read by the {taken}", caplog.text), caplog.text
+    _assert_same_index(parse_index(path), parse_index(path, compiled=False))
 
 
 def test_compressed_arrays_refused(tmp_path):
@@ -414,3 +427,123 @@ def test_mutation_fuzzer(adata, tmp_path):
     assert counts["different"] == 0, counts
     assert counts["cases"] == 200 and counts["raised"] >= 190, counts  # the mutations do change the files
 
+
+
+# --- the compiled scanner and binner (issue 14 item 5) ---------------------------------------
+
+XML_EDITS = ("replace", "delete", "insert", "duplicate_line", "swap_lines", "stray_accession")
+
+
+def _edit_list(kind, rng, xml: bytes) -> bytes:
+    """A random edit inside the spectrum list of ``xml``."""
+    lo, hi = xml.index(b"<spectrumList"), xml.index(b"</spectrumList>") + len(b"</spectrumList>")
+    at = int(rng.integers(lo, hi))
+    if kind == "replace":
+        return xml[:at] + bytes([rng.choice(list(b"<>/\"'= \n0123456789-:aI&!?"))]) + xml[at + 1 :]
+    if kind == "delete":
+        return xml[:at] + xml[at + 1 :]
+    if kind == "insert":
+        return xml[:at] + bytes([rng.choice(list(b"<>/\"' x5-"))]) + xml[at:]
+    if kind == "stray_accession":
+        stray = [b'IMS:1000102"', b" IMS:1000050' ", b'<cvParam accession="IMS:1000051" value="3"/>']
+        return xml[:at] + stray[int(rng.integers(len(stray)))] + xml[at:]
+    lines = xml[lo:hi].split(b"\n")
+    i = int(rng.integers(1, len(lines) - 1))
+    if kind == "duplicate_line":
+        lines.insert(i, lines[i])
+    else:
+        lines[i], lines[i + 1] = lines[i + 1], lines[i]
+    return xml[:lo] + b"\n".join(lines) + xml[hi:]
+
+
+def _index_outcome(path, compiled):
+    try:
+        return parse_index(path, compiled=compiled)
+    except ImzMLError:
+        return "ImzMLError"
+
+
+def test_compiled_scanner_agrees_with_general_parser(adata, tmp_path, caplog):
+    """200 seeded edits of the spectrum list: the compiled scanner (which hands every layout it
+    does not read to the general parser) gives exactly the general parser's index or error."""
+    rng = np.random.default_rng(0)
+    counts = {"compiled": 0, "general": 0, "raised": 0}
+    for mode in ("continuous", "processed"):
+        path = write(adata, tmp_path, mode, name=f"scan_{mode}")
+        xml = path.read_bytes()
+        for _ in range(100):
+            path.write_bytes(_edit_list(XML_EDITS[int(rng.integers(len(XML_EDITS)))], rng, xml))
+            caplog.clear()
+            with caplog.at_level(logging.DEBUG, logger="spatialclust"):
+                fast = _index_outcome(path, True)
+            general = _index_outcome(path, False)
+            counts["compiled" if "read by the compiled scanner" in caplog.text else "general"] += 1
+            if isinstance(general, str):
+                assert fast == general
+                counts["raised"] += 1
+            else:
+                _assert_same_index(fast, general)
+    # the edits reach both paths, and errors
+    assert counts["compiled"] >= 40 and counts["general"] >= 40 and counts["raised"] >= 20, counts
+
+
+def _numpy_binned(path, bins):
+    """Reference binning: pyimzml's spectra, NumPy's search, float64 sums in value order."""
+    parser = ImzMLParser(str(path))
+    try:
+        rows = []
+        for i in range(len(parser.coordinates)):
+            mz, inten = parser.getspectrum(i)
+            col = bins.index(np.asarray(mz, np.float64))
+            rows.append(np.bincount(col[col >= 0], weights=inten[col >= 0].astype(np.float64),
+                                    minlength=len(bins.centers)))
+        return np.asarray(rows).astype(np.float32)
+    finally:
+        parser.m.close()
+
+
+@pytest.mark.parametrize("dense_cells", [0, 10**9])  # the sparse-cell and the dense-block path of every chunk
+def test_compiled_binner_equals_numpy_reference(tmp_path, monkeypatch, dense_cells):
+    """Values on, just inside and just outside the bin edges, clustered peak windows with one far
+    away (the lookup table then holds many edges per cell), regular Da and ppm axes, dense and
+    sparse output, chunks of 7 spectra on two threads."""
+    from spatialclust.io import _imzml
+
+    monkeypatch.setattr(_imzml, "_DENSE_CELLS_PER_VALUE", dense_cells)
+    rng = np.random.default_rng(3)
+    peaks = np.concatenate([300 + 0.01 * np.arange(40), [900.0]])
+    windows = _imzml.peak_bins(peaks, 0.003, "Da")
+    edges = np.concatenate([windows.lower, windows.upper, np.nextafter(windows.upper, np.inf),
+                            np.nextafter(windows.lower, -np.inf)])
+    spectra = []
+    for i in range(40):
+        mz = np.unique(np.concatenate([rng.choice(edges, 30), rng.uniform(250, 950, 30), [899.9971] * (i % 2)]))
+        spectra.append((mz, rng.exponential(5, len(mz)).astype(np.float32)))
+    path = write_pyimzml(tmp_path / "edges.imzML", spectra, [(1 + i % 8, 1 + i // 8) for i in range(40)],
+                         mode="processed")
+    lo, hi = min(s[0][0] for s in spectra), max(s[0][-1] for s in spectra)
+    for kwargs, bins in (
+        ({"peaks": peaks, "tolerance": 0.003}, windows),
+        ({"bin_width": 0.7, "bin_unit": "Da"}, _imzml.regular_bins(lo, hi, 0.7, "Da")),
+        ({"bin_width": 500.0, "bin_unit": "ppm"}, _imzml.regular_bins(lo, hi, 500.0, "ppm")),
+    ):
+        expected = _numpy_binned(path, bins)
+        got = sc.io.read_imzml(path, chunk_size=7, **kwargs)
+        np.testing.assert_array_equal(got.X, expected)
+        np.testing.assert_array_equal(sc.io.read_imzml(path, chunk_size=7, sparse=True, **kwargs).X.toarray(), expected)
+        np.testing.assert_allclose(got.obs["tic"], [s[1].sum(dtype=np.float64) for s in spectra], rtol=1e-12)
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch):
+    """A read-only install with a read-only home: numba finds no cache folder, and the kernels are
+    compiled in memory instead (no error, no warning)."""
+    from numba.core import caching
+
+    from spatialclust.io import _imzml_kernels
+
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+
+    def plus_one(x):
+        return x + 1
+
+    assert _imzml_kernels._compile(plus_one)(1) == 2

@@ -1,11 +1,11 @@
-"""imzML <-> AnnData, with single-pass vectorised binning.
+"""imzML <-> AnnData, with single-pass compiled binning.
 
 imzML (Schramm et al. 2012, J. Proteomics 75:5106) stores spectra in a binary ``.ibd`` file
-described by an XML ``.imzML`` file. ``read_imzml`` streams the XML once into an index of array
+described by an XML ``.imzML`` file. ``read_imzml`` reads the XML once into an index of array
 offsets (:mod:`._imzml_index`, which also checks the index against the ``.ibd``), memory-maps the
-``.ibd``, and bins every chunk of spectra in one vectorised step instead of building each ion
-image separately (pyimzml's ``getionimage`` reads the whole file once per ion). Memory stays
-bounded by the output matrix plus one chunk; with ``store=...`` the binned chunks go to a chunked
+``.ibd``, and bins every chunk of spectra in one compiled pass (:mod:`._imzml_kernels`) instead of
+building each ion image separately (pyimzml's ``getionimage`` reads the whole file once per ion).
+Memory stays bounded by the output matrix plus two chunks; with ``store=...`` the binned chunks go to a chunked
 Zarr store instead (:mod:`._zarr`), and memory is a few chunks whatever the file size. pyimzml's
 ``ImzMLWriter`` writes files.
 """
@@ -18,6 +18,7 @@ import re
 import tempfile
 import warnings
 import xml.etree.ElementTree as ET
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -42,8 +43,10 @@ Unit = Literal["Da", "ppm"]
 
 #: Max number of (spectrum, bin) cells binned at once per chunk.
 _CHUNK_CELLS = 2**24
-#: Chunks with at most this many (spectrum, bin) cells per value are binned by a dense bincount.
+#: Chunks with at most this many (spectrum, bin) cells per value are binned into a dense block.
 _DENSE_CELLS_PER_VALUE = 4
+#: Chunks of spectra binned at once (on threads: the compiled binner releases the GIL).
+_BIN_THREADS = 2
 #: Spectra whose first and last m/z are gathered at once by ``mz_extent``.
 _EXTENT_BLOCK = 1 << 16
 
@@ -68,7 +71,7 @@ class _Bins:
     closed: bool  # True: peak windows (both ends inclusive, like pyimzml's getionimage)
 
     @cached_property
-    def _edges(self) -> np.ndarray:
+    def edges(self) -> np.ndarray:
         """``lower[0], end[0], lower[1], end[1], ...`` with half-open ends; non-decreasing for these axes."""
         end = np.nextafter(self.upper, np.inf) if self.closed else self.upper
         edges = np.stack([self.lower, end], axis=1).ravel()
@@ -76,10 +79,17 @@ class _Bins:
             raise ValueError("m/z bins must be sorted and must not overlap.")
         return edges
 
+    @cached_property
+    def table(self) -> tuple[np.ndarray, float, float]:
+        """The lookup table of the compiled binner (:func:`._imzml_kernels.edge_table`)."""
+        from ._imzml_kernels import edge_table
+
+        return edge_table(self.edges)
+
     def index(self, mz: np.ndarray, *, outside: int = -1) -> np.ndarray:
         """Bin index of every m/z value, ``outside`` for values outside all bins (one binary search;
-        NumPy's search is fast for keys sorted within each spectrum, faster than a lookup table)."""
-        j = np.searchsorted(self._edges, mz, side="right")  # odd: inside bin j // 2
+        used for the shared m/z axis of a continuous file and as the tests' reference)."""
+        j = np.searchsorted(self.edges, mz, side="right")  # odd: inside bin j // 2
         return np.where(j & 1, j >> 1, outside)
 
 
@@ -182,7 +192,9 @@ def _grid(index: ImzMLIndex, path: Path, z: int | None, max_grid_ratio: float | 
             "max_grid_ratio=None (CLI: --set input.read.max_grid_ratio=null) to allow a sparse grid."
         )
     spatial = xy - lo
-    if len(np.unique(spatial, axis=0)) != n:
+    # one integer per cell where the grid fits in int64
+    key = spatial[:, 1] * width + spatial[:, 0] if cells < 2**62 else None
+    if len(np.unique(spatial, axis=0) if key is None else np.unique(key)) != n:
         raise ImzMLError(f"{str(path)!r} has several spectra at the same (x, y) position.")
     px, py = index.pixel_size
     if px is not None and py is not None and not np.isclose(px, py):
@@ -212,8 +224,8 @@ def read_imzml(
 ) -> ad.AnnData:
     """Read an imzML file (continuous or processed) into an AnnData of binned ion images.
 
-    The XML index is streamed once (:mod:`._imzml_index`), the ``.ibd`` is memory-mapped, and the
-    spectra are binned in chunks, each chunk with one ``np.bincount`` or ``np.add.reduceat``. Corrupt or
+    The XML index is read once (:mod:`._imzml_index`), the ``.ibd`` is memory-mapped, and the
+    spectra are binned in chunks, each in one compiled walk over its spectra (two chunks at once). Corrupt or
     inconsistent input raises :class:`ImzMLError`; nothing is returned silently wrong: the ``.ibd``
     must carry the UUID of its XML and match its declared SHA-1/MD5 checksum, every array must lie
     inside the file after the 16-byte header without overlapping another (the one m/z array shared
@@ -298,15 +310,24 @@ def read_imzml(
         if plan.reusable():
             logger.info("Reusing the Zarr store %s of %s (same file, same binning).", plan.store, path.name)
             return read_imzml_store(plan.store)
-    with _as_imzml_error(path):
-        index = parse_index(path)
-        shared = check_binary(index, path, ibd)
-    spectra, spatial, geometry = _grid(index, path, z, max_grid_ratio)
-    verify = _verify_checksum(index, ibd, verify_checksum)
     with ExitStack() as stack:
+        # the checksum is computed in a thread from the moment the XML header declares it, while the
+        # spectrum list is read and the spectra are binned; after an error nothing waits for it
+        pool = ThreadPoolExecutor(max_workers=1)
+        stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+        digest = None
+
+        def start_digest(checksum: tuple[str, str] | None) -> None:
+            nonlocal digest
+            if _verify_checksum(checksum, ibd, verify_checksum):
+                digest = pool.submit(file_digest, ibd, checksum[0])
+
+        with _as_imzml_error(path):
+            index = parse_index(path, on_checksum=start_digest)
+            shared = check_binary(index, path, ibd)
+        spectra, spatial, geometry = _grid(index, path, z, max_grid_ratio)
+        verify = digest is not None
         tmp_store = None if store is None else stack.enter_context(atomic_path(plan.store, overwrite=True))
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))  # checksum computed while spectra are read
-        digest = pool.submit(file_digest, ibd, index.checksum[0]) if verify else None
         try:
             with _as_imzml_error(path):
                 spectra_io = _Spectra(index, ibd, path)
@@ -324,7 +345,8 @@ def read_imzml(
             stack.callback(getattr(sink, "close", lambda: None))
             with _as_imzml_error(path):
                 tic, n_empty, n_negative = spectra_io.bin(
-                    spectra, bins, shared_col, chunk_size=chunk_size, negative=negative, put=sink.put
+                    spectra, bins, shared_col, chunk_size=chunk_size, negative=negative, put=sink.put,
+                    rows=getattr(sink, "rows", None),
                 )
         except ImzMLError as err:  # a corrupt value is most clearly reported as a checksum mismatch
             _check_digest(digest, index, path, ibd, cause=err)
@@ -341,7 +363,7 @@ def read_imzml(
         elif n_negative:
             logger.info("Set %d negative intensities of %s to 0.", n_negative, path.name)
         obs = pd.DataFrame(
-            {K.TIC: tic}, index=pd.Index([f"{x}_{y}" for x, y in spatial], name="pixel")
+            {K.TIC: tic}, index=pd.Index([f"{x}_{y}" for x, y in spatial.tolist()], name="pixel")
         )
         var = pd.DataFrame({K.MZ: bins.centers}, index=pd.Index(feature_names_from_mz(bins.centers)))
         adata = ad.AnnData(X=sink.result(), obs=obs, var=var)
@@ -374,12 +396,15 @@ class _DenseRows:
         self.X = np.zeros(shape, dtype=np.float32)
 
     def put(self, start: int, n_rows: int, binned) -> None:
-        rows = self.X[start : start + n_rows]
+        rows = self.rows(start, n_rows)
         if isinstance(binned, np.ndarray):
             rows[:] = binned
         else:
             cells, sums = binned
             rows.reshape(-1)[cells] = sums
+
+    def rows(self, start: int, n_rows: int) -> np.ndarray:
+        return self.X[start : start + n_rows]
 
     def result(self) -> np.ndarray:
         return self.X
@@ -455,10 +480,10 @@ def _check_digest(digest, index: ImzMLIndex, path: Path, ibd: Path, cause: Excep
     ) from cause
 
 
-def _verify_checksum(index: ImzMLIndex, ibd: Path, verify: bool | None) -> bool:
+def _verify_checksum(checksum: tuple[str, str] | None, ibd: Path, verify: bool | None) -> bool:
     if verify is False:
         return False
-    if index.checksum is None:
+    if checksum is None:
         (logger.warning if verify else logger.debug)("%s declares no .ibd checksum; not verified.", ibd.name)
         return False
     if verify is None and ibd.stat().st_size > _CHECKSUM_AUTO_BYTES:
@@ -479,6 +504,17 @@ class _Spectra:
         self.index, self.path = index, path
         with open(ibd, "rb") as fh:
             self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        # arrays may start at any byte: one view of the file per alignment, and where each array lies in it
+        self.mz_views, self.mz_view, self.mz_at = self._aligned(index.mz_offset, index.mz_dtype)
+        self.int_views, self.int_view, self.int_at = self._aligned(index.int_offset, index.int_dtype)
+
+    def _aligned(self, offsets: np.ndarray, dtype: np.dtype):
+        """The views of the mapped file as ``dtype`` starting at bytes ``0 .. itemsize - 1``; the view
+        and the element at which each of ``offsets`` lies."""
+        size = dtype.itemsize
+        views = tuple(np.frombuffer(self.map, dtype, count=(len(self.map) - k) // size, offset=k) for k in range(size))
+        view = offsets % size
+        return views, view, (offsets - view) // size
 
     def _release(self, lo: int, hi: int) -> None:
         """Drop the mapped pages of bytes ``[lo, hi)`` from this process (a no-op where unsupported)."""
@@ -539,93 +575,103 @@ class _Spectra:
         return float(lo), float(hi)
 
     def bin(self, spectra: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, *, chunk_size: int,
-            negative: str, put) -> tuple[np.ndarray, int, int]:
-        """One pass over the spectra, a chunk at a time (see :meth:`_bin_chunk`).
+            negative: str, put, rows=None) -> tuple[np.ndarray, int, int]:
+        """One pass over the spectra, a chunk at a time (see :meth:`_bin_chunk`), ``_BIN_THREADS``
+        chunks at once (the compiled binner releases the GIL).
 
         ``put(first_row, n_rows, binned)`` receives the chunks in row order: ``binned`` is
-        either a dense float64 (n_rows, n_bins) block or a pair (cells, sums) of the flat index
-        (row * n_bins + column) and the float64 sum of every non-empty cell. Returns
-        the TIC, the empty and the negative counts. (Binning two chunks at once on two threads
-        was slower on the shared 2-core machine: the GIL-bound parts serialise them.)
+        either a dense float32 (n_rows, n_bins) block or a pair (cells, sums) of the flat index
+        (row * n_bins + column) and the float64 sum of every non-empty cell. With
+        ``rows(first_row, n_rows)`` (the dense in-memory matrix: its zeroed rows), dense chunks
+        are binned straight into those rows instead (no block to allocate and copy, no ``put``).
+        Returns the TIC, the empty and the negative counts.
         """
         n_bins, n = len(bins.centers), len(spectra)
         chunk = max(1, min(chunk_size, _CHUNK_CELLS // max(n_bins, 1)))
         tic = np.zeros(n, dtype=np.float64)
         n_empty = n_negative = 0
         starts = range(0, n, chunk)
-        for start in progress(starts, desc=f"Reading {self.path.name}", total=len(starts)):
-            binned, chunk_tic, empty, negatives = self._bin_chunk(spectra[start : start + chunk], bins,
-                                                                  shared_col, negative)
+        pending: deque = deque()
+
+        def take() -> None:
+            nonlocal n_empty, n_negative
+            start, future = pending.popleft()
+            binned, chunk_tic, empty, negatives = future.result()
             tic[start : start + len(chunk_tic)] = chunk_tic
             n_empty, n_negative = n_empty + empty, n_negative + negatives
-            put(start, len(chunk_tic), binned)
+            if binned is not None:
+                put(start, len(chunk_tic), binned)
+
+        with ThreadPoolExecutor(max_workers=_BIN_THREADS) as pool:
+            try:
+                for start in progress(starts, desc=f"Reading {self.path.name}", total=len(starts)):
+                    ids = spectra[start : start + chunk]
+                    out = None if rows is None else lambda n_rows, start=start: rows(start, n_rows)
+                    pending.append((start, pool.submit(self._bin_chunk, ids, bins, shared_col, negative, out)))
+                    if len(pending) == _BIN_THREADS:
+                        take()
+                while pending:
+                    take()
+            finally:
+                for _, future in pending:  # after an error: do not start the chunks not yet begun
+                    future.cancel()
         return tic, n_empty, n_negative
 
-    def _bin_chunk(self, idx: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, negative: str):
-        """Bin the spectra ``idx``: their values are concatenated and given their bin by one
-        binary search; then, when the chunk has few (spectrum, bin) cells per value, one
-        ``np.bincount`` over all cells, otherwise (fine axes, sparse spectra: a dense accumulator
-        would dwarf the values) one ``np.add.reduceat`` over the runs of equal cells, which are
-        already in order (spectra in order, m/z sorted within each spectrum, as checked). Both add
-        in float64 in value order, so the sums are identical. Returns the non-empty cells (row *
-        n_bins + column), their sums, the TIC of each spectrum, the number of empty spectra and of
-        negative intensities."""
-        ix, path, n_bins = self.index, self.path, len(bins.centers)
-        lengths = ix.int_length[idx]
+    def _bin_chunk(self, idx: np.ndarray, bins: _Bins, shared_col: np.ndarray | None, negative: str, out=None):
+        """Bin the spectra ``idx`` with the compiled binner (:func:`._imzml_kernels.bin_spectra`: one
+        merge-style walk per spectrum over the mapped file, sums in float64 in value order), into a
+        dense block when the chunk has few (spectrum, bin) cells per value, otherwise into the
+        non-empty cells (fine axes, sparse spectra: a dense block would dwarf the values). Returns
+        the block or the pair (cells: row * n_bins + column, in order; float64 sums), the TIC of
+        each spectrum, the number of empty spectra and of negative intensities. ``out(n_rows)``, if
+        given, returns the zeroed rows to bin a dense chunk into (the block returned is then None)."""
+        from . import _imzml_kernels as kernels
+
+        n_bins = len(bins.centers)
+        lengths = self.index.int_length[idx]
+        n_values = int(lengths.sum())
+        dense = len(idx) * (n_bins + 1) <= _DENSE_CELLS_PER_VALUE * n_values
+        in_place = dense and out is not None
+        block = out(len(idx)) if in_place else np.zeros((len(idx), n_bins) if dense else (0, 0), dtype=np.float32)
+        cells = np.empty(0 if dense else n_values, dtype=np.int64)
+        sums = np.empty(len(cells), dtype=np.float64)
+        tic = np.empty(len(idx), dtype=np.float64)
+        status, where, n_cells, n_negative = kernels.bin_spectra(
+            self.mz_views, self.mz_view[idx], self.mz_at[idx], self.int_views, self.int_view[idx], self.int_at[idx],
+            lengths, bins.edges, *bins.table, np.zeros(0, np.int64) if shared_col is None else shared_col,
+            negative == "error", negative == "clip", block, cells, sums, tic,
+        )
         used = lengths > 0
-        tic = np.zeros(len(idx), dtype=np.float64)
-        if not used.any():
-            return (np.zeros(0, np.int64), np.zeros(0)), tic, len(idx), 0
-        ids = idx[used]  # the spectra of the chunk's segments of concatenated values
-        seg = np.concatenate([[0], np.cumsum(lengths[used])[:-1]])
+        if status != kernels.BIN_OK:
+            self._explain(idx[used], lengths[used], shared_col is not None, negative)
+            raise ImzMLError(f"{str(self.path)!r}: spectrum {int(idx[where])} has {kernels.BIN_PROBLEMS[status]}.")
+        if used.any():
+            self._release_arrays(idx[used])
+        binned = None if in_place else block if dense else (cells[:n_cells], sums[:n_cells])
+        return binned, tic, int((~used).sum()), int(n_negative)
+
+    def _explain(self, ids: np.ndarray, lengths: np.ndarray, shared: bool, negative: str) -> None:
+        """Raise the :class:`ImzMLError` that says what is wrong with the values of spectra ``ids``
+        (non-finite or negative intensities, non-finite or unsorted m/z), counted over all of them."""
+        path = self.path
+        seg = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         inten = self._values(ids, "int")
-        low, high = inten.min(), inten.max()  # NaN propagates: both finite <=> all finite
-        if ix.int_dtype.kind == "f" and not (np.isfinite(low) and np.isfinite(high)):
+        if self.index.int_dtype.kind == "f" and not np.isfinite(inten).all():
             first = int(np.argmax(~np.isfinite(inten)))
             raise ImzMLError(
                 f"{str(path)!r}: {int((~np.isfinite(inten)).sum())} non-finite (NaN/inf) intensities, "
                 f"first in spectrum {_spectrum_at(first, seg, ids)}."
             )
-        n_negative = 0
-        if low < 0:
-            below = inten < 0
-            n_negative = int(below.sum())
-            if negative == "error":
-                first = int(np.argmax(below))
-                raise ImzMLError(
-                    f"{str(path)!r}: {n_negative} negative intensities in this chunk, first in "
-                    f"spectrum {_spectrum_at(first, seg, ids)} ({inten[first]:.6g}). Pass negative='clip' (set to 0) "
-                    "or 'warn' (keep) if the file is expected to hold them (CLI: --set input.read.negative=clip)."
-                )
-            if negative == "clip":
-                inten[below] = 0.0
-        tic[used] = np.add.reduceat(inten, seg, dtype=np.float64)
-        if shared_col is not None:  # values outside every bin: column n_bins
-            col = np.tile(np.where(shared_col < 0, n_bins, shared_col), len(ids))
-        else:
-            mz = self._values(ids, "mz").astype(np.float64, copy=False)
-            _check_chunk_mz(mz, seg, ids, path)
-            col = bins.index(mz, outside=n_bins)
-        self._release_arrays(ids)  # the values are copies from here on
-        if len(idx) * (n_bins + 1) <= _DENSE_CELLS_PER_VALUE * len(inten):
-            # few cells per value: one bincount over the (spectrum, bin) grid, with an extra
-            # column for values outside every bin (dropped)
-            width = n_bins + 1
-            flat = np.repeat(np.nonzero(used)[0] * width, lengths[used])
-            flat += col
-            binned = np.bincount(flat, weights=inten, minlength=len(idx) * width)
-            return binned.reshape(len(idx), width)[:, :n_bins], tic, int((~used).sum()), n_negative
-        # many cells per value (fine axes, sparse spectra): sum the runs of equal cells
-        cells = np.repeat(np.nonzero(used)[0] * n_bins, lengths[used])
-        cells += col
-        inside = col < n_bins
-        if not inside.all():
-            cells, inten = cells[inside], inten[inside]
-        sums = np.zeros(0)
-        if len(cells):  # cells are non-decreasing: each run of equal cells is one (spectrum, bin)
-            first = np.flatnonzero(np.concatenate([[True], cells[1:] != cells[:-1]]))
-            cells, sums = cells[first], np.add.reduceat(inten, first, dtype=np.float64)
-        return (cells, sums), tic, int((~used).sum()), n_negative
+        below = inten < 0
+        if negative == "error" and below.any():
+            first = int(np.argmax(below))
+            raise ImzMLError(
+                f"{str(path)!r}: {int(below.sum())} negative intensities in this chunk, first in "
+                f"spectrum {_spectrum_at(first, seg, ids)} ({inten[first]:.6g}). Pass negative='clip' (set to 0) "
+                "or 'warn' (keep) if the file is expected to hold them (CLI: --set input.read.negative=clip)."
+            )
+        if not shared:
+            _check_chunk_mz(self._values(ids, "mz").astype(np.float64, copy=False), seg, ids, path)
 
 
 def _spectrum_at(position: int, seg: np.ndarray, ids: np.ndarray) -> int:

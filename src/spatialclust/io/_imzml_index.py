@@ -3,12 +3,14 @@
 imzML (Schramm et al. 2012, J. Proteomics 75:5106) is mzML XML whose ``<spectrum>`` elements point
 into a binary ``.ibd`` file that starts with a 16-byte UUID. The XML holds ~2 kB per spectrum, so
 parsing it is a large part of reading a file. The header (everything outside ``<spectrumList>``) is
-small and parsed as XML; the spectrum list is streamed in blocks and scanned with a few compiled
-regular expressions, whose matches are assigned to spectra and arrays by their position (mzML fixes
-the order: scan coordinates before the binary data arrays). Every count is cross-checked (one
-x and y per spectrum, one offset and length per array, one m/z and one intensity array per spectrum,
-the declared number of spectra), so a layout the scanner does not understand is an error, never a
-silent misreading.
+small and parsed as XML. The spectrum list is read by a compiled scanner over the memory-mapped
+file (:func:`._imzml_kernels.scan_spectrum_list`) where its layout is the plain one writers
+produce; any other layout goes to the general parser, which streams the list in blocks and scans
+it with a few compiled regular expressions, whose matches are assigned to spectra and arrays by
+their position (mzML fixes the order: scan coordinates before the binary data arrays). Every count
+is cross-checked (one x and y per spectrum, one offset and length per array, one m/z and one
+intensity array per spectrum, the declared number of spectra), so a layout neither understands is
+an error, never a silent misreading; both give the same index (tests).
 
 :func:`check_binary` then checks every array against the ``.ibd``: UUID, header, file size,
 lengths, overlaps and the declared SHA-1/MD5 checksum.
@@ -17,8 +19,10 @@ lengths, overlaps and the declared SHA-1/MD5 checksum.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,8 +300,78 @@ def _feed(pull: ET.XMLPullParser, data: bytes, path: Path) -> list:
         raise ImzMLError(f"{str(path)!r} is not a valid imzML file: {err}") from err
 
 
-def parse_index(path: Path) -> ImzMLIndex:
-    """Stream the imzML XML once and return its :class:`ImzMLIndex` (header and spectrum list checked)."""
+def _scan_streamed(fh, buf: bytes, pats: dict[str, re.Pattern], prefix: bytes, groups: dict[str, str],
+                   path: Path) -> tuple[dict[str, np.ndarray], bytes]:
+    """The spectrum list read from ``buf`` and then ``fh`` in blocks by the general parser, and the
+    XML from its ``</spectrumList>`` on."""
+    scanner = _SpectrumScanner(pats, groups, path)
+    close = b"</" + prefix + b"spectrum"
+    while (end := pats["list_end"].search(buf)) is None:
+        cut = buf.rfind(close)
+        gt = buf.find(b">", cut)
+        if cut >= 0 and gt >= 0 and not buf[cut + len(close) : gt].strip():
+            scanner.add(buf[: gt + 1])
+            buf = buf[gt + 1 :]
+        block = fh.read(_BLOCK)
+        if not block:
+            raise ImzMLError(
+                f"{str(path)!r} is truncated: the XML ends inside the spectrum list (no </spectrumList>)."
+            )
+        buf += block
+    scanner.add(buf[: end.start()])
+    return scanner.result(), buf[end.start() :] + fh.read()
+
+
+def _packed(names: list[bytes] | tuple[bytes, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``names`` as one uint8 array and the start of each (and the end of the last)."""
+    starts = np.cumsum([0] + [len(n) for n in names]).astype(np.int64)
+    return np.frombuffer(b"".join(names), dtype=np.uint8), starts
+
+
+def _scan_mapped(path: Path, list_at: int, prefix: bytes, groups: dict[str, str],
+                 count: int | None) -> tuple[dict[str, np.ndarray], bytes] | None:
+    """The spectrum list from ``list_at`` on, scanned by the compiled scanner over the memory-mapped
+    XML, and the XML from its ``</spectrumList>`` on; ``None`` (logged) where the file has a layout
+    the scanner does not read, which the general parser then reads (or rejects)."""
+    from . import _imzml_kernels as kernels
+
+    if count is None:
+        logger.debug("%s: the spectrum list declares no count; read by the general parser.", path.name)
+        return None
+    coords = np.ones((count, 3), dtype=np.int64)  # z = 1 when absent, as pyimzml
+    arrays = np.full((count, 2, 3), -1, dtype=np.int64)  # (spectrum, m/z or intensity, offset/length/bytes)
+    group_ids = [name.encode("utf-8") for name in groups]  # compared as written, as the general parser does
+    group_kind = np.array([groups[name] == "int" for name in groups], dtype=np.int64)  # 0 m/z, 1 intensity
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        buf = np.frombuffer(mapped, dtype=np.uint8)
+        try:
+            status, at = kernels.scan_spectrum_list(buf, list_at, np.frombuffer(prefix, np.uint8),
+                                                    *_packed(kernels.ELEMENTS), *_packed(group_ids), group_kind,
+                                                    coords, arrays)
+        finally:
+            del buf  # the map cannot close while a NumPy view of it exists
+        tail = mapped[at:] if status == 0 else b""
+    if status != 0:
+        logger.debug("%s: %s (near byte %d); read by the general parser.", path.name, kernels.SCAN_REASONS[status], at)
+        return None
+    logger.debug("%s: spectrum list read by the compiled scanner.", path.name)
+    found = {"x": coords[:, 0], "y": coords[:, 1], "z": coords[:, 2]}
+    for k, kind in enumerate(("mz", "int")):
+        found[f"{kind}_offset"], found[f"{kind}_length"], found[f"{kind}_bytes"] = arrays[:, k].T.copy()
+    return found, tail
+
+
+def parse_index(path: Path, *, compiled: bool = True,
+                on_checksum: Callable[[tuple[str, str] | None], None] | None = None) -> ImzMLIndex:
+    """Read the imzML XML once and return its :class:`ImzMLIndex` (header and spectrum list checked).
+
+    The spectrum list is scanned by a compiled scanner over the memory-mapped file where its layout
+    is the plain one every writer we know produces (``compiled=True``, the default), otherwise
+    (comments, unusual attribute forms, ...) streamed in blocks through the general regular-expression
+    parser; both give the same index, and any layout the scanner does not read goes to the general one.
+    ``on_checksum`` is called with the ``.ibd`` checksum the header declares (``(algorithm, hex digest)``
+    or ``None``) as soon as the header is parsed, before the spectrum list.
+    """
     list_start = re.compile(rb"<(\w+:)?spectrumList[\s>]")
     with open(path, "rb") as fh:
         head = b""
@@ -318,28 +392,19 @@ def parse_index(path: Path) -> ImzMLIndex:
         if not events:
             raise ImzMLError(f"{str(path)!r} is not a valid imzML file: no XML element before <spectrumList>.")
         info = _Header(events[0][1], path)
-        scanner = _SpectrumScanner(pats, info.groups, path)
-        close = b"</" + prefix + b"spectrum"
-        while (end := pats["list_end"].search(buf)) is None:
-            cut = buf.rfind(close)
-            gt = buf.find(b">", cut)
-            if cut >= 0 and gt >= 0 and not buf[cut + len(close) : gt].strip():
-                scanner.add(buf[: gt + 1])
-                buf = buf[gt + 1 :]
-            block = fh.read(_BLOCK)
-            if not block:
-                raise ImzMLError(
-                    f"{str(path)!r} is truncated: the XML ends inside the spectrum list (no </spectrumList>)."
-                )
-            buf += block
-        scanner.add(buf[: end.start()])
-        tail = buf[end.start() :] + fh.read()
+        if on_checksum is not None:
+            on_checksum(info.checksum)
+        scanned = (_scan_mapped(path, tag_end + 1, prefix, info.groups, None if count is None else int(count.group(1)))
+                   if compiled else None)
+        if scanned is not None:
+            found, tail = scanned
+        else:
+            found, tail = _scan_streamed(fh, buf, pats, prefix, info.groups, path)
     _feed(pull, list_tag + tail, path)
     try:
         pull.close()
     except ET.ParseError as err:
         raise ImzMLError(f"{str(path)!r} is not a valid imzML file (truncated?): {err}") from err
-    found = scanner.result()
     n = len(found["x"])
     if count is not None and int(count.group(1)) != n:
         raise ImzMLError(
