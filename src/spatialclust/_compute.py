@@ -14,6 +14,7 @@ or dask-jobqueue's ``SLURMCluster``).
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -99,6 +100,18 @@ def compute_context(section: Mapping[str, Any] | None = None) -> Iterator[Any]:
         logger.info("Computing on the dask cluster at %s (%d worker(s)).", scheduler,
                     len(client.scheduler_info()["workers"]))
         yield client
+
+
+def current_client() -> Any:
+    """The active ``dask.distributed.Client`` (the one :func:`compute_context` opened), or None."""
+    if "distributed" not in sys.modules:  # never started one: no import of distributed
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 #: Allocations of at least this many bytes get their own memory map (glibc), returned to the system when freed.

@@ -1,0 +1,109 @@
+"""Image embedders on a chunked (dask) X: images a batch at a time give the in-memory embeddings;
+on a 2-worker LocalCluster the batches run on the workers with the model sent once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spatialclust as sc
+from spatialclust import _keys as K
+from spatialclust._compute import chunked
+
+da = pytest.importorskip("dask.array")
+torch = pytest.importorskip("torch")
+
+#: A tiny neural embedder: 12 px patches of the test backbone, the default conditioning and concatenation.
+NEURAL = {"backbone": "test_tiny", "patch_size": 12, "num_threads": 1, "device": "cpu"}
+SIMCLR = {"backbone": "test_tiny", "epochs": 2, "batch_size": 8, "image_size": None, "device": "cpu", "seed": 3}
+CONDITIONED = {"denoise": "gaussian", "denoise_size": 1.5, "clip_percentile": 99.0, "contrast": "minmax"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    adata = sc.datasets.simulate_msi(shape=(24, 28), n_patterns=3, ions_per_pattern=5, n_matrix_ions=2, seed=4)
+    sc.pp.preprocess_ion_images(adata)
+    return adata
+
+
+def lazy_copy(adata, chunk_pixels=100, chunk_images=4):
+    """``adata`` with X a dask array of ``chunk_pixels`` x ``chunk_images`` chunks."""
+    out = adata.copy()
+    out.X = da.from_array(np.asarray(adata.X), chunks=(chunk_pixels, chunk_images))
+    return out
+
+
+@pytest.fixture()
+def small_batches(monkeypatch):
+    """Batches of 8 images (4 or so batches) instead of everything in one."""
+    import spatialclust.pp._batches as batches_module
+
+    monkeypatch.setattr(batches_module, "CHUNK_ENTRIES", 8 * 24 * 28)
+
+
+def test_feature_image_batches_are_the_feature_images(data, small_batches):
+    lazy = lazy_copy(data)
+    batches = sc.pp.FeatureImageBatches(lazy)
+    assert batches.batch_size == 8 and len(batches) == -(-data.n_vars // 8)  # whole column chunks of 4
+    images = sc.pp.feature_images(data)
+    np.testing.assert_array_equal(np.concatenate(list(batches)), images)
+    np.testing.assert_array_equal(np.concatenate(da.compute(*batches.delayed())), images)
+    np.testing.assert_array_equal(batches.load(np.array([5, 1, 5])), images[[5, 1, 5]])
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer or None; received 0"):
+        sc.pp.FeatureImageBatches(lazy, batch_size=0)
+
+
+def test_conditioned_regular_streams_and_matches_in_memory(data, small_batches):
+    memory, lazy = data.copy(), lazy_copy(data)
+    for adata in (memory, lazy):
+        sc.tl.embed(adata, "regular", **CONDITIONED)
+        sc.tl.embed(adata, "regular", n_components=8, key_added="X_svd", **CONDITIONED)
+    assert sc.pp.is_dask(sc.pp.conditioned_tissue_pixels(lazy, **CONDITIONED))
+    np.testing.assert_allclose(lazy.varm["X_regular"], memory.varm["X_regular"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lazy.varm["X_svd"], memory.varm["X_svd"], rtol=1e-4, atol=1e-4)
+    unconditioned = data.copy()
+    sc.tl.embed(unconditioned, "regular")  # the conditioning did something
+    assert not np.allclose(unconditioned.varm["X_regular"], memory.varm["X_regular"], atol=1e-3)
+
+
+@pytest.mark.parametrize("postprocess", ["l2", "pca_whiten"])
+def test_neural_embeds_batch_by_batch_and_matches_in_memory(data, small_batches, monkeypatch, postprocess):
+    from spatialclust.tl import NeuralEmbedder
+
+    memory, lazy = data.copy(), lazy_copy(data)
+    sc.tl.embed(memory, "neural", postprocess=postprocess, n_components=6, **NEURAL)
+    seen = []
+    original = NeuralEmbedder._batch_features
+    monkeypatch.setattr(NeuralEmbedder, "_batch_features",
+                        lambda self, images, **kw: seen.append(len(images)) or original(self, images, **kw))
+    sc.tl.embed(lazy, "neural", postprocess=postprocess, n_components=6, **NEURAL)
+    assert max(seen) == 8 and sum(seen) == data.n_vars  # never more than a batch of images at once
+    np.testing.assert_allclose(lazy.varm["X_neural"], memory.varm["X_neural"], rtol=1e-4, atol=1e-5)
+
+
+def test_simclr_trains_on_batches_loaded_from_the_chunks_and_matches_in_memory(data, small_batches):
+    memory, lazy = data.copy(), lazy_copy(data)
+    for adata in (memory, lazy):
+        sc.tl.embed(adata, "simclr", **SIMCLR)
+    np.testing.assert_allclose(lazy.varm["X_simclr"], memory.varm["X_simclr"], rtol=1e-3, atol=1e-5)
+
+
+def test_thinned_check_on_a_sample_of_a_chunked_matrix(data):
+    from spatialclust.pipeline._cluster import thinned_partners  # noqa: F401  (imported below)
+
+    memory = data.copy()
+    lazy = data.copy()
+    chunked(lazy, 200)
+    assert sc.pp.is_dask(lazy.layers[K.RAW])
+    full = sc.metrics.thinned_partner_check(memory, embedder="regular", clusterer=None, n_images=10, seed=1)
+    sampled = sc.metrics.thinned_partner_check(lazy, embedder="regular", clusterer=None, n_images=10, seed=1)
+    assert full.n_images == sampled.n_images == 10
+    assert sampled.recall == full.recall and sampled.recall[10] > sampled.chance_recall[10]
