@@ -96,14 +96,49 @@ def test_simclr_trains_on_batches_loaded_from_the_chunks_and_matches_in_memory(d
     np.testing.assert_allclose(lazy.varm["X_simclr"], memory.varm["X_simclr"], rtol=1e-3, atol=1e-5)
 
 
-def test_thinned_check_on_a_sample_of_a_chunked_matrix(data):
-    from spatialclust.pipeline._cluster import thinned_partners  # noqa: F401  (imported below)
+def test_thinned_check_on_a_sample_of_a_chunked_matrix(data, monkeypatch):
+    """The check loads a seeded sample of images only: a chunked raw layer gives the in-memory result,
+    and a run with a chunked X reports it (on a sample of THINNED_SAMPLE images)."""
+    import spatialclust.pipeline._cluster as cluster_module
 
-    memory = data.copy()
     lazy = data.copy()
     chunked(lazy, 200)
     assert sc.pp.is_dask(lazy.layers[K.RAW])
-    full = sc.metrics.thinned_partner_check(memory, embedder="regular", clusterer=None, n_images=10, seed=1)
+    full = sc.metrics.thinned_partner_check(data, embedder="regular", clusterer=None, n_images=10, seed=1)
     sampled = sc.metrics.thinned_partner_check(lazy, embedder="regular", clusterer=None, n_images=10, seed=1)
     assert full.n_images == sampled.n_images == 10
     assert sampled.recall == full.recall and sampled.recall[10] > sampled.chance_recall[10]
+    with pytest.raises(ValueError, match="`n_images` must be an integer >= 2 or None"):
+        sc.metrics.thinned_partner_check(lazy, clusterer=None, n_images=1)
+    monkeypatch.setattr(cluster_module, "THINNED_SAMPLE", 12)
+    monkeypatch.setattr(cluster_module, "THINNED_MIN_SAMPLE", 12)
+    cfg = {"seed": 0, "preprocess": {"normalize": "tic", "winsorize": 95.0, "scale": True, "tissue_only": False}}
+    embedders = [("X_regular", sc.tl.create_embedder("regular"))]
+    partners = cluster_module.thinned_partners(lazy, embedders, cfg)["X_regular"]
+    expected = sc.metrics.thinned_partner_check(data, embedder="regular", clusterer=None, n_images=12, refit=False,
+                                                preprocess=cfg["preprocess"]).to_dict()
+    assert partners == {k: v for k, v in expected.items() if k.startswith("partner_recall")}
+
+
+@pytest.mark.slow
+def test_local_cluster_embeds_the_batches_with_the_model_sent_once(data, small_batches, monkeypatch):
+    """Neural and SimCLR embeddings of a chunked X on a 2-worker LocalCluster (processes): the
+    embeddings of the local run; each embedder is scattered to both workers once."""
+    pytest.importorskip("distributed")
+    from distributed import Client
+
+    from spatialclust._compute import compute_context
+
+    local = lazy_copy(data)
+    sc.tl.embed(local, "neural", **NEURAL)
+    sc.tl.embed(local, "simclr", **SIMCLR)
+    scattered = []
+    original = Client.scatter
+    monkeypatch.setattr(Client, "scatter", lambda self, data, **kw: scattered.append(kw) or original(self, data, **kw))
+    distributed = lazy_copy(data)
+    with compute_context({"scheduler": "local", "n_workers": 2, "threads_per_worker": 1}):
+        sc.tl.embed(distributed, "neural", **NEURAL)
+        sc.tl.embed(distributed, "simclr", **SIMCLR)
+    assert len(scattered) == 2 and all(kw["broadcast"] for kw in scattered)  # one scatter per embedding
+    np.testing.assert_allclose(distributed.varm["X_neural"], local.varm["X_neural"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(distributed.varm["X_simclr"], local.varm["X_simclr"], rtol=1e-3, atol=1e-5)

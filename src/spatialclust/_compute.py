@@ -87,7 +87,8 @@ def compute_context(section: Mapping[str, Any] | None = None) -> Iterator[Any]:
         raise ImportError("A dask cluster needs dask.distributed: `pip install 'dask[distributed]'`.") from err
     if scheduler == LOCAL:
         with LocalCluster(n_workers=section["n_workers"], threads_per_worker=section["threads_per_worker"],
-                          processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+                          processes=True, dashboard_address=None,  # no dashboard; its HTTP server on a free port
+                          scheduler_kwargs={"dashboard_address": ":0"}) as cluster, Client(cluster) as client:
             logger.info("Computing on a LocalCluster of %d worker(s).", len(cluster.workers))
             yield client
         return
