@@ -140,8 +140,10 @@ def conditioned_tissue_pixels(adata: AnnData, *, layer: str | None = None, **con
                                chunks=(-1, batches.batch_size))
     blocks = matrix.rechunk({0: -1, 1: batches.batch_size})
     condition = partial(_conditioned_block, layout=batches.layout, mask=mask, conditioning=conditioning)
-    return blocks.map_blocks(condition, chunks=((int(mask.sum()),), blocks.chunks[1]), dtype=np.float32,
-                             meta=np.empty((0, 0), dtype=np.float32))
+    pixels = blocks.map_blocks(condition, chunks=((int(mask.sum()),), blocks.chunks[1]), dtype=np.float32,
+                               meta=np.empty((0, 0), dtype=np.float32))
+    # back to the matrix's pixel chunks, so that a product over the images sums chunk-sized partial results
+    return pixels.rechunk({0: int(matrix.chunksize[0])})
 
 
 def _conditioned_block(block: np.ndarray, *, layout: GridLayout, mask: np.ndarray, conditioning: dict[str, Any]) -> np.ndarray:
