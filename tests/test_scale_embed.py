@@ -21,10 +21,11 @@ CONDITIONED = {"denoise": "gaussian", "denoise_size": 1.5, "clip_percentile": 99
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """Tiny models on a shared machine: one torch thread."""
+    from spatialclust.models import torch_threads
+
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +143,30 @@ def test_local_cluster_embeds_the_batches_with_the_model_sent_once(data, small_b
     assert len(scattered) == 2 and all(kw["broadcast"] for kw in scattered)  # one scatter per embedding
     np.testing.assert_allclose(distributed.varm["X_neural"], local.varm["X_neural"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(distributed.varm["X_simclr"], local.varm["X_simclr"], rtol=1e-3, atol=1e-5)
+
+
+def test_a_chunked_run_embeds_neural_and_reports_the_thinned_check(tmp_path):
+    """`spatialclust run` with X in chunks of 128 pixels: the neural clusters and partner recall of the
+    in-memory run (the check on all images here: fewer than its sample)."""
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from spatialclust.cli import app
+
+    run = ["--set", "input.simulate={shape: [24, 24], n_patterns: 3, ions_per_pattern: 5, n_matrix_ions: 2}",
+           "--set", "embedding=[{method: neural, params: {backbone: test_tiny, patch_size: 12, num_threads: 1}}]",
+           "--set", "cluster=[{method: kmeans, params: {n_clusters: 3, n_init: 2}}]", "--set", "evaluate.n_boot=20",
+           "--set", "report.figures=[]", "--set", "report.embedding_figures=[]", "--set", "report.thumbnails=false", "-q"]
+    config = tmp_path / "config.yaml"
+    config.write_text("seed: 1\n")
+    runner = CliRunner()
+    for name, extra in (("memory", []), ("chunked", ["--set", "compute.chunk_pixels=128"])):
+        result = runner.invoke(app, ["run", str(config), "--output", str(tmp_path / name), *run, *extra])
+        assert result.exit_code == 0, result.output
+    expected, found = (pd.read_csv(tmp_path / name / "clusters.csv") for name in ("memory", "chunked"))
+    np.testing.assert_array_equal(found["cluster_neural_kmeans"], expected["cluster_neural_kmeans"])
+    recall = [json.loads((tmp_path / name / "metrics.json").read_text())["clusterings"]["cluster_neural_kmeans"]
+              ["metrics"]["partner_recall@10"] for name in ("memory", "chunked")]
+    assert recall[1] == pytest.approx(recall[0]) and 0 < recall[1] <= 1
