@@ -456,22 +456,26 @@ class SimCLREmbedder(ImageEmbedder):
         ).to(self.device_)
         criterion = NTXentLoss(self.temperature)
         batch_size = resolve_batch_size(self.batch_size, n_images)
-        if isinstance(images, FeatureImageBatches):  # every training batch loaded (and conditioned) when drawn
-            data = _TrainingImages(n_images, lambda idx: self.condition(images.load(idx.numpy()), mask=mask), self.device_)
+        if isinstance(images, FeatureImageBatches):  # conditioned once, to a temporary file read by mini-batch
+            data = _TrainingImages(n_images, _ImageFile(images, lambda batch: self.condition(batch, mask=mask)),
+                                   self.device_)
         else:  # conditioned once, before any view is drawn
             conditioned = torch.from_numpy(self.condition(arr, mask=mask)).to(self.device_)
             data = _TrainingImages(n_images, lambda idx: conditioned[idx.to(conditioned.device)], self.device_)
         autocast, scaler = autocast_context(self.device_, self.mixed_precision)
         bar = progress(range(start_epoch, epochs), desc="SimCLR", total=epochs - start_epoch, leave=False)
-        for epoch in bar:
-            start = time.perf_counter()
-            loss = self._train_epoch(data, epoch, views, criterion, optimizer, batch_size, autocast, scaler)
-            scheduler.step()
-            self.history_.append({"epoch": epoch + 1, "loss": loss, "seconds": round(time.perf_counter() - start, 3)})
-            bar.set_postfix(loss=f"{loss:.4f}")
-            logger.info("SimCLR epoch %d/%d: loss %.4f", epoch + 1, epochs, loss)
-            if path is not None and ((epoch + 1) % self.save_every == 0 or epoch + 1 == epochs):
-                self._save(path, optimizer, scheduler, epoch + 1, epochs)
+        try:
+            for epoch in bar:
+                start = time.perf_counter()
+                loss = self._train_epoch(data, epoch, views, criterion, optimizer, batch_size, autocast, scaler)
+                scheduler.step()
+                self.history_.append({"epoch": epoch + 1, "loss": loss, "seconds": round(time.perf_counter() - start, 3)})
+                bar.set_postfix(loss=f"{loss:.4f}")
+                logger.info("SimCLR epoch %d/%d: loss %.4f", epoch + 1, epochs, loss)
+                if path is not None and ((epoch + 1) % self.save_every == 0 or epoch + 1 == epochs):
+                    self._save(path, optimizer, scheduler, epoch + 1, epochs)
+        finally:
+            data.close()
         self.epochs_ = epochs
         self.checkpoint_ = None if path is None else str(path)
         self.n_features_out_ = self.model_.encoder.config.num_features
@@ -516,9 +520,9 @@ class SimCLREmbedder(ImageEmbedder):
                               pixel_size: float | None = None) -> np.ndarray:
         """:meth:`fit` then :meth:`transform` on images given a batch at a time (e.g. over a chunked ``X``).
 
-        Each training mini-batch loads (and conditions) its images when it is drawn, so one
-        mini-batch is held at a time, at the price of reading its images again every epoch; the
-        features are computed batch by batch (on the workers of a ``dask.distributed`` cluster when
+        The images are conditioned once, a batch at a time, into a temporary file (``TMPDIR``,
+        ``n_images x H x W x 4`` bytes) from which every training mini-batch reads its images, so
+        one mini-batch is held at a time; the features are computed batch by batch (on the workers of a ``dask.distributed`` cluster when
         one is active, the trained encoder sent to each once). Same seed, same vectors as on the
         whole stack. With ``self_label=True`` the self-labeling steps need every image at once: the
         stack is built from the batches (logged).
@@ -544,6 +548,34 @@ class SimCLREmbedder(ImageEmbedder):
         return encode(self.model_.encoder, self.condition(arr, mask=mask), image_size=self.image_size_, device=self.device_, mask=mask)
 
 
+class _ImageFile:
+    """The conditioned images of a :class:`~spatialclust.pp.FeatureImageBatches`, written once
+    (image-major float32, one batch at a time) to an anonymous temporary file (in ``TMPDIR``,
+    deleted when closed) and read back by index (``load(idx)``): SimCLR's random mini-batches then
+    read their own images only, where from the m/z-chunked store every mini-batch would read most
+    of the chunks, and only a mini-batch is in memory. ``n_images x H x W x 4`` bytes on disk."""
+
+    def __init__(self, batches: FeatureImageBatches, condition: Any) -> None:
+        import tempfile
+
+        self.shape = tuple(batches.shape)
+        self._file = tempfile.TemporaryFile(prefix="spatialclust-simclr-")
+        for images in progress(batches, desc="SimCLR images to a temporary file", total=len(batches)):
+            self._file.write(memoryview(np.ascontiguousarray(condition(images), dtype=np.float32)).cast("B"))
+        self._file.flush()
+
+    def __call__(self, idx: Any) -> np.ndarray:
+        size = 4 * self.shape[0] * self.shape[1]
+        out = np.empty((len(idx), *self.shape), dtype=np.float32)
+        for i, j in enumerate(np.asarray(idx)):
+            out[i] = np.frombuffer(os.pread(self._file.fileno(), size, int(j) * size), dtype=np.float32).reshape(self.shape)
+        return out
+
+    def close(self) -> None:
+        """Delete the file."""
+        self._file.close()
+
+
 class _TrainingImages:
     """The (conditioned) training images of :class:`SimCLREmbedder`: ``batch(idx)`` gives the images
     ``idx`` (a CPU index tensor) as a float32 tensor ``(len(idx), H, W)`` on ``device``."""
@@ -558,3 +590,8 @@ class _TrainingImages:
 
         images = self._load(idx)
         return (torch.from_numpy(images) if isinstance(images, np.ndarray) else images).to(self._device)
+
+    def close(self) -> None:
+        """Release what holds the images (the temporary file of a chunked ``X``)."""
+        if hasattr(self._load, "close"):
+            self._load.close()
