@@ -123,8 +123,8 @@ def test_thinned_check_on_a_sample_of_a_chunked_matrix(data, monkeypatch):
 
 @pytest.mark.slow
 def test_local_cluster_embeds_the_batches_with_the_model_sent_once(data, small_batches, monkeypatch):
-    """Neural and SimCLR embeddings of a chunked X on a 2-worker LocalCluster (processes): the
-    embeddings of the local run; each embedder is scattered to both workers once."""
+    """Neural, SimCLR and conditioned regular embeddings of a chunked X on a 2-worker LocalCluster
+    (processes): the embeddings of the local run; each network embedder is scattered to both workers once."""
     pytest.importorskip("distributed")
     from distributed import Client
 
@@ -133,6 +133,7 @@ def test_local_cluster_embeds_the_batches_with_the_model_sent_once(data, small_b
     local = lazy_copy(data)
     sc.tl.embed(local, "neural", **NEURAL)
     sc.tl.embed(local, "simclr", **SIMCLR)
+    sc.tl.embed(local, "regular", n_components=8, **CONDITIONED)  # conditioned once into a temporary store
     scattered = []
     original = Client.scatter
     monkeypatch.setattr(Client, "scatter", lambda self, data, **kw: scattered.append(kw) or original(self, data, **kw))
@@ -140,9 +141,11 @@ def test_local_cluster_embeds_the_batches_with_the_model_sent_once(data, small_b
     with compute_context({"scheduler": "local", "n_workers": 2, "threads_per_worker": 1}):
         sc.tl.embed(distributed, "neural", **NEURAL)
         sc.tl.embed(distributed, "simclr", **SIMCLR)
+        sc.tl.embed(distributed, "regular", n_components=8, **CONDITIONED)  # conditioned on the workers at each pass
     assert len(scattered) == 2 and all(kw["broadcast"] for kw in scattered)  # one scatter per embedding
     np.testing.assert_allclose(distributed.varm["X_neural"], local.varm["X_neural"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(distributed.varm["X_simclr"], local.varm["X_simclr"], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(distributed.varm["X_regular"], local.varm["X_regular"], rtol=1e-4, atol=1e-4)
 
 
 def test_a_chunked_run_embeds_neural_and_reports_the_thinned_check(tmp_path):

@@ -344,10 +344,9 @@ def embed(
         logger.info("Embedding %d feature images of a chunked matrix with `%s`.", adata.n_vars, name)
         conditioning = conditioning_params(embedder)
         if conditioning is None:
-            pixels = pp.tissue_pixels(adata, matrix)
-        else:  # the images conditioned lazily, one column block at a time, at every pass of the SVD
-            pixels = pp.conditioned_tissue_pixels(adata, layer=layer, **conditioning)
-        vectors = embedder.transform_pixels(pixels, conditioned=conditioning is not None)
+            vectors = embedder.transform_pixels(pp.tissue_pixels(adata, matrix))
+        else:
+            vectors = _conditioned_regular(embedder, adata, layer, conditioning)
     elif pp.is_dask(matrix):
         batches = pp.FeatureImageBatches(adata, layer=layer)
         logger.info("Embedding %d feature images of a chunked matrix with `%s`, %d images per batch.",
@@ -362,6 +361,32 @@ def embed(
     adata.varm[key] = vectors
     adata.uns[key] = {"method": name, _keys.PARAMS: _plain_params(embedder.get_params(deep=False))}
     return adata if copy else None
+
+
+def _conditioned_regular(embedder: RegularEmbedder, adata: ad.AnnData, layer: str | None,
+                         conditioning: dict[str, Any]) -> np.ndarray:
+    """Regular embedding of the conditioned images of a chunked matrix.
+
+    The conditioned pixels are a lazy dask map over column blocks of images
+    (:func:`spatialclust.pp.conditioned_tissue_pixels`). The randomized SVD passes over them six
+    times, so on the threads of this process they are computed once into a temporary Zarr store
+    (in ``TMPDIR``, ``n_tissue_pixels x n_images`` float32, deleted afterwards) that the passes
+    read; on a dask cluster, whose workers need not see this machine's disk, every pass conditions
+    again on the workers.
+    """
+    from .. import pp
+
+    pixels = pp.conditioned_tissue_pixels(adata, layer=layer, **conditioning)
+    if embedder.n_components is None or current_client() is not None:  # one pass, or no shared disk
+        return embedder.transform_pixels(pixels, conditioned=True)
+    import tempfile
+
+    import dask.array as da
+
+    with tempfile.TemporaryDirectory(prefix="spatialclust-conditioned-") as folder:
+        logger.info("Conditioning the %d images once into a temporary store for the randomized SVD.", pixels.shape[1])
+        da.to_zarr(pixels, f"{folder}/pixels.zarr")
+        return embedder.transform_pixels(da.from_zarr(f"{folder}/pixels.zarr"), conditioned=True)
 
 
 def _plain_params(params: dict[str, Any]) -> dict[str, Any]:

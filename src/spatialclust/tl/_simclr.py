@@ -522,10 +522,10 @@ class SimCLREmbedder(ImageEmbedder):
 
         The images are conditioned once, a batch at a time, into a temporary file (``TMPDIR``,
         ``n_images x H x W x 4`` bytes) from which every training mini-batch reads its images, so
-        one mini-batch is held at a time; the features are computed batch by batch (on the workers of a ``dask.distributed`` cluster when
-        one is active, the trained encoder sent to each once). Same seed, same vectors as on the
-        whole stack. With ``self_label=True`` the self-labeling steps need every image at once: the
-        stack is built from the batches (logged).
+        one mini-batch is held at a time; the features are computed batch by batch (on the workers
+        of a ``dask.distributed`` cluster when one is active, the trained encoder sent to each
+        once). Same seed, same vectors as on the whole stack. With ``self_label=True`` the
+        self-labeling steps need every image at once: the stack is built from the batches (logged).
         """
         if self.self_label:
             return super().fit_transform_batches(batches, mask=mask, pixel_size=pixel_size)
