@@ -14,6 +14,7 @@ or dask-jobqueue's ``SLURMCluster``).
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -86,7 +87,8 @@ def compute_context(section: Mapping[str, Any] | None = None) -> Iterator[Any]:
         raise ImportError("A dask cluster needs dask.distributed: `pip install 'dask[distributed]'`.") from err
     if scheduler == LOCAL:
         with LocalCluster(n_workers=section["n_workers"], threads_per_worker=section["threads_per_worker"],
-                          processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+                          processes=True, dashboard_address=None,  # no dashboard; its HTTP server on a free port
+                          scheduler_kwargs={"dashboard_address": ":0"}) as cluster, Client(cluster) as client:
             logger.info("Computing on a LocalCluster of %d worker(s).", len(cluster.workers))
             yield client
         return
@@ -99,6 +101,18 @@ def compute_context(section: Mapping[str, Any] | None = None) -> Iterator[Any]:
         logger.info("Computing on the dask cluster at %s (%d worker(s)).", scheduler,
                     len(client.scheduler_info()["workers"]))
         yield client
+
+
+def current_client() -> Any:
+    """The active ``dask.distributed.Client`` (the one :func:`compute_context` opened), or None."""
+    if "distributed" not in sys.modules:  # never started one: no import of distributed
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 #: Allocations of at least this many bytes get their own memory map (glibc), returned to the system when freed.

@@ -164,9 +164,20 @@ class ThinnedPartnerResult:
         return out
 
 
-def _images_of(data: AnnData | np.ndarray, layer: str | None, mask: Any, pixel_size: float | None):
-    """``(counts, mask, pixel_size)`` from an AnnData (``layer``) or an image stack."""
+def _images_of(data: AnnData | np.ndarray, layer: str | None, mask: Any, pixel_size: float | None,
+               n_images: int | None, seed: int):
+    """``(counts, mask, pixel_size)`` from an AnnData (``layer``) or an image stack; with ``n_images``
+    the images of a seeded random sample of at most that many (only those are loaded from an AnnData,
+    e.g. from the chunks of a dask matrix)."""
     from ..pp import feature_images, tissue_mask_image
+
+    if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 2):
+        raise ValueError(f"`n_images` must be an integer >= 2 or None (all images); received {n_images!r}.")
+
+    def sample(total: int) -> np.ndarray | None:
+        if n_images is None or n_images >= total:
+            return None
+        return np.sort(np.random.default_rng([seed, total]).choice(total, int(n_images), replace=False))
 
     if isinstance(data, AnnData):
         if layer is not None and layer not in data.layers:
@@ -174,14 +185,15 @@ def _images_of(data: AnnData | np.ndarray, layer: str | None, mask: Any, pixel_s
                 f"`layer`={layer!r} is not in `adata.layers` (found: {sorted(data.layers)}); the check needs the raw "
                 "counts (`sc.pp.preprocess_ion_images` keeps them in layers['raw']), or pass layer=None to use X."
             )
-        counts = feature_images(data, layer=layer)
+        counts = feature_images(data, layer=layer, features=sample(data.n_vars))
         mask = tissue_mask_image(data) if mask is None else mask
         pixel_size = data.uns.get("grid", {}).get("pixel_size") if pixel_size is None else pixel_size
         return counts, mask, pixel_size
     counts = np.asarray(data)
     if counts.ndim != 3:
         raise ValueError(f"`data` must be an AnnData or an (n_images, H, W) stack; received shape {counts.shape}.")
-    return counts, mask, pixel_size
+    chosen = sample(counts.shape[0])
+    return (counts if chosen is None else counts[chosen]), mask, pixel_size
 
 
 def _preprocessed(stack: np.ndarray, mask: np.ndarray | None, preprocess: dict[str, Any]) -> np.ndarray:
@@ -211,6 +223,7 @@ def thinned_partner_check(
     preprocess: dict[str, Any] | None = None,
     ks: Sequence[int] = (1, 10),
     refit: bool = True,
+    n_images: int | None = None,
     seed: int = 0,
 ) -> ThinnedPartnerResult:
     """Does a representation put an ion image and its abundance-thinned partner together?
@@ -255,8 +268,12 @@ def thinned_partner_check(
         Fit an embedder object on the originals of the check (default). False: use it as already
         fitted (e.g. the embedder of a pipeline run, fitted on this dataset), which saves the
         training of a learned embedder.
+    n_images
+        Check a random sample of at most this many images (seeded; None: all). Only the sampled
+        images are loaded, so the check stays small on a whole slide held as a chunked (dask)
+        matrix; the partners are drawn, preprocessed and embedded among the sample only.
     seed
-        Seed of the thinning and of a named clusterer.
+        Seed of the thinning, of the sample and of a named clusterer.
 
     Returns
     -------
@@ -272,7 +289,7 @@ def thinned_partner_check(
     """
     from .._registry import registry
 
-    counts, mask, pixel_size = _images_of(data, layer, mask, pixel_size)
+    counts, mask, pixel_size = _images_of(data, layer, mask, pixel_size, n_images, seed)
     n = counts.shape[0]
     if n < 2:
         raise ValueError(f"The check needs at least 2 ion images; received {n}.")

@@ -256,22 +256,32 @@ def preprocess(adata: AnnData, section: Mapping[str, Any]) -> None:
         raise ValueError(f"{adata.n_vars} feature image(s) left after preprocessing; clustering needs at least 2.")
 
 
+#: Images of the thinned-partner check on a chunked (dask) X: a random sample of at most this many,
+#: of at most ``THINNED_SAMPLE_ENTRIES`` raw entries but at least ``THINNED_MIN_SAMPLE`` images (the
+#: check holds the sample and its partners, preprocessed, in memory: ~1 GB at 500,000 pixels).
+THINNED_SAMPLE, THINNED_MIN_SAMPLE, THINNED_SAMPLE_ENTRIES = 200, 100, 2**25
+
+
 def thinned_partners(adata: AnnData, embeddings: list, cfg: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """Partner recall@1/@10 of every embedding on abundance-thinned partners of the raw counts
     (:func:`spatialclust.metrics.thinned_partner_check`, each embedder as fitted in the run);
-    empty without ``layers["raw"]`` and for a chunked (dask) X."""
+    empty without ``layers["raw"]``. For a chunked (dask) X, on a random sample of the images
+    (``THINNED_SAMPLE``), loaded from the chunks."""
     from .. import metrics, pp
 
     if K.RAW not in adata.layers:
         return {}
-    if pp.is_dask(adata.layers[K.RAW]):  # the check re-preprocesses thinned images in memory
-        logger.info("Chunked X: no thinned-partner check (it needs the images in memory).")
-        return {}
+    n_images = None
+    if pp.is_dask(adata.layers[K.RAW]):  # the check re-preprocesses thinned images in memory: a sample of them
+        n_images = min(THINNED_SAMPLE, max(THINNED_MIN_SAMPLE, THINNED_SAMPLE_ENTRIES // max(adata.n_obs, 1)))
+        logger.info("Chunked X: the thinned-partner check on a random sample of %d of the %d images.",
+                    min(n_images, adata.n_vars), adata.n_vars)
     section = cfg["preprocess"]
     preprocess = {name: section[name] for name in ("normalize", "winsorize", "scale", "tissue_only")}
     return {
         key: {name: value for name, value in metrics.thinned_partner_check(
-            adata, embedder=embedder, clusterer=None, layer=K.RAW, preprocess=preprocess, refit=False, seed=cfg["seed"],
+            adata, embedder=embedder, clusterer=None, layer=K.RAW, preprocess=preprocess, refit=False,
+            n_images=n_images, seed=cfg["seed"],
         ).to_dict().items() if name.startswith("partner_recall")}
         for key, embedder in embeddings
     }  # fmt: skip

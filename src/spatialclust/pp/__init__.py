@@ -1,5 +1,6 @@
 """Preprocessing: feature-image view, normalisation, winsorising, scaling, tissue mask."""
 
+from ._batches import FeatureImageBatches, GridLayout, conditioned_tissue_pixels, grid_layout
 from ._images import CHUNK_ENTRIES, feature_images, intensity_matrix, pixel_coordinates, tissue_mask_image, tissue_pixels
 from ._matrix import DENSE_MAX_ENTRIES, is_dask, preprocessing_steps
 from ._normalize import normalize_rms, normalize_tic
@@ -15,12 +16,16 @@ __all__: list[str] = [
     "DENSE_MAX_ENTRIES",
     "CONDITIONING_CONSTRAINTS",
     "CONTRASTS",
+    "FeatureImageBatches",
+    "GridLayout",
     "DENOISERS",
     "MAX_UPSAMPLE",
     "PatchGrid",
     "condition_images",
+    "conditioned_tissue_pixels",
     "extract_patches",
     "feature_images",
+    "grid_layout",
     "intensity_matrix",
     "is_dask",
     "normalize_rms",

@@ -16,7 +16,7 @@ from ._cluster import (
     register_clusterer,
 )
 from ._darlc import DARLCEmbedder
-from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, register_embedder
+from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, map_image_batches, register_embedder
 from ._metric_learning import MetricLearner, list_metric_learners, metric_learners, metric_learning
 from ._neural import NeuralEmbedder
 from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_label
@@ -52,6 +52,7 @@ __all__ = [
     "create_clusterer",
     "create_embedder",
     "embed",
+    "map_image_batches",
     "embedders",
     "DegenerateDataWarning",
     "default_min_samples",

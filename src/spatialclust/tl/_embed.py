@@ -11,6 +11,8 @@ image ``(n_images, d)``. Embedders are scikit-learn estimators registered by nam
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar
 
 import anndata as ad
@@ -18,10 +20,11 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .. import _keys
-from .._logging import logger
+from .._compute import current_client
+from .._logging import logger, progress
 from .._registry import Registry
 from .._validation import RANDOM_STATE, Interval, ValidatedParams
-from ..pp import CONDITIONING_CONSTRAINTS, DENSE_MAX_ENTRIES
+from ..pp import CONDITIONING_CONSTRAINTS, DENSE_MAX_ENTRIES, FeatureImageBatches
 
 embedders: Registry[ImageEmbedder] = Registry("embedder")
 """Registry of image embedders (name -> :class:`ImageEmbedder` subclass)."""
@@ -88,6 +91,48 @@ class ImageEmbedder(ValidatedParams, BaseEstimator):
     def fit_transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
         """``fit`` then ``transform`` on the same images."""
         return self.fit(images, mask=mask, pixel_size=pixel_size).transform(images, mask=mask, pixel_size=pixel_size)
+
+    def fit_transform_batches(self, batches: FeatureImageBatches, *, mask: np.ndarray | None = None,
+                              pixel_size: float | None = None) -> np.ndarray:
+        """:meth:`fit_transform` of images given a batch at a time (:class:`spatialclust.pp.FeatureImageBatches`,
+        e.g. over a chunked ``X``): the same vectors as on the whole stack.
+
+        Embedders that embed every image independently once fitted (``neural``, ``simclr``) hold one
+        batch at a time; this default, for those that need every image at once, builds the whole
+        stack from the batches first.
+        """
+        logger.info("`%s` needs every image at once: building the %d x %s image stack from the batches.",
+                    type(self).__name__, batches.n_images, batches.shape)
+        images = np.empty((batches.n_images, *batches.shape), dtype=np.float32)
+        for columns, block in zip(batches.bounds, batches):
+            images[columns] = block
+        return self.fit_transform(images, mask=mask, pixel_size=pixel_size)
+
+
+def map_image_batches(func: Callable[..., Any], batches: FeatureImageBatches, **params: Any) -> list[Any]:
+    """``func(images, **params)`` for the images of every batch of ``batches``, in order.
+
+    With an active ``dask.distributed`` client (a run's ``compute.scheduler``,
+    :func:`spatialclust._compute.compute_context`) every batch is one task on the workers: it loads
+    its images there (the workers read the chunks of ``X`` themselves), and ``func`` with ``params``
+    (e.g. a fitted embedder's method: the model weights) is scattered to every worker once
+    (``broadcast=True``) and shared by all tasks; only the results come back. Otherwise the batches
+    are loaded and processed one after another in this process (one batch of images in memory).
+    """
+    bound = partial(func, **params)
+    client = current_client()
+    if client is None:
+        return [bound(images) for images in progress(batches, desc="image batches", total=len(batches))]
+    import dask
+
+    logger.info("Embedding %d batches of images on the %d worker(s) of the dask cluster (the model sent once).",
+                len(batches), len(client.scheduler_info()["workers"]))
+    shared = client.scatter(bound, broadcast=True, hash=False)
+    return list(dask.compute(*(dask.delayed(_apply)(shared, images) for images in batches.delayed())))
+
+
+def _apply(func: Callable[[np.ndarray], Any], images: np.ndarray) -> Any:
+    return func(images)
 
 
 def conditioning_params(embedder: Any) -> dict[str, Any] | None:
@@ -156,17 +201,19 @@ class RegularEmbedder(ImageEmbedder):
         return flat if self.n_components is None else _randomized_svd(flat.T, self._components(flat.T.shape),
                                                                         seed=self.random_state)
 
-    def transform_pixels(self, pixels: Any) -> np.ndarray:
+    def transform_pixels(self, pixels: Any, *, conditioned: bool = False) -> np.ndarray:
         """Regular embedding of a chunked ``(n_pixels, n_images)`` matrix (e.g. the on-tissue rows of a
         dask ``X``), without building the images: float32 ``(n_images, d)``.
 
         Without ``n_components`` the transposed matrix itself (refused above ``DENSE_MAX_ENTRIES``
-        entries); with it, the randomized SVD streaming over the pixel chunks.
+        entries); with it, the randomized SVD streaming over the pixel chunks. With conditioning
+        parameters ``pixels`` must be the conditioned images' pixels
+        (:func:`spatialclust.pp.conditioned_tissue_pixels`, ``conditioned=True``).
         """
         n_pixels, n_images = pixels.shape
-        if conditioning_params(self) is not None:
-            raise ValueError("`RegularEmbedder` conditions whole images (denoise, clip_percentile, contrast); "
-                             "embed in-memory images for that (`sc.pp.feature_images`).")
+        if conditioning_params(self) is not None and not conditioned:
+            raise ValueError("`RegularEmbedder` conditions whole images (denoise, clip_percentile, contrast); pass the "
+                             "pixels of the conditioned images (`sc.pp.conditioned_tissue_pixels`) with `conditioned=True`.")
         if self.n_components is None:
             if n_pixels * n_images > DENSE_MAX_ENTRIES:
                 raise ValueError(
@@ -244,7 +291,12 @@ def embed(
     """Embed every feature image of ``adata`` (one vector per var).
 
     Builds the images with :func:`spatialclust.pp.feature_images` and the tissue mask with
-    :func:`spatialclust.pp.tissue_mask_image`, fits the embedder and transforms the images.
+    :func:`spatialclust.pp.tissue_mask_image`, fits the embedder and transforms the images. A
+    chunked (dask) matrix is never turned into the image stack by the embedders that do not need
+    it: ``regular`` streams over the pixel chunks (conditioned images: a lazy map over column
+    blocks), the others get their images a batch at a time
+    (:meth:`ImageEmbedder.fit_transform_batches`, on the workers of a ``dask.distributed`` cluster
+    when one is active, see :func:`map_image_batches`).
 
     Parameters
     ----------
@@ -286,13 +338,22 @@ def embed(
 
     adata = adata.copy() if copy else adata
     matrix = pp.intensity_matrix(adata, layer)
-    if pp.is_dask(matrix) and isinstance(embedder, RegularEmbedder) and conditioning_params(embedder) is None:
+    mask = pp.tissue_mask_image(adata)
+    pixel_size = adata.uns.get(_keys.GRID, {}).get("pixel_size")
+    if pp.is_dask(matrix) and isinstance(embedder, RegularEmbedder):
         logger.info("Embedding %d feature images of a chunked matrix with `%s`.", adata.n_vars, name)
-        vectors = embedder.transform_pixels(pp.tissue_pixels(adata, matrix))
+        conditioning = conditioning_params(embedder)
+        if conditioning is None:
+            vectors = embedder.transform_pixels(pp.tissue_pixels(adata, matrix))
+        else:
+            vectors = _conditioned_regular(embedder, adata, layer, conditioning)
+    elif pp.is_dask(matrix):
+        batches = pp.FeatureImageBatches(adata, layer=layer)
+        logger.info("Embedding %d feature images of a chunked matrix with `%s`, %d images per batch.",
+                    adata.n_vars, name, batches.batch_size)
+        vectors = np.asarray(embedder.fit_transform_batches(batches, mask=mask, pixel_size=pixel_size), dtype=np.float32)
     else:
         images = pp.feature_images(adata, layer=layer)
-        mask = pp.tissue_mask_image(adata)
-        pixel_size = adata.uns.get(_keys.GRID, {}).get("pixel_size")
         logger.info("Embedding %d feature images of %s with `%s`.", images.shape[0], images.shape[1:], name)
         vectors = np.asarray(embedder.fit_transform(images, mask=mask, pixel_size=pixel_size), dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != adata.n_vars:
@@ -300,6 +361,32 @@ def embed(
     adata.varm[key] = vectors
     adata.uns[key] = {"method": name, _keys.PARAMS: _plain_params(embedder.get_params(deep=False))}
     return adata if copy else None
+
+
+def _conditioned_regular(embedder: RegularEmbedder, adata: ad.AnnData, layer: str | None,
+                         conditioning: dict[str, Any]) -> np.ndarray:
+    """Regular embedding of the conditioned images of a chunked matrix.
+
+    The conditioned pixels are a lazy dask map over column blocks of images
+    (:func:`spatialclust.pp.conditioned_tissue_pixels`). The randomized SVD passes over them six
+    times, so on the threads of this process they are computed once into a temporary Zarr store
+    (in ``TMPDIR``, ``n_tissue_pixels x n_images`` float32, deleted afterwards) that the passes
+    read; on a dask cluster, whose workers need not see this machine's disk, every pass conditions
+    again on the workers.
+    """
+    from .. import pp
+
+    pixels = pp.conditioned_tissue_pixels(adata, layer=layer, **conditioning)
+    if embedder.n_components is None or current_client() is not None:  # one pass, or no shared disk
+        return embedder.transform_pixels(pixels, conditioned=True)
+    import tempfile
+
+    import dask.array as da
+
+    with tempfile.TemporaryDirectory(prefix="spatialclust-conditioned-") as folder:
+        logger.info("Conditioning the %d images once into a temporary store for the randomized SVD.", pixels.shape[1])
+        da.to_zarr(pixels, f"{folder}/pixels.zarr")
+        return embedder.transform_pixels(da.from_zarr(f"{folder}/pixels.zarr"), conditioned=True)
 
 
 def _plain_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -33,8 +33,8 @@ from .._cache import Fingerprint, load_cached_array, save_cached_array
 from .._compat import resolve_device
 from .._logging import logger, progress
 from .._validation import Interval
-from ..pp import CONDITIONING_CONSTRAINTS, MAX_UPSAMPLE, PatchGrid, condition_images, extract_patches, patch_grid
-from ._embed import ImageEmbedder, check_images, conditioning_params, register_embedder
+from ..pp import CONDITIONING_CONSTRAINTS, MAX_UPSAMPLE, FeatureImageBatches, PatchGrid, condition_images, extract_patches, patch_grid
+from ._embed import ImageEmbedder, check_images, conditioning_params, map_image_batches, register_embedder
 
 __all__ = ["DEFAULT_PATCH_UM", "NeuralEmbedder", "POOLINGS", "POSTPROCESSING"]
 
@@ -332,20 +332,49 @@ class NeuralEmbedder(ImageEmbedder):
         """Pooled (or concatenated) patch features of ``images``, before any post-processing."""
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
         mask = mask if self.tissue_only else None
+        self._patch_grid(arr.shape, mask, pixel_size)
+        vectors, blank = self._batch_features(arr, mask=mask)
+        self._warn_blank(blank, arr.shape[0])
+        return vectors
+
+    def fit_transform_batches(self, batches: FeatureImageBatches, *, mask: np.ndarray | None = None,
+                              pixel_size: float | None = None) -> np.ndarray:
+        """:meth:`fit_transform` of images given a batch at a time (e.g. over a chunked ``X``).
+
+        The network is loaded once; every batch is conditioned and embedded on its own (on the
+        workers of a ``dask.distributed`` cluster when one is active, the embedder sent to each
+        once: :func:`spatialclust.tl.map_image_batches`); only the ``(n_images, d)`` features are
+        stacked, and the post-processing (and the ``"pca_whiten"`` PCA, fitted over all images) is
+        done on them. The vectors are those of :meth:`fit_transform` on the whole stack.
+        """
+        first, mask = check_images(batches.load(slice(0, 1)), mask=mask, pixel_size=pixel_size)
+        self._load(first, mask, pixel_size)
+        mask = mask if self.tissue_only else None
+        self._patch_grid((batches.n_images, *batches.shape), mask, pixel_size)
+        parts = map_image_batches(self._batch_features, batches, mask=mask)
+        pooled = np.concatenate([vectors for vectors, _ in parts])
+        self._warn_blank(sum(blank for _, blank in parts), batches.n_images)
+        if self.postprocess == "pca_whiten":
+            self._fit_pca(pooled)
+        return self._postprocessed(pooled)
+
+    def _patch_grid(self, shape: tuple[int, int, int], mask: np.ndarray | None, pixel_size: float | None) -> PatchGrid:
+        """The patch grid of ``shape`` ``(n_images, H, W)`` images (stored as ``grid_``), checked and logged."""
+        n_images, image_shape = shape[0], tuple(shape[1:])
         config = self.backbone_.config
         grid = patch_grid(
-            arr.shape[1:],
-            **self._patch_side(arr.shape[1:], pixel_size),
+            image_shape,
+            **self._patch_side(image_shape, pixel_size),
             overlap=self.overlap,
             min_size=config.min_size,
-            max_upsample=self._max_upsample(arr.shape[1:], config.min_size),
+            max_upsample=self._max_upsample(image_shape, config.min_size),
             mask=mask,
         )
         self.grid_ = grid
         n_out = config.num_features * (grid.n_patches if self.pooling == "concat" else 1)
-        if 4 * n_out * arr.shape[0] > MAX_CONCAT_BYTES:
+        if 4 * n_out * n_images > MAX_CONCAT_BYTES:
             raise ValueError(
-                f"`pooling='concat'` would give {arr.shape[0]} x {n_out} features ({grid.n_patches} patches x "
+                f"`pooling='concat'` would give {n_images} x {n_out} features ({grid.n_patches} patches x "
                 f"{config.num_features}), over {MAX_CONCAT_BYTES / 2**30:.0f} GiB; use `pooling='max'` or 'mean', or a larger "
                 "`patch_size_um`."
             )
@@ -362,20 +391,31 @@ class NeuralEmbedder(ImageEmbedder):
             self.pooling,
             n_out,
         )
-        blank = int((arr.reshape(arr.shape[0], -1).max(axis=1) <= 0).sum())
+        return grid
+
+    @staticmethod
+    def _warn_blank(blank: int, n_images: int) -> None:
         if blank:
-            logger.warning("%d of %d images are all zero; their neural ion images describe a blank image.", blank, len(arr))
+            logger.warning("%d of %d images are all zero; their neural ion images describe a blank image.", blank, n_images)
+
+    def _batch_features(self, images: np.ndarray, *, mask: np.ndarray | None) -> tuple[np.ndarray, int]:
+        """Features of a batch of images on the patch grid ``grid_`` (conditioned first) and the
+        number of all-zero images among them; ``mask`` is the grid's mask (None without ``tissue_only``)."""
+        arr, _ = check_images(images)
+        grid = self.grid_
+        n_out = self.backbone_.config.num_features * (grid.n_patches if self.pooling == "concat" else 1)
+        blank = int((arr.reshape(arr.shape[0], -1).max(axis=1) <= 0).sum())
         # the key covers the given images and the conditioning parameters: a hit skips the conditioning too
         key = self._cache_key(arr, mask, grid) if self.cache_dir is not None else ""
         cached = load_cached_array(self.cache_dir, "neural", key)
         if cached is not None and cached.shape == (arr.shape[0], n_out):
-            return cached.astype(np.float32, copy=False)
+            return cached.astype(np.float32, copy=False), blank
         conditioning = conditioning_params(self)
         if conditioning is not None:
             arr = condition_images(arr, mask=mask, **conditioning)
         vectors = self._embed(arr, grid)
         save_cached_array(self.cache_dir, "neural", key, vectors)
-        return vectors
+        return vectors, blank
 
     def _embed(self, images: np.ndarray, grid: PatchGrid) -> np.ndarray:
         """Run the patches of all images through the backbone in full batches and pool per image."""

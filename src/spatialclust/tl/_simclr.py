@@ -20,8 +20,8 @@ import numpy as np
 from .._compat import resolve_device
 from .._logging import logger, progress
 from .._validation import GEOMETRY_CONSTRAINTS, NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength, validate_params
-from ..pp import CONDITIONING_CONSTRAINTS
-from ._embed import ImageEmbedder, check_images, conditioning_params, register_embedder
+from ..pp import CONDITIONING_CONSTRAINTS, FeatureImageBatches
+from ._embed import ImageEmbedder, check_images, conditioning_params, map_image_batches, register_embedder
 from ._training import resolve_batch_size
 
 __all__ = [
@@ -398,19 +398,23 @@ class SimCLREmbedder(ImageEmbedder):
             self.labels_ = self.self_labeling_.labels_
         return self
 
-    def _fit_simclr(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> SimCLREmbedder:
+    def _fit_simclr(self, images: np.ndarray | FeatureImageBatches, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> SimCLREmbedder:
         """Step 1: train the encoder on ``images`` (or load/resume ``checkpoint``)."""
         import torch
 
         from ..models import NTXentLoss, autocast_context, load_checkpoint, load_optimizer_state, simclr_views
 
-        arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
+        if isinstance(images, FeatureImageBatches):
+            _, mask = check_images(images.load(slice(0, 1)), mask=mask, pixel_size=pixel_size)
+            n_images, shape = images.n_images, images.shape
+        else:
+            arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
+            n_images, shape = arr.shape[0], arr.shape[1:]
         self._validate_params()
-        if arr.shape[0] < 2:
+        if n_images < 2:
             raise ValueError(
-                f"`images` holds {arr.shape[0]} image; SimCLR needs at least 2 (the other images of a batch are the negatives)."
+                f"`images` holds {n_images} image; SimCLR needs at least 2 (the other images of a batch are the negatives)."
             )
-        arr = self.condition(arr, mask=mask)  # once, before any view is drawn
         self.device_ = resolve_device(self.device)
         path = Path(self.checkpoint) if self.checkpoint is not None else None
         start_epoch = 0
@@ -429,7 +433,7 @@ class SimCLREmbedder(ImageEmbedder):
         self.model_ = self._build_model(from_checkpoint=saved is not None)
         self.image_size_ = resolve_image_size(
             self.image_size if saved is None else int(saved["preprocessing"]["image_size"]),
-            arr.shape[1:], self.device_, min_size=self.model_.encoder.config.min_size,
+            shape, self.device_, min_size=self.model_.encoder.config.min_size,
         )
         self.model_.to(self.device_)
         if self.device_ == "cpu":
@@ -451,25 +455,33 @@ class SimCLREmbedder(ImageEmbedder):
             mask=None if mask is None else torch.as_tensor(mask),
         ).to(self.device_)
         criterion = NTXentLoss(self.temperature)
-        batch_size = resolve_batch_size(self.batch_size, arr.shape[0])
-        data = torch.from_numpy(arr).to(self.device_)
+        batch_size = resolve_batch_size(self.batch_size, n_images)
+        if isinstance(images, FeatureImageBatches):  # conditioned once, to a temporary file read by mini-batch
+            data = _TrainingImages(n_images, _ImageFile(images, lambda batch: self.condition(batch, mask=mask)),
+                                   self.device_)
+        else:  # conditioned once, before any view is drawn
+            conditioned = torch.from_numpy(self.condition(arr, mask=mask)).to(self.device_)
+            data = _TrainingImages(n_images, lambda idx: conditioned[idx.to(conditioned.device)], self.device_)
         autocast, scaler = autocast_context(self.device_, self.mixed_precision)
         bar = progress(range(start_epoch, epochs), desc="SimCLR", total=epochs - start_epoch, leave=False)
-        for epoch in bar:
-            start = time.perf_counter()
-            loss = self._train_epoch(data, epoch, views, criterion, optimizer, batch_size, autocast, scaler)
-            scheduler.step()
-            self.history_.append({"epoch": epoch + 1, "loss": loss, "seconds": round(time.perf_counter() - start, 3)})
-            bar.set_postfix(loss=f"{loss:.4f}")
-            logger.info("SimCLR epoch %d/%d: loss %.4f", epoch + 1, epochs, loss)
-            if path is not None and ((epoch + 1) % self.save_every == 0 or epoch + 1 == epochs):
-                self._save(path, optimizer, scheduler, epoch + 1, epochs)
+        try:
+            for epoch in bar:
+                start = time.perf_counter()
+                loss = self._train_epoch(data, epoch, views, criterion, optimizer, batch_size, autocast, scaler)
+                scheduler.step()
+                self.history_.append({"epoch": epoch + 1, "loss": loss, "seconds": round(time.perf_counter() - start, 3)})
+                bar.set_postfix(loss=f"{loss:.4f}")
+                logger.info("SimCLR epoch %d/%d: loss %.4f", epoch + 1, epochs, loss)
+                if path is not None and ((epoch + 1) % self.save_every == 0 or epoch + 1 == epochs):
+                    self._save(path, optimizer, scheduler, epoch + 1, epochs)
+        finally:
+            data.close()
         self.epochs_ = epochs
         self.checkpoint_ = None if path is None else str(path)
         self.n_features_out_ = self.model_.encoder.config.num_features
         return self
 
-    def _train_epoch(self, data, epoch, views, criterion, optimizer, batch_size, autocast, scaler) -> float:
+    def _train_epoch(self, data: _TrainingImages, epoch, views, criterion, optimizer, batch_size, autocast, scaler) -> float:
         """One pass over the images in a seeded random order; returns the mean loss."""
         import torch
 
@@ -477,13 +489,13 @@ class SimCLREmbedder(ImageEmbedder):
 
         self.model_.train()
         generator = torch.Generator().manual_seed(int(self.seed) * 100_003 + epoch)
-        order = torch.randperm(data.shape[0], generator=generator)
+        order = torch.randperm(data.n_images, generator=generator)
         losses = []
-        for start in range(0, data.shape[0], batch_size):
+        for start in range(0, data.n_images, batch_size):
             idx = order[start : start + batch_size]
             if idx.numel() < 2:  # a single left-over image has no negatives
                 continue
-            batch = data[idx.to(data.device)]
+            batch = data.batch(idx)
             view0, view1 = views(batch, generator=generator)
             x = channels_last(self.model_.encoder.preprocess(torch.cat([view0, view1]), size=self.image_size_))
             with autocast:
@@ -504,6 +516,23 @@ class SimCLREmbedder(ImageEmbedder):
         )
         logger.debug("Saved SimCLR checkpoint (epoch %d) to %s.", epoch, path)
 
+    def fit_transform_batches(self, batches: FeatureImageBatches, *, mask: np.ndarray | None = None,
+                              pixel_size: float | None = None) -> np.ndarray:
+        """:meth:`fit` then :meth:`transform` on images given a batch at a time (e.g. over a chunked ``X``).
+
+        The images are conditioned once, a batch at a time, into a temporary file (``TMPDIR``,
+        ``n_images x H x W x 4`` bytes) from which every training mini-batch reads its images, so
+        one mini-batch is held at a time; the features are computed batch by batch (on the workers
+        of a ``dask.distributed`` cluster when one is active, the trained encoder sent to each
+        once). Same seed, same vectors as on the whole stack. With ``self_label=True`` the
+        self-labeling steps need every image at once: the stack is built from the batches (logged).
+        """
+        if self.self_label:
+            return super().fit_transform_batches(batches, mask=mask, pixel_size=pixel_size)
+        self._fit_simclr(batches, mask=mask, pixel_size=pixel_size)
+        mask = None if mask is None else np.asarray(mask, dtype=bool)
+        return np.concatenate(map_image_batches(self.transform, batches, mask=mask))
+
     # ------------------------------------------------------------------ inference
 
     def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
@@ -517,3 +546,52 @@ class SimCLREmbedder(ImageEmbedder):
 
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
         return encode(self.model_.encoder, self.condition(arr, mask=mask), image_size=self.image_size_, device=self.device_, mask=mask)
+
+
+class _ImageFile:
+    """The conditioned images of a :class:`~spatialclust.pp.FeatureImageBatches`, written once
+    (image-major float32, one batch at a time) to an anonymous temporary file (in ``TMPDIR``,
+    deleted when closed) and read back by index (``load(idx)``): SimCLR's random mini-batches then
+    read their own images only, where from the m/z-chunked store every mini-batch would read most
+    of the chunks, and only a mini-batch is in memory. ``n_images x H x W x 4`` bytes on disk."""
+
+    def __init__(self, batches: FeatureImageBatches, condition: Any) -> None:
+        import tempfile
+
+        self.shape = tuple(batches.shape)
+        self._file = tempfile.TemporaryFile(prefix="spatialclust-simclr-")
+        for images in progress(batches, desc="SimCLR images to a temporary file", total=len(batches)):
+            self._file.write(memoryview(np.ascontiguousarray(condition(images), dtype=np.float32)).cast("B"))
+        self._file.flush()
+
+    def __call__(self, idx: Any) -> np.ndarray:
+        size = 4 * self.shape[0] * self.shape[1]
+        out = np.empty((len(idx), *self.shape), dtype=np.float32)
+        for i, j in enumerate(np.asarray(idx)):
+            out[i] = np.frombuffer(os.pread(self._file.fileno(), size, int(j) * size), dtype=np.float32).reshape(self.shape)
+        return out
+
+    def close(self) -> None:
+        """Delete the file."""
+        self._file.close()
+
+
+class _TrainingImages:
+    """The (conditioned) training images of :class:`SimCLREmbedder`: ``batch(idx)`` gives the images
+    ``idx`` (a CPU index tensor) as a float32 tensor ``(len(idx), H, W)`` on ``device``."""
+
+    def __init__(self, n_images: int, load: Any, device: str) -> None:
+        self.n_images = n_images
+        self._load = load
+        self._device = device
+
+    def batch(self, idx: Any) -> Any:
+        import torch
+
+        images = self._load(idx)
+        return (torch.from_numpy(images) if isinstance(images, np.ndarray) else images).to(self._device)
+
+    def close(self) -> None:
+        """Release what holds the images (the temporary file of a chunked ``X``)."""
+        if hasattr(self._load, "close"):
+            self._load.close()
