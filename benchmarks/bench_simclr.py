@@ -288,7 +288,18 @@ def _supervised(features, truth, seed) -> dict:
         "nearest true class mean (cosine)": round(float(np.mean(classes[nearest] == truth)), 4),
         "k-means from the true class means": round(sc.metrics.clustering_accuracy(truth, from_means), 4),
         "k-means (n_init 10)": round(sc.metrics.clustering_accuracy(truth, free), 4),
-    }, predicted
+    }, {"logistic": predicted, "k-means": _matched(truth, free)}
+
+
+def _matched(truth, labels):
+    """Clusters renamed to the classes of the Hungarian matching (unmatched clusters: -1)."""
+    from scipy.optimize import linear_sum_assignment
+
+    clusters = np.unique(labels)
+    table = np.array([[np.sum((labels == c) & (truth == t)) for t in range(truth.max() + 1)] for c in clusters])
+    rows, cols = linear_sum_assignment(-table)
+    mapping = dict(zip(clusters[rows], cols))
+    return np.array([mapping.get(c, -1) for c in labels])
 
 
 def _oracle(images, mask, patterns, tissue, truth) -> float:
@@ -336,12 +347,15 @@ def ceiling(args) -> dict:
         predicted = {}
         for name, features in reps.items():
             run[name], predicted[name] = _supervised(np.asarray(features, dtype=np.float64), truth, seed)
-        best = predicted["conditioned images"]
-        confusion = np.zeros((len(order), len(order)), dtype=int)
-        np.add.at(confusion, (truth, best), 1)
-        pairs = [(int(confusion[a, b] + confusion[b, a]), order[a], order[b])
-                 for a in range(len(order)) for b in range(a + 1, len(order))]
-        run["most confused class pairs (logistic, conditioned)"] = [f"{x} / {y}: {n}" for n, x, y in sorted(pairs)[::-1][:5]]
+        best = predicted["conditioned images"]["logistic"]
+        confusions = {}
+        for method, labels in predicted["conditioned images"].items():
+            confusion = np.zeros((len(order), len(order) + 1), dtype=int)  # last column: unmatched clusters
+            np.add.at(confusion, (truth, labels), 1)
+            confusions[method] = confusion
+            pairs = [(int(confusion[a, b] + confusion[b, a]), order[a], order[b])
+                     for a in range(len(order)) for b in range(a + 1, len(order))]
+            run[f"most confused class pairs ({method}, conditioned)"] = [f"{x} / {y}: {n}" for n, x, y in sorted(pairs)[::-1][:6]]
         quartiles = np.quantile(counts, [0.25, 0.5, 0.75])
         bins = np.digitize(counts, quartiles)
         run["logistic accuracy by count quartile (conditioned)"] = [
@@ -353,39 +367,41 @@ def ceiling(args) -> dict:
             if np.corrcoef(patterns[a].ravel(), patterns[b].ravel())[0, 1] > 0.5]
         print(json.dumps(run), flush=True)
         if args.figure and not runs:
-            _ceiling_figure(args.figure, patterns, conditioned, truth, order, confusion, tissue)
+            _ceiling_figure(args.figure, patterns, conditioned, truth, order, confusions, tissue)
         runs.append(run)
     return {"runs": runs, "settings": {"size": args.size, "n_ions": args.n_ions, "simclr": args.simclr}}
 
 
-def _ceiling_figure(path, patterns, conditioned, truth, order, confusion, tissue) -> None:
+def _ceiling_figure(path, patterns, conditioned, truth, order, confusions, tissue) -> None:
     import matplotlib.pyplot as plt
 
     n = len(order)
     fig = plt.figure(figsize=(n * 1.1, 2.6 + 0.45 * n))
-    grid = fig.add_gridspec(3, n, height_ratios=[1, 1, 0.42 * n])
+    grid = fig.add_gridspec(3, 2 * n, height_ratios=[1, 1, 0.42 * n])
     templates = [*patterns, (~tissue).astype(np.float32)]
     for i, name in enumerate(order):
         for row, image, label in ((0, templates[i], "pattern"), (1, conditioned[truth == i].mean(axis=0), "class mean")):
-            ax = fig.add_subplot(grid[row, i])
+            ax = fig.add_subplot(grid[row, 2 * i : 2 * i + 2])
             ax.imshow(image, cmap="viridis")
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
                 ax.set_title(f"{name}\n(n={int((truth == i).sum())})", fontsize=7)
             if i == 0:
                 ax.set_ylabel(label, fontsize=8)
-    ax = fig.add_subplot(grid[2, 1 : n - 1])
-    shown = confusion / confusion.sum(axis=1, keepdims=True).clip(1)
-    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
-    for a in range(n):
-        for b in range(n):
-            if confusion[a, b]:
-                ax.text(b, a, str(confusion[a, b]), ha="center", va="center", fontsize=6,
-                        color="white" if shown[a, b] > 0.5 else "black")
-    ax.set_xticks(range(n), order, rotation=90, fontsize=7)
-    ax.set_yticks(range(n), order, fontsize=7)
-    ax.set_xlabel("predicted (logistic regression, 5-fold CV, conditioned images)", fontsize=8)
-    ax.set_ylabel("true class", fontsize=8)
+    titles = {"logistic": "logistic regression, 5-fold CV", "k-means": "k-means (13), clusters matched to classes"}
+    for panel, (method, confusion) in enumerate(confusions.items()):
+        ax = fig.add_subplot(grid[2, panel * n + 1 : panel * n + n - 1])
+        shown = confusion / confusion.sum(axis=1, keepdims=True).clip(1)
+        ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+        for a in range(n):
+            for b in range(n + 1):
+                if confusion[a, b]:
+                    ax.text(b, a, str(confusion[a, b]), ha="center", va="center", fontsize=6,
+                            color="white" if shown[a, b] > 0.5 else "black")
+        ax.set_xticks(range(n + 1), [*order, "unmatched"], rotation=90, fontsize=7)
+        ax.set_yticks(range(n), order, fontsize=7)
+        ax.set_xlabel(f"predicted: {titles[method]} (conditioned images)", fontsize=8)
+        ax.set_ylabel("true class", fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
