@@ -288,8 +288,8 @@ CLUSTER_SET = "preprocess.winsorize=99"  # one example per configuration, a key 
 
 @command(app, output="spatialclust_demo", shared=("overwrite", "seed"))
 def demo(opts: Shared) -> str:
-    """Simulate an MSI dataset and run the default pipeline on it (regular and neural ion images x
-    UMAP-DBSCAN and k-means, as in Zhang et al. 2024); writes a run directory with report.html."""
+    """Simulate an MSI dataset and run the default pipeline on it (conditioned regular and neural ion
+    images x Leiden and UMAP-DBSCAN, the best measured); writes a run directory with report.html."""
     config = load("cluster", opts)
     report = announce("demo", opts)
     pipeline.run_pipeline(config, opts.output, overwrite=opts.overwrite, command="demo")
