@@ -22,6 +22,14 @@ Four sub-benchmarks (run one, or ``all``):
 ``bladder``
     The same three stages on the real mouse urinary bladder data (``../shared/data``): isotopic
     recall and Relative Isotope Ratio (RIR) with the detected 13C pairs.
+``ceiling``
+    How far is 0.90 ACC attainable on the realistic simulator's 13-class case? Supervised ceilings of
+    every representation (raw, conditioned, pretrained encoder, and with ``--simclr`` the SimCLR
+    features): 5-fold cross-validated logistic regression and k-NN accuracy, k-means initialised at
+    the true class means, the nearest true class mean; an oracle that matches every image to the
+    simulator's noise-free pattern images; accuracy by the image's counts; the classes that merge
+    (confusion matrix) and, with ``--figure``, the pattern images, the class mean images and the
+    confusion matrix as one figure.
 ``timing``
     Wall time (and process CPU time) of the whole three-stage pipeline (SimCLR training,
     spectral clustering, self-labeling) on the ~390 ion images of 96 x 96 pixels of the realistic
@@ -36,6 +44,7 @@ Examples
     python benchmarks/bench_simclr.py simulated --seeds 0 1 2 3 4 --json sim.json
     python benchmarks/bench_simclr.py bladder --json bladder.json
     python benchmarks/bench_simclr.py timing --threads 2 --json timing.json
+    python benchmarks/bench_simclr.py ceiling --seeds 0 1 2 --size 96 --n-ions 0 --figure docs/images/ion_ceiling.png
 """
 
 from __future__ import annotations
@@ -251,6 +260,154 @@ def ablation(args) -> dict:
     return {"runs": runs, "settings": {"size": args.size, "n_ions": args.n_ions, "epochs": args.epochs, "sl_epochs": args.sl_epochs}}
 
 
+def _supervised(features, truth, seed) -> dict:
+    """Cross-validated supervised accuracies and k-means from the true class means (a ceiling for
+    clustering the same features), with the cross-validated predictions of the logistic regression."""
+    from sklearn.cluster import KMeans
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import spatialclust as sc
+
+    X = features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    logistic = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+    predicted = cross_val_predict(logistic, X, truth, cv=folds)
+    knn = cross_val_predict(KNeighborsClassifier(5, metric="cosine"), X, truth, cv=folds)
+    classes = np.unique(truth)
+    means = np.stack([X[truth == c].mean(axis=0) for c in classes])
+    nearest = np.argmax(X @ (means / np.linalg.norm(means, axis=1, keepdims=True)).T, axis=1)
+    from_means = KMeans(len(classes), init=means, n_init=1, random_state=seed).fit_predict(X)
+    free = KMeans(len(classes), n_init=10, random_state=seed).fit_predict(X)
+    return {
+        "logistic (5-fold CV)": round(float(np.mean(predicted == truth)), 4),
+        "5-NN cosine (5-fold CV)": round(float(np.mean(knn == truth)), 4),
+        "nearest true class mean (cosine)": round(float(np.mean(classes[nearest] == truth)), 4),
+        "k-means from the true class means": round(sc.metrics.clustering_accuracy(truth, from_means), 4),
+        "k-means (n_init 10)": round(sc.metrics.clustering_accuracy(truth, free), 4),
+    }, {"logistic": predicted, "k-means": _matched(truth, free)}
+
+
+def _matched(truth, labels):
+    """Clusters renamed to the classes of the Hungarian matching (unmatched clusters: -1)."""
+    from scipy.optimize import linear_sum_assignment
+
+    clusters = np.unique(labels)
+    table = np.array([[np.sum((labels == c) & (truth == t)) for t in range(truth.max() + 1)] for c in clusters])
+    rows, cols = linear_sum_assignment(-table)
+    mapping = dict(zip(clusters[rows], cols))
+    return np.array([mapping.get(c, -1) for c in labels])
+
+
+def _oracle(images, mask, patterns, tissue, truth) -> float:
+    """Accuracy of matching every image to the simulator's noise-free pattern images (matrix class:
+    the off-tissue indicator) by correlation: what one image tells with the answer key in hand."""
+    templates = np.concatenate([patterns, (~tissue)[None].astype(np.float32)]).reshape(len(patterns) + 1, -1)
+    flat = images.reshape(images.shape[0], -1)
+    z = lambda a: (a - a.mean(axis=1, keepdims=True)) / a.std(axis=1, keepdims=True).clip(1e-12)  # noqa: E731
+    return round(float(np.mean(np.argmax(z(flat) @ z(templates).T, axis=1) == truth)), 4)
+
+
+def ceiling(args) -> dict:
+    import spatialclust as sc
+    from spatialclust.models import create_backbone, encode
+    from spatialclust.tl._simclr import SimCLREmbedder, resolve_image_size
+
+    condition = CONDITIONINGS["Gaussian 3 px, clip 99, min-max"]
+    runs = []
+    for seed in args.seeds:
+        sim = {"shape": (args.size, args.size), **({"n_ions": args.n_ions} if args.n_ions else {})}
+        adata = sc.datasets.simulate_msi(realism="real", seed=seed, **sim)
+        names = adata.uns["simulation"]["pattern_names"]
+        patterns = adata.uns["simulation"]["pattern_images"]
+        tissue = sc.pp.tissue_mask_image(adata)
+        images, mask = _prepare(adata)
+        order = [*names, "matrix"]  # class index = pattern index; matrix last, as the oracle's templates
+        truth = np.array([order.index(p) for p in adata.var["pattern"]])
+        counts = np.asarray(sc.pp.feature_images(adata, layer="raw").reshape(adata.n_vars, -1).sum(axis=1))
+        conditioned = sc.pp.condition_images(images, mask=mask, **condition)
+        regular = sc.tl.create_embedder("regular")
+        reps = {"raw images": regular.fit_transform(images, mask=mask),
+                "conditioned images": regular.fit_transform(conditioned, mask=mask)}
+        encoder = create_backbone(args.backbone)
+        side = resolve_image_size(args.image_size, images.shape[1:], "cpu", min_size=encoder.config.min_size)
+        reps["pretrained EfficientNet-Lite0"] = encode(encoder, conditioned, image_size=side, device="cpu", mask=mask)
+        if args.simclr:
+            start = _timer()
+            embedder = SimCLREmbedder(args.backbone, epochs=args.epochs, image_size=args.image_size, seed=seed)
+            reps["SimCLR (defaults)"] = embedder.fit(images, mask=mask).transform(images, mask=mask)
+            print(json.dumps({"seed": seed, "simclr_time": _since(start)}), flush=True)
+        run: dict = {"seed": seed, "n_images": int(images.shape[0]), "n_classes": len(order),
+                     "class_sizes": {c: int((truth == i).sum()) for i, c in enumerate(order)},
+                     "oracle: correlation with the noise-free patterns (raw / conditioned)":
+                         [_oracle(images, mask, patterns, tissue, truth), _oracle(conditioned, mask, patterns, tissue, truth)]}
+        predicted = {}
+        for name, features in reps.items():
+            run[name], predicted[name] = _supervised(np.asarray(features, dtype=np.float64), truth, seed)
+        best = predicted["conditioned images"]["logistic"]
+        confusions = {}
+        for method, labels in predicted["conditioned images"].items():
+            confusion = np.zeros((len(order), len(order) + 1), dtype=int)  # last column: unmatched clusters
+            np.add.at(confusion, (truth, labels), 1)
+            confusions[method] = confusion
+            pairs = [(int(confusion[a, b] + confusion[b, a]), order[a], order[b])
+                     for a in range(len(order)) for b in range(a + 1, len(order))]
+            run[f"most confused class pairs ({method}, conditioned)"] = [f"{x} / {y}: {n}" for n, x, y in sorted(pairs)[::-1][:6]]
+        quartiles = np.quantile(counts, [0.25, 0.5, 0.75])
+        bins = np.digitize(counts, quartiles)
+        run["logistic accuracy by count quartile (conditioned)"] = [
+            {"counts": f"{counts[bins == q].min():.0f}-{counts[bins == q].max():.0f}",
+             "accuracy": round(float(np.mean(best[bins == q] == truth[bins == q])), 3)} for q in range(4)]
+        run["pattern correlations > 0.5"] = [
+            f"{order[a]} / {order[b]}: {np.corrcoef(patterns[a].ravel(), patterns[b].ravel())[0, 1]:.2f}"
+            for a in range(len(names)) for b in range(a + 1, len(names))
+            if np.corrcoef(patterns[a].ravel(), patterns[b].ravel())[0, 1] > 0.5]
+        print(json.dumps(run), flush=True)
+        if args.figure and not runs:
+            _ceiling_figure(args.figure, patterns, conditioned, truth, order, confusions, tissue)
+        runs.append(run)
+    return {"runs": runs, "settings": {"size": args.size, "n_ions": args.n_ions, "simclr": args.simclr}}
+
+
+def _ceiling_figure(path, patterns, conditioned, truth, order, confusions, tissue) -> None:
+    import matplotlib.pyplot as plt
+
+    n = len(order)
+    fig = plt.figure(figsize=(n * 1.1, 2.6 + 0.45 * n))
+    grid = fig.add_gridspec(3, 2 * n, height_ratios=[1, 1, 0.42 * n])
+    templates = [*patterns, (~tissue).astype(np.float32)]
+    for i, name in enumerate(order):
+        for row, image, label in ((0, templates[i], "pattern"), (1, conditioned[truth == i].mean(axis=0), "class mean")):
+            ax = fig.add_subplot(grid[row, 2 * i : 2 * i + 2])
+            ax.imshow(image, cmap="viridis")
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"{name}\n(n={int((truth == i).sum())})", fontsize=7)
+            if i == 0:
+                ax.set_ylabel(label, fontsize=8)
+    titles = {"logistic": "logistic regression, 5-fold CV", "k-means": "k-means (13), clusters matched to classes"}
+    for panel, (method, confusion) in enumerate(confusions.items()):
+        ax = fig.add_subplot(grid[2, panel * n + 1 : panel * n + n - 1])
+        shown = confusion / confusion.sum(axis=1, keepdims=True).clip(1)
+        ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+        for a in range(n):
+            for b in range(n + 1):
+                if confusion[a, b]:
+                    ax.text(b, a, str(confusion[a, b]), ha="center", va="center", fontsize=6,
+                            color="white" if shown[a, b] > 0.5 else "black")
+        ax.set_xticks(range(n + 1), [*order, "unmatched"], rotation=90, fontsize=7)
+        ax.set_yticks(range(n), order, fontsize=7)
+        ax.set_xlabel(f"predicted: {titles[method]} (conditioned images)", fontsize=8)
+        ax.set_ylabel("true class", fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def simulated(args) -> dict:
     import spatialclust as sc
 
@@ -404,7 +561,7 @@ def timing(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["ablation", "simulated", "bladder", "timing", "all"])
+    parser.add_argument("benchmark", choices=["ablation", "simulated", "bladder", "timing", "ceiling", "all"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="simulation/training seeds (simulated)")
     parser.add_argument("--seed", type=int, default=0, help="seed (bladder, timing)")
     parser.add_argument("--backbone", default="efficientnet_lite0")
@@ -422,6 +579,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--report", type=Path, help="simulated: HTML report of the analysis figures of the first seed")
+    parser.add_argument("--simclr", action="store_true", help="ceiling: also train SimCLR (defaults) and score its features")
+    parser.add_argument("--figure", type=Path, help="ceiling: patterns, class means and confusion matrix of the first seed")
     args = parser.parse_args()
     for name in ("epochs", "sl_epochs", "image_size"):
         value = getattr(args, name)
@@ -431,7 +590,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     results = {}
-    for name, fn in (("ablation", ablation), ("simulated", simulated), ("bladder", bladder), ("timing", timing)):
+    for name, fn in (("ablation", ablation), ("simulated", simulated), ("bladder", bladder), ("timing", timing),
+                     ("ceiling", ceiling)):
         if args.benchmark in (name, "all"):
             results[name] = fn(args)
     results["load_average"] = os.getloadavg()

@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 import spatialclust as sc  # noqa: E402
 from spatialclust._config import ConfigError  # noqa: E402
 from spatialclust.pipeline import run_benchmark  # noqa: E402
+from spatialclust.pipeline._benchmark import QUICK_SIMULATE as QUICK  # noqa: E402
 from spatialclust.pipeline._benchmark import PeakMemory, benchmark_plan, parse_method_params  # noqa: E402
 
 TINY_SIMCLR = {"simclr": {"backbone": "test_tiny", "image_size": None, "batch_size": 8, "device": "cpu",
@@ -72,6 +73,32 @@ def test_plan_is_checked_before_any_work(tmp_path):
         "simclr": {"epochs": 3, "self_label_params": {"epochs": 2}}, "kmeans": {"n_init": 5}}
     with pytest.raises(ConfigError, match="must look like `method.param=value`"):
         parse_method_params(["epochs=3"])
+    # one method under two parameter sets: LABEL=METHOD, parameters under the label
+    cfg = benchmark_plan(["simulated:0"], embedders=["conditioned=regular"], params={"conditioned": {"denoise": "gaussian"}},
+                         simulate={"n_ions": 30})
+    assert cfg["embedders"] == ["regular", "conditioned"] and cfg["embedder_methods"] == {"regular": "regular", "conditioned": "regular"}
+    assert cfg["params"]["conditioned"] == {"denoise": "gaussian"} and cfg["params"]["regular"] == {}
+    assert cfg["datasets"][0]["simulate"] == {"realism": "real", "n_ions": 30}
+    with pytest.raises(ValueError, match="Invalid option `nope` for `embedders`"):
+        benchmark_plan(["simulated"], embedders=["mine=nope"])
+    with pytest.raises(ValueError, match="`regular` is the raw-image baseline"):
+        benchmark_plan(["simulated"], embedders=["regular=neural"])
+    with pytest.raises(ConfigError, match="The embedder `conditioned` does not take the parameter"):
+        benchmark_plan(["simulated"], embedders=["conditioned=regular"], params={"conditioned": {"epochs": 3}})
+    for bad in ({"seed": 1}, {"n_ion": 30}):
+        with pytest.raises(ConfigError, match="`simulate` takes parameters of `sc.datasets.simulate_msi`"):
+            benchmark_plan(["simulated"], simulate=bad)
+
+
+def test_one_embedder_under_two_configurations(tmp_path):
+    conditioning = {"denoise": "gaussian", "clip_percentile": 99, "contrast": "minmax"}
+    run_benchmark(["simulated:0"], tmp_path / "b", embedders=["regular", "conditioned=regular"], clusterers=["kmeans"],
+                  params={"conditioned": conditioning}, quick=True, simulate={"n_ions": 30})
+    board = pd.read_csv(tmp_path / "b" / "leaderboard.csv").set_index("embedder")
+    assert list(board.index) == ["regular", "conditioned"] and (board["status"] == "ok").all()
+    assert board.loc["regular", "n_images"] == sc.datasets.simulate_msi(seed=0, **{**QUICK, "n_ions": 30}).n_vars
+    # the conditioned images are another representation: other partner ranks (same thinned partners)
+    assert board.loc["regular", "partner_recall@1"] != board.loc["conditioned", "partner_recall@1"]
 
 
 def test_budget_skips_the_remaining_embedders(tmp_path):

@@ -127,7 +127,7 @@ def test_demo_announces_report_first(tmp_path, monkeypatch):
     assert result.output.splitlines()[0] == f"spatialclust demo: the report will be written to {report}"
     assert calls["command"] == "demo" and calls["config"]["seed"] == 5 and calls["config"]["input"]["path"] is None
     assert [e["method"] for e in calls["config"]["embedding"]] == ["regular", "neural"]
-    assert [c["method"] for c in calls["config"]["cluster"]] == ["umap_dbscan", "kmeans"]
+    assert [c["method"] for c in calls["config"]["cluster"]] == ["leiden", "umap_dbscan"]
 
 
 def test_version():

@@ -8,17 +8,23 @@ succeeds or fails with one clear line before any expensive work.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from spatialclust.cli import app
+from spatialclust.pipeline import default_config
 
 runner = CliRunner()
+#: The paper's pipeline (the default before the defaults followed the leaderboard).
+PAPER = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "paper_defaults.yaml"
 
+#: The default regular embedding (the conditioned image), as the packaged configuration gives it.
+DEFAULT_REGULAR = json.dumps(default_config()["embedding"][0])
 #: The default pipeline with a cheap report and a tiny random-weight backbone for `neural`.
-LIGHT = ["--set", "embedding=[regular, {method: neural, params: {backbone: test_tiny, pretrained: false}}]",
+LIGHT = ["--set", f"embedding=[{DEFAULT_REGULAR}, {{method: neural, params: {{backbone: test_tiny, pretrained: false}}}}]",
          "--set", "evaluate.n_boot=20", "--set", "report.figures=[cluster_means]",
          "--set", "report.thumbnails=false", "--set", "report.embedding_figures=[]", "-q"]
 
@@ -79,9 +85,11 @@ def test_default_pipeline_on_finely_binned_imzml(tmp_path, mode, shape, binning)
     if mode == "continuous":  # 100 pixels: a peak in 3 of them is below the 95th percentile
         assert steps[-3]["params"]["n_sparse"] > 100
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["clusterings"]) == {"cluster_regular_umap_dbscan", "cluster_neural_umap_dbscan",
-                                           "cluster_regular_kmeans", "cluster_neural_kmeans"}
-    assert metrics["clusterings"]["cluster_regular_kmeans"]["metrics"]["n_clusters"] == 20
+    assert set(metrics["clusterings"]) == {"cluster_regular_leiden", "cluster_neural_leiden",
+                                           "cluster_regular_umap_dbscan", "cluster_neural_umap_dbscan"}
+    # the default regular embedding is the conditioned image (the best-measured representation)
+    params = adata.uns["X_regular"]["params"]
+    assert (params["denoise"], params["clip_percentile"], params["contrast"]) == ("gaussian", 99, "minmax")
 
 
 @pytest.mark.slow
@@ -109,8 +117,8 @@ def test_single_ion_image_fails_in_one_line(tmp_path):
 
 
 def test_more_clusters_than_images_fails_before_any_embedding(tmp_path, monkeypatch):
-    """item 9: 10 ion images and the default k-means with 20 clusters: no sensible adaptation, so one
-    clear error, before the first embedding is computed."""
+    """item 9: 10 ion images and the paper's k-means with 20 clusters (the default before issue 12):
+    no sensible adaptation, so one clear error, before the first embedding is computed."""
     import spatialclust as sc
 
     path = write_imzml(tmp_path / "ten.imzML", mode="continuous", n_mz=10, n_dense=10)
@@ -119,7 +127,7 @@ def test_more_clusters_than_images_fails_before_any_embedding(tmp_path, monkeypa
         raise AssertionError("an embedding was computed before the plan was checked")
 
     monkeypatch.setattr(sc.tl, "embed", no_embedding)
-    line = _one_line_error(_run(path, tmp_path / "run", "-q"))
+    line = _one_line_error(_run(path, tmp_path / "run", "--config", str(PAPER), "-q"))
     assert "`cluster_regular_kmeans` (kmeans): `n_clusters`=20 is more than the 10 images" in line
     assert not (tmp_path / "run").exists()
 

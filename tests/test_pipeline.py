@@ -46,8 +46,9 @@ def test_default_config_is_complete_and_commented():
     assert text.count("\n#") + text.count("  #") > 60
     resolved = load_config()
     assert [e["method"] for e in resolved["embedding"]] == ["regular", "neural"]
-    assert [c["method"] for c in resolved["cluster"]] == ["umap_dbscan", "kmeans"]
-    assert resolved["cluster"][1]["params"] == {"n_clusters": 20}
+    assert [c["method"] for c in resolved["cluster"]] == ["leiden", "umap_dbscan"]  # the best measured (docs/benchmarks.md)
+    assert resolved["embedding"][0]["params"] == {"denoise": "gaussian", "denoise_size": 3, "clip_percentile": 99,
+                                                  "contrast": "minmax"}
 
 
 def test_load_config_shorthands_and_overrides(tmp_path):

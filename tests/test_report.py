@@ -82,18 +82,21 @@ def test_headline_names_the_most_trustworthy_clustering():
 
     from spatialclust.report._cluster import _overview
 
-    def clustering(nmi, recall, iso, rir):
+    def clustering(nmi, recall, iso, rir, embedding="X_regular"):
         metrics = {"n_meaningful_clusters": 3, "partner_recall@10": recall, "isotopic_recall": iso, "rir": rir}
         if nmi is not None:
             metrics["nmi"] = nmi
-        return {"metrics": metrics}
+        return {"metrics": metrics, "embedding": embedding}
 
     comparison = pd.DataFrame({"key": ["a", "b", "c"], "clustering": ["k-means", "UMAP-DBSCAN", "k-means"],
                                "images": ["regular", "regular", "neural"], "RIR": [30.0, 5.0, 2.0]})
     summary = {"dataset": "d", "n_images": 9, "n_pixels": 16, "clusterings": {
-        "a": clustering(0.5, 0.9, 0.5, 30.0), "b": clustering(0.8, 0.9, 0.7, 5.0), "c": clustering(0.6, 0.7, 0.9, 2.0)}}
+        "a": clustering(0.5, 0.9, 0.5, 30.0), "b": clustering(0.8, 0.9, 0.7, 5.0),
+        "c": clustering(0.6, 0.7, 0.9, 2.0, "X_neural")}}
     text = _overview(summary, comparison)
     assert "Most trustworthy: UMAP-DBSCAN on regular ion images" in text and "NMI" in text
+    # the representation, by the partner recall of each embedding (one value per embedding)
+    assert "Representation to trust: regular ion images" in text and "(partner recall@10 0.90 against 0.70 for neural)" in text
     assert "RIR is not used to choose" in text
     for info in summary["clusterings"].values():
         del info["metrics"]["nmi"]

@@ -18,10 +18,29 @@ def test_binomial_thinning_of_counts():
     np.testing.assert_array_equal(partners, again)
 
 
-def test_non_integer_intensities_are_thinned_by_poisson_and_gamma_changes_contrast():
-    intensities = np.random.default_rng(0).uniform(0.5, 100.0, size=(10, 8, 8))
+def test_non_integer_intensities_are_thinned_as_pseudo_counts_and_gamma_changes_contrast():
+    rng = np.random.default_rng(0)
+    quanta = rng.uniform(0.5, 40.0, size=(10, 1, 1))  # per image: the value of its weakest pixel
+    multiples = rng.integers(1, 20, size=(10, 32, 32)) * (rng.random((10, 32, 32)) < 0.7)
+    multiples[:, 0, 0] = 1  # every image holds its quantum
+    intensities = quanta * multiples  # known pseudo-counts: the integer multiples of the quantum
     partners, fractions = sc.metrics.thin_counts(intensities, fraction=(0.3, 0.3), seed=0)
+    kept = partners / quanta  # back in pseudo-counts: integers, never more than the original
+    np.testing.assert_allclose(kept, np.round(kept), atol=1e-3)
+    assert np.all(np.round(kept) <= multiples)
     np.testing.assert_allclose(partners.sum() / intensities.sum(), 0.3, rtol=0.05)
+    # the same draws as binomial thinning of the integer pseudo-counts themselves: unit-free
+    counts, _ = sc.metrics.thin_counts(multiples.astype(np.float64), fraction=(0.3, 0.3), seed=0)
+    np.testing.assert_allclose(partners, counts * quanta, rtol=1e-5)
+    scaled, _ = sc.metrics.thin_counts(7.5 * intensities, fraction=(0.3, 0.3), seed=0)
+    np.testing.assert_allclose(scaled, 7.5 * partners, rtol=1e-5)
+    # min_counts = 4: the weakest pixel stands for 4 ions, so thinning takes relatively fewer of them to 0
+    weak = intensities == quanta
+    lost1 = np.mean(partners[weak] == 0)
+    four, _ = sc.metrics.thin_counts(intensities, fraction=(0.3, 0.3), min_counts=4, seed=0)
+    assert lost1 > 0.6 and np.mean(four[weak] == 0) < lost1 - 0.3  # (0.7 and 0.7^4 = 0.24 expected)
+    with pytest.raises(ValueError, match="`min_counts` must be a positive"):
+        sc.metrics.thin_counts(intensities, min_counts=0)
     flat, _ = sc.metrics.thin_counts(intensities, fraction=(0.3, 0.3), gamma=(0.2, 0.2), seed=0)
     assert np.allclose(flat.max(axis=(1, 2)), partners.max(axis=(1, 2)))
     assert flat.mean() > partners.mean()  # gamma < 1 lifts the low intensities

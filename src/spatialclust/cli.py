@@ -288,8 +288,8 @@ CLUSTER_SET = "preprocess.winsorize=99"  # one example per configuration, a key 
 
 @command(app, output="spatialclust_demo", shared=("overwrite", "seed"))
 def demo(opts: Shared) -> str:
-    """Simulate an MSI dataset and run the default pipeline on it (regular and neural ion images x
-    UMAP-DBSCAN and k-means, as in Zhang et al. 2024); writes a run directory with report.html."""
+    """Simulate an MSI dataset and run the default pipeline on it (conditioned regular and neural ion
+    images x Leiden and UMAP-DBSCAN, the best measured); writes a run directory with report.html."""
     config = load("cluster", opts)
     report = announce("demo", opts)
     pipeline.run_pipeline(config, opts.output, overwrite=opts.overwrite, command="demo")
@@ -346,14 +346,18 @@ def benchmark(
     n_clusters: Annotated[Optional[int], typer.Option(help="Clusters (default: the true classes, else 20).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small data and short trainings (smoke test).")] = False,
     budget: Annotated[Optional[float], typer.Option(help="Seconds; then the remaining embedders are skipped.")] = None,
+    simulate: Annotated[Optional[list[str]], typer.Option(
+        help="A parameter of the simulator for `simulated` datasets: --simulate n_ions=100.")] = None,
 ) -> str:
     """Benchmark every embedder x clusterer on a suite of datasets; writes leaderboard.csv/.html (see docs/cli.md)."""
+    from ._config import parse_override
     from ._rundir import LEADERBOARD_HTML
 
     split = lambda text: None if text is None else [s.strip() for s in text.split(",") if s.strip()]  # noqa: E731
     pipeline.run_benchmark(datasets, opts.output, embedders=split(embedders), clusterers=split(clusterers),
                            params=pipeline.parse_method_params(set_ or ()), n_clusters=n_clusters, quick=quick,
-                           budget=budget, seed=0 if opts.seed is None else opts.seed, overwrite=opts.overwrite)
+                           budget=budget, seed=0 if opts.seed is None else opts.seed, overwrite=opts.overwrite,
+                           simulate={k: v for item in simulate or () for k, v in parse_override(item).items()})
     return f"Done. Open {(opts.output / LEADERBOARD_HTML).resolve()}"
 
 

@@ -7,8 +7,17 @@ Isotope pairs with a clean image are few in real data (one in the mouse bladder 
 check draws the partners itself, for every ion image with raw counts:
 
 1. **thinning**: each count is kept with probability ``f_i ~ U(fraction)`` (binomial thinning of
-   integer counts, the exact law of detecting a fraction of the ions; Poisson with mean ``f_i x``
-   for non-integer intensities), optionally followed by a contrast change ``x -> max (x / max)^g``;
+   integer counts, the exact law of detecting a fraction of the ions), optionally followed by a
+   contrast change ``x -> max (x / max)^g``. Non-integer intensities (TIC-normalised or
+   peak-height data, e.g. the mouse urinary bladder file) are first read as **pseudo-counts**: each
+   image is divided by its smallest positive value ``q_i`` (the weakest detected signal, taken as
+   ``min_counts`` ions), rounded, thinned binomially and multiplied back by ``q_i / min_counts``.
+   The smallest positive *step* between values cannot serve as the count unit: after TIC
+   normalisation the values are continuous (the bladder's smallest steps are float32 rounding,
+   1.5e-5 against values of 30-6000), which would make every pixel millions of counts and the
+   thinning noise-free. Pseudo-counts make the check independent of the intensity unit (scaling
+   an image scales its partner) and put the weakest pixels at the edge of detection, where a
+   real isotope partner loses them;
 2. originals and partners go through the same shared preprocessing and the same embedder
    (fitted on the originals only, so the partners are unseen images);
 3. **partner recall@k**: the fraction of originals whose partner is among their ``k`` nearest
@@ -37,6 +46,7 @@ def thin_counts(
     *,
     fraction: tuple[float, float] = (0.1, 0.5),
     gamma: tuple[float, float] | None = None,
+    min_counts: float = 1.0,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Abundance-thinned partners of count images.
@@ -50,14 +60,18 @@ def thin_counts(
     gamma
         ``(low, high)`` range of a contrast exponent ``g_i`` applied after thinning
         (``x -> max (x / max)^g``); None: no contrast change.
+    min_counts
+        Counts that the smallest positive value of a non-integer image stands for (pseudo-counts,
+        see the module docstring); integer images are thinned as they are.
     seed
         Seed of the draws.
 
     Returns
     -------
     ``(partners, fractions)``: float32 array shaped like ``counts`` and the ``(n_images,)`` fractions.
-    Integer-valued images are thinned binomially (``Binomial(x, f)``), other images by
-    ``Poisson(f x)``.
+    Integer-valued images are thinned binomially (``Binomial(x, f)``); other images as pseudo-counts,
+    ``q / m * Binomial(round(m x / q), f)`` with ``q`` the image's smallest positive value and
+    ``m = min_counts``.
     """
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim < 2 or counts.shape[0] < 1:
@@ -65,14 +79,14 @@ def thin_counts(
     if not np.isfinite(counts).all() or (counts < 0).any():
         raise ValueError("`counts` must be finite and non-negative (raw ion counts or intensities).")
     lo, hi = check_range(fraction, "fraction", low=0.0, high=1.0, closed_low=False)
+    if isinstance(min_counts, bool) or not isinstance(min_counts, (int, float)) or not min_counts > 0:
+        raise ValueError(f"`min_counts` must be a positive number of counts; received {min_counts!r}.")
     rng = np.random.default_rng(seed)
     fractions = rng.uniform(lo, hi, size=counts.shape[0])
     partners = np.empty(counts.shape, dtype=np.float32)
     for i, (image, f) in enumerate(zip(counts, fractions)):
-        if np.array_equal(image, np.round(image)):
-            partners[i] = rng.binomial(image.astype(np.int64), f)
-        else:
-            partners[i] = rng.poisson(f * image)
+        unit = 1.0 if np.array_equal(image, np.round(image)) else image[image > 0].min() / min_counts
+        partners[i] = unit * rng.binomial(np.round(image / unit).astype(np.int64), f)
     if gamma is not None:
         g_lo, g_hi = check_range(gamma, "gamma", low=0.0, closed_low=False)
         for i, g in enumerate(rng.uniform(g_lo, g_hi, size=counts.shape[0])):
@@ -220,6 +234,7 @@ def thinned_partner_check(
     pixel_size: float | None = None,
     fraction: tuple[float, float] = (0.1, 0.5),
     gamma: tuple[float, float] | None = None,
+    min_counts: float = 1.0,
     preprocess: dict[str, Any] | None = None,
     ks: Sequence[int] = (1, 10),
     refit: bool = True,
@@ -257,8 +272,9 @@ def thinned_partner_check(
         bool ``(H, W)`` tissue mask (AnnData default: its ``obs["tissue"]``).
     pixel_size
         Pixel size in µm (AnnData default: ``uns["grid"]["pixel_size"]``), passed to the embedder.
-    fraction, gamma
-        Thinning range and optional contrast change (see :func:`thin_counts`).
+    fraction, gamma, min_counts
+        Thinning range, optional contrast change and the pseudo-count unit of non-integer
+        intensities (see :func:`thin_counts`).
     preprocess
         Keyword arguments of :func:`spatialclust.pp.preprocess_ion_images` (default: its defaults:
         TIC, winsorise at 95, scale).
@@ -293,7 +309,7 @@ def thinned_partner_check(
     n = counts.shape[0]
     if n < 2:
         raise ValueError(f"The check needs at least 2 ion images; received {n}.")
-    partners, fractions = thin_counts(counts, fraction=fraction, gamma=gamma, seed=seed)
+    partners, fractions = thin_counts(counts, fraction=fraction, gamma=gamma, min_counts=min_counts, seed=seed)
     stack = _preprocessed(np.concatenate([counts, partners]).astype(np.float32), mask, preprocess or {})
     originals, thinned = stack[:n], stack[n:]
 

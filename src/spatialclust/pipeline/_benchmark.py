@@ -15,6 +15,10 @@ Datasets are named as
     seed (the default suite is seeds 0-4);
 a file path
     anything :func:`spatialclust.io.read` reads (``.imzML``, ``.h5ad``, ``.npz``, ...).
+
+An embedder may run under several configurations in one benchmark as ``LABEL=METHOD`` (e.g.
+``conditioned=regular`` with its parameters given under the label, ``conditioned.denoise=gaussian``):
+the label names its rows and its parameters; the raw-image baseline stays ``regular`` at its defaults.
 """
 
 from __future__ import annotations
@@ -73,19 +77,36 @@ SCORE_COLUMNS = ("accuracy", "nmi", "ari", "isotopic_recall", "rir", *PARTNER_CO
 # --------------------------------------------------------------------------------------------
 
 
-def _names(selected: Sequence[str] | None, available: list[str], what: str, *, always: str | None = None) -> list[str]:
+def _names(selected: Sequence[str] | None, available: list[str], what: str) -> list[str]:
     from .._registry import invalid_option
 
     names = list(available) if selected is None else [s for s in selected if s]
     for name in names:
         if name not in available:
             raise invalid_option(name, what, available)
-    if always is not None and always not in names:
-        names.insert(0, always)
     return list(dict.fromkeys(names))
 
 
-def _dataset(spec: str | os.PathLike, *, quick: bool) -> dict[str, Any]:
+def _embedder_specs(selected: Sequence[str] | None, available: list[str]) -> dict[str, str]:
+    """``{label: registered method}`` of the selected embedders (``LABEL=METHOD`` or ``METHOD``), the
+    raw-image baseline first."""
+    from .._registry import invalid_option
+
+    specs: dict[str, str] = {}
+    for text in (list(available) if selected is None else [s.strip() for s in selected if s.strip()]):
+        label, sep, method = (part.strip() for part in text.partition("="))
+        method = method if sep else label
+        if not label or method not in available:
+            raise invalid_option(method or text, "embedders", available)
+        if specs.get(label, method) != method:
+            raise ValueError(f"The embedder label `{label}` is given to two methods ({specs[label]} and {method}).")
+        specs[label] = method
+    if specs.get(BASELINE, BASELINE) != BASELINE:
+        raise ValueError(f"The label `{BASELINE}` is the raw-image baseline; give `{specs[BASELINE]}` another label.")
+    return {BASELINE: BASELINE, **specs}
+
+
+def _dataset(spec: str | os.PathLike, *, quick: bool, simulate: Mapping[str, Any]) -> dict[str, Any]:
     """The ``input`` section of the pipeline configuration for one dataset name."""
     text = str(spec)
     if text == "simulated" or text.startswith("simulated:"):
@@ -94,7 +115,7 @@ def _dataset(spec: str | os.PathLike, *, quick: bool) -> dict[str, Any]:
             seed = int(seed_text)
         except ValueError:
             raise ValueError(f"Dataset {text!r}: the seed after `simulated:` must be an integer; received {seed_text!r}.") from None
-        simulate = dict(QUICK_SIMULATE if quick else SIMULATE)
+        simulate = {**(QUICK_SIMULATE if quick else SIMULATE), **simulate}
         return {"path": None, "dataset": None, "name": f"simulated:{seed}", "read": {}, "simulate": simulate, "seed": seed,
                 "group": "simulated"}
     if text in MSI_DATASETS:
@@ -135,25 +156,33 @@ def benchmark_plan(
     quick: bool = False,
     budget: float | None = None,
     seed: int = 0,
+    simulate: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Resolve and validate a benchmark before any work: datasets, methods and their parameters.
 
     Parameters are those of :func:`run_benchmark`. Unknown embedders or clusterers, a missing
-    file, a parameter a method does not take, and a bad budget raise here (a ValueError,
-    FileNotFoundError or :class:`~spatialclust._config.ConfigError` naming it).
+    file, a parameter a method does not take, an unknown simulator parameter and a bad budget raise
+    here (a ValueError, FileNotFoundError or :class:`~spatialclust._config.ConfigError` naming it).
 
     Returns
     -------
     The benchmark configuration (written to the run directory's ``config.yaml``).
     """
+    from .. import datasets as sc_datasets
     from .. import tl
 
+    simulate = dict(simulate or {})
+    unknown_sim = sorted(set(simulate) - (set(inspect.signature(sc_datasets.simulate_msi).parameters) - {"seed"}))
+    if unknown_sim:
+        raise ConfigError(f"`simulate` takes parameters of `sc.datasets.simulate_msi` other than `seed` (the dataset's "
+                          f"seed); received {unknown_sim}.")
     specs = list(datasets) if datasets else list(DEFAULT_DATASETS[:1] if quick else DEFAULT_DATASETS)
-    suite = [_dataset(spec, quick=quick) for spec in specs]
+    suite = [_dataset(spec, quick=quick, simulate=simulate) for spec in specs]
     names = [d["name"] for d in suite]
     if len(set(names)) != len(names):
         raise ValueError(f"Each dataset may be given once; received {names}.")
-    chosen_embedders = _names(embedders, tl.list_embedders(), "embedders", always=BASELINE)
+    embedder_methods = _embedder_specs(embedders, tl.list_embedders())
+    chosen_embedders = list(embedder_methods)
     chosen_clusterers = _names(clusterers, tl.list_clusterers(), "clusterers")
     params = {str(k): dict(v) for k, v in (params or {}).items()}
     unknown = sorted(set(params) - set(chosen_embedders) - set(chosen_clusterers))
@@ -165,12 +194,13 @@ def benchmark_plan(
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
         raise ValueError(f"`budget` must be a positive number of seconds or None; received {budget!r}.")
     method_params: dict[str, dict[str, Any]] = {}
+    methods = {**embedder_methods, **{name: name for name in chosen_clusterers}}
     for kind, registry, chosen in (("embedder", tl.embedders, chosen_embedders), ("clusterer", tl.clusterers, chosen_clusterers)):
         for name in chosen:
-            merged = deep_update({**DEFAULT_PARAMS.get(name, {}), **(QUICK_PARAMS.get(name, {}) if quick else {})},
+            method = methods[name]
+            merged = deep_update({**DEFAULT_PARAMS.get(method, {}), **(QUICK_PARAMS.get(method, {}) if quick else {})},
                                   params.get(name, {}))
-            factory = registry.get(name)
-            accepted = inspect.signature(factory).parameters
+            accepted = inspect.signature(registry.get(method)).parameters
             bad = sorted(k for k in merged if k not in accepted)
             if bad:
                 raise ConfigError(f"The {kind} `{name}` does not take the parameter(s) {bad}; it takes {sorted(accepted)}.")
@@ -183,6 +213,7 @@ def benchmark_plan(
         "n_clusters": n_clusters,
         "datasets": suite,
         "embedders": chosen_embedders,
+        "embedder_methods": embedder_methods,
         "clusterers": chosen_clusterers,
         "params": method_params,
         "preprocess": defaults["preprocess"],
@@ -257,9 +288,11 @@ def _truth_classes(adata) -> np.ndarray | None:
     return adata.var[K.PATTERN].to_numpy()
 
 
-def _method_params(registry: Any, name: str, cfg: Mapping[str, Any], *, seed: int, n_clusters: int) -> dict[str, Any]:
-    """The configured parameters of a method plus the run's seed and number of clusters where it takes them."""
-    factory = registry.get(name)
+def _method_params(registry: Any, name: str, cfg: Mapping[str, Any], *, seed: int, n_clusters: int,
+                   method: str | None = None) -> dict[str, Any]:
+    """The configured parameters of a method (``name``: its label; ``method``: its registered name,
+    default the label) plus the run's seed and number of clusters where it takes them."""
+    factory = registry.get(method or name)
     params = dict(cfg["params"].get(name, {}))
     for key, value in (("seed", seed), ("random_state", seed), ("n_clusters", n_clusters)):
         if _accepts(factory, key):
@@ -307,7 +340,9 @@ def _benchmark_dataset(item: Mapping[str, Any], cfg: Mapping[str, Any], *, deadl
         with PeakMemory() as memory:
             start = time.perf_counter()
             try:
-                embedder = tl.create_embedder(name, **_method_params(tl.embedders, name, cfg, seed=seed, n_clusters=k))
+                method = cfg["embedder_methods"][name]
+                embedder = tl.create_embedder(method, **_method_params(tl.embedders, name, cfg, seed=seed, n_clusters=k,
+                                                                       method=method))
                 tl.embed(adata, embedder, key_added=key)
                 failed = None
             except Exception as err:  # one failing method must not stop the benchmark
@@ -398,6 +433,7 @@ def run_benchmark(
     quick: bool = False,
     budget: float | None = None,
     seed: int = 0,
+    simulate: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Benchmark every embedder x clusterer on a suite of datasets and write a leaderboard.
@@ -411,9 +447,11 @@ def run_benchmark(
     output_dir
         Run directory to create (refused if it holds something, unless ``overwrite``).
     embedders, clusterers
-        Registered names to run (None: all); ``regular`` (raw images) is always included.
+        Registered names to run (None: all); ``regular`` (raw images) is always included. An
+        embedder may be given as ``LABEL=METHOD`` (e.g. ``conditioned=regular``) to run one method
+        under several parameter sets; its rows and its ``params`` entry use the label.
     params
-        Parameters per method name, e.g. ``{"simclr": {"epochs": 20}, "kmeans": {"n_init": 20}}``.
+        Parameters per method name (or embedder label), e.g. ``{"simclr": {"epochs": 20}, "kmeans": {"n_init": 20}}``.
         SimCLR runs with ``self_label=True`` unless told otherwise.
     n_clusters
         Clusters for every method that takes a number; None: the number of true classes
@@ -426,6 +464,10 @@ def run_benchmark(
         ``skipped: budget spent``); a started method always finishes.
     seed
         Seed of every random step (a simulated dataset uses its own seed).
+    simulate
+        Parameters of :func:`spatialclust.datasets.simulate_msi` for the ``simulated`` datasets on
+        top of the realistic regime, e.g. ``{"n_ions": 100, "n_matrix_ions": 6}`` for the small
+        configuration of docs/benchmarks.md.
     overwrite
         Replace an existing run directory (only once the new one is complete).
 
@@ -438,7 +480,7 @@ def run_benchmark(
     datasets of a group, e.g. the simulator's seeds) and ``leaderboard.html``.
     """
     cfg = benchmark_plan(datasets, embedders=embedders, clusterers=clusterers, params=params,
-                         n_clusters=n_clusters, quick=quick, budget=budget, seed=seed)
+                         n_clusters=n_clusters, quick=quick, budget=budget, seed=seed, simulate=simulate)
     output_dir = Path(output_dir)
     with run_directory(output_dir, cfg, command="benchmark", overwrite=overwrite) as tmp:
         deadline = None if cfg["budget_s"] is None else time.perf_counter() + cfg["budget_s"]

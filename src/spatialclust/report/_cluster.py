@@ -207,12 +207,31 @@ def _overview(summary: Mapping[str, Any], comparison: pd.DataFrame) -> str:
         text += (f" Most trustworthy: {name}, with {found} spatial patterns; it has the highest {label}: "
                  f"{scores[key]:.2f} (next best {sorted(set(scores.values()))[-2]:.2f}).")
         break
+    text += _representation(clusterings)
     rir = pd.to_numeric(comparison.get("RIR"), errors="coerce") if "RIR" in comparison else None
     if rir is not None and rir.notna().any():
         best = comparison.loc[rir.idxmax()]
         text += (f" Highest RIR: {best['RIR']:.3g} ({best['clustering']} on {best['images']} ion images); RIR is not "
                  "used to choose, since it grows with the number of clusters.")
     return text
+
+
+def _representation(clusterings: Mapping[str, Any]) -> str:
+    """Which embedding to trust, by the label-free evidence that does not depend on a clusterer:
+    the thinned-partner recall@10 of each embedding ("" when fewer than two embeddings differ)."""
+    recall: dict[str, float] = {}
+    for info in clusterings.values():
+        value = info["metrics"].get("partner_recall@10")
+        if isinstance(value, (int, float)) and np.isfinite(value):
+            recall[str(info["embedding"])] = float(value)
+    if len(set(recall.values())) < 2:
+        return ""
+    ranked = sorted(recall, key=recall.get, reverse=True)
+    best = ranked[0].removeprefix("X_")
+    return (f" Representation to trust: {best} ion images, which keep an ion image closest to its abundance-thinned "
+            f"copy (partner recall@10 {recall[ranked[0]]:.2f} against {recall[ranked[1]]:.2f} for "
+            f"{ranked[1].removeprefix('X_')}): weak ions and isotope partners differ from their parents in the same "
+            "way, by counting noise and contrast, not by where the molecule is.")
 
 
 def _undefined_note(metrics: Mapping[str, Any]) -> str | None:
