@@ -94,6 +94,11 @@ def load_cells(seed: int, args):
     if args.dataset == "simulated":
         return sc.datasets.simulate_cells(args.n_cells, regime=args.regime, seed=seed)
     cells = sc.datasets.jurkat_cell_cycle(path=args.data_path)
+    if args.channels:
+        stack = sc.io.cell_image_stack(cells)
+        index = [list(cells.uns["cell_images"]["channels"]).index(c) for c in args.channels]
+        cells = sc.io.cell_images_to_adata(stack[:, index].copy(), channels=args.channels, labels=cells.obs["label"],
+                                           obs_names=cells.obs_names)
     if args.max_per_class:
         rng = np.random.default_rng(seed)
         labels = cells.obs["label"].to_numpy()
@@ -169,6 +174,8 @@ def main() -> None:
                         help="`jurkat`: the real Jurkat cell-cycle images (sc.datasets.jurkat_cell_cycle)")
     parser.add_argument("--data-path", type=Path, default=None, help="folder with jurkat_cell_cycle.npz (default: the cache)")
     parser.add_argument("--max-per-class", type=int, default=None, help="jurkat: at most this many cells per phase")
+    parser.add_argument("--channels", nargs="+", default=None, choices=["brightfield", "dna", "darkfield"],
+                        help="jurkat: keep only these channels (default: all three)")
     parser.add_argument("--n-cells", type=int, default=700)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--regime", default="cell_cycle", choices=["cell_cycle", "phenotypes"])
@@ -217,7 +224,7 @@ def main() -> None:
     logistic = np.mean([e["logistic_regression_on_pixel_pca"] for e in extras.values()])
     print(f"logistic regression on the pixel PCA (supervised reference): {logistic:.3f}")
     if args.output is not None:
-        data = (f"dataset=jurkat, max_per_class={args.max_per_class}" if args.dataset == "jurkat"
+        data = (f"dataset=jurkat, max_per_class={args.max_per_class}, channels={args.channels or 'all'}" if args.dataset == "jurkat"
                 else f"n_cells={args.n_cells}, regime={args.regime}")
         text = (f"{data}, seeds={args.seeds}, neighbors={args.neighbors_method}, "
                 f"train_fraction={args.train_fraction}, total {time.perf_counter() - start:.0f} s; supervised logistic "

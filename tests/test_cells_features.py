@@ -104,6 +104,8 @@ def test_cellprofiler_features_on_known_shapes():
     # texture and intensity-distribution shape do not change with brightness
     assert second["glcm_energy_d1_b"] == pytest.approx(second["glcm_energy_d1_a"])
     assert second["integrated_intensity_b"] == pytest.approx(0.5 * second["integrated_intensity_a"])
+    dark = classical_features(np.stack([cell, cell * 0])[None], threshold=0.1, feature_set="cellprofiler")  # no signal in ch1
+    assert np.isfinite(dark.to_numpy()).all() and (dark.filter(like="hu_").filter(like="_ch1").to_numpy() == 0).all()
     with pytest.raises(ValueError, match="Invalid option `zernike` for `feature_set`"):
         classical_features(images, feature_set="zernike")
     cells = sc.tl.cell_features(sc.datasets.simulate_cells(14, regime="cell_cycle", seed=0), feature_set="cellprofiler")

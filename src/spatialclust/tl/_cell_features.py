@@ -138,7 +138,10 @@ def _cellprofiler_one(image: np.ndarray) -> dict[str, float]:
             "largest_form_factor": 0.0 if largest is None else float(4 * np.pi * largest.area / max(largest.perimeter, 1.0) ** 2),
             "object_distance": 0.0 if len(objects) < 2 else float(np.hypot(*np.subtract(objects[0].centroid, objects[1].centroid))) / radius,
         })
-        hu = regionprops(mask.astype(np.uint8), intensity_image=np.clip(image[c], 0, None))[0].moments_weighted_hu
+        # a channel without signal in the cell (e.g. darkfield of a cell that scatters nothing) has no
+        # intensity-weighted moments: its Hu moments are 0, not NaN
+        hu = (regionprops(mask.astype(np.uint8), intensity_image=np.clip(image[c], 0, None))[0].moments_weighted_hu
+              if weight.sum() > 0 else np.zeros(7))
         features.update({f"hu_{k + 1}": float(np.sign(h) * np.log10(abs(h) + 1e-30)) if h != 0 else 0.0 for k, h in enumerate(hu)})
         out.update({f"{name}_{c}": value for name, value in features.items()})
     return out
