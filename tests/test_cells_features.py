@@ -68,6 +68,12 @@ def test_cell_features_and_pca_on_simulated_cells():
     table = adata.to_df().assign(objects=cells.obs["objects"].astype(str).to_numpy())
     means = table.groupby("objects")["radial_moment_objects"].mean()
     assert means["many"] > means["1"]
+    nucleus = sc.tl.cell_features(cells, channels=["nucleus"])  # one channel: the same features of that channel
+    assert list(nucleus.var_names) == [n for n in adata.var_names if n.endswith("_nucleus") and not n.startswith("correlation")]
+    np.testing.assert_allclose(nucleus.X, adata[:, nucleus.var_names].X)
+    assert nucleus.uns["cell_features"]["params"]["channels"] == ["nucleus"]
+    with pytest.raises(ValueError, match="Invalid option \\['dna'\\] for `channels`. Valid options are: membrane, nucleus, objects"):
+        sc.tl.cell_features(cells, channels=["dna"])
     sc.tl.cell_pca(adata, n_comps=5, umap=False)
     assert adata.obsm["X_pca"].shape == (40, 5) and "raw" in adata.layers
     np.testing.assert_allclose(adata.X.mean(axis=0), 0, atol=1e-4)
