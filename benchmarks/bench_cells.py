@@ -2,7 +2,8 @@
 
 On simulated cells (``sc.datasets.simulate_cells``; by default the realistic ``cell_cycle`` regime:
 7 phases that differ in DNA content, chromatin texture and morphology, with realistic nuisance
-variation), every representation is clustered without labels and scored against the phase:
+variation) or on the real Jurkat cell-cycle images (``--dataset jurkat``:
+``sc.datasets.jurkat_cell_cycle``, 7 phases, brightfield / DNA / darkfield), every representation is clustered without labels and scored against the phase:
 
 - ``pixels``: the raw images, flattened, PCA (``--pixel-comps``) -- the baseline;
 - ``features_ics``: the sorter's real-time features (6 per channel + correlations), scaled, PCA;
@@ -20,6 +21,8 @@ supervised logistic regression on the pixel PCA (3-fold CV), as for the real Jur
 Examples
 --------
 python benchmarks/bench_cells.py --n-cells 700 --seeds 0 1 2 --output cells_bench.md
+python benchmarks/bench_cells.py --dataset jurkat --max-per-class 300 --seeds 0 --embeddings efficientnet_lite0 dino \
+    --image-sizes 64
 python benchmarks/bench_cells.py --quick        # tiny settings, a smoke test
 """
 
@@ -86,13 +89,31 @@ def _score(adata, rep: str, truth: np.ndarray, args, *, subset=None) -> dict[str
     return out
 
 
+def load_cells(seed: int, args):
+    """The cells of one run: simulated (``--n-cells``), or the real Jurkat set capped per phase."""
+    if args.dataset == "simulated":
+        return sc.datasets.simulate_cells(args.n_cells, regime=args.regime, seed=seed)
+    cells = sc.datasets.jurkat_cell_cycle(path=args.data_path)
+    if args.channels:
+        stack = sc.io.cell_image_stack(cells)
+        index = [list(cells.uns["cell_images"]["channels"]).index(c) for c in args.channels]
+        cells = sc.io.cell_images_to_adata(stack[:, index].copy(), channels=args.channels, labels=cells.obs["label"],
+                                           obs_names=cells.obs_names)
+    if args.max_per_class:
+        rng = np.random.default_rng(seed)
+        labels = cells.obs["label"].to_numpy()
+        keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: args.max_per_class] for c in np.unique(labels)])
+        cells = cells[np.sort(keep)].copy()
+    return cells
+
+
 def run_seed(seed: int, args) -> tuple[list[dict], dict]:
-    """All representations and learners on one simulated data set."""
+    """All representations and learners on one data set."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
     args.seed_now = seed
-    cells = sc.datasets.simulate_cells(args.n_cells, regime=args.regime, seed=seed)
+    cells = load_cells(seed, args)
     truth = cells.obs["label"].astype(str).to_numpy()
     rows: list[dict] = []
     timings: dict[str, float] = {}
@@ -149,6 +170,12 @@ def run_seed(seed: int, args) -> tuple[list[dict], dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="simulated", choices=["simulated", "jurkat"],
+                        help="`jurkat`: the real Jurkat cell-cycle images (sc.datasets.jurkat_cell_cycle)")
+    parser.add_argument("--data-path", type=Path, default=None, help="folder with jurkat_cell_cycle.npz (default: the cache)")
+    parser.add_argument("--max-per-class", type=int, default=None, help="jurkat: at most this many cells per phase")
+    parser.add_argument("--channels", nargs="+", default=None, choices=["brightfield", "dna", "darkfield"],
+                        help="jurkat: keep only these channels (default: all three)")
     parser.add_argument("--n-cells", type=int, default=700)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--regime", default="cell_cycle", choices=["cell_cycle", "phenotypes"])
@@ -197,7 +224,9 @@ def main() -> None:
     logistic = np.mean([e["logistic_regression_on_pixel_pca"] for e in extras.values()])
     print(f"logistic regression on the pixel PCA (supervised reference): {logistic:.3f}")
     if args.output is not None:
-        text = (f"n_cells={args.n_cells}, regime={args.regime}, seeds={args.seeds}, neighbors={args.neighbors_method}, "
+        data = (f"dataset=jurkat, max_per_class={args.max_per_class}, channels={args.channels or 'all'}" if args.dataset == "jurkat"
+                else f"n_cells={args.n_cells}, regime={args.regime}")
+        text = (f"{data}, seeds={args.seeds}, neighbors={args.neighbors_method}, "
                 f"train_fraction={args.train_fraction}, total {time.perf_counter() - start:.0f} s; supervised logistic "
                 f"regression on the pixel PCA: {logistic:.3f}\n\n" + markdown(table) + "\n")
         args.output.write_text(text)

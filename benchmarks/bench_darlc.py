@@ -28,6 +28,8 @@ Example (the figures in docs/benchmarks.md)::
         --json /tmp/bench_darlc.json --figures /tmp/bench_darlc_figs
     python benchmarks/bench_darlc.py --datasets hippo1_families mob1_families --methods --threads 1 \
         --seed 0 --ablations
+    python benchmarks/bench_darlc.py --datasets hippo1 mob1 --n-genes 150 --threads 1 --dbi-ablation \
+        --json /tmp/dbi_ablation.json
 """
 
 from __future__ import annotations
@@ -204,6 +206,69 @@ def run_dataset(name: str, args) -> dict:
     return {"info": info, "results": results, "ablation": ablation}
 
 
+DBI_TRAININGS = {  # input scaling x augmentation: the two switches that change the geometry of the embedding
+    "zscore + GAT (default)": {},
+    "max + GAT (paper)": {"input_scaling": "max"},
+    "zscore + Gaussian": {"augmentation": "gaussian"},
+    "max + Gaussian": {"input_scaling": "max", "augmentation": "gaussian"},
+}
+DBI_DOFS = (1.0, 3.0, 10.0, float("inf"))  # fixed Student's t degrees of freedom (inf: Gaussian mixture)
+
+
+def dbi_ablation(name: str, args) -> list[dict]:
+    """Why DARLC loses DBI-E to k-means on the raw images: every trained embedding clustered several ways.
+
+    For each training in :data:`DBI_TRAININGS`, the encoder embedding is clustered by k-means
+    (unit rows, and on its first 2 / 8 principal components) and the projection-head embedding by
+    Student's t mixtures with fixed degrees of freedom :data:`DBI_DOFS`, at ``--dbi-clusters``
+    clusters, next to k-means on the raw images (both geometries) at the same numbers of clusters.
+    DBI-E / DBI-P are computed on the images, as in :func:`run_dataset`.
+    """
+    import torch
+    from sklearn.decomposition import PCA
+
+    from spatialclust.models import StudentMixture
+
+    torch.set_num_threads(args.threads)
+    adata = load(name, args.n_genes, args.seed)
+    images, mask = sc.pp.feature_images(adata), sc.pp.tissue_mask_image(adata)
+    truth = adata.var[sc._keys.PATTERN].to_numpy() if sc._keys.PATTERN in adata.var else None  # the gene families
+    flat = image_matrix(images, mask)
+    rows: list[dict] = []
+
+    def add(training: str, clustering: str, k: int, labels: np.ndarray, seconds: float | None = None) -> None:
+        rows.append({"training": training, "clustering": clustering, "k": k, **score(flat, labels, truth), "seconds": seconds})
+        r = rows[-1]
+        print(f"   {training:24s} {clustering:28s} k={k} DBI-E={r['DBI-E']:.2f} DBI-P={r['DBI-P']:.2f} "
+              f"clusters={r['n_clusters']}" + (f" NMI={r['NMI']:.3f}" if truth is not None else ""), flush=True)
+
+    def kmeans(x: np.ndarray, k: int) -> np.ndarray:
+        return sc.tl.create_clusterer("kmeans", n_clusters=k, random_state=args.seed).fit(x).labels_
+
+    print(f"== DBI ablation on {name}: {len(images)} images of {images.shape[1:]}", flush=True)
+    for k in args.dbi_clusters:
+        add("raw images", "k-means", k, kmeans(flat, k))
+        add("raw images", "k-means, Pearson geometry", k, kmeans(unit_rows(flat), k))
+    for training in args.dbi_trainings:
+        switch = DBI_TRAININGS[training]
+        t0 = time.perf_counter()
+        model = DARLCEmbedder(n_clusters=args.dbi_clusters[0], **{**darlc_params(args), **switch})
+        emb = model.fit_transform(images, mask=mask)
+        seconds = time.perf_counter() - t0
+        model.output = "projection"
+        projection = model.transform(images, mask=mask).astype(np.float64)
+        add(training, "DARLC SMM (own)", args.dbi_clusters[0], model.labels_, seconds)
+        for k in args.dbi_clusters:
+            add(training, "k-means, unit rows", k, kmeans(unit_rows(emb), k))
+            for d in (2, 8):
+                add(training, f"k-means on PCA {d}", k, kmeans(PCA(d, random_state=args.seed).fit_transform(emb), k))
+            for dof in DBI_DOFS:
+                mixture = StudentMixture(k, distribution="gaussian" if np.isinf(dof) else "t", dof_init=10.0 if np.isinf(dof) else dof,
+                                         fix_dof=True, random_state=args.seed).fit(projection)
+                add(training, f"SMM on head, dof {dof:g}", k, mixture.labels_)
+    return rows
+
+
 def epochs(value: str) -> int | str:
     return value if value == "auto" else int(value)
 
@@ -225,13 +290,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ablations", action="store_true", help="run the Table 4 switches on the first dataset")
+    parser.add_argument("--dbi-ablation", action="store_true",
+                        help="only the DBI ablation (dbi_ablation) on --datasets, written to --json")
+    parser.add_argument("--dbi-trainings", nargs="+", default=list(DBI_TRAININGS), choices=list(DBI_TRAININGS),
+                        help="trainings of the DBI ablation")
+    parser.add_argument("--dbi-clusters", type=int, nargs="+", default=[5, 3, 8], help="numbers of clusters of the DBI ablation")
     parser.add_argument("--json", type=Path, default=None, help="write all figures to this JSON file")
     parser.add_argument("--figures", type=Path, default=None, help="folder for example member images per cluster")
     args = parser.parse_args()
     sc._logging.settings["show_progress_bar"] = False
     out = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     for name in args.datasets:
-        out[name] = run_dataset(name, args)
+        out[name] = dbi_ablation(name, args) if args.dbi_ablation else run_dataset(name, args)
         if args.json:
             args.json.write_text(json.dumps(out, indent=1, default=float))
 

@@ -68,6 +68,12 @@ def test_cell_features_and_pca_on_simulated_cells():
     table = adata.to_df().assign(objects=cells.obs["objects"].astype(str).to_numpy())
     means = table.groupby("objects")["radial_moment_objects"].mean()
     assert means["many"] > means["1"]
+    nucleus = sc.tl.cell_features(cells, channels=["nucleus"])  # one channel: the same features of that channel
+    assert list(nucleus.var_names) == [n for n in adata.var_names if n.endswith("_nucleus") and not n.startswith("correlation")]
+    np.testing.assert_allclose(nucleus.X, adata[:, nucleus.var_names].X)
+    assert nucleus.uns["cell_features"]["params"]["channels"] == ["nucleus"]
+    with pytest.raises(ValueError, match="Invalid option \\['dna'\\] for `channels`. Valid options are: membrane, nucleus, objects"):
+        sc.tl.cell_features(cells, channels=["dna"])
     sc.tl.cell_pca(adata, n_comps=5, umap=False)
     assert adata.obsm["X_pca"].shape == (40, 5) and "raw" in adata.layers
     np.testing.assert_allclose(adata.X.mean(axis=0), 0, atol=1e-4)
@@ -104,6 +110,8 @@ def test_cellprofiler_features_on_known_shapes():
     # texture and intensity-distribution shape do not change with brightness
     assert second["glcm_energy_d1_b"] == pytest.approx(second["glcm_energy_d1_a"])
     assert second["integrated_intensity_b"] == pytest.approx(0.5 * second["integrated_intensity_a"])
+    dark = classical_features(np.stack([cell, cell * 0])[None], threshold=0.1, feature_set="cellprofiler")  # no signal in ch1
+    assert np.isfinite(dark.to_numpy()).all() and (dark.filter(like="hu_").filter(like="_ch1").to_numpy() == 0).all()
     with pytest.raises(ValueError, match="Invalid option `zernike` for `feature_set`"):
         classical_features(images, feature_set="zernike")
     cells = sc.tl.cell_features(sc.datasets.simulate_cells(14, regime="cell_cycle", seed=0), feature_set="cellprofiler")

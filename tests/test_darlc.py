@@ -7,7 +7,7 @@ import pytest
 
 import spatialclust as sc
 from spatialclust.models import gaussian_smooth
-from spatialclust.tl._darlc import DARLCEmbedder, init_head_from_pca, pad_to_patches, seeding_similarity
+from spatialclust.tl._darlc import DARLCEmbedder, init_head_from_pca, pad_to_patches, resolve_patch_size, seeding_similarity
 
 # 16 x 16 images, 4 x 4 patches: the encoder keeps the 4 x 4 token grid, 16 * 16 = 256 dimensions
 TINY_DIM = 256
@@ -146,6 +146,26 @@ def test_grid_padding_and_too_small_grid():
         DARLCEmbedder(**{**TINY, "patch_size": 16}).fit(images)
 
 
+def test_default_patch_size_adapts_to_a_grid_smaller_than_a_patch(caplog, tmp_path, monkeypatch):
+    assert resolve_patch_size("auto", (61, 32)) == 8  # the default on any grid of at least 8 x 8 px
+    assert resolve_patch_size("auto", (7, 12)) == 3 and resolve_patch_size("auto", (3, 3)) == 1
+    images = pattern_images(size=16)[0][:, ::3, ::3]  # 6 x 6 px, the two blobs near (1, 1) and (4, 4)
+    tiny = {k: v for k, v in TINY.items() if k != "patch_size"}
+    with caplog.at_level("WARNING", logger="spatialclust"):
+        model = DARLCEmbedder(**tiny, pool_grid=4).fit(images)
+    assert model.patch_size == "auto" and model.patch_size_ == 3
+    assert "6 x 6 is smaller than the default `patch_size`=8; using `patch_size`=3" in caplog.text
+    assert model._net["encoder"].grid == (2, 2) and model.transform(images).shape[0] == len(images)
+    loaded = DARLCEmbedder.from_checkpoint(model.save(tmp_path / "small"), device="cpu")
+    assert loaded.patch_size_ == 3
+    np.testing.assert_allclose(loaded.transform(images), model.transform(images), atol=1e-5)
+    calls = []
+    monkeypatch.setattr(sc.models, "gat_smooth", lambda *a, **k: calls.append(1))
+    with pytest.raises(ValueError, match=r"6 x 6 is smaller than `patch_size`=8; use a `patch_size` of at most 6"):
+        DARLCEmbedder(**{**tiny, "patch_size": 8, "augmentation": "gat"}).fit(images)
+    assert not calls  # the error comes before any training
+
+
 def test_darlc_bad_parameters():
     images, _ = pattern_images()
     for params, match in [
@@ -154,6 +174,7 @@ def test_darlc_bad_parameters():
         (dict(mask_ratio=1.0), "mask_ratio"),
         (dict(n_clusters="many"), "n_clusters"),
         (dict(embed_dim=0), "embed_dim"),
+        (dict(patch_size="large"), "patch_size"),
     ]:
         with pytest.raises(ValueError, match=match):
             DARLCEmbedder(**{**TINY, **params}).fit(images)

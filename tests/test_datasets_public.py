@@ -164,6 +164,40 @@ def test_legacy_st_conversion_from_the_stutility_tables(cache, tmp_path, monkeyp
         sc.datasets.legacy_st("Hippo9")
 
 
+def _montage(rng, n_cells: int, tile: int = 4, grid: int = 30) -> np.ndarray:
+    """A stitched montage as published: cells filled column by column, the rest padded by one repeated row."""
+    tiles = np.repeat(np.arange(1, tile + 1, dtype=np.uint16)[None, None, :], grid * grid, axis=0).repeat(tile, axis=1)
+    tiles[:n_cells] = rng.integers(100, 3000, size=(n_cells, tile, tile))
+    return tiles.reshape(grid, grid, tile, tile).transpose(1, 2, 0, 3).reshape(grid * tile, grid * tile)
+
+
+def test_jurkat_montages_are_cut_into_labelled_cells(cache, tmp_path, monkeypatch):
+    import tifffile
+
+    www = tmp_path / "montages"
+    www.mkdir()
+    rng = np.random.default_rng(0)
+    counts = dict(zip(P.JURKAT_PHASES, (5, 4, 3, 2, 1, 1, 2)))
+    montages = {}
+    for folder, n in counts.items():
+        for channel in P.JURKAT_CHANNELS:
+            montages[folder, channel] = _montage(rng, n)
+            tifffile.imwrite(www / P._jurkat_file(folder, channel), montages[folder, channel])
+    names = [f.name for f in P._DATASETS["jurkat_cell_cycle"].recipes[0].inputs]
+    assert len(names) == 21 and sorted(names) == sorted(p.name for p in www.iterdir())
+    _serve_originals(monkeypatch, "jurkat_cell_cycle", {n: (www / n).as_uri() for n in names}, {n: _sha(www / n) for n in names})
+    cells = sc.datasets.jurkat_cell_cycle()
+    assert cells.n_obs == sum(counts.values()) and cells.uns["cell_images"] == {"shape": [3, 4, 4], "channels": ["brightfield", "dna", "darkfield"]}
+    assert list(cells.obs["label"].cat.categories) == list(sc.datasets.CELL_CYCLE_PHASES)
+    assert cells.obs["label"].value_counts()["G1"] == 5 and cells.obs_names[0] == "G1_0"
+    second_s_cell = sc.io.cell_image_stack(cells)[list(cells.obs_names).index("S_1")]
+    np.testing.assert_array_equal(second_s_cell[1], montages["S_phase", "Ch4"][4:8, :4])  # column-major filling, DNA channel
+    again = sc.datasets.jurkat_cell_cycle(path=cache / "jurkat_cell_cycle")  # the converted file, no download
+    np.testing.assert_array_equal(sc.io.cell_image_stack(again), sc.io.cell_image_stack(cells))
+    with pytest.raises(ValueError, match="multiple of 30 tiles"):
+        P.montage_tiles(np.zeros((100, 100)))
+
+
 def _matrix(values, rows, cols):
     return xr.DataArray(np.asarray(values, dtype=float), coords={"dim_0": rows, "dim_1": cols}, dims=("dim_0", "dim_1"))
 

@@ -31,7 +31,7 @@ BAD = [
     ({"embedding": ["regular", {"method": "simclr", "params": {"epochs": -5}}]},
      r"`embedding\[1\].params` \(simclr\): `epochs` must be an integer >= 1 or 'auto'; received -5\."),
     ({"embedding": [{"method": "darlc", "params": {"patch_size": 0}}]},
-     r"`embedding\[0\].params` \(darlc\): `patch_size` must be a positive integer; received 0\."),
+     r"`embedding\[0\].params` \(darlc\): `patch_size` must be a positive integer or 'auto'; received 0\."),
     ({"embedding": [{"method": "neural", "params": {"patch_size": -3, "patch_size_um": None}}]},
      r"`embedding\[0\].params` \(neural\): `patch_size` must be a positive integer or None; received -3\."),
     ({"embedding": [{"method": "simclr", "params": {"self_label": True, "self_label_params": {"threshold": 2}}}]},

@@ -11,6 +11,7 @@ from ._public import (
     data_home,
     download,
     fetch,
+    jurkat_cell_cycle,
     legacy_st,
     load,
     lung_godfrey,
@@ -21,7 +22,7 @@ from ._public import (
 from ._st import simulate_st
 
 __all__: list[str] = [
-    "CELL_CYCLE_PHASES", "DATA_ENV", "DatasetDownloadError", "PublicDataset", "RemoteFile", "data_home", "download", "fetch", "legacy_st",
+    "CELL_CYCLE_PHASES", "DATA_ENV", "DatasetDownloadError", "PublicDataset", "RemoteFile", "data_home", "download", "fetch", "jurkat_cell_cycle", "legacy_st",
     "load", "lung_godfrey", "mouse_bladder", "mouse_brain_vicari", "public_datasets",
     "pattern_names", "simulate_cells", "simulate_msi", "simulate_paired_st_msi", "simulate_st",
 ]

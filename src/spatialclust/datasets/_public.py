@@ -50,6 +50,7 @@ __all__ = [
     "data_home",
     "download",
     "fetch",
+    "jurkat_cell_cycle",
     "legacy_st",
     "load",
     "lung_godfrey",
@@ -432,6 +433,52 @@ def _stutility_converter(section: str, counts_file: str, alignment_file: str | N
     return convert
 
 
+# The Jurkat cell-cycle images of Blasi et al. (2016) as 30 x 30 montages of 40 x 40 px cells, one
+# montage per phase and channel (CellProfiler/stitching); folder -> phase, file prefix -> channel.
+JURKAT_PHASES = {"G1": "G1", "S_phase": "S", "G2": "G2", "Prophase": "prophase", "Metaphase": "metaphase",
+                 "Anaphase": "anaphase", "Telophase": "telophase"}
+JURKAT_CHANNELS = {"Ch3": "brightfield", "Ch4": "dna", "Ch6": "darkfield"}
+_JURKAT_GRID = 30
+
+
+def montage_tiles(montage: np.ndarray, *, grid: int = _JURKAT_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a ``grid`` x ``grid`` montage of equal square tiles into tiles, in filling order.
+
+    The stitching script fills the montage column by column and pads the unused tiles by
+    repeating one row, so an empty tile has no variation along its rows.
+
+    Returns
+    -------
+    tiles
+        ``(grid * grid, tile, tile)`` in column-major (filling) order.
+    filled
+        Boolean ``(grid * grid,)``: False for the padding tiles.
+    """
+    side = montage.shape[0]
+    if montage.ndim != 2 or montage.shape[1] != side or side % grid:
+        raise ValueError(f"Expected a square montage whose side is a multiple of {grid} tiles, got shape {montage.shape}.")
+    tile = side // grid
+    tiles = montage.reshape(grid, tile, grid, tile).transpose(2, 0, 1, 3).reshape(grid * grid, tile, tile)
+    filled = np.ptp(tiles, axis=1).max(axis=1) > 0
+    return tiles, filled
+
+
+def _convert_jurkat(inputs: Mapping[str, Path], folder: Path) -> None:
+    tifffile = require("tifffile", purpose="reading the Jurkat cell-cycle montages")
+    images, labels, names = [], [], []
+    for phase_folder, phase in JURKAT_PHASES.items():
+        stacks = [montage_tiles(tifffile.imread(inputs[_jurkat_file(phase_folder, ch)])) for ch in JURKAT_CHANNELS]
+        filled = stacks[0][1]  # the brightfield padding decides; the other channels are padded the same way
+        cells = np.stack([tiles[filled] for tiles, _ in stacks], axis=1)
+        images.append(cells.astype(np.uint16))
+        labels += [phase] * len(cells)
+        names += [f"{phase}_{i}" for i in np.flatnonzero(filled)]
+    with atomic_path(folder / "jurkat_cell_cycle.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, images=np.concatenate(images), label=np.array(labels), obs_names=np.array(names),
+                                channels=np.array(list(JURKAT_CHANNELS.values())))
+
+
 # --- the registry -----------------------------------------------------------------------------------
 
 _SPAMTP = "https://raw.githubusercontent.com/GenomicsMachineLearning/SpaMTP/594d62e1b59a7aa83dc158f3306aaddc15d517b8/vignettes/vignette_data_files/Mouse_Urinary_Bladder"
@@ -483,6 +530,45 @@ def _stutility_recipe(section: str) -> _Recipe:
     if not section.startswith("BC"):
         inputs += (_MOUSE_GENES,)
     return _Recipe((f"{section}.h5ad",), inputs, _stutility_converter(section, counts, alignment))
+
+
+_MLCP = "https://raw.githubusercontent.com/minh-doan/MLCP/4b4d93606e6b88654fc0a0697515d63102f60ee7/images/Experiment_1"
+_JURKAT_FILES = {  # <phase folder>/<channel>_<montage>.tif -> SHA-256, at the commit above
+    "Anaphase/Ch3_CP0001.tif": "7787d8f0cd533398a18756f79a4f69cfb7b21e8ab6bfd814601b85503cf25a98",
+    "Anaphase/Ch4_CP0001.tif": "6b53d036937ce353c4769f2867e8fbdb5a5dd08c323d2beb92c85468a2551a97",
+    "Anaphase/Ch6_CP0001.tif": "231ee02a0b25b854380bc94a38a0d363e75aa54b8ced6cf8d3107c2bd374403e",
+    "G1/Ch3_CP0008.tif": "373d146c82ce923b953c64165c243bfee48562793cb8bfe170cfca96e3d05f26",
+    "G1/Ch4_CP0008.tif": "1d3c32de96b4ebbbeeae98688f1025d81e29b248f30d3b1cc8147fa10b36f519",
+    "G1/Ch6_CP0008.tif": "94054f1682116c6cbf4864b577f5dd8e6d3c35c9760e9623c2b2e7828b2f9e6b",
+    "G2/Ch3_CP0008.tif": "b4040fdbf5049c2fbd37058e5eddb5472257fc6c90045ec4f840c707a934ab22",
+    "G2/Ch4_CP0008.tif": "5fb64b41126ae95028c64b5e0b4b12029fb842d55ddf5042338c2c32515c1be4",
+    "G2/Ch6_CP0008.tif": "5519c06824fdaa6e0bed054ee4b93a7a53b4ccd0761ef6d7da1d60974f97a6f1",
+    "Metaphase/Ch3_CP0001.tif": "f3929672e88443e41053383a18aa87164f472a75c107e8c7309d81a148335aa6",
+    "Metaphase/Ch4_CP0001.tif": "df1f5d922c54ff593434f2ec518ca36b719686538368de23dc2fa505e3488ef4",
+    "Metaphase/Ch6_CP0001.tif": "51acc1daff25785a16605aba9cf48048b714a12dd4e41aba8c461fd81457ee3a",
+    "Prophase/Ch3_CP0001.tif": "502b80326fa58cc11169b447fd633946493dd7c8368263bd67d6b1ecae1445cd",
+    "Prophase/Ch4_CP0001.tif": "667bd7b1e0af933535d78ee3d908981489ae83ab47c214ee7ac813ecf1778a6e",
+    "Prophase/Ch6_CP0001.tif": "a7807c2727ce0d6b345ee5a402530e324129c810550274d576b29646dfe00e21",
+    "S_phase/Ch3_CP0009.tif": "0e9b52c6bbf4f9e6e90340112b9eacb56cac63f909cd8f4b97e91911a764d73f",
+    "S_phase/Ch4_CP0009.tif": "8d8649e779e944f8d40c6e4a0d739952799a410b4242f5f47719d8b91f020178",
+    "S_phase/Ch6_CP0009.tif": "66374337c59d451fca4f089fb95b4cd3d667c3adafd964c91ed442d9ad45ec42",
+    "Telophase/Ch3_CP0001.tif": "48a09ef683702b48931b0a6c241b85da71ec833e4361c18865ef3ea4ee343787",
+    "Telophase/Ch4_CP0001.tif": "97fc175c7cb2253a33bedcea6fdfc7d5fbf67272a0bb11b378e3e901c54e0bfc",
+    "Telophase/Ch6_CP0001.tif": "1b25f04ddae9be6139803fe64261b02665d77cb8e1e9ab9b2d87bf2c80286e50",
+}
+
+
+def _jurkat_file(phase_folder: str, channel: str) -> str:
+    """Local name of the montage of one phase and channel (``G1_Ch3.tif``)."""
+    return f"{phase_folder}_{channel}.tif"
+
+
+def _jurkat_input(published: str, sha256: str) -> RemoteFile:
+    phase_folder, name = published.split("/")
+    return RemoteFile(_jurkat_file(phase_folder, name.split("_")[0]), f"{_MLCP}/{published}", sha256)
+
+
+_JURKAT_INPUTS = tuple(_jurkat_input(f, sha) for f, sha in _JURKAT_FILES.items())
 
 
 _DATASETS = {
@@ -541,6 +627,14 @@ _DATASETS = {
                     ("10feat", _SBIVAR_10FEAT_COMMIT, "e8ca49c305d40012e989b30a0ec32c2d7be310fc610444f87005909cff4870ec"),
                 )
             ),
+        ),
+        PublicDataset(
+            name="jurkat_cell_cycle",
+            title="Jurkat cells in 7 cell-cycle phases, imaging flow cytometry (3,419 cells; brightfield, DNA, darkfield; 40 x 40 px)",
+            source="Blasi et al. 2016, Nat. Commun. 7:10256 (ImageStream, Jurkat cells, phases annotated from the DNA stain); "
+                   "the ground-truth experiment shipped as 30 x 30 montages in minh-doan/MLCP (commit 4b4d936, images/Experiment_1)",
+            license="BSD-3-Clause (MLCP)",
+            recipes=(_Recipe(("jurkat_cell_cycle.npz",), _JURKAT_INPUTS, _convert_jurkat),),
         ),
     )
 }
@@ -696,11 +790,49 @@ def mouse_brain_vicari(
     return st, msi
 
 
+def jurkat_cell_cycle(*, path: _Path = None, data_dir: _Path = None, download: bool = True) -> ad.AnnData:
+    """Real labelled imaging-flow-cytometry cell images: Jurkat cells in 7 cell-cycle phases.
+
+    The ground-truth experiment of Blasi et al. (2016) (ImageStream; phases G1, S, G2 from the DNA
+    content, prophase-telophase by inspection of the DNA stain), as published for CellProfiler in
+    MLCP (Hennig et al. 2017): one 30 x 30 montage of 40 x 40 px cells per phase and channel. The
+    21 montages are downloaded and cut into cells; the padding tiles are dropped, which leaves 900
+    G1, 900 S, 900 G2, 606 prophase, 69 metaphase, 16 anaphase and 28 telophase cells (the
+    mitotic phases are rare, as in any asynchronous culture). Converted file:
+    ``jurkat_cell_cycle.npz`` (``images`` uint16 ``(n, 3, 40, 40)``, ``label``, ``obs_names``,
+    ``channels``).
+
+    Parameters
+    ----------
+    path
+        Folder holding ``jurkat_cell_cycle.npz`` (or the file itself); no download.
+    data_dir, download
+        As for :func:`mouse_bladder`.
+
+    Returns
+    -------
+    Cell-image AnnData as from :func:`spatialclust.io.cell_images_to_adata`: channels
+    ``brightfield``, ``dna``, ``darkfield`` (raw camera counts), ``obs["label"]`` the phase
+    (the names of ``sc.datasets.CELL_CYCLE_PHASES``).
+    """
+    from ..io import cell_images_to_adata
+
+    with np.load(_converted("jurkat_cell_cycle", "jurkat_cell_cycle.npz", path, data_dir, download)) as data:
+        images, labels, names, channels = data["images"], data["label"], data["obs_names"], data["channels"]
+    adata = cell_images_to_adata(images.astype(np.float32), channels=[str(c) for c in channels], labels=[str(v) for v in labels],
+                                 obs_names=[str(n) for n in names])
+    order = [p for p in JURKAT_PHASES.values() if p in set(adata.obs[K.LABEL])]
+    adata.obs[K.LABEL] = adata.obs[K.LABEL].cat.reorder_categories(order)
+    adata.uns[K.SOURCE] = {"dataset": "jurkat_cell_cycle"}
+    return adata
+
+
 _LOADERS: dict[str, Callable[..., Any]] = {
     "mouse_bladder": mouse_bladder,
     "legacy_st": legacy_st,
     "lung_godfrey": lung_godfrey,
     "mouse_brain_vicari": mouse_brain_vicari,
+    "jurkat_cell_cycle": jurkat_cell_cycle,
 }
 
 

@@ -273,7 +273,8 @@ def run_cells(
         seed_everything(seed)
         cells, dataset, has_images = load_cells(cfg["input"], seed=seed)
         features = cfg["features"]
-        adata = tl.cell_features(cells, threshold=features["threshold"], feature_set=features["feature_set"]) if has_images else cells
+        adata = tl.cell_features(cells, threshold=features["threshold"], feature_set=features["feature_set"],
+                                 channels=features["channels"]) if has_images else cells
         reps = build_representations(adata, cfg, tmp, has_images=has_images)
         comparison = cluster_and_evaluate(adata, reps, cfg)
         figures = make_cell_figures(adata, reps, cfg, tmp / FIGURES_DIR, has_images=has_images)

@@ -138,7 +138,10 @@ def _cellprofiler_one(image: np.ndarray) -> dict[str, float]:
             "largest_form_factor": 0.0 if largest is None else float(4 * np.pi * largest.area / max(largest.perimeter, 1.0) ** 2),
             "object_distance": 0.0 if len(objects) < 2 else float(np.hypot(*np.subtract(objects[0].centroid, objects[1].centroid))) / radius,
         })
-        hu = regionprops(mask.astype(np.uint8), intensity_image=np.clip(image[c], 0, None))[0].moments_weighted_hu
+        # a channel without signal in the cell (e.g. darkfield of a cell that scatters nothing) has no
+        # intensity-weighted moments: its Hu moments are 0, not NaN
+        hu = (regionprops(mask.astype(np.uint8), intensity_image=np.clip(image[c], 0, None))[0].moments_weighted_hu
+              if weight.sum() > 0 else np.zeros(7))
         features.update({f"hu_{k + 1}": float(np.sign(h) * np.log10(abs(h) + 1e-30)) if h != 0 else 0.0 for k, h in enumerate(hu)})
         out.update({f"{name}_{c}": value for name, value in features.items()})
     return out
@@ -257,7 +260,11 @@ def classical_features(
 
 
 def cell_features(
-    adata: ad.AnnData, *, threshold: str | float | Sequence[float] = "otsu", feature_set: str = "ics"
+    adata: ad.AnnData,
+    *,
+    threshold: str | float | Sequence[float] = "otsu",
+    feature_set: str = "ics",
+    channels: Sequence[str] | None = None,
 ) -> ad.AnnData:
     """Compute classical image features of every cell; return a new AnnData with them in ``X``.
 
@@ -266,7 +273,12 @@ def cell_features(
     adata
         Cell-image AnnData (``obsm["images"]``, see :func:`spatialclust.io.read_cell_images`).
     threshold, feature_set
-        See :func:`classical_features`.
+        See :func:`classical_features` (a threshold list has one value per channel used).
+    channels
+        Compute the features on these channels only (names of ``uns["cell_images"]["channels"]``);
+        None: every channel. After z-scoring, every feature weighs the same, so a channel that carries
+        nothing about the phenotype dilutes the others (on the real Jurkat cells the darkfield and
+        brightfield features do: docs/benchmarks.md).
 
     Returns
     -------
@@ -275,9 +287,16 @@ def cell_features(
     (A new object because the number of variables changes.)
     """
     stack = cell_image_stack(adata)
-    info = adata.uns[_keys.CELL_IMAGE_INFO]
+    names = [str(c) for c in adata.uns[_keys.CELL_IMAGE_INFO]["channels"]]
+    if channels is not None:
+        channels = [channels] if isinstance(channels, str) else [str(c) for c in channels]
+        unknown = [c for c in channels if c not in names]
+        if unknown or not channels:
+            raise ValueError(f"Invalid option {unknown or channels} for `channels`. Valid options are: {', '.join(names)}.")
+        stack = stack[:, [names.index(c) for c in channels]]
+        names = channels
     sizes = adata.obs[[_keys.IMAGE_HEIGHT, _keys.IMAGE_WIDTH]].to_numpy()
-    table = classical_features(stack, sizes=sizes, channels=info["channels"], threshold=threshold, feature_set=feature_set)
+    table = classical_features(stack, sizes=sizes, channels=names, threshold=threshold, feature_set=feature_set)
     var = pd.DataFrame(index=pd.Index(table.columns, dtype=str))
     var[_keys.FEATURE] = [name.rsplit("_", 1)[0] if not name.startswith("correlation_") else "correlation" for name in table.columns]
     var[_keys.CHANNEL] = [name[len(f) + 1 :] for name, f in zip(table.columns, var[_keys.FEATURE])]
@@ -290,6 +309,7 @@ def cell_features(
     )
     result.uns[_keys.CELL_FEATURES] = {_keys.PARAMS: {
         "threshold": threshold if isinstance(threshold, (str, float, int)) else list(threshold), "feature_set": feature_set,
+        "channels": names,
     }}
     logger.info("computed %d classical features for %d cells", table.shape[1], table.shape[0])
     return result

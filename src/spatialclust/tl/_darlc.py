@@ -83,17 +83,40 @@ def zscore_images(images: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return out
 
 
+DEFAULT_PATCH_SIZE = 8
+
+
+def resolve_patch_size(patch_size: int | str, grid: tuple[int, int]) -> int:
+    """The ViT patch size for an image grid of ``grid = (H, W)`` pixels.
+
+    ``"auto"`` is :data:`DEFAULT_PATCH_SIZE` (8) when both sides hold at least one such patch;
+    on a smaller grid it is the largest size that leaves at least 2 patches per side (at least 1 px),
+    so that the masked branch has patches to mask; the change is logged as a warning. An explicit
+    ``patch_size`` larger than the grid is an error (raised before any training).
+    """
+    h, w = (int(v) for v in grid)
+    if patch_size == "auto":
+        if min(h, w) >= DEFAULT_PATCH_SIZE:
+            return DEFAULT_PATCH_SIZE
+        adapted = max(1, min(h, w) // 2)
+        logger.warning("DARLC: the image grid %d x %d is smaller than the default `patch_size`=%d; using `patch_size`=%d.",
+                       h, w, DEFAULT_PATCH_SIZE, adapted)
+        return adapted
+    if h < patch_size or w < patch_size:
+        raise ValueError(
+            f"The image grid {h} x {w} is smaller than `patch_size`={patch_size}; use a `patch_size` of at most "
+            f"{min(h, w)}, or `patch_size=\"auto\"`."
+        )
+    return int(patch_size)
+
+
 def pad_to_patches(images: np.ndarray, patch_size: int) -> np.ndarray:
     """Zero-pad ``(n, H, W)`` at the bottom/right to multiples of ``patch_size``.
 
     Raises a ValueError when the grid is smaller than one patch in either direction.
     """
     h, w = images.shape[1:]
-    if h < patch_size or w < patch_size:
-        raise ValueError(
-            f"The image grid {h} x {w} is smaller than `patch_size`={patch_size}; use a `patch_size` of at most "
-            f"{min(h, w)}."
-        )
+    resolve_patch_size(patch_size, (h, w))
     ph, pw = -h % patch_size, -w % patch_size
     return np.pad(images, ((0, 0), (0, ph), (0, pw))) if ph or pw else images
 
@@ -207,7 +230,9 @@ class DARLCEmbedder(ImageEmbedder):
         Upper bound for ``"auto"``.
     patch_size, embed_dim, depth, num_heads
         ViT encoder (paper: 4 blocks, 4 heads). Images are zero-padded to multiples of
-        ``patch_size``; a grid smaller than one patch is an error.
+        ``patch_size``. ``"auto"``: 8, or on a grid smaller than 8 px the largest size giving at
+        least 2 patches per side (logged as a warning; :func:`resolve_patch_size`); the size used
+        is ``patch_size_``. An explicit ``patch_size`` larger than the grid is an error.
     pool_grid
         The encoder's image representation keeps the token grid, average-pooled to at most
         ``pool_grid`` positions per side (:class:`~spatialclust.models.SparseImageViT`).
@@ -284,7 +309,8 @@ class DARLCEmbedder(ImageEmbedder):
 
     _parameter_constraints: ClassVar[dict[str, list]] = {
         "n_clusters": [Interval(int, 1), "auto"],
-        **{name: [Interval(int, 1)] for name in ("max_clusters", "patch_size", "embed_dim", "depth", "num_heads", "pool_grid",
+        "patch_size": [Interval(int, 1), "auto"],
+        **{name: [Interval(int, 1)] for name in ("max_clusters", "embed_dim", "depth", "num_heads", "pool_grid",
                                                  "head_dim", "batch_size", "seed_neighbors", "em_iter")},
         "mask_ratio": [Interval(float, 0, 1, closed="neither")], "momentum": [Interval(float, 0, 1, closed="left")],
         "temperature": [Interval(float, 0, closed="neither")], "lr": [Interval(float, 0, closed="neither")],
@@ -301,7 +327,7 @@ class DARLCEmbedder(ImageEmbedder):
         n_clusters: int | str = "auto",
         *,
         max_clusters: int = 30,
-        patch_size: int = 8,
+        patch_size: int | str = "auto",
         embed_dim: int = 64,
         depth: int = 4,
         num_heads: int = 4,
@@ -390,7 +416,7 @@ class DARLCEmbedder(ImageEmbedder):
         rng = np.random.default_rng(seed)
         device = resolve_device(self.device)
         scaled = scale_images(arr, mask)
-        pad_to_patches(scaled[:1], self.patch_size)  # fail early on a grid smaller than a patch
+        self.patch_size_ = resolve_patch_size(self.patch_size, scaled.shape[1:])  # before any training
         clock = time.perf_counter()
         self.timings_: dict[str, float] = {}
         if self.augmentation == "gat":
@@ -406,9 +432,9 @@ class DARLCEmbedder(ImageEmbedder):
         # would leave the patch tokens dominated by the position embedding)
         scaled, conditioned_smoothed = self._condition(scaled, mask), self._condition(smoothed, mask)
         self.pixel_mean_, self.pixel_std_ = float(scaled.mean()), float(scaled.std()) or 1.0
-        x = torch.as_tensor(self._standardise(pad_to_patches(scaled, self.patch_size))[:, None], device=device)
-        xs = torch.as_tensor(self._standardise(pad_to_patches(conditioned_smoothed, self.patch_size))[:, None], device=device)
-        params = self.get_params()
+        x = torch.as_tensor(self._standardise(pad_to_patches(scaled, self.patch_size_))[:, None], device=device)
+        xs = torch.as_tensor(self._standardise(pad_to_patches(conditioned_smoothed, self.patch_size_))[:, None], device=device)
+        params = {**self.get_params(), "patch_size": self.patch_size_}
         net, target = _build_networks(tuple(x.shape[2:]), params, device)
         optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -599,8 +625,8 @@ class DARLCEmbedder(ImageEmbedder):
         if not hasattr(self, "_net"):
             raise RuntimeError("This DARLCEmbedder is not fitted yet; call `fit` first.")
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
-        scaled = pad_to_patches(self._condition(scale_images(arr, mask), mask), self.patch_size)
-        expected = tuple(self._net["encoder"].grid[i] * self.patch_size for i in range(2))
+        scaled = pad_to_patches(self._condition(scale_images(arr, mask), mask), self.patch_size_)
+        expected = tuple(self._net["encoder"].grid[i] * self.patch_size_ for i in range(2))
         if scaled.shape[1:] != expected:
             raise ValueError(f"`images` must have the training grid size; padded shape {scaled.shape[1:]} != {expected}.")
         return torch.as_tensor(self._standardise(scaled)[:, None], device=self._device)
@@ -631,8 +657,8 @@ class DARLCEmbedder(ImageEmbedder):
                       for name in MIXTURE_TENSORS})
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         config = {
-            "architecture": {**{k: params[k] for k in ARCHITECTURE},
-                             "image_size": [g * self.patch_size for g in self._net["encoder"].grid]},
+            "architecture": {**{k: params[k] for k in ARCHITECTURE}, "patch_size": self.patch_size_,
+                             "image_size": [g * self.patch_size_ for g in self._net["encoder"].grid]},
             "preprocessing": {"pixel_mean": self.pixel_mean_, "pixel_std": self.pixel_std_,
                               "input": f"feature images scaled per image inside the mask ({self.input_scaling}), zero-padded to the patch grid"},
             "params": params,
@@ -656,7 +682,8 @@ class DARLCEmbedder(ImageEmbedder):
         model.pixel_mean_ = float(config["preprocessing"]["pixel_mean"])
         model.pixel_std_ = float(config["preprocessing"]["pixel_std"])
         image_size = tuple(config["architecture"]["image_size"])
-        model._net, _ = _build_networks(image_size, model.get_params(), model._device)
+        model.patch_size_ = int(config["architecture"]["patch_size"])
+        model._net, _ = _build_networks(image_size, {**model.get_params(), "patch_size": model.patch_size_}, model._device)
         net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
         try:
             model._net.load_state_dict(net_state, strict=True)
