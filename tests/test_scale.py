@@ -159,6 +159,44 @@ def test_local_cluster_gives_the_clusters_of_the_local_run(tmp_path):
     assert "scheduler: local" in resolved and "chunk_pixels: 128" in resolved
 
 
+def test_a_chunked_run_preprocesses_once_and_keeps_x_in_its_run_directory(tmp_path, monkeypatch):
+    """X in chunks of 128 pixels: the preprocessing chain is computed once into `preprocessed.zarr`
+    (the run's X, equal to the in-memory run's), results.h5ad holds no matrix, the clusters are those of
+    the in-memory run, and the report can be rebuilt from the run directory alone."""
+    import anndata as ad
+
+    import spatialclust._compute as compute_module
+    from spatialclust.report import write_run_report
+
+    stored = []
+    store_matrix = compute_module.store_matrix
+    monkeypatch.setattr("spatialclust.pipeline._cluster.store_matrix",
+                        lambda adata, path: stored.append(path) or store_matrix(adata, path))
+    runner = CliRunner()
+    config = tmp_path / "config.yaml"
+    config.write_text("seed: 1\n")
+    memory = runner.invoke(app, ["run", str(config), "--output", str(tmp_path / "memory"), *RUN])
+    assert memory.exit_code == 0, memory.output
+    assert not stored and not (tmp_path / "memory" / "preprocessed.zarr").exists()
+    lazy = runner.invoke(app, ["run", str(config), "--output", str(tmp_path / "lazy"),
+                               "--set", "compute.chunk_pixels=128", *RUN])
+    assert lazy.exit_code == 0, lazy.output
+    assert len(stored) == 1 and stored[0].name == "preprocessed.zarr"
+    expected, found = (pd.read_csv(tmp_path / name / "clusters.csv") for name in ("memory", "lazy"))
+    np.testing.assert_array_equal(found["cluster_regular_kmeans"], expected["cluster_regular_kmeans"])
+    np.testing.assert_allclose(found["cluster_regular_kmeans_corr"], expected["cluster_regular_kmeans_corr"], atol=1e-4)
+    in_memory, results = (ad.read_h5ad(tmp_path / name / "results.h5ad") for name in ("memory", "lazy"))
+    assert results.X is None and not results.layers and results.n_vars == in_memory.n_vars
+    matrix = zarr.open_array(str(tmp_path / "lazy" / "preprocessed.zarr"), mode="r")
+    assert matrix.dtype == np.float32 and matrix.chunks == (min(4096, results.n_obs), min(64, results.n_vars))
+    np.testing.assert_allclose(matrix[:], in_memory.X, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results.varm["X_regular"], in_memory.varm["X_regular"], rtol=1e-5, atol=1e-6)
+    assert "preprocessed.zarr" in (tmp_path / "lazy" / "run.json").read_text()
+    (tmp_path / "lazy" / "report.html").unlink()
+    write_run_report(tmp_path / "lazy")
+    assert (tmp_path / "lazy" / "report.html").stat().st_size > 0
+
+
 def test_a_store_is_reopened_in_blocks_of_pixels_and_mz(tmp_path):
     """An imzML converted to a Zarr store: X re-opened in (pixels, m/z) blocks, preprocessed like the file in memory."""
     from spatialclust._compute import STORE_CHUNK_PIXELS
