@@ -247,13 +247,23 @@ def test_preprocess_never_leaves_all_zero_images():
 @pytest.mark.parametrize(
     "step", [sc.pp.normalize_tic, sc.pp.normalize_rms, sc.pp.winsorize, sc.pp.scale_images, sc.pp.preprocess_ion_images]
 )
-def test_non_finite_intensities_raise(step, bad):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_non_finite_intensities_raise(step, bad, chunked):
+    """Also off the tissue (where no statistic looks) and for a dask matrix (where the check shares the
+    statistic's pass over the data); nothing is changed before the error."""
     X = np.ones((4, 3), dtype=np.float32)
+    X[:, 1] = [1, 2, 3, 4]
     X[1, 2] = bad
     X[3, 2] = bad
     adata = _matrix_adata(X)
+    adata.obs["tissue"] = [True, False, True, False]
+    if chunked:
+        import dask.array as da
+
+        adata.X = da.from_array(X, chunks=(2, 2))
     with pytest.raises(ValueError, match=r"2 non-finite .* 1 feature\(s\): \['f2'\]"):
         step(adata)
+    assert adata.n_vars == 3 and not adata.layers and "preprocessing" not in adata.uns
 
 
 def test_remove_empty_features():

@@ -73,16 +73,17 @@ def preprocess_ion_images(
     if normalize not in _NORMALIZATIONS:
         raise invalid_option(normalize, "normalize", list(_NORMALIZATIONS))
     adata = start(adata, copy)
-    check_finite(adata)
-    if keep_raw:
+    if remove_empty:  # non-finite intensities are refused from its pass over the data, before any change
+        remove_empty_features(adata, nonfinite="raise")
+        if adata.n_vars == 0:
+            raise ValueError("Every feature image is empty or constant: nothing is left to preprocess.")
+    else:
+        check_finite(adata)
+    if keep_raw:  # the input intensities (of the kept images: removing images changes no value)
         if K.RAW in adata.layers:
             logger.info("`layers[%r]` already exists and is kept as the raw intensities.", K.RAW)
         else:
             adata.layers[K.RAW] = adata.X if is_dask(adata.X) else adata.X.copy()
-    if remove_empty:
-        remove_empty_features(adata)
-        if adata.n_vars == 0:
-            raise ValueError("Every feature image is empty or constant: nothing is left to preprocess.")
     if normalize == "tic":
         normalize_tic(adata, target_sum=target_sum)
     elif normalize == "rms":

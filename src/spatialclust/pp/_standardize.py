@@ -8,6 +8,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._logging import logger
+from .._registry import invalid_option
 from ._images import intensity_matrix
 from ._matrix import (
     check_finite,
@@ -71,10 +72,11 @@ def winsorize(
     if not 0 < percentile <= 100:
         raise ValueError(f"`percentile` must be in (0, 100], got {percentile}.")
     adata = start(adata, copy)
-    check_finite(adata, layer)
     matrix = float_matrix(adata, layer)
     rows = _statistic_rows(adata, tissue_only)
-    thresholds, sparse = column_statistic(matrix, rows, partial(_winsorize_thresholds, percentile=percentile))
+    (thresholds, sparse), finite = column_statistic(matrix, rows, partial(_winsorize_thresholds, percentile=percentile),
+                                                    finite=True)
+    check_finite(adata, layer, finite=finite)
     set_matrix(adata, layer, transform_columns(matrix, np.minimum, thresholds.astype(matrix.dtype)))
     n_sparse = int(sparse.sum())
     logger.info("Winsorised %d feature images above their %gth percentile.", adata.n_vars, percentile)
@@ -144,10 +146,10 @@ def scale_images(
     ``{"step": "scale_images", "params": {...}}`` to ``uns["preprocessing"]``.
     """
     adata = start(adata, copy)
-    check_finite(adata, layer)
     matrix = float_matrix(adata, layer)
     rows = _statistic_rows(adata, tissue_only)
-    minimum, maximum = column_statistic(matrix, rows, _min_max)
+    (minimum, maximum), finite = column_statistic(matrix, rows, _min_max, finite=True)
+    check_finite(adata, layer, finite=finite)
     spread = maximum - minimum
     constant = spread <= 0
     inverse = np.where(constant, 0.0, 1.0 / np.where(constant, 1.0, spread))
@@ -176,7 +178,8 @@ def _image_summary(block: np.ndarray) -> np.ndarray:
 
 
 def remove_empty_features(
-    adata: AnnData, *, min_nonzero: int = 1, layer: str | None = None, tissue_only: bool = False, copy: bool = False
+    adata: AnnData, *, min_nonzero: int = 1, layer: str | None = None, tissue_only: bool = False,
+    nonfinite: str = "drop", copy: bool = False,
 ) -> AnnData | None:
     """Drop feature images that carry no spatial information.
 
@@ -195,6 +198,9 @@ def remove_empty_features(
     tissue_only
         Judge the images over the pixels with ``obs["tissue"]`` True (when that column exists),
         which is what the embeddings see: an image with signal only off the tissue is then empty.
+    nonfinite
+        ``"drop"`` (default): images holding NaN or infinite values are removed; ``"raise"``: they
+        raise the ValueError of :func:`check_finite` (without ``tissue_only``), from the same pass over the data.
     copy
         Return a filtered copy instead of modifying ``adata``.
 
@@ -206,10 +212,14 @@ def remove_empty_features(
     """
     if int(min_nonzero) != min_nonzero or min_nonzero < 0:
         raise ValueError(f"`min_nonzero` must be a non-negative integer, got {min_nonzero!r}.")
+    if nonfinite not in ("drop", "raise"):
+        raise invalid_option(nonfinite, "nonfinite", ["drop", "raise"])
     adata = start(adata, copy)
     summary = column_statistic(intensity_matrix(adata, layer), _statistic_rows(adata, tissue_only), _image_summary)
     nonzero, minimum, maximum = summary[0], summary[1], summary[2]
     finite = summary[3].astype(bool)
+    if nonfinite == "raise":
+        check_finite(adata, layer, finite=finite if not tissue_only else None)
     drop = (nonzero < min_nonzero) | (maximum <= minimum) | ~finite
     removed = [str(name) for name in adata.var_names[drop]]
     if drop.any():
