@@ -409,3 +409,25 @@ def test_layer_argument_and_integer_counts():
     assert sc.pp.preprocessing_steps(adata)[-1]["params"]["layer"] == "counts"
     with pytest.raises(KeyError, match="`layer`='nope'"):
         sc.pp.winsorize(adata, layer="nope")
+
+
+def test_preprocessing_equals_its_steps_one_by_one():
+    """The fused path (scaling and the last removal from the statistics of winsorising) gives exactly
+    the matrix, images and records of the public steps run one after the other."""
+    adata = sc.datasets.simulate_msi(shape=(24, 24), n_patterns=3, ions_per_pattern=4, n_matrix_ions=2, seed=3)
+    X = np.asarray(adata.X).copy()
+    X[~adata.obs[K.TISSUE].to_numpy(), 1] = 2.0
+    X[adata.obs[K.TISSUE].to_numpy(), 1] = 0.0  # signal off the tissue only: removed at the end
+    adata.X = X
+    fused, steps = adata.copy(), adata.copy()
+    sc.pp.preprocess_ion_images(fused)
+    steps.layers[K.RAW] = steps.X.copy()
+    sc.pp.remove_empty_features(steps)
+    sc.pp.normalize_tic(steps)
+    sc.pp.winsorize(steps)
+    sc.pp.scale_images(steps)
+    sc.pp.remove_empty_features(steps, tissue_only=True)
+    assert list(fused.var_names) == list(steps.var_names) and adata.var_names[1] not in fused.var_names
+    np.testing.assert_array_equal(fused.X, steps.X)
+    np.testing.assert_array_equal(fused.layers[K.RAW], steps.layers[K.RAW])
+    assert sc.pp.preprocessing_steps(fused) == sc.pp.preprocessing_steps(steps)

@@ -88,12 +88,18 @@ def preprocess_ion_images(
         normalize_tic(adata, target_sum=target_sum)
     elif normalize == "rms":
         normalize_rms(adata)
-    if winsorize is not None:
-        _standardize.winsorize(adata, percentile=winsorize, tissue_only=tissue_only)
-    if scale:
-        scale_images(adata, tissue_only=tissue_only)
-    if remove_empty:  # over the tissue pixels, which is what the embeddings see
-        remove_empty_features(adata, tissue_only=True)
+    if winsorize is not None and scale and remove_empty and tissue_only:
+        # the statistics of winsorising give those of scaling and removing (one pass over the data, not three)
+        _standardize.scale_and_remove_empty(adata, *_standardize._winsorize(adata, percentile=winsorize, layer=None,
+                                                                            tissue_only=True))
+    else:
+        if winsorize is not None:
+            _standardize.winsorize(adata, percentile=winsorize, tissue_only=tissue_only)
+        if scale:
+            scale_images(adata, tissue_only=tissue_only)
+        if remove_empty:  # over the tissue pixels, which is what the embeddings see
+            remove_empty_features(adata, tissue_only=True)
+    if remove_empty:
         if adata.n_vars == 0:
             raise ValueError(
                 "Every feature image is empty or constant on the tissue pixels after preprocessing: "
