@@ -90,7 +90,7 @@ def preprocess_ion_images(
         normalize_rms(adata)
     if winsorize is not None and scale and remove_empty and tissue_only:
         # the statistics of winsorising give those of scaling and removing (one pass over the data, not three)
-        _standardize.scale_and_remove_empty(adata, *_standardize._winsorize(adata, percentile=winsorize, layer=None,
+        _standardize._scale_and_remove_empty(adata, *_standardize._winsorize(adata, percentile=winsorize, layer=None,
                                                                             tissue_only=True))
     else:
         if winsorize is not None:

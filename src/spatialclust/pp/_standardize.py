@@ -266,7 +266,7 @@ def _drop_features(adata: AnnData, nonzero: np.ndarray, minimum: np.ndarray, max
     )
 
 
-def scale_and_remove_empty(adata: AnnData, minimum: np.ndarray, maximum: np.ndarray) -> None:
+def _scale_and_remove_empty(adata: AnnData, minimum: np.ndarray, maximum: np.ndarray) -> None:
     """:func:`scale_images` over the tissue pixels from their known minimum and maximum (e.g. from
     :func:`_winsorize`), then :func:`remove_empty_features` over the tissue pixels without another
     pass: on them every scaled image spans [0, 1] exactly (its minimum maps to 0, its maximum to
