@@ -148,9 +148,15 @@ def column_statistic(
         import dask
 
         width = max(1, min(CHUNK_ENTRIES // max(n_obs, 1), n_vars))
-        blocks = matrix.astype(np.float32).rechunk({0: -1, 1: width}).to_delayed().ravel()
         shared_rows = dask.delayed(rows, pure=True) if rows is not None else None
-        parts = dask.compute(*(dask.delayed(_band_statistic)(block, statistic, shared_rows, finite) for block in blocks))
+        parts = []
+        # a few column chunks per compute: with all of them in one graph dask may read many chunks
+        # before it reduces them (measured: 6 GB for 500,000 pixels x 8,000 m/z)
+        for span in chunk_spans(matrix.chunks[1], GROUP_CHUNK_ENTRIES // max(n_obs, 1)):
+            part = matrix[:, span]
+            blocks = part.astype(np.float32).rechunk({0: -1, 1: column_bands(part.chunks[1], width)}).to_delayed().ravel()
+            parts += dask.compute(*(dask.delayed(_band_statistic)(block, statistic, shared_rows, finite)
+                                    for block in blocks))
     else:
         parts = [_band_statistic(dense_columns(matrix, slice(chunk[0], chunk[-1] + 1)), statistic, rows, finite)
                  for chunk in feature_chunks(n_obs, np.arange(n_vars))]
@@ -158,6 +164,41 @@ def column_statistic(
     if not finite:
         return values
     return values, np.concatenate([p[1] for p in parts]) if parts else np.ones(0, dtype=bool)
+
+
+def column_bands(chunks: tuple[int, ...], width: int) -> tuple[int, ...]:
+    """Column blocks of at most ``width`` columns (or one column chunk, if wider) that never straddle two
+    of the matrix's column ``chunks``: a chunk wider than ``width`` is split into equal parts, narrower
+    neighbours are joined. Every chunk then feeds only the blocks made of it, one after the other,
+    so that dask does not keep parts of many chunks waiting for the block that shares them."""
+    bands: list[int] = []
+    joined = 0
+    for size in chunks:
+        if joined and joined + size > width:
+            bands.append(joined)
+            joined = 0
+        if size > width:
+            parts = -(-size // width)
+            bands += [size // parts + (i < size % parts) for i in range(parts)]
+        else:
+            joined += size
+    return tuple(bands + ([joined] if joined else []))
+
+
+#: Entries of the matrix one dask compute of a chunked step reads at most (a few column or row chunks),
+#: so that the memory of a pass does not depend on how dask orders a graph over the whole matrix.
+GROUP_CHUNK_ENTRIES = 4 * CHUNK_ENTRIES
+
+
+def chunk_spans(chunks: tuple[int, ...], size: int) -> list[slice]:
+    """Consecutive slices of whole ``chunks`` along one axis, each of at most ``size`` (at least one chunk)."""
+    spans, start, stop = [], 0, 0
+    for chunk in chunks:
+        if stop > start and stop + chunk - start > size:
+            spans.append(slice(start, stop))
+            start = stop
+        stop += chunk
+    return spans + ([slice(start, stop)] if stop > start else [])
 
 
 def _band_statistic(

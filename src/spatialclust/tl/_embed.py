@@ -21,7 +21,7 @@ from .. import _keys
 from .._logging import logger
 from .._registry import Registry
 from .._validation import RANDOM_STATE, Interval, ValidatedParams
-from ..pp import CHUNK_ENTRIES, CONDITIONING_CONSTRAINTS, DENSE_MAX_ENTRIES
+from ..pp import CHUNK_ENTRIES, CONDITIONING_CONSTRAINTS, DENSE_MAX_ENTRIES, GROUP_CHUNK_ENTRIES, chunk_spans
 
 embedders: Registry[ImageEmbedder] = Registry("embedder")
 """Registry of image embedders (name -> :class:`ImageEmbedder` subclass)."""
@@ -225,17 +225,18 @@ def _randomized_svd(pixels: Any, k: int, *, seed: int, n_oversamples: int = 20, 
 def _gram_times(pixels: Any, basis: np.ndarray) -> np.ndarray:
     """``AᵀA basis`` (float64 ``(n_images, width)``) of a ``(n_pixels, n_images)`` matrix ``A``, one pass over
     blocks of whole pixel rows: a numpy matrix in slices, a dask one per block of its pixel chunks
-    (all its m/z joined; the partial sums are added as a tree)."""
+    (all its m/z joined), a few pixel chunks per dask compute (``pp.GROUP_CHUNK_ENTRIES``) so that
+    dask never reads more of the matrix ahead than that."""
     if not (hasattr(pixels, "compute") and hasattr(pixels, "chunks")):
         return _block_gram_times(pixels, basis)
     import dask
-    import dask.array as da
 
-    blocks = pixels.rechunk({1: -1}).to_delayed().ravel()
     shared = dask.delayed(basis, pure=True)
-    parts = [da.from_delayed(dask.delayed(_block_gram_times, pure=True)(block, shared), shape=basis.shape,
-                             dtype=np.float64) for block in blocks]
-    return da.stack(parts).sum(axis=0).compute()
+    out = np.zeros(basis.shape, dtype=np.float64)
+    for span in chunk_spans(pixels.chunks[0], GROUP_CHUNK_ENTRIES // max(pixels.shape[1], 1)):
+        blocks = pixels[span].rechunk({1: -1}).to_delayed().ravel()
+        out += sum(dask.compute(*(dask.delayed(_block_gram_times, pure=True)(block, shared) for block in blocks)))
+    return out
 
 
 def _block_gram_times(block: np.ndarray, basis: np.ndarray) -> np.ndarray:
