@@ -197,6 +197,32 @@ def test_a_chunked_run_preprocesses_once_and_keeps_x_in_its_run_directory(tmp_pa
     assert (tmp_path / "lazy" / "report.html").stat().st_size > 0
 
 
+def test_chunked_passes_in_groups_of_chunks_give_the_same_results(data, tmp_path, monkeypatch):
+    """With tiny budgets every chunked pass (column statistics, the write of the preprocessed X, the
+    randomized SVD) runs as many small dask computes over a few chunks each; the results do not change."""
+    import spatialclust._compute as compute_module
+    import spatialclust.pp._matrix as matrix_module
+    import spatialclust.tl._embed as embed_module
+
+    memory = data.copy()
+    sc.pp.preprocess_ion_images(memory)
+    sc.tl.embed(memory, "regular", n_components=5, key_added="X_svd")
+    lazy = on_zarr(data, tmp_path, chunks=(100, 3))
+    for module in (sc.pp, matrix_module, embed_module):
+        monkeypatch.setattr(module, "GROUP_CHUNK_ENTRIES", data.n_obs * 4)  # 4 columns / a few hundred pixels
+    monkeypatch.setattr(compute_module, "MATRIX_CHUNKS", (128, 2))
+    import dask
+
+    computes, dask_compute = [], dask.compute
+    monkeypatch.setattr(dask, "compute", lambda *a, **k: computes.append(1) or dask_compute(*a, **k))
+    sc.pp.preprocess_ion_images(lazy)
+    compute_module.store_matrix(lazy, tmp_path / "preprocessed.zarr")
+    sc.tl.embed(lazy, "regular", n_components=5, key_added="X_svd")
+    assert len(computes) > 10 and zarr.open_array(str(tmp_path / "preprocessed.zarr"), mode="r").chunks == (128, 2)
+    np.testing.assert_allclose(lazy.X.compute(), memory.X, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lazy.varm["X_svd"], memory.varm["X_svd"], rtol=1e-4, atol=1e-4)
+
+
 def test_a_store_is_reopened_in_blocks_of_pixels_and_mz(tmp_path):
     """An imzML converted to a Zarr store: X re-opened in (pixels, m/z) blocks, preprocessed like the file in memory."""
     from spatialclust._compute import STORE_CHUNK_PIXELS
