@@ -221,6 +221,10 @@ def test_chunked_passes_in_groups_of_chunks_give_the_same_results(data, tmp_path
     assert len(computes) > 10 and zarr.open_array(str(tmp_path / "preprocessed.zarr"), mode="r").chunks == (128, 2)
     np.testing.assert_allclose(lazy.X.compute(), memory.X, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(lazy.varm["X_svd"], memory.varm["X_svd"], rtol=1e-4, atol=1e-4)
+    # chunks of every pixel of a few images (no block of whole spectra fits): two products instead
+    images_chunked = da.from_array(np.asarray(memory.X), chunks=(-1, 3))
+    np.testing.assert_allclose(embed_module._randomized_svd(images_chunked, 5, seed=0),
+                               embed_module._randomized_svd(np.asarray(memory.X), 5, seed=0), rtol=1e-5, atol=1e-5)
 
 
 def test_a_store_is_reopened_in_blocks_of_pixels_and_mz(tmp_path):

@@ -226,11 +226,18 @@ def _gram_times(pixels: Any, basis: np.ndarray) -> np.ndarray:
     """``AᵀA basis`` (float64 ``(n_images, width)``) of a ``(n_pixels, n_images)`` matrix ``A``, one pass over
     blocks of whole pixel rows: a numpy matrix in slices, a dask one per block of its pixel chunks
     (all its m/z joined), a few pixel chunks per dask compute (``pp.GROUP_CHUNK_ENTRIES``) so that
-    dask never reads more of the matrix ahead than that."""
+    dask never reads more of the matrix ahead than that. A dask matrix whose chunks span more pixels
+    than that (e.g. every pixel of a few images) is multiplied twice in its own chunks instead."""
     if not (hasattr(pixels, "compute") and hasattr(pixels, "chunks")):
         return _block_gram_times(pixels, basis)
     import dask
+    import dask.array as da
 
+    if max(pixels.chunks[0]) * pixels.shape[1] > GROUP_CHUNK_ENTRIES:
+        # chunks of many pixels (e.g. every pixel of a few images): no block of whole spectra fits, so
+        # two products in the array's own chunks, holding A P (n_pixels x width) between them
+        left = (pixels @ basis).compute()
+        return np.asarray((pixels.T @ da.from_array(left, chunks=(pixels.chunks[0], -1))).compute(), dtype=np.float64)
     shared = dask.delayed(basis, pure=True)
     out = np.zeros(basis.shape, dtype=np.float64)
     for span in chunk_spans(pixels.chunks[0], GROUP_CHUNK_ENTRIES // max(pixels.shape[1], 1)):
