@@ -23,6 +23,7 @@ flat as the data grow.
     python benchmarks/bench_scale.py compare --pixels 40000 --bins 2000
     python benchmarks/bench_scale.py slide --pixels 50000 100000 200000 --bins 8000
     python benchmarks/bench_scale.py slide --pixels 500000 --bins 8000      # the whole slide
+    python benchmarks/bench_scale.py slide --pixels 500000 --bins 1000 --continuous
 """
 
 from __future__ import annotations
@@ -61,20 +62,26 @@ def timed(command: list[str], log: Path) -> dict[str, float]:
     return {"seconds": round(wall, 1), "peak_rss_gb": round(rss_kb / 2**20, 3)}
 
 
-def slide_file(workdir: Path, n_pixels: int, n_bins: int, seed: int):
-    """The simulated file of this size and its peak list for ``--peaks``."""
-    folder = workdir / f"slide_{n_pixels}x{n_bins}"
+def slide_folder(workdir: Path, n_pixels: int, n_bins: int, continuous: bool) -> Path:
+    """Where the files of this size (and mode) lie."""
+    return workdir / f"slide_{n_pixels}x{n_bins}{'_continuous' if continuous else ''}"
+
+
+def slide_file(workdir: Path, n_pixels: int, n_bins: int, seed: int, *, continuous: bool = False):
+    """The simulated file of this size (processed, or ``continuous``) and its peak list for ``--peaks``."""
+    folder = slide_folder(workdir, n_pixels, n_bins, continuous)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    slide = write_whole_slide(folder / "slide.imzML", n_pixels=n_pixels, n_bins=n_bins, seed=seed)
+    slide = write_whole_slide(folder / "slide.imzML", n_pixels=n_pixels, n_bins=n_bins, continuous=continuous,
+                              seed=seed)
     write_seconds = time.perf_counter() - started
     np.savetxt(folder / "peaks.txt", slide.mz, fmt="%.6f")
     return slide, folder, write_seconds
 
 
-def reused_store(workdir: Path, n_pixels: int, n_bins: int) -> tuple[Path, Path] | None:
+def reused_store(workdir: Path, n_pixels: int, n_bins: int, continuous: bool) -> tuple[Path, Path] | None:
     """The folder and Zarr store of an earlier ``slide`` run of this size (``--reuse``), or None."""
-    folder = workdir / f"slide_{n_pixels}x{n_bins}"
+    folder = slide_folder(workdir, n_pixels, n_bins, continuous)
     store = folder / "slide.zarr"
     return (folder, store) if (store / "X").is_dir() else None
 
@@ -169,9 +176,10 @@ def compare(args: argparse.Namespace) -> dict:
 def slide(args: argparse.Namespace) -> list[dict]:
     rows = []
     for n_pixels in args.pixels:
-        reused = reused_store(args.workdir, n_pixels, args.bins) if args.reuse else None
+        reused = reused_store(args.workdir, n_pixels, args.bins, args.continuous) if args.reuse else None
         if reused is None:
-            slide_, folder, write_seconds = slide_file(args.workdir, n_pixels, args.bins, args.seed)
+            slide_, folder, write_seconds = slide_file(args.workdir, n_pixels, args.bins, args.seed,
+                                                       continuous=args.continuous)
             store, conversion = convert(slide_, folder)
             written = {"write_imzml_seconds": round(write_seconds, 1), "convert": conversion}
         else:
@@ -179,7 +187,7 @@ def slide(args: argparse.Namespace) -> list[dict]:
             written = {"reused_store": str(store)}
         result = run(config(folder / "chunked.yaml", store, read={}, components=args.components, seed=args.seed),
                      folder / "run_chunked")
-        rows.append({"pixels": n_pixels, "bins": args.bins, "dense_matrix_gb": round(n_pixels * args.bins * 4 / 2**30, 2),
+        rows.append({"pixels": n_pixels, "bins": args.bins, "continuous": args.continuous, "dense_matrix_gb": round(n_pixels * args.bins * 4 / 2**30, 2),
                      **written, "run": result})
         print(json.dumps(rows[-1]), flush=True)
         if not args.keep and reused is None:  # a reused store stays
@@ -197,6 +205,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the files of every size (slide mode)")
     parser.add_argument("--reuse", action="store_true",
                         help="slide mode: run on the Zarr store a kept earlier run wrote in --workdir, if any")
+    parser.add_argument("--continuous", action="store_true",
+                        help="slide mode: a continuous imzML (one shared m/z axis) instead of a processed one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()

@@ -247,13 +247,23 @@ def test_preprocess_never_leaves_all_zero_images():
 @pytest.mark.parametrize(
     "step", [sc.pp.normalize_tic, sc.pp.normalize_rms, sc.pp.winsorize, sc.pp.scale_images, sc.pp.preprocess_ion_images]
 )
-def test_non_finite_intensities_raise(step, bad):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_non_finite_intensities_raise(step, bad, chunked):
+    """Also off the tissue (where no statistic looks) and for a dask matrix (where the check shares the
+    statistic's pass over the data); nothing is changed before the error."""
     X = np.ones((4, 3), dtype=np.float32)
+    X[:, 1] = [1, 2, 3, 4]
     X[1, 2] = bad
     X[3, 2] = bad
     adata = _matrix_adata(X)
+    adata.obs["tissue"] = [True, False, True, False]
+    if chunked:
+        import dask.array as da
+
+        adata.X = da.from_array(X, chunks=(2, 2))
     with pytest.raises(ValueError, match=r"2 non-finite .* 1 feature\(s\): \['f2'\]"):
         step(adata)
+    assert adata.n_vars == 3 and not adata.layers and "preprocessing" not in adata.uns
 
 
 def test_remove_empty_features():
@@ -399,3 +409,25 @@ def test_layer_argument_and_integer_counts():
     assert sc.pp.preprocessing_steps(adata)[-1]["params"]["layer"] == "counts"
     with pytest.raises(KeyError, match="`layer`='nope'"):
         sc.pp.winsorize(adata, layer="nope")
+
+
+def test_preprocessing_equals_its_steps_one_by_one():
+    """The fused path (scaling and the last removal from the statistics of winsorising) gives exactly
+    the matrix, images and records of the public steps run one after the other."""
+    adata = sc.datasets.simulate_msi(shape=(24, 24), n_patterns=3, ions_per_pattern=4, n_matrix_ions=2, seed=3)
+    X = np.asarray(adata.X).copy()
+    X[~adata.obs[K.TISSUE].to_numpy(), 1] = 2.0
+    X[adata.obs[K.TISSUE].to_numpy(), 1] = 0.0  # signal off the tissue only: removed at the end
+    adata.X = X
+    fused, steps = adata.copy(), adata.copy()
+    sc.pp.preprocess_ion_images(fused)
+    steps.layers[K.RAW] = steps.X.copy()
+    sc.pp.remove_empty_features(steps)
+    sc.pp.normalize_tic(steps)
+    sc.pp.winsorize(steps)
+    sc.pp.scale_images(steps)
+    sc.pp.remove_empty_features(steps, tissue_only=True)
+    assert list(fused.var_names) == list(steps.var_names) and adata.var_names[1] not in fused.var_names
+    np.testing.assert_array_equal(fused.X, steps.X)
+    np.testing.assert_array_equal(fused.layers[K.RAW], steps.layers[K.RAW])
+    assert sc.pp.preprocessing_steps(fused) == sc.pp.preprocessing_steps(steps)

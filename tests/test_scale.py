@@ -159,6 +159,74 @@ def test_local_cluster_gives_the_clusters_of_the_local_run(tmp_path):
     assert "scheduler: local" in resolved and "chunk_pixels: 128" in resolved
 
 
+def test_a_chunked_run_preprocesses_once_and_keeps_x_in_its_run_directory(tmp_path, monkeypatch):
+    """X in chunks of 128 pixels: the preprocessing chain is computed once into `preprocessed.zarr`
+    (the run's X, equal to the in-memory run's), results.h5ad holds no matrix, the clusters are those of
+    the in-memory run, and the report can be rebuilt from the run directory alone."""
+    import anndata as ad
+
+    import spatialclust._compute as compute_module
+    from spatialclust.report import write_run_report
+
+    stored = []
+    store_matrix = compute_module.store_matrix
+    monkeypatch.setattr("spatialclust.pipeline._cluster.store_matrix",
+                        lambda adata, path: stored.append(path) or store_matrix(adata, path))
+    runner = CliRunner()
+    config = tmp_path / "config.yaml"
+    config.write_text("seed: 1\n")
+    memory = runner.invoke(app, ["run", str(config), "--output", str(tmp_path / "memory"), *RUN])
+    assert memory.exit_code == 0, memory.output
+    assert not stored and not (tmp_path / "memory" / "preprocessed.zarr").exists()
+    lazy = runner.invoke(app, ["run", str(config), "--output", str(tmp_path / "lazy"),
+                               "--set", "compute.chunk_pixels=128", *RUN])
+    assert lazy.exit_code == 0, lazy.output
+    assert len(stored) == 1 and stored[0].name == "preprocessed.zarr"
+    expected, found = (pd.read_csv(tmp_path / name / "clusters.csv") for name in ("memory", "lazy"))
+    np.testing.assert_array_equal(found["cluster_regular_kmeans"], expected["cluster_regular_kmeans"])
+    np.testing.assert_allclose(found["cluster_regular_kmeans_corr"], expected["cluster_regular_kmeans_corr"], atol=1e-4)
+    in_memory, results = (ad.read_h5ad(tmp_path / name / "results.h5ad") for name in ("memory", "lazy"))
+    assert results.X is None and not results.layers and results.n_vars == in_memory.n_vars
+    matrix = zarr.open_array(str(tmp_path / "lazy" / "preprocessed.zarr"), mode="r")
+    assert matrix.dtype == np.float32 and matrix.chunks == (min(4096, results.n_obs), min(64, results.n_vars))
+    np.testing.assert_allclose(matrix[:], in_memory.X, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results.varm["X_regular"], in_memory.varm["X_regular"], rtol=1e-5, atol=1e-6)
+    assert "preprocessed.zarr" in (tmp_path / "lazy" / "run.json").read_text()
+    (tmp_path / "lazy" / "report.html").unlink()
+    write_run_report(tmp_path / "lazy")
+    assert (tmp_path / "lazy" / "report.html").stat().st_size > 0
+
+
+def test_chunked_passes_in_groups_of_chunks_give_the_same_results(data, tmp_path, monkeypatch):
+    """With tiny budgets every chunked pass (column statistics, the write of the preprocessed X, the
+    randomized SVD) runs as many small dask computes over a few chunks each; the results do not change."""
+    import spatialclust._compute as compute_module
+    import spatialclust.pp._matrix as matrix_module
+    import spatialclust.tl._embed as embed_module
+
+    memory = data.copy()
+    sc.pp.preprocess_ion_images(memory)
+    sc.tl.embed(memory, "regular", n_components=5, key_added="X_svd")
+    lazy = on_zarr(data, tmp_path, chunks=(100, 3))
+    for module in (sc.pp, matrix_module, embed_module):
+        monkeypatch.setattr(module, "GROUP_CHUNK_ENTRIES", data.n_obs * 4)  # 4 columns / a few hundred pixels
+    monkeypatch.setattr(compute_module, "MATRIX_CHUNKS", (128, 2))
+    import dask
+
+    computes, dask_compute = [], dask.compute
+    monkeypatch.setattr(dask, "compute", lambda *a, **k: computes.append(1) or dask_compute(*a, **k))
+    sc.pp.preprocess_ion_images(lazy)
+    compute_module.store_matrix(lazy, tmp_path / "preprocessed.zarr")
+    sc.tl.embed(lazy, "regular", n_components=5, key_added="X_svd")
+    assert len(computes) > 10 and zarr.open_array(str(tmp_path / "preprocessed.zarr"), mode="r").chunks == (128, 2)
+    np.testing.assert_allclose(lazy.X.compute(), memory.X, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lazy.varm["X_svd"], memory.varm["X_svd"], rtol=1e-4, atol=1e-4)
+    # chunks of every pixel of a few images (no block of whole spectra fits): two products instead
+    images_chunked = da.from_array(np.asarray(memory.X), chunks=(-1, 3))
+    np.testing.assert_allclose(embed_module._randomized_svd(images_chunked, 5, seed=0),
+                               embed_module._randomized_svd(np.asarray(memory.X), 5, seed=0), rtol=1e-5, atol=1e-5)
+
+
 def test_a_store_is_reopened_in_blocks_of_pixels_and_mz(tmp_path):
     """An imzML converted to a Zarr store: X re-opened in (pixels, m/z) blocks, preprocessed like the file in memory."""
     from spatialclust._compute import STORE_CHUNK_PIXELS

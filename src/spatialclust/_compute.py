@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -189,3 +191,38 @@ def chunked(adata: AnnData, chunk_pixels: int | None) -> None:
     for name in list(adata.layers):
         adata.layers[name] = to_dask(adata.layers[name])
     logger.info("X held as a dask array in chunks of %d pixels (%d chunks).", chunk_pixels, adata.X.numblocks[0])
+
+
+#: ``(pixels, m/z)`` per chunk of the preprocessed matrix a run writes (:func:`store_matrix`): 1 MiB of
+#: float32, so that blocks of whole pixel rows (the randomized SVD) and of whole images (thumbnails) both
+#: read only what they need.
+MATRIX_CHUNKS = (4096, 64)
+
+
+def store_matrix(adata: AnnData, path: str | Path) -> None:
+    """Compute the lazy dask ``X`` once into a chunked Zarr array at ``path`` and hold ``X`` as a dask
+    array over it.
+
+    A chunked run's ``X`` is a lazy chain (raw store -> normalisation -> winsorising -> scaling)
+    that every later pass (embedding, cluster means, correlations, figures, thumbnails) would
+    otherwise recompute from the raw store; written once (``dask.array.store``, float32, chunks of
+    :data:`MATRIX_CHUNKS`, zarr's default compression) it is read back instead. ``path`` must be new
+    and, on a dask cluster, on a file system every worker sees (the run directory is). Written a few
+    column chunks at a time (``pp.GROUP_CHUNK_ENTRIES`` entries).
+    """
+    import dask.array as da
+    import zarr
+
+    from .pp import GROUP_CHUNK_ENTRIES, chunk_spans
+
+    rows, columns = (max(1, min(n, c)) for n, c in zip(adata.shape, MATRIX_CHUNKS))
+    started = time.perf_counter()
+    matrix = adata.X.astype(np.float32)
+    out = zarr.create_array(store=str(path), shape=adata.shape, chunks=(rows, columns), dtype=np.float32)
+    # a few column chunks at a time, so that dask never reads far ahead of what it has written
+    zarr_columns = (columns,) * (adata.n_vars // columns) + ((adata.n_vars % columns,) if adata.n_vars % columns else ())
+    for span in chunk_spans(zarr_columns, GROUP_CHUNK_ENTRIES // max(adata.n_obs, 1)):  # whole Zarr chunks
+        da.store(matrix[:, span].rechunk((rows, columns)), out, regions=(slice(None), span), lock=False)
+    adata.X = da.from_zarr(out)
+    logger.info("Preprocessed X (%d x %d) written once to %s in %.0f s; later passes read it.",
+                *adata.shape, path, time.perf_counter() - started)

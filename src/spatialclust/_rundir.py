@@ -43,6 +43,8 @@ REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 CHECKPOINTS_DIR = "checkpoints"
 RESULTS_FILE = "results.h5ad"
+#: The preprocessed X of a chunked run (a Zarr array; results.h5ad then holds no matrix).
+MATRIX_STORE = "preprocessed.zarr"
 METRICS_FILE = "metrics.json"
 COMPARISON_FILE = "comparison.csv"
 # clustering (`spatialclust run`, `demo`)

@@ -22,12 +22,12 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._compat import seed_everything
-from .._compute import check_compute, chunked, compute_context
+from .._compute import check_compute, chunked, compute_context, store_matrix
 from .._config import ConfigError
 from .._logging import logger, progress
 from .._rundir import (
     CHECKPOINTS_DIR, CLUSTERING_FIGURE, CLUSTERS_FILE, COMPARISON_FILE, EMBEDDINGS, EMBEDDINGS_FIGURE, EMBEDDINGS_FILE,
-    FIGURES_DIR, METRICS_FILE, REPORT_FILE, RESULTS_FILE, run_directory,
+    FIGURES_DIR, MATRIX_STORE, METRICS_FILE, REPORT_FILE, RESULTS_FILE, run_directory,
 )
 from ..report import CLUSTERING_NAMES, clustering_title
 from ._config import load_config
@@ -71,7 +71,11 @@ def run_pipeline(
             The preprocessed dataset with ``layers["raw"]``, every embedding in ``varm`` and every
             clustering in ``var`` (keys ``cluster_<embedding>_<clusterer>``, and
             ``cluster_<embedding>_own`` for the clusters an embedder finds while it learns: DARLC's
-            Module II, SimCLR's self-labeling) and ``uns``.
+            Module II, SimCLR's self-labeling) and ``uns``. For a chunked (dask) ``X`` without its
+            matrices: ``X`` is in ``preprocessed.zarr``, the raw intensities in the input store.
+        ``preprocessed.zarr``
+            Chunked runs only: the preprocessed ``X``, a float32 Zarr array written once after the
+            preprocessing (every later pass reads it; ``dask.array.from_zarr`` opens it).
         ``clusters.csv``
             One row per feature (m/z): its cluster in every clustering and the Pearson correlation
             of its image with its cluster's mean image (``<key>_corr``).
@@ -87,7 +91,7 @@ def run_pipeline(
         ``figures/*.png``, ``report.html``
             Figures of every clustering and the self-contained HTML report.
     """
-    from .. import tl
+    from .. import pp, tl
     from ..report import write_run_report
 
     cfg = load_config(config)
@@ -103,6 +107,8 @@ def run_pipeline(
         adata, dataset = load_input(cfg["input"], seed=seed)
         chunked(adata, compute["chunk_pixels"])
         preprocess(adata, cfg["preprocess"])
+        if pp.is_dask(adata.X):  # computed once; every later pass reads it instead of the raw store
+            store_matrix(adata, tmp / MATRIX_STORE)
         # what cannot run on this many images fails before the first embedding starts
         for key, embedder in plans["embeddings"]:
             tl.check_n_images(embedder, adata.n_vars, where=f"Embedding `{key}`")
@@ -511,8 +517,18 @@ def make_figures(
 
 
 def write_results(path: Path, adata: AnnData) -> None:
-    """Write ``adata`` as h5ad; ``uns`` values h5ad cannot store are converted (see :func:`h5ad_safe`)."""
+    """Write ``adata`` as h5ad; ``uns`` values h5ad cannot store are converted (see :func:`h5ad_safe`).
+
+    A chunked (dask) ``X`` and its layers are not copied into the file (for a whole slide they are two
+    dense matrices of tens of GB): ``X`` lies in the run's ``preprocessed.zarr`` and the raw intensities
+    in the input store (``uns["source"]``).
+    """
+    from .. import pp
+
     adata.uns = h5ad_safe(dict(adata.uns))
+    if pp.is_dask(adata.X):
+        adata = AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=dict(adata.obsm), varm=dict(adata.varm),
+                        obsp=dict(adata.obsp), varp=dict(adata.varp))
     adata.write_h5ad(path)
 
 

@@ -2,7 +2,7 @@
 
 from ._batches import FeatureImageBatches, GridLayout, conditioned_tissue_pixels, grid_layout
 from ._images import CHUNK_ENTRIES, feature_images, intensity_matrix, pixel_coordinates, tissue_mask_image, tissue_pixels
-from ._matrix import DENSE_MAX_ENTRIES, is_dask, preprocessing_steps
+from ._matrix import DENSE_MAX_ENTRIES, GROUP_CHUNK_ENTRIES, chunk_spans, is_dask, preprocessing_steps
 from ._normalize import normalize_rms, normalize_tic
 from ._patches import CONDITIONING_CONSTRAINTS, CONTRASTS, DENOISERS, MAX_UPSAMPLE, PatchGrid, condition_images, extract_patches, patch_grid
 from ._preprocess import preprocess_ion_images
@@ -14,6 +14,7 @@ from ._tissue import otsu_threshold, tissue_mask
 __all__: list[str] = [
     "CHUNK_ENTRIES",
     "DENSE_MAX_ENTRIES",
+    "GROUP_CHUNK_ENTRIES",
     "CONDITIONING_CONSTRAINTS",
     "CONTRASTS",
     "FeatureImageBatches",
@@ -21,6 +22,7 @@ __all__: list[str] = [
     "DENOISERS",
     "MAX_UPSAMPLE",
     "PatchGrid",
+    "chunk_spans",
     "condition_images",
     "conditioned_tissue_pixels",
     "extract_patches",

@@ -86,13 +86,16 @@ def preprocessing_steps(adata: AnnData) -> list[dict[str, Any]]:
     return [dict(entry) for entry in steps]
 
 
-def check_finite(adata: AnnData, layer: str | None = None) -> None:
+def check_finite(adata: AnnData, layer: str | None = None, *, finite: np.ndarray | None = None) -> None:
     """Raise a ValueError naming the features holding NaN or infinite intensities.
 
     Bad values are never passed on silently: they would turn every statistic of an image into NaN.
+    ``finite``: the all-finite flag of every feature, computed already with a statistic
+    (:func:`column_statistic` with ``finite=True``), so that the matrix is read again only to
+    describe bad values.
     """
     matrix = intensity_matrix(adata, layer)
-    if not np.issubdtype(matrix.dtype, np.floating):
+    if not np.issubdtype(matrix.dtype, np.floating) or (finite is not None and np.all(finite)):
         return
     if sp.issparse(matrix):
         coo = matrix.tocoo()
@@ -129,38 +132,87 @@ def tissue_rows(adata: AnnData) -> np.ndarray:
 
 
 def column_statistic(
-    matrix, rows: np.ndarray | None, statistic: Callable[[np.ndarray], np.ndarray]
-) -> np.ndarray:
+    matrix, rows: np.ndarray | None, statistic: Callable[[np.ndarray], np.ndarray], *, finite: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """``statistic(block)`` (reducing axis 0) of every column over ``rows``, chunk by chunk of features.
 
     ``statistic`` takes a dense float32 ``(n_rows, n_columns)`` block and returns ``(n_columns,)``
     values, or ``(n_values, n_columns)`` for several statistics at once; the result is float64 of
-    that shape for all columns. A dask matrix is rechunked into column blocks holding every selected
-    pixel (at most ``CHUNK_ENTRIES`` entries each) and the blocks are reduced in one dask compute.
+    that shape for all columns. A dask matrix is rechunked into column blocks holding every pixel
+    (at most ``CHUNK_ENTRIES`` entries each) and the blocks are reduced in one dask compute.
+    With ``finite``, also the all-finite flag of every column over every row (for
+    :func:`check_finite`), from the same blocks (one read of the matrix): ``(values, flags)``.
     """
     n_obs, n_vars = matrix.shape
     if is_dask(matrix):
         import dask
 
-        selected = matrix if rows is None else matrix[rows]
-        width = max(1, min(CHUNK_ENTRIES // max(selected.shape[0], 1), n_vars))
-        blocks = selected.astype(np.float32).rechunk({0: -1, 1: width}).to_delayed().ravel()
-        parts = dask.compute(*(dask.delayed(_block_statistic)(block, statistic) for block in blocks))
-        return np.concatenate(parts, axis=-1) if parts else np.zeros(0)
-    out = None
-    for chunk in feature_chunks(n_obs, np.arange(n_vars)):
-        block = dense_columns(matrix, slice(chunk[0], chunk[-1] + 1))
-        if rows is not None:
-            block = block[rows]
-        values = _block_statistic(block, statistic)
-        if out is None:
-            out = np.empty(values.shape[:-1] + (n_vars,), dtype=np.float64)
-        out[..., chunk] = values
-    return np.zeros(0) if out is None else out
+        width = max(1, min(CHUNK_ENTRIES // max(n_obs, 1), n_vars))
+        shared_rows = dask.delayed(rows, pure=True) if rows is not None else None
+        parts = []
+        # a few column chunks per compute: with all of them in one graph dask may read many chunks
+        # before it reduces them (measured: 6 GB for 500,000 pixels x 8,000 m/z)
+        for span in chunk_spans(matrix.chunks[1], GROUP_CHUNK_ENTRIES // max(n_obs, 1)):
+            part = matrix[:, span]
+            blocks = part.astype(np.float32).rechunk({0: -1, 1: column_bands(part.chunks[1], width)}).to_delayed().ravel()
+            parts += dask.compute(*(dask.delayed(_band_statistic)(block, statistic, shared_rows, finite)
+                                    for block in blocks))
+    else:
+        parts = [_band_statistic(dense_columns(matrix, slice(chunk[0], chunk[-1] + 1)), statistic, rows, finite)
+                 for chunk in feature_chunks(n_obs, np.arange(n_vars))]
+    values = np.concatenate([p[0] for p in parts], axis=-1) if parts else np.zeros(0)
+    if not finite:
+        return values
+    return values, np.concatenate([p[1] for p in parts]) if parts else np.ones(0, dtype=bool)
 
 
-def _block_statistic(block: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    return np.asarray(statistic(np.asarray(block)), dtype=np.float64)
+def column_bands(chunks: tuple[int, ...], width: int) -> tuple[int, ...]:
+    """Column blocks of at most ``width`` columns (or one column chunk, if wider) that never straddle two
+    of the matrix's column ``chunks``: a chunk wider than ``width`` is split into equal parts, narrower
+    neighbours are joined. Every chunk then feeds only the blocks made of it, one after the other,
+    so that dask does not keep parts of many chunks waiting for the block that shares them."""
+    bands: list[int] = []
+    joined = 0
+    for size in chunks:
+        if joined and joined + size > width:
+            bands.append(joined)
+            joined = 0
+        if size > width:
+            parts = -(-size // width)
+            bands += [size // parts + (i < size % parts) for i in range(parts)]
+        else:
+            joined += size
+    return tuple(bands + ([joined] if joined else []))
+
+
+#: Entries of the matrix one dask compute of a chunked step reads at most (a few column or row chunks),
+#: so that the memory of a pass does not depend on how dask orders a graph over the whole matrix.
+GROUP_CHUNK_ENTRIES = 4 * CHUNK_ENTRIES
+
+
+def chunk_spans(chunks: tuple[int, ...], size: int) -> list[slice]:
+    """Consecutive slices of whole ``chunks`` along one axis, each of at most ``size`` (at least one chunk)."""
+    spans, start, stop = [], 0, 0
+    for chunk in chunks:
+        if stop > start and stop + chunk - start > size:
+            spans.append(slice(start, stop))
+            start = stop
+        stop += chunk
+    return spans + ([slice(start, stop)] if stop > start else [])
+
+
+def _band_statistic(
+    block: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], rows: np.ndarray | None, finite: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``statistic`` of a block of whole columns over ``rows``, and its columns' all-finite flags (``finite``)."""
+    block = np.asarray(block)
+    flags = None
+    if finite:
+        flags = np.isfinite(block).all(axis=0) if np.issubdtype(block.dtype, np.floating) else np.ones(block.shape[1], bool)
+    selected = block if rows is None else block[rows]
+    # non-finite values are refused by the caller (check_finite) from the flags computed alongside
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.asarray(statistic(selected), dtype=np.float64), flags
 
 
 def transform_columns(matrix, func: Callable[..., np.ndarray], *params: np.ndarray):

@@ -61,10 +61,12 @@ def normalize_tic(
     ``{"step": "normalize_tic", "params": {...}}`` to ``uns["preprocessing"]``.
     """
     adata = start(adata, copy)
-    check_finite(adata, layer)
     if tic_key is None:
         tic = row_sums(float_matrix(adata, layer))
+        if not np.isfinite(tic).all():  # a NaN or infinite intensity makes its row's sum non-finite
+            check_finite(adata, layer)
     else:
+        check_finite(adata, layer)
         if tic_key not in adata.obs:
             raise KeyError(f"`tic_key`={tic_key!r} is not an obs column; available: {list(adata.obs.columns)}.")
         tic = np.asarray(adata.obs[tic_key], dtype=np.float64)
@@ -107,8 +109,9 @@ def normalize_rms(adata: AnnData, *, layer: str | None = None, copy: bool = Fals
     ``{"step": "normalize_rms", "params": {...}}`` to ``uns["preprocessing"]``.
     """
     adata = start(adata, copy)
-    check_finite(adata, layer)
     rms = np.sqrt(row_sums(float_matrix(adata, layer), squared=True) / max(adata.n_vars, 1))
+    if not np.isfinite(rms).all():  # a NaN or infinite intensity makes its row's sum non-finite
+        check_finite(adata, layer)
     n_zero = _normalize_rows(adata, rms, 1.0, layer=layer, what="RMS")
     logger.info("RMS-normalised %d pixels.", adata.n_obs)
     record_step(adata, "normalize_rms", {"layer": layer, "n_zero_rms": n_zero})

@@ -73,26 +73,33 @@ def preprocess_ion_images(
     if normalize not in _NORMALIZATIONS:
         raise invalid_option(normalize, "normalize", list(_NORMALIZATIONS))
     adata = start(adata, copy)
-    check_finite(adata)
-    if keep_raw:
+    if remove_empty:  # non-finite intensities are refused from its pass over the data, before any change
+        remove_empty_features(adata, nonfinite="raise")
+        if adata.n_vars == 0:
+            raise ValueError("Every feature image is empty or constant: nothing is left to preprocess.")
+    else:
+        check_finite(adata)
+    if keep_raw:  # the input intensities (of the kept images: removing images changes no value)
         if K.RAW in adata.layers:
             logger.info("`layers[%r]` already exists and is kept as the raw intensities.", K.RAW)
         else:
             adata.layers[K.RAW] = adata.X if is_dask(adata.X) else adata.X.copy()
-    if remove_empty:
-        remove_empty_features(adata)
-        if adata.n_vars == 0:
-            raise ValueError("Every feature image is empty or constant: nothing is left to preprocess.")
     if normalize == "tic":
         normalize_tic(adata, target_sum=target_sum)
     elif normalize == "rms":
         normalize_rms(adata)
-    if winsorize is not None:
-        _standardize.winsorize(adata, percentile=winsorize, tissue_only=tissue_only)
-    if scale:
-        scale_images(adata, tissue_only=tissue_only)
-    if remove_empty:  # over the tissue pixels, which is what the embeddings see
-        remove_empty_features(adata, tissue_only=True)
+    if winsorize is not None and scale and remove_empty and tissue_only:
+        # the statistics of winsorising give those of scaling and removing (one pass over the data, not three)
+        _standardize._scale_and_remove_empty(adata, *_standardize._winsorize(adata, percentile=winsorize, layer=None,
+                                                                            tissue_only=True))
+    else:
+        if winsorize is not None:
+            _standardize.winsorize(adata, percentile=winsorize, tissue_only=tissue_only)
+        if scale:
+            scale_images(adata, tissue_only=tissue_only)
+        if remove_empty:  # over the tissue pixels, which is what the embeddings see
+            remove_empty_features(adata, tissue_only=True)
+    if remove_empty:
         if adata.n_vars == 0:
             raise ValueError(
                 "Every feature image is empty or constant on the tissue pixels after preprocessing: "

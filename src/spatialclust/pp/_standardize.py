@@ -8,6 +8,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._logging import logger
+from .._registry import invalid_option
 from ._images import intensity_matrix
 from ._matrix import (
     check_finite,
@@ -71,11 +72,20 @@ def winsorize(
     if not 0 < percentile <= 100:
         raise ValueError(f"`percentile` must be in (0, 100], got {percentile}.")
     adata = start(adata, copy)
-    check_finite(adata, layer)
+    _winsorize(adata, percentile=percentile, layer=layer, tissue_only=tissue_only)
+    return adata if copy else None
+
+
+def _winsorize(adata: AnnData, *, percentile: float, layer: str | None, tissue_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`winsorize` in place; returns the minimum and maximum of every image after it, over the same
+    pixels (what :func:`scale_images` needs, without another pass over the data)."""
     matrix = float_matrix(adata, layer)
     rows = _statistic_rows(adata, tissue_only)
-    thresholds, sparse = column_statistic(matrix, rows, partial(_winsorize_thresholds, percentile=percentile))
-    set_matrix(adata, layer, transform_columns(matrix, np.minimum, thresholds.astype(matrix.dtype)))
+    (thresholds, sparse, minimum, maximum), finite = column_statistic(
+        matrix, rows, partial(_winsorize_thresholds, percentile=percentile), finite=True)
+    check_finite(adata, layer, finite=finite)
+    thresholds = thresholds.astype(matrix.dtype)
+    set_matrix(adata, layer, transform_columns(matrix, np.minimum, thresholds))
     n_sparse = int(sparse.sum())
     logger.info("Winsorised %d feature images above their %gth percentile.", adata.n_vars, percentile)
     if n_sparse:
@@ -89,23 +99,24 @@ def winsorize(
         "winsorize",
         {"percentile": float(percentile), "layer": layer, "tissue_only": tissue_only, "n_sparse": n_sparse},
     )
-    return adata if copy else None
+    return np.minimum(minimum, thresholds), np.minimum(maximum, thresholds)
 
 
 def _winsorize_thresholds(block: np.ndarray, *, percentile: float) -> np.ndarray:
-    """Per-column winsorising threshold of ``block`` (row 0) and whether the column is sparse (row 1).
+    """Per-column winsorising threshold of ``block`` (row 0), whether the column is sparse (row 1), its
+    minimum and maximum (rows 2, 3).
 
     The ``percentile`` of every column; for a non-constant column whose percentile does not exceed
     its minimum (clipping there would make it constant), the ``percentile`` of its values above
     the minimum.
     """
     thresholds = np.percentile(block, percentile, axis=0)
-    minimum = block.min(axis=0, initial=np.inf)
-    sparse = (thresholds <= minimum) & (block.max(axis=0, initial=-np.inf) > minimum)
+    minimum, maximum = block.min(axis=0, initial=np.inf), block.max(axis=0, initial=-np.inf)
+    sparse = (thresholds <= minimum) & (maximum > minimum)
     for j in np.flatnonzero(sparse):
         column = block[:, j]
         thresholds[j] = np.percentile(column[column > minimum[j]], percentile)
-    return np.vstack([thresholds, sparse])
+    return np.vstack([thresholds, sparse, minimum, maximum])
 
 
 def _min_max(block: np.ndarray) -> np.ndarray:
@@ -144,15 +155,22 @@ def scale_images(
     ``{"step": "scale_images", "params": {...}}`` to ``uns["preprocessing"]``.
     """
     adata = start(adata, copy)
-    check_finite(adata, layer)
+    (minimum, maximum), finite = column_statistic(float_matrix(adata, layer), _statistic_rows(adata, tissue_only),
+                                                  _min_max, finite=True)
+    check_finite(adata, layer, finite=finite)
+    _scale(adata, minimum, maximum, layer=layer, tissue_only=tissue_only)
+    return adata if copy else None
+
+
+def _scale(adata: AnnData, minimum: np.ndarray, maximum: np.ndarray, *, layer: str | None, tissue_only: bool) -> np.ndarray:
+    """:func:`scale_images` in place from the minimum and maximum of every image; returns the float
+    inverse ranges applied (0 for a constant image)."""
     matrix = float_matrix(adata, layer)
-    rows = _statistic_rows(adata, tissue_only)
-    minimum, maximum = column_statistic(matrix, rows, _min_max)
     spread = maximum - minimum
     constant = spread <= 0
-    inverse = np.where(constant, 0.0, 1.0 / np.where(constant, 1.0, spread))
+    inverse = np.where(constant, 0.0, 1.0 / np.where(constant, 1.0, spread)).astype(matrix.dtype)
     # a constant image gets inverse 0: (x - min) * 0 = 0 for every (finite) pixel
-    matrix = transform_columns(matrix, _min_max_scale, minimum.astype(matrix.dtype), inverse.astype(matrix.dtype))
+    matrix = transform_columns(matrix, _min_max_scale, minimum.astype(matrix.dtype), inverse)
     set_matrix(adata, layer, matrix)
     if constant.any():
         logger.info("scale_images: %d constant image(s) set to 0.", int(constant.sum()))
@@ -160,7 +178,7 @@ def scale_images(
     record_step(
         adata, "scale_images", {"layer": layer, "tissue_only": tissue_only, "n_constant": int(constant.sum())}
     )
-    return adata if copy else None
+    return inverse
 
 
 def _image_summary(block: np.ndarray) -> np.ndarray:
@@ -176,7 +194,8 @@ def _image_summary(block: np.ndarray) -> np.ndarray:
 
 
 def remove_empty_features(
-    adata: AnnData, *, min_nonzero: int = 1, layer: str | None = None, tissue_only: bool = False, copy: bool = False
+    adata: AnnData, *, min_nonzero: int = 1, layer: str | None = None, tissue_only: bool = False,
+    nonfinite: str = "drop", copy: bool = False,
 ) -> AnnData | None:
     """Drop feature images that carry no spatial information.
 
@@ -195,6 +214,9 @@ def remove_empty_features(
     tissue_only
         Judge the images over the pixels with ``obs["tissue"]`` True (when that column exists),
         which is what the embeddings see: an image with signal only off the tissue is then empty.
+    nonfinite
+        ``"drop"`` (default): images holding NaN or infinite values are removed; ``"raise"``: they
+        raise the ValueError of :func:`check_finite` (without ``tissue_only``), from the same pass over the data.
     copy
         Return a filtered copy instead of modifying ``adata``.
 
@@ -206,10 +228,21 @@ def remove_empty_features(
     """
     if int(min_nonzero) != min_nonzero or min_nonzero < 0:
         raise ValueError(f"`min_nonzero` must be a non-negative integer, got {min_nonzero!r}.")
+    if nonfinite not in ("drop", "raise"):
+        raise invalid_option(nonfinite, "nonfinite", ["drop", "raise"])
     adata = start(adata, copy)
     summary = column_statistic(intensity_matrix(adata, layer), _statistic_rows(adata, tissue_only), _image_summary)
-    nonzero, minimum, maximum = summary[0], summary[1], summary[2]
     finite = summary[3].astype(bool)
+    if nonfinite == "raise":
+        check_finite(adata, layer, finite=finite if not tissue_only else None)
+    _drop_features(adata, *summary[:3], finite, min_nonzero=int(min_nonzero), layer=layer, tissue_only=tissue_only)
+    return adata if copy else None
+
+
+def _drop_features(adata: AnnData, nonzero: np.ndarray, minimum: np.ndarray, maximum: np.ndarray, finite: np.ndarray,
+                   *, min_nonzero: int, layer: str | None, tissue_only: bool) -> None:
+    """The removal of :func:`remove_empty_features` from the per-image summary (non-zero pixels,
+    minimum, maximum, all finite), logged and recorded."""
     drop = (nonzero < min_nonzero) | (maximum <= minimum) | ~finite
     removed = [str(name) for name in adata.var_names[drop]]
     if drop.any():
@@ -231,4 +264,17 @@ def remove_empty_features(
         {"min_nonzero": int(min_nonzero), "layer": layer, "tissue_only": tissue_only, "n_removed": int(drop.sum()),
          "removed": removed},
     )
-    return adata if copy else None
+
+
+def _scale_and_remove_empty(adata: AnnData, minimum: np.ndarray, maximum: np.ndarray) -> None:
+    """:func:`scale_images` over the tissue pixels from their known minimum and maximum (e.g. from
+    :func:`_winsorize`), then :func:`remove_empty_features` over the tissue pixels without another
+    pass: on them every scaled image spans [0, 1] exactly (its minimum maps to 0, its maximum to
+    about 1) unless it is constant, when it is all zero, i.e. empty."""
+    inverse = _scale(adata, minimum, maximum, layer=None, tissue_only=True)
+    constant = inverse == 0
+    if not np.isfinite(inverse).all():  # a spread too small for the float type: judge the scaled values
+        remove_empty_features(adata, tissue_only=True)
+        return
+    _drop_features(adata, np.where(constant, 0, 1), np.zeros(constant.size), np.where(constant, 0.0, 1.0),
+                   np.ones(constant.size, dtype=bool), min_nonzero=1, layer=None, tissue_only=True)

@@ -19,7 +19,7 @@ from anndata import AnnData
 from .._keys import check_name
 from .._rundir import (
     CLUSTERING_FIGURE, CLUSTERS_FILE, COMPARISON_FILE, CONFIG_FILE, EMBEDDINGS, EMBEDDINGS_FIGURE, EMBEDDINGS_FILE,
-    FIGURES_DIR, LOG_FILE, MANIFEST_FILE, METRICS_FILE, REPORT_FILE, RESULTS_FILE, run_name,
+    FIGURES_DIR, LOG_FILE, MANIFEST_FILE, MATRIX_STORE, METRICS_FILE, REPORT_FILE, RESULTS_FILE, run_name,
 )
 from ._html import GalleryItem, Report, plain
 
@@ -105,6 +105,10 @@ def write_run_report(
         import anndata
 
         adata = anndata.read_h5ad(run_dir / RESULTS_FILE)
+        if adata.X is None and (run_dir / MATRIX_STORE).is_dir():  # a chunked run: X stayed in its Zarr array
+            import dask.array as da
+
+            adata.X = da.from_zarr(str(run_dir / MATRIX_STORE))
     config = config if config is not None else read_yaml(run_dir / CONFIG_FILE)
     if correlations is None:
         table = pd.read_csv(run_dir / CLUSTERS_FILE, index_col=0)

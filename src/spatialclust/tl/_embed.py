@@ -24,7 +24,7 @@ from .._compute import current_client
 from .._logging import logger, progress
 from .._registry import Registry
 from .._validation import RANDOM_STATE, Interval, ValidatedParams
-from ..pp import CONDITIONING_CONSTRAINTS, DENSE_MAX_ENTRIES, FeatureImageBatches
+from ..pp import CHUNK_ENTRIES, CONDITIONING_CONSTRAINTS, DENSE_MAX_ENTRIES, GROUP_CHUNK_ENTRIES, FeatureImageBatches, chunk_spans
 
 embedders: Registry[ImageEmbedder] = Registry("embedder")
 """Registry of image embedders (name -> :class:`ImageEmbedder` subclass)."""
@@ -235,39 +235,72 @@ class RegularEmbedder(ImageEmbedder):
 
 def _randomized_svd(pixels: Any, k: int, *, seed: int, n_oversamples: int = 20, n_power_iter: int = 2) -> np.ndarray:
     """Image-side factor ``V S`` of the ``k`` leading singular triplets of a ``(n_pixels, n_images)``
-    matrix (numpy or dask), float32 ``(n_images, k)``.
+    matrix ``A`` (numpy or dask), float32 ``(n_images, k)``.
 
-    Halko et al. (2011), Algorithm 4.4 (randomized subspace iteration): ``Y = A Ω``, ``n_power_iter``
-    times ``Y = A (Aᵀ Y)`` with re-orthonormalisation, then the SVD of ``Qᵀ A``. The random test matrix
-    ``Ω`` is drawn once on the image side (``n_images x (k + n_oversamples)``), so the result does not
-    depend on how the matrix is chunked (in memory or over a Zarr store); each product is one pass
-    over the pixel chunks, partial sums are ``(pixels per chunk, k + n_oversamples)`` and only
-    ``n_pixels x (k + n_oversamples)`` floats are held. Signs: the largest entry of every singular
-    vector is positive.
+    Halko, Martinsson & Tropp (2011), Algorithm 4.4 (randomized subspace iteration: ``Q = orth(A Ω)``,
+    ``n_power_iter`` times ``Q = orth(A orth(Aᵀ Q))``, then the SVD of ``B = Qᵀ A``), computed from
+    image-side matrices only, so that memory does not grow with the number of pixels: the image
+    bases ``P`` are ``orth(AᵀA P)`` (the same subspaces as ``orth(Aᵀ Q)``), and the last ``Q =
+    orth(A P)`` is never formed: with ``Z = AᵀA P`` and ``Pᵀ Z = (A P)ᵀ(A P) = W Λ Wᵀ``, ``Q = A P W
+    Λ^-1/2`` and ``Bᵀ = Aᵀ Q = Z W Λ^-1/2``, whose SVD gives ``V S``. Every product ``AᵀA P = Σ_b
+    A_bᵀ (A_b P)`` is one pass over blocks of whole pixel rows (:func:`_gram_times`): ``n_power_iter
+    + 1`` passes, half those of the pixel-side iteration, holding ``(n_images, k + n_oversamples)``
+    matrices and one block. Directions of ``A P`` whose squared singular value is below
+    ``1e-10`` times the largest (numerically rank-deficient data) are dropped: their singular values
+    are reported as 0. The random test matrix ``Ω`` is drawn once on the image side, so the result
+    does not depend on how the matrix is chunked (in memory or over a Zarr store). Signs: the
+    largest entry of every singular vector is positive.
     """
-    chunked = hasattr(pixels, "compute") and hasattr(pixels, "chunks")
     n_pixels, n_images = pixels.shape
     width = min(k + n_oversamples, n_pixels, n_images)
-    pixels = pixels.astype(np.float64)
-
-    def times(left: np.ndarray | None, right: np.ndarray | None) -> np.ndarray:
-        """``left @ pixels`` or ``pixels @ right``, computed (one pass over a dask matrix)."""
-        if not chunked:
-            return left @ pixels if left is not None else pixels @ right
-        import dask.array as da
-
-        if left is not None:
-            return (da.from_array(left, chunks=(-1, pixels.chunks[0])) @ pixels).compute()
-        return (pixels @ right).compute()
-
-    omega = np.random.default_rng(seed).standard_normal((n_images, width))
-    basis = np.linalg.qr(times(None, omega))[0]
+    basis = np.random.default_rng(seed).standard_normal((n_images, width))
     for _ in range(n_power_iter):
-        image_basis = np.linalg.qr(times(basis.T, None).T)[0]
-        basis = np.linalg.qr(times(None, image_basis))[0]
-    _, s, vt = np.linalg.svd(times(basis.T, None), full_matrices=False)
-    vt = vt[:k] * np.sign(vt[np.arange(k), np.abs(vt[:k]).argmax(axis=1)])[:, None]
-    return np.ascontiguousarray(vt.T * s[:k], dtype=np.float32)
+        basis = np.linalg.qr(_gram_times(pixels, basis))[0]
+    gram_basis = _gram_times(pixels, basis)
+    ritz = basis.T @ gram_basis
+    values, vectors = np.linalg.eigh((ritz + ritz.T) / 2)
+    kept = values > max(values.max(), 0.0) * 1e-10
+    factor = np.zeros((n_images, k), dtype=np.float32)
+    if kept.any():  # an all-zero matrix has no singular direction
+        v, s, _ = np.linalg.svd(gram_basis @ (vectors[:, kept] / np.sqrt(values[kept])), full_matrices=False)
+        found = min(k, s.size)
+        v = v[:, :found] * np.sign(v[np.abs(v[:, :found]).argmax(axis=0), np.arange(found)])
+        factor[:, :found] = v * s[:found]
+    return factor
+
+
+def _gram_times(pixels: Any, basis: np.ndarray) -> np.ndarray:
+    """``AᵀA basis`` (float64 ``(n_images, width)``) of a ``(n_pixels, n_images)`` matrix ``A``, one pass over
+    blocks of whole pixel rows: a numpy matrix in slices, a dask one per block of its pixel chunks
+    (all its m/z joined), a few pixel chunks per dask compute (``pp.GROUP_CHUNK_ENTRIES``) so that
+    dask never reads more of the matrix ahead than that. A dask matrix whose chunks span more pixels
+    than that (e.g. every pixel of a few images) is multiplied twice in its own chunks instead."""
+    if not (hasattr(pixels, "compute") and hasattr(pixels, "chunks")):
+        return _block_gram_times(pixels, basis)
+    import dask
+    import dask.array as da
+
+    if max(pixels.chunks[0]) * pixels.shape[1] > GROUP_CHUNK_ENTRIES:
+        # chunks of many pixels (e.g. every pixel of a few images): no block of whole spectra fits, so
+        # two products in the array's own chunks, holding A P (n_pixels x width) between them
+        left = (pixels @ basis).compute()
+        return np.asarray((pixels.T @ da.from_array(left, chunks=(pixels.chunks[0], -1))).compute(), dtype=np.float64)
+    shared = dask.delayed(basis, pure=True)
+    out = np.zeros(basis.shape, dtype=np.float64)
+    for span in chunk_spans(pixels.chunks[0], GROUP_CHUNK_ENTRIES // max(pixels.shape[1], 1)):
+        blocks = pixels[span].rechunk({1: -1}).to_delayed().ravel()
+        out += sum(dask.compute(*(dask.delayed(_block_gram_times, pure=True)(block, shared) for block in blocks)))
+    return out
+
+
+def _block_gram_times(block: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """``blockᵀ (block basis)`` in float64, a slice of pixel rows of at most ``CHUNK_ENTRIES / 8`` entries at a time."""
+    rows = max(1, CHUNK_ENTRIES // 8 // max(block.shape[1], 1))
+    out = np.zeros(basis.shape, dtype=np.float64)
+    for start in range(0, block.shape[0], rows):
+        part = np.asarray(block[start:start + rows], dtype=np.float64)
+        out += part.T @ (part @ basis)
+    return out
 
 
 def _method_name(method: str | ImageEmbedder) -> str:
