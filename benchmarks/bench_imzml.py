@@ -189,7 +189,6 @@ def reader_speed(path: Path, targets: np.ndarray, tol: float, repeat: int, basel
     change), whose ``read_imzml`` is timed on the same file in a child process ("before").
     """
     import hashlib
-    import os
 
     from pyimzml.ImzMLParser import ImzMLParser
 

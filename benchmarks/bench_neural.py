@@ -151,6 +151,18 @@ def ablation(args) -> None:
                   f"{check.co_clustered:.3f} | {iso} | {iso_nn} | {recorder.seconds:.1f} |", flush=True)  # fmt: skip
 
 
+def simulated_images(n_images: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n_images`` preprocessed ion images of a simulated MSI dataset and its tissue mask."""
+    import spatialclust as sc
+
+    adata = sc.datasets.simulate_msi(shape=(size, size), seed=seed)
+    sc.pp.preprocess_ion_images(adata)
+    images = sc.pp.feature_images(adata)
+    if images.shape[0] < n_images:
+        images = np.concatenate([images] * -(-n_images // images.shape[0]))
+    return images[:n_images], sc.pp.tissue_mask_image(adata)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["throughput", "ablation"], default="throughput")
