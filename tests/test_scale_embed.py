@@ -75,6 +75,26 @@ def test_conditioned_regular_streams_and_matches_in_memory(data, small_batches):
     assert not np.allclose(unconditioned.varm["X_regular"], memory.varm["X_regular"], atol=1e-3)
 
 
+def test_temporary_files_go_to_dasks_temporary_directory(data, small_batches, tmp_path, monkeypatch):
+    """The conditioned store of the randomized SVD is written under dask's ``temporary-directory``
+    (where a user points scratch space on a cluster), and removed afterwards."""
+    import tempfile
+
+    import dask
+
+    made = []
+    real = tempfile.TemporaryDirectory
+
+    def spy(*args, **kwargs):
+        made.append(kwargs.get("dir"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", spy)
+    with dask.config.set({"temporary-directory": str(tmp_path)}):
+        sc.tl.embed(lazy_copy(data), "regular", n_components=4, **CONDITIONED)
+    assert made == [str(tmp_path)] and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("postprocess", ["l2", "pca_whiten"])
 def test_neural_embeds_batch_by_batch_and_matches_in_memory(data, small_batches, monkeypatch, postprocess):
     from spatialclust.tl import NeuralEmbedder

@@ -117,6 +117,14 @@ def current_client() -> Any:
         return None
 
 
+def scratch_dir() -> str | None:
+    """Folder for the temporary files of the chunked steps: dask's ``temporary-directory`` setting
+    (``DASK_TEMPORARY_DIRECTORY``, the folder dask itself spills to), else None (``TMPDIR``)."""
+    import dask
+
+    return dask.config.get("temporary-directory", None)
+
+
 #: Allocations of at least this many bytes get their own memory map (glibc), returned to the system when freed.
 MMAP_THRESHOLD = 1 << 20
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._compat import resolve_device
+from .._compute import scratch_dir
 from .._logging import logger, progress
 from .._validation import GEOMETRY_CONSTRAINTS, NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength, validate_params
 from ..pp import CONDITIONING_CONSTRAINTS, FeatureImageBatches
@@ -520,7 +521,7 @@ class SimCLREmbedder(ImageEmbedder):
                               pixel_size: float | None = None) -> np.ndarray:
         """:meth:`fit` then :meth:`transform` on images given a batch at a time (e.g. over a chunked ``X``).
 
-        The images are conditioned once, a batch at a time, into a temporary file (``TMPDIR``,
+        The images are conditioned once, a batch at a time, into a temporary file (dask's ``temporary-directory``, else ``TMPDIR``;
         ``n_images x H x W x 4`` bytes) from which every training mini-batch reads its images, so
         one mini-batch is held at a time; the features are computed batch by batch (on the workers
         of a ``dask.distributed`` cluster when one is active, the trained encoder sent to each
@@ -550,8 +551,8 @@ class SimCLREmbedder(ImageEmbedder):
 
 class _ImageFile:
     """The conditioned images of a :class:`~spatialclust.pp.FeatureImageBatches`, written once
-    (image-major float32, one batch at a time) to an anonymous temporary file (in ``TMPDIR``,
-    deleted when closed) and read back by index (``load(idx)``): SimCLR's random mini-batches then
+    (image-major float32, one batch at a time) to an anonymous temporary file (in dask's
+    ``temporary-directory``, else ``TMPDIR``; deleted when closed) and read back by index (``load(idx)``): SimCLR's random mini-batches then
     read their own images only, where from the m/z-chunked store every mini-batch would read most
     of the chunks, and only a mini-batch is in memory. ``n_images x H x W x 4`` bytes on disk."""
 
@@ -559,7 +560,7 @@ class _ImageFile:
         import tempfile
 
         self.shape = tuple(batches.shape)
-        self._file = tempfile.TemporaryFile(prefix="spatialclust-simclr-")
+        self._file = tempfile.TemporaryFile(prefix="spatialclust-simclr-", dir=scratch_dir())
         for images in progress(batches, desc="SimCLR images to a temporary file", total=len(batches)):
             self._file.write(memoryview(np.ascontiguousarray(condition(images), dtype=np.float32)).cast("B"))
         self._file.flush()
