@@ -401,8 +401,8 @@ def _conditioned_regular(embedder: RegularEmbedder, adata: ad.AnnData, layer: st
     """Regular embedding of the conditioned images of a chunked matrix.
 
     The conditioned pixels are a lazy dask map over column blocks of images
-    (:func:`spatialclust.pp.conditioned_tissue_pixels`). The randomized SVD passes over them six
-    times, so on the threads of this process they are computed once into a temporary Zarr store
+    (:func:`spatialclust.pp.conditioned_tissue_pixels`). The randomized SVD passes over them
+    ``n_power_iter + 1`` times, so on the threads of this process they are computed once into a temporary Zarr store
     (in dask's ``temporary-directory``, else ``TMPDIR``; ``n_tissue_pixels x n_images`` float32,
     deleted afterwards) that the passes
     read; on a dask cluster, whose workers need not see this machine's disk, every pass conditions
