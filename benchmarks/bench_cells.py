@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--max-per-class", type=int, default=None, help="jurkat: at most this many cells per phase")
     parser.add_argument("--channels", nargs="+", default=None, choices=["brightfield", "dna", "darkfield"],
                         help="jurkat: keep only these channels (default: all three)")
-    parser.add_argument("--background", default="border", choices=list(sc.tl.BACKGROUNDS),
+    parser.add_argument("--background", default="none", choices=list(sc.tl.BACKGROUNDS),
                         help="background handling of the classical features (sc.tl.cell_features)")
     parser.add_argument("--n-cells", type=int, default=700)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])

@@ -74,7 +74,8 @@ def test_border_background_bright_field_cell_equals_its_dark_inversion():
                                [[0.0], [680.0]])
     for feature_set in ("ics", "cellprofiler"):
         # each on its own: the dark-background cell is left as it is, the bright-background one is folded
-        dark_table, bright_table = (classical_features(padded[[i]], sizes=sizes[[i]], feature_set=feature_set) for i in (0, 1))
+        dark_table, bright_table = (classical_features(padded[[i]], sizes=sizes[[i]], feature_set=feature_set, background="border")
+                                    for i in (0, 1))
         np.testing.assert_allclose(bright_table.to_numpy(), dark_table.to_numpy(), rtol=1e-6, atol=1e-6)
         raw = classical_features(padded, sizes=sizes, feature_set=feature_set, background="none")
         np.testing.assert_allclose(raw.iloc[[0]].to_numpy(), dark_table.to_numpy())
@@ -83,6 +84,8 @@ def test_border_background_bright_field_cell_equals_its_dark_inversion():
     assert raw.iloc[1]["mean_ch0"] > 100 * table.iloc[0]["mean_ch0"]
     with pytest.raises(ValueError, match="Invalid option `rolling` for `background`"):
         classical_features(padded, background="rolling")
+    params = sc.tl.cell_features(sc.datasets.simulate_cells(6, seed=0), background="border").uns["cell_features"]["params"]
+    assert params["background"] == "border"
 
 
 def test_cell_features_and_pca_on_simulated_cells():

@@ -202,7 +202,7 @@ def classical_features(
     channels: Sequence[str] | None = None,
     threshold: str | float | Sequence[float] = "otsu",
     feature_set: str = "ics",
-    background: str = "border",
+    background: str = "none",
 ) -> pd.DataFrame:
     """Classical per-channel image features and inter-channel correlations of cell images.
 
@@ -321,7 +321,7 @@ def cell_features(
     *,
     threshold: str | float | Sequence[float] = "otsu",
     feature_set: str = "ics",
-    background: str = "border",
+    background: str = "none",
     channels: Sequence[str] | None = None,
 ) -> ad.AnnData:
     """Compute classical image features of every cell; return a new AnnData with them in ``X``.
