@@ -132,7 +132,7 @@ def run_seed(seed: int, args) -> tuple[list[dict], dict]:
     reference = float(cross_val_score(LogisticRegression(max_iter=3000), cells.obsm["X_pixels"], truth, cv=3).mean())
     for feature_set in ("ics", "cellprofiler"):
         start = time.perf_counter()
-        table = sc.tl.cell_features(cells, feature_set=feature_set)
+        table = sc.tl.cell_features(cells, feature_set=feature_set, background=args.background)
         key = f"X_features_{feature_set}"
         cells.obsm[key] = _pca(table.X, args.n_comps, seed, scale=True)
         record(f"features_{feature_set}", key, time.perf_counter() - start, dim=int(table.n_vars))
@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--max-per-class", type=int, default=None, help="jurkat: at most this many cells per phase")
     parser.add_argument("--channels", nargs="+", default=None, choices=["brightfield", "dna", "darkfield"],
                         help="jurkat: keep only these channels (default: all three)")
+    parser.add_argument("--background", default="none", choices=list(sc.tl.BACKGROUNDS),
+                        help="background handling of the classical features (sc.tl.cell_features)")
     parser.add_argument("--n-cells", type=int, default=700)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--regime", default="cell_cycle", choices=["cell_cycle", "phenotypes"])
@@ -226,7 +228,7 @@ def main() -> None:
     if args.output is not None:
         data = (f"dataset=jurkat, max_per_class={args.max_per_class}, channels={args.channels or 'all'}" if args.dataset == "jurkat"
                 else f"n_cells={args.n_cells}, regime={args.regime}")
-        text = (f"{data}, seeds={args.seeds}, neighbors={args.neighbors_method}, "
+        text = (f"{data}, background={args.background}, seeds={args.seeds}, neighbors={args.neighbors_method}, "
                 f"train_fraction={args.train_fraction}, total {time.perf_counter() - start:.0f} s; supervised logistic "
                 f"regression on the pixel PCA: {logistic:.3f}\n\n" + markdown(table) + "\n")
         args.output.write_text(text)

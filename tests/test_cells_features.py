@@ -49,7 +49,7 @@ def test_padding_is_ignored_and_correlation():
     padded[0, 0, :6, :6] = base
     padded[0, 1, :6, :6] = 2 * base + 1
     padded[0, 2, :6, :6] = -base
-    f = classical_features(padded, sizes=np.array([[6, 6]]), channels=["a", "b", "c"], threshold=0.5).iloc[0]
+    f = classical_features(padded, sizes=np.array([[6, 6]]), channels=["a", "b", "c"], threshold=0.5, background="none").iloc[0]
     assert f["mean_intensity_a"] == pytest.approx(base.mean())
     assert f["max_intensity_c"] == pytest.approx((-base).max())  # padding zeros do not count
     assert f["correlation_a_b"] == pytest.approx(1.0) and f["correlation_a_c"] == pytest.approx(-1.0)
@@ -57,6 +57,35 @@ def test_padding_is_ignored_and_correlation():
         "max_intensity_ch0", "mean_intensity_ch0", "total_intensity_ch0", "size_ch0", "eccentricity_ch0", "radial_moment_ch0"]
     with pytest.raises(ValueError, match="Invalid option `mean` for `threshold`"):
         classical_features(padded, threshold="mean")
+
+
+def test_border_background_bright_field_cell_equals_its_dark_inversion():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:40, 0:40].astype(float)
+    disc = (yy - 20) ** 2 + (xx - 18) ** 2 <= 12**2
+    ring = disc & ((yy - 20) ** 2 + (xx - 18) ** 2 >= 9**2)
+    dark = np.where(disc, 0.3 + 0.5 * rng.random((40, 40)), 0.0) + 0.6 * ring  # bright object, dark background
+    bright = 680.0 - dark  # the same cell as a brightfield image: darker than its bright background
+    padded = np.zeros((2, 1, 44, 44))
+    padded[0, 0, :40, :40], padded[1, 0, :40, :40] = dark, bright
+    sizes = np.array([[40, 40], [40, 40]])
+    # the border of the true area (not the zero padding) gives the background level
+    np.testing.assert_allclose(sc.tl.border_background(padded, np.pad(np.ones((2, 40, 40), bool), ((0, 0), (0, 4), (0, 4)))),
+                               [[0.0], [680.0]])
+    for feature_set in ("ics", "cellprofiler"):
+        # each on its own: the dark-background cell is left as it is, the bright-background one is folded
+        dark_table, bright_table = (classical_features(padded[[i]], sizes=sizes[[i]], feature_set=feature_set, background="border")
+                                    for i in (0, 1))
+        np.testing.assert_allclose(bright_table.to_numpy(), dark_table.to_numpy(), rtol=1e-6, atol=1e-6)
+        raw = classical_features(padded, sizes=sizes, feature_set=feature_set, background="none")
+        np.testing.assert_allclose(raw.iloc[[0]].to_numpy(), dark_table.to_numpy())
+    table = bright_table
+    # without background handling the bright-field cell's intensities are those of the background
+    assert raw.iloc[1]["mean_ch0"] > 100 * table.iloc[0]["mean_ch0"]
+    with pytest.raises(ValueError, match="Invalid option `rolling` for `background`"):
+        classical_features(padded, background="rolling")
+    params = sc.tl.cell_features(sc.datasets.simulate_cells(6, seed=0), background="border").uns["cell_features"]["params"]
+    assert params["background"] == "border"
 
 
 def test_cell_features_and_pca_on_simulated_cells():

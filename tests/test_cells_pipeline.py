@@ -78,6 +78,7 @@ def test_cells_run_on_tiff_folder_without_embeddings(tmp_path):
     config = {**FAST, "input": {"path": str(folder), "labels": str(tmp_path / "labels.csv"), "channels": ["bf", "gfp"]},
               "embedding": [], "metric_learning": {"methods": ["nca"]}, "pca": {"n_comps": 4}}
     out = run_cells(config, tmp_path / "run")
+    assert anndata.read_h5ad(out / "results.h5ad").uns["cell_features"]["params"]["background"] == "none"
     table = pd.read_csv(out / "comparison.csv")
     assert table.loc[0, "purity"] == pytest.approx(1.0)
 
@@ -87,6 +88,8 @@ def test_cells_config_rejects_unknown_keys_and_methods(tmp_path):
         load_config({"cluster": {"resolutoin": 1}}, pipeline="cells")
     with pytest.raises(ValueError, match="Invalid option `pca` for `metric_learning.methods`"):
         load_config({"metric_learning": {"methods": ["pca"]}}, pipeline="cells")
+    with pytest.raises(ValueError, match="Invalid option `rolling` for `features.background`"):
+        load_config({"features": {"background": "rolling"}}, pipeline="cells")
     with pytest.raises(ValueError, match="Invalid option `clip` for `embedding\\[0\\].method`"):
         load_config({"embedding": ["clip"]}, pipeline="cells")
     result = CliRunner().invoke(app, ["cells", "run", "-o", str(tmp_path / "x"), "--set", "cluster.resolution=-1"])

@@ -274,7 +274,7 @@ def run_cells(
         cells, dataset, has_images = load_cells(cfg["input"], seed=seed)
         features = cfg["features"]
         adata = tl.cell_features(cells, threshold=features["threshold"], feature_set=features["feature_set"],
-                                 channels=features["channels"]) if has_images else cells
+                                 background=features["background"], channels=features["channels"]) if has_images else cells
         reps = build_representations(adata, cfg, tmp, has_images=has_images)
         comparison = cluster_and_evaluate(adata, reps, cfg)
         figures = make_cell_figures(adata, reps, cfg, tmp / FIGURES_DIR, has_images=has_images)

@@ -212,7 +212,8 @@ def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
     cfg["embedding"] = expanded
     validate_sections(cfg, {
         "cluster.resolution": [POSITIVE, "scan"], "cluster.criterion": [*tl.SCAN_CRITERIA],
-        "features.feature_set": [*tl.FEATURE_SETS], "cluster.neighbors_method": ["umap", "gauss"],
+        "features.feature_set": [*tl.FEATURE_SETS], "features.background": [*tl.BACKGROUNDS],
+        "cluster.neighbors_method": ["umap", "gauss"],
         "metric_learning.train_fraction": [Interval(float, 0, 1, closed="right"), None],
     }, error=ConfigError)
     return cfg

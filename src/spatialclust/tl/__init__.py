@@ -3,7 +3,7 @@
 from .._validation import check_n_images
 from ._cell_cluster import SCAN_CRITERIA, evaluate_cells, leiden_cells
 from ._cell_embed import CELL_EMBEDDINGS, ChannelwiseEmbedder, embed_cells
-from ._cell_features import FEATURE_SETS, cell_features, cell_pca, classical_features
+from ._cell_features import BACKGROUNDS, FEATURE_SETS, border_background, cell_features, cell_pca, classical_features
 from ._cluster import (
     cluster,
     clusterers,
@@ -24,11 +24,13 @@ from ._cluster import SMMClusterer, record_clusters
 from ._simclr import SimCLREmbedder
 
 __all__ = [
+    "BACKGROUNDS",
     "CELL_EMBEDDINGS",
     "FEATURE_SETS",
     "SCAN_CRITERIA",
     "ChannelwiseEmbedder",
     "MetricLearner",
+    "border_background",
     "cell_features",
     "cell_pca",
     "classical_features",

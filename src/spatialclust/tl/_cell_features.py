@@ -56,16 +56,21 @@ from .._registry import invalid_option
 from ..io import cell_image_stack
 from ..pp import otsu_threshold
 
-__all__ = ["CHANNEL_FEATURES", "FEATURE_SETS", "cell_features", "classical_features", "cell_pca"]
+__all__ = ["BACKGROUNDS", "CHANNEL_FEATURES", "FEATURE_SETS", "border_background", "cell_features", "classical_features", "cell_pca"]
 
 #: Per-channel features, in output order.
 CHANNEL_FEATURES = ("max_intensity", "mean_intensity", "total_intensity", "size", "eccentricity", "radial_moment")
 #: Feature sets of :func:`classical_features`.
 FEATURE_SETS = ("ics", "cellprofiler")
+#: Background handling of :func:`classical_features`.
+BACKGROUNDS = ("border", "none")
 _GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
 _GLCM_DISTANCES = (1, 3)
 _GLCM_LEVELS = 8
 _RADIAL_BINS = 4
+#: A channel whose median border level lies above this fraction of the cells' intensity range has a
+#: bright background (measured: real brightfield 0.37, fluorescence and darkfield 0.01-0.15).
+_BRIGHT_BACKGROUND_POSITION = 0.25
 
 
 def _cellprofiler_one(image: np.ndarray) -> dict[str, float]:
@@ -147,6 +152,35 @@ def _cellprofiler_one(image: np.ndarray) -> dict[str, float]:
     return out
 
 
+def border_background(images: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Background level of every cell and channel: the median of the pixels on the border of the true area.
+
+    The border of a cell crop is background in imaging flow cytometry (the cell is centred in its
+    frame), so its median estimates the background level whether it is dark (fluorescence,
+    darkfield) or bright (brightfield), as CellProfiler's per-image background correction does
+    (McQuin et al. 2018).
+
+    Parameters
+    ----------
+    images
+        ``(n, C, H, W)`` padded cell images.
+    valid
+        ``(n, H, W)`` boolean, True on each cell's true (unpadded) area, a top-left rectangle.
+
+    Returns
+    -------
+    ``(n, C)`` background levels.
+    """
+    rows, cols = valid.any(axis=2), valid.any(axis=1)
+    heights, widths = rows.sum(axis=1), cols.sum(axis=1)
+    out = np.empty(images.shape[:2])
+    for i, (h, w) in enumerate(zip(heights, widths)):
+        area = images[i, :, :h, :w]
+        border = np.concatenate([area[:, 0], area[:, -1], area[:, 1:-1, 0], area[:, 1:-1, -1]], axis=1)
+        out[i] = np.median(border, axis=1)
+    return out
+
+
 def _thresholds(stack: np.ndarray, valid: np.ndarray, threshold: str | float | Sequence[float]) -> np.ndarray:
     n, n_channels = stack.shape[:2]
     if isinstance(threshold, str):
@@ -168,6 +202,7 @@ def classical_features(
     channels: Sequence[str] | None = None,
     threshold: str | float | Sequence[float] = "otsu",
     feature_set: str = "ics",
+    background: str = "none",
 ) -> pd.DataFrame:
     """Classical per-channel image features and inter-channel correlations of cell images.
 
@@ -185,6 +220,14 @@ def classical_features(
     feature_set
         ``"ics"``: the sorter's real-time features only; ``"cellprofiler"``: also the
         CellProfiler-like intensity-distribution, radial, texture and shape features (module docstring).
+    background
+        ``"border"``: estimate the background of every cell and channel from the crop's border
+        (:func:`border_background`); a channel whose background lies inside the cells' intensity
+        range (median over the cells above 25 % of it: a brightfield cell is darker and brighter
+        than its bright background) is measured on ``|image - background|``, so that its cell becomes
+        a bright object on a dark background as a fluorescent one is; dark-background channels
+        (fluorescence, darkfield) are left as they are. ``"none"``: every channel as it is (the
+        features assume a dark background).
 
     Returns
     -------
@@ -193,6 +236,8 @@ def classical_features(
     """
     if feature_set not in FEATURE_SETS:
         raise invalid_option(feature_set, "feature_set", list(FEATURE_SETS))
+    if background not in BACKGROUNDS:
+        raise invalid_option(background, "background", list(BACKGROUNDS))
     stack = np.asarray(images, dtype=np.float64)
     if stack.ndim != 4:
         raise ValueError(f"`images` must have shape (n, C, H, W), got shape {stack.shape}.")
@@ -208,6 +253,18 @@ def classical_features(
     n_valid = valid.sum(axis=(1, 2)).astype(np.float64)
     if (n_valid == 0).any():
         raise ValueError(f"Cell image {int(np.argmin(n_valid))} is empty (true size 0).")
+    if background == "border":
+        # bright-background channels (brightfield): the background level sits inside the cells'
+        # intensity range (the cell is darker and brighter than it), not at its bottom as in a
+        # fluorescence or darkfield channel; decided per channel over all cells
+        level = border_background(stack, valid)
+        low = np.where(valid[:, None], stack, np.inf).min(axis=(2, 3))
+        high = np.where(valid[:, None], stack, -np.inf).max(axis=(2, 3))
+        position = np.median((level - low) / np.maximum(high - low, 1e-12), axis=0)
+        bright = (position > _BRIGHT_BACKGROUND_POSITION)[None, :, None, None]
+        logger.info("bright-background channels (features on |image - border median|): %s",
+                    [c for c, b in zip(channels, bright[0, :, 0, 0]) if b] or "none")
+        stack = np.where(bright, np.abs(stack - level[:, :, None, None]), stack)
     thresholds = _thresholds(stack, valid, threshold)
     masked = np.where(valid[:, None], stack, 0.0)
     columns: dict[str, np.ndarray] = {}
@@ -264,6 +321,7 @@ def cell_features(
     *,
     threshold: str | float | Sequence[float] = "otsu",
     feature_set: str = "ics",
+    background: str = "none",
     channels: Sequence[str] | None = None,
 ) -> ad.AnnData:
     """Compute classical image features of every cell; return a new AnnData with them in ``X``.
@@ -272,7 +330,7 @@ def cell_features(
     ----------
     adata
         Cell-image AnnData (``obsm["images"]``, see :func:`spatialclust.io.read_cell_images`).
-    threshold, feature_set
+    threshold, feature_set, background
         See :func:`classical_features` (a threshold list has one value per channel used).
     channels
         Compute the features on these channels only (names of ``uns["cell_images"]["channels"]``);
@@ -296,7 +354,8 @@ def cell_features(
         stack = stack[:, [names.index(c) for c in channels]]
         names = channels
     sizes = adata.obs[[_keys.IMAGE_HEIGHT, _keys.IMAGE_WIDTH]].to_numpy()
-    table = classical_features(stack, sizes=sizes, channels=names, threshold=threshold, feature_set=feature_set)
+    table = classical_features(stack, sizes=sizes, channels=names, threshold=threshold, feature_set=feature_set,
+                               background=background)
     var = pd.DataFrame(index=pd.Index(table.columns, dtype=str))
     var[_keys.FEATURE] = [name.rsplit("_", 1)[0] if not name.startswith("correlation_") else "correlation" for name in table.columns]
     var[_keys.CHANNEL] = [name[len(f) + 1 :] for name, f in zip(table.columns, var[_keys.FEATURE])]
@@ -309,7 +368,7 @@ def cell_features(
     )
     result.uns[_keys.CELL_FEATURES] = {_keys.PARAMS: {
         "threshold": threshold if isinstance(threshold, (str, float, int)) else list(threshold), "feature_set": feature_set,
-        "channels": names,
+        "background": background, "channels": names,
     }}
     logger.info("computed %d classical features for %d cells", table.shape[1], table.shape[0])
     return result
