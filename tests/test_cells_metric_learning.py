@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata
 import numpy as np
 import pytest
 
@@ -53,3 +54,20 @@ def test_bad_input_single_class():
         MetricLearner("pca").fit(X, ["a", "b"] * 30)
     with pytest.raises(ValueError, match="LMNN with n_neighbors=3 needs more than 3"):
         MetricLearner("lmnn").fit(X[:6], ["a", "a", "a", "b", "b", "b"])
+
+
+def test_a_class_with_one_labelled_cell_is_left_out_of_training(caplog):
+    """A rare phenotype with one labelled cell (e.g. anaphase in a small sample) gives no
+    within-class pair: it is left out of the fit with a warning, and every cell is still embedded."""
+    X, y = _informative_plus_noise()
+    labels = np.asarray(y, dtype=object)
+    labels[0] = "rare"
+    cells = anndata.AnnData(X=X.astype(np.float32))
+    cells.obs["label"] = labels
+    sc.tl.metric_learning(cells, "lfda", use_rep="X", random_state=0)
+    assert "single labelled cell: rare" in caplog.text
+    train = cells.obs["X_lfda_train"].to_numpy()
+    assert not train[0] and train[1:].all() and cells.obsm["X_lfda"].shape == (60, 4)
+    assert list(cells.uns["X_lfda"]["classes"]) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="class 'rare' has 1"):  # the estimator itself stays strict
+        MetricLearner("lfda").fit(X, labels)

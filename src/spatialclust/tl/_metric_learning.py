@@ -274,6 +274,11 @@ def metric_learning(
             count = max(2, int(round(train_fraction * len(members))))
             keep[rng.choice(members, size=min(count, len(members)), replace=False)] = True
         train = keep
+    counts = labels[train].value_counts()
+    single = sorted(map(str, counts.index[counts < 2]))
+    if single:  # one cell gives no within-class pair to learn from; it is still embedded and scored
+        logger.warning("Metric learning leaves out the class(es) with a single labelled cell: %s.", ", ".join(single))
+        train &= ~labels.isin(counts.index[counts < 2]).to_numpy()
     learner = MetricLearner(method, n_components=n_components, max_iter=max_iter, random_state=random_state, params=params)
     learner.fit(X, labels.where(train, None).to_numpy())
     key = key_added or _keys.embedding_key(method)
