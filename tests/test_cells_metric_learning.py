@@ -52,8 +52,14 @@ def test_bad_input_single_class():
         MetricLearner("nca").fit(X, ["a", "b", "a"])
     with pytest.raises(ValueError, match="Invalid option `pca` for `method`"):
         MetricLearner("pca").fit(X, ["a", "b"] * 30)
-    with pytest.raises(ValueError, match="LMNN with n_neighbors=3 needs more than 3"):
-        MetricLearner("lmnn").fit(X[:6], ["a", "a", "a", "b", "b", "b"])
+    with pytest.raises(ValueError, match="LMNN with n_neighbors=3 needs more than 3"):  # an explicit value is kept
+        MetricLearner("lmnn", params={"n_neighbors": 3}).fit(X[:6], ["a", "a", "a", "b", "b", "b"])
+
+
+def test_lmnn_default_neighbours_adapt_to_a_small_class(caplog):
+    X, _ = _informative_plus_noise()
+    learner = MetricLearner("lmnn", max_iter=20, params={"learn_rate": 1e-3}).fit(X[:6], ["a", "a", "a", "b", "b", "b"])
+    assert "n_neighbors reduced from 3 to 2" in caplog.text and learner.estimator_.n_neighbors == 2
 
 
 def test_a_class_with_one_labelled_cell_is_left_out_of_training(caplog):

@@ -80,6 +80,10 @@ def _nca(*, n_components, max_iter, random_state, smallest_class, n_features, **
 def _lmnn(*, n_components, max_iter, random_state, smallest_class, n_features, **params):
     LMNN = _metric_learn().LMNN
 
+    if "n_neighbors" not in params and 1 < smallest_class <= 3:  # the default adapts to a small class
+        logger.warning("LMNN: n_neighbors reduced from 3 to %d (the smallest class has %d labelled cells).",
+                       smallest_class - 1, smallest_class)
+        params["n_neighbors"] = smallest_class - 1
     n_neighbors = params.pop("n_neighbors", 3)
     if smallest_class <= n_neighbors:
         raise ValueError(
