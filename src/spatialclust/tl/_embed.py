@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .. import _keys
-from .._compute import current_client, scratch_dir
+from .._compute import current_client, scratch_dir, store_array
 from .._logging import logger, progress
 from .._registry import Registry
 from .._validation import RANDOM_STATE, Interval, ValidatedParams
@@ -402,11 +402,11 @@ def _conditioned_regular(embedder: RegularEmbedder, adata: ad.AnnData, layer: st
 
     The conditioned pixels are a lazy dask map over column blocks of images
     (:func:`spatialclust.pp.conditioned_tissue_pixels`). The randomized SVD passes over them
-    ``n_power_iter + 1`` times, so on the threads of this process they are computed once into a temporary Zarr store
-    (in dask's ``temporary-directory``, else ``TMPDIR``; ``n_tissue_pixels x n_images`` float32,
-    deleted afterwards) that the passes
-    read; on a dask cluster, whose workers need not see this machine's disk, every pass conditions
-    again on the workers.
+    ``n_power_iter + 1`` times, so on the threads of this process they are computed once into a
+    temporary Zarr store (the writer of the run's preprocessed matrix; in dask's
+    ``temporary-directory``, else ``TMPDIR``; ``n_tissue_pixels x n_images`` float32, deleted
+    afterwards) that the passes read; on a dask cluster, whose workers need not see this machine's
+    disk, every pass conditions again on the workers.
     """
     from .. import pp
 
@@ -415,12 +415,9 @@ def _conditioned_regular(embedder: RegularEmbedder, adata: ad.AnnData, layer: st
         return embedder.transform_pixels(pixels, conditioned=True)
     import tempfile
 
-    import dask.array as da
-
     with tempfile.TemporaryDirectory(prefix="spatialclust-conditioned-", dir=scratch_dir()) as folder:
         logger.info("Conditioning the %d images once into a temporary store for the randomized SVD.", pixels.shape[1])
-        da.to_zarr(pixels, f"{folder}/pixels.zarr")
-        return embedder.transform_pixels(da.from_zarr(f"{folder}/pixels.zarr"), conditioned=True)
+        return embedder.transform_pixels(store_array(pixels, f"{folder}/pixels.zarr"), conditioned=True)
 
 
 def _plain_params(params: dict[str, Any]) -> dict[str, Any]:
