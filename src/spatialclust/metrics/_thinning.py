@@ -36,7 +36,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._logging import logger
-from .._validation import check_range
+from .._validation import Interval, check_range, validate_params
 
 __all__ = ["ThinnedPartnerResult", "partner_recall", "thin_counts", "thinned_partner_check"]
 
@@ -185,8 +185,7 @@ def _images_of(data: AnnData | np.ndarray, layer: str | None, mask: Any, pixel_s
     e.g. from the chunks of a dask matrix)."""
     from ..pp import feature_images, tissue_mask_image
 
-    if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 2):
-        raise ValueError(f"`n_images` must be an integer >= 2 or None (all images); received {n_images!r}.")
+    validate_params({"n_images": n_images}, {"n_images": [Interval(int, 2), None]})
 
     def sample(total: int) -> np.ndarray | None:
         if n_images is None or n_images >= total:
