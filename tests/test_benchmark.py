@@ -136,3 +136,36 @@ def test_cli_benchmark_on_a_user_file(tmp_path):
     assert board["isotopic_recall"].notna().all()
     result = CliRunner().invoke(app, ["benchmark", "simulated", "--embedders", "nope", "-o", str(tmp_path / "x"), "-q"])
     assert result.exit_code == 1 and "Invalid option `nope` for `embedders`" in result.output
+
+
+def test_merge_runs_of_one_seed_each(tmp_path):
+    from typer.testing import CliRunner
+
+    from spatialclust.cli import app
+    from spatialclust.pipeline import merge_benchmarks
+
+    conditioned = {"conditioned": {"denoise": "gaussian"}}
+    for seed, embedders in ((0, ["regular", "conditioned=regular"]), (1, ["regular"])):
+        run_benchmark([f"simulated:{seed}"], tmp_path / f"s{seed}", embedders=embedders, clusterers=["kmeans"],
+                      params=conditioned if seed == 0 else None, quick=True)
+    run_benchmark(["simulated:1"], tmp_path / "other", clusterers=["kmeans"], embedders=["regular"], quick=True,
+                  params={"kmeans": {"n_init": 2}})
+    result = CliRunner().invoke(app, ["benchmark", "--merge", str(tmp_path / "s0"), str(tmp_path / "s1"),
+                                      "-o", str(tmp_path / "merged"), "-q"])
+    assert result.exit_code == 0, result.output
+    board = pd.read_csv(tmp_path / "merged" / "leaderboard.csv")
+    assert board["dataset"].tolist() == ["simulated:0", "simulated:0", "simulated:1"]
+    summary = pd.read_csv(tmp_path / "merged" / "summary.csv").set_index("embedder")
+    regular = board[board["embedder"] == "regular"]["accuracy"]
+    assert summary.loc["regular", "n_datasets"] == 2 and summary.loc["conditioned", "n_datasets"] == 1
+    assert summary.loc["regular", "accuracy"] == pytest.approx(regular.mean())
+    assert summary.loc["regular", "accuracy_sd"] == pytest.approx(regular.std())
+    assert "merged_from" in (tmp_path / "merged" / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="more than one of the runs"):
+        merge_benchmarks([tmp_path / "s1", tmp_path / "s1"], tmp_path / "twice")
+    with pytest.raises(ConfigError, match="give `kmeans` different parameters"):
+        merge_benchmarks([tmp_path / "s0", tmp_path / "other"], tmp_path / "mixed")
+    with pytest.raises(ValueError, match="not a finished `spatialclust benchmark` run directory"):
+        merge_benchmarks([tmp_path / "s0", tmp_path], tmp_path / "none")
+    result = CliRunner().invoke(app, ["benchmark", "--merge", str(tmp_path / "s0"), "--quick", "-o", str(tmp_path / "q"), "-q"])
+    assert result.exit_code == 1 and "takes no --quick" in result.output

@@ -348,11 +348,21 @@ def benchmark(
     budget: Annotated[Optional[float], typer.Option(help="Seconds; then the remaining embedders are skipped.")] = None,
     simulate: Annotated[Optional[list[str]], typer.Option(
         help="A parameter of the simulator for `simulated` datasets: --simulate n_ions=100.")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="DATASETS are finished benchmark runs (e.g. one seed each): "
+                                        "write their combined leaderboard, computing nothing.")] = False,
 ) -> str:
     """Benchmark every embedder x clusterer on a suite of datasets; writes leaderboard.csv/.html (see docs/cli.md)."""
-    from ._config import parse_override
+    from ._config import ConfigError, parse_override
     from ._rundir import LEADERBOARD_HTML
 
+    if merge:
+        given = [f"--{name.replace('_', '-')}" for name, value in (
+            ("embedders", embedders), ("clusterers", clusterers), ("set", set_), ("n_clusters", n_clusters),
+            ("quick", quick or None), ("budget", budget), ("simulate", simulate), ("seed", opts.seed)) if value is not None]
+        if given:
+            raise ConfigError(f"`--merge` combines finished runs as they were run; it takes no {', '.join(given)}.")
+        pipeline.merge_benchmarks(datasets or [], opts.output, overwrite=opts.overwrite)
+        return f"Done. Open {(opts.output / LEADERBOARD_HTML).resolve()}"
     split = lambda text: None if text is None else [s.strip() for s in text.split(",") if s.strip()]  # noqa: E731
     pipeline.run_benchmark(datasets, opts.output, embedders=split(embedders), clusterers=split(clusterers),
                            params=pipeline.parse_method_params(set_ or ()), n_clusters=n_clusters, quick=quick,

@@ -14,7 +14,7 @@ defaults ``spatialclust/pipeline/*.yaml`` <- file <- ``--set``), writes one run 
 :mod:`spatialclust.report`.
 """
 
-from ._benchmark import benchmark_plan, parse_method_params, run_benchmark
+from ._benchmark import benchmark_plan, merge_benchmarks, parse_method_params, run_benchmark
 from ._cells import run_cells
 from ._cluster import run_pipeline
 from ._config import PIPELINE_CONFIGS, default_config, load_config, validate_cells_config, validate_config
@@ -28,6 +28,7 @@ __all__ = [
     "check_plan",
     "default_config",
     "load_config",
+    "merge_benchmarks",
     "parse_method_params",
     "run_benchmark",
     "run_cells",

@@ -39,13 +39,13 @@ import pandas as pd
 
 from .. import _keys as K
 from .._compat import seed_everything
-from .._config import ConfigError, deep_update, parse_override
+from .._config import ConfigError, deep_update, parse_override, read_yaml
 from .._logging import logger
-from .._rundir import LEADERBOARD_CSV, SUMMARY_CSV, run_directory
+from .._rundir import CONFIG_FILE, LEADERBOARD_CSV, SUMMARY_CSV, read_manifest, run_directory
 from ._cluster import _own_clustering, load_input, preprocess, thinned_partners
 from ._config import default_config
 
-__all__ = ["PeakMemory", "benchmark_plan", "parse_method_params", "run_benchmark"]
+__all__ = ["PeakMemory", "benchmark_plan", "merge_benchmarks", "parse_method_params", "run_benchmark"]
 
 
 #: The default suite: five seeds of the simulator.
@@ -492,3 +492,90 @@ def run_benchmark(
         if not summary.empty:
             logger.info("Leaderboard:\n%s", summary.head(10).to_string(index=False))
     return output_dir
+
+
+#: What runs merged into one leaderboard must share (the datasets and methods may differ).
+SHARED_SETTINGS = ("seed", "quick", "n_clusters", "preprocess", "evaluate")
+
+
+def _finished_benchmark(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The configuration and leaderboard of a complete ``spatialclust benchmark`` run directory."""
+    manifest = read_manifest(run_dir)
+    if manifest is None or manifest.get("command") != "benchmark" or manifest.get("status") != "complete":
+        found = "no run directory" if manifest is None else f"a `{manifest.get('command')}` run, status `{manifest.get('status')}`"
+        raise ValueError(f"{str(run_dir)!r} is not a finished `spatialclust benchmark` run directory ({found}).")
+    return read_yaml(run_dir / CONFIG_FILE), pd.read_csv(run_dir / LEADERBOARD_CSV)
+
+
+def _merged_config(configs: Sequence[Mapping[str, Any]], run_dirs: Sequence[Path]) -> dict[str, Any]:
+    """One configuration of several benchmark runs; ConfigError where they do not measure the same thing."""
+    first, where = configs[0], str(run_dirs[0])
+    merged = {**first, "budget_s": None, "datasets": [], "embedders": [], "embedder_methods": {}, "clusterers": [],
+              "params": {}, "merged_from": [str(p) for p in run_dirs]}
+    simulators: dict[str, tuple[Any, str]] = {}
+    for cfg, run_dir in zip(configs, map(str, run_dirs)):
+        for key in SHARED_SETTINGS:
+            if cfg.get(key) != first.get(key):
+                raise ConfigError(f"Runs {where!r} and {run_dir!r} differ in `{key}` ({first.get(key)!r} vs "
+                                  f"{cfg.get(key)!r}); only runs of the same settings are merged.")
+        for label, method in cfg["embedder_methods"].items():
+            if merged["embedder_methods"].setdefault(label, method) != method:
+                raise ConfigError(f"The embedder `{label}` is `{merged['embedder_methods'][label]}` in one run and "
+                                  f"`{method}` in {run_dir!r}.")
+        for name, params in cfg["params"].items():
+            if merged["params"].setdefault(name, params) != params:
+                raise ConfigError(f"Runs {where!r} and {run_dir!r} give `{name}` different parameters "
+                                  f"({merged['params'][name]!r} vs {params!r}).")
+        for item in cfg["datasets"]:
+            simulate, seen_in = simulators.setdefault(item["group"], (item["simulate"], run_dir))
+            if item["simulate"] != simulate:
+                raise ConfigError(f"The `{item['group']}` datasets of {seen_in!r} and {run_dir!r} were simulated "
+                                  f"differently ({simulate!r} vs {item['simulate']!r}); their mean would mix them.")
+        merged["datasets"].extend(cfg["datasets"])
+        merged["embedders"].extend(e for e in cfg["embedders"] if e not in merged["embedders"])
+        merged["clusterers"].extend(c for c in cfg["clusterers"] if c not in merged["clusterers"])
+    names = [item["name"] for item in merged["datasets"]]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"The dataset(s) {repeated} are in more than one of the runs; each may be counted once.")
+    return merged
+
+
+def merge_benchmarks(run_dirs: Sequence[str | os.PathLike], output_dir: str | Path = "spatialclust_benchmark", *,
+                     overwrite: bool = False) -> Path:
+    """One leaderboard from several finished benchmark runs (e.g. one seed per run), computing nothing.
+
+    Long benchmarks are safer run one dataset at a time; this writes the leaderboard those runs
+    would have written together: the rows of all of them, and the mean and sd over the datasets of
+    a group. The runs may hold different datasets and methods (``n_datasets`` in ``summary.csv``
+    says over how many datasets each row is averaged), but must share the seed, the
+    preprocessing, the evaluation, the number of clusters, the parameters of every method they
+    share and, per group of datasets, the simulator's parameters.
+
+    Parameters
+    ----------
+    run_dirs
+        Run directories written by :func:`run_benchmark` (complete runs only).
+    output_dir
+        Run directory to create (refused if it holds something, unless ``overwrite``).
+    overwrite
+        Replace an existing run directory (only once the new one is complete).
+
+    Returns
+    -------
+    The run directory, with ``config.yaml`` (the merged configuration; ``merged_from`` lists the
+    runs), ``run.log``, ``run.json``, ``leaderboard.csv``, ``summary.csv`` and ``leaderboard.html``
+    as :func:`run_benchmark` writes them.
+    """
+    run_dirs = [Path(p) for p in run_dirs]
+    if not run_dirs:
+        raise ValueError("Give at least one benchmark run directory to merge.")
+    configs, boards = zip(*(_finished_benchmark(p) for p in run_dirs))
+    cfg = _merged_config(configs, run_dirs)
+    with run_directory(output_dir, cfg, command="benchmark", overwrite=overwrite, inputs=run_dirs) as tmp:
+        board = pd.concat(boards, ignore_index=True).reindex(columns=list(COLUMNS))
+        summary = write_leaderboard(tmp, board, cfg)
+        logger.info("Merged %d benchmark runs (%d datasets).", len(run_dirs), len(cfg["datasets"]))
+        if not summary.empty:
+            logger.info("Leaderboard:\n%s", summary.head(10).to_string(index=False))
+    return Path(output_dir)
