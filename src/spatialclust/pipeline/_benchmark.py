@@ -410,16 +410,17 @@ def summarise(board: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["group", *order], ascending=[True] + [False] * len(order), kind="stable")
 
 
-def write_leaderboard(run_dir: Path, board: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
+def write_leaderboard(run_dir: Path, board: pd.DataFrame, cfg: Mapping[str, Any]) -> None:
     """``leaderboard.csv`` (one row per dataset x embedder x clusterer), ``summary.csv`` (mean and
-    sd over the datasets of a group) and ``leaderboard.html``; returns the summary."""
+    sd over the datasets of a group) and ``leaderboard.html``; logs the summary's top rows."""
     from ..report import write_leaderboard_report
 
     board.to_csv(run_dir / LEADERBOARD_CSV, index=False)
     summary = summarise(board)
     summary.to_csv(run_dir / SUMMARY_CSV, index=False)
     write_leaderboard_report(run_dir, cfg, board=board, summary=summary, baseline=BASELINE)
-    return summary
+    if not summary.empty:
+        logger.info("Leaderboard:\n%s", summary.head(10).to_string(index=False))
 
 
 def run_benchmark(
@@ -488,9 +489,7 @@ def run_benchmark(
         for item in cfg["datasets"]:
             rows.extend(_benchmark_dataset(item, cfg, deadline=deadline))
         board = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
-        summary = write_leaderboard(tmp, board, cfg)
-        if not summary.empty:
-            logger.info("Leaderboard:\n%s", summary.head(10).to_string(index=False))
+        write_leaderboard(tmp, board, cfg)
     return output_dir
 
 
@@ -574,8 +573,6 @@ def merge_benchmarks(run_dirs: Sequence[str | os.PathLike], output_dir: str | Pa
     cfg = _merged_config(configs, run_dirs)
     with run_directory(output_dir, cfg, command="benchmark", overwrite=overwrite, inputs=run_dirs) as tmp:
         board = pd.concat(boards, ignore_index=True).reindex(columns=list(COLUMNS))
-        summary = write_leaderboard(tmp, board, cfg)
         logger.info("Merged %d benchmark runs (%d datasets).", len(run_dirs), len(cfg["datasets"]))
-        if not summary.empty:
-            logger.info("Leaderboard:\n%s", summary.head(10).to_string(index=False))
+        write_leaderboard(tmp, board, cfg)
     return Path(output_dir)
