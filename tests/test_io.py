@@ -291,3 +291,17 @@ def test_read_dispatches_st_h5ad_to_rasterisation(tmp_path):
     back.write_h5ad(tmp_path / "grid.h5ad")
     again = sc.io.read(tmp_path / "grid.h5ad")
     np.testing.assert_array_equal(again.obsm["spatial"], back.obsm["spatial"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_hdf5", "empty"])
+def test_a_corrupt_h5ad_is_named_in_a_value_error(stack, tmp_path, damage):
+    """Every reader of .h5ad files (sc.io.read, read_st_h5ad, read_metaspace) names the broken file."""
+    path = tmp_path / "broken.h5ad"
+    sc.io.images_to_adata(stack).write_h5ad(path)
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "not_hdf5": b"mz\tintensity\n1\t2\n", "empty": b""}[damage])
+    for reader in (sc.io.read, sc.io.read_h5ad, sc.io.read_st_h5ad, sc.io.read_metaspace):
+        with pytest.raises(ValueError, match="broken.h5ad.*not a readable .h5ad"):
+            reader(path)
+    with pytest.raises(FileNotFoundError, match="missing.h5ad"):
+        sc.io.read_h5ad(tmp_path / "missing.h5ad")

@@ -41,6 +41,7 @@ from .. import _keys as K
 from .._atomic import atomic_path
 from .._compat import require
 from .._logging import logger
+from ..io import read_h5ad
 
 __all__ = [
     "DATA_ENV",
@@ -348,7 +349,7 @@ def _copy_original(inputs: Mapping[str, Path], folder: Path) -> None:
 
 def _convert_lung(inputs: Mapping[str, Path], folder: Path) -> None:
     """sbivar's ``LC_170_subset.h5ad``: genes in X, the same spots' m/z intensities in ``uns``."""
-    src = ad.read_h5ad(inputs["LC_170_subset.h5ad"])
+    src = read_h5ad(inputs["LC_170_subset.h5ad"])
     coords = np.asarray(src.obsm[K.SPATIAL], dtype=np.float64)
     st = ad.AnnData(X=np.asarray(src.X, dtype=np.float32), obs=pd.DataFrame(index=src.obs_names.copy()), var=pd.DataFrame(index=src.var_names.copy()))
     st.obsm[K.SPATIAL] = coords
@@ -745,7 +746,7 @@ def lung_godfrey(*, path: _Path = None, data_dir: _Path = None, download: bool =
     grid (the paired ST + MSI data model; pair them with ``sc.translate.pair``).
     """
     files = [_converted("lung_godfrey", f, path, data_dir, download) for f in ("st.h5ad", "msi.h5ad")]
-    return tuple(ad.read_h5ad(f) for f in files)
+    return tuple(read_h5ad(f) for f in files)
 
 
 def mouse_brain_vicari(
@@ -783,7 +784,7 @@ def mouse_brain_vicari(
     if n_features not in (5, 10):
         raise ValueError(f"Invalid option {n_features!r} for `n_features`. Valid options are: 5, 10.")
     files = [_converted("mouse_brain_vicari", f"{m}_{section}_{n_features}feat.h5ad", path, data_dir, download) for m in ("st", "msi")]
-    st, msi = (ad.read_h5ad(f) for f in files)
+    st, msi = (read_h5ad(f) for f in files)
     mz = [_VICARI_MZ.match(n) for n in msi.var_names]
     if K.MZ not in msi.var and all(mz):  # the 10-feature data name its m/z features "X288.1186"
         msi.var[K.MZ] = [float(m.group(1)) for m in mz]

@@ -9,6 +9,7 @@ from ._cells import (
     read_cell_labels,
     read_fcs,
 )
+from ._h5ad import read_h5ad
 from ._histology import read_histology
 from ._images import images_to_adata, read_ion_images
 from ._imzml import ImzMLError, NegativeIntensityWarning, read_imzml, write_imzml
@@ -27,7 +28,7 @@ __all__ = [
     "read_cell_images",
     "read_cell_labels",
     "read_fcs",
-    "ImzMLError", "NegativeIntensityWarning", "images_to_adata", "read", "read_imzml", "read_ion_images", "write_imzml",
+    "ImzMLError", "NegativeIntensityWarning", "images_to_adata", "read", "read_h5ad", "read_imzml", "read_ion_images", "write_imzml",
     "colocalization_tables", "cosine_colocalization", "read_metaspace", "write_metaspace_colocalization",
     "read_histology", "read_spatialdata", "write_spatialdata",
     "is_imzml_store", "read_imzml_store"]

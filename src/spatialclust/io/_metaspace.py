@@ -30,6 +30,7 @@ import pandas as pd
 from .. import _keys as K
 from .._atomic import atomic_path
 from .._logging import logger
+from ._h5ad import read_h5ad
 from ._images import images_to_adata
 
 #: ``obs`` columns of metaspace-converter's AnnData layout.
@@ -85,7 +86,7 @@ def read_metaspace(path: str | os.PathLike, *, mask: str = "nonzero") -> ad.AnnD
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"METASPACE AnnData file {str(path)!r} does not exist.")
-    return metaspace_to_adata(ad.read_h5ad(path), path=path, mask=mask)
+    return metaspace_to_adata(read_h5ad(path), path=path, mask=mask)
 
 
 def metaspace_to_adata(src: ad.AnnData, *, path: str | os.PathLike = "<AnnData>", mask: str = "nonzero") -> ad.AnnData:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import _keys as K
 from ._images import read_ion_images
+from ._h5ad import read_h5ad
 from ._imzml import read_imzml
 from ._metaspace import METASPACE_PIXEL_X, is_metaspace_anndata, metaspace_to_adata
 from ._spatialdata import read_spatialdata
@@ -51,7 +52,7 @@ def read(path: str | os.PathLike, **kwargs: Any) -> ad.AnnData:
     if suffix == ".h5ad":
         if kwargs and not _is_metaspace_file(path):
             return read_st_h5ad(path, **kwargs)
-        adata = ad.read_h5ad(path)
+        adata = read_h5ad(path)
         if is_metaspace_anndata(adata):
             return metaspace_to_adata(adata, path=path, **kwargs)
         coords = adata.obsm.get(K.SPATIAL)
@@ -68,5 +69,8 @@ def _is_metaspace_file(path: Path) -> bool:
     """Whether an h5ad holds metaspace-converter's pixel columns, read from its obs group only."""
     import h5py
 
-    with h5py.File(path, "r") as fh:
-        return "obs" in fh and METASPACE_PIXEL_X in fh["obs"]
+    try:
+        with h5py.File(path, "r") as fh:
+            return "obs" in fh and METASPACE_PIXEL_X in fh["obs"]
+    except OSError:  # not HDF5: read_h5ad names the file when it is read
+        return False

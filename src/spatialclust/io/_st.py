@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from .. import _keys
 from .._logging import logger
+from ._h5ad import read_h5ad
 
 #: Spot pitch (centre-to-centre distance) of the arrays, in µm.
 VISIUM_SPOT_PITCH_UM = 100.0
@@ -178,7 +179,7 @@ def read_legacy_st(
     if not path.is_file():
         raise FileNotFoundError(f"Legacy ST file {str(path)!r} does not exist.")
     if path.suffix == ".h5ad":
-        adata = ad.read_h5ad(path)
+        adata = read_h5ad(path)
         coords = _array_coordinates(adata, array_keys, path)
         tissue = (
             adata.obs[tissue_key].to_numpy().astype(bool)
@@ -265,7 +266,7 @@ def read_st_h5ad(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"h5ad file {str(path)!r} does not exist.")
-    return st_table_to_adata(ad.read_h5ad(path), path=path, array_keys=array_keys, layout=layout, pixel_size=pixel_size,
+    return st_table_to_adata(read_h5ad(path), path=path, array_keys=array_keys, layout=layout, pixel_size=pixel_size,
                              source={"reader": "read_st_h5ad", "path": str(path)})
 
 

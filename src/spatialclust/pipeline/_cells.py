@@ -28,6 +28,7 @@ from .._rundir import (
     CELL_EXAMPLES_FIGURE, CELL_MAP_FIGURE, CELLS_FILE, CHECKPOINTS_DIR, COMPARISON_FILE, FIGURES_DIR, METRICS_FILE,
     REPORT_FILE, RESULTS_FILE, run_directory,
 )
+from ..io import read_h5ad
 from ._config import load_config
 
 __all__ = ["run_cells"]
@@ -58,7 +59,7 @@ def load_cells(section: Mapping[str, Any], *, seed: int) -> tuple[ad.AnnData, st
             adata.obs[_keys.LABEL] = pd.Categorical(matched.values)
         has_images = False
     elif path.suffix.lower() == ".h5ad":
-        adata = ad.read_h5ad(path)
+        adata = read_h5ad(path)
         has_images = _keys.CELL_IMAGES in adata.obsm
     else:
         adata = io.read_cell_images(

@@ -26,6 +26,7 @@ from .._rundir import (
     BEST_PARAMS_FILE, PREDICTED_FILE, PREDICTED_IMAGES_FIGURE, PREDICTED_IMZML_FILE, PRESENCE_SUMMARY_FILE, SEARCH_TABLE,
     SIGNATURES_FILE, STAGE_TABLE, TARGETS_FILE, TOP_GENES_FILE, run_directory,
 )
+from ..io import read_h5ad
 from ._config import load_config
 
 __all__ = ["DEFAULT_GRIDS", "load_paired", "run_translate_evaluate", "run_translate_predict", "run_translate_train"]
@@ -82,10 +83,10 @@ def load_paired(config: Mapping[str, Any]) -> tuple[ad.AnnData, ad.AnnData]:
         if not Path(f).is_file():
             raise FileNotFoundError(f"Input file {str(f)!r} does not exist.")
     if len(st_files) == 1:
-        return tr.pair(ad.read_h5ad(st_files[0]), ad.read_h5ad(msi_files[0]), **kwargs)
-    sts = [ad.read_h5ad(f) for f in st_files]
+        return tr.pair(read_h5ad(st_files[0]), read_h5ad(msi_files[0]), **kwargs)
+    sts = [read_h5ad(f) for f in st_files]
     names = data["sections"] or [str(a.uns.get(SECTION, Path(f).stem)) for a, f in zip(sts, st_files)]
-    pairs = [tr.pair(s, ad.read_h5ad(m), **kwargs) for s, m in zip(sts, msi_files)]
+    pairs = [tr.pair(s, read_h5ad(m), **kwargs) for s, m in zip(sts, msi_files)]
     return tr.concatenate_sections(pairs, names)
 
 
@@ -297,7 +298,7 @@ def run_translate_predict(model_path: str | Path, st_path: str | Path, output: s
         raise FileNotFoundError(f"ST file {str(st_path)!r} does not exist.")
     with run_directory(output, config, command="translate predict", overwrite=overwrite, inputs=(model_path, st_path)) as out:
         model, metadata = tr.load_translator(model_path)
-        st = ad.read_h5ad(st_path)
+        st = read_h5ad(st_path)
         result = tr.predict_msi(model, st, metadata=metadata, missing_genes=config["predict"]["missing_genes"])
         result.write_h5ad(out / PREDICTED_FILE)
         fig = pl.metabolite_images(result)

@@ -102,9 +102,9 @@ def write_run_report(
     summary = json.loads((run_dir / METRICS_FILE).read_text())
     comparison = pd.read_csv(run_dir / COMPARISON_FILE)
     if adata is None:
-        import anndata
+        from ..io import read_h5ad
 
-        adata = anndata.read_h5ad(run_dir / RESULTS_FILE)
+        adata = read_h5ad(run_dir / RESULTS_FILE)
         if adata.X is None and (run_dir / MATRIX_STORE).is_dir():  # a chunked run: X stayed in its Zarr array
             import dask.array as da
 
