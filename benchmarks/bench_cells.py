@@ -10,7 +10,10 @@ variation) or on the real Jurkat cell-cycle images (``--dataset jurkat``:
 - ``features_cellprofiler``: + CellProfiler-like intensity distribution, radial distribution, GLCM
   texture and object shape per channel (scikit-image), scaled, PCA;
 - ``efficientnet_lite0@<px>``: channel-wise ImageNet EfficientNet-Lite0 at each ``--image-sizes``;
-- ``dino``: a tiny multichannel ViT trained with DINO on the cells themselves (scDINO style).
+- ``dino``: a tiny multichannel ViT trained with DINO on the cells themselves (scDINO style);
+- ``features_<set>+self_lfda``: LFDA learned on the feature PCA from pseudo-labels, the Leiden
+  clusters (stability scan) of the pixel PCA, confident half of each cluster
+  (``sc.tl.self_labelled_metric``; label-free, every cell scored).
 
 Scores per representation: k-means with k = number of classes (the same k for all), Leiden at the
 resolution chosen by the stability scan (label-free) and by the silhouette scan, and the
@@ -68,7 +71,7 @@ def _pca(X: np.ndarray, n_comps: int, seed: int, *, scale: bool) -> np.ndarray:
 def _score(adata, rep: str, truth: np.ndarray, args, *, subset=None) -> dict[str, float]:
     from sklearn.cluster import KMeans
 
-    from spatialclust.metrics import knn_accuracy, nmi, purity
+    from spatialclust.metrics import ari, knn_accuracy, nmi, purity
 
     out: dict[str, float] = {}
     mask = np.ones(adata.n_obs, dtype=bool) if subset is None else subset
@@ -76,6 +79,7 @@ def _score(adata, rep: str, truth: np.ndarray, args, *, subset=None) -> dict[str
     k = len(np.unique(truth))
     codes = KMeans(k, n_init=10, random_state=args.seed_now).fit_predict(X)
     out["kmeans_purity"], out["kmeans_nmi"] = purity(truth[mask], codes[mask]), nmi(truth[mask], codes[mask])
+    out["kmeans_ari"] = ari(truth[mask], codes[mask])
     for criterion in ("stability", "silhouette"):
         key = f"leiden_{rep}_{criterion}"
         sc.tl.leiden_cells(adata, use_rep=rep, resolution="scan", criterion=criterion, neighbors_method=args.neighbors_method,
@@ -83,6 +87,7 @@ def _score(adata, rep: str, truth: np.ndarray, args, *, subset=None) -> dict[str
         codes = adata.obs[key].cat.codes.to_numpy()
         out[f"leiden_{criterion}_purity"] = purity(truth[mask], codes[mask])
         out[f"leiden_{criterion}_nmi"] = nmi(truth[mask], codes[mask])
+        out[f"leiden_{criterion}_ari"] = ari(truth[mask], codes[mask])
         out[f"leiden_{criterion}_clusters"] = int(adata.uns[key]["n_clusters"])
         out[f"leiden_{criterion}_resolution"] = float(adata.uns[key]["resolution"])
     out["knn_accuracy"] = knn_accuracy(X[mask], truth[mask], k=5)
@@ -136,6 +141,10 @@ def run_seed(seed: int, args) -> tuple[list[dict], dict]:
         key = f"X_features_{feature_set}"
         cells.obsm[key] = _pca(table.X, args.n_comps, seed, scale=True)
         record(f"features_{feature_set}", key, time.perf_counter() - start, dim=int(table.n_vars))
+        start = time.perf_counter()
+        sc.tl.self_labelled_metric(cells, "lfda", use_rep=key, label_rep="X_pixels", neighbors_method=args.neighbors_method,
+                                   random_state=seed, key_added=f"{key}_self_lfda")
+        record(f"features_{feature_set}+self_lfda", f"{key}_self_lfda", time.perf_counter() - start)
     for name in args.embeddings:
         if name == "dino":
             start = time.perf_counter()
@@ -214,7 +223,8 @@ def main() -> None:
         print(f"[seed {seed}] logistic regression on the pixel PCA (supervised, 3-fold CV): "
               f"{extra['logistic_regression_on_pixel_pca']:.3f}", flush=True)
     frame = pd.DataFrame(rows)
-    columns = ["kmeans_purity", "kmeans_nmi", "leiden_stability_purity", "leiden_stability_nmi", "leiden_stability_clusters",
+    columns = ["kmeans_purity", "kmeans_nmi", "kmeans_ari", "leiden_stability_purity", "leiden_stability_nmi", "leiden_stability_ari",
+               "leiden_stability_clusters",
                "leiden_silhouette_purity", "leiden_silhouette_clusters", "knn_accuracy", "seconds"]
     summary = frame.groupby("representation", sort=False)[columns].agg(["mean", "std"])
     table = pd.DataFrame({"representation": summary.index})

@@ -77,3 +77,29 @@ def test_a_class_with_one_labelled_cell_is_left_out_of_training(caplog):
     assert list(cells.uns["X_lfda"]["classes"]) == ["a", "b", "c"]
     with pytest.raises(ValueError, match="class 'rare' has 1"):  # the estimator itself stays strict
         MetricLearner("lfda").fit(X, labels)
+
+
+def test_self_labelled_metric_learns_from_the_clusters_of_a_second_view():
+    """No labels: the Leiden clusters of a clean second view teach LFDA which feature carries the
+    classes; the 5-NN accuracy of the features (scored against the hidden truth) rises."""
+    X, y = _informative_plus_noise(n=90)
+    rng = np.random.default_rng(1)
+    view = np.repeat([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]], 30, axis=0) + rng.normal(0, 0.5, (90, 2))
+    cells = anndata.AnnData(X=np.zeros((90, 1), np.float32), obsm={"X_pca": X, "X_view": view})
+    sc.tl.self_labelled_metric(cells, use_rep="X_pca", label_rep="X_view", resolution=0.2, neighbors_method="gauss",
+                               n_neighbors=10)
+    Z = cells.obsm["X_self_lfda"]
+    assert Z.shape == (90, 4) and "X_self_lfda_train" not in cells.obs
+    pseudo = cells.obs["X_self_lfda_pseudo_labels"]
+    assert pseudo.notna().sum() == 45 and cells.uns["X_self_lfda"]["n_pseudo_clusters"] == 3
+    before, after = sc.metrics.knn_accuracy(X, y, k=5), sc.metrics.knn_accuracy(Z, y, k=5)
+    assert after > before + 0.3, (before, after)
+
+
+def test_bad_input_self_labelled_metric_without_clusters():
+    X, _ = _informative_plus_noise()
+    cells = anndata.AnnData(X=np.zeros((60, 1), np.float32), obsm={"X_pca": X, "X_view": np.zeros((60, 2))})
+    with pytest.raises(ValueError, match="`confident_fraction` must be in"):
+        sc.tl.self_labelled_metric(cells, label_rep="X_view", confident_fraction=0)
+    with pytest.raises(KeyError, match="'X_missing' is not in adata.obsm"):
+        sc.tl.self_labelled_metric(cells, label_rep="X_missing")

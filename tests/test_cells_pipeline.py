@@ -39,7 +39,7 @@ def _one_thread():
 
 def test_cli_cells_run_end_to_end(tmp_path):
     config = tmp_path / "cells.yaml"
-    config.write_text(yaml.safe_dump(FAST))
+    config.write_text(yaml.safe_dump({**FAST, "embedding": [*FAST["embedding"], {"method": "pixels"}]}))
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["cells", "run", str(config), "-o", str(out), "--seed", "1", "-q",
                                       "--set", "cluster.resolution=0.8"])
@@ -48,7 +48,10 @@ def test_cli_cells_run_end_to_end(tmp_path):
         assert (out / name).is_file(), name
     table = pd.read_csv(out / "comparison.csv")
     assert list(zip(table["representation"], table["metric_learning"])) == [
-        ("features", "none"), ("features", "nca"), ("features", "lfda"), ("test_tiny", "none"), ("test_tiny", "nca")]
+        ("features", "none"), ("features", "nca"), ("features", "lfda"), ("test_tiny", "none"), ("test_tiny", "nca"),
+        ("pixels", "none"), ("pixels", "nca"), ("features", "self_lfda")]
+    # the self-labelled metric uses no labels: no held-out score, pseudo-labels from the pixels' clusters
+    assert pd.isna(table["purity_held_out"].iloc[-1])
     assert table["purity"].between(0, 1).all() and table["purity_held_out"].iloc[1:3].notna().all()
     # the labels carry signal in the features: learning a metric makes neighbours agree with them
     assert table["knn_accuracy"].iloc[1] > table["knn_accuracy"].iloc[0]
@@ -56,6 +59,7 @@ def test_cli_cells_run_end_to_end(tmp_path):
     assert resolved["seed"] == 1 and resolved["cluster"]["resolution"] == 0.8
     adata = anndata.read_h5ad(out / "results.h5ad")
     assert "leiden_features+nca" in adata.obs and adata.obsm["X_nca"].shape == (42, 6)
+    assert adata.uns["X_self_lfda"]["label_rep"] == "X_pixels_pca" and adata.obs["X_self_lfda_pseudo_labels"].notna().sum() > 0
     assert sc.io.cell_image_stack(adata).shape[:2] == (42, 3)
     html = (out / "report.html").read_text()
     assert "features+nca: example cells per cluster" in html

@@ -131,6 +131,11 @@ def training_cells_key(key: str) -> str:
     return f"{key}_train"
 
 
+def pseudo_labels_key(key: str) -> str:
+    """``obs`` column (categorical) with the pseudo-labels a self-labelled metric ``obsm[key]`` was learned from."""
+    return f"{key}_pseudo_labels"
+
+
 def umap_key(key: str) -> str:
     """``varm`` key of the 3-D UMAP coordinates a ``umap_dbscan`` clustering ``key`` computed."""
     return f"{key}_umap"

@@ -2,7 +2,8 @@
 
 read (TIFF per cell / folder / h5ad / instrument-feature table, or simulate) -> classical image
 features -> scaling + PCA -> metric learning on a labelled subset (NCA, LMNN, MLKR, LFDA) ->
-image embeddings (channel-wise pretrained networks, DINO) + PCA + NCA -> Leiden per representation
+image embeddings (channel-wise pretrained networks, DINO) + PCA + NCA -> a label-free metric on
+the features from the Leiden clusters of the raw pixels -> Leiden per representation
 -> purity, NMI, ARI, silhouette, k-NN accuracy -> figures -> report, configured by
 ``spatialclust/pipeline/cells.yaml`` (loaded by :func:`~spatialclust.pipeline.load_config`
 with ``pipeline="cells"``); the report is built by :func:`spatialclust.report.write_cells_report`.
@@ -138,6 +139,21 @@ def build_representations(adata: ad.AnnData, cfg: Mapping[str, Any], run_dir: Pa
         source = key[2:] if key.startswith("X_") else key
         add(source, reduced, None, seconds)
         learned(source, reduced, cfg["embedding_pca"]["metric_learning"], seconds)
+    self_labelled, c = ml["self_labelled"], cfg["cluster"]
+    if self_labelled["methods"] and self_labelled["label_rep"] not in adata.obsm:
+        logger.warning("obsm[%r] was not computed (no `pixels` embedding, or no images): the self-labelled metric is skipped.",
+                       self_labelled["label_rep"])
+    elif self_labelled["methods"]:
+        for method in self_labelled["methods"]:
+            start = time.perf_counter()
+            key = _keys.embedding_key(f"self_{method}")
+            tl.self_labelled_metric(
+                adata, method, use_rep="X_pca", label_rep=self_labelled["label_rep"],
+                confident_fraction=self_labelled["confident_fraction"], resolution=c["resolution"], criterion=c["criterion"],
+                n_neighbors=c["n_neighbors"], neighbors_method=c["neighbors_method"], n_components=ml["n_components"],
+                max_iter=ml["max_iter"], random_state=seed, key_added=key,
+            )
+            add("features", key, f"self_{method}", time.perf_counter() - start)
     return reps
 
 

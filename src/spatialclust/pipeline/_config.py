@@ -187,6 +187,7 @@ def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
     cfg = dict(config)
     learners = tl.list_metric_learners()
     for where, methods in (("metric_learning.methods", cfg["metric_learning"]["methods"]),
+                           ("metric_learning.self_labelled.methods", cfg["metric_learning"]["self_labelled"]["methods"]),
                            ("embedding_pca.metric_learning", cfg["embedding_pca"]["metric_learning"])):
         if not isinstance(methods, list):
             raise ConfigError(f"`{where}` must be a list of metric learners, got {methods!r}.")
@@ -215,6 +216,7 @@ def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "features.feature_set": [*tl.FEATURE_SETS], "features.background": [*tl.BACKGROUNDS],
         "cluster.neighbors_method": ["umap", "gauss"],
         "metric_learning.train_fraction": [Interval(float, 0, 1, closed="right"), None],
+        "metric_learning.self_labelled.confident_fraction": [Interval(float, 0, 1, closed="right")],
     }, error=ConfigError)
     return cfg
 

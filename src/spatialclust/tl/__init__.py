@@ -17,7 +17,7 @@ from ._cluster import (
 )
 from ._darlc import DARLCEmbedder
 from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, map_image_batches, register_embedder
-from ._metric_learning import MetricLearner, list_metric_learners, metric_learners, metric_learning
+from ._metric_learning import MetricLearner, list_metric_learners, metric_learners, metric_learning, self_labelled_metric
 from ._neural import NeuralEmbedder
 from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_label
 from ._cluster import SMMClusterer, record_clusters
@@ -41,6 +41,7 @@ __all__ = [
     "metric_learners",
     "metric_learning",
     "record_clusters",
+    "self_labelled_metric",
     "DARLCEmbedder",
     "SMMClusterer",
     "ImageEmbedder",

@@ -11,6 +11,10 @@ One estimator, :class:`MetricLearner`, wraps the four learners behind one interf
 - ``lfda``: Local Fisher Discriminant Analysis (Sugiyama 2007), metric-learn.
 
 Unlabelled cells (label NaN/None) are ignored by ``fit`` and transformed like all others.
+
+:func:`self_labelled_metric` needs no labels: the Leiden clusters of a second view of the cells
+(the raw pixels) are the pseudo-labels, and the metric is learned on the features from the cells
+nearest the centre of their cluster (the self-labelling of seed 001 applied to this step).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .._compat import require
 from .._logging import logger
 from .._registry import Registry
 
-__all__ = ["MetricLearner", "list_metric_learners", "metric_learners", "metric_learning"]
+__all__ = ["MetricLearner", "list_metric_learners", "metric_learners", "metric_learning", "self_labelled_metric"]
 
 metric_learners: Registry[Any] = Registry("metric learner")
 """Registry: name -> factory ``(n_components, max_iter, random_state, smallest_class, n_features, **params)``."""
@@ -302,3 +306,100 @@ def metric_learning(
             **dict(params or {}),
         },
     }
+
+
+def self_labelled_metric(
+    adata: ad.AnnData,
+    method: str = "lfda",
+    *,
+    use_rep: str = "X_pca",
+    label_rep: str = "X_pixels_pca",
+    confident_fraction: float = 0.5,
+    min_cluster_size: int = 6,
+    resolution: float | str = "scan",
+    criterion: str = "stability",
+    n_neighbors: int = 15,
+    neighbors_method: str = "umap",
+    n_components: int | None = None,
+    max_iter: int | None = None,
+    random_state: int = 0,
+    key_added: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> None:
+    """Learn a metric on ``use_rep`` from pseudo-labels: the Leiden clusters of ``label_rep`` (no labels used).
+
+    1. Leiden on the kNN graph of ``obsm[label_rep]`` (:func:`~spatialclust.tl.leiden_cells`; by
+       default at the resolution of the stability scan, so the number of clusters is not given);
+    2. in every cluster of at least ``min_cluster_size`` cells, the ``confident_fraction`` of its
+       cells nearest the cluster mean in ``label_rep`` keep their cluster as pseudo-label;
+    3. :func:`metric_learning` of ``method`` on ``obsm[use_rep]`` from these cells, applied to all.
+
+    Two views of the same cells make errors that differ: on the cell-cycle images the clusters of
+    the raw pixels follow DNA content, and the metric learned from them on the classical features
+    down-weights the features that do not separate them, while keeping the features' invariance to
+    rotation and position. On the real Jurkat cells and on the simulated cell cycle this lifts the
+    NMI and ARI of Leiden and k-means on the features above the pixels and the plain features
+    (docs/benchmarks.md, "Cell-image phenotyping").
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``obsm[use_rep]`` and ``obsm[label_rep]``.
+    method
+        Metric learner (``"lfda"``; any of :func:`list_metric_learners`).
+    use_rep
+        Representation the metric is learned on and applied to (``"X_pca"``: the PCA of the features).
+    label_rep
+        Representation whose Leiden clusters are the pseudo-labels (``"X_pixels_pca"``: the PCA of
+        the raw pixels in ``spatialclust cells run``).
+    confident_fraction
+        Fraction of each cluster, nearest its mean, that is used for fitting.
+    min_cluster_size
+        Smaller clusters give no pseudo-label.
+    resolution, criterion, n_neighbors, neighbors_method
+        Leiden of the pseudo-labels, see :func:`~spatialclust.tl.leiden_cells`.
+    n_components, max_iter, random_state, params
+        See :class:`MetricLearner` (``random_state`` also seeds Leiden).
+    key_added
+        obsm key of the result (default ``"X_self_<method>"``).
+
+    Returns
+    -------
+    None; writes ``obsm[key_added]`` (all cells), ``obs[key_added + "_pseudo_labels"]`` (the Leiden
+    cluster of the confident cells, NaN for the others), ``uns[key_added]`` as
+    :func:`metric_learning` with ``"label_rep"`` and ``"n_pseudo_clusters"``, and the graph of
+    ``label_rep`` under ``obsp[key_added + "_pseudo_labels_neighbors_*"]``.
+    """
+    from ._cell_cluster import _representation, leiden_cells
+
+    if not 0.0 < confident_fraction <= 1.0:
+        raise ValueError(f"`confident_fraction` must be in (0, 1], got {confident_fraction!r}.")
+    if min_cluster_size < 2:
+        raise ValueError(f"`min_cluster_size` must be at least 2, got {min_cluster_size!r}.")
+    key = key_added or _keys.embedding_key(f"self_{method}")
+    pseudo_key = _keys.pseudo_labels_key(key)
+    P = np.asarray(_representation(adata, label_rep), dtype=np.float64)
+    leiden_cells(adata, use_rep=label_rep, resolution=resolution, criterion=criterion, n_neighbors=n_neighbors,
+                 neighbors_method=neighbors_method, random_state=random_state, key_added=pseudo_key)
+    clusters = adata.obs[pseudo_key].cat.codes.to_numpy()
+    confident = np.zeros(adata.n_obs, dtype=bool)
+    for cluster in np.unique(clusters):
+        members = np.flatnonzero(clusters == cluster)
+        if len(members) < min_cluster_size:
+            continue
+        distance = np.linalg.norm(P[members] - P[members].mean(axis=0), axis=1)
+        confident[members[np.argsort(distance, kind="stable")[: max(2, int(round(confident_fraction * len(members))))]]] = True
+    n_clusters = int(adata.uns[pseudo_key]["n_clusters"])
+    if len(np.unique(clusters[confident])) < 2:
+        raise ValueError(f"Leiden on obsm[{label_rep!r}] gave {n_clusters} cluster(s), fewer than 2 of at least "
+                         f"{min_cluster_size} cells: no pseudo-labels to learn a metric from.")
+    adata.obs[pseudo_key] = adata.obs[pseudo_key].where(confident)
+    logger.info("self-labelled %s: %d confident cells in %d Leiden clusters of %s", method, confident.sum(), n_clusters, label_rep)
+    metric_learning(adata, method, use_rep=use_rep, label_key=pseudo_key, n_components=n_components, max_iter=max_iter,
+                    random_state=random_state, key_added=key, params=params)
+    del adata.obs[_keys.training_cells_key(key)]  # the same cells as the non-missing pseudo-labels
+    adata.uns[key].update({"label_rep": label_rep, "n_pseudo_clusters": n_clusters})
+    adata.uns[key][_keys.PARAMS].update({
+        "confident_fraction": confident_fraction, "min_cluster_size": min_cluster_size, "resolution": resolution,
+        "criterion": criterion, "n_neighbors": n_neighbors, "neighbors_method": neighbors_method,
+    })
