@@ -103,3 +103,6 @@ def test_bad_input_self_labelled_metric_without_clusters():
         sc.tl.self_labelled_metric(cells, label_rep="X_view", confident_fraction=0)
     with pytest.raises(KeyError, match="'X_missing' is not in adata.obsm"):
         sc.tl.self_labelled_metric(cells, label_rep="X_missing")
+    cells.obsm["X_view"] = np.random.default_rng(0).normal(0, 1, (60, 2))  # one blob: one cluster at a low resolution
+    with pytest.raises(sc.tl.NoPseudoLabelsError, match="gave 1 cluster"):
+        sc.tl.self_labelled_metric(cells, label_rep="X_view", resolution=0.01, neighbors_method="gauss")

@@ -147,12 +147,16 @@ def build_representations(adata: ad.AnnData, cfg: Mapping[str, Any], run_dir: Pa
         for method in self_labelled["methods"]:
             start = time.perf_counter()
             key = _keys.embedding_key(f"self_{method}")
-            tl.self_labelled_metric(
-                adata, method, use_rep="X_pca", label_rep=self_labelled["label_rep"],
-                confident_fraction=self_labelled["confident_fraction"], resolution=c["resolution"], criterion=c["criterion"],
-                n_neighbors=c["n_neighbors"], neighbors_method=c["neighbors_method"], n_components=ml["n_components"],
-                max_iter=ml["max_iter"], random_state=seed, key_added=key,
-            )
+            try:
+                tl.self_labelled_metric(
+                    adata, method, use_rep="X_pca", label_rep=self_labelled["label_rep"],
+                    confident_fraction=self_labelled["confident_fraction"], resolution=c["resolution"], criterion=c["criterion"],
+                    n_neighbors=c["n_neighbors"], neighbors_method=c["neighbors_method"], n_components=ml["n_components"],
+                    max_iter=ml["max_iter"], random_state=seed, key_added=key,
+                )
+            except tl.NoPseudoLabelsError as err:
+                logger.warning("The self-labelled metric (%s) is skipped: %s", method, err)
+                continue
             add("features", key, f"self_{method}", time.perf_counter() - start)
     return reps
 

@@ -17,7 +17,7 @@ from ._cluster import (
 )
 from ._darlc import DARLCEmbedder
 from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, map_image_batches, register_embedder
-from ._metric_learning import MetricLearner, list_metric_learners, metric_learners, metric_learning, self_labelled_metric
+from ._metric_learning import MetricLearner, list_metric_learners, metric_learners, metric_learning, NoPseudoLabelsError, self_labelled_metric
 from ._neural import NeuralEmbedder
 from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_label
 from ._cluster import SMMClusterer, record_clusters
@@ -30,6 +30,7 @@ __all__ = [
     "SCAN_CRITERIA",
     "ChannelwiseEmbedder",
     "MetricLearner",
+    "NoPseudoLabelsError",
     "border_background",
     "cell_features",
     "cell_pca",

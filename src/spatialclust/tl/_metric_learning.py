@@ -33,7 +33,7 @@ from .._compat import require
 from .._logging import logger
 from .._registry import Registry
 
-__all__ = ["MetricLearner", "list_metric_learners", "metric_learners", "metric_learning", "self_labelled_metric"]
+__all__ = ["MetricLearner", "list_metric_learners", "metric_learners", "metric_learning", "NoPseudoLabelsError", "self_labelled_metric"]
 
 metric_learners: Registry[Any] = Registry("metric learner")
 """Registry: name -> factory ``(n_components, max_iter, random_state, smallest_class, n_features, **params)``."""
@@ -308,6 +308,10 @@ def metric_learning(
     }
 
 
+class NoPseudoLabelsError(ValueError):
+    """:func:`self_labelled_metric` found fewer than 2 clusters big enough to give pseudo-labels."""
+
+
 def self_labelled_metric(
     adata: ad.AnnData,
     method: str = "lfda",
@@ -369,6 +373,11 @@ def self_labelled_metric(
     cluster of the confident cells, NaN for the others), ``uns[key_added]`` as
     :func:`metric_learning` with ``"label_rep"`` and ``"n_pseudo_clusters"``, and the graph of
     ``label_rep`` under ``obsp[key_added + "_pseudo_labels_neighbors_*"]``.
+
+    Raises
+    ------
+    NoPseudoLabelsError
+        Fewer than 2 Leiden clusters of at least ``min_cluster_size`` cells.
     """
     from ._cell_cluster import _representation, leiden_cells
 
@@ -391,7 +400,7 @@ def self_labelled_metric(
         confident[members[np.argsort(distance, kind="stable")[: max(2, int(round(confident_fraction * len(members))))]]] = True
     n_clusters = int(adata.uns[pseudo_key]["n_clusters"])
     if len(np.unique(clusters[confident])) < 2:
-        raise ValueError(f"Leiden on obsm[{label_rep!r}] gave {n_clusters} cluster(s), fewer than 2 of at least "
+        raise NoPseudoLabelsError(f"Leiden on obsm[{label_rep!r}] gave {n_clusters} cluster(s), fewer than 2 of at least "
                          f"{min_cluster_size} cells: no pseudo-labels to learn a metric from.")
     adata.obs[pseudo_key] = adata.obs[pseudo_key].where(confident)
     logger.info("self-labelled %s: %d confident cells in %d Leiden clusters of %s", method, confident.sum(), n_clusters, label_rep)
