@@ -85,7 +85,10 @@ class NeuralEmbedder(ImageEmbedder):
         (:func:`spatialclust.pp.condition_images`): ``denoise`` ``"gaussian"`` / ``"median"`` / None
         with ``denoise_size`` px, hot-spot clipping at ``clip_percentile`` (None: none) and contrast
         normalisation ``"minmax"`` / ``"rank"`` / None over the tissue. All None: the images are fed
-        as given (the paper).
+        as given (the paper). Default: Gaussian of 5 px, measured against 3 px (the regular images'
+        conditioning) on the realistic simulator (5 seeds; Leiden ACC 0.721 vs 0.702, partner
+        recall@1 0.643 vs 0.488, @10 0.923 vs 0.784) and on the real bladder (2-10 % partners,
+        recall@1 0.367 vs 0.291): the CNN describes the counting noise that a smaller filter leaves.
     postprocess
         Post-processing of the vectors: None, ``"l2"`` (unit length, so that Euclidean clusterers
         act on the cosine distance) or ``"pca_whiten"`` (L2, then PCA to ``n_components`` with
@@ -150,7 +153,7 @@ class NeuralEmbedder(ImageEmbedder):
         overlap: float = 0.5,
         pooling: str = "concat",
         denoise: str | None = "gaussian",
-        denoise_size: float = 3.0,
+        denoise_size: float = 5.0,
         clip_percentile: float | None = 99.0,
         contrast: str | None = "minmax",
         postprocess: str | None = "l2",
