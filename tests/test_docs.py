@@ -75,6 +75,15 @@ def test_named_files_exist(path):
     assert not missing, f"{path.name} names files that do not exist: {sorted(missing)}"
 
 
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda p: str(p.relative_to(ROOT)))
+def test_named_tests_exist(path):
+    """Every `test_file.py::test_name` a document cites as evidence is a test of that file."""
+    missing = [f"{file}::{name}" for file, name in sorted(set(re.findall(r"(test_\w+\.py)::(\w+)", path.read_text())))
+               if not (ROOT / "tests" / file).is_file()
+               or not re.search(rf"def {name}\b", (ROOT / "tests" / file).read_text())]
+    assert not missing, f"{path.name} cites tests that do not exist: {missing}"
+
+
 def test_architecture_names_every_module():
     text = (ROOT / "docs" / "architecture.md").read_text()
     src = ROOT / "src" / "spatialclust"
