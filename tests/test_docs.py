@@ -108,3 +108,16 @@ def test_public_names_resolve(path):
         if obj is None:
             unresolved.append(f"sc.{dotted}")
     assert not unresolved, f"{path.name} shows names that `import spatialclust as sc` does not have: {unresolved}"
+
+
+@pytest.mark.parametrize("command", ["run", "cells", "translate"])
+def test_cli_md_names_every_key_of_the_packaged_configs(command):
+    """docs/cli.md lists the sections and keys of each packaged configuration: a renamed key shows up here."""
+    from spatialclust._config import packaged_defaults
+    from spatialclust.cli import CONFIG_RESOURCES
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    config = packaged_defaults(CONFIG_RESOURCES[command])
+    keys = [*config, *(key for value in config.values() if isinstance(value, dict) for key in value)]
+    missing = [key for key in keys if not re.search(rf"`{re.escape(key)}[`.]", text)]
+    assert not missing, f"docs/cli.md does not name the `{command}` configuration keys {missing}"
