@@ -121,3 +121,25 @@ def test_cli_md_names_every_key_of_the_packaged_configs(command):
     keys = [*config, *(key for value in config.values() if isinstance(value, dict) for key in value)]
     missing = [key for key in keys if not re.search(rf"`{re.escape(key)}[`.]", text)]
     assert not missing, f"docs/cli.md does not name the `{command}` configuration keys {missing}"
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda p: str(p.relative_to(ROOT)))
+def test_command_lines_use_existing_options(path):
+    """Every `spatialclust ...` and `python benchmarks/x.py ...` line of a document uses options that exist."""
+    commands = dict(_cli_commands())
+    text = path.read_text().replace("\\\n", " ")
+    wrong = []
+    for line in re.findall(r"(?<![\w/-])spatialclust ([a-z][^\n`|;#)]*)", text):
+        words = line.split()
+        for n in (2, 1):
+            if tuple(words[:n]) in commands:
+                command = commands[tuple(words[:n])]
+                options = {o for p in command.params for o in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))}
+                wrong += [f"spatialclust {' '.join(words[:n])} {w}" for w in words[n:]
+                          if re.fullmatch(r"--?[a-z][\w-]*(=.*)?", w) and w.split("=")[0] not in options | {"--help"}]
+                break
+    for script, args in re.findall(r"python (benchmarks/\w+\.py)([^\n`]*)", text):
+        source = (ROOT / script).read_text()
+        wrong += [f"{script} {flag}" for flag in re.findall(r"(?<![\w-])(--[\w-]+)", args)
+                  if f'"{flag}"' not in source and f"'{flag}'" not in source]
+    assert not wrong, f"{path.name} uses options that do not exist: {wrong}"
