@@ -110,8 +110,10 @@ COMMON_SET = (
 
 
 @app.callback(epilog=(
-    "Output: every command writes one run directory (--output; defaults: spatialclust_demo, spatialclust_run, "
-    "spatialclust_simclr, spatialclust_cells, spatialclust_translate) with config.yaml, run.log and report.html.\n\n"
+    "Output: every computing command writes one run directory (--output; defaults: spatialclust_demo, "
+    "spatialclust_run, spatialclust_benchmark, spatialclust_cells, spatialclust_translate, "
+    "spatialclust_translate_eval, spatialclust_translate_predict) with config.yaml and run.log; "
+    "train writes a checkpoint directory (spatialclust_simclr). See docs/cli.md.\n\n"
     f"Most used --set keys of `run` (see `spatialclust config show run`): {', '.join(COMMON_SET)}."
 ))
 def _root(
