@@ -162,12 +162,12 @@ def _own_clustering(adata: AnnData, key: str, embedder: Any, *, seconds: float) 
     return {"key": cluster_key, "use_rep": key, "embedding": name, "method": "own", "estimator": None, "seconds": seconds}
 
 
-def _call(step, what: str):
+def _call(step, what: str, errors: tuple[type[Exception], ...] = (TypeError,)):
     """Run a step taking free-form configuration parameters; a TypeError (unknown or missing
-    parameter) is reported as a configuration error naming ``what``."""
+    parameter; also the other ``errors``) is reported as a configuration error naming ``what``."""
     try:
         return step()
-    except TypeError as err:
+    except errors as err:
         raise ConfigError(f"{what} failed: {err}") from err
 
 
@@ -230,7 +230,9 @@ def load_input(section: Mapping[str, Any], *, seed: int) -> tuple[AnnData, str]:
         return adata, section["name"] or name
     if section["path"] is None:
         logger.info("Simulating an MSI dataset (seed %d).", seed)
-        adata = _call(lambda: datasets.simulate_msi(seed=seed, **section["simulate"]), "`input.simulate`")
+        # the simulator reads no file: any ValueError is about a parameter of `input.simulate`
+        adata = _call(lambda: datasets.simulate_msi(seed=seed, **section["simulate"]), "`input.simulate`",
+                      errors=(TypeError, ValueError))
         return adata, section["name"] or "simulated"
     path = Path(section["path"])
     logger.info("Reading %s.", path)
