@@ -126,6 +126,17 @@ def test_set_examples_in_the_packaged_configs_are_valid(resource, loader):
     ("cells", "evaluate.k=abc", "evaluate.k"),
     ("cells", "report.umap=maybe", "report.umap"),
     ("cells", "report.dpi=abc", "report.dpi"),
+    ("translate", "seed=abc", "seed"),
+    ("translate", "data.st=3", "data.st"),
+    ("translate", "pairing.radius=abc", "pairing.radius"),
+    ("translate", "targets.snr=abc", "targets.snr"),
+    ("translate", "signatures.use=maybe", "signatures.use"),
+    ("translate", "signatures.cluster_key=[1]", "signatures.cluster_key"),
+    ("translate", "model.inner_splits=abc", "model.inner_splits"),
+    ("translate", "model.params=3", "model.params"),
+    ("translate", "cv.n_splits=abc", "cv.n_splits"),
+    ("translate", "search.enabled=maybe", "search.enabled"),
+    ("translate", "report.top_genes=abc", "report.top_genes"),
 ])
 def test_a_value_of_the_wrong_kind_fails_at_load_naming_its_key(pipeline, assignment, key):
     """Were accepted (and ignored, or taken as true) or failed after the work with e.g. "unhashable
@@ -133,6 +144,12 @@ def test_a_value_of_the_wrong_kind_fails_at_load_naming_its_key(pipeline, assign
     between instances of 'int' and 'str'"."""
     with pytest.raises(ConfigError, match=re.escape(f"`{key}` must be")):
         load_config(pipeline=pipeline, overrides=[assignment])
+
+
+def test_translate_method_parameters_must_be_mappings():
+    """`--set 'model.params={a: 1}'` failed with "'int' object is not iterable"."""
+    with pytest.raises(ConfigError, match=re.escape("`model.params` maps `stage.model` names to mappings")):
+        load_config(pipeline="translate", overrides=["model.params={a: 1}"])
 
 
 def test_file_keys_of_the_cells_config_are_checked_and_made_absolute(tmp_path, monkeypatch):

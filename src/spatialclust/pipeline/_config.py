@@ -20,7 +20,7 @@ from typing import Any
 from .. import _keys as K
 from .._config import ConfigError, merge_config, packaged_defaults, resolve_config
 from .._registry import invalid_option
-from .._validation import POSITIVE, SEED, Interval, validate_sections
+from .._validation import NON_NEGATIVE, POSITIVE, SEED, Interval, validate_sections
 
 _ITEM_DEFAULTS: dict[str, dict[str, Any]] = {
     "embedding": {"method": None, "params": {}, "key": None},
@@ -69,8 +69,33 @@ _CELLS_CONSTRAINTS: dict[str, list[Any]] = {
 }
 
 
-def _no_checks(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A pipeline whose keys and values are checked by the estimators it builds (translation)."""
+#: What the single keys of the translation configuration accept; the method options (``pairing.method``,
+#: ``model.presence``, ...) are checked by the estimators the pipeline builds.
+_TRANSLATE_CONSTRAINTS: dict[str, list[Any]] = {
+    "seed": [SEED], "device": [str],
+    "data.st": [*_PATH, list], "data.msi": [*_PATH, list], "data.sections": [str, list, None], "data.simulate": [Mapping],
+    "pairing.radius": [POSITIVE, None], "pairing.landmarks": [*_PATH],
+    "targets.snr": [POSITIVE], "targets.quantile": [Interval(float, 0, 1, closed="neither")],
+    "signatures.use": [bool], "signatures.cluster_key": [str, None], "signatures.n_genes": [Interval(int, 1)],
+    "signatures.resolution": [POSITIVE],
+    "model.inner_splits": [Interval(int, 2)], "model.choice_tolerance": [NON_NEGATIVE],
+    "model.spatial_context": [Interval(int, 0)], "model.spatial_coordinates": [bool], "model.params": [Mapping],
+    "cv.n_splits": [Interval(int, 2)], "cv.block_size": [POSITIVE, None], "cv.buffer": [NON_NEGATIVE],
+    "cv.presence_models": [list], "cv.intensity_models": [list],
+    "search.enabled": [bool], "search.n_splits": [Interval(int, 2)], "search.grids": [Mapping],
+    "predict.imzml": [bool], "report.top_genes": [Interval(int, 1)],
+}
+
+
+def validate_translate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the single keys of a merged translation configuration (see :data:`_TRANSLATE_CONSTRAINTS`)."""
+    validate_sections(config, _TRANSLATE_CONSTRAINTS, error=ConfigError)
+    for key in ("model.params", "search.grids"):
+        section, name = key.split(".")
+        for model, params in config[section][name].items():
+            if not isinstance(params, Mapping):
+                raise ConfigError(f"`{key}` maps `stage.model` names to mappings of parameters, "
+                                  f"e.g. {{\"intensity.ridge\": {{alpha: 1.0}}}}; `{model}` has {params!r}.")
     return dict(config)
 
 
@@ -255,5 +280,5 @@ def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
 PIPELINE_CONFIGS: dict[str, tuple[str, Callable[[Mapping[str, Any]], dict[str, Any]]]] = {
     "cluster": ("pipeline/config.yaml", validate_config),
     "cells": ("pipeline/cells.yaml", validate_cells_config),
-    "translate": ("pipeline/translate.yaml", _no_checks),
+    "translate": ("pipeline/translate.yaml", validate_translate_config),
 }
