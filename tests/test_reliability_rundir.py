@@ -329,6 +329,8 @@ def test_odd_output_paths_give_clear_errors(tmp_path, monkeypatch):
         ".": "does not name a new folder", "/": "does not name a new folder", "..": "does not name a new folder",
         "sub/..": "does not name a new folder", str(tmp_path): "is the current working directory or holds it",
         "a_file": "exists and is not a directory", "link": "is a symbolic link",
+        # were a folder named "   " and "[Errno 36] File name too long: '.<name>.<id>.tmp'" (name_max - 14 ... 255)
+        "   ": "is named by blanks only", "x" * 250: "is 250 bytes long; at most 237 fit",
     }
     for output, message in cases.items():
         result = runner.invoke(app, ["demo", "-o", output, "-q"])
@@ -338,3 +340,5 @@ def test_odd_output_paths_give_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="does not name a new folder"):
         check_output_dir(".", overwrite=True)
     assert np.all([not p.name.startswith(".") for p in tmp_path.iterdir()])
+    assert (_run(tmp_path / ("x" * 237)) / "result.txt").read_text() == "new"
+    assert (_run(tmp_path / ("x" * 237), overwrite=True) / "result.txt").read_text() == "new"
