@@ -239,6 +239,10 @@ def load_input(section: Mapping[str, Any], *, seed: int) -> tuple[AnnData, str]:
     adata = _call(lambda: io.read(path, **section["read"]), f"reading {str(path)!r} with `input.read`")
     if adata.n_vars < 2:
         raise ValueError(f"Input {str(path)!r} holds {adata.n_vars} feature image(s); clustering needs at least 2.")
+    if not adata.var_names.is_unique:  # every table and figure names the images by var_names
+        repeated = adata.var_names[adata.var_names.duplicated()].unique()
+        raise ValueError(f"Input {str(path)!r} names {len(repeated)} feature image(s) more than once (e.g. "
+                         f"{list(repeated[:3])}); make the names unique first (`adata.var_names_make_unique()`).")
     return adata, section["name"] or path.name
 
 
