@@ -38,7 +38,8 @@ def test_several_overrides_of_a_free_form_section_add_up(tmp_path):
     "assignment, message",
     [("preprocess.winsorize", "must look like `section.key=value`"),
      ("preprocess..winsorize=9", "has an empty key"),
-     ("report.zoom=[1, 2", "is not valid YAML")],
+     ("report.zoom=[1, 2", "is not valid YAML"),
+     ("=3", "has an empty key"), ("a.b=", "Unknown configuration key `a`")],
 )
 def test_malformed_overrides_name_the_override(assignment, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -99,3 +100,74 @@ def test_set_examples_in_the_packaged_configs_are_valid(resource, loader):
     assert examples
     for example in examples:
         loader(overrides=[example])
+
+
+@pytest.mark.parametrize("pipeline, assignment, key", [
+    ("cluster", "evaluate.n_boot=abc", "evaluate.n_boot"),
+    ("cluster", "seed=1.5", "seed"),
+    ("cluster", "preprocess.winsorize=[1, 2]", "preprocess.winsorize"),
+    ("cluster", "input.path=[1]", "input.path"),
+    ("cluster", "input.name=[1]", "input.name"),
+    ("cluster", "report.histology=3", "report.histology"),
+    ("cluster", "report.thumbnails=abc", "report.thumbnails"),
+    ("cluster", "report.zoom=[a, b]", "report.zoom"),
+    ("cluster", "report.zoom=[500, 400]", "report.zoom"),
+    ("cluster", "report.rgb_clusters=[a]", "report.rgb_clusters"),
+    ("cells", "seed=abc", "seed"),
+    ("cells", "label_key=[1]", "label_key"),
+    ("cells", "input.path=3", "input.path"),
+    ("cells", "input.channels=3", "input.channels"),
+    ("cells", "pca.scale=maybe", "pca.scale"),
+    ("cells", "metric_learning.max_iter=abc", "metric_learning.max_iter"),
+    ("cells", "embedding_pca.n_comps=abc", "embedding_pca.n_comps"),
+    ("cells", "cluster.resolutions=[a]", "cluster.resolutions"),
+    ("cells", "cluster.stability_threshold=abc", "cluster.stability_threshold"),
+    ("cells", "cluster.n_neighbors=abc", "cluster.n_neighbors"),
+    ("cells", "evaluate.k=abc", "evaluate.k"),
+    ("cells", "report.umap=maybe", "report.umap"),
+    ("cells", "report.dpi=abc", "report.dpi"),
+    ("translate", "seed=abc", "seed"),
+    ("translate", "data.st=3", "data.st"),
+    ("translate", "pairing.radius=abc", "pairing.radius"),
+    ("translate", "targets.snr=abc", "targets.snr"),
+    ("translate", "signatures.use=maybe", "signatures.use"),
+    ("translate", "signatures.cluster_key=[1]", "signatures.cluster_key"),
+    ("translate", "model.inner_splits=abc", "model.inner_splits"),
+    ("translate", "model.params=3", "model.params"),
+    ("translate", "cv.n_splits=abc", "cv.n_splits"),
+    ("translate", "search.enabled=maybe", "search.enabled"),
+    ("translate", "report.top_genes=abc", "report.top_genes"),
+])
+def test_a_value_of_the_wrong_kind_fails_at_load_naming_its_key(pipeline, assignment, key):
+    """Were accepted (and ignored, or taken as true) or failed after the work with e.g. "unhashable
+    type: 'list'", "not all arguments converted during string formatting", "'<' not supported
+    between instances of 'int' and 'str'"."""
+    with pytest.raises(ConfigError, match=re.escape(f"`{key}` must be")):
+        load_config(pipeline=pipeline, overrides=[assignment])
+
+
+def test_translate_method_parameters_must_be_mappings():
+    """`--set 'model.params={a: 1}'` failed with "'int' object is not iterable"."""
+    with pytest.raises(ConfigError, match=re.escape("`model.params` maps `stage.model` names to mappings")):
+        load_config(pipeline="translate", overrides=["model.params={a: 1}"])
+
+
+def test_file_keys_of_the_cells_config_are_checked_and_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels.csv").write_text("cell,label\n")
+    config = load_config({"input": {"labels": tmp_path.joinpath("labels.csv").relative_to(tmp_path)}}, pipeline="cells")
+    assert config["input"]["labels"] == str(tmp_path / "labels.csv")
+    with pytest.raises(FileNotFoundError, match="`input.path`: 'cells/' does not exist"):
+        load_config(overrides=["input.path=cells/"], pipeline="cells")
+
+
+@pytest.mark.parametrize("pipeline, assignment", [("cluster", "input.simulate.shape=abc"),
+                                                  ("cells", "input.simulate.n_cells=abc")])
+def test_a_bad_simulator_value_names_input_simulate(tmp_path, pipeline, assignment):
+    """Was "Error: invalid literal for int() with base 10: 'a'", naming no key."""
+    from spatialclust.pipeline import run_cells, run_pipeline
+
+    run = run_pipeline if pipeline == "cluster" else run_cells
+    with pytest.raises(ConfigError, match=r"`input.simulate`.*invalid literal for int\(\)"):
+        run(load_config(pipeline=pipeline, overrides=[assignment]), tmp_path / "run")
+    assert list(tmp_path.iterdir()) == []

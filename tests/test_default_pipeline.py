@@ -116,6 +116,30 @@ def test_single_ion_image_fails_in_one_line(tmp_path):
     assert "holds 1 feature image(s); clustering needs at least 2" in line
 
 
+@pytest.mark.filterwarnings("ignore:Variable names are not unique")
+def test_duplicate_feature_names_fail_in_one_line(tmp_path):
+    """An .h5ad whose var_names repeat ran, with two rows of the same name in clusters.csv."""
+    import spatialclust as sc
+
+    adata = sc.datasets.simulate_msi(shape=(8, 8), n_patterns=2, ions_per_pattern=2, n_matrix_ions=1, seed=0)
+    adata.var_names = ["dup", "dup", *adata.var_names[2:]]
+    adata.write_h5ad(tmp_path / "dup.h5ad")
+    line = _one_line_error(_run(tmp_path / "dup.h5ad", tmp_path / "run", "-q"))
+    assert "names 1 feature image(s) more than once (e.g. ['dup']); make the names unique" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dup.h5ad"]
+
+
+def test_constant_images_fail_in_one_line(tmp_path):
+    import spatialclust as sc
+
+    adata = sc.datasets.simulate_msi(shape=(8, 8), n_patterns=2, ions_per_pattern=2, n_matrix_ions=1, seed=0)
+    adata.X = np.ones(adata.shape, dtype=np.float32)
+    adata.write_h5ad(tmp_path / "flat.h5ad")
+    line = _one_line_error(_run(tmp_path / "flat.h5ad", tmp_path / "run", "-q"))
+    assert "Every feature image is empty or constant: nothing is left to preprocess." in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.h5ad"]
+
+
 def test_more_clusters_than_images_fails_before_any_embedding(tmp_path, monkeypatch):
     """item 9: 10 ion images and the paper's k-means with 20 clusters (the default before issue 12):
     no sensible adaptation, so one clear error, before the first embedding is computed."""

@@ -431,3 +431,11 @@ def test_preprocessing_equals_its_steps_one_by_one():
     np.testing.assert_array_equal(fused.X, steps.X)
     np.testing.assert_array_equal(fused.layers[K.RAW], steps.layers[K.RAW])
     assert sc.pp.preprocessing_steps(fused) == sc.pp.preprocessing_steps(steps)
+
+
+def test_an_image_of_one_pixel_gets_a_tissue_mask_error_naming_the_cli_key(tmp_path):
+    """A 1 x 1 px image stack stopped `spatialclust run` with "pass an explicit `mask`", a Python argument."""
+    np.save(tmp_path / "tiny.npy", np.arange(1.0, 7.0, dtype=np.float32).reshape(6, 1, 1))
+    adata = sc.io.read(tmp_path / "tiny.npy")
+    with pytest.raises(ValueError, match=r"none of the 1 pixels .*`spatialclust run --set preprocess.tissue_mask=none`"):
+        sc.pp.tissue_mask(adata)

@@ -250,6 +250,43 @@ def test_killed_run_leftovers_are_removed_by_the_next_run(tmp_path):
     assert (target / "result.txt").read_text() == "new"
 
 
+_CLI_CHILD = """
+import sys, time
+from pathlib import Path
+import spatialclust.pipeline
+from spatialclust._rundir import run_directory
+from spatialclust.cli import main
+
+def slow_run(config, output, **kwargs):  # a run that is busy when the SIGINT comes
+    with run_directory(output, config, command="run") as tmp:
+        (tmp / "result.txt").write_text("partial")
+        (Path(output).parent / "ready").write_text("")
+        time.sleep(60)
+
+spatialclust.pipeline.run_pipeline = slow_run
+sys.argv = ["spatialclust", "demo", "-o", sys.argv[1], "-q"]
+main()
+"""
+
+
+def test_ctrl_c_stops_a_cli_run_with_one_line_and_leaves_nothing(tmp_path):
+    """Was exit status 130 without a word (typer's silent abort)."""
+    target = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-c", _CLI_CHILD, str(target)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "ready").exists():
+        assert proc.poll() is None and time.time() < deadline, "the child run did not start"
+        time.sleep(0.02)
+    (tmp_path / "ready").unlink()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.startswith("Interrupted (Ctrl-C). Run the command again") and err.count("\n") == 1
+    assert _entries(tmp_path) == []  # neither the run directory nor its temporary folder or lock
+    assert (_run(target) / "result.txt").read_text() == "new"
+
+
 def test_report_header_names_the_final_directory(tmp_path):
     from spatialclust.pipeline import run_pipeline
 
@@ -292,6 +329,8 @@ def test_odd_output_paths_give_clear_errors(tmp_path, monkeypatch):
         ".": "does not name a new folder", "/": "does not name a new folder", "..": "does not name a new folder",
         "sub/..": "does not name a new folder", str(tmp_path): "is the current working directory or holds it",
         "a_file": "exists and is not a directory", "link": "is a symbolic link",
+        # were a folder named "   " and "[Errno 36] File name too long: '.<name>.<id>.tmp'" (name_max - 14 ... 255)
+        "   ": "is named by blanks only", "x" * 250: "is 250 bytes long; at most 237 fit",
     }
     for output, message in cases.items():
         result = runner.invoke(app, ["demo", "-o", output, "-q"])
@@ -301,3 +340,5 @@ def test_odd_output_paths_give_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="does not name a new folder"):
         check_output_dir(".", overwrite=True)
     assert np.all([not p.name.startswith(".") for p in tmp_path.iterdir()])
+    assert (_run(tmp_path / ("x" * 237)) / "result.txt").read_text() == "new"
+    assert (_run(tmp_path / ("x" * 237), overwrite=True) / "result.txt").read_text() == "new"

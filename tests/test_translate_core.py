@@ -87,6 +87,18 @@ def test_pair_bad_input(paired):
         sc.translate.pair(st, msi, landmarks=(np.array([[0, 0], [1, 1], [2, 2]]), np.array([[0, 0], [1, 1], [2, 2]])))
 
 
+@pytest.mark.filterwarnings("ignore:Variable names are not unique")
+def test_pair_refuses_repeated_gene_or_metabolite_names(paired):
+    """Repeated metabolites trained silently; repeated genes failed with "cannot convert the series to
+    <class 'float'>"."""
+    st, msi = paired
+    repeated = lambda a: a[:, [0, *range(a.n_vars - 1)]]  # noqa: E731 -- the first name twice
+    with pytest.raises(ValueError, match=rf"The genes of the ST data repeat 1 name\(s\) \(e.g. \['{st.var_names[0]}'\]\)"):
+        sc.translate.pair(repeated(st), msi)
+    with pytest.raises(ValueError, match=rf"The metabolites of the MSI data repeat 1 name\(s\) \(e.g. \['{msi.var_names[0]}'\]\)"):
+        sc.translate.pair(st, repeated(msi))
+
+
 def test_presence_targets_recover_planted_absence(paired, arrays):
     st, msi = paired
     _, _, presence, _, _ = arrays

@@ -120,6 +120,15 @@ def output_path(path: str | os.PathLike) -> Path:
             f"Output directory {str(path)!r} does not name a new folder (it is the current, the parent or the root "
             "directory); give the run directory its own name, e.g. `-o spatialclust_run`."
         )
+    if not raw.name.strip():
+        raise ValueError(f"Output directory {str(path)!r} is named by blanks only; give the run directory a visible name.")
+    # the hidden folders named after it must fit too: the run's .<name>.<id>.tmp, an overwritten run's .<name>.<id>.old.tmp
+    longest = _name_max(raw.parent) - len("..01234567.old.tmp")
+    if len(os.fsencode(raw.name)) > longest:
+        raise ValueError(
+            f"Output directory name {raw.name[:40]!r}... is {len(os.fsencode(raw.name))} bytes long; at most {longest} fit "
+            f"(the run is built in the hidden folder .<name>.<id>.tmp next to it). Choose a shorter name."
+        )
     absolute = raw.parent.resolve() / raw.name
     cwd = Path.cwd().resolve()
     if absolute == cwd or absolute in cwd.parents:
@@ -128,6 +137,17 @@ def output_path(path: str | os.PathLike) -> Path:
             "replaced as a whole, so give it its own name, e.g. `-o spatialclust_run`."
         )
     return absolute
+
+
+def _name_max(folder: Path) -> int:
+    """Longest file name (bytes) of the file system holding ``folder`` (or its nearest existing parent)."""
+    folder = folder.resolve()
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # not reported (or not POSIX): the common limit
+        return 255
 
 
 def check_output_dir(path: str | os.PathLike, *, overwrite: bool, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:

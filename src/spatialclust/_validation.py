@@ -33,6 +33,7 @@ importing PyTorch.
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -149,7 +150,7 @@ POSITIVE = Interval(float, 0, closed="neither")
 NON_NEGATIVE = Interval(float, 0)
 
 _TYPE_NAMES = {bool: "True or False", str: "a string", dict: "a mapping", Mapping: "a mapping",
-               list: "a list", tuple: "a tuple"}
+               list: "a list", tuple: "a tuple", os.PathLike: "a path"}
 
 
 def _describe(constraint: Any) -> str:

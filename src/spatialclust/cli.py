@@ -95,6 +95,15 @@ def fail(err: Exception) -> NoReturn:
     raise typer.Exit(code=2)
 
 
+def interrupted() -> int:
+    """Ctrl-C (SIGINT): print one line; return the shell's status for it, 130. The run directory was
+    not renamed into place; its temporary folder and lock were removed on the way out (or, after a
+    second Ctrl-C, are removed by the next run)."""
+    typer.secho("Interrupted (Ctrl-C). Run the command again: a run directory is only written complete "
+                "(`train` resumes from its last saved epoch).", fg=typer.colors.RED, err=True)
+    return 130
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"spatialclust {__version__}")
@@ -245,6 +254,8 @@ def command(
                           overrides=tuple(given.pop("set", None) or ()), **given)
             try:
                 done = func(opts, **kwargs)
+            except KeyboardInterrupt:
+                raise typer.Exit(code=interrupted()) from None
             except Exception as err:  # noqa: BLE001 -- every error becomes one line (see fail)
                 fail(err)
             typer.echo(done)
@@ -476,7 +487,10 @@ def convert(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # while the CLI starts (inside a command, `command` answers it)
+        raise SystemExit(interrupted()) from None
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def load_cells(section: Mapping[str, Any], *, seed: int) -> tuple[ad.AnnData, st
         params.setdefault("seed", seed)
         try:
             adata = datasets.simulate_cells(**params)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:  # only parameters can be wrong: nothing is read
             raise ConfigError(f"`input.simulate` has an invalid parameter: {err}") from err
         return adata, "simulated", True
     path = Path(path)

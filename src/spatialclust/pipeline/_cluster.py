@@ -162,12 +162,12 @@ def _own_clustering(adata: AnnData, key: str, embedder: Any, *, seconds: float) 
     return {"key": cluster_key, "use_rep": key, "embedding": name, "method": "own", "estimator": None, "seconds": seconds}
 
 
-def _call(step, what: str):
+def _call(step, what: str, errors: tuple[type[Exception], ...] = (TypeError,)):
     """Run a step taking free-form configuration parameters; a TypeError (unknown or missing
-    parameter) is reported as a configuration error naming ``what``."""
+    parameter; also the other ``errors``) is reported as a configuration error naming ``what``."""
     try:
         return step()
-    except TypeError as err:
+    except errors as err:
         raise ConfigError(f"{what} failed: {err}") from err
 
 
@@ -230,13 +230,19 @@ def load_input(section: Mapping[str, Any], *, seed: int) -> tuple[AnnData, str]:
         return adata, section["name"] or name
     if section["path"] is None:
         logger.info("Simulating an MSI dataset (seed %d).", seed)
-        adata = _call(lambda: datasets.simulate_msi(seed=seed, **section["simulate"]), "`input.simulate`")
+        # the simulator reads no file: any ValueError is about a parameter of `input.simulate`
+        adata = _call(lambda: datasets.simulate_msi(seed=seed, **section["simulate"]), "`input.simulate`",
+                      errors=(TypeError, ValueError))
         return adata, section["name"] or "simulated"
     path = Path(section["path"])
     logger.info("Reading %s.", path)
     adata = _call(lambda: io.read(path, **section["read"]), f"reading {str(path)!r} with `input.read`")
     if adata.n_vars < 2:
         raise ValueError(f"Input {str(path)!r} holds {adata.n_vars} feature image(s); clustering needs at least 2.")
+    if not adata.var_names.is_unique:  # every table and figure names the images by var_names
+        repeated = adata.var_names[adata.var_names.duplicated()].unique()
+        raise ValueError(f"Input {str(path)!r} names {len(repeated)} feature image(s) more than once (e.g. "
+                         f"{list(repeated[:3])}); make the names unique first (`adata.var_names_make_unique()`).")
     return adata, section["name"] or path.name
 
 

@@ -12,6 +12,7 @@ are validated item by item: every item gets the item defaults, unknown item keys
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from .. import _keys as K
 from .._config import ConfigError, merge_config, packaged_defaults, resolve_config
 from .._registry import invalid_option
-from .._validation import POSITIVE, SEED, Interval, validate_sections
+from .._validation import NON_NEGATIVE, POSITIVE, SEED, Interval, validate_sections
 
 _ITEM_DEFAULTS: dict[str, dict[str, Any]] = {
     "embedding": {"method": None, "params": {}, "key": None},
@@ -30,23 +31,73 @@ FIGURES = ("cluster_means", "spectrum", "embedding", "rgb_composite", "members")
 EMBEDDING_FIGURES = ("knn_purity", "representations", "ion_pairs")
 #: public datasets (`sc.datasets`) that load as one AnnData, for `input.dataset`
 _SINGLE_TABLE_DATASETS = ("mouse_bladder", "legacy_st")
+#: a file given in a configuration
+_PATH = (str, os.PathLike, None)
 _PERCENTILE = Interval(float, 0, 100, closed="right", description="a percentile in (0, 100]")
+_REAL, _INT = Interval(float), Interval(int)
 #: What the single keys accept (dotted key -> constraints, :mod:`spatialclust._validation`); the
 #: ``embedding`` and ``cluster`` items are checked by :func:`spatialclust.pipeline.check_plan`.
 _CONSTRAINTS: dict[str, list[Any]] = {
     "seed": [SEED],
-    "input.dataset": [*_SINGLE_TABLE_DATASETS, None], "input.read": [Mapping], "input.simulate": [Mapping],
+    "input.path": [*_PATH], "input.dataset": [*_SINGLE_TABLE_DATASETS, None], "input.name": [str, None],
+    "input.read": [Mapping], "input.simulate": [Mapping],
     "preprocess.normalize": ["tic", "rms", "none"], "preprocess.winsorize": [_PERCENTILE, None],
     "preprocess.scale": [bool], "preprocess.remove_empty": [bool], "preprocess.tissue_mask": ["auto", "otsu", "none"],
     "preprocess.tissue_only": [bool],
     "evaluate.isotope_delta": [POSITIVE], "evaluate.isotope_unit": ["Da", "ppm"],
     "evaluate.isotope_min_corr": [Interval(float, -1, 1)], "evaluate.n_boot": [Interval(int, 1)],
-    "report.winsorize": [_PERCENTILE, None], "report.max_thumbnails": [Interval(int, 1)], "report.dpi": [Interval(int, 1)],
+    "report.histology": [*_PATH], "report.winsorize": [_PERCENTILE, None], "report.thumbnails": [bool],
+    "report.max_thumbnails": [Interval(int, 1)], "report.dpi": [Interval(int, 1)],
 }
 
 
-def _no_checks(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A pipeline whose keys and values are checked by the estimators it builds (translation)."""
+#: What the single keys of the cells configuration accept (besides the options of the methods,
+#: added in :func:`validate_cells_config`): every key is checked before the cells are read.
+_CELLS_CONSTRAINTS: dict[str, list[Any]] = {
+    "seed": [SEED], "label_key": [str],
+    "input.path": [*_PATH], "input.channels": [list, None], "input.labels": [*_PATH],
+    "input.id_column": [str, None], "input.label_column": [str],
+    "pca.scale": [bool], "pca.n_comps": [Interval(int, 1)],
+    "metric_learning.train_fraction": [Interval(float, 0, 1, closed="right"), None],
+    "metric_learning.n_components": [Interval(int, 1), None], "metric_learning.max_iter": [Interval(int, 1), None],
+    "metric_learning.self_labelled.label_rep": [str],
+    "metric_learning.self_labelled.confident_fraction": [Interval(float, 0, 1, closed="right")],
+    "embedding_pca.n_comps": [Interval(int, 1)],
+    "cluster.resolutions": [list], "cluster.stability_threshold": [Interval(float, 0, 1, closed="right")],
+    "cluster.n_neighbors": [Interval(int, 2)], "cluster.neighbors_method": ["umap", "gauss"],
+    "evaluate.k": [Interval(int, 1)],
+    "report.umap": [bool], "report.n_examples": [Interval(int, 1)], "report.channels": [list, None],
+    "report.dpi": [Interval(int, 1)],
+}
+
+
+#: What the single keys of the translation configuration accept; the method options (``pairing.method``,
+#: ``model.presence``, ...) are checked by the estimators the pipeline builds.
+_TRANSLATE_CONSTRAINTS: dict[str, list[Any]] = {
+    "seed": [SEED], "device": [str],
+    "data.st": [*_PATH, list], "data.msi": [*_PATH, list], "data.sections": [str, list, None], "data.simulate": [Mapping],
+    "pairing.radius": [POSITIVE, None], "pairing.landmarks": [*_PATH],
+    "targets.snr": [POSITIVE], "targets.quantile": [Interval(float, 0, 1, closed="neither")],
+    "signatures.use": [bool], "signatures.cluster_key": [str, None], "signatures.n_genes": [Interval(int, 1)],
+    "signatures.resolution": [POSITIVE],
+    "model.inner_splits": [Interval(int, 2)], "model.choice_tolerance": [NON_NEGATIVE],
+    "model.spatial_context": [Interval(int, 0)], "model.spatial_coordinates": [bool], "model.params": [Mapping],
+    "cv.n_splits": [Interval(int, 2)], "cv.block_size": [POSITIVE, None], "cv.buffer": [NON_NEGATIVE],
+    "cv.presence_models": [list], "cv.intensity_models": [list],
+    "search.enabled": [bool], "search.n_splits": [Interval(int, 2)], "search.grids": [Mapping],
+    "predict.imzml": [bool], "report.top_genes": [Interval(int, 1)],
+}
+
+
+def validate_translate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the single keys of a merged translation configuration (see :data:`_TRANSLATE_CONSTRAINTS`)."""
+    validate_sections(config, _TRANSLATE_CONSTRAINTS, error=ConfigError)
+    for key in ("model.params", "search.grids"):
+        section, name = key.split(".")
+        for model, params in config[section][name].items():
+            if not isinstance(params, Mapping):
+                raise ConfigError(f"`{key}` maps `stage.model` names to mappings of parameters, "
+                                  f"e.g. {{\"intensity.ridge\": {{alpha: 1.0}}}}; `{model}` has {params!r}.")
     return dict(config)
 
 
@@ -106,13 +157,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("normalize", "tissue_mask"):  # YAML null for "none"
         config["preprocess"][key] = "none" if config["preprocess"][key] is None else config["preprocess"][key]
     validate_sections(config, _CONSTRAINTS, error=ConfigError)
-    for section, key in (("input", "path"), ("report", "histology")):
-        path = config[section][key]
-        if path is not None:
-            if not Path(path).exists():
-                raise FileNotFoundError(f"`{section}.{key}`: {str(path)!r} does not exist.")
-            # absolute, so that the run's config.yaml can be re-run from any directory
-            config[section][key] = str(Path(path).resolve())
+    _absolute_paths(config, (("input", "path"), ("report", "histology")))
 
     config["embedding"] = _items(config["embedding"], "embedding", tl.list_embedders())
     config["cluster"] = _items(config["cluster"], "cluster", tl.list_clusterers())
@@ -135,12 +180,24 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         bad = report["embedding_figures"] if figures is None else next(f for f in figures if f not in EMBEDDING_FIGURES)
         raise ConfigError(_invalid(bad, "report.embedding_figures", EMBEDDING_FIGURES))
     zoom = report["zoom"]
-    if not (zoom is None or zoom == "auto" or (isinstance(zoom, list) and len(zoom) == 2)):
-        raise ConfigError(f"`report.zoom` must be auto, [low, high] or null; got {zoom!r}.")
+    is_window = isinstance(zoom, list) and len(zoom) == 2 and all(_REAL.is_satisfied_by(v) for v in zoom) and zoom[0] < zoom[1]
+    if not (zoom is None or zoom == "auto" or is_window):
+        raise ConfigError(f"`report.zoom` must be auto, [low, high] (m/z, low < high) or null; got {zoom!r}.")
     rgb = report["rgb_clusters"]
-    if rgb is not None and (not isinstance(rgb, list) or not 1 <= len(rgb) <= 3):
-        raise ConfigError(f"`report.rgb_clusters` must be a list of one to three cluster ids or null; got {rgb!r}.")
+    if rgb is not None and (not isinstance(rgb, list) or not 1 <= len(rgb) <= 3 or not all(_INT.is_satisfied_by(c) for c in rgb)):
+        raise ConfigError(f"`report.rgb_clusters` must be a list of one to three cluster ids (integers) or null; got {rgb!r}.")
     return config
+
+
+def _absolute_paths(config: dict[str, Any], keys: Sequence[tuple[str, str]]) -> None:
+    """Check that the files ``config[section][key]`` exist and store them as absolute paths, so that
+    the run's config.yaml can be re-run from any directory."""
+    for section, key in keys:
+        path = config[section][key]
+        if path is not None:
+            if not Path(path).exists():
+                raise FileNotFoundError(f"`{section}.{key}`: {str(path)!r} does not exist.")
+            config[section][key] = str(Path(path).resolve())
 
 
 def _invalid(value: Any, key: str, valid: Sequence[str]) -> str:
@@ -184,7 +241,7 @@ def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Check a merged cells configuration and expand the ``embedding`` items."""
     from .. import tl
 
-    cfg = dict(config)
+    cfg = copy.deepcopy(dict(config))
     learners = tl.list_metric_learners()
     for where, methods in (("metric_learning.methods", cfg["metric_learning"]["methods"]),
                            ("metric_learning.self_labelled.methods", cfg["metric_learning"]["self_labelled"]["methods"]),
@@ -211,13 +268,14 @@ def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
             K.check_name(entry["key"], what=f"`embedding[{i}].key`")
         expanded.append(entry)
     cfg["embedding"] = expanded
-    validate_sections(cfg, {
+    validate_sections(cfg, {**_CELLS_CONSTRAINTS,
         "cluster.resolution": [POSITIVE, "scan"], "cluster.criterion": [*tl.SCAN_CRITERIA],
         "features.feature_set": [*tl.FEATURE_SETS], "features.background": [*tl.BACKGROUNDS],
-        "cluster.neighbors_method": ["umap", "gauss"],
-        "metric_learning.train_fraction": [Interval(float, 0, 1, closed="right"), None],
-        "metric_learning.self_labelled.confident_fraction": [Interval(float, 0, 1, closed="right")],
     }, error=ConfigError)
+    resolutions = cfg["cluster"]["resolutions"]
+    if not resolutions or not all(POSITIVE.is_satisfied_by(r) for r in resolutions):
+        raise ConfigError(f"`cluster.resolutions` must be a non-empty list of positive numbers; got {resolutions!r}.")
+    _absolute_paths(cfg, (("input", "path"), ("input", "labels")))
     return cfg
 
 
@@ -225,5 +283,5 @@ def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
 PIPELINE_CONFIGS: dict[str, tuple[str, Callable[[Mapping[str, Any]], dict[str, Any]]]] = {
     "cluster": ("pipeline/config.yaml", validate_config),
     "cells": ("pipeline/cells.yaml", validate_cells_config),
-    "translate": ("pipeline/translate.yaml", _no_checks),
+    "translate": ("pipeline/translate.yaml", validate_translate_config),
 }

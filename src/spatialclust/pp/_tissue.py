@@ -119,7 +119,9 @@ def tissue_mask(
     else:
         raise invalid_option(method, "method", list(_METHODS))
     if not tissue.any():
-        raise ValueError("The tissue mask selects no pixel; pass an explicit `mask`.")
+        raise ValueError(f"The tissue mask selects none of the {adata.n_obs} pixels (with a single pixel, or one TIC "
+                         "everywhere, Otsu's method finds no tissue); pass an explicit `mask`, or use every pixel "
+                         "(`spatialclust run --set preprocess.tissue_mask=none`).")
     adata.obs[K.TISSUE] = tissue
     logger.info("Tissue mask: %d of %d pixels on tissue.", int(tissue.sum()), adata.n_obs)
     record_step(adata, "tissue_mask", {**params, "n_tissue": int(tissue.sum())})

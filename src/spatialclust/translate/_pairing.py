@@ -143,10 +143,15 @@ def pair(
     ------
     ValueError
         No spot has an MSI pixel within ``radius`` (no spatial overlap), NaN intensities with
-        ``nan_policy="raise"``, bad arguments.
+        ``nan_policy="raise"``, gene or metabolite names that repeat, bad arguments.
     """
     if method not in _METHODS:
         raise invalid_option(method, "method", _METHODS)
+    for adata, what in ((st, "genes of the ST data"), (msi, "metabolites of the MSI data")):
+        if not adata.var_names.is_unique:  # models, tables and predictions name them by var_names
+            repeated = adata.var_names[adata.var_names.duplicated()].unique()
+            raise ValueError(f"The {what} repeat {len(repeated)} name(s) (e.g. {list(repeated[:3])}); make them "
+                             "unique first (`adata.var_names_make_unique()`), or sum the duplicates.")
     if nan_policy not in ("raise", "zero"):
         raise invalid_option(nan_policy, "nan_policy", ("raise", "zero"))
     if radius is not None and not radius > 0:
