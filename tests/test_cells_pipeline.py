@@ -98,3 +98,22 @@ def test_cells_config_rejects_unknown_keys_and_methods(tmp_path):
         load_config({"embedding": ["clip"]}, pipeline="cells")
     result = CliRunner().invoke(app, ["cells", "run", "-o", str(tmp_path / "x"), "--set", "cluster.resolution=-1"])
     assert result.exit_code == 1 and "cluster.resolution" in result.output
+
+
+def test_cells_run_with_labels_of_one_class_skips_metric_learning(tmp_path, caplog):
+    """Labels that are all one phenotype cannot train a metric: the run says so and scores the rest."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    for i in range(20):
+        image = rng.random((1, 16, 16)).astype(np.float32)
+        image[0, 4:8 + i % 4, 4:8] += 1.0
+        tifffile.imwrite(folder / f"c{i:02d}.tif", image, photometric="minisblack")
+    pd.DataFrame({"cell": [f"c{i:02d}" for i in range(20)], "label": "G1"}).to_csv(tmp_path / "labels.csv", index=False)
+    config = {**FAST, "input": {"path": str(folder), "labels": str(tmp_path / "labels.csv")},
+              "embedding": [], "metric_learning": {"methods": ["nca"]}, "pca": {"n_comps": 4}}
+    with caplog.at_level("WARNING", logger="spatialclust"):
+        out = run_cells(config, tmp_path / "run")
+    assert "labels of a single class" in caplog.text
+    table = pd.read_csv(out / "comparison.csv")
+    assert list(table["metric_learning"]) == ["none"] and table.loc[0, "purity"] == pytest.approx(1.0)

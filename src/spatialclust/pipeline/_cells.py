@@ -91,9 +91,11 @@ def build_representations(adata: ad.AnnData, cfg: Mapping[str, Any], run_dir: Pa
 
     seed, label_key = cfg["seed"], cfg["label_key"]
     ml = cfg["metric_learning"]
-    learn = _has_labels(adata, label_key)
+    n_classes = adata.obs[label_key].nunique() if _has_labels(adata, label_key) else 0
+    learn = n_classes >= 2
     if not learn and (ml["methods"] or cfg["embedding_pca"]["metric_learning"]):
-        logger.warning("No labels in obs[%r]: metric learning is skipped.", label_key)
+        logger.warning("Metric learning is skipped: obs[%r] holds %s.", label_key,
+                       "no labels" if n_classes == 0 else "labels of a single class (it needs at least 2)")
     reps: list[dict[str, Any]] = []
 
     def add(source: str, use_rep: str, learner: str | None, seconds: float) -> None:
