@@ -133,3 +133,11 @@ def test_demo_announces_report_first(tmp_path, monkeypatch):
 def test_version():
     result = runner.invoke(app, ["version"])
     assert result.exit_code == 0 and result.output.strip() == f"spatialclust {sc.__version__}"
+
+
+def test_python_m_spatialclust_is_the_command():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "spatialclust", "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == f"spatialclust {sc.__version__}", result.stderr

@@ -1,0 +1,5 @@
+"""``python -m spatialclust``: the ``spatialclust`` command."""
+
+from .cli import main
+
+main()
