@@ -141,3 +141,12 @@ def test_python_m_spatialclust_is_the_command():
 
     result = subprocess.run([sys.executable, "-m", "spatialclust", "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == f"spatialclust {sc.__version__}", result.stderr
+
+
+def test_reader_options_without_a_file_are_refused(tmp_path):
+    """`--set input.read.*` with no input would be ignored by the simulator: one line, nothing written."""
+    config = tmp_path / "sim.yaml"
+    config.write_text("seed: 0\n")  # no input: the simulator
+    result = runner.invoke(app, ["run", str(config), "-o", str(tmp_path / "run"), *FAST, "--set", "input.read.bin_width=5"])
+    assert result.exit_code == 1 and "`input.read` (['bin_width'])" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim.yaml"]

@@ -229,6 +229,10 @@ def load_input(section: Mapping[str, Any], *, seed: int) -> tuple[AnnData, str]:
         adata = _call(lambda: datasets.load(name, path=section["path"], **section["read"]), f"loading dataset {name!r} with `input.read`")
         return adata, section["name"] or name
     if section["path"] is None:
+        if section["read"]:
+            raise ConfigError(f"`input.read` ({sorted(section['read'])}) sets options of the file reader, but no input file or "
+                              "`input.dataset` is given, so the data would be simulated: give the file (`spatialclust run FILE`) "
+                              "or drop `input.read`.")
         logger.info("Simulating an MSI dataset (seed %d).", seed)
         # the simulator reads no file: any ValueError is about a parameter of `input.simulate`
         adata = _call(lambda: datasets.simulate_msi(seed=seed, **section["simulate"]), "`input.simulate`",
