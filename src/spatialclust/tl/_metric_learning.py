@@ -20,6 +20,7 @@ nearest the centre of their cluster (the self-labelling of seed 001 applied to t
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import anndata as ad
@@ -32,6 +33,7 @@ from .. import _keys
 from .._compat import require
 from .._logging import logger
 from .._registry import Registry
+from ._cell_cluster import DEFAULT_RESOLUTIONS, _representation, leiden_cells
 
 __all__ = ["MetricLearner", "list_metric_learners", "metric_learners", "metric_learning", "NoPseudoLabelsError", "self_labelled_metric"]
 
@@ -321,7 +323,9 @@ def self_labelled_metric(
     confident_fraction: float = 0.5,
     min_cluster_size: int = 6,
     resolution: float | str = "scan",
+    resolutions: Sequence[float] = DEFAULT_RESOLUTIONS,
     criterion: str = "stability",
+    stability_threshold: float = 0.9,
     n_neighbors: int = 15,
     neighbors_method: str = "umap",
     n_components: int | None = None,
@@ -360,7 +364,7 @@ def self_labelled_metric(
         Fraction of each cluster, nearest its mean, that is used for fitting.
     min_cluster_size
         Smaller clusters give no pseudo-label.
-    resolution, criterion, n_neighbors, neighbors_method
+    resolution, resolutions, criterion, stability_threshold, n_neighbors, neighbors_method
         Leiden of the pseudo-labels, see :func:`~spatialclust.tl.leiden_cells`.
     n_components, max_iter, random_state, params
         See :class:`MetricLearner` (``random_state`` also seeds Leiden).
@@ -379,8 +383,6 @@ def self_labelled_metric(
     NoPseudoLabelsError
         Fewer than 2 Leiden clusters of at least ``min_cluster_size`` cells.
     """
-    from ._cell_cluster import _representation, leiden_cells
-
     if not 0.0 < confident_fraction <= 1.0:
         raise ValueError(f"`confident_fraction` must be in (0, 1], got {confident_fraction!r}.")
     if min_cluster_size < 2:
@@ -388,7 +390,8 @@ def self_labelled_metric(
     key = key_added or _keys.embedding_key(f"self_{method}")
     pseudo_key = _keys.pseudo_labels_key(key)
     P = np.asarray(_representation(adata, label_rep), dtype=np.float64)
-    leiden_cells(adata, use_rep=label_rep, resolution=resolution, criterion=criterion, n_neighbors=n_neighbors,
+    leiden_cells(adata, use_rep=label_rep, resolution=resolution, resolutions=resolutions,
+                 criterion=criterion, stability_threshold=stability_threshold, n_neighbors=n_neighbors,
                  neighbors_method=neighbors_method, random_state=random_state, key_added=pseudo_key)
     clusters = adata.obs[pseudo_key].cat.codes.to_numpy()
     confident = np.zeros(adata.n_obs, dtype=bool)
@@ -410,5 +413,5 @@ def self_labelled_metric(
     adata.uns[key].update({"label_rep": label_rep, "n_pseudo_clusters": n_clusters})
     adata.uns[key][_keys.PARAMS].update({
         "confident_fraction": confident_fraction, "min_cluster_size": min_cluster_size, "resolution": resolution,
-        "criterion": criterion, "n_neighbors": n_neighbors, "neighbors_method": neighbors_method,
+        "criterion": criterion, "stability_threshold": stability_threshold, "n_neighbors": n_neighbors, "neighbors_method": neighbors_method,
     })
