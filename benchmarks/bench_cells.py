@@ -16,7 +16,8 @@ variation) or on the real Jurkat cell-cycle images (``--dataset jurkat``:
   (``sc.tl.self_labelled_metric``; label-free, every cell scored).
 
 Scores per representation: k-means with k = number of classes (the same k for all), Leiden at the
-resolution chosen by the stability scan (label-free) and by the silhouette scan, and the
+resolution chosen by the stability scan (label-free), by the silhouette scan and at the resolution that
+gives k clusters (``leiden_cells(n_clusters=k)``: the representations compared at the same count), and the
 leave-one-out 5-NN accuracy. Semi-supervised step: NCA and LFDA learned on a stratified half of
 the labels of the CellProfiler features (and of DINO), scored on the held-out half only. Reference:
 supervised logistic regression on the pixel PCA (3-fold CV), as for the real Jurkat data.
@@ -90,6 +91,12 @@ def _score(adata, rep: str, truth: np.ndarray, args, *, subset=None) -> dict[str
         out[f"leiden_{criterion}_ari"] = ari(truth[mask], codes[mask])
         out[f"leiden_{criterion}_clusters"] = int(adata.uns[key]["n_clusters"])
         out[f"leiden_{criterion}_resolution"] = float(adata.uns[key]["resolution"])
+    key = f"leiden_{rep}_k"  # at the resolution giving k clusters, the k of k-means: scores at a matched count
+    sc.tl.leiden_cells(adata, use_rep=rep, n_clusters=k, neighbors_method=args.neighbors_method, random_state=args.seed_now,
+                       key_added=key)
+    codes = adata.obs[key].cat.codes.to_numpy()
+    out["leiden_k_purity"], out["leiden_k_nmi"] = purity(truth[mask], codes[mask]), nmi(truth[mask], codes[mask])
+    out["leiden_k_ari"], out["leiden_k_clusters"] = ari(truth[mask], codes[mask]), int(adata.uns[key]["n_clusters"])
     out["knn_accuracy"] = knn_accuracy(X[mask], truth[mask], k=5)
     return out
 
@@ -225,7 +232,8 @@ def main() -> None:
     frame = pd.DataFrame(rows)
     columns = ["kmeans_purity", "kmeans_nmi", "kmeans_ari", "leiden_stability_purity", "leiden_stability_nmi", "leiden_stability_ari",
                "leiden_stability_clusters",
-               "leiden_silhouette_purity", "leiden_silhouette_clusters", "knn_accuracy", "seconds"]
+               "leiden_silhouette_purity", "leiden_silhouette_clusters", "leiden_k_purity", "leiden_k_nmi", "leiden_k_ari",
+               "leiden_k_clusters", "knn_accuracy", "seconds"]
     summary = frame.groupby("representation", sort=False)[columns].agg(["mean", "std"])
     table = pd.DataFrame({"representation": summary.index})
     for column in columns:

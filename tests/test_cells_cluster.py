@@ -74,3 +74,15 @@ def test_leiden_stability_scan_picks_the_finest_reproducible_partition(blobs):
     assert sc.tl.evaluate_cells(blobs)["purity"] == 1.0
     with pytest.raises(ValueError, match="Invalid option `gap` for `criterion`"):
         sc.tl.leiden_cells(blobs, use_rep="X_rep", resolution="scan", criterion="gap")
+
+
+def test_leiden_n_clusters_finds_the_resolution_of_that_many_clusters(blobs):
+    sc.tl.leiden_cells(blobs, use_rep="X_rep", n_clusters=3, n_neighbors=10, neighbors_method="gauss")
+    info = blobs.uns["leiden"]
+    assert info["n_clusters"] == 3 and blobs.obs["leiden"].nunique() == 3
+    assert info["scan"][-1]["resolution"] == info["resolution"] and info["params"]["n_clusters"] == 3
+    assert sc.tl.evaluate_cells(blobs)["purity"] == 1.0
+    sc.tl.leiden_cells(blobs, use_rep="X_rep", n_clusters=6, n_neighbors=10, neighbors_method="gauss")
+    assert blobs.obs["leiden"].nunique() == 6
+    with pytest.raises(ValueError, match="`n_clusters` must be an integer in \\[2, n_cells - 1\\]"):
+        sc.tl.leiden_cells(blobs, use_rep="X_rep", n_clusters=1)

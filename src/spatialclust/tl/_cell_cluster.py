@@ -29,6 +29,8 @@ DEFAULT_RESOLUTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
 SCAN_CRITERIA = ("silhouette", "stability")
 #: Leiden seeds compared by the stability criterion.
 _STABILITY_SEEDS = 3
+#: Leiden runs of the resolution search for a given number of clusters.
+_BISECTION_STEPS = 30
 
 
 def _representation(adata: ad.AnnData, use_rep: str) -> np.ndarray:
@@ -47,6 +49,7 @@ def leiden_cells(
     resolutions: Sequence[float] = DEFAULT_RESOLUTIONS,
     criterion: str = "silhouette",
     stability_threshold: float = 0.9,
+    n_clusters: int | None = None,
     n_neighbors: int = 15,
     neighbors_method: str = "umap",
     random_state: int = 0,
@@ -71,6 +74,12 @@ def leiden_cells(
         partition; the most stable one if none reaches the threshold).
     stability_threshold
         Minimum mean pairwise ARI of the stability criterion.
+    n_clusters
+        When given, ``resolution`` and ``criterion`` are not used: the resolution is found by bisection
+        (in ``[0.01, 10]``, at most ``_BISECTION_STEPS`` Leiden runs) so that Leiden gives this many
+        clusters, as k-means is given its k; if no resolution gives exactly ``n_clusters``, the closest
+        count is kept, with a warning. For comparing representations at the same number of clusters
+        (purity grows with the number of clusters).
     n_neighbors
         Neighbours of the kNN graph (scanpy default 15).
     neighbors_method
@@ -95,6 +104,8 @@ def leiden_cells(
         raise invalid_option(criterion, "criterion", list(SCAN_CRITERIA))
     if not 0 < stability_threshold <= 1:
         raise ValueError(f"`stability_threshold` must be in (0, 1], got {stability_threshold!r}.")
+    if n_clusters is not None and not (isinstance(n_clusters, (int, np.integer)) and 2 <= n_clusters < adata.n_obs):
+        raise ValueError(f"`n_clusters` must be an integer in [2, n_cells - 1] = [2, {adata.n_obs - 1}], got {n_clusters!r}.")
     X = _representation(adata, use_rep)
     if not np.isfinite(X).all():
         raise ValueError(f"obsm[{use_rep!r}] contains NaN or infinite values.")
@@ -115,7 +126,9 @@ def leiden_cells(
         return adata.obs[key_added].cat.codes.to_numpy()
 
     scan: list[dict[str, Any]] = []
-    if isinstance(resolution, str):
+    if n_clusters is not None:
+        chosen = _bisect_resolution(run, int(n_clusters), scan)
+    elif isinstance(resolution, str):
         if resolution != "scan":
             raise ValueError(f"`resolution` must be a positive number or 'scan', got {resolution!r}.")
         if not resolutions:
@@ -153,11 +166,33 @@ def leiden_cells(
         "scan": scan,
         _keys.PARAMS: {
             "resolution": resolution, "criterion": criterion, "stability_threshold": stability_threshold,
-            "n_neighbors": n_neighbors, "neighbors_method": neighbors_method,
+            "n_clusters": n_clusters, "n_neighbors": n_neighbors, "neighbors_method": neighbors_method,
             "random_state": random_state,
         },
     }
     logger.info("leiden on %s (resolution %.2f): %d clusters", use_rep, chosen, int(labels.max()) + 1)
+
+
+def _bisect_resolution(run: Any, n_clusters: int, scan: list[dict[str, Any]]) -> float:
+    """The resolution at which ``run(resolution)`` gives ``n_clusters`` clusters, by bisection on a log
+    scale (the count grows with the resolution, not strictly); every try is appended to ``scan``."""
+    import warnings
+
+    low, high = 0.01, 10.0
+    best: tuple[int, float] | None = None
+    for _ in range(_BISECTION_STEPS):
+        res = float(np.sqrt(low * high))
+        found = int(run(res).max()) + 1
+        scan.append({"resolution": res, "n_clusters": found, "silhouette": float("nan"), "stability": float("nan")})
+        if best is None or abs(found - n_clusters) < abs(best[0] - n_clusters):
+            best = (found, res)
+        if found == n_clusters:
+            return res
+        low, high = (res, high) if found < n_clusters else (low, res)
+    assert best is not None
+    warnings.warn(f"Leiden gave no resolution with exactly {n_clusters} clusters; kept {best[0]} clusters "
+                  f"(resolution {best[1]:.3g}).", UserWarning, stacklevel=3)
+    return best[1]
 
 
 def evaluate_cells(
