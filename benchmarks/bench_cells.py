@@ -81,22 +81,19 @@ def _score(adata, rep: str, truth: np.ndarray, args, *, subset=None) -> dict[str
     codes = KMeans(k, n_init=10, random_state=args.seed_now).fit_predict(X)
     out["kmeans_purity"], out["kmeans_nmi"] = purity(truth[mask], codes[mask]), nmi(truth[mask], codes[mask])
     out["kmeans_ari"] = ari(truth[mask], codes[mask])
-    for criterion in ("stability", "silhouette"):
-        key = f"leiden_{rep}_{criterion}"
-        sc.tl.leiden_cells(adata, use_rep=rep, resolution="scan", criterion=criterion, neighbors_method=args.neighbors_method,
-                           random_state=args.seed_now, key_added=key)
+    # label-free scans, and the resolution giving k clusters (the k of k-means: scores at a matched count)
+    leiden = {"stability": {"resolution": "scan", "criterion": "stability"},
+              "silhouette": {"resolution": "scan", "criterion": "silhouette"}, "k": {"n_clusters": k}}
+    for name, params in leiden.items():
+        key = f"leiden_{rep}_{name}"
+        sc.tl.leiden_cells(adata, use_rep=rep, neighbors_method=args.neighbors_method, random_state=args.seed_now,
+                           key_added=key, **params)
         codes = adata.obs[key].cat.codes.to_numpy()
-        out[f"leiden_{criterion}_purity"] = purity(truth[mask], codes[mask])
-        out[f"leiden_{criterion}_nmi"] = nmi(truth[mask], codes[mask])
-        out[f"leiden_{criterion}_ari"] = ari(truth[mask], codes[mask])
-        out[f"leiden_{criterion}_clusters"] = int(adata.uns[key]["n_clusters"])
-        out[f"leiden_{criterion}_resolution"] = float(adata.uns[key]["resolution"])
-    key = f"leiden_{rep}_k"  # at the resolution giving k clusters, the k of k-means: scores at a matched count
-    sc.tl.leiden_cells(adata, use_rep=rep, n_clusters=k, neighbors_method=args.neighbors_method, random_state=args.seed_now,
-                       key_added=key)
-    codes = adata.obs[key].cat.codes.to_numpy()
-    out["leiden_k_purity"], out["leiden_k_nmi"] = purity(truth[mask], codes[mask]), nmi(truth[mask], codes[mask])
-    out["leiden_k_ari"], out["leiden_k_clusters"] = ari(truth[mask], codes[mask]), int(adata.uns[key]["n_clusters"])
+        out[f"leiden_{name}_purity"] = purity(truth[mask], codes[mask])
+        out[f"leiden_{name}_nmi"] = nmi(truth[mask], codes[mask])
+        out[f"leiden_{name}_ari"] = ari(truth[mask], codes[mask])
+        out[f"leiden_{name}_clusters"] = int(adata.uns[key]["n_clusters"])
+        out[f"leiden_{name}_resolution"] = float(adata.uns[key]["resolution"])
     out["knn_accuracy"] = knn_accuracy(X[mask], truth[mask], k=5)
     return out
 

@@ -10,6 +10,7 @@ accuracy are reported next to purity.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -176,8 +177,6 @@ def leiden_cells(
 def _bisect_resolution(run: Any, n_clusters: int, scan: list[dict[str, Any]]) -> float:
     """The resolution at which ``run(resolution)`` gives ``n_clusters`` clusters, by bisection on a log
     scale (the count grows with the resolution, not strictly); every try is appended to ``scan``."""
-    import warnings
-
     low, high = 0.01, 10.0
     best: tuple[int, float] | None = None
     for _ in range(_BISECTION_STEPS):
