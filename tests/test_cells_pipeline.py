@@ -57,9 +57,12 @@ def test_cli_cells_run_end_to_end(tmp_path):
     assert table["knn_accuracy"].iloc[1] > table["knn_accuracy"].iloc[0]
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["seed"] == 1 and resolved["cluster"]["resolution"] == 0.8
+    # the pseudo-labels have their own resolution (default: the stability scan), the rest is `cluster`'s
+    assert resolved["metric_learning"]["self_labelled"]["resolution"] == "scan"
     adata = anndata.read_h5ad(out / "results.h5ad")
     assert "leiden_features+nca" in adata.obs and adata.obsm["X_nca"].shape == (42, 6)
     assert adata.uns["X_self_lfda"]["label_rep"] == "X_pixels_pca" and adata.obs["X_self_lfda_pseudo_labels"].notna().sum() > 0
+    assert adata.uns["X_self_lfda"]["params"]["resolution"] == "scan" and adata.uns["leiden_pixels"]["resolution"] == 0.8
     assert sc.io.cell_image_stack(adata).shape[:2] == (42, 3)
     html = (out / "report.html").read_text()
     assert "features+nca: example cells per cluster" in html
@@ -98,6 +101,9 @@ def test_cells_config_rejects_unknown_keys_and_methods(tmp_path):
         load_config({"embedding": ["clip"]}, pipeline="cells")
     result = CliRunner().invoke(app, ["cells", "run", "-o", str(tmp_path / "x"), "--set", "cluster.resolution=-1"])
     assert result.exit_code == 1 and "cluster.resolution" in result.output
+    with pytest.raises(ValueError, match="metric_learning.self_labelled.resolution"):
+        load_config({"metric_learning": {"self_labelled": {"resolution": "auto"}}}, pipeline="cells")
+    assert load_config({}, pipeline="cells")["cluster"]["resolution"] == 1.0  # the paper's fixed resolution
 
 
 def test_cells_run_with_labels_of_one_class_skips_metric_learning(tmp_path, caplog):

@@ -152,7 +152,7 @@ def build_representations(adata: ad.AnnData, cfg: Mapping[str, Any], run_dir: Pa
             try:
                 tl.self_labelled_metric(
                     adata, method, use_rep="X_pca", label_rep=self_labelled["label_rep"],
-                    confident_fraction=self_labelled["confident_fraction"], resolution=c["resolution"],
+                    confident_fraction=self_labelled["confident_fraction"], resolution=self_labelled["resolution"],
                     resolutions=c["resolutions"], criterion=c["criterion"], stability_threshold=c["stability_threshold"],
                     n_neighbors=c["n_neighbors"], neighbors_method=c["neighbors_method"], n_components=ml["n_components"],
                     max_iter=ml["max_iter"], random_state=seed, key_added=key,

@@ -270,6 +270,7 @@ def validate_cells_config(config: Mapping[str, Any]) -> dict[str, Any]:
     cfg["embedding"] = expanded
     validate_sections(cfg, {**_CELLS_CONSTRAINTS,
         "cluster.resolution": [POSITIVE, "scan"], "cluster.criterion": [*tl.SCAN_CRITERIA],
+        "metric_learning.self_labelled.resolution": [POSITIVE, "scan"],
         "features.feature_set": [*tl.FEATURE_SETS], "features.background": [*tl.BACKGROUNDS],
     }, error=ConfigError)
     resolutions = cfg["cluster"]["resolutions"]
