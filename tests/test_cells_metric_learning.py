@@ -33,6 +33,18 @@ def test_each_learner_improves_knn_accuracy(method, params):
     assert after > before + 0.2, (method, before, after)
 
 
+@pytest.mark.parametrize("method", ["nca", "mlkr"])
+def test_learners_do_not_depend_on_the_units_of_the_input(method):
+    """Raw-pixel PCA has squared distances ~1e7, where NCA's softmax (and MLKR's kernel) saturates and
+    NCA used to stop at its identity initialisation; the input is rescaled to unit mean variance."""
+    X, y = _informative_plus_noise()
+    small = MetricLearner(method, max_iter=30, random_state=0).fit(X, y)
+    large = MetricLearner(method, max_iter=30, random_state=0).fit(3000.0 * X, y)
+    np.testing.assert_allclose(large.transform(3000.0 * X), small.transform(X), rtol=1e-6, atol=1e-6)
+    assert large.scale_ == pytest.approx(3000.0 * small.scale_)
+    assert sc.metrics.knn_accuracy(large.transform(3000.0 * X), y, k=5) > sc.metrics.knn_accuracy(X, y, k=5) + 0.2
+
+
 def test_metric_learning_on_anndata_with_labelled_subset():
     cells = sc.tl.cell_features(sc.datasets.simulate_cells(45, seed=2))
     sc.tl.cell_pca(cells, n_comps=6, umap=False)

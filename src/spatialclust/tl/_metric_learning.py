@@ -143,11 +143,15 @@ class MetricLearner(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     estimator_
-        The fitted scikit-learn / metric-learn estimator.
+        The fitted scikit-learn / metric-learn estimator (on ``X / scale_``).
+    scale_
+        Root mean feature variance of the labelled cells; ``X`` is divided by it before fitting, so
+        that distances are on the unit scale the learners assume (NCA's softmax, MLKR's kernel and
+        LMNN's margin), whatever the units of ``X``.
     classes_
         Class labels seen in ``fit``.
     components_
-        ``(n_components, n_features)`` learned linear map.
+        ``(n_components, n_features)`` learned linear map of ``X`` (the scaling included).
     n_features_in_
         Input dimension.
 
@@ -203,17 +207,24 @@ class MetricLearner(TransformerMixin, BaseEstimator):
             **dict(self.params or {}),
         )
         target = codes.astype(np.float64) if self.method == "mlkr" else codes
+        # NCA's softmax over squared distances and MLKR's Gaussian kernel saturate when distances are
+        # large (the PCA of raw pixels: squared distances ~1e7, where NCA stops at its identity
+        # initialisation), and LMNN's margin is one unit: one global factor brings the mean feature
+        # variance to 1 before fitting. It keeps the geometry (a scalar); components_ include it.
+        scale = float(np.sqrt(X[known].var(axis=0).mean()))
+        scale = scale if scale > 0 else 1.0
         logger.info("fitting %s on %d labelled cells (%d classes, %d features)", self.method, known.sum(), len(classes), X.shape[1])
         with warnings.catch_warnings():
             # LFDA asks ARPACK for all eigenvectors when n_components is the input dimension; scipy
             # warns and solves densely instead, which is the intended result
             warnings.filterwarnings("ignore", message="k >= N for N \\* N square matrix", category=RuntimeWarning)
-            estimator.fit(X[known], target)
+            estimator.fit(X[known] / scale, target)
         if not np.isfinite(estimator.components_).all():
             raise ValueError(f"{self.method} produced a non-finite metric; reduce `n_components` or check the features.")
         self.estimator_ = estimator
         self.classes_ = np.asarray(classes)
-        self.components_ = np.asarray(estimator.components_)
+        self.scale_ = scale
+        self.components_ = np.asarray(estimator.components_) / scale
         self.n_features_in_ = X.shape[1]
         return self
 
