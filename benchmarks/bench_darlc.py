@@ -22,6 +22,10 @@ themselves (so all methods are scored in one space; lower is better), NMI/ARI/ac
 truth exists (simulated data), the number of high/medium-quality clusters by spectral angle
 mapper, and wall time. ``--ablations`` adds the Table 4 switches on the first dataset.
 
+The real datasets come from the ``sc.datasets`` loaders: ``legacy_st`` (hippo1, mob1) and
+``mouse_bladder`` (bladder), downloaded into their cache when absent, or read from ``--data-path``;
+one that cannot be downloaded is skipped with a note.
+
 Example (the figures in docs/benchmarks.md)::
 
     python benchmarks/bench_darlc.py --datasets simulated hippo1 mob1 bladder --ablations \
@@ -43,8 +47,7 @@ import numpy as np
 
 import spatialclust as sc
 from spatialclust.tl._darlc import DARLCEmbedder, scale_images, seeding_similarity
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from _public_data import bladder_grid, load_public, subfolder
 
 ABLATIONS = {
     "DARLC-full": {},
@@ -58,28 +61,28 @@ ABLATIONS = {
 SECTIONS = {"hippo1": "Hippo1", "mob1": "MOB1"}
 
 
-def load(name: str, n_genes: int, seed: int):
-    """Preprocessed AnnData of one benchmark dataset."""
+def load(name: str, n_genes: int, seed: int, data_path: Path | None):
+    """Preprocessed AnnData of one benchmark dataset (None: a real dataset that is not available)."""
     if name == "simulated":
         adata = sc.datasets.simulate_st(shape=(32, 32), n_patterns=5, genes_per_pattern=30, seed=seed)
         sc.pp.preprocess_st(adata, min_spots=10)
         return adata
-    if name in SECTIONS:
-        adata = sc.io.read_legacy_st(SHARED / "st_legacy_stutility" / f"{SECTIONS[name]}.h5ad")
-        sc.pp.preprocess_st(adata, n_top_genes=n_genes)
-        return adata
-    if name.endswith("_families") and name.removesuffix("_families") in SECTIONS:
-        adata = sc.io.read_legacy_st(SHARED / "st_legacy_stutility" / f"{SECTIONS[name.removesuffix('_families')]}.h5ad")
+    if name.removesuffix("_families") in SECTIONS:
+        adata = load_public("legacy_st", SECTIONS[name.removesuffix("_families")], path=subfolder(data_path, "legacy_st"))
+        if adata is None:
+            return None
+        if name in SECTIONS:
+            sc.pp.preprocess_st(adata, n_top_genes=n_genes)
+            return adata
         sc.pp.preprocess_st(adata, drop_mito=False)
         family = sc.metrics.gene_families(adata.var["gene_name"].astype(str).to_numpy())
         adata = adata[:, family != ""].copy()
         adata.var[sc._keys.PATTERN] = family[family != ""]
         return adata
     if name == "bladder":
-        with np.load(SHARED / "msi_mouse_bladder" / "bladder_cube.npz") as f:
-            cube, mz, seg = f["cube"], f["mz"], f["ssc_segments"]
-        adata = sc.io.images_to_adata(cube, mz=mz, mask=seg >= 0)
-        sc.pp.preprocess_ion_images(adata, normalize="tic")
+        adata = bladder_grid(subfolder(data_path, "mouse_bladder"))
+        if adata is not None:
+            sc.pp.preprocess_ion_images(adata, normalize="tic")
         return adata
     raise ValueError(f"unknown dataset {name!r}")
 
@@ -143,11 +146,13 @@ def member_figure(images: np.ndarray, labels: np.ndarray, flat: np.ndarray, path
     plt.close(fig)
 
 
-def run_dataset(name: str, args) -> dict:
+def run_dataset(name: str, args) -> dict | None:
     import torch
 
     torch.set_num_threads(args.threads)
-    adata = load(name, args.n_genes, args.seed)
+    adata = load(name, args.n_genes, args.seed, args.data_path)
+    if adata is None:
+        return None
     images = sc.pp.feature_images(adata)
     mask = sc.pp.tissue_mask_image(adata)
     truth = adata.var[sc._keys.PATTERN].to_numpy() if sc._keys.PATTERN in adata.var else None
@@ -215,7 +220,7 @@ DBI_TRAININGS = {  # input scaling x augmentation: the two switches that change 
 DBI_DOFS = (1.0, 3.0, 10.0, float("inf"))  # fixed Student's t degrees of freedom (inf: Gaussian mixture)
 
 
-def dbi_ablation(name: str, args) -> list[dict]:
+def dbi_ablation(name: str, args) -> list[dict] | None:
     """Why DARLC loses DBI-E to k-means on the raw images: every trained embedding clustered several ways.
 
     For each training in :data:`DBI_TRAININGS`, the encoder embedding is clustered by k-means
@@ -230,7 +235,9 @@ def dbi_ablation(name: str, args) -> list[dict]:
     from spatialclust.models import StudentMixture
 
     torch.set_num_threads(args.threads)
-    adata = load(name, args.n_genes, args.seed)
+    adata = load(name, args.n_genes, args.seed, args.data_path)
+    if adata is None:
+        return None
     images, mask = sc.pp.feature_images(adata), sc.pp.tissue_mask_image(adata)
     truth = adata.var[sc._keys.PATTERN].to_numpy() if sc._keys.PATTERN in adata.var else None  # the gene families
     flat = image_matrix(images, mask)
@@ -295,6 +302,10 @@ def main() -> None:
     parser.add_argument("--dbi-trainings", nargs="+", default=list(DBI_TRAININGS), choices=list(DBI_TRAININGS),
                         help="trainings of the DBI ablation")
     parser.add_argument("--dbi-clusters", type=int, nargs="+", default=[5, 3, 8], help="numbers of clusters of the DBI ablation")
+    parser.add_argument("--data-path", type=Path, default=None, metavar="PATH",
+                        help="folder with the converted public data in subfolders st_legacy_stutility/ (Hippo1.h5ad, "
+                             "MOB1.h5ad) and msi_mouse_bladder/ (bladder_cube.npz); default: the sc.datasets cache "
+                             "($SPATIALCLUST_DATA), downloading what is missing")
     parser.add_argument("--json", type=Path, default=None, help="write all figures to this JSON file")
     parser.add_argument("--figures", type=Path, default=None, help="folder for example member images per cluster")
     args = parser.parse_args()

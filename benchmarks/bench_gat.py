@@ -12,6 +12,9 @@ Times full-batch training epochs (forward, backward, Adam step) of
 Both start from the same weights; the reconstructions after the timed epochs are compared to
 show that they compute the same thing.
 
+The bladder data come from ``sc.datasets.mouse_bladder``: its cache, downloaded when absent, or the
+folder given with ``--data-path``; when they cannot be downloaded the benchmark says so and stops.
+
 Example (the figures in docs/benchmarks.md)::
 
     python benchmarks/bench_gat.py --dataset bladder --epochs 3 --json gat.json
@@ -30,8 +33,7 @@ import torch
 import spatialclust as sc
 from spatialclust.models._gat import _build_module, pixel_graph
 from spatialclust.tl._darlc import scale_images
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from _public_data import bladder_grid
 
 
 def per_edge_attention(h, w, a_s, a_r, edges):
@@ -46,10 +48,12 @@ def per_edge_layer(self, h, w, att, edges):
     return self._propagate(h @ w, att, edges)
 
 
-def load(name: str):
+def load(name: str, data_path: Path | None):
+    """Scaled feature images and tissue mask of the dataset, or None when the bladder data are not available."""
     if name == "bladder":
-        with np.load(SHARED / "msi_mouse_bladder" / "bladder_cube.npz") as f:
-            adata = sc.io.images_to_adata(f["cube"], mz=f["mz"], mask=f["ssc_segments"] >= 0)
+        adata = bladder_grid(data_path)
+        if adata is None:
+            return None
         sc.pp.preprocess_ion_images(adata, normalize="tic")
     else:
         adata = sc.datasets.simulate_st(shape=(64, 64), n_patterns=5, genes_per_pattern=30, seed=0)
@@ -85,10 +89,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-path", type=Path, default=None, metavar="PATH",
+                        help="folder holding the bladder's converted bladder_cube.npz (default: the sc.datasets cache, "
+                             "$SPATIALCLUST_DATA, downloading it when missing)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    images, mask = load(args.dataset)
+    loaded = load(args.dataset, args.data_path)
+    if loaded is None:
+        return
+    images, mask = loaded
     out = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     recon = {}
     for implementation in ("package", "per-edge"):

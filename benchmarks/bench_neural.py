@@ -15,7 +15,8 @@ Example::
 ``--part ablation`` (issue 12): what each change to the neural ion images buys, next to the raw
 baseline (``regular``), on the realistic simulator (``simulate_msi(realism="real")``, 13 classes;
 ``--n-ions`` monoisotopic ions to keep CPU time bounded) and on the measured mouse urinary bladder
-data (``../shared/data``; skipped when absent). Per configuration: k-means ACC / NMI at 13 classes,
+data (``sc.datasets.mouse_bladder``: its cache, downloaded when absent, or ``--data-path``; skipped
+with a note when it cannot be downloaded). Per configuration: k-means ACC / NMI at 13 classes,
 thinned-partner recall@1/@10 and co-clustered fraction (``sc.metrics.thinned_partner_check``,
 k-means at 13 / 10 clusters), on the bladder also the isotopic recall of k-means at 10 clusters and
 the isotope-partner recall@5 in the embedding (11 pairs 1.0034 Da apart), and the embedding wall time.
@@ -31,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-BLADDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "msi_mouse_bladder" / "bladder_cube.npz"
 #: New defaults (conditioning, concatenated patches, L2) and the paper's original configuration.
 CONDITIONING = dict(denoise="gaussian", denoise_size=3.0, clip_percentile=99.0, contrast="minmax")
 #: The configuration of seed 000 (every option of the embedder given, so that defaults do not leak in).
@@ -88,16 +88,14 @@ def make_embedder(spec, threads: int):
 
 def ablation_datasets(args):
     import spatialclust as sc
+    from _public_data import bladder_grid
 
     for seed in args.seeds if "simulated" in args.datasets else []:
         adata = sc.datasets.simulate_msi(realism="real", n_ions=args.n_ions, n_matrix_ions=args.n_ions // 15, seed=seed)
         yield f"simulated seed {seed}", adata, 13, seed
-    if "bladder" in args.datasets and BLADDER.exists():
-        with np.load(BLADDER) as f:
-            adata = sc.io.images_to_adata(f["cube"], mz=f["mz"], pixel_size=10.0)
+    adata = bladder_grid(args.data_path, pixel_size=10.0) if "bladder" in args.datasets else None
+    if adata is not None:
         yield "bladder", adata, 10, 0
-    elif "bladder" in args.datasets:
-        print(f"(bladder data not found at {BLADDER}: skipped)")
 
 
 def isotope_neighbour_recall(features: np.ndarray, pairs: np.ndarray, k: int = 5) -> float:
@@ -169,6 +167,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="simulation seeds (ablation)")
     parser.add_argument("--n-ions", type=int, default=150, help="monoisotopic on-tissue ions (ablation)")
     parser.add_argument("--datasets", nargs="+", default=["simulated", "bladder"], help="ablation datasets")
+    parser.add_argument("--data-path", type=Path, default=None, metavar="PATH",
+                        help="ablation: folder holding the bladder's converted bladder_cube.npz (default: the sc.datasets "
+                             "cache, $SPATIALCLUST_DATA, downloading it when missing)")
     parser.add_argument("--only", nargs="*", default=None, help="ablation rows whose label contains one of these")
     parser.add_argument("--gamma", type=float, nargs=2, default=None, help="contrast change of the partners (ablation)")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="registered backbone (default: %(default)s)")

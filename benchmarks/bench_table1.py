@@ -10,7 +10,8 @@ the simulated data with its known pattern classes, the clustering accuracy (Hung
 
 Datasets: ``simulated`` (``sc.datasets.simulate_msi(seed=0)``, 140 ion images, 6 patterns + matrix,
 known 13C isotope pairs) and ``bladder`` (mouse urinary bladder, 79 ion images, 10 µm pixels,
-``../shared/data/msi_mouse_bladder/bladder_cube.npz``).
+``sc.datasets.mouse_bladder``: its cache, downloaded when absent, or the folder ``--data-path``;
+skipped with a note when it cannot be downloaded).
 
 Example::
 
@@ -24,8 +25,6 @@ import json
 import time
 from pathlib import Path
 
-BLADDER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "msi_mouse_bladder" / "bladder_cube.npz"
-
 #: Per dataset: k of k-means and the neural patch side (µm).
 DEFAULTS = {
     "simulated": {"k": 7, "patch_size_um": 640.0},  # 32 px of 20 µm (image 64 x 64 px = 1.3 mm)
@@ -33,14 +32,17 @@ DEFAULTS = {
 }
 
 
-def load(name: str):
+def load(name: str, data_path: str | None):
+    """The preprocessed dataset, or None when the bladder data are not available."""
     import spatialclust as sc
+    from _public_data import load_public
 
     if name == "simulated":
         adata = sc.datasets.simulate_msi(seed=0)
     elif name == "bladder":
-        # the converted files of the development machines when present, else downloaded and cached
-        adata = sc.datasets.mouse_bladder(path=BLADDER if BLADDER.is_file() else None)
+        adata = load_public("mouse_bladder", path=data_path)
+        if adata is None:
+            return None
     else:
         raise SystemExit(f"unknown dataset {name!r}; use simulated or bladder")
     sc.pp.preprocess_ion_images(adata)
@@ -50,7 +52,9 @@ def load(name: str):
 def run(name: str, args: argparse.Namespace) -> list[dict]:
     import spatialclust as sc
 
-    adata = load(name)
+    adata = load(name, args.data_path)
+    if adata is None:
+        return []
     settings = DEFAULTS[name]
     k = args.k or settings["k"]
     timings = {}
@@ -130,6 +134,9 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["simulated", "bladder"], help="simulated and/or bladder")
+    parser.add_argument("--data-path", default=None, metavar="PATH",
+                        help="folder holding the bladder's converted bladder_cube.npz (default: the sc.datasets cache, "
+                             "$SPATIALCLUST_DATA, downloading it when missing)")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="neural backbone (default: %(default)s)")
     parser.add_argument("--patch-size-um", type=float, default=None, help="neural patch side in µm (default: per dataset)")
     parser.add_argument("--overlap", type=float, default=0.5)
@@ -147,7 +154,8 @@ def main() -> None:
 
     settings["show_progress_bar"] = False
     rows = [row for name in args.datasets for row in run(name, args)]
-    print(markdown(rows))
+    if rows:
+        print(markdown(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -15,7 +15,9 @@ Datasets:
   behind the MLP stage 1, with seconds per fold;
 - ``timing``: transformer seconds per epoch vs number of genes, module tokens vs one token per gene.
 
-Prints Markdown and writes it to --output. Real datasets are skipped (with a note) when absent.
+Prints Markdown and writes it to --output. The real datasets come from the ``sc.datasets`` loaders
+``lung_godfrey`` and ``mouse_brain_vicari``: their cache, downloaded when absent, or the folder
+``--data``; one that cannot be loaded is skipped with a note.
 
 Example::
 
@@ -28,14 +30,13 @@ import argparse
 import time
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 
 import spatialclust as sc
 from spatialclust._keys import SECTION, SPATIAL
+from _public_data import load_public, subfolder
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BRAIN_SECTIONS = ["V11L12-109_A1", "V11L12-109_B1", "V11L12-109_C1", "V11T16-085_A1", "V11T16-085_B1", "V11T16-085_C1"]
 GATED = {"regime": "gated", "n_sections": 4, "shape": (40, 40), "n_genes": 300, "n_metabolites": 8}
 row_name = sc.translate.row_name
@@ -51,8 +52,7 @@ def markdown(frame: pd.DataFrame, *, index: bool = False) -> str:
 
 
 def load(name: str, args, **simulate):
-    """``(st, msi, folds)`` paired, or None when the real data folder is absent."""
-    data = Path(args.data)
+    """``(st, msi, folds)`` paired, or None when the real data are not available."""
     if name in ("simulated", "gated"):
         kwargs = {**(GATED if name == "gated" else {}), **simulate}
         if name == "gated" and args.gated_side and "shape" not in simulate:
@@ -60,18 +60,15 @@ def load(name: str, args, **simulate):
         st, msi = sc.datasets.simulate_paired_st_msi(seed=args.seed, **kwargs)
         return (*sc.translate.pair(st, msi), "sections" if name == "gated" else "blocks")
     if name == "lung":
-        folder = data / "st_msi_lung_godfrey"
-        if not folder.is_dir():
+        loaded = load_public("lung_godfrey", path=subfolder(args.data, "lung_godfrey"))
+        return None if loaded is None else (*sc.translate.pair(*loaded), "blocks")
+    pairs = []
+    for s in BRAIN_SECTIONS:
+        loaded = load_public("mouse_brain_vicari", s, n_features=int(args.brain_features.removesuffix("feat")),
+                             path=subfolder(args.data, "mouse_brain_vicari"))
+        if loaded is None:
             return None
-        return (*sc.translate.pair(ad.read_h5ad(folder / "st.h5ad"), ad.read_h5ad(folder / "msi.h5ad")), "blocks")
-    folder = data / "st_msi_mouse_brain_vicari"
-    if not folder.is_dir():
-        return None
-    pairs = [
-        sc.translate.pair(ad.read_h5ad(folder / f"st_{s}_{args.brain_features}.h5ad"),
-                          ad.read_h5ad(folder / f"msi_{s}_{args.brain_features}.h5ad"))
-        for s in BRAIN_SECTIONS
-    ]
+        pairs.append(sc.translate.pair(*loaded))
     return (*sc.translate.concatenate_sections(pairs, BRAIN_SECTIONS), "sections")
 
 
@@ -147,7 +144,7 @@ def guarantee(result, presence_models, intensity_models) -> pd.DataFrame:
 def run(name: str, args) -> str:
     loaded = load(name, args)
     if loaded is None:
-        return f"### {name}: skipped (data folder not found under {args.data})\n"
+        return f"### {name}: skipped (public data not available)\n"
     st, msi, folds = loaded
     X, Y, presence, coords, groups = arrays(st, msi, args)
     names = list(msi.var_names)
@@ -258,7 +255,7 @@ def run_defaults(args) -> str:
     for name in args.real.split(","):
         loaded = load(name, args)
         if loaded is None:
-            parts.append(f"### {name}: skipped (data folder not found under {args.data})\n")
+            parts.append(f"### {name}: skipped (public data not available)\n")
             continue
         st, msi, folds = loaded
         X, Y, presence, coords, groups = arrays(st, msi, args)
@@ -323,7 +320,10 @@ def run_timing(args) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["simulated", "gated", "lung", "brain", "genes", "split", "defaults", "timing", "all"], default="gated")
-    parser.add_argument("--data", default=str(DATA), help="folder with st_msi_lung_godfrey/ and st_msi_mouse_brain_vicari/")
+    parser.add_argument("--data", default=None, metavar="PATH",
+                        help="folder with the converted public data in subfolders st_msi_lung_godfrey/ (st.h5ad, msi.h5ad) "
+                             "and st_msi_mouse_brain_vicari/ (st_<section>_<n>feat.h5ad, msi_<section>_<n>feat.h5ad); "
+                             "default: the sc.datasets cache ($SPATIALCLUST_DATA), downloading what is missing")
     parser.add_argument("--real", default="brain,lung", help="real datasets of --dataset defaults")
     parser.add_argument("--unmasked-only", action="store_true", help="--dataset defaults: stage 2 on all spots only")
     parser.add_argument("--gated-side", type=int, default=None, help="side of the gated sections (default 40)")
