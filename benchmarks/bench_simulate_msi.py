@@ -20,8 +20,8 @@ classes, ~390 ions of 96 px) against the measured mouse urinary bladder data
 (``sc.datasets.mouse_bladder``: its cache, downloaded when absent, or ``--data-path``; skipped with a
 note when it cannot be downloaded): per-image statistics of the raw images (zero fraction,
 neighbour correlation as an SNR proxy, coefficient of variation as contrast, max / 99th percentile
-for hot pixels, spread of the mean intensities in decades) and the raw baseline (k-means on the regular images, ACC / NMI
-against the classes; thinned-partner recall@10 of the regular images).
+for hot pixels, spread of the mean intensities in decades) and the raw baseline (k-means on the
+regular images, ACC / NMI against the classes; thinned-partner recall@10 of the regular images).
 
     python benchmarks/bench_simulate_msi.py --part realism --seeds 0 1 2
 """
