@@ -66,7 +66,25 @@ def test_cli_cells_run_end_to_end(tmp_path):
     assert sc.io.cell_image_stack(adata).shape[:2] == (42, 3)
     html = (out / "report.html").read_text()
     assert "features+nca: example cells per cluster" in html
+    assert "clustered by Leiden at resolution 0.8" in html and "Best without labels:" in html
     assert json.loads((out / "metrics.json").read_text())["n_cells"] == 42
+
+
+def test_cells_report_headline_ranks_by_nmi_with_and_without_labels():
+    from spatialclust.report._cells import _overview
+
+    rows = [("pixels", "none", 0.70, 0.50, 12), ("features", "none", 0.60, 0.55, 7), ("features", "self_lfda", 0.65, 0.60, 7),
+            ("features", "nca", 0.90, 0.80, 7)]
+    table = pd.DataFrame(rows, columns=["representation", "metric_learning", "purity", "nmi", "n_clusters"]).assign(
+        ari=0.4, purity_held_out=[None, None, None, 0.85])
+    text = _overview(table, {"cluster": {"resolution": 1.0, "criterion": "stability"}}, 50)
+    # purity favours the pixels' 12 clusters; NMI ranks the self-labelled metric first among the label-free rows
+    assert "at resolution 1." in text and "Best without labels: features+self_lfda (NMI 0.60" in text
+    assert "against the raw-pixel baseline pixels (NMI 0.50" in text
+    assert "Best with labels (a metric learned on part of them): features+nca" in text and "purity 0.85 on the cells" in text
+    unlabelled = _overview(table[["representation", "metric_learning", "n_clusters"]],
+                           {"cluster": {"resolution": "scan", "criterion": "silhouette"}}, 50)
+    assert "chosen by the silhouette scan" in unlabelled and "No labels, so the scores cannot rank" in unlabelled
 
 
 def test_cells_run_on_tiff_folder_without_embeddings(tmp_path):
