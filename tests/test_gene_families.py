@@ -40,3 +40,14 @@ def test_coherence_min_genes_and_errors():
         sc.metrics.gene_family_coherence(labels[:-1], NAMES)
     with pytest.raises(ValueError, match="matches the families"):
         sc.metrics.gene_families(["Rpl4"], {"a": "^Rp", "b": "^R"})
+
+
+def test_marker_genes_of_the_olfactory_bulb_layers_are_families():
+    layers = sc.metrics.MARKER_GENES["mouse_olfactory_bulb"]
+    names = ["S100a5", "Fabp7", "Gng13", "Cdhr1", "Slc17a7", "Reln", "Penk", "Gad1", "Meis2", "Mbp", "Penk2", "Gad2"]
+    fam = sc.metrics.gene_families(names, layers)
+    assert list(fam) == ["olfactory nerve layer"] * 3 + ["mitral cell layer"] * 3 + ["granule cell layer"] * 3 + [""] * 3
+    # a clustering that merges two layers keeps each layer together but loses NMI
+    merged = sc.metrics.gene_family_coherence([0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2], names, families=layers)
+    exact = sc.metrics.gene_family_coherence([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3], names, families=layers)
+    assert exact["nmi"] == pytest.approx(1.0) and merged["coherence"] == pytest.approx(1.0) and merged["nmi"] < 0.8

@@ -2,7 +2,7 @@
 label-free abundance-thinned partner check."""
 
 from ._evaluate import evaluate_clustering
-from ._families import GENE_FAMILIES, gene_families, gene_family_coherence
+from ._families import GENE_FAMILIES, MARKER_GENES, gene_families, gene_family_coherence
 from ._external import ari, clustering_accuracy, contingency, nmi, purity
 from ._internal import davies_bouldin, knn_purity, pearson_distance, silhouette
 from ._isotopes import (
@@ -22,6 +22,7 @@ from ._thinning import ThinnedPartnerResult, partner_recall, thin_counts, thinne
 __all__ = [
     "C13_SHIFT",
     "GENE_FAMILIES",
+    "MARKER_GENES",
     "RIRResult",
     "ThinnedPartnerResult",
     "ari",
