@@ -51,3 +51,24 @@ def test_marker_genes_of_the_olfactory_bulb_layers_are_families():
     merged = sc.metrics.gene_family_coherence([0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2], names, families=layers)
     exact = sc.metrics.gene_family_coherence([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3], names, families=layers)
     assert exact["nmi"] == pytest.approx(1.0) and merged["coherence"] == pytest.approx(1.0) and merged["nmi"] < 0.8
+
+
+def test_olfactory_bulb_markers_hold_on_the_real_section():
+    """Every marker gene of MOB1 is closest (Pearson, smoothed log image) to the mean image of its own layer."""
+    from scipy.ndimage import gaussian_filter
+
+    from .conftest import shared_data
+
+    mob = sc.datasets.legacy_st("MOB1", path=shared_data("st_legacy_stutility"))
+    layers = sc.metrics.MARKER_GENES["mouse_olfactory_bulb"]
+    layer = sc.metrics.gene_families(mob.var["gene_name"].astype(str).to_numpy(), layers)
+    markers = mob[:, layer != ""].copy()
+    layer = layer[layer != ""]
+    assert len(layer) == 15
+    images = np.stack([gaussian_filter(np.log1p(image.astype(float)), 1.0) for image in sc.pp.feature_images(markers)])
+    flat = images.reshape(len(layer), -1)
+    flat = (flat - flat.mean(axis=1, keepdims=True)) / flat.std(axis=1, keepdims=True)
+    corr = flat @ flat.T / flat.shape[1]
+    for i, own in enumerate(layer):
+        mean = {name: corr[i, (layer == name) & (np.arange(len(layer)) != i)].mean() for name in layers}
+        assert max(mean, key=mean.get) == own, (markers.var["gene_name"].iloc[i], mean)
