@@ -125,7 +125,7 @@ def test_duplicate_feature_names_fail_in_one_line(tmp_path):
     adata.var_names = ["dup", "dup", *adata.var_names[2:]]
     adata.write_h5ad(tmp_path / "dup.h5ad")
     line = _one_line_error(_run(tmp_path / "dup.h5ad", tmp_path / "run", "-q"))
-    assert "names 1 feature image(s) more than once (e.g. ['dup']); make the names unique" in line
+    assert "dup.h5ad' repeat 1 name(s) (e.g. ['dup']); make them unique first" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dup.h5ad"]
 
 

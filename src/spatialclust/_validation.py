@@ -61,6 +61,7 @@ __all__ = [
     "check_probability",
     "check_random_state",
     "check_range",
+    "check_unique_names",
     "neighbourhood_size",
     "validate_params",
     "validate_sections",
@@ -286,6 +287,18 @@ def check_random_state(random_state: Any) -> int | None:
 # --------------------------------------------------------------------------------------------
 # data checks
 # --------------------------------------------------------------------------------------------
+
+
+def check_unique_names(names: Any, what: str) -> None:
+    """Raise a ValueError when ``names`` (e.g. ``adata.var_names``) repeat: tables, figures and models
+    name their rows by them. ``what`` completes "``<what>`` repeat ... name(s)"."""
+    import pandas as pd
+
+    index = pd.Index(names)
+    if not index.is_unique:
+        repeated = index[index.duplicated()].unique()
+        raise ValueError(f"{what} repeat {len(repeated)} name(s) (e.g. {list(repeated[:3])}); make them unique first "
+                         "(`adata.var_names_make_unique()`), or sum the duplicates.")
 
 
 def check_features(X: Any, *, name: str = "X") -> np.ndarray:

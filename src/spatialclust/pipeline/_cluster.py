@@ -25,6 +25,7 @@ from .._compat import seed_everything
 from .._compute import check_compute, chunked, compute_context, store_matrix
 from .._config import ConfigError
 from .._logging import logger, progress
+from .._validation import check_unique_names
 from .._rundir import (
     CHECKPOINTS_DIR, CLUSTERING_FIGURE, CLUSTERS_FILE, COMPARISON_FILE, EMBEDDINGS, EMBEDDINGS_FIGURE, EMBEDDINGS_FILE,
     FIGURES_DIR, MATRIX_STORE, METRICS_FILE, REPORT_FILE, RESULTS_FILE, run_directory,
@@ -243,10 +244,7 @@ def load_input(section: Mapping[str, Any], *, seed: int) -> tuple[AnnData, str]:
     adata = _call(lambda: io.read(path, **section["read"]), f"reading {str(path)!r} with `input.read`")
     if adata.n_vars < 2:
         raise ValueError(f"Input {str(path)!r} holds {adata.n_vars} feature image(s); clustering needs at least 2.")
-    if not adata.var_names.is_unique:  # every table and figure names the images by var_names
-        repeated = adata.var_names[adata.var_names.duplicated()].unique()
-        raise ValueError(f"Input {str(path)!r} names {len(repeated)} feature image(s) more than once (e.g. "
-                         f"{list(repeated[:3])}); make the names unique first (`adata.var_names_make_unique()`).")
+    check_unique_names(adata.var_names, f"The feature images of input {str(path)!r}")
     return adata, section["name"] or path.name
 
 

@@ -18,6 +18,7 @@ from scipy.spatial import cKDTree
 from .._keys import MATCH_COUNT, MATCH_DISTANCE, MATCH_PIXEL, PAIRING, SECTION, SPATIAL
 from .._logging import logger
 from .._registry import invalid_option
+from .._validation import check_unique_names
 
 __all__ = ["affine_from_landmarks", "concatenate_sections", "pair"]
 
@@ -147,11 +148,8 @@ def pair(
     """
     if method not in _METHODS:
         raise invalid_option(method, "method", _METHODS)
-    for adata, what in ((st, "genes of the ST data"), (msi, "metabolites of the MSI data")):
-        if not adata.var_names.is_unique:  # models, tables and predictions name them by var_names
-            repeated = adata.var_names[adata.var_names.duplicated()].unique()
-            raise ValueError(f"The {what} repeat {len(repeated)} name(s) (e.g. {list(repeated[:3])}); make them "
-                             "unique first (`adata.var_names_make_unique()`), or sum the duplicates.")
+    check_unique_names(st.var_names, "The genes of the ST data")
+    check_unique_names(msi.var_names, "The metabolites of the MSI data")
     if nan_policy not in ("raise", "zero"):
         raise invalid_option(nan_policy, "nan_policy", ("raise", "zero"))
     if radius is not None and not radius > 0:
