@@ -74,6 +74,19 @@ def test_bad_input_different_channel_counts(tmp_path):
         sc.io.read_cell_images(tmp_path / "cells")
 
 
+def test_bad_input_truncated_or_corrupt_tiff(tmp_path, capsys):
+    _write_cells(tmp_path / "cells", [(2, 10, 10), (2, 10, 10)])
+    first = sorted((tmp_path / "cells").glob("*.tif"))[0]
+    first.write_bytes(first.read_bytes()[:8])  # the header survives, the image directory does not
+    with pytest.raises(ValueError, match=r"holds no image data \(a truncated or corrupt TIFF\?\)"):
+        sc.io.read_cell_images(tmp_path / "cells")
+    (tmp_path / "cells" / "junk.tif").write_bytes(b"not a tiff at all")
+    first.unlink()
+    with pytest.raises(ValueError, match="could not be read as TIFF"):
+        sc.io.read_cell_images(tmp_path / "cells")
+    assert "invalid offset" not in capsys.readouterr().err  # tifffile's complaint is in the error, not the console
+
+
 def test_bad_input_empty_images(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         sc.io.cell_images_to_adata([])

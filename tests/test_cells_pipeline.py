@@ -108,6 +108,13 @@ def test_cells_run_on_tiff_folder_without_embeddings(tmp_path):
     assert table.loc[0, "purity"] == pytest.approx(1.0)
 
 
+def test_cells_run_on_an_h5ad_without_images_or_features_fails_clearly(tmp_path):
+    anndata.AnnData(np.zeros((10, 0), dtype=np.float32)).write_h5ad(tmp_path / "nothing.h5ad")
+    with pytest.raises(ValueError, match="holds neither cell images .* nor features in X"):
+        run_cells({**FAST, "input": {"path": str(tmp_path / "nothing.h5ad")}}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_cells_config_rejects_unknown_keys_and_methods(tmp_path):
     with pytest.raises(ValueError, match="Unknown configuration key `cluster.resolutoin`"):
         load_config({"cluster": {"resolutoin": 1}}, pipeline="cells")

@@ -203,19 +203,32 @@ def match_cell_labels(labels: pd.Series, cell_ids: Sequence[str], *, source: str
 
 
 def _read_tiff(path: Path, n_channels: int | None) -> np.ndarray:
+    import logging
+    from logging.handlers import BufferingHandler
+
     import tifffile
 
+    # tifffile logs what it finds wrong in a damaged file and may return an empty array; its
+    # messages go into the error instead of the console
+    handler = BufferingHandler(capacity=1000)
+    tiff_logger = logging.getLogger("tifffile")
+    tiff_logger.addHandler(handler)
+    propagate, tiff_logger.propagate = tiff_logger.propagate, False
     try:
         image = tifffile.imread(path)
     except Exception as err:  # tifffile raises several exception types for corrupt files
         raise ValueError(f"Cell image {str(path)!r} could not be read as TIFF: {err}") from err
+    finally:
+        tiff_logger.removeHandler(handler)
+        tiff_logger.propagate = propagate
     image = np.asarray(image, dtype=np.float32)
+    if image.size == 0:
+        detail = f": {handler.buffer[0].getMessage()}" if handler.buffer else ""
+        raise ValueError(f"Cell image {str(path)!r} holds no image data (a truncated or corrupt TIFF?){detail}.")
     if image.ndim == 2:
         image = image[None]
     if image.ndim != 3:
         raise ValueError(f"Cell image {str(path)!r} must be a (channels, height, width) stack, got shape {image.shape}.")
-    if image.size == 0:
-        raise ValueError(f"Cell image {str(path)!r} is empty (shape {image.shape}).")
     if n_channels is not None and image.shape[0] != n_channels:
         raise ValueError(
             f"Cell image {str(path)!r} has {image.shape[0]} channels, but the other images have {n_channels}; "

@@ -62,6 +62,9 @@ def load_cells(section: Mapping[str, Any], *, seed: int) -> tuple[ad.AnnData, st
     elif path.suffix.lower() == ".h5ad":
         adata = read_h5ad(path)
         has_images = _keys.CELL_IMAGES in adata.obsm
+        if not has_images and adata.n_vars == 0:
+            raise ValueError(f"Input {str(path)!r} holds neither cell images (obsm[{_keys.CELL_IMAGES!r}], as written by "
+                             "`sc.io.read_cell_images`) nor features in X: there is nothing to cluster.")
     else:
         adata = io.read_cell_images(
             path, channels=section["channels"], labels=labels, id_column=section["id_column"],
