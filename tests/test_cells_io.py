@@ -87,6 +87,15 @@ def test_bad_input_truncated_or_corrupt_tiff(tmp_path, capsys):
     assert "invalid offset" not in capsys.readouterr().err  # tifffile's complaint is in the error, not the console
 
 
+@pytest.mark.parametrize("content", [b"", b'a,b\n1,2,3,4\n"x\n', bytes(range(128, 256))])
+def test_bad_input_unreadable_label_and_feature_tables(tmp_path, content):
+    (tmp_path / "table.csv").write_bytes(content)
+    with pytest.raises(ValueError, match="Label file '.*table.csv' is not a readable CSV/TSV table"):
+        sc.io.read_cell_labels(tmp_path / "table.csv")
+    with pytest.raises(ValueError, match="Feature table '.*table.csv' is not a readable CSV/TSV table"):
+        sc.io.read_cell_features(tmp_path / "table.csv")
+
+
 def test_bad_input_empty_images(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         sc.io.cell_images_to_adata([])

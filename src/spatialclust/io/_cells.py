@@ -158,6 +158,14 @@ def cell_image_stack(adata: ad.AnnData) -> np.ndarray:
     return flat.reshape((flat.shape[0], *shape))
 
 
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    """A CSV (comma) or TSV (``.tsv``/``.txt``, tab) table; an empty or malformed file is a ValueError naming it."""
+    try:
+        return pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} {str(path)!r} is not a readable CSV/TSV table: {err}") from err
+
+
 def read_cell_labels(path: str | os.PathLike, *, id_column: str | None = None, label_column: str = _keys.LABEL) -> pd.Series:
     """Read cell labels from a CSV/TSV file with a cell-id column and a label column.
 
@@ -177,7 +185,7 @@ def read_cell_labels(path: str | os.PathLike, *, id_column: str | None = None, l
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Label file {str(path)!r} does not exist.")
-    table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",")
+    table = _read_table(path, "Label file")
     id_column = id_column or table.columns[0]
     for column, name in ((id_column, "id_column"), (label_column, "label_column")):
         if column not in table.columns:
@@ -391,7 +399,7 @@ def read_cell_features(
     if path.suffix.lower() == ".fcs":
         table = read_fcs(path)
     else:
-        table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",")
+        table = _read_table(path, "Feature table")
     if table.empty:
         raise ValueError(f"Feature table {str(path)!r} has no rows.")
     if id_column is not None:
