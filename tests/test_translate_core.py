@@ -144,6 +144,17 @@ def test_constant_metabolites_are_predicted_constant(arrays):
     assert np.isnan(scores.loc["m0", "roc_auc"]) and scores.loc["macro", "n_defined"] == 1
 
 
+def test_presence_scores_of_a_single_metabolite():
+    """One metabolite is one (n, 1) column, which scikit-learn would read as a two-class target."""
+    rng = np.random.default_rng(0)
+    truth, pred = rng.integers(0, 2, (40, 3)), rng.integers(0, 2, (40, 3))
+    both = sc.translate.presence_scores(truth, pred, rng.random((40, 3)))
+    one = sc.translate.presence_scores(truth[:, :1], pred[:, :1])
+    assert list(one.index) == ["m0", "micro", "macro"]
+    np.testing.assert_allclose(one.loc["m0", ["precision", "recall", "f1"]], both.loc["m0", ["precision", "recall", "f1"]])
+    np.testing.assert_allclose(one.loc["micro", ["precision", "f1"]], one.loc["m0", ["precision", "f1"]])
+
+
 def test_two_stage_recovers_programs_far_better_than_mean(paired, arrays):
     st, msi = paired
     X, Y, presence, coords, groups = arrays

@@ -46,7 +46,10 @@ def presence_scores(y_true, y_pred, y_score=None, *, names: Sequence[str] | None
     if y_true.shape != y_pred.shape:
         raise ValueError(f"`y_true` and `y_pred` must have the same shape, got {y_true.shape} and {y_pred.shape}.")
     names = _names(y_true.shape[1], names)
-    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    # column by column: scikit-learn reads a single (n, 1) column as one binary target with two classes
+    p, r, f = (np.array(v) for v in zip(*(
+        precision_recall_fscore_support(y_true[:, j], y_pred[:, j], average="binary", zero_division=0)[:3]
+        for j in range(y_true.shape[1]))))
     auc = np.full(y_true.shape[1], np.nan)
     if y_score is not None:
         y_score = np.asarray(y_score, dtype=float)
@@ -54,7 +57,7 @@ def presence_scores(y_true, y_pred, y_score=None, *, names: Sequence[str] | None
             if 0 < y_true[:, j].sum() < len(y_true):
                 auc[j] = roc_auc_score(y_true[:, j], y_score[:, j])
     table = pd.DataFrame({"precision": p, "recall": r, "f1": f, "roc_auc": auc, "prevalence": y_true.mean(0)}, index=names)
-    pm, rm, fm, _ = precision_recall_fscore_support(y_true, y_pred, average="micro", zero_division=0)
+    pm, rm, fm, _ = precision_recall_fscore_support(y_true.ravel(), y_pred.ravel(), average="binary", zero_division=0)
     micro_auc = np.nan
     if y_score is not None and 0 < y_true.sum() < y_true.size:
         micro_auc = roc_auc_score(y_true.ravel(), y_score.ravel())
