@@ -140,6 +140,20 @@ def test_constant_images_fail_in_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.h5ad"]
 
 
+def test_images_removed_by_preprocessing_are_reported(tmp_path):
+    """A very sparse file: most images are empty on the tissue; the run says how many preprocessing removed."""
+    import spatialclust as sc
+
+    adata = sc.datasets.simulate_msi(shape=(12, 12), n_patterns=2, ions_per_pattern=3, n_matrix_ions=1, seed=0)
+    X = np.asarray(adata.X, dtype=np.float32).copy()
+    X[:, 2:] = 0  # only the first two ion images keep a signal
+    adata.X = X
+    adata.write_h5ad(tmp_path / "sparse.h5ad")
+    result = _run(tmp_path / "sparse.h5ad", tmp_path / "run", "-q")
+    assert "needs at least 3 images; the data have 2" in _one_line_error(result)
+    assert f"Preprocessing removed {adata.n_vars - 2} of the {adata.n_vars} feature" in " ".join(result.output.split())
+
+
 def test_more_clusters_than_images_fails_before_any_embedding(tmp_path, monkeypatch):
     """item 9: 10 ion images and the paper's k-means with 20 clusters (the default before issue 12):
     no sensible adaptation, so one clear error, before the first embedding is computed."""

@@ -252,6 +252,7 @@ def preprocess(adata: AnnData, section: Mapping[str, Any]) -> None:
     """Tissue mask, then :func:`spatialclust.pp.preprocess_ion_images` (raw kept in ``layers["raw"]``)."""
     from .. import pp
 
+    n_read = adata.n_vars
     mode = section["tissue_mask"]
     if mode == "none" and K.TISSUE in adata.obs:
         del adata.obs[K.TISSUE]
@@ -266,8 +267,11 @@ def preprocess(adata: AnnData, section: Mapping[str, Any]) -> None:
         tissue_only=section["tissue_only"],
         keep_raw=True,
     )
+    if adata.n_vars < n_read:
+        logger.warning("Preprocessing removed %d of the %d feature images (empty or constant on the tissue, "
+                       "`preprocess.remove_empty`); %d are clustered.", n_read - adata.n_vars, n_read, adata.n_vars)
     if adata.n_vars < 2:
-        raise ValueError(f"{adata.n_vars} feature image(s) left after preprocessing; clustering needs at least 2.")
+        raise ValueError(f"{adata.n_vars} of the {n_read} feature image(s) left after preprocessing; clustering needs at least 2.")
 
 
 #: Images of the thinned-partner check on a chunked (dask) X: a random sample of at most this many,
