@@ -17,7 +17,8 @@ variation) or on the real Jurkat cell-cycle images (``--dataset jurkat``:
 
 Scores per representation: k-means with k = number of classes (the same k for all), Leiden at the
 fixed ``--resolution`` (the paper's procedure and the ``cells run`` default, 1.0), at the resolutions
-chosen by the stability and the silhouette scans (label-free), and at the resolution that gives k clusters (``leiden_cells(n_clusters=k)``: the representations compared at the same count), and the
+chosen by the stability and the silhouette scans (label-free), and at the resolution that gives k
+clusters (``leiden_cells(n_clusters=k)``: the representations compared at the same count), and the
 leave-one-out 5-NN accuracy. Semi-supervised step: NCA and LFDA learned on a stratified half of
 the labels of the CellProfiler features (and of DINO), scored on the held-out half only. Reference:
 supervised logistic regression on the pixel PCA (3-fold CV), as for the real Jurkat data.

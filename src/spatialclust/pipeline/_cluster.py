@@ -25,11 +25,11 @@ from .._compat import seed_everything
 from .._compute import check_compute, chunked, compute_context, store_matrix
 from .._config import ConfigError
 from .._logging import logger, progress
-from .._validation import check_unique_names
 from .._rundir import (
     CHECKPOINTS_DIR, CLUSTERING_FIGURE, CLUSTERS_FILE, COMPARISON_FILE, EMBEDDINGS, EMBEDDINGS_FIGURE, EMBEDDINGS_FILE,
     FIGURES_DIR, MATRIX_STORE, METRICS_FILE, REPORT_FILE, RESULTS_FILE, run_directory,
 )
+from .._validation import check_unique_names
 from ..report import CLUSTERING_NAMES, clustering_title
 from ._config import load_config
 from ._plan import check_plan

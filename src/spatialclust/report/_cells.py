@@ -56,7 +56,7 @@ def _overview(comparison: pd.DataFrame, config: Mapping[str, Any], n_cells: int)
     """The report's headline: which representation to trust, ranked by NMI (purity grows with the
     number of clusters), separately for the label-free rows and the rows that learned from labels."""
     text = f"{len(comparison)} representations of {n_cells} cells, clustered by Leiden {_resolution(config)}."
-    nmi = pd.to_numeric(comparison.get("nmi"), errors="coerce") if "nmi" in comparison else None
+    nmi = pd.to_numeric(comparison["nmi"], errors="coerce") if "nmi" in comparison else None
     if nmi is None or nmi.isna().all():
         return text + (" No labels, so the scores cannot rank the representations. On real labelled cells (Jurkat cell "
                        "cycle, docs/benchmarks.md) the label-free features+self_lfda row, a metric learned on the "
@@ -82,4 +82,3 @@ def _overview(comparison: pd.DataFrame, config: Mapping[str, Any], n_cells: int)
         text += (f" Best with labels (a metric learned on part of them): {describe(best)}"
                  + (f"; purity {float(held):.2f} on the cells it did not learn from." if pd.notna(held) else "."))
     return text + " Rows are ranked by NMI, since purity grows with the number of clusters."
-
