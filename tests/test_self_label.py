@@ -178,7 +178,11 @@ def test_simclr_embedder_with_self_label(data):
     params = {"threshold": 0.3, "epochs": 1, **SELF_LABEL}
     embedder = sc.tl.SimCLREmbedder(**FAST, epochs=2, checkpoint=str(path), self_label=True, n_clusters=4, self_label_params=params)
     sc.tl.embed(adata, embedder)
-    assert adata.varm["X_simclr"].shape == (16, 16)
-    np.testing.assert_allclose(adata.varm["X_simclr"], embedder.self_labeling_.transform(images), rtol=1e-5, atol=1e-6)
+    assert adata.varm["X_simclr"].shape == (16, 15)
+    # the post-processing PCA is fitted on the features of the fine-tuned encoder
+    expected = sc.tl.postprocess_vectors(embedder.self_labeling_.transform(images), "pca_l2", embedder.pca_)
+    np.testing.assert_allclose(adata.varm["X_simclr"], expected, rtol=1e-5, atol=1e-6)
+    refit = sc.tl.fit_postprocessing(embedder.self_labeling_.transform(images), "pca_l2", 50)
+    np.testing.assert_allclose(np.abs(refit.components_), np.abs(embedder.pca_.components_), atol=1e-4)
     assert embedder.labels_.shape == (16,)
     assert adata.uns["X_simclr"]["params"]["self_label"] is True

@@ -182,8 +182,9 @@ def test_loss_decreases_and_representation(trained, images):
     losses = [h["loss"] for h in embedder.history_]
     assert len(losses) == 4
     assert losses[-1] < losses[0]
-    features = embedder.transform(images)
-    assert features.shape == (16, 16) and features.dtype == np.float32 and np.isfinite(features).all()
+    features = embedder.transform(images)  # PCA to min(50, 16 - 1) components, then unit length
+    assert features.shape == (16, 15) and features.dtype == np.float32 and np.isfinite(features).all()
+    assert embedder.n_features_out_ == 15 and np.allclose(np.linalg.norm(features, axis=1), 1, atol=1e-5)
     config = json.loads((path / CONFIG_FILE).read_text())
     assert config["architecture"]["backbone"] == "test_tiny"
     assert config["preprocessing"]["image_size"] == 32
@@ -202,6 +203,28 @@ def test_finished_checkpoint_is_loaded_not_retrained(trained, images, monkeypatc
     np.testing.assert_allclose(loaded.transform(images), embedder.transform(images), rtol=1e-5, atol=1e-6)
     again = SimCLREmbedder.from_checkpoint(path, device="cpu")
     assert again.history_ == embedder.history_
+
+
+def test_postprocessing_of_the_encoder_features(trained, images, caplog):
+    from sklearn.decomposition import PCA
+
+    embedder, path = trained
+    raw = SimCLREmbedder.from_checkpoint(path, device="cpu", postprocess=None).transform(images)
+    assert raw.shape == (16, 16)  # the encoder's own features
+    unit = raw.astype(np.float64) / np.linalg.norm(raw, axis=1, keepdims=True)
+    expected = PCA(15, random_state=0).fit_transform(unit)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    features = embedder.transform(images)
+    # the PCA is fitted on the images of `fit` (signs of the components are arbitrary)
+    np.testing.assert_allclose(np.abs(features), np.abs(expected), atol=1e-4)
+    np.testing.assert_allclose(embedder.transform(images[:3]), features[:3], atol=1e-5)  # fitted once, not per call
+    # a checkpoint holds no PCA: the first transform fits it, and says so
+    loaded = SimCLREmbedder.from_checkpoint(path, device="cpu")
+    with caplog.at_level("INFO", logger="spatialclust"):
+        np.testing.assert_allclose(np.abs(loaded.transform(images)), np.abs(features), atol=1e-4)
+    assert "not part of a checkpoint" in caplog.text
+    l2 = SimCLREmbedder.from_checkpoint(path, device="cpu", postprocess="l2").transform(images)
+    np.testing.assert_allclose(l2, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
 
 
 def test_interrupted_training_resumes_from_last_checkpoint(images, tmp_path, monkeypatch):
@@ -252,7 +275,7 @@ def test_fewer_images_than_batch_size_and_single_image(images, caplog):
     with caplog.at_level("INFO", logger="spatialclust"):
         embedder = SimCLREmbedder(**{**FAST, "batch_size": 64}, epochs=1).fit(few)
     assert "larger than the 3 images" in caplog.text
-    assert embedder.transform(few).shape == (3, 16)
+    assert embedder.transform(few).shape == (3, 2)  # PCA components: at most n_images - 1
     with pytest.raises(ValueError, match="`images` holds 1 image; SimCLR needs at least 2"):
         SimCLREmbedder(**FAST, epochs=1).fit(images[:1])
 
@@ -281,7 +304,7 @@ def test_conditioning_is_applied_before_the_views_and_at_transform(images, monke
     original = SimCLREmbedder._train_epoch
     monkeypatch.setattr(SimCLREmbedder, "_train_epoch",
                         lambda self, data, *args: seen.append(data.batch(torch.arange(data.n_images)).numpy().copy()) or original(self, data, *args))
-    embedder = SimCLREmbedder(**FAST, epochs=1, **CONDITIONING).fit(images)
+    embedder = SimCLREmbedder(**FAST, epochs=1, **CONDITIONING, postprocess=None).fit(images)
     np.testing.assert_array_equal(seen[0], conditioned)  # the views are drawn from the conditioned images
     np.testing.assert_array_equal(embedder.condition(images), conditioned)
     features = embedder.transform(images)
@@ -337,7 +360,7 @@ def test_embed_writes_varm_and_checkpoint(images, tmp_path):
     adata = sc.io.images_to_adata(images)
     path = tmp_path / "ckpt"
     sc.tl.embed(adata, method="simclr", **FAST, epochs=1, checkpoint=str(path))
-    assert adata.varm["X_simclr"].shape == (16, 16)
+    assert adata.varm["X_simclr"].shape == (16, 15)  # 50 PCA components, at most n_images - 1
     assert adata.uns["X_simclr"]["method"] == "simclr"
     assert adata.uns["X_simclr"]["params"]["checkpoint"] == str(path)
     assert (path / "model.safetensors").is_file()

@@ -16,7 +16,18 @@ from ._cluster import (
     register_clusterer,
 )
 from ._darlc import DARLCEmbedder
-from ._embed import ImageEmbedder, create_embedder, embed, embedders, list_embedders, map_image_batches, register_embedder
+from ._embed import (
+    POSTPROCESSING,
+    ImageEmbedder,
+    create_embedder,
+    embed,
+    embedders,
+    fit_postprocessing,
+    list_embedders,
+    map_image_batches,
+    postprocess_vectors,
+    register_embedder,
+)
 from ._metric_learning import MetricLearner, list_metric_learners, metric_learners, metric_learning, NoPseudoLabelsError, self_labelled_metric
 from ._neural import NeuralEmbedder
 from ._self_label import NoConfidentImagesWarning, SelfLabelingClassifier, self_label
@@ -27,6 +38,7 @@ __all__ = [
     "BACKGROUNDS",
     "CELL_EMBEDDINGS",
     "FEATURE_SETS",
+    "POSTPROCESSING",
     "SCAN_CRITERIA",
     "ChannelwiseEmbedder",
     "MetricLearner",
@@ -56,6 +68,8 @@ __all__ = [
     "create_clusterer",
     "create_embedder",
     "embed",
+    "fit_postprocessing",
+    "postprocess_vectors",
     "map_image_batches",
     "embedders",
     "DegenerateDataWarning",

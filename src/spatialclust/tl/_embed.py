@@ -145,6 +145,42 @@ def conditioning_params(embedder: Any) -> dict[str, Any] | None:
             "clip_percentile": embedder.clip_percentile, "contrast": embedder.contrast}
 
 
+#: ``postprocess`` of the learned embedders (neural, SimCLR): what is done to their vectors.
+POSTPROCESSING = ("l2", "pca_l2", "pca_whiten")
+
+
+def fit_postprocessing(vectors: np.ndarray, method: str | None, n_components: int) -> Any:
+    """The PCA of ``postprocess=method`` fitted on ``vectors`` ``(n_images, d)``, or None when
+    ``method`` needs none (None, ``"l2"``); ``n_components`` is capped at ``n_images - 1`` and ``d``."""
+    if method not in ("pca_l2", "pca_whiten"):
+        return None
+    from sklearn.decomposition import PCA
+
+    n_components = min(n_components, vectors.shape[0] - 1, vectors.shape[1])
+    if n_components < 1:
+        raise ValueError(f"`postprocess={method!r}` needs at least 2 images; received {vectors.shape[0]}.")
+    return PCA(n_components, whiten=method == "pca_whiten", random_state=0).fit(unit_rows(vectors))
+
+
+def postprocess_vectors(vectors: np.ndarray, method: str | None, pca: Any) -> np.ndarray:
+    """``vectors`` post-processed: None = as given; ``"l2"`` = rows of unit length (Euclidean
+    clusterers then act on the cosine distance); ``"pca_l2"`` = L2, projected on the fitted ``pca``,
+    L2 again; ``"pca_whiten"`` = the same with a whitening ``pca``. float32."""
+    if method is None:
+        out = vectors
+    elif method == "l2":
+        out = unit_rows(vectors)
+    else:
+        out = unit_rows(pca.transform(unit_rows(vectors)))
+    return np.asarray(out, dtype=np.float32)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit Euclidean length (zero rows stay zero), float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 @register_embedder("regular")
 class RegularEmbedder(ImageEmbedder):
     """The preprocessed image itself, flattened inside the tissue mask ("regular ion images").

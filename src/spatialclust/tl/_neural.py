@@ -34,9 +34,18 @@ from .._compat import resolve_device
 from .._logging import logger, progress
 from .._validation import Interval
 from ..pp import CONDITIONING_CONSTRAINTS, MAX_UPSAMPLE, FeatureImageBatches, PatchGrid, condition_images, extract_patches, patch_grid
-from ._embed import ImageEmbedder, check_images, conditioning_params, map_image_batches, register_embedder
+from ._embed import (
+    POSTPROCESSING,
+    ImageEmbedder,
+    check_images,
+    conditioning_params,
+    fit_postprocessing,
+    map_image_batches,
+    postprocess_vectors,
+    register_embedder,
+)
 
-__all__ = ["DEFAULT_PATCH_UM", "NeuralEmbedder", "POOLINGS", "POSTPROCESSING"]
+__all__ = ["DEFAULT_PATCH_UM", "NeuralEmbedder", "POOLINGS"]
 
 #: Default physical patch side in µm (seed 000: 1-2 mm worked well; 1 mm measured best here).
 DEFAULT_PATCH_UM = 1000.0
@@ -44,7 +53,6 @@ DEFAULT_PATCH_UM = 1000.0
 MAX_CONCAT_BYTES = 4 * 2**30
 
 POOLINGS = ("max", "mean", "concat")
-POSTPROCESSING = ("l2", "pca_whiten")
 
 
 @register_embedder("neural")
@@ -91,10 +99,11 @@ class NeuralEmbedder(ImageEmbedder):
         recall@1 0.367 vs 0.291): the CNN describes the counting noise that a smaller filter leaves.
     postprocess
         Post-processing of the vectors: None, ``"l2"`` (unit length, so that Euclidean clusterers
-        act on the cosine distance) or ``"pca_whiten"`` (L2, then PCA to ``n_components`` with
-        whitening fitted on the images of :meth:`fit`, then L2 again).
+        act on the cosine distance), ``"pca_l2"`` (L2, PCA to ``n_components`` fitted on the images
+        of :meth:`fit`, L2 again) or ``"pca_whiten"`` (L2, then PCA with whitening, then L2 again); see
+        :func:`spatialclust.tl.postprocess_vectors`.
     n_components
-        Components of ``"pca_whiten"`` (at most ``n_images - 1``).
+        Components of the ``"pca_l2"`` and ``"pca_whiten"`` PCA (at most ``n_images - 1``).
     tissue_only
         Use the tissue mask: skip patches without tissue and condition over tissue pixels only.
         Default False (measured: off-tissue patches carry the matrix ions, one of the classes; on the
@@ -131,7 +140,7 @@ class NeuralEmbedder(ImageEmbedder):
     n_features_out_
         Dimension of the neural ion images.
     pca_
-        The fitted :class:`sklearn.decomposition.PCA` of ``postprocess="pca_whiten"``.
+        The fitted :class:`sklearn.decomposition.PCA` of ``postprocess="pca_l2"`` / ``"pca_whiten"`` (else None).
     """
 
     _parameter_constraints: ClassVar[dict[str, list]] = {
@@ -213,8 +222,8 @@ class NeuralEmbedder(ImageEmbedder):
         self.pca_ = None
 
     def fit(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> NeuralEmbedder:
-        """Validate the parameters and load the backbone; with ``postprocess="pca_whiten"`` also
-        embed ``images`` and fit the whitening PCA (nothing else is learned).
+        """Validate the parameters and load the backbone; with ``postprocess="pca_l2"`` or
+        ``"pca_whiten"`` also embed ``images`` and fit the PCA (nothing else is learned).
 
         Parameters
         ----------
@@ -226,7 +235,7 @@ class NeuralEmbedder(ImageEmbedder):
             Pixel size in µm (needed for ``patch_size_um``).
         """
         self._load(images, mask, pixel_size)
-        if self.postprocess == "pca_whiten":
+        if self.postprocess in ("pca_l2", "pca_whiten"):
             self._fit_pca(self._features(images, mask, pixel_size))
         return self
 
@@ -234,8 +243,7 @@ class NeuralEmbedder(ImageEmbedder):
         """:meth:`fit` then :meth:`transform`, with a single pass of the network over ``images``."""
         self._load(images, mask, pixel_size)
         pooled = self._features(images, mask, pixel_size)
-        if self.postprocess == "pca_whiten":
-            self._fit_pca(pooled)
+        self._fit_pca(pooled)
         return self._postprocessed(pooled)
 
     def _max_upsample(self, shape: tuple[int, int], min_size: int) -> float:
@@ -273,22 +281,12 @@ class NeuralEmbedder(ImageEmbedder):
         return self._postprocessed(self._features(images, mask, pixel_size))
 
     def _fit_pca(self, pooled: np.ndarray) -> None:
-        from sklearn.decomposition import PCA
-
-        n_components = min(self.n_components, pooled.shape[0] - 1, pooled.shape[1])
-        if n_components < 1:
-            raise ValueError(f"`postprocess='pca_whiten'` needs at least 2 images; received {pooled.shape[0]}.")
-        self.pca_ = PCA(n_components, whiten=True, random_state=0).fit(_unit(pooled))
+        self.pca_ = fit_postprocessing(pooled, self.postprocess, self.n_components)
 
     def _postprocessed(self, pooled: np.ndarray) -> np.ndarray:
-        if self.postprocess is None:
-            out = pooled
-        elif self.postprocess == "l2":
-            out = _unit(pooled)
-        else:
-            out = _unit(self.pca_.transform(_unit(pooled)))
+        out = postprocess_vectors(pooled, self.postprocess, self.pca_)
         self.n_features_out_ = int(out.shape[1])
-        return out.astype(np.float32, copy=False)
+        return out
 
     def _input_side(self, grid: PatchGrid) -> int:
         """Side at which the patches of ``grid`` are fed to the backbone."""
@@ -347,7 +345,7 @@ class NeuralEmbedder(ImageEmbedder):
         The network is loaded once; every batch is conditioned and embedded on its own (on the
         workers of a ``dask.distributed`` cluster when one is active, the embedder sent to each
         once: :func:`spatialclust.tl.map_image_batches`); only the ``(n_images, d)`` features are
-        stacked, and the post-processing (and the ``"pca_whiten"`` PCA, fitted over all images) is
+        stacked, and the post-processing (and its PCA, fitted over all images) is
         done on them. The vectors are those of :meth:`fit_transform` on the whole stack.
         """
         first, mask = check_images(batches.load(slice(0, 1)), mask=mask, pixel_size=pixel_size)
@@ -357,8 +355,7 @@ class NeuralEmbedder(ImageEmbedder):
         parts = map_image_batches(self._batch_features, batches, mask=mask)
         pooled = np.concatenate([vectors for vectors, _ in parts])
         self._warn_blank(sum(blank for _, blank in parts), batches.n_images)
-        if self.postprocess == "pca_whiten":
-            self._fit_pca(pooled)
+        self._fit_pca(pooled)
         return self._postprocessed(pooled)
 
     def _patch_grid(self, shape: tuple[int, int, int], mask: np.ndarray | None, pixel_size: float | None) -> PatchGrid:
@@ -453,12 +450,6 @@ class NeuralEmbedder(ImageEmbedder):
         if not np.isfinite(out).all():
             raise RuntimeError(f"Backbone `{backbone.config.name}` produced non-finite features; check its weights.")
         return out
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit Euclidean length (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _patch_batches(images: np.ndarray, grid: PatchGrid, batch_size: int) -> Iterator[np.ndarray]:

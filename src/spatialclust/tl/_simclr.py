@@ -22,7 +22,16 @@ from .._compute import scratch_dir
 from .._logging import logger, progress
 from .._validation import GEOMETRY_CONSTRAINTS, NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength, validate_params
 from ..pp import CONDITIONING_CONSTRAINTS, FeatureImageBatches
-from ._embed import ImageEmbedder, check_images, conditioning_params, map_image_batches, register_embedder
+from ._embed import (
+    POSTPROCESSING,
+    ImageEmbedder,
+    check_images,
+    conditioning_params,
+    fit_postprocessing,
+    map_image_batches,
+    postprocess_vectors,
+    register_embedder,
+)
 from ._training import resolve_batch_size
 
 __all__ = [
@@ -113,6 +122,14 @@ class SimCLREmbedder(ImageEmbedder):
         (SimCLR + SC + self-labeling ACC 0.61 against 0.49 unconditioned at 40 + 10 epochs, 3 seeds;
         docs/benchmarks.md, "Input conditioning"); all three None feeds the images as given, as the
         paper.
+    postprocess, n_components
+        Post-processing of the encoder features (:func:`spatialclust.tl.postprocess_vectors`):
+        ``"pca_l2"`` (default: unit length, PCA to ``n_components`` = 50 fitted on the images of
+        :meth:`fit`, unit length again), ``"l2"``, ``"pca_whiten"`` or None (the encoder output as the paper
+        clusters it). With ``self_label`` the initial spectral clustering is done on the
+        post-processed SimCLR features, and the PCA is fitted again on the features of the
+        fine-tuned encoder. The PCA is not part of the checkpoint: :meth:`from_checkpoint` fits it
+        on the images of its first :meth:`transform` (logged), or call :meth:`fit` with the images.
     checkpoint
         Directory of a checkpoint. If it holds a finished training of a matching model, it is
         loaded instead of training; an unfinished one is resumed (``resume=True``); otherwise a
@@ -152,7 +169,9 @@ class SimCLREmbedder(ImageEmbedder):
         Checkpoint directory written or loaded.
     device_ : str
     n_features_out_ : int
-        Dimension of the representation.
+        Dimension of the representation (after the post-processing).
+    pca_ : sklearn.decomposition.PCA or None
+        The PCA of ``postprocess="pca_l2"`` / ``"pca_whiten"`` (None otherwise, or not yet fitted).
     self_labeling_ : SelfLabelingClassifier or None
         With ``self_label=True``: the fitted self-labeling model (None when the initial spectral
         clustering found a single cluster, so there was nothing to self-label).
@@ -176,7 +195,8 @@ class SimCLREmbedder(ImageEmbedder):
         **GEOMETRY_CONSTRAINTS,
         "checkpoint": [str, os.PathLike, None], "resume": [bool], "save_every": [Interval(int, 1)], "device": [str],
         "mixed_precision": [bool], "seed": [SEED], "self_label": [bool], "n_clusters": [Interval(int, 1), "auto"],
-        "self_label_params": [dict, None], **CONDITIONING_CONSTRAINTS,
+        "self_label_params": [dict, None], "postprocess": [*POSTPROCESSING, None], "n_components": [Interval(int, 1)],
+        **CONDITIONING_CONSTRAINTS,
     }
 
     def __init__(
@@ -204,6 +224,8 @@ class SimCLREmbedder(ImageEmbedder):
         denoise_size: float = 3.0,
         clip_percentile: float | None = 99.0,
         contrast: str | None = "minmax",
+        postprocess: str | None = "pca_l2",
+        n_components: int = 50,
         checkpoint: str | os.PathLike | None = None,
         resume: bool = True,
         save_every: int = 1,
@@ -236,6 +258,8 @@ class SimCLREmbedder(ImageEmbedder):
         self.denoise_size = denoise_size
         self.clip_percentile = clip_percentile
         self.contrast = contrast
+        self.postprocess = postprocess
+        self.n_components = n_components
         self.checkpoint = checkpoint
         self.resume = resume
         self.save_every = save_every
@@ -359,6 +383,7 @@ class SimCLREmbedder(ImageEmbedder):
         self.epochs_ = int(config["training"]["epoch"])
         self.checkpoint_ = str(path)
         self.n_features_out_ = self.model_.encoder.config.num_features
+        self.pca_ = None
         self.model_.to(self.device_)
 
     def _load_state(self, state: dict[str, Any], path: Path) -> None:
@@ -384,20 +409,28 @@ class SimCLREmbedder(ImageEmbedder):
             Unused (accepted for the embedder interface).
         """
         self._fit_simclr(images, mask=mask, pixel_size=pixel_size)
+        self.self_labeling_ = None
+        features = self._encoder_features(images, mask=mask)
+        self._fit_postprocessing(features)
         if self.self_label:
             from ._self_label import SelfLabelingClassifier, initial_clusterer
 
-            features = SimCLREmbedder.transform(self, images, mask=mask)
+            features = postprocess_vectors(features, self.postprocess, self.pca_)
             init = initial_clusterer(self.n_clusters, random_state=self.seed).fit(features).labels_
             if np.unique(init[init >= 0]).size < 2:  # tiny or structureless data: nothing to self-label
                 logger.warning("The spectral clustering of the SimCLR features found a single cluster; self-labeling "
                                "is skipped and every image keeps that cluster.")
-                self.self_labeling_, self.labels_ = None, init
+                self.labels_ = init
                 return self
             params = {"seed": self.seed, "device": self.device, **(self.self_label_params or {})}
             self.self_labeling_ = SelfLabelingClassifier(self, **params).fit(images, init, mask=mask)
             self.labels_ = self.self_labeling_.labels_
+            self._fit_postprocessing(self._encoder_features(images, mask=mask))  # on the fine-tuned encoder
         return self
+
+    def _fit_postprocessing(self, features: np.ndarray) -> None:
+        self.pca_ = fit_postprocessing(features, self.postprocess, self.n_components)
+        self.n_features_out_ = int(features.shape[1] if self.pca_ is None else self.pca_.n_components_)
 
     def _fit_simclr(self, images: np.ndarray | FeatureImageBatches, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> SimCLREmbedder:
         """Step 1: train the encoder on ``images`` (or load/resume ``checkpoint``)."""
@@ -531,14 +564,27 @@ class SimCLREmbedder(ImageEmbedder):
         if self.self_label:
             return super().fit_transform_batches(batches, mask=mask, pixel_size=pixel_size)
         self._fit_simclr(batches, mask=mask, pixel_size=pixel_size)
+        self.self_labeling_ = None
         mask = None if mask is None else np.asarray(mask, dtype=bool)
-        return np.concatenate(map_image_batches(self.transform, batches, mask=mask))
+        features = np.concatenate(map_image_batches(self._encoder_features, batches, mask=mask))
+        self._fit_postprocessing(features)
+        return postprocess_vectors(features, self.postprocess, self.pca_)
 
     # ------------------------------------------------------------------ inference
 
     def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
-        """Encoder features ``(n_images, n_features_out_)`` of the un-augmented images (of the
-        self-labeled encoder when ``self_label=True``)."""
+        """Post-processed encoder features ``(n_images, n_features_out_)`` of the un-augmented
+        images (of the self-labeled encoder when ``self_label=True``)."""
+        features = self._encoder_features(images, mask=mask, pixel_size=pixel_size)
+        if getattr(self, "pca_", None) is None and self.postprocess in ("pca_l2", "pca_whiten"):
+            logger.info("Fitting the `postprocess=%r` PCA of the SimCLR features on the %d images given to `transform` "
+                        "(it is not part of a checkpoint).", self.postprocess, features.shape[0])
+            self._fit_postprocessing(features)
+        return postprocess_vectors(features, self.postprocess, getattr(self, "pca_", None))
+
+    def _encoder_features(self, images: np.ndarray, *, mask: np.ndarray | None = None,
+                          pixel_size: float | None = None) -> np.ndarray:
+        """Encoder output ``(n_images, n_features)`` before any post-processing."""
         if not hasattr(self, "model_"):
             raise RuntimeError("This SimCLREmbedder is not fitted yet; call `fit` first.")
         if self.self_label and getattr(self, "self_labeling_", None) is not None:
