@@ -232,7 +232,7 @@ def test_neural_embedder_up_samples_images_below_the_backbone_minimum(caplog):
     from spatialclust.tl import NeuralEmbedder
 
     images = np.random.default_rng(0).random((3, 1, 2)).astype(np.float32)
-    vectors = NeuralEmbedder("test_tiny", pretrained=False, pooling="max").fit_transform(images)
+    vectors = NeuralEmbedder("test_tiny", pretrained=False, pooling="max", postprocess="l2").fit_transform(images)
     assert vectors.shape == (3, 16) and np.isfinite(vectors).all()
     assert "up-sampling them by 8 instead" in caplog.text
     with pytest.raises(ValueError, match="even after up-sampling by `max_upsample`=4"):

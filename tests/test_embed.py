@@ -76,7 +76,8 @@ def test_embed_writes_varm_and_uns(adata, images):
     assert adata.uns[key]["method"] == "regular"
     # the recorded parameters are the embedder's (no conditioning: the paper's regular ion images)
     assert adata.uns[key][_keys.PARAMS] == {"clip_percentile": "None", "contrast": "None", "denoise": "None",
-                                            "denoise_size": 3.0, "n_components": "None", "random_state": 0}
+                                            "denoise_size": 3.0, "n_components": "None", "postprocess": "None",
+                                            "postprocess_components": "auto", "random_state": 0}
 
 
 def test_embed_key_added_copy_and_instance(adata):
@@ -105,3 +106,35 @@ def test_regular_embedder_optional_conditioning():
                                  contrast="minmax").fit_transform(images)
     corr = lambda v: float(np.corrcoef(v[0], v[1])[0, 1])  # noqa: E731
     assert corr(cond) > corr(plain) + 0.1
+
+
+@pytest.mark.parametrize("postprocess", ["l2", "pca_l2", "pca_whiten"])
+def test_regular_postprocessing_is_fitted_once(postprocess):
+    """The post-processing PCA is fitted on the images of `fit`; `transform` of other images (the
+    thinned partners, new data) projects them on it."""
+    rng = np.random.default_rng(0)
+    images = rng.random((12, 8, 8)).astype(np.float32)
+    embedder = sc.tl.create_embedder("regular", postprocess=postprocess, postprocess_components=5)
+    vectors = embedder.fit_transform(images)
+    flat = images.reshape(12, -1).astype(np.float64)
+    np.testing.assert_allclose(vectors, sc.tl.postprocess_vectors(flat, postprocess, embedder.pca_), atol=1e-6)
+    assert vectors.shape == ((12, 5) if postprocess != "l2" else (12, 64))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(embedder.transform(images[:4]), vectors[:4], atol=1e-5)
+    if postprocess == "pca_whiten":  # whitened: every component has the same variance before the last L2
+        scores = embedder.pca_.transform(flat / np.linalg.norm(flat, axis=1, keepdims=True))
+        np.testing.assert_allclose(scores.var(axis=0, ddof=1), 1.0, rtol=1e-6)
+    if postprocess != "l2":
+        with pytest.raises(RuntimeError, match="call `fit` or `fit_transform` first"):
+            sc.tl.create_embedder("regular", postprocess=postprocess).transform(images)
+
+
+def test_auto_postprocessing_components_follow_the_number_of_images():
+    rng = np.random.default_rng(1)
+    for n_images, expected in ((12, 1), (80, 10), (1000, 50)):
+        pca = sc.tl.fit_postprocessing(rng.random((n_images, 60)), "pca_whiten", "auto")
+        assert pca.n_components_ == expected
+    assert sc.tl.fit_postprocessing(rng.random((5, 60)), "pca_l2", 50).n_components_ == 4  # at most n_images - 1
+    assert sc.tl.fit_postprocessing(rng.random((5, 60)), "l2", 50) is None
+    with pytest.raises(ValueError, match="needs at least 2 images"):
+        sc.tl.fit_postprocessing(rng.random((1, 60)), "pca_l2", 50)

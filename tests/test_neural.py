@@ -80,10 +80,13 @@ def test_embed_writes_varm_and_params():
     adata = sc.io.images_to_adata(
         np.random.default_rng(1).random((6, 24, 24)).astype(np.float32), mz=np.arange(6) + 100.0, pixel_size=10.0
     )
-    sc.tl.embed(adata, method="neural", backbone="test_tiny", patch_size_um=120.0, num_threads=1)
+    sc.tl.embed(adata, method="neural", backbone="test_tiny", patch_size_um=120.0, num_threads=1, postprocess="l2")
     # 120 µm = 12 px patches, 50 % overlap on 24 px: 3 x 3 patches of 16 features, concatenated
     assert adata.varm["X_neural"].shape == (6, 9 * 16)
-    np.testing.assert_allclose(np.linalg.norm(adata.varm["X_neural"], axis=1), 1.0, rtol=1e-5)  # L2 by default
+    np.testing.assert_allclose(np.linalg.norm(adata.varm["X_neural"], axis=1), 1.0, rtol=1e-5)
+    sc.tl.embed(adata, method="neural", backbone="test_tiny", patch_size_um=120.0, num_threads=1, key_added="X_pca")
+    assert adata.varm["X_pca"].shape == (6, 5)  # default: L2, PCA (at most n_images - 1 components), L2
+    np.testing.assert_allclose(np.linalg.norm(adata.varm["X_pca"], axis=1), 1.0, rtol=1e-5)
     params = adata.uns["X_neural"]["params"]
     assert params["backbone"] == "test_tiny" and params["pooling"] == "concat" and params["patch_size_um"] == 120.0
 

@@ -48,7 +48,7 @@ def test_default_config_is_complete_and_commented():
     assert [e["method"] for e in resolved["embedding"]] == ["regular", "neural"]
     assert [c["method"] for c in resolved["cluster"]] == ["leiden", "umap_dbscan"]  # the best measured (docs/benchmarks.md)
     assert resolved["embedding"][0]["params"] == {"denoise": "gaussian", "denoise_size": 3, "clip_percentile": 99,
-                                                  "contrast": "minmax"}
+                                                  "contrast": "minmax", "postprocess": "pca_whiten"}
 
 
 def test_load_config_shorthands_and_overrides(tmp_path):

@@ -67,6 +67,9 @@ def test_conditioned_regular_streams_and_matches_in_memory(data, small_batches):
     for adata in (memory, lazy):
         sc.tl.embed(adata, "regular", **CONDITIONED)
         sc.tl.embed(adata, "regular", n_components=8, key_added="X_svd", **CONDITIONED)
+        sc.tl.embed(adata, "regular", postprocess="pca_whiten", postprocess_components=6, key_added="X_pw", **CONDITIONED)
+    np.testing.assert_allclose(lazy.varm["X_pw"], memory.varm["X_pw"], rtol=1e-4, atol=1e-4)
+    assert memory.varm["X_pw"].shape == (data.n_vars, 6)
     assert sc.pp.is_dask(sc.pp.conditioned_tissue_pixels(lazy, **CONDITIONED))
     np.testing.assert_allclose(lazy.varm["X_regular"], memory.varm["X_regular"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(lazy.varm["X_svd"], memory.varm["X_svd"], rtol=1e-4, atol=1e-4)

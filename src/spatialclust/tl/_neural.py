@@ -65,8 +65,8 @@ class NeuralEmbedder(ImageEmbedder):
 
     The defaults are the measured best on the realistic simulator and the mouse bladder data
     (docs/benchmarks.md, "Neural ion images"): 1 mm patches over the whole grid, images conditioned
-    (Gaussian denoising of 3 px, clipping at the 99th percentile, min-max contrast), patch vectors
-    concatenated, L2-normalised. The paper's configuration is ``patch_size_um=None, pooling="max",
+    (Gaussian denoising of 5 px, clipping at the 99th percentile, min-max contrast), patch vectors
+    concatenated, then L2, PCA to 64 components, L2 (``postprocess="pca_l2"``). The paper's configuration is ``patch_size_um=None, pooling="max",
     denoise=None, clip_percentile=None, contrast=None, postprocess=None`` (with the patch size it chose).
 
     Parameters
@@ -165,8 +165,8 @@ class NeuralEmbedder(ImageEmbedder):
         denoise_size: float = 5.0,
         clip_percentile: float | None = 99.0,
         contrast: str | None = "minmax",
-        postprocess: str | None = "l2",
-        n_components: int = 64,
+        postprocess: str | None = "pca_l2",
+        n_components: int = 50,
         tissue_only: bool = False,
         max_upsample: float | None = None,
         input_size: int | None = None,
