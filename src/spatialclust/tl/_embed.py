@@ -147,6 +147,8 @@ def conditioning_params(embedder: Any) -> dict[str, Any] | None:
 
 #: ``postprocess`` of the learned embedders (neural, SimCLR): what is done to their vectors.
 POSTPROCESSING = ("l2", "pca_l2", "pca_whiten")
+#: The ``postprocess`` values that fit a PCA in ``fit``.
+PCA_POSTPROCESSING = ("pca_l2", "pca_whiten")
 
 
 #: ``n_components="auto"`` of the post-processing PCA: one component per this many images ...
@@ -165,7 +167,7 @@ def fit_postprocessing(vectors: np.ndarray, method: str | None, n_components: in
     simulator Leiden ACC fell to 0.32 with 50 whitened components, against 0.72 with 10 (``"auto"``)
     and 0.55 without the PCA (docs/benchmarks.md, "Post-processing").
     """
-    if method not in ("pca_l2", "pca_whiten"):
+    if method not in PCA_POSTPROCESSING:
         return None
     from sklearn.decomposition import PCA
 
@@ -270,7 +272,7 @@ class RegularEmbedder(ImageEmbedder):
     def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
         """Regular ion images of ``images`` (post-processed with the PCA fitted by :meth:`fit`)."""
         vectors = self._vectors(images, mask=mask, pixel_size=pixel_size)
-        if self.postprocess in ("pca_l2", "pca_whiten") and getattr(self, "pca_", None) is None:
+        if self.postprocess in PCA_POSTPROCESSING and getattr(self, "pca_", None) is None:
             raise RuntimeError(f"`postprocess={self.postprocess!r}` projects on a PCA fitted by `fit`; call `fit` or "
                                "`fit_transform` first.")
         return postprocess_vectors(vectors, self.postprocess, getattr(self, "pca_", None))

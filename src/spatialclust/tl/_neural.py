@@ -35,6 +35,7 @@ from .._logging import logger, progress
 from .._validation import Interval
 from ..pp import CONDITIONING_CONSTRAINTS, MAX_UPSAMPLE, FeatureImageBatches, PatchGrid, condition_images, extract_patches, patch_grid
 from ._embed import (
+    PCA_POSTPROCESSING,
     POSTPROCESSING,
     ImageEmbedder,
     check_images,
@@ -235,7 +236,7 @@ class NeuralEmbedder(ImageEmbedder):
             Pixel size in µm (needed for ``patch_size_um``).
         """
         self._load(images, mask, pixel_size)
-        if self.postprocess in ("pca_l2", "pca_whiten"):
+        if self.postprocess in PCA_POSTPROCESSING:
             self._fit_pca(self._features(images, mask, pixel_size))
         return self
 

@@ -23,6 +23,7 @@ from .._logging import logger, progress
 from .._validation import GEOMETRY_CONSTRAINTS, NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength, validate_params
 from ..pp import CONDITIONING_CONSTRAINTS, FeatureImageBatches
 from ._embed import (
+    PCA_POSTPROCESSING,
     POSTPROCESSING,
     ImageEmbedder,
     check_images,
@@ -73,7 +74,7 @@ class SimCLREmbedder(ImageEmbedder):
     trained with the NT-Xent loss to map the two views of an image together and away from the
     ``2(N - 1)`` other views (Hu et al. 2022, Chem. Sci. 13, 90, seed 001; Chen et al. 2020). The
     representation of an image is the encoder output (before the projection head) of the
-    un-augmented image.
+    un-augmented image, post-processed (``postprocess``; by default L2, PCA to 50, L2).
 
     Parameters
     ----------
@@ -576,7 +577,7 @@ class SimCLREmbedder(ImageEmbedder):
         """Post-processed encoder features ``(n_images, n_features_out_)`` of the un-augmented
         images (of the self-labeled encoder when ``self_label=True``)."""
         features = self._encoder_features(images, mask=mask, pixel_size=pixel_size)
-        if getattr(self, "pca_", None) is None and self.postprocess in ("pca_l2", "pca_whiten"):
+        if getattr(self, "pca_", None) is None and self.postprocess in PCA_POSTPROCESSING:
             logger.info("Fitting the `postprocess=%r` PCA of the SimCLR features on the %d images given to `transform` "
                         "(it is not part of a checkpoint).", self.postprocess, features.shape[0])
             self._fit_postprocessing(features)

@@ -1,0 +1,135 @@
+"""Benchmark: post-processing of ion-image vectors (``postprocess=`` of regular, neural, SimCLR).
+
+What PCA after the representation buys, measured on vectors computed once per seed and dataset:
+
+(a) realistic simulator (``spatialclust benchmark``'s ``simulated:SEED``, 390 ion images of
+    96 px, 13 classes): ACC of Leiden, UMAP-DBSCAN and k-means (at 13 clusters) on the
+    conditioned regular images (Gaussian 3 px, clip 99, min-max) and on the neural ion images
+    (the embedder's defaults), each with ``postprocess`` None / ``l2`` / ``pca_l2`` /
+    ``pca_whiten`` and a few numbers of components;
+(b) the same on random subsets of ``--subsets`` images of each seed, because whitening as many
+    components as the images allow makes them nearly equidistant (what ``"auto"`` guards against);
+(c) the real mouse urinary bladder (``sc.datasets.mouse_bladder``: its cache, downloaded when
+    absent, or ``--data-path``; skipped with a note otherwise): thinned-partner recall@1/@10 with
+    partners at 10-50 % and at 2-10 % of the counts (``sc.metrics.thinned_partner_check``).
+
+Example (the figures of docs/benchmarks.md, "Post-processing"; ~15 min on 2 cores)::
+
+    python benchmarks/bench_postprocess.py --seeds 0 1 2 3 4 --data-path /path/to/msi_mouse_bladder
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import numpy as np
+
+from _public_data import load_public
+
+CONDITIONING = dict(denoise="gaussian", denoise_size=3.0, clip_percentile=99.0, contrast="minmax")
+#: (label, postprocess, n_components) of every variant.
+VARIANTS = [("none", None, None), ("l2", "l2", None), ("pca_l2 50", "pca_l2", 50),
+            ("pca_whiten 20", "pca_whiten", 20), ("pca_whiten 50", "pca_whiten", 50), ("pca_whiten auto", "pca_whiten", "auto")]
+
+
+def simulated(seed: int):
+    """Dataset ``simulated:seed`` of ``spatialclust benchmark``, preprocessed as it does."""
+    from spatialclust.pipeline._benchmark import _truth_classes, benchmark_plan
+    from spatialclust.pipeline._cluster import load_input, preprocess
+
+    cfg = benchmark_plan([f"simulated:{seed}"], embedders=["regular"], clusterers=["kmeans"])
+    adata, _ = load_input(cfg["datasets"][0], seed=seed)
+    preprocess(adata, cfg["preprocess"])
+    return adata, _truth_classes(adata)
+
+
+def vectors(adata) -> dict[str, np.ndarray]:
+    """Conditioned regular and neural vectors before any post-processing."""
+    import spatialclust as sc
+
+    sc.tl.embed(adata, "regular", key_added="X_conditioned", **CONDITIONING)
+    sc.tl.embed(adata, "neural", key_added="X_neural", postprocess=None)
+    return {"conditioned regular": adata.varm["X_conditioned"], "neural": adata.varm["X_neural"]}
+
+
+def accuracies(x: np.ndarray, truth: np.ndarray, seed: int) -> dict[tuple[str, str], float]:
+    import spatialclust as sc
+
+    k = int(np.unique(truth).size)
+    out = {}
+    for label, method, n in VARIANTS:
+        z = sc.tl.postprocess_vectors(x, method, sc.tl.fit_postprocessing(x, method, n))
+        for clusterer in ("leiden", "umap_dbscan", "kmeans"):
+            params = {"n_clusters": k} if clusterer == "kmeans" else {}
+            labels = sc.tl.create_clusterer(clusterer, random_state=seed, **params).fit(z).labels_
+            out[label, clusterer] = sc.metrics.clustering_accuracy(truth, labels)
+    return out
+
+
+def table(results: dict, title: str) -> None:
+    print(f"\n{title}\n| representation | post-processing | Leiden | UMAP-DBSCAN | k-means |\n|---|---|---|---|---|")
+    for rep in sorted({r for r, _ in results}):
+        for label, _, _ in VARIANTS:
+            cells = []
+            for clusterer in ("leiden", "umap_dbscan", "kmeans"):
+                values = np.asarray(results[rep, label][clusterer])
+                cells.append(f"{values.mean():.3f} ± {values.std(ddof=1) if values.size > 1 else 0:.3f}")
+            print(f"| {rep} | {label} | " + " | ".join(cells) + " |")
+
+
+def bladder(path) -> None:
+    import spatialclust as sc
+
+    adata = load_public("mouse_bladder", path=path)
+    if adata is None:
+        return
+    sc.pp.preprocess_ion_images(adata)
+    embedders = {"raw regular": dict(), "conditioned regular": CONDITIONING}
+    print("\n| bladder representation | post-processing | R@1 / R@10 (10-50 %) | R@1 / R@10 (2-10 %) |\n|---|---|---|---|")
+    for rep, params in [*embedders.items(), ("neural", None)]:
+        for label, method, n in VARIANTS:
+            if rep == "neural" and n == "auto":  # the neural embedder has a fixed number of components
+                continue
+            if rep == "neural":
+                embedder = sc.tl.NeuralEmbedder(postprocess=method, n_components=n or 50)
+            else:
+                embedder = sc.tl.create_embedder("regular", postprocess=method, postprocess_components=n or "auto", **params)
+            cells = []
+            for fraction in ((0.1, 0.5), (0.02, 0.1)):
+                result = sc.metrics.thinned_partner_check(adata, embedder=embedder, clusterer=None, fraction=fraction, seed=0)
+                cells.append(f"{result.recall[1]:.3f} / {result.recall[10]:.3f}")
+            print(f"| {rep} | {label} | " + " | ".join(cells) + " |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--subsets", type=int, nargs="*", default=[80, 160], help="sizes of the random image subsets")
+    parser.add_argument("--data-path", default=None, help="folder of the converted mouse bladder files")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    full, subsets = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list))
+    for seed in args.seeds:
+        adata, truth = simulated(seed)
+        for rep, x in vectors(adata).items():
+            for key, acc in accuracies(x, truth, seed).items():
+                full[rep, key[0]][key[1]].append(acc)
+            if rep != "conditioned regular":
+                continue
+            for size in args.subsets:
+                idx = np.random.default_rng(seed).choice(x.shape[0], size, replace=False)
+                for key, acc in accuracies(x[idx], truth[idx], seed).items():
+                    subsets[f"{size} images", key[0]][key[1]].append(acc)
+        print(f"(seed {seed} done)", flush=True)
+    table(full, f"Realistic simulator, 390 images, seeds {args.seeds}: ACC, mean ± sd")
+    if args.subsets:
+        table(subsets, "Conditioned regular images on random subsets of each seed: ACC, mean ± sd")
+    bladder(args.data_path)
+
+
+if __name__ == "__main__":
+    main()
