@@ -13,7 +13,7 @@ What PCA after the representation buys, measured on vectors computed once per se
     absent, or ``--data-path``; skipped with a note otherwise): thinned-partner recall@1/@10 with
     partners at 10-50 % and at 2-10 % of the counts (``sc.metrics.thinned_partner_check``).
 
-Example (the figures of docs/benchmarks.md, "Post-processing"; ~15 min on 2 cores)::
+Example (the figures of docs/benchmarks.md, "Post-processing"; ~20 min on 2 cores)::
 
     python benchmarks/bench_postprocess.py --seeds 0 1 2 3 4 --data-path /path/to/msi_mouse_bladder
 """
