@@ -145,7 +145,7 @@ def conditioning_params(embedder: Any) -> dict[str, Any] | None:
             "clip_percentile": embedder.clip_percentile, "contrast": embedder.contrast}
 
 
-#: ``postprocess`` of the learned embedders (neural, SimCLR): what is done to their vectors.
+#: ``postprocess`` of the regular, neural and SimCLR embedders: what is done to their vectors.
 POSTPROCESSING = ("l2", "pca_l2", "pca_whiten")
 #: The ``postprocess`` values that fit a PCA in ``fit``.
 PCA_POSTPROCESSING = ("pca_l2", "pca_whiten")

@@ -67,8 +67,9 @@ class NeuralEmbedder(ImageEmbedder):
     The defaults are the measured best on the realistic simulator and the mouse bladder data
     (docs/benchmarks.md, "Neural ion images"): 1 mm patches over the whole grid, images conditioned
     (Gaussian denoising of 5 px, clipping at the 99th percentile, min-max contrast), patch vectors
-    concatenated, then L2, PCA to 64 components, L2 (``postprocess="pca_l2"``). The paper's configuration is ``patch_size_um=None, pooling="max",
-    denoise=None, clip_percentile=None, contrast=None, postprocess=None`` (with the patch size it chose).
+    concatenated, then L2, PCA to 50 components, L2 (``postprocess="pca_l2"``). The paper's
+    configuration is ``patch_size_um=None, pooling="max", denoise=None, clip_percentile=None,
+    contrast=None, postprocess=None`` (with the patch size it chose).
 
     Parameters
     ----------

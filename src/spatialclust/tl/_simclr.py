@@ -409,29 +409,34 @@ class SimCLREmbedder(ImageEmbedder):
         pixel_size
             Unused (accepted for the embedder interface).
         """
+        self.fit_transform(images, mask=mask, pixel_size=pixel_size)
+        return self
+
+    def fit_transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
+        """:meth:`fit`, returning the post-processed features of ``images`` that the fit computed."""
         self._fit_simclr(images, mask=mask, pixel_size=pixel_size)
         self.self_labeling_ = None
-        features = self._encoder_features(images, mask=mask)
-        self._fit_postprocessing(features)
+        vectors = self._fit_postprocessing(self._encoder_features(images, mask=mask))
         if self.self_label:
             from ._self_label import SelfLabelingClassifier, initial_clusterer
 
-            features = postprocess_vectors(features, self.postprocess, self.pca_)
-            init = initial_clusterer(self.n_clusters, random_state=self.seed).fit(features).labels_
+            init = initial_clusterer(self.n_clusters, random_state=self.seed).fit(vectors).labels_
             if np.unique(init[init >= 0]).size < 2:  # tiny or structureless data: nothing to self-label
                 logger.warning("The spectral clustering of the SimCLR features found a single cluster; self-labeling "
                                "is skipped and every image keeps that cluster.")
                 self.labels_ = init
-                return self
+                return vectors
             params = {"seed": self.seed, "device": self.device, **(self.self_label_params or {})}
             self.self_labeling_ = SelfLabelingClassifier(self, **params).fit(images, init, mask=mask)
             self.labels_ = self.self_labeling_.labels_
-            self._fit_postprocessing(self._encoder_features(images, mask=mask))  # on the fine-tuned encoder
-        return self
+            vectors = self._fit_postprocessing(self._encoder_features(images, mask=mask))  # on the fine-tuned encoder
+        return vectors
 
-    def _fit_postprocessing(self, features: np.ndarray) -> None:
+    def _fit_postprocessing(self, features: np.ndarray) -> np.ndarray:
+        """Fit the post-processing on the encoder features of every image; the features post-processed."""
         self.pca_ = fit_postprocessing(features, self.postprocess, self.n_components)
         self.n_features_out_ = int(features.shape[1] if self.pca_ is None else self.pca_.n_components_)
+        return postprocess_vectors(features, self.postprocess, self.pca_)
 
     def _fit_simclr(self, images: np.ndarray | FeatureImageBatches, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> SimCLREmbedder:
         """Step 1: train the encoder on ``images`` (or load/resume ``checkpoint``)."""
@@ -567,9 +572,7 @@ class SimCLREmbedder(ImageEmbedder):
         self._fit_simclr(batches, mask=mask, pixel_size=pixel_size)
         self.self_labeling_ = None
         mask = None if mask is None else np.asarray(mask, dtype=bool)
-        features = np.concatenate(map_image_batches(self._encoder_features, batches, mask=mask))
-        self._fit_postprocessing(features)
-        return postprocess_vectors(features, self.postprocess, self.pca_)
+        return self._fit_postprocessing(np.concatenate(map_image_batches(self._encoder_features, batches, mask=mask)))
 
     # ------------------------------------------------------------------ inference
 
@@ -580,7 +583,7 @@ class SimCLREmbedder(ImageEmbedder):
         if getattr(self, "pca_", None) is None and self.postprocess in PCA_POSTPROCESSING:
             logger.info("Fitting the `postprocess=%r` PCA of the SimCLR features on the %d images given to `transform` "
                         "(it is not part of a checkpoint).", self.postprocess, features.shape[0])
-            self._fit_postprocessing(features)
+            return self._fit_postprocessing(features)
         return postprocess_vectors(features, self.postprocess, getattr(self, "pca_", None))
 
     def _encoder_features(self, images: np.ndarray, *, mask: np.ndarray | None = None,
