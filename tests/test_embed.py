@@ -129,6 +129,28 @@ def test_regular_postprocessing_is_fitted_once(postprocess):
             sc.tl.create_embedder("regular", postprocess=postprocess).transform(images)
 
 
+def test_regular_svd_components_are_fitted_once():
+    """With `n_components` the pixel-side singular vectors are fitted by `fit`: `transform` projects
+    on them, so a fitted image gets its `fit_transform` vector and other images share its basis."""
+    rng = np.random.default_rng(0)
+    images = rng.random((12, 8, 8)).astype(np.float32)
+    mask = np.ones((8, 8), dtype=bool)
+    mask[0] = False
+    embedder = sc.tl.create_embedder("regular", n_components=4)
+    vectors = embedder.fit_transform(images, mask=mask)
+    assert vectors.shape == (12, 4) and embedder.components_.shape == (56, 4)
+    np.testing.assert_allclose(embedder.components_.T @ embedder.components_, np.eye(4), atol=1e-5)
+    np.testing.assert_allclose(embedder.transform(images, mask=mask), vectors, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(embedder.transform(images[:3], mask=mask), vectors[:3], rtol=1e-4, atol=1e-4)
+    exact = np.linalg.svd(images[:, mask].astype(np.float64), compute_uv=False)[:4]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=0), exact, rtol=1e-3)  # the leading singular values
+    with pytest.raises(ValueError, match="fitted on images of 56"):
+        embedder.transform(images)
+    with pytest.raises(RuntimeError, match="singular vectors fitted by `fit`"):
+        sc.tl.create_embedder("regular", n_components=4).transform(images)
+    assert sc.tl.create_embedder("regular").fit(images).components_ is None
+
+
 def test_auto_postprocessing_components_follow_the_number_of_images():
     rng = np.random.default_rng(1)
     for n_images, expected in ((12, 1), (80, 10), (1000, 50)):

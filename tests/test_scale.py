@@ -225,6 +225,18 @@ def test_chunked_passes_in_groups_of_chunks_give_the_same_results(data, tmp_path
     images_chunked = da.from_array(np.asarray(memory.X), chunks=(-1, 3))
     np.testing.assert_allclose(embed_module._randomized_svd(images_chunked, 5, seed=0),
                                embed_module._randomized_svd(np.asarray(memory.X), 5, seed=0), rtol=1e-5, atol=1e-5)
+    # the pixel-side singular vectors, kept from the last pass: the same on every chunk layout, and
+    # images of the slide projected on them get the vectors of the chunked fit
+    fitted = {name: sc.tl.create_embedder("regular", n_components=5) for name in ("memory", "lazy")}
+    sc.tl.embed(memory, fitted["memory"], key_added="X_fitted")
+    sc.tl.embed(lazy, fitted["lazy"], key_added="X_fitted")
+    np.testing.assert_allclose(fitted["lazy"].components_, fitted["memory"].components_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(embed_module._randomized_svd(images_chunked, 5, seed=0, pixel_basis=True)[1],
+                               embed_module._randomized_svd(np.asarray(memory.X), 5, seed=0, pixel_basis=True)[1],
+                               rtol=1e-4, atol=1e-5)
+    images = sc.pp.feature_images(memory)
+    np.testing.assert_allclose(fitted["lazy"].transform(images, mask=sc.pp.tissue_mask_image(memory)),
+                               lazy.varm["X_fitted"], rtol=1e-4, atol=1e-3)
 
 
 def test_a_store_is_reopened_in_blocks_of_pixels_and_mz(tmp_path):

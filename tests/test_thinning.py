@@ -80,6 +80,20 @@ def test_check_with_regular_images_beats_chance_and_random_features_do_not():
     assert set(random.to_dict()) >= {"partner_recall@1", "partner_recall@10", "partner_co_clustered"}
 
 
+@pytest.mark.parametrize("refit", [True, False])
+def test_check_with_the_randomized_svd_projects_partners_on_the_fitted_basis(refit):
+    """Regular images with `n_components`: the thinned partners are projected on the singular vectors
+    fitted on the originals (before, every `transform` computed its own SVD, in another basis, and the
+    recall fell to chance)."""
+    adata = sc.datasets.simulate_msi(shape=(24, 24), n_patterns=3, ions_per_pattern=6, n_matrix_ions=2, seed=0)
+    full = sc.metrics.thinned_partner_check(adata, layer=None, embedder="regular", clusterer=None)
+    embedder = sc.tl.create_embedder("regular", n_components=8)
+    if not refit:  # as in a pipeline run: the embedder fitted on the dataset itself
+        embedder.fit(sc.pp.feature_images(adata), mask=sc.pp.tissue_mask_image(adata))
+    svd = sc.metrics.thinned_partner_check(adata, layer=None, embedder=embedder, clusterer=None, refit=refit)
+    assert svd.recall[10] > 0.9 and svd.recall[1] >= full.recall[1] - 0.1
+
+
 def test_check_reads_raw_counts_and_names_a_missing_layer():
     adata = sc.datasets.simulate_msi(shape=(24, 24), n_patterns=2, ions_per_pattern=4, n_matrix_ions=0, seed=1)
     with pytest.raises(ValueError, match="`layer`='raw' is not in `adata.layers`"):

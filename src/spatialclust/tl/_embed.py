@@ -238,6 +238,11 @@ class RegularEmbedder(ImageEmbedder):
 
     Attributes
     ----------
+    components_ : numpy.ndarray or None
+        With ``n_components``: the pixel-side singular vectors, float32 ``(n_pixels, n_components)``
+        (on-tissue pixels), fitted by :meth:`fit`; :meth:`transform` projects images on them, so
+        images embedded after the fit (e.g. the thinned partners of
+        :func:`spatialclust.metrics.thinned_partner_check`) share the fitted images' basis.
     pca_ : sklearn.decomposition.PCA or None
         The PCA of ``postprocess="pca_l2"`` / ``"pca_whiten"``, fitted by :meth:`fit`.
     """
@@ -260,18 +265,30 @@ class RegularEmbedder(ImageEmbedder):
         self.random_state = random_state
 
     def fit(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> RegularEmbedder:
-        """Fit the post-processing PCA on ``images`` (nothing to learn without one)."""
+        """Fit the singular vectors of ``n_components`` and the post-processing PCA on ``images``
+        (nothing to learn without either)."""
         self.fit_transform(images, mask=mask, pixel_size=pixel_size)
         return self
 
     def fit_transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
         """:meth:`fit` and the vectors of ``images``, with one pass over them."""
         self._validate_params()
-        return self._fit_postprocessing(self._vectors(images, mask=mask, pixel_size=pixel_size))
+        flat = self._flat(images, mask=mask, pixel_size=pixel_size)
+        return self._fit_postprocessing(self._fit_svd(flat.T))
 
     def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
-        """Regular ion images of ``images`` (post-processed with the PCA fitted by :meth:`fit`)."""
-        vectors = self._vectors(images, mask=mask, pixel_size=pixel_size)
+        """Regular ion images of ``images``, projected on the singular vectors and post-processed with
+        the PCA fitted by :meth:`fit` (a fitted image gets the vector :meth:`fit_transform` gave it)."""
+        vectors = self._flat(images, mask=mask, pixel_size=pixel_size)
+        if self.n_components is not None:
+            components = getattr(self, "components_", None)
+            if components is None:
+                raise RuntimeError("`n_components` projects on the singular vectors fitted by `fit`; call `fit` or "
+                                   "`fit_transform` first.")
+            if vectors.shape[1] != components.shape[0]:
+                raise ValueError(f"The images have {vectors.shape[1]} (on-tissue) pixels; the embedder was fitted on "
+                                 f"images of {components.shape[0]}: give the images and tissue mask it was fitted on.")
+            vectors = np.asarray(vectors, dtype=np.float32) @ components
         if self.postprocess in PCA_POSTPROCESSING and getattr(self, "pca_", None) is None:
             raise RuntimeError(f"`postprocess={self.postprocess!r}` projects on a PCA fitted by `fit`; call `fit` or "
                                "`fit_transform` first.")
@@ -282,41 +299,49 @@ class RegularEmbedder(ImageEmbedder):
         self.pca_ = fit_postprocessing(vectors, self.postprocess, self.postprocess_components)
         return postprocess_vectors(vectors, self.postprocess, self.pca_)
 
-    def _vectors(self, images: np.ndarray, *, mask: np.ndarray | None, pixel_size: float | None) -> np.ndarray:
-        """The flattened (conditioned) images, or their randomized SVD; before any post-processing."""
+    def _fit_svd(self, pixels: Any) -> np.ndarray:
+        """The ``(n_pixels, n_images)`` matrix transposed, or with ``n_components`` the image-side factor
+        of its randomized SVD, whose pixel-side singular vectors become ``components_``."""
+        if self.n_components is None:
+            self.components_ = None
+            return pixels.T
+        vectors, self.components_ = _randomized_svd(pixels, self._components(pixels.shape), seed=self.random_state,
+                                                    pixel_basis=True)
+        return vectors
+
+    def _flat(self, images: np.ndarray, *, mask: np.ndarray | None, pixel_size: float | None) -> np.ndarray:
+        """The flattened (conditioned) images ``(n_images, n_pixels)``, on-tissue pixels only."""
         arr, mask = check_images(images, mask=mask, pixel_size=pixel_size)
         conditioning = conditioning_params(self)
         if conditioning is not None:
             from .. import pp
 
             arr = pp.condition_images(arr, mask=mask, **conditioning)
-        flat = arr.reshape(arr.shape[0], -1) if mask is None else arr[:, mask]
-        return flat if self.n_components is None else _randomized_svd(flat.T, self._components(flat.T.shape),
-                                                                        seed=self.random_state)
+        return arr.reshape(arr.shape[0], -1) if mask is None else arr[:, mask]
 
-    def transform_pixels(self, pixels: Any, *, conditioned: bool = False) -> np.ndarray:
-        """Regular embedding of a chunked ``(n_pixels, n_images)`` matrix (e.g. the on-tissue rows of a
-        dask ``X``), without building the images: float32 ``(n_images, d)``.
+    def fit_transform_pixels(self, pixels: Any, *, conditioned: bool = False) -> np.ndarray:
+        """Fit on a chunked ``(n_pixels, n_images)`` matrix (e.g. the on-tissue rows of a dask ``X``)
+        and return its regular embedding, without building the images: float32 ``(n_images, d)``.
 
         Without ``n_components`` the transposed matrix itself (refused above ``DENSE_MAX_ENTRIES``
-        entries); with it, the randomized SVD streaming over the pixel chunks. With conditioning
-        parameters ``pixels`` must be the conditioned images' pixels
-        (:func:`spatialclust.pp.conditioned_tissue_pixels`, ``conditioned=True``). Not
-        post-processed (:func:`embed` fits the ``postprocess`` on the result).
+        entries); with it, the randomized SVD streaming over the pixel chunks, whose pixel-side
+        singular vectors (``components_``, float32 ``(n_pixels, n_components)``) :meth:`transform`
+        then projects other images of the same tissue on. With conditioning parameters ``pixels``
+        must be the conditioned images' pixels (:func:`spatialclust.pp.conditioned_tissue_pixels`,
+        ``conditioned=True``). Not post-processed (:func:`embed` fits the ``postprocess`` on the result).
         """
         n_pixels, n_images = pixels.shape
         if conditioning_params(self) is not None and not conditioned:
             raise ValueError("`RegularEmbedder` conditions whole images (denoise, clip_percentile, contrast); pass the "
                              "pixels of the conditioned images (`sc.pp.conditioned_tissue_pixels`) with `conditioned=True`.")
-        if self.n_components is None:
-            if n_pixels * n_images > DENSE_MAX_ENTRIES:
-                raise ValueError(
-                    f"The regular embedding of {n_images} images x {n_pixels} on-tissue pixels would hold "
-                    f"{n_pixels * n_images * 4 / 2**30:.1f} GiB; set `n_components` (e.g. 50) for a fixed-size "
-                    "embedding by randomized SVD."
-                )
-            return np.ascontiguousarray(pixels.T.compute(), dtype=np.float32)
-        return _randomized_svd(pixels, self._components(pixels.shape), seed=self.random_state)
+        if self.n_components is None and n_pixels * n_images > DENSE_MAX_ENTRIES:
+            raise ValueError(
+                f"The regular embedding of {n_images} images x {n_pixels} on-tissue pixels would hold "
+                f"{n_pixels * n_images * 4 / 2**30:.1f} GiB; set `n_components` (e.g. 50) for a fixed-size "
+                "embedding by randomized SVD."
+            )
+        vectors = self._fit_svd(pixels)
+        return np.ascontiguousarray(vectors.compute() if hasattr(vectors, "compute") else vectors, dtype=np.float32)
 
     def _components(self, shape: tuple[int, int]) -> int:
         """``n_components``, checked against the ``(n_pixels, n_images)`` matrix."""
@@ -327,50 +352,60 @@ class RegularEmbedder(ImageEmbedder):
         return k
 
 
-def _randomized_svd(pixels: Any, k: int, *, seed: int, n_oversamples: int = 20, n_power_iter: int = 2) -> np.ndarray:
+def _randomized_svd(pixels: Any, k: int, *, seed: int, n_oversamples: int = 20, n_power_iter: int = 2,
+                    pixel_basis: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Image-side factor ``V S`` of the ``k`` leading singular triplets of a ``(n_pixels, n_images)``
-    matrix ``A`` (numpy or dask), float32 ``(n_images, k)``.
+    matrix ``A`` (numpy or dask), float32 ``(n_images, k)``; with ``pixel_basis`` also the pixel-side
+    singular vectors ``U``, float32 ``(n_pixels, k)``, on which an image's projection is its row of
+    ``V S``.
 
     Halko, Martinsson & Tropp (2011), Algorithm 4.4 (randomized subspace iteration: ``Q = orth(A Ω)``,
     ``n_power_iter`` times ``Q = orth(A orth(Aᵀ Q))``, then the SVD of ``B = Qᵀ A``), computed from
     image-side matrices only, so that memory does not grow with the number of pixels: the image
     bases ``P`` are ``orth(AᵀA P)`` (the same subspaces as ``orth(Aᵀ Q)``), and the last ``Q =
     orth(A P)`` is never formed: with ``Z = AᵀA P`` and ``Pᵀ Z = (A P)ᵀ(A P) = W Λ Wᵀ``, ``Q = A P W
-    Λ^-1/2`` and ``Bᵀ = Aᵀ Q = Z W Λ^-1/2``, whose SVD gives ``V S``. Every product ``AᵀA P = Σ_b
-    A_bᵀ (A_b P)`` is one pass over blocks of whole pixel rows (:func:`_gram_times`): ``n_power_iter
-    + 1`` passes, half those of the pixel-side iteration, holding ``(n_images, k + n_oversamples)``
-    matrices and one block. Directions of ``A P`` whose squared singular value is below
-    ``1e-10`` times the largest (numerically rank-deficient data) are dropped: their singular values
-    are reported as 0. The random test matrix ``Ω`` is drawn once on the image side, so the result
-    does not depend on how the matrix is chunked (in memory or over a Zarr store). Signs: the
-    largest entry of every singular vector is positive.
+    Λ^-1/2`` and ``Bᵀ = Aᵀ Q = Z W Λ^-1/2``, whose SVD ``V S Ũᵀ`` gives ``V S``, and ``U = Q Ũ``
+    (with ``pixel_basis``, from the ``A P`` of the last pass, kept as float32: no further pass).
+    Every product ``AᵀA P = Σ_b A_bᵀ (A_b P)`` is one pass over blocks of whole pixel rows
+    (:func:`_gram_times`): ``n_power_iter + 1`` passes, half those of the pixel-side iteration,
+    holding ``(n_images, k + n_oversamples)`` matrices and one block. Directions of ``A P`` whose
+    squared singular value is below ``1e-10`` times the largest (numerically rank-deficient data)
+    are dropped: their singular values (and vectors) are reported as 0. The random test matrix
+    ``Ω`` is drawn once on the image side, so the result does not depend on how the matrix is
+    chunked (in memory or over a Zarr store). Signs: the largest entry of every image-side singular
+    vector is positive.
     """
     n_pixels, n_images = pixels.shape
     width = min(k + n_oversamples, n_pixels, n_images)
     basis = np.random.default_rng(seed).standard_normal((n_images, width))
     for _ in range(n_power_iter):
-        basis = np.linalg.qr(_gram_times(pixels, basis))[0]
-    gram_basis = _gram_times(pixels, basis)
+        basis = np.linalg.qr(_gram_times(pixels, basis)[0])[0]
+    gram_basis, left = _gram_times(pixels, basis, keep_left=pixel_basis)
     ritz = basis.T @ gram_basis
     values, vectors = np.linalg.eigh((ritz + ritz.T) / 2)
     kept = values > max(values.max(), 0.0) * 1e-10
     factor = np.zeros((n_images, k), dtype=np.float32)
+    components = np.zeros((n_pixels, k), dtype=np.float32) if pixel_basis else None
     if kept.any():  # an all-zero matrix has no singular direction
-        v, s, _ = np.linalg.svd(gram_basis @ (vectors[:, kept] / np.sqrt(values[kept])), full_matrices=False)
+        rotation = vectors[:, kept] / np.sqrt(values[kept])
+        v, s, ut = np.linalg.svd(gram_basis @ rotation, full_matrices=False)
         found = min(k, s.size)
-        v = v[:, :found] * np.sign(v[np.abs(v[:, :found]).argmax(axis=0), np.arange(found)])
-        factor[:, :found] = v * s[:found]
-    return factor
+        signs = np.sign(v[np.abs(v[:, :found]).argmax(axis=0), np.arange(found)])
+        factor[:, :found] = v[:, :found] * signs * s[:found]
+        if pixel_basis:
+            components[:, :found] = left @ ((rotation @ ut[:found].T) * signs).astype(np.float32)
+    return (factor, components) if pixel_basis else factor
 
 
-def _gram_times(pixels: Any, basis: np.ndarray) -> np.ndarray:
+def _gram_times(pixels: Any, basis: np.ndarray, *, keep_left: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """``AᵀA basis`` (float64 ``(n_images, width)``) of a ``(n_pixels, n_images)`` matrix ``A``, one pass over
     blocks of whole pixel rows: a numpy matrix in slices, a dask one per block of its pixel chunks
     (all its m/z joined), a few pixel chunks per dask compute (``pp.GROUP_CHUNK_ENTRIES``) so that
     dask never reads more of the matrix ahead than that. A dask matrix whose chunks span more pixels
-    than that (e.g. every pixel of a few images) is multiplied twice in its own chunks instead."""
+    than that (e.g. every pixel of a few images) is multiplied twice in its own chunks instead.
+    With ``keep_left`` also ``A basis`` (float32 ``(n_pixels, width)``), else None."""
     if not (hasattr(pixels, "compute") and hasattr(pixels, "chunks")):
-        return _block_gram_times(pixels, basis)
+        return _block_gram_times(pixels, basis, keep_left)
     import dask
     import dask.array as da
 
@@ -378,23 +413,32 @@ def _gram_times(pixels: Any, basis: np.ndarray) -> np.ndarray:
         # chunks of many pixels (e.g. every pixel of a few images): no block of whole spectra fits, so
         # two products in the array's own chunks, holding A P (n_pixels x width) between them
         left = (pixels @ basis).compute()
-        return np.asarray((pixels.T @ da.from_array(left, chunks=(pixels.chunks[0], -1))).compute(), dtype=np.float64)
+        gram = np.asarray((pixels.T @ da.from_array(left, chunks=(pixels.chunks[0], -1))).compute(), dtype=np.float64)
+        return gram, np.asarray(left, dtype=np.float32) if keep_left else None
     shared = dask.delayed(basis, pure=True)
-    out = np.zeros(basis.shape, dtype=np.float64)
+    out, lefts = np.zeros(basis.shape, dtype=np.float64), []
     for span in chunk_spans(pixels.chunks[0], GROUP_CHUNK_ENTRIES // max(pixels.shape[1], 1)):
-        blocks = pixels[span].rechunk({1: -1}).to_delayed().ravel()
-        out += sum(dask.compute(*(dask.delayed(_block_gram_times, pure=True)(block, shared) for block in blocks)))
-    return out
+        blocks = pixels[span].rechunk({1: -1}).to_delayed().ravel()  # the pixel blocks of the span, in order
+        for gram, left in dask.compute(*(dask.delayed(_block_gram_times, pure=True)(block, shared, keep_left)
+                                         for block in blocks)):
+            out += gram
+            lefts.append(left)
+    return out, np.concatenate(lefts) if keep_left else None
 
 
-def _block_gram_times(block: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """``blockᵀ (block basis)`` in float64, a slice of pixel rows of at most ``CHUNK_ENTRIES / 8`` entries at a time."""
+def _block_gram_times(block: np.ndarray, basis: np.ndarray, keep_left: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """``blockᵀ (block basis)`` in float64, a slice of pixel rows of at most ``CHUNK_ENTRIES / 8`` entries
+    at a time; with ``keep_left`` also ``block basis`` as float32, else None."""
     rows = max(1, CHUNK_ENTRIES // 8 // max(block.shape[1], 1))
     out = np.zeros(basis.shape, dtype=np.float64)
+    left = np.empty((block.shape[0], basis.shape[1]), dtype=np.float32) if keep_left else None
     for start in range(0, block.shape[0], rows):
         part = np.asarray(block[start:start + rows], dtype=np.float64)
-        out += part.T @ (part @ basis)
-    return out
+        product = part @ basis
+        out += part.T @ product
+        if keep_left:
+            left[start:start + rows] = product
+    return out, left
 
 
 def _method_name(method: str | ImageEmbedder) -> str:
@@ -472,7 +516,7 @@ def embed(
         conditioning = conditioning_params(embedder)
         embedder._validate_params()
         if conditioning is None:
-            vectors = embedder.transform_pixels(pp.tissue_pixels(adata, matrix))
+            vectors = embedder.fit_transform_pixels(pp.tissue_pixels(adata, matrix))
         else:
             vectors = _conditioned_regular(embedder, adata, layer, conditioning)
         vectors = embedder._fit_postprocessing(vectors)
@@ -508,12 +552,12 @@ def _conditioned_regular(embedder: RegularEmbedder, adata: ad.AnnData, layer: st
 
     pixels = pp.conditioned_tissue_pixels(adata, layer=layer, **conditioning)
     if embedder.n_components is None or current_client() is not None:  # one pass, or no shared disk
-        return embedder.transform_pixels(pixels, conditioned=True)
+        return embedder.fit_transform_pixels(pixels, conditioned=True)
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="spatialclust-conditioned-", dir=scratch_dir()) as folder:
         logger.info("Conditioning the %d images once into a temporary store for the randomized SVD.", pixels.shape[1])
-        return embedder.transform_pixels(store_array(pixels, f"{folder}/pixels.zarr"), conditioned=True)
+        return embedder.fit_transform_pixels(store_array(pixels, f"{folder}/pixels.zarr"), conditioned=True)
 
 
 def _plain_params(params: dict[str, Any]) -> dict[str, Any]:
