@@ -9,13 +9,18 @@ What PCA after the representation buys, measured on vectors computed once per se
     ``pca_whiten`` and a few numbers of components;
 (b) the same on random subsets of ``--subsets`` images of each seed, because whitening as many
     components as the images allow makes them nearly equidistant (what ``"auto"`` guards against);
-(c) the real mouse urinary bladder (``sc.datasets.mouse_bladder``: its cache, downloaded when
+(c) ``--regimes``: other realistic simulator regimes (7, 13 and 21 classes, 286 to 1,066 images,
+    3 seeds each), to check that the ``"auto"`` number of whitened components (one per 8 images)
+    is not tuned to the 13-class benchmark: ``"auto"`` against one component per 16 images,
+    1.2 sqrt(n_images) and a fixed 20, on the conditioned regular images;
+(d) the real mouse urinary bladder (``sc.datasets.mouse_bladder``: its cache, downloaded when
     absent, or ``--data-path``; skipped with a note otherwise): thinned-partner recall@1/@10 with
     partners at 10-50 % and at 2-10 % of the counts (``sc.metrics.thinned_partner_check``).
 
 Example (the figures of docs/benchmarks.md, "Post-processing"; ~20 min on 2 cores)::
 
     python benchmarks/bench_postprocess.py --seeds 0 1 2 3 4 --data-path /path/to/msi_mouse_bladder
+    python benchmarks/bench_postprocess.py --seeds --regimes   # (c), and (d) when its data are there; ~15 min
 """
 
 from __future__ import annotations
@@ -33,12 +38,20 @@ VARIANTS = [("none", None, None), ("l2", "l2", None), ("pca_l2 50", "pca_l2", 50
             ("pca_whiten 20", "pca_whiten", 20), ("pca_whiten 50", "pca_whiten", 50), ("pca_whiten auto", "pca_whiten", "auto")]
 
 
-def simulated(seed: int):
-    """Dataset ``simulated:seed`` of ``spatialclust benchmark``, preprocessed as it does."""
+#: (n_patterns, n_ions) of the ``--regimes`` simulations (the benchmark's own: 12 patterns, 240 ions).
+REGIMES = [(6, 200), (6, 600), (12, 800), (20, 600)]
+#: name -> number of whitened components for ``n`` images, compared in ``--regimes``.
+COMPONENT_RULES = {"auto (n / 8)": lambda n: "auto", "n / 16": lambda n: max(1, n // 16),
+                   "1.2 sqrt(n)": lambda n: round(1.2 * np.sqrt(n)), "20": lambda n: 20}
+
+
+def simulated(seed: int, **simulate):
+    """Dataset ``simulated:seed`` of ``spatialclust benchmark`` (with ``simulate`` overriding
+    simulator parameters), preprocessed as it does."""
     from spatialclust.pipeline._benchmark import _truth_classes, benchmark_plan
     from spatialclust.pipeline._cluster import load_input, preprocess
 
-    cfg = benchmark_plan([f"simulated:{seed}"], embedders=["regular"], clusterers=["kmeans"])
+    cfg = benchmark_plan([f"simulated:{seed}"], embedders=["regular"], clusterers=["kmeans"], simulate=simulate)
     adata, _ = load_input(cfg["datasets"][0], seed=seed)
     preprocess(adata, cfg["preprocess"])
     return adata, _truth_classes(adata)
@@ -53,12 +66,12 @@ def vectors(adata) -> dict[str, np.ndarray]:
     return {"conditioned regular": adata.varm["X_conditioned"], "neural": adata.varm["X_neural"]}
 
 
-def accuracies(x: np.ndarray, truth: np.ndarray, seed: int) -> dict[tuple[str, str], float]:
+def accuracies(x: np.ndarray, truth: np.ndarray, seed: int, variants=VARIANTS) -> dict[tuple[str, str], float]:
     import spatialclust as sc
 
     k = int(np.unique(truth).size)
     out = {}
-    for label, method, n in VARIANTS:
+    for label, method, n in variants:
         z = sc.tl.postprocess_vectors(x, method, sc.tl.fit_postprocessing(x, method, n))
         for clusterer in ("leiden", "umap_dbscan", "kmeans"):
             params = {"n_clusters": k} if clusterer == "kmeans" else {}
@@ -67,10 +80,30 @@ def accuracies(x: np.ndarray, truth: np.ndarray, seed: int) -> dict[tuple[str, s
     return out
 
 
-def table(results: dict, title: str) -> None:
+def regimes(seeds) -> None:
+    """(c): the number of whitened components in other simulator regimes."""
+    import spatialclust as sc
+
+    results = defaultdict(lambda: defaultdict(list))
+    for n_patterns, n_ions in REGIMES:
+        for seed in seeds:
+            adata, truth = simulated(seed, n_patterns=n_patterns, n_ions=n_ions)
+            sc.tl.embed(adata, "regular", key_added="X_conditioned", **CONDITIONING)
+            x = adata.varm["X_conditioned"]
+            variants = [("none", None, None)] + [(f"pca_whiten, {name}", "pca_whiten", rule(x.shape[0]))
+                                                 for name, rule in COMPONENT_RULES.items()]
+            rep = f"{np.unique(truth).size} classes, {x.shape[0]} images"
+            for key, acc in accuracies(x, truth, seed, variants).items():
+                results[rep, key[0]][key[1]].append(acc)
+        print(f"(regime {n_patterns} patterns, {n_ions} ions done)", flush=True)
+    table(results, f"Conditioned regular images in other simulator regimes, seeds {list(seeds)}: ACC, mean ± sd",
+          labels=["none", *(f"pca_whiten, {name}" for name in COMPONENT_RULES)])
+
+
+def table(results: dict, title: str, labels=None) -> None:
     print(f"\n{title}\n| representation | post-processing | Leiden | UMAP-DBSCAN | k-means |\n|---|---|---|---|---|")
     for rep in sorted({r for r, _ in results}):
-        for label, _, _ in VARIANTS:
+        for label in labels or [v[0] for v in VARIANTS]:
             cells = []
             for clusterer in ("leiden", "umap_dbscan", "kmeans"):
                 values = np.asarray(results[rep, label][clusterer])
@@ -104,8 +137,10 @@ def bladder(path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4], help="none: skip (a) and (b)")
     parser.add_argument("--subsets", type=int, nargs="*", default=[80, 160], help="sizes of the random image subsets")
+    parser.add_argument("--regimes", action="store_true", help="(c): component rules in other simulator regimes")
+    parser.add_argument("--regime-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--data-path", default=None, help="folder of the converted mouse bladder files")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -125,9 +160,12 @@ def main() -> None:
                 for key, acc in accuracies(x[idx], truth[idx], seed).items():
                     subsets[f"{size} images", key[0]][key[1]].append(acc)
         print(f"(seed {seed} done)", flush=True)
-    table(full, f"Realistic simulator, 390 images, seeds {args.seeds}: ACC, mean ± sd")
-    if args.subsets:
+    if args.seeds:
+        table(full, f"Realistic simulator, 390 images, seeds {args.seeds}: ACC, mean ± sd")
+    if args.seeds and args.subsets:
         table(subsets, "Conditioned regular images on random subsets of each seed: ACC, mean ± sd")
+    if args.regimes:
+        regimes(args.regime_seeds)
     bladder(args.data_path)
 
 
