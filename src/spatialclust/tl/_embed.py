@@ -193,9 +193,11 @@ def postprocess_vectors(vectors: np.ndarray, method: str | None, pca: Any) -> np
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit Euclidean length (zero rows stay zero), float64."""
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    """Rows scaled to unit Euclidean length (zero rows stay zero); float32 stays float32 (the vectors
+    of a whole slide are not doubled in memory), anything else becomes float64."""
+    x = np.asarray(x)
+    x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12).astype(x.dtype)
 
 
 @register_embedder("regular")
