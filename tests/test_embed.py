@@ -153,7 +153,7 @@ def test_regular_svd_components_are_fitted_once():
 
 def test_auto_postprocessing_components_follow_the_number_of_images():
     rng = np.random.default_rng(1)
-    for n_images, expected in ((12, 1), (80, 10), (1000, 50)):
+    for n_images, expected in ((12, 4), (80, 11), (390, 24), (1000, 38), (2000, 50)):
         pca = sc.tl.fit_postprocessing(rng.random((n_images, 60)), "pca_whiten", "auto")
         assert pca.n_components_ == expected
     assert sc.tl.fit_postprocessing(rng.random((5, 60)), "pca_l2", 50).n_components_ == 4  # at most n_images - 1
