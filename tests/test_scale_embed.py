@@ -144,6 +144,25 @@ def test_thinned_check_on_a_sample_of_a_chunked_matrix(data, monkeypatch):
     assert partners == {k: v for k, v in expected.items() if k.startswith("partner_recall")}
 
 
+def test_thinned_check_of_a_chunked_svd_embedding_uses_its_fitted_basis(data, monkeypatch):
+    """A run's regular embedder with `n_components`, fitted on a chunked X, projects the check's sample
+    and its partners on the singular vectors of the whole dataset (before, every `transform` computed
+    a new SVD of the images it was given, and the recall fell to chance)."""
+    import spatialclust.pipeline._cluster as cluster_module
+
+    lazy = data.copy()
+    chunked(lazy, 200)
+    embedder = sc.tl.create_embedder("regular", n_components=6)
+    sc.tl.embed(lazy, embedder, key_added="X_svd")
+    assert embedder.components_.shape == (int(lazy.obs[K.TISSUE].sum()), 6)
+    monkeypatch.setattr(cluster_module, "THINNED_SAMPLE", 12)
+    monkeypatch.setattr(cluster_module, "THINNED_MIN_SAMPLE", 12)
+    cfg = {"seed": 0, "preprocess": {"normalize": "tic", "winsorize": 95.0, "scale": True, "tissue_only": False}}
+    svd = cluster_module.thinned_partners(lazy, [("X_svd", embedder)], cfg)["X_svd"]
+    full = cluster_module.thinned_partners(lazy, [("X_regular", sc.tl.create_embedder("regular"))], cfg)["X_regular"]
+    assert svd["partner_recall@10"] >= full["partner_recall@10"] - 0.1 and svd["partner_recall@1"] > 0.5
+
+
 @pytest.mark.slow
 def test_local_cluster_embeds_the_batches_with_the_model_sent_once(data, small_batches, monkeypatch):
     """Neural, SimCLR and conditioned regular embeddings of a chunked X on a 2-worker LocalCluster
