@@ -130,7 +130,8 @@ def svd_agreement(results: Path, components: int, seeds: tuple[int, ...] = (0, 1
     from spatialclust.tl._embed import RegularEmbedder
 
     full = np.asarray(ad.read_h5ad(results).varm["X_regular"])
-    reduced = RegularEmbedder(n_components=components).fit_transform_pixels(da.from_array(full.T, chunks=(4096, -1)))
+    reduced = RegularEmbedder(n_components=components).fit_transform_pixels(da.from_array(full.T, chunks=(4096, -1)),
+                                                                           keep_basis=False)
 
     def kmeans(X: np.ndarray, seed: int) -> np.ndarray:
         return sc.tl.create_clusterer("kmeans", n_clusters=CLUSTERS, random_state=seed).fit_predict(X)

@@ -151,6 +151,36 @@ def test_regular_svd_components_are_fitted_once():
     assert sc.tl.create_embedder("regular").fit(images).components_ is None
 
 
+@pytest.mark.parametrize("rank", [None, 2])
+def test_regular_svd_components_with_more_images_than_the_sketch_and_rank_deficient(rank):
+    """60 images (wider than the k + 20 sketch) and a rank-2 stack with k = 5: the fitted images are
+    their projections on `components_`, whose directions beyond the rank are zero."""
+    rng = np.random.default_rng(3)
+    images = rng.random((60, 9, 9)).astype(np.float32)
+    if rank is not None:
+        images = np.einsum("ir,rhw->ihw", rng.random((60, rank)), rng.random((rank, 9, 9))).astype(np.float32)
+    embedder = sc.tl.create_embedder("regular", n_components=5)
+    vectors = embedder.fit_transform(images)
+    np.testing.assert_allclose(embedder.transform(images), vectors, rtol=1e-4, atol=1e-4 * np.abs(vectors).max())
+    kept = 5 if rank is None else rank
+    np.testing.assert_allclose(embedder.components_[:, :kept].T @ embedder.components_[:, :kept], np.eye(kept), atol=1e-5)
+    if rank is not None:
+        assert not embedder.components_[:, rank:].any() and not vectors[:, rank:].any()
+
+
+def test_unit_rows_precision():
+    """float64 rows (norms in float64, also for float32 input) unless a float32 matrix is large."""
+    from spatialclust.tl import _embed
+
+    small = np.array([[3.0, 4.0], [0.0, 0.0], [1e20, 1e20]], dtype=np.float32)
+    out = _embed.unit_rows(small)
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0], [2**-0.5, 2**-0.5]], rtol=1e-6)
+    large = np.ones((_embed.FLOAT32_ENTRIES // 4 + 1, 4), dtype=np.float32)
+    assert _embed.unit_rows(large).dtype == np.float32
+    assert _embed.unit_rows(np.array([[1, 1]])).dtype == np.float64
+
+
 def test_auto_postprocessing_components_follow_the_number_of_images():
     rng = np.random.default_rng(1)
     for n_images, expected in ((12, 4), (80, 11), (390, 24), (1000, 38), (2000, 50)):

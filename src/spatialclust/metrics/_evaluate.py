@@ -131,7 +131,7 @@ def evaluate_clustering(
             pixels = pp.tissue_pixels(adata, matrix)
             fixed = pixels.shape[0] * pixels.shape[1] > pp.DENSE_MAX_ENTRIES
             regular = registry("embedder").create("regular", n_components=100 if fixed else None, random_state=random_state)
-            rep = regular.fit_transform_pixels(pixels)
+            rep = regular.fit_transform_pixels(pixels, keep_basis=False)
             if fixed:
                 logger.info("Internal metrics of `%s` on 100 randomized-SVD components of the regular images.", key)
     elif rep is None or _keys.MZ in adata.var:

@@ -202,12 +202,20 @@ def postprocess_vectors(vectors: np.ndarray, method: str | None, pca: Any) -> np
     return np.asarray(out, dtype=np.float32)
 
 
+#: Vectors of more entries than this stay float32 in :func:`unit_rows` (and so in the post-processing
+#: PCA): 128 MiB as float64; below it the PCA runs in float64.
+FLOAT32_ENTRIES = 2**24
+
+
 def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit Euclidean length (zero rows stay zero); float32 stays float32 (the vectors
-    of a whole slide are not doubled in memory), anything else becomes float64."""
+    """Rows scaled to unit Euclidean length (zero rows stay zero), float64; float32 vectors of more
+    than ``FLOAT32_ENTRIES`` entries (a whole slide's flattened images) stay float32, so that they
+    are not doubled in memory. The norms are computed in float64."""
     x = np.asarray(x)
-    x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12).astype(x.dtype)
+    if not (x.dtype == np.float32 and x.size > FLOAT32_ENTRIES):
+        x = x.astype(np.float64, copy=False)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))[:, None]
+    return x / np.maximum(norms, 1e-12).astype(x.dtype)
 
 
 @register_embedder("regular")
@@ -224,9 +232,10 @@ class RegularEmbedder(ImageEmbedder):
     images up to the discarded spectrum) computed by randomized SVD (Halko, Martinsson & Tropp 2011,
     "Finding structure with randomness", SIAM Review 53(2); :func:`_randomized_svd`):
     a fixed-size input to k-means/UMAP whatever the number of pixels. On a chunked (dask) matrix
-    this streams over the pixel chunks (a few passes over the data, nothing larger than a chunk and
-    the ``(n_images, n_components)`` result in memory); it is required when the flattened images
-    of a chunked matrix would exceed ``DENSE_MAX_ENTRIES`` entries.
+    this streams over the pixel chunks (a few passes over the data; in memory one chunk, the
+    ``(n_images, n_components)`` result and the pixel-side singular vectors ``components_``, as
+    many values as ``n_components`` images); it is required when the flattened images of a chunked
+    matrix would exceed ``DENSE_MAX_ENTRIES`` entries.
 
     Parameters
     ----------
@@ -311,14 +320,17 @@ class RegularEmbedder(ImageEmbedder):
         self.pca_ = fit_postprocessing(vectors, self.postprocess, self.postprocess_components)
         return postprocess_vectors(vectors, self.postprocess, self.pca_)
 
-    def _fit_svd(self, pixels: Any) -> np.ndarray:
+    def _fit_svd(self, pixels: Any, *, keep_basis: bool = True) -> np.ndarray:
         """The ``(n_pixels, n_images)`` matrix transposed, or with ``n_components`` the image-side factor
-        of its randomized SVD, whose pixel-side singular vectors become ``components_``."""
+        of its randomized SVD, whose pixel-side singular vectors become ``components_`` (None without
+        ``keep_basis``)."""
+        self.components_ = None
         if self.n_components is None:
-            self.components_ = None
             return pixels.T
-        vectors, self.components_ = _randomized_svd(pixels, self._components(pixels.shape), seed=self.random_state,
-                                                    pixel_basis=True)
+        k = self._components(pixels.shape)
+        if not keep_basis:
+            return _randomized_svd(pixels, k, seed=self.random_state)
+        vectors, self.components_ = _randomized_svd(pixels, k, seed=self.random_state, pixel_basis=True)
         return vectors
 
     def _flat(self, images: np.ndarray, *, mask: np.ndarray | None, pixel_size: float | None) -> np.ndarray:
@@ -331,7 +343,7 @@ class RegularEmbedder(ImageEmbedder):
             arr = pp.condition_images(arr, mask=mask, **conditioning)
         return arr.reshape(arr.shape[0], -1) if mask is None else arr[:, mask]
 
-    def fit_transform_pixels(self, pixels: Any, *, conditioned: bool = False) -> np.ndarray:
+    def fit_transform_pixels(self, pixels: Any, *, conditioned: bool = False, keep_basis: bool = True) -> np.ndarray:
         """Fit on a chunked ``(n_pixels, n_images)`` matrix (e.g. the on-tissue rows of a dask ``X``)
         and return its regular embedding, without building the images: float32 ``(n_images, d)``.
 
@@ -340,7 +352,9 @@ class RegularEmbedder(ImageEmbedder):
         singular vectors (``components_``, float32 ``(n_pixels, n_components)``) :meth:`transform`
         then projects other images of the same tissue on. With conditioning parameters ``pixels``
         must be the conditioned images' pixels (:func:`spatialclust.pp.conditioned_tissue_pixels`,
-        ``conditioned=True``). Not post-processed (:func:`embed` fits the ``postprocess`` on the result).
+        ``conditioned=True``). ``keep_basis=False`` keeps no ``components_`` (a one-off embedding, whose
+        ``n_pixels x n_components`` basis is not needed). Not post-processed (:func:`embed` fits the
+        ``postprocess`` on the result).
         """
         n_pixels, n_images = pixels.shape
         if conditioning_params(self) is not None and not conditioned:
@@ -352,7 +366,7 @@ class RegularEmbedder(ImageEmbedder):
                 f"{n_pixels * n_images * 4 / 2**30:.1f} GiB; set `n_components` (e.g. 50) for a fixed-size "
                 "embedding by randomized SVD."
             )
-        vectors = self._fit_svd(pixels)
+        vectors = self._fit_svd(pixels, keep_basis=keep_basis)
         return np.ascontiguousarray(vectors.compute() if hasattr(vectors, "compute") else vectors, dtype=np.float32)
 
     def _components(self, shape: tuple[int, int]) -> int:
@@ -373,14 +387,15 @@ def _randomized_svd(pixels: Any, k: int, *, seed: int, n_oversamples: int = 20, 
 
     Halko, Martinsson & Tropp (2011), Algorithm 4.4 (randomized subspace iteration: ``Q = orth(A Ω)``,
     ``n_power_iter`` times ``Q = orth(A orth(Aᵀ Q))``, then the SVD of ``B = Qᵀ A``), computed from
-    image-side matrices only, so that memory does not grow with the number of pixels: the image
+    image-side matrices only (without ``pixel_basis`` nothing of size ``n_pixels`` is held): the image
     bases ``P`` are ``orth(AᵀA P)`` (the same subspaces as ``orth(Aᵀ Q)``), and the last ``Q =
     orth(A P)`` is never formed: with ``Z = AᵀA P`` and ``Pᵀ Z = (A P)ᵀ(A P) = W Λ Wᵀ``, ``Q = A P W
     Λ^-1/2`` and ``Bᵀ = Aᵀ Q = Z W Λ^-1/2``, whose SVD ``V S Ũᵀ`` gives ``V S``, and ``U = Q Ũ``
     (with ``pixel_basis``, from the ``A P`` of the last pass, kept as float32: no further pass).
     Every product ``AᵀA P = Σ_b A_bᵀ (A_b P)`` is one pass over blocks of whole pixel rows
     (:func:`_gram_times`): ``n_power_iter + 1`` passes, half those of the pixel-side iteration,
-    holding ``(n_images, k + n_oversamples)`` matrices and one block. Directions of ``A P`` whose
+    holding ``(n_images, k + n_oversamples)`` matrices and one block (with ``pixel_basis`` also ``A P``,
+    float32 ``(n_pixels, k + n_oversamples)``, during the last pass). Directions of ``A P`` whose
     squared singular value is below ``1e-10`` times the largest (numerically rank-deficient data)
     are dropped: their singular values (and vectors) are reported as 0. The random test matrix
     ``Ω`` is drawn once on the image side, so the result does not depend on how the matrix is
@@ -405,7 +420,11 @@ def _randomized_svd(pixels: Any, k: int, *, seed: int, n_oversamples: int = 20, 
         signs = np.sign(v[np.abs(v[:, :found]).argmax(axis=0), np.arange(found)])
         factor[:, :found] = v[:, :found] * signs * s[:found]
         if pixel_basis:
-            components[:, :found] = left @ ((rotation @ ut[:found].T) * signs).astype(np.float32)
+            projection = ((rotation @ ut[:found].T) * signs).astype(np.float32)
+            if found == k:  # written in place: no second n_pixels x k array
+                np.matmul(left, projection, out=components)
+            else:
+                components[:, :found] = left @ projection
     return (factor, components) if pixel_basis else factor
 
 
@@ -428,14 +447,18 @@ def _gram_times(pixels: Any, basis: np.ndarray, *, keep_left: bool = False) -> t
         gram = np.asarray((pixels.T @ da.from_array(left, chunks=(pixels.chunks[0], -1))).compute(), dtype=np.float64)
         return gram, np.asarray(left, dtype=np.float32) if keep_left else None
     shared = dask.delayed(basis, pure=True)
-    out, lefts = np.zeros(basis.shape, dtype=np.float64), []
+    out = np.zeros(basis.shape, dtype=np.float64)
+    left = np.empty((pixels.shape[0], basis.shape[1]), dtype=np.float32) if keep_left else None
+    start = 0
     for span in chunk_spans(pixels.chunks[0], GROUP_CHUNK_ENTRIES // max(pixels.shape[1], 1)):
         blocks = pixels[span].rechunk({1: -1}).to_delayed().ravel()  # the pixel blocks of the span, in order
-        for gram, left in dask.compute(*(dask.delayed(_block_gram_times, pure=True)(block, shared, keep_left)
-                                         for block in blocks)):
+        for gram, block_left in dask.compute(*(dask.delayed(_block_gram_times, pure=True)(block, shared, keep_left)
+                                               for block in blocks)):
             out += gram
-            lefts.append(left)
-    return out, np.concatenate(lefts) if keep_left else None
+            if keep_left:
+                left[start:start + block_left.shape[0]] = block_left
+                start += block_left.shape[0]
+    return out, left
 
 
 def _block_gram_times(block: np.ndarray, basis: np.ndarray, keep_left: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
