@@ -299,7 +299,9 @@ class RegularEmbedder(ImageEmbedder):
 
     def transform(self, images: np.ndarray, *, mask: np.ndarray | None = None, pixel_size: float | None = None) -> np.ndarray:
         """Regular ion images of ``images``, projected on the singular vectors and post-processed with
-        the PCA fitted by :meth:`fit` (a fitted image gets the vector :meth:`fit_transform` gave it)."""
+        the PCA fitted by :meth:`fit` (a fitted image gets the vector :meth:`fit_transform` gave it).
+        With ``n_components`` the images must be of the tissue mask of the fit (only the number of its
+        pixels can be checked)."""
         vectors = self._flat(images, mask=mask, pixel_size=pixel_size)
         if self.n_components is not None:
             components = getattr(self, "components_", None)
