@@ -190,3 +190,34 @@ def test_auto_postprocessing_components_follow_the_number_of_images():
     assert sc.tl.fit_postprocessing(rng.random((5, 60)), "l2", 50) is None
     with pytest.raises(ValueError, match="needs at least 2 images"):
         sc.tl.fit_postprocessing(rng.random((1, 60)), "pca_l2", 50)
+
+
+#: Tiny settings of every registered ion-image embedder for the transform contract below.
+TINY_EMBEDDERS = {
+    "regular": {},
+    "regular, randomized SVD": {"n_components": 5},
+    "regular, whitening PCA": {"postprocess": "pca_whiten"},
+    "neural": {"backbone": "test_tiny", "patch_size": 12, "device": "cpu"},
+    "simclr": {"backbone": "test_tiny", "epochs": 1, "batch_size": 8, "image_size": None, "device": "cpu"},
+    "darlc": {"pretrain_epochs": 1, "cluster_epochs": 1, "gat_epochs": 2, "n_clusters": 3, "device": "cpu",
+              "embed_dim": 16, "depth": 1, "num_heads": 2, "patch_size": 4},
+}
+
+
+@pytest.mark.parametrize("case", list(TINY_EMBEDDERS))
+def test_every_embedder_transforms_fitted_images_as_it_fitted_them(case):
+    """The contract the thinned-partner check and `transform` of new data rely on: after `fit_transform`,
+    `transform` of the same images, or of a subset, gives their fitted vectors (one basis, one PCA,
+    one network), whatever the other images of the call."""
+    pytest.importorskip("torch")
+    assert {name.split(",")[0] for name in TINY_EMBEDDERS} == set(sc.tl.list_embedders())  # every registered one
+    adata = sc.datasets.simulate_msi(shape=(24, 24), n_patterns=3, ions_per_pattern=5, n_matrix_ions=2, seed=0)
+    sc.pp.preprocess_ion_images(adata)
+    images, mask = sc.pp.feature_images(adata), sc.pp.tissue_mask_image(adata)
+    embedder = sc.tl.create_embedder(case.split(",")[0], **TINY_EMBEDDERS[case])
+    fitted = embedder.fit_transform(images, mask=mask, pixel_size=adata.uns["grid"]["pixel_size"])
+    scale = np.abs(fitted).max()
+    np.testing.assert_allclose(embedder.transform(images, mask=mask, pixel_size=adata.uns["grid"]["pixel_size"]),
+                               fitted, atol=1e-5 * scale)
+    np.testing.assert_allclose(embedder.transform(images[[4, 0, 7]], mask=mask, pixel_size=adata.uns["grid"]["pixel_size"]),
+                               fitted[[4, 0, 7]], atol=1e-5 * scale)
