@@ -16,12 +16,17 @@ What PCA after the representation buys, measured on vectors computed once per se
     regular images;
 (d) the real mouse urinary bladder (``sc.datasets.mouse_bladder``: its cache, downloaded when
     absent, or ``--data-path``; skipped with a note otherwise): thinned-partner recall@1/@10 with
-    partners at 10-50 % and at 2-10 % of the counts (``sc.metrics.thinned_partner_check``).
+    partners at 10-50 % and at 2-10 % of the counts (``sc.metrics.thinned_partner_check``);
+    ``--skip-bladder`` leaves it out;
+(e) ``--partner-recall``: thinned-partner recall@1/@10 of every variant on the simulator seeds
+    (``--recall-seeds``; the check's own partners at 10-50 % of the counts, the PCA fitted on the
+    originals).
 
 Example (the figures of docs/benchmarks.md, "Post-processing"; ~20 min on 2 cores)::
 
     python benchmarks/bench_postprocess.py --seeds 0 1 2 3 4 --data-path /path/to/msi_mouse_bladder
     python benchmarks/bench_postprocess.py --seeds --regimes   # (c), and (d) when its data are there; ~15 min
+    python benchmarks/bench_postprocess.py --seeds --partner-recall --skip-bladder   # (e) only; ~10 min
 """
 
 from __future__ import annotations
@@ -101,6 +106,45 @@ def regimes(seeds) -> None:
           labels=["none", *(f"pca_whiten, {name}" for name in COMPONENT_RULES)])
 
 
+def partner_vectors(adata, embedder, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of the images and of their thinned partners (those of ``sc.metrics.thinned_partner_check``),
+    before any post-processing: ``embedder`` must have no fitted state (``postprocess=None``)."""
+    import spatialclust as sc
+
+    mask, pixel_size, out = sc.pp.tissue_mask_image(adata), adata.uns["grid"].get("pixel_size"), []
+
+    def embed(images):
+        out.append(embedder.fit_transform(images, mask=mask, pixel_size=pixel_size))
+        return out[-1]
+
+    sc.metrics.thinned_partner_check(adata, embedder=embed, clusterer=None, seed=seed)
+    return out[0], out[1]
+
+
+def partner_recalls(seeds) -> None:
+    """(e): partner recall of every variant on the simulator."""
+    import spatialclust as sc
+
+    results = defaultdict(list)
+    for seed in seeds:
+        adata, _ = simulated(seed)
+        embedders = {"conditioned regular": sc.tl.create_embedder("regular", **CONDITIONING),
+                     "neural": sc.tl.NeuralEmbedder(postprocess=None)}
+        for rep, embedder in embedders.items():
+            a, b = partner_vectors(adata, embedder, seed)
+            for label, method, n in VARIANTS:
+                pca = sc.tl.fit_postprocessing(a, method, n)
+                recall, _ = sc.metrics.partner_recall(sc.tl.postprocess_vectors(a, method, pca),
+                                                      sc.tl.postprocess_vectors(b, method, pca))
+                results[rep, label].append((recall[1], recall[10]))
+        print(f"(partner recall, seed {seed} done)", flush=True)
+    print(f"\nThinned-partner recall on the simulator, seeds {list(seeds)} (partners at 10-50 %)\n"
+          "| representation | post-processing | recall@1 | recall@10 |\n|---|---|---|---|")
+    for (rep, label), values in results.items():
+        values = np.asarray(values)
+        print(f"| {rep} | {label} | {values[:, 0].mean():.3f} | {values[:, 1].mean():.3f} |")
+
+
 def table(results: dict, title: str, labels=None) -> None:
     print(f"\n{title}\n| representation | post-processing | Leiden | UMAP-DBSCAN | k-means |\n|---|---|---|---|---|")
     for rep in sorted({r for r, _ in results}):
@@ -142,7 +186,10 @@ def main() -> None:
     parser.add_argument("--subsets", type=int, nargs="*", default=[80, 160], help="sizes of the random image subsets")
     parser.add_argument("--regimes", action="store_true", help="(c): component rules in other simulator regimes")
     parser.add_argument("--regime-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--partner-recall", action="store_true", help="(e): partner recall of every variant, --recall-seeds")
+    parser.add_argument("--recall-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--data-path", default=None, help="folder of the converted mouse bladder files")
+    parser.add_argument("--skip-bladder", action="store_true", help="leave out (d)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import torch
@@ -167,7 +214,10 @@ def main() -> None:
         table(subsets, "Conditioned regular images on random subsets of each seed: ACC, mean ± sd")
     if args.regimes:
         regimes(args.regime_seeds)
-    bladder(args.data_path)
+    if args.partner_recall:
+        partner_recalls(args.recall_seeds)
+    if not args.skip_bladder:
+        bladder(args.data_path)
 
 
 if __name__ == "__main__":
