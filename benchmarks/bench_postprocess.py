@@ -106,7 +106,7 @@ def regimes(seeds) -> None:
           labels=["none", *(f"pca_whiten, {name}" for name in COMPONENT_RULES)])
 
 
-def partner_vectors(adata, embedder, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def partner_vectors(adata, embedder, seed: int, fraction=(0.1, 0.5)) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of the images and of their thinned partners (those of ``sc.metrics.thinned_partner_check``),
     before any post-processing: ``embedder`` must have no fitted state (``postprocess=None``)."""
     import spatialclust as sc
@@ -117,26 +117,39 @@ def partner_vectors(adata, embedder, seed: int) -> tuple[np.ndarray, np.ndarray]
         out.append(embedder.fit_transform(images, mask=mask, pixel_size=pixel_size))
         return out[-1]
 
-    sc.metrics.thinned_partner_check(adata, embedder=embed, clusterer=None, seed=seed)
+    sc.metrics.thinned_partner_check(adata, embedder=embed, clusterer=None, fraction=fraction, seed=seed)
     return out[0], out[1]
+
+
+def variant_recalls(a: np.ndarray, b: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Partner recall@1/@10 of images ``a`` and partners ``b`` under every variant, its PCA fitted on ``a``
+    (what the check gives an embedder with that ``postprocess``)."""
+    import spatialclust as sc
+
+    out = {}
+    for label, method, n in VARIANTS:
+        pca = sc.tl.fit_postprocessing(a, method, n)
+        recall, _ = sc.metrics.partner_recall(sc.tl.postprocess_vectors(a, method, pca), sc.tl.postprocess_vectors(b, method, pca))
+        out[label] = recall[1], recall[10]
+    return out
+
+
+def unprocessed_embedders() -> dict[str, object]:
+    """The representations of the recall checks, without post-processing (embedded once per check)."""
+    import spatialclust as sc
+
+    return {"raw regular": sc.tl.create_embedder("regular"), "conditioned regular": sc.tl.create_embedder("regular", **CONDITIONING),
+            "neural": sc.tl.NeuralEmbedder(postprocess=None)}
 
 
 def partner_recalls(seeds) -> None:
     """(e): partner recall of every variant on the simulator."""
-    import spatialclust as sc
-
     results = defaultdict(list)
     for seed in seeds:
         adata, _ = simulated(seed)
-        embedders = {"conditioned regular": sc.tl.create_embedder("regular", **CONDITIONING),
-                     "neural": sc.tl.NeuralEmbedder(postprocess=None)}
-        for rep, embedder in embedders.items():
-            a, b = partner_vectors(adata, embedder, seed)
-            for label, method, n in VARIANTS:
-                pca = sc.tl.fit_postprocessing(a, method, n)
-                recall, _ = sc.metrics.partner_recall(sc.tl.postprocess_vectors(a, method, pca),
-                                                      sc.tl.postprocess_vectors(b, method, pca))
-                results[rep, label].append((recall[1], recall[10]))
+        for rep, embedder in unprocessed_embedders().items():
+            for label, recall in variant_recalls(*partner_vectors(adata, embedder, seed)).items():
+                results[rep, label].append(recall)
         print(f"(partner recall, seed {seed} done)", flush=True)
     print(f"\nThinned-partner recall on the simulator, seeds {list(seeds)} (partners at 10-50 %)\n"
           "| representation | post-processing | recall@1 | recall@10 |\n|---|---|---|---|")
@@ -157,27 +170,18 @@ def table(results: dict, title: str, labels=None) -> None:
 
 
 def bladder(path) -> None:
+    """(d): partner recall of every variant on the real bladder, partners at 10-50 % and 2-10 %."""
     import spatialclust as sc
 
     adata = load_public("mouse_bladder", path=path)
     if adata is None:
         return
     sc.pp.preprocess_ion_images(adata)
-    embedders = {"raw regular": dict(), "conditioned regular": CONDITIONING}
     print("\n| bladder representation | post-processing | R@1 / R@10 (10-50 %) | R@1 / R@10 (2-10 %) |\n|---|---|---|---|")
-    for rep, params in [*embedders.items(), ("neural", None)]:
-        for label, method, n in VARIANTS:
-            if rep == "neural" and n == "auto":  # the neural embedder has a fixed number of components
-                continue
-            if rep == "neural":
-                embedder = sc.tl.NeuralEmbedder(postprocess=method, n_components=n or 50)
-            else:
-                embedder = sc.tl.create_embedder("regular", postprocess=method, postprocess_components=n or "auto", **params)
-            cells = []
-            for fraction in ((0.1, 0.5), (0.02, 0.1)):
-                result = sc.metrics.thinned_partner_check(adata, embedder=embedder, clusterer=None, fraction=fraction, seed=0)
-                cells.append(f"{result.recall[1]:.3f} / {result.recall[10]:.3f}")
-            print(f"| {rep} | {label} | " + " | ".join(cells) + " |", flush=True)
+    for rep, embedder in unprocessed_embedders().items():
+        recalls = [variant_recalls(*partner_vectors(adata, embedder, 0, fraction)) for fraction in ((0.1, 0.5), (0.02, 0.1))]
+        for label, _, _ in VARIANTS:
+            print(f"| {rep} | {label} | " + " | ".join(f"{r[label][0]:.3f} / {r[label][1]:.3f}" for r in recalls) + " |", flush=True)
 
 
 def main() -> None:
