@@ -17,6 +17,7 @@ What PCA after the representation buys, measured on vectors computed once per se
 (d) the real mouse urinary bladder (``sc.datasets.mouse_bladder``: its cache, downloaded when
     absent, or ``--data-path``; skipped with a note otherwise): thinned-partner recall@1/@10 with
     partners at 10-50 % and at 2-10 % of the counts (``sc.metrics.thinned_partner_check``);
+    ``--simclr P ...`` adds SimCLR at its CPU defaults with each ``abundance_views`` ``P``;
     ``--skip-bladder`` leaves it out;
 (e) ``--partner-recall``: thinned-partner recall@1/@10 of every variant on the simulator seeds
     (``--recall-seeds``; the check's own partners at 10-50 % of the counts, the PCA fitted on the
@@ -27,6 +28,7 @@ Example (the figures of docs/benchmarks.md, "Post-processing"; ~20 min on 2 core
     python benchmarks/bench_postprocess.py --seeds 0 1 2 3 4 --data-path /path/to/msi_mouse_bladder
     python benchmarks/bench_postprocess.py --seeds --regimes   # (c), and (d) when its data are there; ~15 min
     python benchmarks/bench_postprocess.py --seeds --partner-recall --skip-bladder   # (e) only; ~10 min
+    python benchmarks/bench_postprocess.py --seeds --subsets --simclr 0 0.5 --data-path ...   # (d) with SimCLR; ~12 min
 """
 
 from __future__ import annotations
@@ -108,13 +110,15 @@ def regimes(seeds) -> None:
 
 def partner_vectors(adata, embedder, seed: int, fraction=(0.1, 0.5)) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of the images and of their thinned partners (those of ``sc.metrics.thinned_partner_check``),
-    before any post-processing: ``embedder`` must have no fitted state (``postprocess=None``)."""
+    before any post-processing (``embedder`` with ``postprocess=None``): ``embedder`` is fitted on the
+    images and transforms the partners."""
     import spatialclust as sc
 
     mask, pixel_size, out = sc.pp.tissue_mask_image(adata), adata.uns["grid"].get("pixel_size"), []
 
     def embed(images):
-        out.append(embedder.fit_transform(images, mask=mask, pixel_size=pixel_size))
+        method = embedder.transform if out else embedder.fit_transform
+        out.append(method(images, mask=mask, pixel_size=pixel_size))
         return out[-1]
 
     sc.metrics.thinned_partner_check(adata, embedder=embed, clusterer=None, fraction=fraction, seed=seed)
@@ -134,12 +138,15 @@ def variant_recalls(a: np.ndarray, b: np.ndarray) -> dict[str, tuple[float, floa
     return out
 
 
-def unprocessed_embedders() -> dict[str, object]:
-    """The representations of the recall checks, without post-processing (embedded once per check)."""
+def unprocessed_embedders(simclr=()) -> dict[str, object]:
+    """The representations of the recall checks, without post-processing (embedded once per check),
+    with SimCLR at its CPU defaults for every ``abundance_views`` in ``simclr``."""
     import spatialclust as sc
 
-    return {"raw regular": sc.tl.create_embedder("regular"), "conditioned regular": sc.tl.create_embedder("regular", **CONDITIONING),
-            "neural": sc.tl.NeuralEmbedder(postprocess=None)}
+    out = {"raw regular": sc.tl.create_embedder("regular"), "conditioned regular": sc.tl.create_embedder("regular", **CONDITIONING),
+           "neural": sc.tl.NeuralEmbedder(postprocess=None)}
+    out.update({f"SimCLR, abundance views {p:g}": sc.tl.SimCLREmbedder(postprocess=None, abundance_views=p) for p in simclr})
+    return out
 
 
 def partner_recalls(seeds) -> None:
@@ -169,8 +176,9 @@ def table(results: dict, title: str, labels=None) -> None:
             print(f"| {rep} | {label} | " + " | ".join(cells) + " |")
 
 
-def bladder(path) -> None:
-    """(d): partner recall of every variant on the real bladder, partners at 10-50 % and 2-10 %."""
+def bladder(path, simclr=()) -> None:
+    """(d): partner recall of every variant on the real bladder, partners at 10-50 % and 2-10 %
+    (SimCLR trained once per partner fraction for every ``abundance_views`` in ``simclr``)."""
     import spatialclust as sc
 
     adata = load_public("mouse_bladder", path=path)
@@ -178,7 +186,7 @@ def bladder(path) -> None:
         return
     sc.pp.preprocess_ion_images(adata)
     print("\n| bladder representation | post-processing | R@1 / R@10 (10-50 %) | R@1 / R@10 (2-10 %) |\n|---|---|---|---|")
-    for rep, embedder in unprocessed_embedders().items():
+    for rep, embedder in unprocessed_embedders(simclr).items():
         recalls = [variant_recalls(*partner_vectors(adata, embedder, 0, fraction)) for fraction in ((0.1, 0.5), (0.02, 0.1))]
         for label, _, _ in VARIANTS:
             print(f"| {rep} | {label} | " + " | ".join(f"{r[label][0]:.3f} / {r[label][1]:.3f}" for r in recalls) + " |", flush=True)
@@ -194,6 +202,8 @@ def main() -> None:
     parser.add_argument("--recall-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--data-path", default=None, help="folder of the converted mouse bladder files")
     parser.add_argument("--skip-bladder", action="store_true", help="leave out (d)")
+    parser.add_argument("--simclr", type=float, nargs="*", default=[], metavar="P",
+                        help="(d): also SimCLR (CPU defaults) with each of these `abundance_views`; ~2.5 min per value and fraction")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import torch
@@ -221,7 +231,7 @@ def main() -> None:
     if args.partner_recall:
         partner_recalls(args.recall_seeds)
     if not args.skip_bladder:
-        bladder(args.data_path)
+        bladder(args.data_path, args.simclr)
 
 
 if __name__ == "__main__":

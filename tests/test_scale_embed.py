@@ -113,10 +113,11 @@ def test_neural_embeds_batch_by_batch_and_matches_in_memory(data, small_batches,
     np.testing.assert_allclose(lazy.varm["X_neural"], memory.varm["X_neural"], rtol=1e-4, atol=1e-5)
 
 
-def test_simclr_trains_on_batches_loaded_from_the_chunks_and_matches_in_memory(data, small_batches):
+@pytest.mark.parametrize("abundance_views", [0.0, 0.5])
+def test_simclr_trains_on_batches_loaded_from_the_chunks_and_matches_in_memory(data, small_batches, abundance_views):
     memory, lazy = data.copy(), lazy_copy(data)
     for adata in (memory, lazy):
-        sc.tl.embed(adata, "simclr", **SIMCLR)
+        sc.tl.embed(adata, "simclr", **SIMCLR, abundance_views=abundance_views)
     np.testing.assert_allclose(lazy.varm["X_simclr"], memory.varm["X_simclr"], rtol=1e-3, atol=1e-5)
 
 

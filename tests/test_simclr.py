@@ -285,7 +285,9 @@ def test_fewer_images_than_batch_size_and_single_image(images, caplog):
     [("temperature", 0.0, "`temperature` must be a positive number"), ("epochs", 0, "`epochs` must be an integer >= 1"),
      ("batch_size", 1, "`batch_size` must be an integer >= 2"), ("image_size", "big", "`image_size` must be"),
      ("denoise", "bilateral", "Invalid option `bilateral` for `denoise`"), ("contrast", "gamma", "Invalid option `gamma` for `contrast`"),
-     ("clip_percentile", 150.0, "`clip_percentile` must be in")],
+     ("clip_percentile", 150.0, "`clip_percentile` must be in"),
+     ("abundance_views", 1.5, "`abundance_views` must be a probability in"),
+     ("abundance_counts", (100.0, 3.0), "`abundance_counts` must satisfy")],
 )
 def test_bad_parameters_are_named(images, param, value, message):
     with pytest.raises(ValueError, match=message):
@@ -322,6 +324,46 @@ def test_conditioning_is_applied_before_the_views_and_at_transform(images, monke
     assert SimCLREmbedder(**FAST, **NO_CONDITIONING).condition(images) is images  # the images as given
     default = sc.pp.condition_images(images, denoise="gaussian", denoise_size=3.0, clip_percentile=99.0, contrast="minmax")
     np.testing.assert_array_equal(SimCLREmbedder(**FAST).condition(images), default)  # the measured default
+
+
+def test_abundance_views_resample_before_conditioning(images):
+    """Each view: count thinning of the image as given, then the conditioning, then the appearance augmentations."""
+    from spatialclust.tl._simclr import _AbundanceViews
+
+    batch = torch.from_numpy(images[:6])
+    condition = lambda x: sc.pp.condition_images(x, **CONDITIONING)  # noqa: E731
+    views = simclr_views(strength="medium")
+    thinning = RandomCountThinning((1.0, 10.0), p=1.0)
+    got = _AbundanceViews(views, thinning, condition)(batch, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    for view, transform in zip(got, views.transforms):
+        resampled = thinning(batch, generator=generator)
+        assert not torch.allclose(resampled, batch)
+        expected = transform(torch.from_numpy(condition(resampled.numpy())), generator=generator)
+        torch.testing.assert_close(view, expected)
+    assert not torch.allclose(got[0], got[1])  # independent acquisitions
+    unthinned = _AbundanceViews(views, RandomCountThinning(p=0.0), condition)(batch, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    for view, transform in zip(unthinned, views.transforms):
+        RandomCountThinning(p=0.0)(batch, generator=generator)  # the same random stream
+        torch.testing.assert_close(view, transform(torch.from_numpy(condition(images[:6])), generator=generator))
+
+
+def test_abundance_views_train_on_the_images_as_given_and_are_seeded(images, tmp_path, monkeypatch):
+    seen = []
+    original = SimCLREmbedder._train_epoch
+    monkeypatch.setattr(SimCLREmbedder, "_train_epoch",
+                        lambda self, data, *args: seen.append(data.batch(torch.arange(data.n_images)).numpy().copy()) or original(self, data, *args))
+    path = tmp_path / "ckpt"
+    params = {**FAST, "epochs": 2, **CONDITIONING, "postprocess": None, "abundance_views": 0.5, "abundance_counts": (2.0, 50.0)}
+    first = SimCLREmbedder(**params, checkpoint=path).fit(images)
+    np.testing.assert_array_equal(seen[0], images)  # conditioned only after the resampling
+    config = json.loads((path / CONFIG_FILE).read_text())
+    assert config["params"]["abundance_views"] == 0.5 and config["params"]["abundance_counts"] == [2.0, 50.0]
+    again = SimCLREmbedder(**params).fit(images)
+    np.testing.assert_allclose(again.transform(images), first.transform(images), rtol=1e-5, atol=1e-6)
+    other = SimCLREmbedder(**{**params, "abundance_views": 0.0}).fit(images)
+    assert not np.allclose(other.transform(images), first.transform(images), atol=1e-4)
 
 
 def test_checkpoint_reapplies_its_conditioning(images, tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +21,7 @@ import numpy as np
 from .._compat import resolve_device
 from .._compute import scratch_dir
 from .._logging import logger, progress
-from .._validation import GEOMETRY_CONSTRAINTS, NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength, validate_params
+from .._validation import GEOMETRY_CONSTRAINTS, NON_NEGATIVE, POSITIVE, SEED, Check, Interval, augmentation_strength, check_range, validate_params
 from ..pp import CONDITIONING_CONSTRAINTS, FeatureImageBatches
 from ._embed import (
     PCA_POSTPROCESSING,
@@ -112,6 +113,14 @@ class SimCLREmbedder(ImageEmbedder):
     rotation, translation, resized_crop
         Optional geometric augmentations (off; strong geometric changes hurt in the paper):
         largest angle in degrees, largest shift as a fraction of the side, and a 0.8-0.9 area crop.
+    abundance_views, abundance_counts
+        Probability that a view is drawn from a new acquisition of the image at lower abundance:
+        the image before conditioning is Poisson-resampled at ``c`` counts at its maximum (``c``
+        log-uniform in ``abundance_counts``, :class:`~spatialclust.models.RandomCountThinning`) and
+        then conditioned, so the two views of an ion can differ as an ion and its weak isotope
+        partner do (counting noise, hot pixels, what the conditioning makes of them). Each view
+        is resampled independently. Not in the paper; 0 = off (the paper's views).
+        The thinning of ``augmentation={"counts": ...}`` acts on the conditioned image instead.
     denoise, denoise_size, clip_percentile, contrast
         Conditioning of every image (:func:`spatialclust.pp.condition_images`: ``denoise``
         ``"gaussian"`` / ``"median"`` / None with ``denoise_size`` px, hot-spot clipping at the
@@ -193,7 +202,8 @@ class SimCLREmbedder(ImageEmbedder):
         "lr": [POSITIVE], "weight_decay": [NON_NEGATIVE], "temperature": [POSITIVE], "projection_dim": [Interval(int, 1)],
         "hidden_dim": [Interval(int, 1), None], "image_size": IMAGE_SIZE,
         "augmentation": [Check(augmentation_strength)], "blur": [bool], "noise": [bool], "intensity": [bool],
-        **GEOMETRY_CONSTRAINTS,
+        **GEOMETRY_CONSTRAINTS, "abundance_views": [Interval(float, 0, 1, description="a probability in [0, 1]")],
+        "abundance_counts": [Check(partial(check_range, name="abundance_counts", low=1e-3))],
         "checkpoint": [str, os.PathLike, None], "resume": [bool], "save_every": [Interval(int, 1)], "device": [str],
         "mixed_precision": [bool], "seed": [SEED], "self_label": [bool], "n_clusters": [Interval(int, 1), "auto"],
         "self_label_params": [dict, None], "postprocess": [*POSTPROCESSING, None], "n_components": [Interval(int, 1)],
@@ -221,6 +231,8 @@ class SimCLREmbedder(ImageEmbedder):
         rotation: float = 0.0,
         translation: float = 0.0,
         resized_crop: bool = False,
+        abundance_views: float = 0.0,
+        abundance_counts: tuple[float, float] = (1.0, 100.0),
         denoise: str | None = "gaussian",
         denoise_size: float = 3.0,
         clip_percentile: float | None = 99.0,
@@ -255,6 +267,8 @@ class SimCLREmbedder(ImageEmbedder):
         self.rotation = rotation
         self.translation = translation
         self.resized_crop = resized_crop
+        self.abundance_views = abundance_views
+        self.abundance_counts = abundance_counts
         self.denoise = denoise
         self.denoise_size = denoise_size
         self.clip_percentile = clip_percentile
@@ -339,7 +353,8 @@ class SimCLREmbedder(ImageEmbedder):
                 "lr": self.lr, "weight_decay": self.weight_decay, "temperature": self.temperature,
                 "batch_size": self.batch_size, "seed": self.seed, "augmentation": self.augmentation, "blur": self.blur, "noise": self.noise,
                 "intensity": self.intensity, "rotation": self.rotation, "translation": self.translation,
-                "resized_crop": self.resized_crop, "pretrained": self.pretrained,
+                "resized_crop": self.resized_crop, "abundance_views": self.abundance_views,
+                "abundance_counts": list(self.abundance_counts), "pretrained": self.pretrained,
             },
         }
 
@@ -442,7 +457,7 @@ class SimCLREmbedder(ImageEmbedder):
         """Step 1: train the encoder on ``images`` (or load/resume ``checkpoint``)."""
         import torch
 
-        from ..models import NTXentLoss, autocast_context, load_checkpoint, load_optimizer_state, simclr_views
+        from ..models import NTXentLoss, RandomCountThinning, autocast_context, load_checkpoint, load_optimizer_state, simclr_views
 
         if isinstance(images, FeatureImageBatches):
             _, mask = check_images(images.load(slice(0, 1)), mask=mask, pixel_size=pixel_size)
@@ -496,12 +511,16 @@ class SimCLREmbedder(ImageEmbedder):
         ).to(self.device_)
         criterion = NTXentLoss(self.temperature)
         batch_size = resolve_batch_size(self.batch_size, n_images)
-        if isinstance(images, FeatureImageBatches):  # conditioned once, to a temporary file read by mini-batch
-            data = _TrainingImages(n_images, _ImageFile(images, lambda batch: self.condition(batch, mask=mask)),
-                                   self.device_)
-        else:  # conditioned once, before any view is drawn
-            conditioned = torch.from_numpy(self.condition(arr, mask=mask)).to(self.device_)
-            data = _TrainingImages(n_images, lambda idx: conditioned[idx.to(conditioned.device)], self.device_)
+        # conditioned once before any view is drawn, unless abundance views resample the images before conditioning
+        prepare = (lambda batch: batch) if self.abundance_views else (lambda batch: self.condition(batch, mask=mask))
+        if isinstance(images, FeatureImageBatches):  # to a temporary file read by mini-batch
+            data = _TrainingImages(n_images, _ImageFile(images, prepare), self.device_)
+        else:
+            prepared = torch.from_numpy(prepare(arr)).to(self.device_)
+            data = _TrainingImages(n_images, lambda idx: prepared[idx.to(prepared.device)], self.device_)
+        if self.abundance_views:
+            views = _AbundanceViews(views, RandomCountThinning(self.abundance_counts, p=self.abundance_views),
+                                    lambda batch: self.condition(batch, mask=mask))
         autocast, scaler = autocast_context(self.device_, self.mixed_precision)
         bar = progress(range(start_epoch, epochs), desc="SimCLR", total=epochs - start_epoch, leave=False)
         try:
@@ -625,6 +644,25 @@ class _ImageFile:
     def close(self) -> None:
         """Delete the file."""
         self._file.close()
+
+
+class _AbundanceViews:
+    """SimCLR's two views of images given before conditioning: each view is, independently, the
+    image or its count-thinned resampling (``thinning``), conditioned (``condition``, numpy in and
+    out) and then augmented by its transform of ``views``."""
+
+    def __init__(self, views: Any, thinning: Any, condition: Any) -> None:
+        self.views, self.thinning, self.condition = views, thinning, condition
+
+    def __call__(self, images: Any, *, generator: Any = None) -> list[Any]:
+        import torch
+
+        out = []
+        for transform in self.views.transforms:
+            resampled = self.thinning(images.cpu(), generator=generator)
+            conditioned = torch.from_numpy(np.asarray(self.condition(resampled.numpy()), dtype=np.float32))
+            out.append(transform(conditioned.to(images.device), generator=generator))
+        return out
 
 
 class _TrainingImages:
