@@ -296,7 +296,7 @@ def dbi_ablation(name: str, args) -> list[dict] | None:
     return rows
 
 
-def epochs(value: str) -> int | str:
+def int_or_auto(value: str) -> int | str:
     return value if value == "auto" else int(value)
 
 
@@ -308,10 +308,10 @@ def main() -> None:
                         help="embedders compared besides k-means on raw images and DARLC")
     parser.add_argument("--n-genes", type=int, default=300, help="highly variable genes kept for the ST sections")
     parser.add_argument("--n-clusters", type=int, default=None, help="default: n_images / 30 (the paper's heuristic)")
-    parser.add_argument("--patch-size", type=int, default=4)
+    parser.add_argument("--patch-size", type=int_or_auto, default=4, help="'auto' = the embedder's default")
     parser.add_argument("--embed-dim", type=int, default=64)
-    parser.add_argument("--pretrain-epochs", type=epochs, default=10, help="paper: 50; 'auto' = the embedder's default")
-    parser.add_argument("--cluster-epochs", type=epochs, default=10, help="paper: 50; 'auto' = the embedder's default")
+    parser.add_argument("--pretrain-epochs", type=int_or_auto, default=10, help="paper: 50; 'auto' = the embedder's default")
+    parser.add_argument("--cluster-epochs", type=int_or_auto, default=10, help="paper: 50; 'auto' = the embedder's default")
     parser.add_argument("--gat-epochs", type=int, default=100)
     parser.add_argument("--simclr-epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
