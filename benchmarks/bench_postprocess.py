@@ -17,7 +17,8 @@ What PCA after the representation buys, measured on vectors computed once per se
 (d) the real mouse urinary bladder (``sc.datasets.mouse_bladder``: its cache, downloaded when
     absent, or ``--data-path``; skipped with a note otherwise): thinned-partner recall@1/@10 with
     partners at 10-50 % and at 2-10 % of the counts (``sc.metrics.thinned_partner_check``);
-    ``--simclr P ...`` adds SimCLR at its CPU defaults with each ``abundance_views`` ``P``;
+    ``--simclr P ...`` adds SimCLR at its CPU defaults with each ``abundance_views`` ``P`` (at
+    ``--abundance-counts LOW HIGH``);
     ``--skip-bladder`` leaves it out;
 (e) ``--partner-recall``: thinned-partner recall@1/@10 of every variant on the simulator seeds
     (``--recall-seeds``; the check's own partners at 10-50 % of the counts, the PCA fitted on the
@@ -138,14 +139,15 @@ def variant_recalls(a: np.ndarray, b: np.ndarray) -> dict[str, tuple[float, floa
     return out
 
 
-def unprocessed_embedders(simclr=()) -> dict[str, object]:
+def unprocessed_embedders(simclr=(), counts=(1.0, 100.0)) -> dict[str, object]:
     """The representations of the recall checks, without post-processing (embedded once per check),
-    with SimCLR at its CPU defaults for every ``abundance_views`` in ``simclr``."""
+    with SimCLR at its CPU defaults for every ``abundance_views`` in ``simclr`` (at ``counts``)."""
     import spatialclust as sc
 
     out = {"raw regular": sc.tl.create_embedder("regular"), "conditioned regular": sc.tl.create_embedder("regular", **CONDITIONING),
            "neural": sc.tl.NeuralEmbedder(postprocess=None)}
-    out.update({f"SimCLR, abundance views {p:g}": sc.tl.SimCLREmbedder(postprocess=None, abundance_views=p) for p in simclr})
+    out.update({f"SimCLR, abundance views {p:g}" + (f", counts {counts[0]:g}-{counts[1]:g}" if p else ""):
+                sc.tl.SimCLREmbedder(postprocess=None, abundance_views=p, abundance_counts=tuple(counts)) for p in simclr})
     return out
 
 
@@ -176,7 +178,7 @@ def table(results: dict, title: str, labels=None) -> None:
             print(f"| {rep} | {label} | " + " | ".join(cells) + " |")
 
 
-def bladder(path, simclr=()) -> None:
+def bladder(path, simclr=(), counts=(1.0, 100.0)) -> None:
     """(d): partner recall of every variant on the real bladder, partners at 10-50 % and 2-10 %
     (SimCLR trained once per partner fraction for every ``abundance_views`` in ``simclr``)."""
     import spatialclust as sc
@@ -186,7 +188,7 @@ def bladder(path, simclr=()) -> None:
         return
     sc.pp.preprocess_ion_images(adata)
     print("\n| bladder representation | post-processing | R@1 / R@10 (10-50 %) | R@1 / R@10 (2-10 %) |\n|---|---|---|---|")
-    for rep, embedder in unprocessed_embedders(simclr).items():
+    for rep, embedder in unprocessed_embedders(simclr, counts).items():
         recalls = [variant_recalls(*partner_vectors(adata, embedder, 0, fraction)) for fraction in ((0.1, 0.5), (0.02, 0.1))]
         for label, _, _ in VARIANTS:
             print(f"| {rep} | {label} | " + " | ".join(f"{r[label][0]:.3f} / {r[label][1]:.3f}" for r in recalls) + " |", flush=True)
@@ -204,6 +206,8 @@ def main() -> None:
     parser.add_argument("--skip-bladder", action="store_true", help="leave out (d)")
     parser.add_argument("--simclr", type=float, nargs="*", default=[], metavar="P",
                         help="(d): also SimCLR (CPU defaults) with each of these `abundance_views`; ~2.5 min per value and fraction")
+    parser.add_argument("--abundance-counts", type=float, nargs=2, default=[1.0, 100.0], metavar=("LOW", "HIGH"),
+                        help="(d): `abundance_counts` of the --simclr runs")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import torch
@@ -231,7 +235,7 @@ def main() -> None:
     if args.partner_recall:
         partner_recalls(args.recall_seeds)
     if not args.skip_bladder:
-        bladder(args.data_path, args.simclr)
+        bladder(args.data_path, args.simclr, args.abundance_counts)
 
 
 if __name__ == "__main__":

@@ -147,22 +147,22 @@ def test_grid_padding_and_too_small_grid():
 
 
 def test_default_patch_size_adapts_to_a_grid_smaller_than_a_patch(caplog, tmp_path, monkeypatch):
-    assert resolve_patch_size("auto", (61, 32)) == 8  # the default on any grid of at least 8 x 8 px
-    assert resolve_patch_size("auto", (7, 12)) == 3 and resolve_patch_size("auto", (3, 3)) == 1
-    images = pattern_images(size=16)[0][:, ::3, ::3]  # 6 x 6 px, the two blobs near (1, 1) and (4, 4)
+    assert resolve_patch_size("auto", (61, 32)) == 4  # the default on any grid of at least 4 x 4 px
+    assert resolve_patch_size("auto", (3, 12)) == 1 and resolve_patch_size("auto", (2, 2)) == 1
+    images = pattern_images(size=16)[0][:, ::6, ::6]  # 3 x 3 px
     tiny = {k: v for k, v in TINY.items() if k != "patch_size"}
     with caplog.at_level("WARNING", logger="spatialclust"):
         model = DARLCEmbedder(**tiny, pool_grid=4).fit(images)
-    assert model.patch_size == "auto" and model.patch_size_ == 3
-    assert "6 x 6 is smaller than the default `patch_size`=8; using `patch_size`=3" in caplog.text
-    assert model._net["encoder"].grid == (2, 2) and model.transform(images).shape[0] == len(images)
+    assert model.patch_size == "auto" and model.patch_size_ == 1
+    assert "3 x 3 is smaller than the default `patch_size`=4; using `patch_size`=1" in caplog.text
+    assert model._net["encoder"].grid == (3, 3) and model.transform(images).shape[0] == len(images)
     loaded = DARLCEmbedder.from_checkpoint(model.save(tmp_path / "small"), device="cpu")
-    assert loaded.patch_size_ == 3
+    assert loaded.patch_size_ == 1
     np.testing.assert_allclose(loaded.transform(images), model.transform(images), atol=1e-5)
     calls = []
     monkeypatch.setattr(sc.models, "gat_smooth", lambda *a, **k: calls.append(1))
-    with pytest.raises(ValueError, match=r"6 x 6 is smaller than `patch_size`=8; use a `patch_size` of at most 6"):
-        DARLCEmbedder(**{**tiny, "patch_size": 8, "augmentation": "gat"}).fit(images)
+    with pytest.raises(ValueError, match=r"3 x 3 is smaller than `patch_size`=4; use a `patch_size` of at most 3"):
+        DARLCEmbedder(**{**tiny, "patch_size": 4, "augmentation": "gat"}).fit(images)
     assert not calls  # the error comes before any training
 
 
@@ -244,11 +244,10 @@ def test_zscore_images_pearson_geometry():
     np.testing.assert_allclose(zscore_images(images[[0]] * 7.0, mask), out[[0]], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize(("n_images", "expected"), [(30, 50), (300, 50), (1567, 10), (20000, 10)])
-def test_auto_epochs_scale_with_the_data(n_images, expected):
-    model = DARLCEmbedder(batch_size=64)
-    assert model._resolve_epochs("auto", n_images) == expected
-    assert model._resolve_epochs(7, n_images) == 7
+def test_auto_epochs_are_the_measured_ten():
+    model = DARLCEmbedder()
+    assert model.pretrain_epochs == model.cluster_epochs == "auto" and model.gat_epochs == 100
+    assert model._resolve_epochs("auto") == 10 and model._resolve_epochs(7) == 7
 
 
 def test_epoch_parameters_validated():
