@@ -512,15 +512,15 @@ class SimCLREmbedder(ImageEmbedder):
         criterion = NTXentLoss(self.temperature)
         batch_size = resolve_batch_size(self.batch_size, n_images)
         # conditioned once before any view is drawn, unless abundance views resample the images before conditioning
-        prepare = (lambda batch: batch) if self.abundance_views else (lambda batch: self.condition(batch, mask=mask))
+        condition = partial(self.condition, mask=mask)
+        prepare = (lambda batch: batch) if self.abundance_views else condition
         if isinstance(images, FeatureImageBatches):  # to a temporary file read by mini-batch
             data = _TrainingImages(n_images, _ImageFile(images, prepare), self.device_)
         else:
             prepared = torch.from_numpy(prepare(arr)).to(self.device_)
             data = _TrainingImages(n_images, lambda idx: prepared[idx.to(prepared.device)], self.device_)
         if self.abundance_views:
-            views = _AbundanceViews(views, RandomCountThinning(self.abundance_counts, p=self.abundance_views),
-                                    lambda batch: self.condition(batch, mask=mask))
+            views = _AbundanceViews(views, RandomCountThinning(self.abundance_counts, p=self.abundance_views), condition)
         autocast, scaler = autocast_context(self.device_, self.mixed_precision)
         bar = progress(range(start_epoch, epochs), desc="SimCLR", total=epochs - start_epoch, leave=False)
         try:
@@ -660,7 +660,7 @@ class _AbundanceViews:
         out = []
         for transform in self.views.transforms:
             resampled = self.thinning(images.cpu(), generator=generator)
-            conditioned = torch.from_numpy(np.asarray(self.condition(resampled.numpy()), dtype=np.float32))
+            conditioned = torch.from_numpy(self.condition(resampled.numpy()))
             out.append(transform(conditioned.to(images.device), generator=generator))
         return out
 
