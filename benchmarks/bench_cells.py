@@ -208,7 +208,8 @@ def main() -> None:
     parser.add_argument("--dino-epochs", type=int, default=20)
     parser.add_argument("--dino-size", type=int, default=32)
     parser.add_argument("--dino-patch", type=int, default=8)
-    parser.add_argument("--dino-scaling", default="cell", choices=["cell", "dataset"])
+    parser.add_argument("--dino-scaling", default="dataset", choices=["cell", "dataset"],
+                        help="the DINOTrainer default (dataset); cell = scDINO's per-cell min-max")
     parser.add_argument("--dino-jitter", type=float, default=0.4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")

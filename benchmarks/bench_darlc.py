@@ -11,14 +11,16 @@ For every dataset the feature images are clustered by
 - ``darlc+leiden``: Leiden on DARLC's encoder embeddings (the seed's downstream check);
 - ``darlc+kmeans``: k-means on DARLC's encoder embeddings, centred and scaled to unit norm;
 
-Datasets ``hippo1_families`` / ``mob1_families`` keep only the ribosomal, mitochondrial and
-haemoglobin genes of the section (a label-free truth: :func:`spatialclust.metrics.gene_families`)
-and cluster them into one cluster per family, so NMI/ARI/ACC measure how well each method keeps
-these co-expressed families together. ``mob1_markers`` does the same with the marker genes of the
-three main layers of the olfactory bulb (:data:`spatialclust.metrics.MARKER_GENES`, known anatomy),
-clustered among the section's ``--n-genes`` highly variable genes with the usual number of clusters
-and scored on the marker genes only (do the markers of one layer share a cluster, apart from the
-other layers?).
+The legacy ST datasets are named by their section (``hippo1``-``hippo8``, ``mob1``-``mob4``,
+``bc1``-``bc4``: the section's ``--n-genes`` highly variable genes). ``<section>_families`` (e.g.
+``hippo1_families``) keeps only the ribosomal, mitochondrial and haemoglobin genes of the section
+(a label-free truth: :func:`spatialclust.metrics.gene_families`) and clusters them into one cluster
+per family, so NMI/ARI/ACC measure how well each method keeps these co-expressed families
+together. ``mob<k>_markers`` does the same with the marker genes of the three main layers of the
+olfactory bulb (:data:`spatialclust.metrics.MARKER_GENES`, known anatomy), clustered among the
+section's ``--n-genes`` highly variable genes with the usual number of clusters and scored on the
+marker genes only (do the markers of one layer share a cluster, apart from the other layers?).
+The breast-cancer sections carry only the ribosomal family, so they have no ``_families`` set.
 
 with the same number of clusters for every method (paper heuristic: ~30 images per cluster, or
 ``--n-clusters``). Reported: DBI with Euclidean and Pearson distance computed on the images
@@ -26,7 +28,7 @@ themselves (so all methods are scored in one space; lower is better), NMI/ARI/ac
 truth exists (simulated data), the number of high/medium-quality clusters by spectral angle
 mapper, and wall time. ``--ablations`` adds the Table 4 switches on the first dataset.
 
-The real datasets come from the ``sc.datasets`` loaders: ``legacy_st`` (hippo1, mob1) and
+The real datasets come from the ``sc.datasets`` loaders: ``legacy_st`` (the sections) and
 ``mouse_bladder`` (bladder), downloaded into their cache when absent, or read from ``--data-path``;
 one that cannot be downloaded is skipped with a note.
 
@@ -50,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 import spatialclust as sc
+from spatialclust.datasets._public import STUTILITY_SECTIONS
 from spatialclust.tl._darlc import DARLCEmbedder, scale_images, seeding_similarity
 from _public_data import bladder_grid, load_public, subfolder
 
@@ -62,13 +65,14 @@ ABLATIONS = {
     "w/o pre-training": {"pretrain_epochs": 0},
     "max scaling (paper)": {"input_scaling": "max"},
 }
-SECTIONS = {"hippo1": "Hippo1", "mob1": "MOB1"}
+SECTIONS = {section.lower(): section for section in STUTILITY_SECTIONS}
 #: Gene sets with a known truth, ``{dataset: (families, clustered among the --n-genes highly variable
-#: genes)}``: the co-expressed families alone (families None: ``GENE_FAMILIES``), and the olfactory
-#: bulb's layer markers among the other genes of the section (alone, the three layers are too easy:
-#: k-means on the raw images is exact).
-TRUTHS = {"hippo1_families": (None, False), "mob1_families": (None, False),
-          "mob1_markers": (sc.metrics.MARKER_GENES["mouse_olfactory_bulb"], True)}
+#: genes)}``: the co-expressed families alone (families None: ``GENE_FAMILIES``; not on the breast-cancer
+#: sections, which have only the ribosomal family), and the olfactory bulb's layer markers among the
+#: other genes of the section (alone, the three layers are too easy: k-means on the raw images is exact).
+TRUTHS = {**{f"{name}_families": (None, False) for name in SECTIONS if not name.startswith("bc")},
+          **{f"{name}_markers": (sc.metrics.MARKER_GENES["mouse_olfactory_bulb"], True)
+             for name in SECTIONS if name.startswith("mob")}}
 
 
 def load(name: str, n_genes: int, seed: int, data_path: Path | None):
@@ -303,7 +307,9 @@ def int_or_auto(value: str) -> int | str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["simulated", "hippo1", "mob1", "bladder"],
-                        choices=["simulated", "hippo1", "mob1", "bladder", *TRUTHS])
+                        choices=["simulated", *SECTIONS, "bladder", *TRUTHS], metavar="DATASET",
+                        help="simulated, bladder, a legacy ST section (hippo1-8, mob1-4, bc1-4), <section>_families "
+                             "(not bc), mob<k>_markers")
     parser.add_argument("--methods", nargs="*", default=["neural", "simclr"], choices=["neural", "simclr"],
                         help="embedders compared besides k-means on raw images and DARLC")
     parser.add_argument("--n-genes", type=int, default=300, help="highly variable genes kept for the ST sections")
@@ -324,7 +330,7 @@ def main() -> None:
     parser.add_argument("--dbi-clusters", type=int, nargs="+", default=[5, 3, 8], help="numbers of clusters of the DBI ablation")
     parser.add_argument("--data-path", type=Path, default=None, metavar="PATH",
                         help="folder with the converted public data in subfolders st_legacy_stutility/ (Hippo1.h5ad, "
-                             "MOB1.h5ad) and msi_mouse_bladder/ (bladder_cube.npz); default: the sc.datasets cache "
+                             "MOB1.h5ad, ...) and msi_mouse_bladder/ (bladder_cube.npz); default: the sc.datasets cache "
                              "($SPATIALCLUST_DATA), downloading what is missing")
     parser.add_argument("--json", type=Path, default=None, help="write all figures to this JSON file")
     parser.add_argument("--figures", type=Path, default=None, help="folder for example member images per cluster")
