@@ -206,8 +206,8 @@ def main() -> None:
     parser.add_argument("--skip-bladder", action="store_true", help="leave out (d)")
     parser.add_argument("--simclr", type=float, nargs="*", default=[], metavar="P",
                         help="(d): also SimCLR (CPU defaults) with each of these `abundance_views`; ~2.5 min per value and fraction")
-    parser.add_argument("--abundance-counts", type=float, nargs=2, default=[1.0, 100.0], metavar=("LOW", "HIGH"),
-                        help="(d): `abundance_counts` of the --simclr runs")
+    parser.add_argument("--abundance-counts", type=float, nargs=2, default=[10.0, 100.0], metavar=("LOW", "HIGH"),
+                        help="(d): `abundance_counts` of the --simclr runs (default: the SimCLR default)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import torch

@@ -119,6 +119,10 @@ def test_count_thinning_and_gamma():
     error = lambda y: float((y - x).abs().mean())  # noqa: E731
     assert error(many) < 0.05 < error(few)  # fewer counts: noisier
     assert few.amax(dim=(1, 2)).eq(1).all()  # rescaled to the image maximum
+    # c counts at each image's own maximum, whatever its scale: raw intensities thin as the scaled image
+    scaled = RandomCountThinning((5.0, 5.0), p=1)(x, generator=torch.Generator().manual_seed(1))
+    raw = RandomCountThinning((5.0, 5.0), p=1)(250.0 * x, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(raw, scaled)
     y = RandomGamma((2.0, 2.0), p=1)(x, generator=generator)
     torch.testing.assert_close(y, x**2)
     with pytest.raises(ValueError, match="`counts` must satisfy"):
@@ -306,7 +310,8 @@ def test_conditioning_is_applied_before_the_views_and_at_transform(images, monke
     original = SimCLREmbedder._train_epoch
     monkeypatch.setattr(SimCLREmbedder, "_train_epoch",
                         lambda self, data, *args: seen.append(data.batch(torch.arange(data.n_images)).numpy().copy()) or original(self, data, *args))
-    embedder = SimCLREmbedder(**FAST, epochs=1, **CONDITIONING, postprocess=None).fit(images)
+    # without abundance views (the paper's views) the training images are conditioned once, before any view
+    embedder = SimCLREmbedder(**FAST, epochs=1, **CONDITIONING, postprocess=None, abundance_views=0.0).fit(images)
     np.testing.assert_array_equal(seen[0], conditioned)  # the views are drawn from the conditioned images
     np.testing.assert_array_equal(embedder.condition(images), conditioned)
     features = embedder.transform(images)

@@ -191,7 +191,10 @@ class RandomCountThinning(IonImageTransform):
     def sample(self, images, generator):
         low, high = math.log(self.counts[0]), math.log(self.counts[1])
         level = torch.exp(_uniform(images.shape[0], low, high, generator, images.device))[:, None, None]
-        draws = torch.poisson((images.clamp(0, 1) * level).cpu(), generator=generator).to(images.device)
+        images = images.clamp_min(0)  # images of any scale: c counts at each image's own maximum
+        top = images.amax(dim=(1, 2), keepdim=True)
+        images = images / torch.where(top > 0, top, torch.ones_like(top))
+        draws = torch.poisson((images * level).cpu(), generator=generator).to(images.device)
         return torch.stack([draws / level, level.expand_as(images)])
 
     def apply(self, images, params):
