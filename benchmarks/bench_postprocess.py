@@ -139,15 +139,18 @@ def variant_recalls(a: np.ndarray, b: np.ndarray) -> dict[str, tuple[float, floa
     return out
 
 
-def unprocessed_embedders(simclr=(), counts=(1.0, 100.0)) -> dict[str, object]:
+def unprocessed_embedders(simclr=(), counts=None) -> dict[str, object]:
     """The representations of the recall checks, without post-processing (embedded once per check),
-    with SimCLR at its CPU defaults for every ``abundance_views`` in ``simclr`` (at ``counts``)."""
+    with SimCLR at its CPU defaults for every ``abundance_views`` in ``simclr`` (at ``counts``; None:
+    SimCLR's default ``abundance_counts``)."""
     import spatialclust as sc
+
+    counts = tuple(counts) if counts is not None else sc.tl.SimCLREmbedder().abundance_counts
 
     out = {"raw regular": sc.tl.create_embedder("regular"), "conditioned regular": sc.tl.create_embedder("regular", **CONDITIONING),
            "neural": sc.tl.NeuralEmbedder(postprocess=None)}
     out.update({f"SimCLR, abundance views {p:g}" + (f", counts {counts[0]:g}-{counts[1]:g}" if p else ""):
-                sc.tl.SimCLREmbedder(postprocess=None, abundance_views=p, abundance_counts=tuple(counts)) for p in simclr})
+                sc.tl.SimCLREmbedder(postprocess=None, abundance_views=p, abundance_counts=counts) for p in simclr})
     return out
 
 
@@ -178,7 +181,7 @@ def table(results: dict, title: str, labels=None) -> None:
             print(f"| {rep} | {label} | " + " | ".join(cells) + " |")
 
 
-def bladder(path, simclr=(), counts=(1.0, 100.0)) -> None:
+def bladder(path, simclr=(), counts=None) -> None:
     """(d): partner recall of every variant on the real bladder, partners at 10-50 % and 2-10 %
     (SimCLR trained once per partner fraction for every ``abundance_views`` in ``simclr``)."""
     import spatialclust as sc
@@ -206,7 +209,7 @@ def main() -> None:
     parser.add_argument("--skip-bladder", action="store_true", help="leave out (d)")
     parser.add_argument("--simclr", type=float, nargs="*", default=[], metavar="P",
                         help="(d): also SimCLR (CPU defaults) with each of these `abundance_views`; ~2.5 min per value and fraction")
-    parser.add_argument("--abundance-counts", type=float, nargs=2, default=[10.0, 100.0], metavar=("LOW", "HIGH"),
+    parser.add_argument("--abundance-counts", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="(d): `abundance_counts` of the --simclr runs (default: the SimCLR default)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
