@@ -11,6 +11,8 @@ variation) or on the real Jurkat cell-cycle images (``--dataset jurkat``:
   texture and object shape per channel (scikit-image), scaled, PCA;
 - ``efficientnet_lite0@<px>``: channel-wise ImageNet EfficientNet-Lite0 at each ``--image-sizes``;
 - ``dino``: a tiny multichannel ViT trained with DINO on the cells themselves (scDINO style);
+- ``dino_separate``: scDINO's channel-wise mode, one single-channel ViT per channel trained with DINO,
+  CLS tokens concatenated;
 - ``dino_untrained``: the same ViT at its initial weights (one epoch at learning rate 1e-30; the
   random-features baseline that tells what DINO's training adds);
 - ``features_<set>+self_lfda``: LFDA learned on the feature PCA from pseudo-labels, the Leiden
@@ -153,10 +155,12 @@ def run_seed(seed: int, args) -> tuple[list[dict], dict]:
                                    random_state=seed, key_added=f"{key}_self_lfda")
         record(f"features_{feature_set}+self_lfda", f"{key}_self_lfda", time.perf_counter() - start)
     for name in args.embeddings:
-        if name in ("dino", "dino_untrained"):
+        if name in ("dino", "dino_separate", "dino_untrained"):
             start = time.perf_counter()
             params = dict(epochs=args.dino_epochs, image_size=args.dino_size, patch_size=args.dino_patch, scaling=args.dino_scaling,
                           intensity_jitter=args.dino_jitter, seed=seed, device="cpu")
+            if name == "dino_separate":
+                params["channels"] = "separate"
             if name == "dino_untrained":  # at lr 1e-30 AdamW moves nothing (its weight decay scales with lr), nor the EMA
                 params.update(epochs=1, lr=1e-30)
             sc.tl.embed_cells(cells, "dino", key_added=f"X_{name}_raw", **params)
@@ -207,8 +211,8 @@ def main() -> None:
                         help="fixed Leiden resolution (the paper's procedure; the cells run default is 1.0)")
     parser.add_argument("--neighbors-method", default="gauss", choices=["umap", "gauss"])
     parser.add_argument("--embeddings", nargs="*", default=["efficientnet_lite0", "dino"],
-                        help="backbones (channel-wise, concatenated), `dino` (trained on the cells) and/or "
-                             "`dino_untrained` (its ViT at the initial weights)")
+                        help="backbones (channel-wise, concatenated), `dino` (trained on the cells), `dino_separate` "
+                             "(one ViT per channel) and/or `dino_untrained` (its ViT at the initial weights)")
     parser.add_argument("--image-sizes", type=int, nargs="+", default=[224, 64], help="backbone input sides")
     parser.add_argument("--dino-epochs", type=int, default=20)
     parser.add_argument("--dino-size", type=int, default=32)

@@ -64,6 +64,7 @@ ABLATIONS = {
     "SMM -> GMM": {"mixture": "gaussian"},
     "w/o pre-training": {"pretrain_epochs": 0},
     "max scaling (paper)": {"input_scaling": "max"},
+    "tissue patches as tokens": {"tissue_tokens": True},
 }
 SECTIONS = {section.lower(): section for section in STUTILITY_SECTIONS}
 #: Gene sets with a known truth, ``{dataset: (families, clustered among the --n-genes highly variable
@@ -141,7 +142,7 @@ def score(flat: np.ndarray, labels: np.ndarray, truth: np.ndarray | None) -> dic
 def darlc_params(args) -> dict:
     return dict(patch_size=args.patch_size, embed_dim=args.embed_dim, depth=4, num_heads=4, head_dim=32,
                 pretrain_epochs=args.pretrain_epochs, cluster_epochs=args.cluster_epochs, gat_epochs=args.gat_epochs,
-                batch_size=64, device="cpu", random_state=args.seed)
+                tissue_tokens=args.tissue_tokens, batch_size=64, device="cpu", random_state=args.seed)
 
 
 def member_figure(images: np.ndarray, labels: np.ndarray, flat: np.ndarray, path: Path, n_show: int = 5) -> None:
@@ -319,6 +320,8 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int_or_auto, default="auto", help="paper: 50; 'auto' = the embedder's default (10)")
     parser.add_argument("--cluster-epochs", type=int_or_auto, default="auto", help="paper: 50; 'auto' = the embedder's default (10)")
     parser.add_argument("--gat-epochs", type=int, default=100, help="the embedder's default")
+    parser.add_argument("--tissue-tokens", action="store_true",
+                        help="only the patches on the tissue are ViT tokens (tissue_tokens=True; default: every patch)")
     parser.add_argument("--simclr-epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)

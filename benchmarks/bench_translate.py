@@ -88,12 +88,13 @@ def neural_params(args) -> dict:
             "intensity.transformer": {**neural, "d_model": 16, "n_heads": 2, "n_tokens": args.n_tokens}}
 
 
-def evaluate(X, Y, presence, coords, groups, folds, args, *, presence_models, intensity_models, names, spatial_context=0):
+def evaluate(X, Y, presence, coords, groups, folds, args, *, presence_models, intensity_models, names, spatial_context=0,
+             spatial_coordinates=False):
     start = time.time()
     result = sc.translate.cross_validate(
         X, Y, presence, coords=coords, groups=groups, folds=folds, n_splits=5, model_params=neural_params(args),
         presence_models=presence_models, intensity_models=intensity_models, spatial_context=spatial_context,
-        choice_tolerance=args.choice_tolerance, names=names, random_state=args.seed,
+        spatial_coordinates=spatial_coordinates, choice_tolerance=args.choice_tolerance, names=names, random_state=args.seed,
     )
     return result, time.time() - start
 
@@ -186,12 +187,15 @@ def run(name: str, args) -> str:
         cheap_p, cheap_i = [m for m in presence_models if m in ("logistic", "mlp")], [m for m in intensity_models if m in ("ridge", "mlp")]
         ctx, ctx_seconds = evaluate(X, Y, presence, coords, groups, folds, args, presence_models=cheap_p,
                                     intensity_models=cheap_i, names=names, spatial_context=args.context)
-        s0, s1 = summary.set_index("model"), ctx["intensity_summary"].set_index("model")
-        rows = [{"model": r, "R² without": s0.loc[r, "r2_macro"], f"R² with {args.context}-NN context": s1.loc[r, "r2_macro"],
-                 "Pearson without": s0.loc[r, "pearson_macro"], "Pearson with": s1.loc[r, "pearson_macro"]}
+        xy, xy_seconds = evaluate(X, Y, presence, coords, groups, folds, args, presence_models=cheap_p, intensity_models=cheap_i,
+                                  names=names, spatial_context=args.context, spatial_coordinates=True)
+        s0, s1, s2 = (r["intensity_summary"].set_index("model") for r in (result, ctx, xy))
+        rows = [{"model": r, **{f"{metric} {label}": s.loc[r, key] for metric, key in (("R²", "r2_macro"), ("Pearson", "pearson_macro"))
+                                for label, s in (("without", s0), (f"with {args.context}-NN context", s1), ("with context + coordinates", s2))}}
                 for r in [row_name(p_, i_) for p_ in cheap_p for i_ in cheap_i] + [row_name(None, i_, "none") for i_ in cheap_i]]
-        lines += [f"Spatial context (expression + mean over the spot and its {args.context} nearest spots, both stages):", "",
-                  markdown(pd.DataFrame(rows)), "", f"(context run: {ctx_seconds:.0f} s)", ""]
+        lines += [f"Spatial context (expression + mean over the spot and its {args.context} nearest spots, both stages; then "
+                  "also the per-section standardised coordinates, `spatial_coordinates=True`):", "",
+                  markdown(pd.DataFrame(rows)), "", f"(context runs: {ctx_seconds:.0f} s, {xy_seconds:.0f} s with coordinates)", ""]
     return "\n".join(lines)
 
 

@@ -149,3 +149,23 @@ def test_dino_dataset_scaling_is_kept_in_the_checkpoint(cells, tmp_path):
     np.testing.assert_allclose(restored.transform(images, sizes=sizes), trainer.transform(images, sizes=sizes), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="Invalid option `per_image` for `scaling`"):
         DINOTrainer(scaling="per_image").fit(images, sizes=sizes)
+
+
+def test_dino_channels_separate_trains_one_vit_per_channel(cells, tmp_path):
+    from spatialclust.models import DINOTrainer
+
+    images = sc.io.cell_image_stack(cells)
+    sizes = cells.obs[[_keys.IMAGE_HEIGHT, _keys.IMAGE_WIDTH]].to_numpy()
+    adata = cells.copy()
+    ckpt = tmp_path / "dino"
+    sc.tl.embed_cells(adata, "dino", channels="separate", epochs=1, checkpoint=ckpt, device="cpu", seed=0, **TINY_DINO)
+    emb = adata.obsm["X_dino"]
+    assert emb.shape == (12, 3 * 16) and np.isfinite(emb).all()
+    assert sorted(p.name for p in ckpt.iterdir()) == ["channel_0", "channel_1", "channel_2"]
+    assert set(adata.uns["X_dino"]["history"]) == {"channel_0", "channel_1", "channel_2"}
+    # each block is the embedding of one channel by its own single-channel ViT
+    second = DINOTrainer.from_checkpoint(ckpt / "channel_1", device="cpu")
+    assert second.in_chans_ == 1
+    np.testing.assert_allclose(second.transform(images[:, [1]], sizes=sizes), emb[:, 16:32], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="Invalid option `each` for `channels`"):
+        sc.tl.embed_cells(adata, "dino", channels="each", **TINY_DINO)

@@ -7,7 +7,8 @@ import pytest
 
 import spatialclust as sc
 from spatialclust.models import gaussian_smooth
-from spatialclust.tl._darlc import DARLCEmbedder, init_head_from_pca, pad_to_patches, resolve_patch_size, seeding_similarity
+from spatialclust.tl._darlc import (DARLCEmbedder, init_head_from_pca, pad_to_patches, resolve_patch_size, seeding_similarity,
+                                    tissue_patches)
 
 # 16 x 16 images, 4 x 4 patches: the encoder keeps the 4 x 4 token grid, 16 * 16 = 256 dimensions
 TINY_DIM = 256
@@ -78,6 +79,52 @@ def test_vit_representation_keeps_the_token_grid():
     # a mean over the tokens would give two (nearly) equal vectors; the grid keeps them apart
     assert (out[0] - out[1]).abs().max() > 0.1
     assert SparseImageViT((8, 8), patch_size=4, embed_dim=8, depth=1, num_heads=2).out_dim == 8 * 2 * 2
+
+
+def test_vit_token_mask_ignores_the_patches_off_tissue():
+    import torch
+
+    from spatialclust.models import SparseImageViT
+
+    keep = torch.zeros(4, 4, dtype=torch.bool)
+    keep[:, :2] = True  # the left half of a 16 x 16 image is tissue
+    vit = SparseImageViT((16, 16), patch_size=4, embed_dim=8, depth=1, num_heads=2, pool_grid=4, token_mask=keep).eval()
+    assert vit.num_patches == 8
+    x = torch.rand(2, 1, 16, 16)
+    y = x.clone()
+    y[..., 8:] = 100.0  # whatever lies off the tissue
+    torch.testing.assert_close(vit(x), vit(y))
+    grid = vit(x).reshape(2, 8, 4, 4)
+    assert (grid[..., 2:] == 0).all() and (grid[..., :2] != 0).any()  # pooled cells without tissue are 0
+    assert vit.patchify(x).shape == (2, 8, 16) and vit.random_mask(2, 0.5).shape == (2, 8)
+    loss, cls = vit.mim_loss(x, 0.5)
+    assert torch.isfinite(loss) and cls.shape == (2, 8)
+    # every patch kept = no mask at all
+    torch.manual_seed(0)
+    full = SparseImageViT((16, 16), patch_size=4, embed_dim=8, depth=1, num_heads=2, token_mask=torch.ones(4, 4, dtype=torch.bool))
+    torch.manual_seed(0)
+    plain = SparseImageViT((16, 16), patch_size=4, embed_dim=8, depth=1, num_heads=2)
+    torch.testing.assert_close(full.eval()(x), plain.eval()(x))
+    with pytest.raises(ValueError, match="patch grid's shape"):
+        SparseImageViT((16, 16), patch_size=4, embed_dim=8, depth=1, num_heads=2, token_mask=torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="at least 2 patches"):
+        SparseImageViT((16, 16), patch_size=4, embed_dim=8, depth=1, num_heads=2, token_mask=torch.zeros(4, 4, dtype=torch.bool))
+
+
+def test_darlc_tissue_tokens_survive_the_checkpoint(tmp_path):
+    images, _ = pattern_images()
+    mask = np.zeros(images.shape[1:], dtype=bool)
+    mask[:, :7] = True  # 7 px of tissue: the patches of columns 0-3 and 4-7 overlap it
+    assert tissue_patches(None, 4) is None
+    np.testing.assert_array_equal(tissue_patches(mask, 4), np.repeat([[True, True, False, False]], 4, axis=0))
+    assert tissue_patches(mask, 16) is None  # a single patch: every patch
+    model = DARLCEmbedder(**{**TINY, "augmentation": "gaussian", "tissue_tokens": True}).fit(images, mask=mask)
+    assert model._net["encoder"].num_patches == 8
+    everything = DARLCEmbedder(**{**TINY, "augmentation": "gaussian", "tissue_tokens": False}).fit(images, mask=mask)
+    assert everything._net["encoder"].num_patches == 16
+    loaded = DARLCEmbedder.from_checkpoint(model.save(tmp_path / "darlc"), device="cpu")
+    assert loaded._net["encoder"].num_patches == 8 and loaded.get_params()["tissue_tokens"]
+    np.testing.assert_allclose(loaded.transform(images, mask=mask), model.transform(images, mask=mask), atol=1e-5)
 
 
 def test_head_starts_from_the_principal_axes():

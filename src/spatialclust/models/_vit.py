@@ -11,6 +11,9 @@ at most ``pool_grid x pool_grid`` grid positions, concatenated in grid order. Th
 how its ViT summarises an image; the two usual choices fail on sparse gene images, because what
 tells their patterns apart is location, not texture (simulated gene images, 5 patterns, k-means
 NMI on the warm-up embedding: class token 0.09, mean of the patch tokens 0.05, pooled grid 0.84).
+With a ``token_mask`` only the patches that overlap the tissue become tokens: off-tissue patches are
+constant padding that costs attention and dilutes the masked-modelling loss with trivially
+reconstructed blanks.
 """
 
 from __future__ import annotations
@@ -49,10 +52,15 @@ class SparseImageViT(nn.Module):
     pool_grid
         The representation averages the token grid down to at most ``pool_grid`` positions per
         side (its size is ``embed_dim * rows * cols``, bounded whatever the image size).
+    token_mask
+        Boolean ``(rows, cols)`` patch grid: only these patches become tokens (e.g. those that
+        overlap the tissue), are masked and reconstructed, and enter the pooled representation
+        (averaged over the kept tokens of each pooled cell; a cell without any is 0). ``None``:
+        every patch. Kept as a buffer, so it travels with the state dict.
     """
 
     def __init__(self, image_size: tuple[int, int], *, patch_size: int, embed_dim: int = 64, depth: int = 4, num_heads: int = 4,
-                 pool_grid: int = 8) -> None:
+                 pool_grid: int = 8, token_mask: torch.Tensor | None = None) -> None:
         super().__init__()
         from timm.models.vision_transformer import Block
 
@@ -63,7 +71,6 @@ class SparseImageViT(nn.Module):
             raise ValueError(f"`embed_dim`={embed_dim} must be divisible by `num_heads`={num_heads}.")
         self.patch_size = patch_size
         self.grid = (h // patch_size, w // patch_size)
-        n = self.grid[0] * self.grid[1]
         self.patch_embed = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -77,33 +84,54 @@ class SparseImageViT(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.decoder = nn.Linear(embed_dim, patch_size * patch_size)
         self.embed_dim = embed_dim
-        self.num_patches = n
+        if token_mask is None:
+            token_mask = torch.ones(self.grid, dtype=torch.bool)
+        token_mask = torch.as_tensor(token_mask, dtype=torch.bool)
+        if tuple(token_mask.shape) != self.grid:
+            raise ValueError(f"`token_mask` must have the patch grid's shape {self.grid}; got {tuple(token_mask.shape)}.")
+        if int(token_mask.sum()) < 2:
+            raise ValueError("`token_mask` must keep at least 2 patches (masked modelling hides some and shows others).")
+        self.register_buffer("token_mask", token_mask)
         self.pooled_grid = (min(self.grid[0], pool_grid), min(self.grid[1], pool_grid))
         self.out_dim = embed_dim * self.pooled_grid[0] * self.pooled_grid[1]
 
+    @property
+    def num_patches(self) -> int:
+        """Number of tokens (patches kept by ``token_mask``)."""
+        return int(self.token_mask.sum())
+
+    def _kept(self) -> torch.Tensor:
+        return self.token_mask.flatten().nonzero().squeeze(1)
+
     def tokens(self, x: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Encoded tokens ``(B, 1 + N, D)``; patches where ``patch_mask`` is True see the mask token."""
-        t = self.patch_embed(x).flatten(2).transpose(1, 2)
+        """Encoded tokens ``(B, 1 + N, D)`` of the kept patches; where ``patch_mask`` is True they see the mask token."""
+        kept = self._kept()
+        t = self.patch_embed(x).flatten(2).transpose(1, 2)[:, kept]
         if patch_mask is not None:
             t = torch.where(patch_mask[..., None], self.mask_token.expand_as(t), t)
-        t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1) + self.pos_embed
+        pos = torch.cat([self.pos_embed[:, :1], self.pos_embed[:, 1:][:, kept]], dim=1)
+        t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1) + pos
         return self.norm(self.blocks(t))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image representation ``(B, out_dim)``: the patch tokens pooled to ``pooled_grid``, flattened."""
+        """Image representation ``(B, out_dim)``: the kept patch tokens pooled to ``pooled_grid``, flattened."""
         t = self.tokens(x)[:, 1:]
-        grid = t.transpose(1, 2).reshape(t.shape[0], self.embed_dim, *self.grid)
-        return nn.functional.adaptive_avg_pool2d(grid, self.pooled_grid).flatten(1)
+        full = t.new_zeros(t.shape[0], self.grid[0] * self.grid[1], self.embed_dim)
+        full[:, self._kept()] = t
+        grid = full.transpose(1, 2).reshape(t.shape[0], self.embed_dim, *self.grid)
+        pooled = nn.functional.adaptive_avg_pool2d(grid, self.pooled_grid)
+        share = nn.functional.adaptive_avg_pool2d(self.token_mask[None, None].to(t.dtype), self.pooled_grid)
+        return (pooled / share.clamp_min(1e-12)).flatten(1)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, H, W)`` -> ``(B, N, patch_size**2)`` in token order."""
+        """``(B, 1, H, W)`` -> ``(B, N, patch_size**2)``: the kept patches in token order."""
         p = self.patch_size
         b = x.shape[0]
         gh, gw = self.grid
-        return x.reshape(b, gh, p, gw, p).permute(0, 1, 3, 2, 4).reshape(b, gh * gw, p * p)
+        return x.reshape(b, gh, p, gw, p).permute(0, 1, 3, 2, 4).reshape(b, gh * gw, p * p)[:, self._kept()]
 
     def random_mask(self, batch: int, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Boolean ``(B, N)`` with ``round(ratio * N)`` (at least 1) masked patches per image."""
+        """Boolean ``(B, N)`` with ``round(ratio * N)`` (at least 1) masked tokens per image."""
         n_mask = max(1, min(self.num_patches - 1, round(ratio * self.num_patches)))
         noise = torch.rand(batch, self.num_patches, generator=generator, device=self.pos_embed.device)
         rank = noise.argsort(dim=1).argsort(dim=1)

@@ -6,7 +6,9 @@ channel": every channel of a cell, zero-padded to a square and rescaled to [0, 1
 image replicated to the 3 input planes; the per-channel vectors are concatenated (``combine=
 "concat"``, ``C * d`` features) or averaged (``"mean"``, ``d`` features). The alternative is a
 ViT trained on the cells themselves with DINO (scDINO, :class:`spatialclust.models.DINOTrainer`),
-which sees all channels at once. ``method="pixels"`` is the raw-pixel baseline: the padded images
+which sees all channels at once (``channels="joint"``, the seed's setting: one ViT on the
+C-channel images) or one channel at a time (``channels="separate"``, scDINO's channel-wise mode: one
+single-channel ViT per channel, CLS tokens concatenated). ``method="pixels"`` is the raw-pixel baseline: the padded images
 as recorded, flattened (``C * H * W`` features; the pipeline reduces every embedding by PCA).
 
 >>> sc.tl.embed_cells(adata, method="pretrained", backbone="efficientnet_lite0")  # obsm["X_efficientnet_lite0"]  # doctest: +SKIP
@@ -28,12 +30,14 @@ from .._logging import logger, progress
 from .._registry import invalid_option
 from ..io import cell_image_stack
 
-__all__ = ["COMBINE", "ChannelwiseEmbedder", "embed_cells"]
+__all__ = ["COMBINE", "DINO_CHANNELS", "ChannelwiseEmbedder", "embed_cells"]
 
 #: How per-channel vectors are combined.
 COMBINE = ("concat", "mean")
 #: Embedding methods of :func:`embed_cells`.
 CELL_EMBEDDINGS = ("pretrained", "dino", "pixels")
+#: How DINO sees the channels: one ViT on all of them, or one ViT per channel.
+DINO_CHANNELS = ("joint", "separate")
 
 
 class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
@@ -131,6 +135,30 @@ class ChannelwiseEmbedder(TransformerMixin, BaseEstimator):
         return out.astype(np.float32)
 
 
+def _dino_embeddings(images: np.ndarray, sizes: np.ndarray, *, channels: str = "joint",
+                     checkpoint: str | os.PathLike | None = None, **params: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """DINO embeddings of ``images`` with all channels in one ViT or one ViT per channel (see :func:`embed_cells`)."""
+    from pathlib import Path
+
+    from ..models import DINOTrainer
+
+    if channels not in DINO_CHANNELS:
+        raise invalid_option(channels, "channels", list(DINO_CHANNELS))
+    if channels == "joint":
+        trainer = DINOTrainer(**params, checkpoint=checkpoint).fit(images, sizes=sizes)
+        return trainer.transform(images, sizes=sizes), {"history": trainer.history_,
+                                                        "checkpoint": None if checkpoint is None else str(checkpoint)}
+    vectors, history = [], {}
+    for c in range(images.shape[1]):
+        name = f"channel_{c}"
+        path = None if checkpoint is None else Path(checkpoint) / name
+        logger.info("DINO on channel %d of %d", c + 1, images.shape[1])
+        trainer = DINOTrainer(**params, checkpoint=path).fit(images[:, [c]], sizes=sizes)
+        vectors.append(trainer.transform(images[:, [c]], sizes=sizes))
+        history[name] = trainer.history_
+    return np.concatenate(vectors, axis=1), {"history": history, "checkpoint": None if checkpoint is None else str(checkpoint)}
+
+
 def embed_cells(
     adata: ad.AnnData,
     method: str = "pretrained",
@@ -147,7 +175,10 @@ def embed_cells(
     method
         ``"pretrained"``: :class:`ChannelwiseEmbedder` (``params``: ``backbone``, ``combine``, ...);
         ``"dino"``: :class:`spatialclust.models.DINOTrainer` trained on all cells (or loaded
-        from ``params["checkpoint"]``), embedding = teacher CLS token; ``"pixels"``: the raw
+        from ``params["checkpoint"]``), embedding = teacher CLS token; ``params["channels"]``
+        = ``"joint"`` (default: one ViT on all channels) or ``"separate"`` (one ViT per channel,
+        their CLS tokens concatenated, ``C * embed_dim`` features; checkpoints in
+        ``<checkpoint>/channel_<c>``); ``"pixels"``: the raw
         images flattened (the raw-pixel baseline, no parameters).
     key_added
         obsm key (default ``"X_<backbone>"`` for ``pretrained``, ``"X_dino"`` for ``dino``,
@@ -168,12 +199,8 @@ def embed_cells(
         key = key_added or _keys.embedding_key(embedder.backbone)
         extra: dict[str, Any] = {}
     elif method == "dino":
-        from ..models import DINOTrainer
-
-        trainer = DINOTrainer(**params).fit(images, sizes=sizes)
-        vectors = trainer.transform(images, sizes=sizes)
+        vectors, extra = _dino_embeddings(images, sizes, **params)
         key = key_added or _keys.embedding_key(method)
-        extra = {"history": trainer.history_, "checkpoint": None if trainer.checkpoint is None else str(trainer.checkpoint)}
     elif method == "pixels":
         if params:
             raise TypeError(f"`pixels` takes no parameters, got {sorted(params)}.")

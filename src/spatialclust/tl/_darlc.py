@@ -110,6 +110,19 @@ def resolve_patch_size(patch_size: int | str, grid: tuple[int, int]) -> int:
     return int(patch_size)
 
 
+def tissue_patches(mask: np.ndarray | None, patch_size: int) -> np.ndarray | None:
+    """Boolean patch grid of the padded image: True where a patch overlaps the tissue ``mask``.
+
+    ``None`` (every patch) without a mask or when fewer than 2 patches overlap it.
+    """
+    if mask is None:
+        return None
+    padded = pad_to_patches(np.asarray(mask, dtype=bool)[None], patch_size)[0]
+    gh, gw = padded.shape[0] // patch_size, padded.shape[1] // patch_size
+    patches = padded.reshape(gh, patch_size, gw, patch_size).any(axis=(1, 3))
+    return patches if patches.sum() >= 2 else None
+
+
 def pad_to_patches(images: np.ndarray, patch_size: int) -> np.ndarray:
     """Zero-pad ``(n, H, W)`` at the bottom/right to multiples of ``patch_size``.
 
@@ -155,14 +168,15 @@ def _target_distribution(q: np.ndarray) -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
-def _build_networks(image_size, params: dict[str, Any], device: str):
+def _build_networks(image_size, params: dict[str, Any], device: str, token_mask: np.ndarray | None = None):
     import torch
     from torch import nn
 
     from ..models import SparseImageViT
 
     vit = SparseImageViT(image_size, patch_size=params["patch_size"], embed_dim=params["embed_dim"],
-                         depth=params["depth"], num_heads=params["num_heads"], pool_grid=params["pool_grid"])
+                         depth=params["depth"], num_heads=params["num_heads"], pool_grid=params["pool_grid"],
+                         token_mask=None if token_mask is None else torch.as_tensor(token_mask))
     d, width = params["embed_dim"], max(params["embed_dim"], params["head_dim"])
     net = nn.ModuleDict({
         "encoder": vit,
@@ -237,6 +251,12 @@ class DARLCEmbedder(ImageEmbedder):
     pool_grid
         The encoder's image representation keeps the token grid, average-pooled to at most
         ``pool_grid`` positions per side (:class:`~spatialclust.models.SparseImageViT`).
+    tissue_tokens
+        Only the patches that overlap the tissue mask become ViT tokens (True), or every patch of
+        the padded grid (False, the paper's ViT, the default). Off-tissue patches are constant
+        padding that costs attention (on the olfactory bulb 95 of 128 patches at patch 4), so True
+        is 1.5-4x faster, but it lost the gene-family check on the olfactory bulb (docs/benchmarks.md,
+        "DARLC tissue tokens"): a speed setting for large gene sets.
     mask_ratio
         Fraction of masked patches in the MIM branch (paper: 0.8).
     momentum
@@ -313,6 +333,7 @@ class DARLCEmbedder(ImageEmbedder):
         "patch_size": [Interval(int, 1), "auto"],
         **{name: [Interval(int, 1)] for name in ("max_clusters", "embed_dim", "depth", "num_heads", "pool_grid",
                                                  "head_dim", "batch_size", "seed_neighbors", "em_iter")},
+        "tissue_tokens": [bool],
         "mask_ratio": [Interval(float, 0, 1, closed="neither")], "momentum": [Interval(float, 0, 1, closed="left")],
         "temperature": [Interval(float, 0, closed="neither")], "lr": [Interval(float, 0, closed="neither")],
         "input_scaling": [*INPUT_SCALINGS], "pretrain_epochs": [Interval(int, 0), "auto"],
@@ -333,6 +354,7 @@ class DARLCEmbedder(ImageEmbedder):
         depth: int = 4,
         num_heads: int = 4,
         pool_grid: int = 8,
+        tissue_tokens: bool = False,
         mask_ratio: float = 0.8,
         momentum: float = 0.999,
         temperature: float = 0.5,
@@ -366,6 +388,7 @@ class DARLCEmbedder(ImageEmbedder):
         self.depth = depth
         self.num_heads = num_heads
         self.pool_grid = pool_grid
+        self.tissue_tokens = tissue_tokens
         self.mask_ratio = mask_ratio
         self.momentum = momentum
         self.temperature = temperature
@@ -436,7 +459,8 @@ class DARLCEmbedder(ImageEmbedder):
         x = torch.as_tensor(self._standardise(pad_to_patches(scaled, self.patch_size_))[:, None], device=device)
         xs = torch.as_tensor(self._standardise(pad_to_patches(conditioned_smoothed, self.patch_size_))[:, None], device=device)
         params = {**self.get_params(), "patch_size": self.patch_size_}
-        net, target = _build_networks(tuple(x.shape[2:]), params, device)
+        token_mask = tissue_patches(mask, self.patch_size_) if self.tissue_tokens else None
+        net, target = _build_networks(tuple(x.shape[2:]), params, device, token_mask)
         optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
         generator = torch.Generator(device=device).manual_seed(seed)
         self.history_: dict[str, list[float]] = {"gat": gat_losses, "pretrain": [], "epoch_level": [], "batch_level": []}
@@ -675,7 +699,8 @@ class DARLCEmbedder(ImageEmbedder):
         params = {k: v for k, v in config["params"].items() if k != "device"}
         if isinstance(params.get("gat_hidden_dims"), list):
             params["gat_hidden_dims"] = tuple(params["gat_hidden_dims"])
-        params.setdefault("input_scaling", "max")  # checkpoints written before the option existed
+        params.setdefault("input_scaling", "max")  # checkpoints written before the options existed
+        params.setdefault("tissue_tokens", False)
         model = cls(**params, device=device)
         model._device = resolve_device(device)
         model.pixel_mean_ = float(config["preprocessing"]["pixel_mean"])
@@ -684,6 +709,7 @@ class DARLCEmbedder(ImageEmbedder):
         model.patch_size_ = int(config["architecture"]["patch_size"])
         model._net, _ = _build_networks(image_size, {**model.get_params(), "patch_size": model.patch_size_}, model._device)
         net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        net_state.setdefault("encoder.token_mask", model._net["encoder"].token_mask)  # before tissue tokens: all
         try:
             model._net.load_state_dict(net_state, strict=True)
         except RuntimeError as err:
